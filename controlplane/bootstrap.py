@@ -1,0 +1,98 @@
+"""Envoy bootstrap for a Meridian gateway: everything dynamic, over one ADS stream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+XDS_CLUSTER = "meridian_xds"
+
+
+def split_host_port(address: str, default_port: int) -> tuple[str, int]:
+    """'host:port', '[v6]:port' or 'host' -> (host, port)."""
+    if address.startswith("["):
+        host, _, rest = address[1:].partition("]")
+        return host, int(rest.lstrip(":") or default_port)
+    if address.count(":") == 1:
+        host, port = address.split(":")
+        return host, int(port)
+    return address, default_port
+
+
+def render_bootstrap(
+    *,
+    xds_address: str,
+    node_id: str,
+    node_cluster: str = "meridian-gateway",
+    admin_port: int = 9901,
+    admin_address: str = "127.0.0.1",
+    delta: bool = False,
+) -> dict[str, Any]:
+    """Bootstrap dict (dump it as YAML or JSON). `delta` selects Delta ADS instead of SotW."""
+    host, port = split_host_port(xds_address, 18000)
+    api_type = "DELTA_GRPC" if delta else "GRPC"
+    ads = {"resource_api_version": "V3", "ads": {}}
+    return {
+        "node": {"id": node_id, "cluster": node_cluster},
+        "admin": {"address": {"socket_address": {"address": admin_address, "port_value": admin_port}}},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": api_type,
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": True,
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+            },
+            "cds_config": ads,
+            "lds_config": ads,
+        },
+        "static_resources": {
+            "clusters": [
+                {
+                    "name": XDS_CLUSTER,
+                    "type": "STRICT_DNS" if not _is_ip(host) else "STATIC",
+                    "connect_timeout": "1s",
+                    "typed_extension_protocol_options": {
+                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                            "explicit_http_config": {
+                                "http2_protocol_options": {
+                                    "connection_keepalive": {"interval": "10s", "timeout": "5s"}
+                                }
+                            },
+                        }
+                    },
+                    "load_assignment": {
+                        "cluster_name": XDS_CLUSTER,
+                        "endpoints": [
+                            {
+                                "lb_endpoints": [
+                                    {
+                                        "endpoint": {
+                                            "address": {"socket_address": {"address": host, "port_value": port}}
+                                        }
+                                    }
+                                ]
+                            }
+                        ],
+                    },
+                }
+            ]
+        },
+        "layered_runtime": {
+            "layers": [
+                {
+                    "name": "static",
+                    "static_layer": {"overload": {"global_downstream_max_connections": 50000}},
+                }
+            ]
+        },
+    }
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,163 @@
+"""Versioned snapshot cache shared by every xDS stream.
+
+Each resource is serialized exactly once per content change (as the bytes of a
+`google.protobuf.Any`) and those bytes are shared by every stream that sends it.
+Changes arrive as deltas (name -> bytes or None), so a single EndpointSlice
+change touches one entry, not the world. Per-resource versions are content
+hashes (stable across restarts, so Delta xDS can skip what Envoy already has);
+the per-type version is a counter bumped on each change of that type.
+
+The cache is keyed by node group (`node.cluster`); groups without a snapshot of
+their own read the default group's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+from controlplane.xds.resources import PUSH_ORDER
+
+DEFAULT_GROUP = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """One serialized resource: `any_bytes` is a serialized google.protobuf.Any."""
+
+    name: str
+    version: str
+    any_bytes: bytes
+
+
+def content_version(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def pack(type_url: str, message: Message | bytes) -> bytes:
+    """Serialize `message` once and wrap it in an Any, returning the Any's bytes."""
+    value = message if isinstance(message, bytes) else message.SerializeToString(deterministic=True)
+    return any_pb2.Any(type_url=type_url, value=value).SerializeToString()
+
+
+def make_resource(name: str, type_url: str, message: Message | bytes) -> Resource:
+    data = pack(type_url, message)
+    return Resource(name=name, version=content_version(data), any_bytes=data)
+
+
+@dataclass(frozen=True)
+class TypeSnapshot:
+    """Everything of one type for one group, at one version. Never mutated."""
+
+    version: int
+    resources: Mapping[str, Resource]
+    changed_at: float = 0.0  # when the change that made this version was first seen
+
+
+EMPTY = TypeSnapshot(version=0, resources={})
+
+
+@dataclass
+class _Group:
+    types: dict[str, TypeSnapshot] = field(default_factory=dict)
+
+
+class SnapshotCache:
+    """Holds the current resources per group and type, and wakes streams on change."""
+
+    def __init__(self) -> None:
+        self._groups: dict[str, _Group] = {DEFAULT_GROUP: _Group()}
+        self._version = 0
+        self._waiters: set[asyncio.Event] = set()
+        self.ready = False  # set once the first full snapshot is in
+
+    # -- writing ---------------------------------------------------------
+    def apply(
+        self,
+        changes: Mapping[str, Mapping[str, Resource | None]],
+        *,
+        group: str = DEFAULT_GROUP,
+        seen_at: float | None = None,
+    ) -> int:
+        """Apply upserts (Resource) and removals (None) per type URL; returns the new version.
+
+        Unchanged resources (same content version) are dropped from the change
+        so that a no-op write does not wake any stream.
+        """
+        grp = self._groups.setdefault(group, _Group())
+        seen = seen_at if seen_at is not None else time.monotonic()
+        touched: dict[str, dict[str, Resource]] = {}
+        for type_url, entries in changes.items():
+            current = grp.types.get(type_url, EMPTY)
+            updated: dict[str, Resource] | None = None
+            for name, res in entries.items():
+                old = current.resources.get(name)
+                if res is None:
+                    if old is None:
+                        continue
+                elif old is not None and old.version == res.version:
+                    continue
+                if updated is None:
+                    updated = dict(current.resources)
+                if res is None:
+                    del updated[name]
+                else:
+                    updated[name] = res
+            if updated is not None:
+                touched[type_url] = updated
+        if not touched:
+            return self._version
+        self._version += 1
+        for type_url, resources in touched.items():
+            grp.types[type_url] = TypeSnapshot(self._version, resources, seen)
+        self._wake()
+        return self._version
+
+    def replace(self, snapshot: Mapping[str, Mapping[str, Resource]], *, group: str = DEFAULT_GROUP) -> int:
+        """Set whole types to exactly `snapshot` (removing what is not in it)."""
+        grp = self._groups.setdefault(group, _Group())
+        changes: dict[str, dict[str, Resource | None]] = {}
+        for type_url in set(snapshot) | set(grp.types):
+            want = snapshot.get(type_url, {})
+            have = grp.types.get(type_url, EMPTY).resources
+            delta: dict[str, Resource | None] = {n: None for n in have if n not in want}
+            delta.update(want)
+            changes[type_url] = delta
+        return self.apply(changes, group=group)
+
+    # -- reading ---------------------------------------------------------
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def get(self, type_url: str, group: str = DEFAULT_GROUP) -> TypeSnapshot:
+        grp = self._groups.get(group)
+        if grp is None or type_url not in grp.types:
+            grp = self._groups[DEFAULT_GROUP]
+        return grp.types.get(type_url, EMPTY)
+
+    def names(self, group: str = DEFAULT_GROUP) -> dict[str, list[str]]:
+        return {t: sorted(self.get(t, group).resources) for t in PUSH_ORDER}
+
+    def groups(self) -> Iterable[str]:
+        return tuple(self._groups)
+
+    # -- waiting ---------------------------------------------------------
+    def waiter(self) -> asyncio.Event:
+        """An event set on every change; the caller clears it after reading."""
+        ev = asyncio.Event()
+        self._waiters.add(ev)
+        return ev
+
+    def drop_waiter(self, ev: asyncio.Event) -> None:
+        self._waiters.discard(ev)
+
+    def _wake(self) -> None:
+        for ev in self._waiters:
+            ev.set()
