@@ -16,3 +16,40 @@ SHORT_NAMES = {CLUSTER: "CDS", ENDPOINT: "EDS", LISTENER: "LDS", ROUTE: "RDS", S
 
 # Types for which a State-of-the-World response must carry every resource.
 FULL_STATE_TYPES = frozenset({CLUSTER, LISTENER})
+
+
+def message_class(type_url: str) -> type:
+    """The protobuf class for a type URL (for debug output and tests)."""
+    from envoy.config.cluster.v3 import cluster_pb2
+    from envoy.config.endpoint.v3 import endpoint_pb2
+    from envoy.config.listener.v3 import listener_pb2
+    from envoy.config.route.v3 import route_pb2
+    from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+
+    return {
+        CLUSTER: cluster_pb2.Cluster,
+        ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
+        LISTENER: listener_pb2.Listener,
+        ROUTE: route_pb2.RouteConfiguration,
+        SECRET: secret_pb2.Secret,
+    }[type_url]
+
+
+def decode(type_url: str, any_bytes: bytes) -> dict:
+    """Any bytes -> a JSON-able dict in Envoy's field names; secret key material is redacted."""
+    from google.protobuf import any_pb2, json_format
+
+    wrapper = any_pb2.Any.FromString(any_bytes)
+    msg = message_class(type_url).FromString(wrapper.value)
+    import json
+
+    out = json.loads(json_format.MessageToJson(msg, preserving_proto_field_name=True, indent=None))
+    if type_url == SECRET:
+        redact_secret(out)
+    return out
+
+
+def redact_secret(obj: dict) -> None:
+    cert = obj.get("tls_certificate") or {}
+    if "private_key" in cert:
+        cert["private_key"] = {"inline_bytes": "[redacted]"}

@@ -1,0 +1,125 @@
+"""Admin HTTP: health, readiness, Prometheus metrics and JSON debug views."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from controlplane.bootstrap import split_host_port
+from controlplane.xds import resources as rt
+
+if TYPE_CHECKING:
+    from controlplane.app import MeridianApp
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=_dumps)
+
+
+def _dumps(data: Any) -> str:
+    import orjson
+
+    return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+
+
+class AdminServer:
+    """Binds to localhost unless told otherwise (`--admin-address`)."""
+
+    def __init__(self, app: MeridianApp, extra: dict[str, Callable[[], Any]] | None = None) -> None:
+        self.app = app
+        self.extra = extra or {}
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    def routes(self) -> web.Application:
+        a = web.Application()
+        a.router.add_get("/healthz", self.healthz)
+        a.router.add_get("/readyz", self.readyz)
+        a.router.add_get("/metrics", self.metrics)
+        a.router.add_get("/debug/syncz", self.syncz)
+        a.router.add_get("/debug/ingresses", self.ingresses)
+        a.router.add_get("/debug/clusters", self.clusters)
+        a.router.add_get("/debug/snapshot", self.snapshot)
+        for path, fn in self.extra.items():
+            a.router.add_get(path, self._wrap(fn))
+        return a
+
+    @staticmethod
+    def _wrap(fn: Callable[[], Any]) -> Callable[[web.Request], Any]:
+        async def handler(_request: web.Request) -> web.Response:
+            return _json(fn())
+
+        return handler
+
+    async def start(self, address: str) -> int:
+        host, port = split_host_port(address, 19000)
+        self._runner = web.AppRunner(self.routes(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else port
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- handlers ---------------------------------------------------------------------
+    async def healthz(self, _request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        ready = self.app.is_ready()
+        return web.Response(text="ready\n" if ready else "not ready\n", status=200 if ready else 503)
+
+    async def metrics(self, _request: web.Request) -> web.Response:
+        body = generate_latest(self.app.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def syncz(self, _request: web.Request) -> web.Response:
+        return _json(self.app.xds.syncz() if self.app.xds else [])
+
+    async def ingresses(self, _request: web.Request) -> web.Response:
+        return _json(self.app.controller.ingress_reports())
+
+    async def clusters(self, _request: web.Request) -> web.Response:
+        now = time.time()
+        out = []
+        for store in sorted(self.app.registry.stores(), key=lambda s: s.cluster_id):
+            st = store.status
+            out.append(
+                {
+                    "cluster": store.cluster_id,
+                    "primary": store.primary,
+                    "state": st.state,
+                    "last_sync": st.last_sync,
+                    "seconds_since_sync": None if st.last_sync is None else round(now - st.last_sync, 3),
+                    "stale_since": st.stale_since,
+                    "errors": dict(st.errors),
+                    "objects": store.counts(),
+                }
+            )
+        for problem in self.app.cluster_problems():
+            out.append(problem)
+        return _json(out)
+
+    async def snapshot(self, _request: web.Request) -> web.Response:
+        cache = self.app.cache
+        return _json(
+            {
+                "version": cache.version,
+                "types": {
+                    rt.SHORT_NAMES[t]: {
+                        "version": cache.get(t).version,
+                        "resources": {n: r.version for n, r in sorted(cache.get(t).resources.items())},
+                    }
+                    for t in rt.PUSH_ORDER
+                },
+            }
+        )

@@ -1,0 +1,149 @@
+"""The annotation framework: reading keys under both prefixes, reporting, and the family contract.
+
+A family owns a set of keys. `parse` turns those keys into typed policies (frozen
+dataclasses whose class attribute `scope` says where they apply) and records a
+finding for every key it read: converted, warning (invalid value, default used),
+rejected (the Ingress is not served), unsupported or not-applicable. Parsing
+never raises on user input.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
+
+from controlplane.ir import Finding, FindingLevel, IngressRef
+
+NGINX_PREFIX = "nginx.ingress.kubernetes.io/"
+MERIDIAN_PREFIX = "meridian.io/"
+LEGACY_PREFIX = "ingress.kubernetes.io/"
+
+Scope = Literal["route", "upstream", "tls", "ingress"]
+
+
+class Policy(Protocol):
+    scope: ClassVar[Scope]
+
+
+class Annotations:
+    """Annotation values by short key; `meridian.io/` wins over `nginx.ingress.kubernetes.io/`."""
+
+    def __init__(self, raw: Mapping[str, Any] | None) -> None:
+        self.values: dict[str, str] = {}
+        self.full_keys: dict[str, str] = {}
+        self.legacy: dict[str, str] = {}
+        self.other: dict[str, str] = {}
+        for key, value in (raw or {}).items():
+            text = "" if value is None else str(value)
+            if key.startswith(NGINX_PREFIX):
+                short = key[len(NGINX_PREFIX) :].strip()
+                if short not in self.full_keys or not self.full_keys[short].startswith(MERIDIAN_PREFIX):
+                    self.values[short], self.full_keys[short] = text, key
+            elif key.startswith(MERIDIAN_PREFIX):
+                short = key[len(MERIDIAN_PREFIX) :].strip()
+                self.values[short], self.full_keys[short] = text, key
+            elif key.startswith(LEGACY_PREFIX):
+                self.legacy[key[len(LEGACY_PREFIX) :].strip()] = text
+            else:
+                self.other[key] = text
+
+    def get(self, key: str) -> str | None:
+        value = self.values.get(key)
+        return None if value is None else value.strip()
+
+    def has(self, key: str) -> bool:
+        return key in self.values
+
+
+@dataclass
+class ParseContext:
+    """What a family may look at besides annotations, and where it reports."""
+
+    ingress: IngressRef
+    obj: Mapping[str, Any]
+    lookup_secret: Callable[[str, str], Mapping[str, Any] | None] = lambda ns, name: None
+    findings: list[Finding] = field(default_factory=list)
+    rejected: bool = False
+
+    def report(self, level: FindingLevel, key: str, message: str = "") -> None:
+        self.findings.append(Finding(level, key, message))
+        if level == "rejected":
+            self.rejected = True
+
+    def converted(self, key: str, message: str = "") -> None:
+        self.report("converted", key, message)
+
+    def warn(self, key: str, message: str) -> None:
+        self.report("warning", key, message)
+
+    def reject(self, key: str, message: str) -> None:
+        self.report("rejected", key, message)
+
+    # -- typed readers: invalid values warn and fall back to the default --
+    def boolean(self, ann: Annotations, key: str, default: bool) -> bool:
+        raw = ann.get(key)
+        if raw is None:
+            return default
+        low = raw.lower()
+        if low in ("true", "false"):
+            return low == "true"
+        self.warn(key, f"invalid boolean {raw!r}; using default {str(default).lower()}")
+        return default
+
+    def integer(
+        self, ann: Annotations, key: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+    ) -> int:
+        raw = ann.get(key)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self.warn(key, f"invalid integer {raw!r}; using default {default}")
+            return default
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            self.warn(key, f"{value} is out of range [{minimum}, {maximum}]; using default {default}")
+            return default
+        return value
+
+    def seconds(self, ann: Annotations, key: str, default: float) -> float:
+        """nginx time values: plain seconds, or with s/m/h/ms suffix."""
+        raw = ann.get(key)
+        if raw is None:
+            return default
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)?", raw)
+        if not m:
+            self.warn(key, f"invalid duration {raw!r}; using default {default:g}s")
+            return default
+        scale = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}[m.group(2)]
+        return float(m.group(1)) * scale
+
+
+class Family(Protocol):
+    """An annotation family: the keys it owns and how it parses them."""
+
+    name: str
+    keys: tuple[str, ...]
+
+    def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class ParsedAnnotations:
+    """Policies by scope, plus every finding."""
+
+    route: tuple[Any, ...] = ()
+    upstream: tuple[Any, ...] = ()
+    tls: tuple[Any, ...] = ()
+    ingress: tuple[Any, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    rejected: bool = False
+
+    def get(self, kind: type[Any]) -> Any | None:
+        for group in (self.ingress, self.route, self.upstream, self.tls):
+            for p in group:
+                if isinstance(p, kind):
+                    return p
+        return None

@@ -1,0 +1,50 @@
+"""rewrite-target and use-regex: regex paths (case-insensitive, anchored at the start) and rewrites."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from controlplane.annotations.base import Annotations, ParseContext
+
+
+@dataclass(frozen=True, slots=True)
+class RegexPaths:
+    """The Ingress asks for regex paths; ingress-nginx spreads this to every path of the same host."""
+
+    scope: ClassVar[str] = "ingress"
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteTarget:
+    """Replace the whole path with `target`, where $1..$n refer to the path regex groups."""
+
+    scope: ClassVar[str] = "route"
+    target: str
+
+    def substitution(self) -> str:
+        """The RE2 substitution string: nginx `$1` becomes `\\1`."""
+        return re.sub(r"\$(\d)", r"\\\1", self.target)
+
+
+class RewriteFamily:
+    name = "rewrite"
+    keys = ("rewrite-target", "use-regex")
+
+    def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
+        out: list[Any] = []
+        use_regex = ctx.boolean(ann, "use-regex", False)
+        if ann.has("use-regex"):
+            ctx.converted("use-regex", "paths are case-insensitive regular expressions" if use_regex else "")
+        target = ann.get("rewrite-target")
+        if target is not None:
+            if not target or any(c in target for c in "\r\n\t "):
+                ctx.warn("rewrite-target", f"invalid rewrite target {target!r}; ignored")
+            else:
+                out.append(RewriteTarget(target))
+                ctx.converted("rewrite-target", f"path rewritten to {target}")
+                use_regex = True
+        if use_regex:
+            out.append(RegexPaths())
+        return out

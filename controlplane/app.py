@@ -1,0 +1,118 @@
+"""`meridian serve`: sources -> controller -> cache -> xDS server, plus the admin endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from controlplane.admin import AdminServer
+from controlplane.build.classes import ClassPolicy
+from controlplane.controller import Controller, GatewayConfig
+from controlplane.metrics import Metrics
+from controlplane.sources.files import FileSource
+from controlplane.store import ClusterRegistry, ClusterStore
+from controlplane.xds.cache import SnapshotCache
+from controlplane.xds.server import XdsServer
+
+log = logging.getLogger("controlplane.app")
+
+
+@dataclass
+class ServeOptions:
+    clusters: list[tuple[str, str]] = field(default_factory=list)  # (cluster id, directory)
+    kubeconfig: str | None = None
+    in_cluster: bool = False
+    cluster_id: str = "primary"  # the primary Kubernetes cluster's id
+    namespace: str = "meridian-system"
+    xds_address: str = "127.0.0.1:18000"
+    admin_address: str = "127.0.0.1:19000"
+    listen_address: str = "0.0.0.0"
+    http_port: int = 8080
+    https_port: int = 8443
+    east_west_port: int = 15080
+    ingress_classes: list[str] = field(default_factory=lambda: ["meridian"])
+    watch_ingress_without_class: bool = False
+    publish_address: str | None = None
+    publish_service: str | None = None
+
+
+class MeridianApp:
+    def __init__(self, opts: ServeOptions) -> None:
+        self.opts = opts
+        self.metrics = Metrics()
+        self.registry = ClusterRegistry()
+        self.cache = SnapshotCache()
+        self.controller = Controller(
+            self.registry,
+            self.cache,
+            self.metrics,
+            GatewayConfig(
+                listen_address=opts.listen_address,
+                http_port=opts.http_port,
+                https_port=opts.https_port,
+                east_west_port=opts.east_west_port,
+                classes=ClassPolicy(frozenset(opts.ingress_classes), opts.watch_ingress_without_class),
+                publish_address=opts.publish_address,
+            ),
+        )
+        self.xds: XdsServer | None = None
+        self.admin = AdminServer(self)
+        self.file_sources: list[FileSource] = []
+        self.kube: Any = None  # controlplane.kube_mode.KubeMode when watching Kubernetes
+        self.xds_port: int | None = None
+        self.admin_port: int | None = None
+
+    def is_ready(self) -> bool:
+        return self.controller.ready.is_set() and self.registry.all_synced()
+
+    def cluster_problems(self) -> list[dict[str, Any]]:
+        return self.kube.problems() if self.kube is not None else []
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.controller.attach(loop)
+        for cluster_id, directory in self.opts.clusters:
+            store = self.registry.add(ClusterStore(cluster_id, primary=not self.file_sources))
+            source = FileSource(directory, store)
+            self.file_sources.append(source)
+            await source.start()
+        if self.opts.kubeconfig or self.opts.in_cluster:
+            from controlplane.kube_mode import KubeMode
+
+            self.kube = KubeMode(self)
+            await self.kube.start()
+        self.xds = XdsServer(self.cache, self.metrics)
+        self.xds_port = await self.xds.start(self.opts.xds_address)
+        self.admin_port = await self.admin.start(self.opts.admin_address)
+        # An empty configuration is still a configuration: publish listeners right away.
+        self.controller.flush()
+        log.info("xDS on port %s, admin on port %s", self.xds_port, self.admin_port)
+
+    async def stop(self) -> None:
+        for source in self.file_sources:
+            await source.stop()
+        if self.kube is not None:
+            await self.kube.stop()
+        if self.xds is not None:
+            await self.xds.stop()
+        await self.admin.stop()
+
+
+async def serve(opts: ServeOptions, stop: asyncio.Event | None = None) -> None:
+    app = MeridianApp(opts)
+    await app.start()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    try:
+        await stop.wait()
+    finally:
+        await app.stop()

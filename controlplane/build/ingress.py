@@ -1,0 +1,257 @@
+"""One Ingress object -> its contribution to the gateway (`IngressIR`), with findings.
+
+Pure: everything it needs from other objects (Services for port names,
+Secrets for certificates and auth data) comes through the `Lookups` it is
+given, and the names it asked for are recorded as dependencies so the
+controller knows what to recompute when they change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from controlplane.annotations.base import ParseContext, ParsedAnnotations
+from controlplane.annotations.registry import parse_annotations
+from controlplane.build.names import cluster_name, secret_name
+from controlplane.ir import DirectResponse, Finding, Forward, IngressRef, WeightedCluster
+
+PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
+DEPRECATED_APIS = ("extensions/v1beta1", "networking.k8s.io/v1beta1")
+
+
+@dataclass(frozen=True, slots=True)
+class PathRule:
+    """One host+path of an Ingress, before merging with other Ingresses of the host."""
+
+    host: str  # "" is the catch-all
+    path: str
+    path_type: str
+    action: Forward | DirectResponse
+    location: str  # e.g. "rules[0].paths[1]", for reports
+
+
+@dataclass(frozen=True, slots=True)
+class TlsBinding:
+    hosts: tuple[str, ...]
+    secret: str | None  # SDS name, None when the Secret is missing or invalid
+    secret_ref: tuple[str, str, str]  # (cluster, namespace, name)
+
+
+@dataclass(frozen=True)
+class IngressIR:
+    ref: IngressRef
+    created: str
+    class_accepted: bool
+    rules: tuple[PathRule, ...]
+    default_backend: Forward | DirectResponse | None
+    tls: tuple[TlsBinding, ...]
+    annotations: ParsedAnnotations
+    findings: tuple[Finding, ...]
+    rejected: bool
+    services: frozenset[tuple[str, str]] = frozenset()  # (namespace, name) it depends on
+    secrets: frozenset[tuple[str, str, str]] = frozenset()  # (cluster, namespace, name)
+
+    @property
+    def served(self) -> bool:
+        return self.class_accepted and not self.rejected
+
+    @property
+    def hosts(self) -> frozenset[str]:
+        return frozenset(r.host for r in self.rules)
+
+    def order_key(self) -> tuple[str, str, str, str]:
+        """Oldest wins conflicts: creationTimestamp, then namespace/name (then cluster)."""
+        return (self.created or "9999", self.ref.namespace, self.ref.name, self.ref.cluster)
+
+
+@dataclass
+class Lookups:
+    """Read access to other objects; records what was read."""
+
+    resolve_port: Callable[[str, str, Mapping[str, Any], str], tuple[int | None, str]]
+    get_secret: Callable[[str, str, str], Mapping[str, Any] | None]
+    services: set[tuple[str, str]] = field(default_factory=set)
+    secrets: set[tuple[str, str, str]] = field(default_factory=set)
+
+
+def normalize_host(host: str | None) -> str:
+    host = (host or "").strip().lower().rstrip(".")
+    return "" if host == "*" else host
+
+
+def valid_host(host: str) -> bool:
+    if host == "":
+        return True
+    labels = host.split(".")
+    if host.startswith("*."):
+        labels = labels[1:]
+    return all(
+        label and len(label) <= 63 and all(c.isalnum() or c == "-" for c in label) and label[0] != "-"
+        for label in labels
+    ) and len(host) <= 253
+
+
+def _backend(
+    backend: Mapping[str, Any] | None, namespace: str, cluster: str, where: str, lk: Lookups, out: list[Finding]
+) -> tuple[Mapping[str, Any] | None, str | None]:
+    """Normalize v1 / v1beta1 backends to (service name, port ref). Returns (port_ref, service)."""
+    if not backend:
+        out.append(Finding("rejected", where, "path has no backend"))
+        return None, None
+    if "service" in backend:
+        svc = backend.get("service") or {}
+        return (svc.get("port") or {}), svc.get("name")
+    if "serviceName" in backend:
+        port = backend.get("servicePort")
+        ref = {"number": port} if isinstance(port, int) or str(port).isdigit() else {"name": str(port)}
+        if isinstance(ref.get("number"), str):
+            ref = {"number": int(ref["number"])}
+        return ref, backend.get("serviceName")
+    if "resource" in backend:
+        out.append(Finding("unsupported", where, "resource backends are not supported"))
+        return None, None
+    out.append(Finding("rejected", where, "backend names no service"))
+    return None, None
+
+
+def resolve_backend(
+    backend: Mapping[str, Any] | None,
+    namespace: str,
+    cluster: str,
+    where: str,
+    lk: Lookups,
+    out: list[Finding],
+    variant: str = "",
+) -> Forward | DirectResponse | None:
+    port_ref, service = _backend(backend, namespace, cluster, where, lk, out)
+    if port_ref is None or not service:
+        return None
+    lk.services.add((namespace, service))
+    port, problem = lk.resolve_port(namespace, service, port_ref, cluster)
+    if port is None:
+        out.append(Finding("warning", where, f"{problem}; requests get 503"))
+        return DirectResponse(503, "no such service port\n")
+    if problem:
+        out.append(Finding("warning", where, problem))
+    return Forward((WeightedCluster(cluster_name(namespace, service, port, variant), 100),))
+
+
+def build_ingress(
+    obj: Mapping[str, Any],
+    ref: IngressRef,
+    *,
+    class_accepted: bool,
+    lookups: Lookups,
+    upstream_variant: Callable[[ParsedAnnotations], str] = lambda parsed: "",
+) -> IngressIR:
+    """Translate one Ingress. Never raises on bad input: problems become findings."""
+    spec = obj.get("spec") or {}
+    meta = obj.get("metadata") or {}
+    findings: list[Finding] = []
+    api = obj.get("apiVersion", "networking.k8s.io/v1")
+    if api in DEPRECATED_APIS:
+        findings.append(Finding("warning", "apiVersion", f"{api} is deprecated; read as networking.k8s.io/v1"))
+
+    ctx = ParseContext(
+        ingress=ref,
+        obj=obj,
+        lookup_secret=lambda ns, name: _record_secret(lookups, ref.cluster, ns, name),
+    )
+    parsed = parse_annotations(meta.get("annotations") or {}, ctx)
+    findings.extend(parsed.findings)
+    variant = upstream_variant(parsed)
+
+    rules: list[PathRule] = []
+    for i, rule in enumerate(spec.get("rules") or []):
+        if not isinstance(rule, Mapping):
+            findings.append(Finding("rejected", f"rules[{i}]", "rule is not an object"))
+            continue
+        host = normalize_host(rule.get("host"))
+        if not valid_host(host):
+            findings.append(Finding("rejected", f"rules[{i}].host", f"invalid host {rule.get('host')!r}"))
+            continue
+        http = rule.get("http") or {}
+        for j, path in enumerate(http.get("paths") or []):
+            where = f"rules[{i}].paths[{j}]"
+            if not isinstance(path, Mapping):
+                findings.append(Finding("rejected", where, "path is not an object"))
+                continue
+            path_type = path.get("pathType") or "ImplementationSpecific"
+            if path_type not in PATH_TYPES:
+                findings.append(Finding("rejected", where, f"invalid pathType {path_type!r}; path not served"))
+                continue
+            value = path.get("path") or "/"
+            if not isinstance(value, str) or not value.startswith("/"):
+                findings.append(Finding("rejected", where, f"path {value!r} must start with '/'"))
+                continue
+            action = resolve_backend(path.get("backend"), ref.namespace, ref.cluster, where, lookups, findings, variant)
+            if action is None:
+                continue
+            rules.append(PathRule(host, value, path_type, action, where))
+
+    default: Forward | DirectResponse | None = None
+    if spec.get("defaultBackend") or spec.get("backend"):
+        default = resolve_backend(
+            spec.get("defaultBackend") or spec.get("backend"),
+            ref.namespace,
+            ref.cluster,
+            "defaultBackend",
+            lookups,
+            findings,
+            variant,
+        )
+
+    tls: list[TlsBinding] = []
+    for i, entry in enumerate(spec.get("tls") or []):
+        if not isinstance(entry, Mapping):
+            continue
+        hosts = tuple(sorted({normalize_host(h) for h in entry.get("hosts") or [] if normalize_host(h)}))
+        name = entry.get("secretName")
+        if not hosts:
+            continue
+        if not name:
+            findings.append(Finding("warning", f"tls[{i}]", "no secretName; hosts served over plain HTTP"))
+            continue
+        secret_ref = (ref.cluster, ref.namespace, str(name))
+        secret = _record_secret(lookups, *secret_ref)
+        problem = tls_secret_problem(secret)
+        if problem:
+            findings.append(Finding("warning", f"tls[{i}]", f"secret {ref.namespace}/{name}: {problem}"))
+        tls.append(TlsBinding(hosts, None if problem else secret_name(*secret_ref), secret_ref))
+
+    rejected = parsed.rejected or any(f.level == "rejected" and f.key in ("spec",) for f in findings)
+    if not rules and default is None and not rejected:
+        findings.append(Finding("warning", "spec", "no rules and no defaultBackend: nothing to serve"))
+    return IngressIR(
+        ref=ref,
+        created=str(meta.get("creationTimestamp") or ""),
+        class_accepted=class_accepted,
+        rules=tuple(rules),
+        default_backend=default,
+        tls=tuple(tls),
+        annotations=parsed,
+        findings=tuple(findings),
+        rejected=rejected,
+        services=frozenset(lookups.services),
+        secrets=frozenset(lookups.secrets),
+    )
+
+
+def _record_secret(lk: Lookups, cluster: str, namespace: str, name: str) -> Mapping[str, Any] | None:
+    lk.secrets.add((cluster, namespace, name))
+    return lk.get_secret(cluster, namespace, name)
+
+
+def tls_secret_problem(secret: Mapping[str, Any] | None) -> str | None:
+    """Why a Secret cannot serve as a certificate, or None if it can."""
+    from controlplane.build.secrets import decode_tls_secret
+
+    if secret is None:
+        return "not found"
+    try:
+        decode_tls_secret(secret)
+    except ValueError as exc:
+        return str(exc)
+    return None

@@ -1,0 +1,150 @@
+"""The `meridian` command: serve, bootstrap, translate, create-remote-secret."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+import yaml
+
+
+def _cluster_arg(value: str) -> tuple[str, str]:
+    cluster_id, sep, directory = value.partition("=")
+    if not sep or not cluster_id or not directory:
+        raise argparse.ArgumentTypeError("expected ID=DIR")
+    return cluster_id, directory
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="meridian", description="Multi-cluster Ingress control plane for Envoy")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the control plane")
+    s.add_argument("--cluster", action="append", type=_cluster_arg, default=[], metavar="ID=DIR",
+                   help="a directory of manifests acting as one cluster (repeatable)")
+    s.add_argument("--kubeconfig", help="primary Kubernetes cluster (default: in-cluster config when no --cluster)")
+    s.add_argument("--cluster-id", default="primary", help="id of the primary Kubernetes cluster")
+    s.add_argument("--namespace", default="meridian-system", help="Meridian's namespace (remote cluster Secrets)")
+    s.add_argument("--xds-address", default="127.0.0.1:18000")
+    s.add_argument("--admin-address", default="127.0.0.1:19000")
+    s.add_argument("--listen-address", default="0.0.0.0", help="address of the gateway listeners")
+    s.add_argument("--http-port", type=int, default=8080)
+    s.add_argument("--https-port", type=int, default=8443)
+    s.add_argument("--east-west-port", type=int, default=15080)
+    s.add_argument("--ingress-class", action="append", default=None, metavar="NAME",
+                   help="accepted ingress class name (repeatable; default: meridian)")
+    s.add_argument("--watch-ingress-without-class", action="store_true")
+    s.add_argument("--publish-address", help="address written to Ingress status")
+    s.add_argument("--publish-service", metavar="NS/NAME", help="Service whose address goes to Ingress status")
+
+    b = sub.add_parser("bootstrap", help="print an Envoy bootstrap (ADS over gRPC)")
+    b.add_argument("--xds-address", default="127.0.0.1:18000")
+    b.add_argument("--node-id", required=True)
+    b.add_argument("--node-cluster", default="meridian-gateway")
+    b.add_argument("--admin-port", type=int, default=9901)
+    b.add_argument("--delta", action="store_true", help="use Delta ADS instead of State-of-the-World")
+    b.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+
+    t = sub.add_parser("translate", help="print the Envoy resources for manifests, offline")
+    t.add_argument("-f", "--filename", action="append", required=True, metavar="PATH")
+    t.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+    t.add_argument("--report", action="store_true", help="print what was converted, warned, rejected")
+    t.add_argument("--ingress-class", action="append", default=None, metavar="NAME",
+                   help="translate only Ingresses of these classes (default: all)")
+
+    r = sub.add_parser("create-remote-secret", help="print a Secret that registers a remote cluster")
+    r.add_argument("--kubeconfig", required=True)
+    r.add_argument("--cluster-id", required=True)
+    r.add_argument("--namespace", default="meridian-system")
+    r.add_argument("--context")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    return {
+        "serve": cmd_serve,
+        "bootstrap": cmd_bootstrap,
+        "translate": cmd_translate,
+        "create-remote-secret": cmd_create_remote_secret,
+    }[args.command](args)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from controlplane.app import ServeOptions, serve
+
+    opts = ServeOptions(
+        clusters=list(args.cluster),
+        kubeconfig=args.kubeconfig,
+        in_cluster=not args.cluster and not args.kubeconfig,
+        cluster_id=args.cluster_id,
+        namespace=args.namespace,
+        xds_address=args.xds_address,
+        admin_address=args.admin_address,
+        listen_address=args.listen_address,
+        http_port=args.http_port,
+        https_port=args.https_port,
+        east_west_port=args.east_west_port,
+        ingress_classes=args.ingress_class or ["meridian"],
+        watch_ingress_without_class=args.watch_ingress_without_class,
+        publish_address=args.publish_address,
+        publish_service=args.publish_service,
+    )
+    try:
+        asyncio.run(serve(opts))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from controlplane.bootstrap import render_bootstrap
+
+    doc = render_bootstrap(
+        xds_address=args.xds_address,
+        node_id=args.node_id,
+        node_cluster=args.node_cluster,
+        admin_port=args.admin_port,
+        delta=args.delta,
+    )
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n" if args.output == "json" else yaml.safe_dump(doc, sort_keys=False))
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from controlplane.build.classes import ClassPolicy
+    from controlplane.controller import GatewayConfig
+    from controlplane.offline import snapshot_dict, translate_paths
+    from controlplane.report import format_report
+
+    # Offline, every Ingress is translated unless classes are named.
+    classes = ClassPolicy(
+        frozenset(args.ingress_class or ()), watch_without_class=True, accept_all=not args.ingress_class
+    )
+    controller, cache = translate_paths(args.filename, GatewayConfig(classes=classes))
+    if args.report:
+        sys.stdout.write(format_report(controller.ingress_reports()))
+        return 0
+    doc = snapshot_dict(cache)
+    if args.output == "json":
+        sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(yaml.safe_dump(doc, sort_keys=False))
+    return 0
+
+
+def cmd_create_remote_secret(args: argparse.Namespace) -> int:
+    from controlplane.remote_secret import create_remote_secret
+
+    with open(args.kubeconfig, encoding="utf-8") as fh:
+        text = fh.read()
+    sys.stdout.write(create_remote_secret(text, args.cluster_id, args.namespace, args.context))
+    return 0

@@ -1,0 +1,506 @@
+"""The incremental engine: object changes in, snapshot deltas out.
+
+Store events (from any thread) are queued and drained on the event loop in one
+batch per loop turn, so a burst of changes becomes one snapshot version without
+any fixed delay. Each batch recomputes only what depends on the changed
+objects: an EndpointSlice rebuilds one ClusterLoadAssignment, an Ingress its
+own IR and the virtual hosts it touches; route tables are re-assembled from
+cached per-host bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from controlplane.annotations.base import ParsedAnnotations
+from controlplane.build.classes import ClassPolicy, ClassView, is_accepted
+from controlplane.build.hosts import HostResult, merge_host
+from controlplane.build.ingress import IngressIR, Lookups, build_ingress
+from controlplane.build.names import cluster_name, eds_name, parse_cluster_name, secret_name
+from controlplane.build.secrets import decode_tls_secret
+from controlplane.build.services import ServiceIndex, ServiceKey
+from controlplane.eastwest import east_west_vhosts
+from controlplane.ir import CertificateSecret, Finding, IngressRef, ServiceCluster, TlsHost
+from controlplane.metrics import Metrics
+from controlplane.store import (
+    ENDPOINT_SLICE,
+    INGRESS,
+    INGRESS_CLASS,
+    SECRET,
+    SERVICE,
+    ClusterRegistry,
+    StoreEvent,
+)
+from controlplane.translate import listeners as lst
+from controlplane.translate.features import FEATURES, load_builtin_features
+from controlplane.translate.resources import certificate_secret, load_assignment, service_cluster
+from controlplane.translate.routes import route_configuration_bytes, vhost_bytes
+from controlplane.xds import resources as rt
+from controlplane.xds.cache import Resource, SnapshotCache, make_resource
+
+log = logging.getLogger("controlplane.controller")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    listen_address: str = "0.0.0.0"
+    http_port: int = 8080
+    https_port: int = 8443
+    east_west_port: int = 15080
+    classes: ClassPolicy = field(default_factory=ClassPolicy)
+    publish_address: str | None = None
+
+
+def upstream_variant(parsed: ParsedAnnotations) -> str:
+    if not parsed.upstream:
+        return ""
+    return hashlib.blake2b(repr(parsed.upstream).encode(), digest_size=4).hexdigest()
+
+
+class Controller:
+    def __init__(
+        self, registry: ClusterRegistry, cache: SnapshotCache, metrics: Metrics, config: GatewayConfig
+    ) -> None:
+        load_builtin_features()
+        self.registry = registry
+        self.cache = cache
+        self.metrics = metrics
+        self.config = config
+        self.services = ServiceIndex()
+        self.ingress_objs: dict[IngressRef, Mapping[str, Any]] = {}
+        self.irs: dict[IngressRef, IngressIR] = {}
+        self.host_index: dict[str, set[IngressRef]] = {}
+        self.default_holders: set[IngressRef] = set()
+        self.svc_deps: dict[ServiceKey, set[IngressRef]] = {}
+        self.secret_deps: dict[tuple[str, str, str], set[IngressRef]] = {}
+        self.class_views: dict[str, ClassView] = {}
+        self.host_results: dict[str, HostResult] = {}
+        self.http_vh: dict[str, bytes] = {}
+        self.https_vh: dict[str, bytes] = {}
+        self.ew_vh: dict[ServiceKey, list[bytes]] = {}
+        self.host_features: dict[str, frozenset[str]] = {}
+        self.host_extra_clusters: dict[str, dict[str, Any]] = {}
+        self.variant_policies: dict[str, tuple[Any, ...]] = {}
+        self.variant_users: dict[str, set[IngressRef]] = {}  # variant cluster name -> ingresses
+        self.good_certs: dict[str, CertificateSecret] = {}
+        self.tls_map: dict[str, str] = {}  # host -> SDS secret name
+        self._listener_inputs: tuple[Any, ...] | None = None
+        self._extra_cluster_names: set[str] = set()
+        self._events: deque[StoreEvent] = deque()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduled = False
+        self._first_event_at: float | None = None
+        self.last_build_seconds = 0.0
+        self.ready = asyncio.Event()
+
+    # -- intake ----------------------------------------------------------------
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.registry.subscribe(self._on_event)
+
+    def _on_event(self, event: StoreEvent) -> None:
+        with self._lock:
+            self._events.append(event)
+            if self._first_event_at is None:
+                self._first_event_at = time.monotonic()
+            if self._scheduled or self._loop is None:
+                return
+            self._scheduled = True
+        self._loop.call_soon_threadsafe(self.flush)
+
+    def flush(self) -> None:
+        """Drain queued events and publish one snapshot delta. Runs on the event loop."""
+        with self._lock:
+            events = list(self._events)
+            self._events.clear()
+            self._scheduled = False
+            seen_at = self._first_event_at or time.monotonic()
+            self._first_event_at = None
+        started = time.perf_counter()
+        try:
+            self._process(events, seen_at)
+        except Exception:  # never let one bad batch kill the control plane
+            log.exception("snapshot build failed; keeping the previous snapshot")
+        self.last_build_seconds = time.perf_counter() - started
+        self.metrics.build_duration.observe(self.last_build_seconds)
+        self.metrics.snapshot_version.set(self.cache.version)
+        if not self.ready.is_set() and self.registry.all_synced():
+            self.cache.ready = True
+            self.ready.set()
+
+    # -- the batch -------------------------------------------------------------
+    def _process(self, events: list[StoreEvent], seen_at: float) -> None:
+        dirty_ing: set[IngressRef] = set()
+        dirty_svc: set[ServiceKey] = set()
+        dirty_eds: set[ServiceKey] = set()
+        dirty_secrets: set[tuple[str, str, str]] = set()
+        for ev in events:
+            ref, obj = ev.ref, ev.new
+            if ref.kind == INGRESS:
+                iref = IngressRef(ref.cluster, ref.namespace, ref.name)
+                if obj is None:
+                    self.ingress_objs.pop(iref, None)
+                else:
+                    self.ingress_objs[iref] = obj
+                dirty_ing.add(iref)
+            elif ref.kind == SERVICE:
+                key = self.services.set_service(ref.cluster, ref.namespace, ref.name, obj)
+                dirty_svc.add(key)
+                dirty_eds.add(key)
+                dirty_ing |= self.svc_deps.get(key, set())
+            elif ref.kind == ENDPOINT_SLICE:
+                dirty_eds |= self.services.set_slice(ref.cluster, ref.namespace, ref.name, obj)
+            elif ref.kind == SECRET:
+                skey = (ref.cluster, ref.namespace, ref.name)
+                dirty_secrets.add(skey)
+                dirty_ing |= self.secret_deps.get(skey, set())
+            elif ref.kind == INGRESS_CLASS:
+                store = self.registry.get(ref.cluster)
+                self.class_views[ref.cluster] = ClassView.from_objects(store.list(INGRESS_CLASS) if store else [])
+                dirty_ing |= {r for r in self.ingress_objs if r.cluster == ref.cluster}
+
+        changes: dict[str, dict[str, Resource | None]] = {t: {} for t in rt.PUSH_ORDER}
+        hosts = self._rebuild_ingresses(dirty_ing)
+        tls_changed, hosts_tls = self._rebuild_tls(changes, dirty_secrets)
+        hosts |= hosts_tls
+        self._rebuild_clusters(changes, dirty_svc, dirty_ing)
+        self._rebuild_endpoints(changes, dirty_eds)
+        features_changed = self._rebuild_hosts(changes, hosts)
+        self._rebuild_east_west(changes, dirty_svc)
+        self._rebuild_listeners(changes, force=tls_changed or features_changed)
+        self.cache.apply(changes, seen_at=seen_at)
+        self._update_ingress_metrics()
+
+    # -- ingresses ---------------------------------------------------------------
+    def _class_view(self, cluster: str) -> ClassView:
+        view = self.class_views.get(cluster)
+        if view is None:
+            store = self.registry.get(cluster)
+            view = ClassView.from_objects(store.list(INGRESS_CLASS) if store else [])
+            self.class_views[cluster] = view
+        return view
+
+    def _get_secret(self, cluster: str, namespace: str, name: str) -> Mapping[str, Any] | None:
+        store = self.registry.get(cluster)
+        return store.get(SECRET, namespace, name) if store else None
+
+    def _rebuild_ingresses(self, dirty: set[IngressRef]) -> set[str]:
+        hosts: set[str] = set()
+        for ref in dirty:
+            old = self.irs.pop(ref, None)
+            if old is not None:
+                self._unindex(old)
+                hosts |= old.hosts
+                if old.default_backend is not None:
+                    hosts.add("")
+            obj = self.ingress_objs.get(ref)
+            if obj is None:
+                continue
+            lookups = Lookups(resolve_port=self.services.resolve_port, get_secret=self._get_secret)
+            ir = build_ingress(
+                obj,
+                ref,
+                class_accepted=is_accepted(obj, self._class_view(ref.cluster), self.config.classes),
+                lookups=lookups,
+                upstream_variant=upstream_variant,
+            )
+            self.irs[ref] = ir
+            self._index(ir)
+            hosts |= ir.hosts
+            if ir.default_backend is not None:
+                hosts.add("")
+        return hosts
+
+    def _index(self, ir: IngressIR) -> None:
+        for host in ir.hosts:
+            self.host_index.setdefault(host, set()).add(ir.ref)
+        if ir.default_backend is not None:
+            self.default_holders.add(ir.ref)
+        for key in ir.services:
+            self.svc_deps.setdefault(key, set()).add(ir.ref)
+        for skey in ir.secrets:
+            self.secret_deps.setdefault(skey, set()).add(ir.ref)
+        variant = upstream_variant(ir.annotations)
+        if variant and ir.served:
+            self.variant_policies[variant] = ir.annotations.upstream
+            for name in _forward_clusters(ir):
+                self.variant_users.setdefault(name, set()).add(ir.ref)
+
+    def _unindex(self, ir: IngressIR) -> None:
+        for host in ir.hosts:
+            refs = self.host_index.get(host)
+            if refs is not None:
+                refs.discard(ir.ref)
+                if not refs:
+                    del self.host_index[host]
+        self.default_holders.discard(ir.ref)
+        for key in ir.services:
+            self.svc_deps.get(key, set()).discard(ir.ref)
+        for skey in ir.secrets:
+            self.secret_deps.get(skey, set()).discard(ir.ref)
+        for name in _forward_clusters(ir):
+            users = self.variant_users.get(name)
+            if users is not None:
+                users.discard(ir.ref)
+
+    # -- TLS -----------------------------------------------------------------------
+    def _rebuild_tls(
+        self, changes: dict[str, dict[str, Resource | None]], dirty_secrets: set[tuple[str, str, str]]
+    ) -> tuple[bool, set[str]]:
+        """Host -> certificate map, SDS secrets; a broken Secret keeps its last good certificate."""
+        for skey in dirty_secrets:
+            name = secret_name(*skey)
+            obj = self._get_secret(*skey)
+            if obj is None:
+                continue
+            try:
+                cert, key = decode_tls_secret(obj)
+            except ValueError as exc:
+                if name in self.good_certs:
+                    log.warning("secret %s is unusable (%s); keeping its previous certificate", name, exc)
+                continue
+            self.good_certs[name] = CertificateSecret(name, cert, key)
+        tls_map: dict[str, str] = {}
+        for ir in sorted((ir for ir in self.irs.values() if ir.served and ir.tls), key=IngressIR.order_key):
+            for binding in ir.tls:
+                name = binding.secret or secret_name(*binding.secret_ref)
+                if name not in self.good_certs:
+                    continue
+                for host in binding.hosts:
+                    tls_map.setdefault(host, name)
+        used = set(tls_map.values())
+        sds = changes[rt.SECRET]
+        for name in used:
+            sds[name] = make_resource(name, rt.SECRET, certificate_secret(self.good_certs[name]))
+        for name in set(self.cache.get(rt.SECRET).resources) - used:
+            sds[name] = None
+        hosts = {h for h in set(tls_map) | set(self.tls_map) if tls_map.get(h) != self.tls_map.get(h)}
+        changed = tls_map != self.tls_map
+        self.tls_map = tls_map
+        return changed, hosts
+
+    # -- clusters and endpoints ------------------------------------------------------
+    def _service_clusters(self, key: ServiceKey) -> dict[str, ServiceCluster]:
+        ns, name = key
+        out: dict[str, ServiceCluster] = {}
+        for port in self.services.ports(key):
+            base = cluster_name(ns, name, port.port)
+            out[base] = ServiceCluster(base, eds_name(ns, name, port.port), ns, name, port.port)
+        for cname, users in self.variant_users.items():
+            parsed = parse_cluster_name(cname)
+            if not users or parsed is None or (parsed[0], parsed[1]) != key or not parsed[3]:
+                continue
+            port_no = parsed[2]
+            if any(p.port == port_no for p in self.services.ports(key)):
+                policies = self.variant_policies.get(parsed[3], ())
+                static = None
+                out[cname] = ServiceCluster(cname, eds_name(ns, name, port_no), ns, name, port_no, policies, static)
+        return out
+
+    def _rebuild_clusters(
+        self,
+        changes: dict[str, dict[str, Resource | None]],
+        dirty_svc: set[ServiceKey],
+        dirty_ing: set[IngressRef],
+    ) -> None:
+        keys = set(dirty_svc)
+        for ref in dirty_ing:
+            for cname in self._variant_names_touched(ref):
+                parsed = parse_cluster_name(cname)
+                if parsed:
+                    keys.add((parsed[0], parsed[1]))
+        current = self.cache.get(rt.CLUSTER).resources
+        cds = changes[rt.CLUSTER]
+        for key in keys:
+            want = self._service_clusters(key)
+            prefix = f"{key[0]}/{key[1]}:"
+            for name in current:
+                if name.startswith(prefix) and name not in want:
+                    cds[name] = None
+            for name, sc in want.items():
+                cds[name] = make_resource(name, rt.CLUSTER, service_cluster(sc))
+
+    def _variant_names_touched(self, ref: IngressRef) -> set[str]:
+        names = {n for n, users in self.variant_users.items() if ref in users}
+        ir = self.irs.get(ref)
+        if ir is not None:
+            names |= {n for n in _forward_clusters(ir) if "~" in n}
+        # Variants nobody uses any more are dropped from the index (their cluster is removed).
+        for n in [n for n, users in self.variant_users.items() if not users]:
+            names.add(n)
+            del self.variant_users[n]
+        return names
+
+    def _rebuild_endpoints(self, changes: dict[str, dict[str, Resource | None]], dirty: set[ServiceKey]) -> None:
+        eds = changes[rt.ENDPOINT]
+        current = self.cache.get(rt.ENDPOINT).resources
+        primary = self.registry.primary_id()
+        for key in dirty:
+            ports = self.services.ports(key)
+            want = {eds_name(key[0], key[1], p.port): p for p in ports}
+            prefix = f"{key[0]}/{key[1]}:"
+            for name in current:
+                if name.startswith(prefix) and name not in want:
+                    eds[name] = None
+            for name, port in want.items():
+                cla = load_assignment(name, self.services.localities(key, port, primary))
+                eds[name] = make_resource(name, rt.ENDPOINT, cla)
+
+    # -- virtual hosts and route tables ---------------------------------------------------
+    def _rebuild_hosts(self, changes: dict[str, dict[str, Resource | None]], hosts: set[str]) -> bool:
+        if not hosts:
+            return False
+        tls_hosts = frozenset(self.tls_map)
+        for host in hosts:
+            refs = set(self.host_index.get(host, set()))
+            if host == "":
+                refs |= self.default_holders
+            irs = [self.irs[r] for r in refs if r in self.irs and self.irs[r].served]
+            if not irs:
+                for table in (self.host_results, self.http_vh, self.https_vh, self.host_features):
+                    table.pop(host, None)
+                self.host_extra_clusters.pop(host, None)
+                continue
+            result = merge_host(host, irs, tls_hosts=tls_hosts, https_port=self.config.https_port)
+            if not result.https.routes:
+                for table in (self.host_results, self.http_vh, self.https_vh, self.host_features):
+                    table.pop(host, None)
+                self.host_extra_clusters.pop(host, None)
+                self.host_results[host] = result
+                continue
+            self.host_results[host] = result
+            https = vhost_bytes(result.https)
+            self.https_vh[host] = https
+            self.http_vh[host] = https if result.http is result.https else vhost_bytes(result.http)
+            used = frozenset(f.name for f in FEATURES for r in result.https.routes if f.route_uses(r))
+            self.host_features[host] = used
+            extra: dict[str, Any] = {}
+            for f in FEATURES:
+                for r in result.https.routes:
+                    for c in f.extra_clusters(r):
+                        extra[c.name] = c
+            self.host_extra_clusters[host] = extra
+        order = sorted(self.https_vh)
+        rds = changes[rt.ROUTE]
+        rds[lst.HTTP_ROUTES] = make_resource(
+            lst.HTTP_ROUTES, rt.ROUTE, route_configuration_bytes(lst.HTTP_ROUTES, (self.http_vh[h] for h in order))
+        )
+        rds[lst.HTTPS_ROUTES] = make_resource(
+            lst.HTTPS_ROUTES,
+            rt.ROUTE,
+            route_configuration_bytes(lst.HTTPS_ROUTES, (self.https_vh[h] for h in order)),
+        )
+        # Extra clusters (auth, mirror targets) follow the routes that need them.
+        wanted: dict[str, Any] = {}
+        for extra in self.host_extra_clusters.values():
+            wanted.update(extra)
+        cds = changes[rt.CLUSTER]
+        for name in self._extra_cluster_names - set(wanted):
+            cds[name] = None
+        for name, pb in wanted.items():
+            cds[name] = make_resource(name, rt.CLUSTER, pb)
+        self._extra_cluster_names = set(wanted)
+        return True
+
+    def _rebuild_east_west(self, changes: dict[str, dict[str, Resource | None]], dirty: set[ServiceKey]) -> None:
+        if not dirty and lst.EAST_WEST_ROUTES in self.cache.get(rt.ROUTE).resources:
+            return
+        for key in dirty:
+            ports = self.services.ports(key)
+            if ports:
+                self.ew_vh[key] = [vhost_bytes(v) for v in east_west_vhosts(key[0], key[1], ports)]
+            else:
+                self.ew_vh.pop(key, None)
+        blobs = (b for k in sorted(self.ew_vh) for b in self.ew_vh[k])
+        changes[rt.ROUTE][lst.EAST_WEST_ROUTES] = make_resource(
+            lst.EAST_WEST_ROUTES,
+            rt.ROUTE,
+            route_configuration_bytes(lst.EAST_WEST_ROUTES, blobs, ignore_port=False),
+        )
+
+    # -- listeners --------------------------------------------------------------------------
+    def _rebuild_listeners(self, changes: dict[str, dict[str, Resource | None]], *, force: bool) -> None:
+        used: set[str] = set()
+        for names in self.host_features.values():
+            used |= names
+        features = [f for f in FEATURES if f.name in used]
+        by_secret: dict[str, list[str]] = {}
+        for host, secret in sorted(self.tls_map.items()):
+            by_secret.setdefault(secret, []).append(host)
+        tls_hosts = [TlsHost(tuple(hosts), secret) for secret, hosts in sorted(by_secret.items())]
+        inputs = (tuple(f.name for f in features), tuple(tls_hosts))
+        if inputs == self._listener_inputs and not force:
+            return
+        self._listener_inputs = inputs
+        c = self.config
+        lds = changes[rt.LISTENER]
+        lds[lst.HTTP_LISTENER] = make_resource(
+            lst.HTTP_LISTENER,
+            rt.LISTENER,
+            lst.http_listener(lst.HTTP_LISTENER, c.listen_address, c.http_port, lst.HTTP_ROUTES, features),
+        )
+        lds[lst.EAST_WEST_LISTENER] = make_resource(
+            lst.EAST_WEST_LISTENER,
+            rt.LISTENER,
+            lst.http_listener(lst.EAST_WEST_LISTENER, c.listen_address, c.east_west_port, lst.EAST_WEST_ROUTES, []),
+        )
+        if tls_hosts:
+            lds[lst.HTTPS_LISTENER] = make_resource(
+                lst.HTTPS_LISTENER, rt.LISTENER, lst.https_listener(c.listen_address, c.https_port, tls_hosts, features)
+            )
+        else:
+            lds[lst.HTTPS_LISTENER] = None
+
+    # -- reports ----------------------------------------------------------------------------
+    def ingress_report(self, ir: IngressIR) -> dict[str, Any]:
+        findings: list[Finding] = list(ir.findings)
+        for host in ir.hosts | ({""} if ir.default_backend else set()):
+            result = self.host_results.get(host)
+            if result:
+                findings.extend(f for ref, f in result.findings if ref == ir.ref)
+        address = self.config.publish_address or self.config.listen_address
+        reasons = []
+        if not ir.class_accepted:
+            reasons.append("ingress class is not served by Meridian")
+        reasons.extend(f"{f.key}: {f.message}" for f in findings if f.level == "rejected")
+        return {
+            "cluster": ir.ref.cluster,
+            "namespace": ir.ref.namespace,
+            "name": ir.ref.name,
+            "accepted": ir.served,
+            "reasons": reasons,
+            "warnings": [f"{f.key}: {f.message}" for f in findings if f.level in ("warning", "conflict")],
+            "findings": [f.as_dict() for f in findings],
+            "address": address if ir.served else None,
+            "hosts": sorted(h or "*" for h in ir.hosts),
+        }
+
+    def ingress_reports(self) -> list[dict[str, Any]]:
+        return [self.ingress_report(self.irs[r]) for r in sorted(self.irs)]
+
+    def _update_ingress_metrics(self) -> None:
+        served = sum(1 for ir in self.irs.values() if ir.served)
+        rejected = sum(1 for ir in self.irs.values() if ir.class_accepted and ir.rejected)
+        self.metrics.ingresses.labels("accepted").set(served)
+        self.metrics.ingresses.labels("rejected").set(rejected)
+        self.metrics.ingresses.labels("ignored").set(len(self.irs) - served - rejected)
+
+
+def _forward_clusters(ir: IngressIR) -> set[str]:
+    from controlplane.ir import Forward
+
+    names: set[str] = set()
+    actions = [r.action for r in ir.rules] + ([ir.default_backend] if ir.default_backend else [])
+    for a in actions:
+        if isinstance(a, Forward):
+            names.update(wc.cluster for wc in a.clusters)
+    return {n for n in names if "~" in n}

@@ -1,0 +1,44 @@
+"""East-west routing: `svc.ns[.svc[.cluster.local]][:port]` to the Service merged across clusters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from controlplane.build.names import cluster_name
+from controlplane.ir import Forward, IngressRef, PathMatch, Route, ServicePort, VirtualHost, WeightedCluster
+
+_SOURCE = IngressRef("", "", "east-west")
+
+
+def service_hostnames(namespace: str, name: str) -> tuple[str, ...]:
+    return (f"{name}.{namespace}", f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local")
+
+
+def default_port(ports: Sequence[ServicePort]) -> ServicePort:
+    """A Host without a port means port 80 if the Service has it, else its first port."""
+    for p in ports:
+        if p.port == 80:
+            return p
+    return ports[0]
+
+
+def east_west_vhosts(namespace: str, name: str, ports: Sequence[ServicePort]) -> list[VirtualHost]:
+    """One virtual host per Service port; the bare names go to the default port."""
+    if not ports:
+        return []
+    names = service_hostnames(namespace, name)
+    bare = default_port(ports)
+    out = []
+    for p in ports:
+        domains = [f"{h}:{p.port}" for h in names]
+        if p is bare:
+            domains = list(names) + domains
+        cname = cluster_name(namespace, name, p.port)
+        route = Route(
+            name=f"{cname}",
+            match=PathMatch("prefix", "/"),
+            action=Forward((WeightedCluster(cname, 100),)),
+            source=_SOURCE,
+        )
+        out.append(VirtualHost(f"{namespace}/{name}:{p.port}", tuple(domains), (route,)))
+    return out

@@ -1,0 +1,181 @@
+"""A directory of YAML manifests acting as one cluster, watched for changes.
+
+Each file's objects are remembered so that editing or deleting the file
+removes exactly what it used to define. A file that fails to parse is reported
+and its last good content stays served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from watchfiles import awatch
+
+from controlplane.store import KINDS, ClusterStore, KubeObject
+
+log = logging.getLogger("controlplane.sources.files")
+
+SUFFIXES = (".yaml", ".yml", ".json")
+CLUSTER_SCOPED = frozenset({"IngressClass"})
+INGRESS_APIS = frozenset({"networking.k8s.io/v1", "networking.k8s.io/v1beta1", "extensions/v1beta1"})
+
+
+class ManifestError(ValueError):
+    pass
+
+
+def _yaml_loader() -> type[yaml.SafeLoader]:
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def parse_manifests(text: str, *, created: str | None = None) -> tuple[list[tuple[str, KubeObject]], list[str]]:
+    """(kind, object) pairs of the kinds Meridian reads, and per-object problems.
+
+    Raises ManifestError when the YAML itself cannot be parsed (the whole file is then kept at its
+    last good content); an individual bad object is skipped and listed in the problems.
+    """
+    try:
+        docs = list(yaml.load_all(text, Loader=_yaml_loader()))
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"invalid YAML: {exc}") from None
+    out: list[tuple[str, KubeObject]] = []
+    problems: list[str] = []
+    for i, doc in enumerate(_flatten(docs)):
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            problems.append(f"document {i}: not a mapping")
+            continue
+        kind = doc.get("kind")
+        if kind not in KINDS:
+            continue
+        meta = doc.get("metadata")
+        if not isinstance(meta, dict) or not meta.get("name"):
+            problems.append(f"document {i} ({kind}): metadata.name is missing")
+            continue
+        if kind == "Ingress" and doc.get("apiVersion") not in INGRESS_APIS:
+            problems.append(f"document {i} (Ingress {meta.get('name')}): unknown apiVersion {doc.get('apiVersion')!r}")
+            continue
+        if kind not in CLUSTER_SCOPED:
+            meta.setdefault("namespace", "default")
+        if created and not meta.get("creationTimestamp"):
+            meta["creationTimestamp"] = created
+        out.append((kind, doc))
+    return out, problems
+
+
+def _flatten(docs: Iterable[Any]) -> Iterable[Any]:
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+            yield from doc["items"]
+        else:
+            yield doc
+
+
+def _key(kind: str, obj: KubeObject) -> tuple[str, str, str]:
+    meta = obj["metadata"]
+    return (kind, str(meta.get("namespace") or ""), str(meta["name"]))
+
+
+class FileSource:
+    """Loads `directory` into `store` and keeps it in sync with the files."""
+
+    def __init__(self, directory: str | Path, store: ClusterStore) -> None:
+        self.directory = Path(directory)
+        self.store = store
+        self._by_file: dict[Path, dict[tuple[str, str, str], KubeObject]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    def load_all(self) -> None:
+        if not self.directory.is_dir():
+            self.store.status.state = "error"
+            self.store.status.errors[str(self.directory)] = "not a directory"
+            return
+        for path in sorted(p for p in self.directory.rglob("*") if p.suffix in SUFFIXES and p.is_file()):
+            self.load_file(path)
+        self.store.mark_synced()
+
+    def load_file(self, path: Path) -> None:
+        try:
+            text = path.read_text(encoding="utf-8")
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            self.remove_file(path)
+            return
+        except (OSError, UnicodeDecodeError) as exc:
+            self._error(path, f"cannot read: {exc}")
+            return
+        created = dt.datetime.fromtimestamp(mtime, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        try:
+            objects, problems = parse_manifests(text, created=created)
+        except ManifestError as exc:
+            self._error(path, str(exc))
+            return
+        fresh: dict[tuple[str, str, str], KubeObject] = {}
+        for kind, obj in objects:
+            key = _key(kind, obj)
+            old = self._by_file.get(path, {}).get(key)
+            if old is not None:
+                # Keep the first-seen creation time: an edit is not a new object.
+                obj["metadata"]["creationTimestamp"] = old["metadata"].get("creationTimestamp")
+            fresh[key] = obj
+        if problems:
+            self._error(path, "; ".join(problems))
+        else:
+            self.store.status.errors.pop(str(path), None)
+        old = self._by_file.get(path, {})
+        self._by_file[path] = fresh
+        for key in old.keys() - fresh.keys():
+            if not self._defined_elsewhere(key, path):
+                self.store.delete(*key)
+        for key, obj in fresh.items():
+            self.store.upsert(key[0], obj)
+
+    def remove_file(self, path: Path) -> None:
+        old = self._by_file.pop(path, {})
+        self.store.status.errors.pop(str(path), None)
+        for key in old:
+            if not self._defined_elsewhere(key, path):
+                self.store.delete(*key)
+
+    def _defined_elsewhere(self, key: tuple[str, str, str], path: Path) -> bool:
+        for other, objs in self._by_file.items():
+            if other != path and key in objs:
+                self.store.upsert(key[0], objs[key])
+                return True
+        return False
+
+    def _error(self, path: Path, message: str) -> None:
+        log.warning("cluster %s: %s: %s", self.store.cluster_id, path, message)
+        self.store.status.errors[str(path)] = message
+
+    async def start(self) -> None:
+        self.load_all()
+        self._task = asyncio.create_task(self._watch(), name=f"files:{self.store.cluster_id}")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _watch(self) -> None:
+        # step: yield after 5 ms without further changes, so a write applies in milliseconds.
+        async for changes in awatch(self.directory, stop_event=self._stop, step=5, debounce=500, recursive=True):
+            for path in sorted({Path(p) for _change, p in changes}):
+                if path.suffix not in SUFFIXES:
+                    continue
+                if path.exists():
+                    self.load_file(path)
+                else:
+                    self.remove_file(path)

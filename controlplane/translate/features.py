@@ -1,0 +1,65 @@
+"""The contract between annotation policies and Envoy resources.
+
+Each HTTP feature (as in Envoy Gateway's translator) is one object that knows
+whether a route uses it, how to patch that route, which HTTP filter the
+connection manager needs when any route uses it (and only then), how to patch a
+cluster or a TLS filter chain, and which extra clusters it needs (an auth or
+mirror target). Features register themselves in `FEATURES`, ordered by the
+position of their filter in the chain.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_components_pb2
+from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+from controlplane.ir import Route, ServiceCluster, TlsHost, VirtualHost
+
+
+class Feature:
+    """Base feature: every hook is a no-op. Subclasses override what they need."""
+
+    name: ClassVar[str] = ""
+    # Position of this feature's HTTP filter in the chain (lower runs first).
+    filter_order: ClassVar[int] = 500
+
+    def route_uses(self, route: Route) -> bool:
+        return False
+
+    def patch_route(self, route: Route, pb: route_components_pb2.Route, vhost: VirtualHost) -> None:
+        """Called for every route; return early when the route does not use the feature."""
+
+    def http_filters(self) -> list[hcm_pb2.HttpFilter]:
+        """Filters to add to every connection manager when some route uses the feature."""
+        return []
+
+    def patch_cluster(self, cluster: ServiceCluster, pb: cluster_pb2.Cluster) -> None:
+        """Called for every Service cluster."""
+
+    def extra_clusters(self, route: Route) -> list[cluster_pb2.Cluster]:
+        """Clusters this route needs besides Service clusters (external auth, mirror targets)."""
+        return []
+
+    def patch_tls(
+        self, host: TlsHost, chain: listener_components_pb2.FilterChain, ctx: tls_pb2.DownstreamTlsContext
+    ) -> None:
+        """Called for every HTTPS filter chain."""
+
+
+FEATURES: list[Feature] = []
+
+
+def register(feature: Feature) -> Feature:
+    FEATURES.append(feature)
+    FEATURES.sort(key=lambda f: f.filter_order)
+    return feature
+
+
+def load_builtin_features() -> None:
+    """Import every feature module so it registers itself (idempotent)."""
+    import controlplane.translate.policies  # noqa: F401

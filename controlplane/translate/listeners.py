@@ -1,0 +1,107 @@
+"""Gateway listeners: plain HTTP, HTTPS with one filter chain per SNI set, and east-west."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from google.protobuf import any_pb2
+
+from controlplane.ir import TlsHost
+from controlplane.translate.features import Feature
+from controlplane.translate.resources import ads_source, socket_address
+
+HTTP_LISTENER = "http"
+HTTPS_LISTENER = "https"
+EAST_WEST_LISTENER = "east_west"
+HTTP_ROUTES = "http"
+HTTPS_ROUTES = "https"
+EAST_WEST_ROUTES = "east_west"
+
+
+@dataclass(frozen=True)
+class Passthrough:
+    """ssl-passthrough: TLS for these SNI names is not terminated; TCP goes to `cluster`."""
+
+    hosts: tuple[str, ...]
+    cluster: str
+
+
+def _any(msg: object) -> any_pb2.Any:
+    a = any_pb2.Any()
+    a.Pack(msg)  # type: ignore[arg-type]
+    return a
+
+
+def connection_manager(
+    stat_prefix: str, route_config: str, features: Sequence[Feature], *, use_remote_address: bool = True
+) -> hcm_pb2.HttpConnectionManager:
+    hcm = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix)
+    hcm.use_remote_address.value = use_remote_address
+    hcm.rds.route_config_name = route_config
+    hcm.rds.config_source.CopyFrom(ads_source())
+    hcm.normalize_path.value = True
+    # WebSockets work by default in ingress-nginx.
+    hcm.upgrade_configs.add(upgrade_type="websocket")
+    # nginx keeps streams open for proxy-read-timeout per route; no global request timeout.
+    hcm.stream_idle_timeout.seconds = 300
+    for feature in features:
+        hcm.http_filters.extend(feature.http_filters())
+    hcm.http_filters.add(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router()))
+    return hcm
+
+
+def _hcm_filter(hcm: hcm_pb2.HttpConnectionManager) -> listener_components_pb2.Filter:
+    return listener_components_pb2.Filter(
+        name="envoy.filters.network.http_connection_manager", typed_config=_any(hcm)
+    )
+
+
+def http_listener(
+    name: str, address: str, port: int, route_config: str, features: Sequence[Feature]
+) -> listener_pb2.Listener:
+    lst = listener_pb2.Listener(name=name, address=socket_address(address, port))
+    lst.filter_chains.add().filters.append(_hcm_filter(connection_manager(name, route_config, features)))
+    return lst
+
+
+def https_listener(
+    address: str,
+    port: int,
+    hosts: Sequence[TlsHost],
+    features: Sequence[Feature],
+    passthrough: Sequence[Passthrough] = (),
+) -> listener_pb2.Listener:
+    """One filter chain per certificate (SNI set); certificates come over SDS."""
+    lst = listener_pb2.Listener(name=HTTPS_LISTENER, address=socket_address(address, port))
+    lst.listener_filters.add(
+        name="envoy.filters.listener.tls_inspector", typed_config=_any(tls_inspector_pb2.TlsInspector())
+    )
+    hcm_filter = _hcm_filter(connection_manager(HTTPS_LISTENER, HTTPS_ROUTES, features))
+    for host in hosts:
+        chain = lst.filter_chains.add(name=f"tls:{host.secret}:{','.join(host.hosts)}")
+        chain.filter_chain_match.server_names.extend(host.hosts)
+        ctx = tls_pb2.DownstreamTlsContext()
+        common = ctx.common_tls_context
+        common.alpn_protocols.extend(["h2", "http/1.1"])
+        sds = common.tls_certificate_sds_secret_configs.add(name=host.secret)
+        sds.sds_config.CopyFrom(ads_source())
+        for feature in features:
+            feature.patch_tls(host, chain, ctx)
+        chain.transport_socket.name = "envoy.transport_sockets.tls"
+        chain.transport_socket.typed_config.Pack(ctx)
+        chain.filters.append(hcm_filter)
+    for pt in passthrough:
+        chain = lst.filter_chains.add(name=f"passthrough:{','.join(pt.hosts)}")
+        chain.filter_chain_match.server_names.extend(pt.hosts)
+        proxy = tcp_proxy_pb2.TcpProxy(stat_prefix="passthrough", cluster=pt.cluster)
+        chain.filters.add(name="envoy.filters.network.tcp_proxy", typed_config=_any(proxy))
+    return lst
+
+

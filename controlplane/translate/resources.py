@@ -1,0 +1,92 @@
+"""IR -> Envoy clusters, endpoints and secrets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, health_check_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
+
+from controlplane.ir import CertificateSecret, LocalityEndpoints, ServiceCluster, ValidationSecret
+from controlplane.translate.features import FEATURES
+
+DEFAULT_CONNECT_TIMEOUT = 5.0
+
+
+def ads_source() -> config_source_pb2.ConfigSource:
+    return config_source_pb2.ConfigSource(ads={}, resource_api_version=config_source_pb2.V3)
+
+
+def socket_address(host: str, port: int) -> address_pb2.Address:
+    return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=host, port_value=port))
+
+
+def set_duration(field: object, seconds: float) -> None:
+    whole = int(seconds)
+    field.seconds = whole  # type: ignore[attr-defined]
+    field.nanos = int(round((seconds - whole) * 1e9))  # type: ignore[attr-defined]
+
+
+def service_cluster(sc: ServiceCluster) -> cluster_pb2.Cluster:
+    pb = cluster_pb2.Cluster(name=sc.name)
+    set_duration(pb.connect_timeout, DEFAULT_CONNECT_TIMEOUT)
+    if sc.static_address is not None:
+        pb.type = cluster_pb2.Cluster.STATIC
+        host, port = sc.static_address
+        pb.load_assignment.cluster_name = sc.name
+        pb.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.CopyFrom(socket_address(host, port))
+    else:
+        pb.type = cluster_pb2.Cluster.EDS
+        pb.eds_cluster_config.eds_config.CopyFrom(ads_source())
+        pb.eds_cluster_config.service_name = sc.eds_name
+        # Localities (one per source cluster) are weighted by their ready endpoint count.
+        pb.common_lb_config.locality_weighted_lb_config.SetInParent()
+    # Keep serving from known endpoints while health information is missing.
+    pb.ignore_health_on_host_removal = True
+    for feature in FEATURES:
+        feature.patch_cluster(sc, pb)
+    return pb
+
+
+def load_assignment(name: str, localities: Sequence[LocalityEndpoints]) -> endpoint_pb2.ClusterLoadAssignment:
+    """Only ready endpoints get traffic: others are sent as UNHEALTHY (or DRAINING if terminating)."""
+    cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
+    for loc in localities:
+        group = cla.endpoints.add()
+        group.locality.region = loc.cluster_id
+        group.priority = loc.priority
+        ready = loc.ready_count
+        group.load_balancing_weight.value = max(ready, 1)
+        for ep in loc.endpoints:
+            lb = group.lb_endpoints.add()
+            lb.endpoint.address.CopyFrom(socket_address(ep.address, ep.port))
+            if ep.ready:
+                lb.health_status = health_check_pb2.HEALTHY
+            elif ep.terminating and ep.serving:
+                lb.health_status = health_check_pb2.DRAINING
+            else:
+                lb.health_status = health_check_pb2.UNHEALTHY
+    return cla
+
+
+def certificate_secret(s: CertificateSecret) -> secret_pb2.Secret:
+    return secret_pb2.Secret(
+        name=s.name,
+        tls_certificate=common_pb2.TlsCertificate(
+            certificate_chain=base_pb2.DataSource(inline_bytes=s.cert_chain),
+            private_key=base_pb2.DataSource(inline_bytes=s.private_key),
+        ),
+    )
+
+
+def validation_secret(s: ValidationSecret) -> secret_pb2.Secret:
+    return secret_pb2.Secret(
+        name=s.name,
+        validation_context=common_pb2.CertificateValidationContext(
+            trusted_ca=base_pb2.DataSource(inline_bytes=s.ca)
+        ),
+    )
+
+

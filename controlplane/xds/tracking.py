@@ -1,0 +1,276 @@
+"""Per-stream xDS bookkeeping: subscriptions, sent/ACKed/NACKed versions, convergence.
+
+Kept free of gRPC and I/O so the protocol rules (what is an ACK, a NACK, a stale
+request, a subscription change) can be read and tested on their own; the server
+decides what to send from this state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import Histogram
+
+from controlplane.xds.cache import DEFAULT_GROUP, Resource, SnapshotCache
+from controlplane.xds.resources import FULL_STATE_TYPES, LISTENER, ROUTE, SHORT_NAMES
+
+SOTW = "sotw"
+DELTA = "delta"
+
+# What a request turned out to be.
+STALE = "stale"  # response_nonce is not the latest one sent for the type
+ACK = "ack"
+NACK = "nack"
+REQUEST = "request"  # first request for a type, or a subscription change without a nonce
+
+WILDCARD = "*"
+_MAX_PENDING_VERSIONS = 256
+
+
+def short_name(type_url: str) -> str:
+    return SHORT_NAMES.get(type_url) or type_url.rsplit(".", 1)[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Nack:
+    version: str
+    error: str
+    at: float  # wall clock, for humans reading /debug/syncz
+
+
+@dataclass(eq=False)
+class TypeState:
+    """One resource type on one stream."""
+
+    type_url: str
+    requested: bool = False
+    wildcard: bool = False
+    legacy_wildcard: bool = False  # SotW: first request had no names
+    names: set[str] = field(default_factory=set)
+    force: bool = False  # the client asked and must get an answer even if nothing changed
+    pending: bool = False  # a response is out and neither ACKed nor NACKed yet
+    nonce: str = ""
+    sent_version: str = ""
+    sent_cache_version: int = 0
+    sent_at: float = 0.0
+    sent: dict[str, Resource] = field(default_factory=dict)  # SotW: resources of the last response
+    known: dict[str, str] = field(default_factory=dict)  # Delta: name -> version the client has
+    acked_version: str | None = None
+    nacked: bool = False  # the last answer was a NACK
+    nacked_cache_version: int = 0
+    last_nack: Nack | None = None
+    current: int = 0  # cache version this stream is known to be up to date with (for convergence)
+
+    def record_sent(self, version: str, cache_version: int, nonce: str) -> None:
+        self.sent_version = version
+        self.sent_cache_version = cache_version
+        self.nonce = nonce
+        self.sent_at = time.time()
+        self.pending = True
+        self.force = False
+
+    def answer(self, req: Any, version: str) -> str:
+        """ACK/NACK bookkeeping for a request answering the response in flight."""
+        self.pending = False
+        if req.HasField("error_detail"):
+            self.nacked = True
+            self.nacked_cache_version = max(self.nacked_cache_version, self.sent_cache_version)
+            self.last_nack = Nack(self.sent_version, req.error_detail.message, time.time())
+            return NACK
+        self.nacked = False
+        self.acked_version = version
+        self.current = max(self.current, self.sent_cache_version)
+        return ACK
+
+    def syncz(self) -> dict[str, Any]:
+        nack = self.last_nack
+        return {
+            "type_url": self.type_url,
+            "sent_version": self.sent_version,
+            "nonce": self.nonce,
+            "pending": self.pending,
+            "acked_version": self.acked_version,
+            "last_nack": None
+            if nack is None
+            else {"version": nack.version, "error": nack.error, "at": nack.at},
+            "wildcard": self.wildcard,
+            "subscribed": len(self.names),
+            "resources": len(self.sent) or len(self.known),
+        }
+
+
+@dataclass(eq=False)
+class StreamState:
+    """One ADS stream (one Envoy connection)."""
+
+    id: int
+    protocol: str
+    peer: str
+    wake: asyncio.Event  # set by the cache on change and by the reader on each request
+    connected_at: float = field(default_factory=time.time)
+    node_id: str = ""
+    node_cluster: str = ""
+    group: str = DEFAULT_GROUP
+    closed: bool = False
+    types: dict[str, TypeState] = field(default_factory=dict)
+
+    def state(self, type_url: str) -> TypeState:
+        st = self.types.get(type_url)
+        if st is None:
+            st = self.types[type_url] = TypeState(type_url)
+        return st
+
+    def set_node(self, node: Any) -> bool:
+        """Take the node from the first message that has one; True if it was new."""
+        if self.node_id or not node.id:
+            return False
+        self.node_id = node.id
+        self.node_cluster = node.cluster
+        self.group = node.cluster or DEFAULT_GROUP
+        return True
+
+    def routes_settled(self, cache: SnapshotCache) -> bool:
+        """True once listeners and routes are ACKed at the current version (clusters may then go)."""
+        for type_url in (LISTENER, ROUTE):
+            st = self.types.get(type_url)
+            if st is None or not st.requested:
+                continue
+            if st.pending or st.nacked or st.current < cache.get(type_url, self.group).version:
+                return False
+        return True
+
+    def syncz(self) -> dict[str, Any]:
+        return {
+            "stream": self.id,
+            "node_id": self.node_id,
+            "node_cluster": self.node_cluster,
+            "protocol": self.protocol,
+            "peer": self.peer,
+            "connected_at": self.connected_at,
+            "types": {short_name(t): st.syncz() for t, st in self.types.items() if st.requested},
+        }
+
+
+def on_sotw_request(stream: StreamState, req: Any) -> str:
+    """Apply a DiscoveryRequest to the stream state; returns STALE, ACK, NACK or REQUEST.
+
+    As go-control-plane does, a request with a stale nonce is ignored entirely:
+    the client will answer the newer response with its current subscription anyway.
+    """
+    st = stream.state(req.type_url)
+    if req.response_nonce:
+        if req.response_nonce != st.nonce:
+            return STALE
+        # Envoy repeats the latest nonce when only its subscription changes.
+        outcome = st.answer(req, req.version_info) if st.pending else REQUEST
+    else:
+        outcome = REQUEST
+        st.pending = False
+        st.force = True
+    names = set(req.resource_names)
+    if not st.requested:
+        st.requested = True
+        st.legacy_wildcard = not names
+        wildcard = not names or WILDCARD in names
+    else:
+        if names and WILDCARD not in names:
+            st.legacy_wildcard = False
+        wildcard = WILDCARD in names or (st.legacy_wildcard and not names)
+    names.discard(WILDCARD)
+    if wildcard != st.wildcard or names != st.names:
+        st.force = True  # respond for the new subscription set
+    st.wildcard = wildcard
+    st.names = names
+    return outcome
+
+
+def on_delta_request(stream: StreamState, req: Any) -> str:
+    """Apply a DeltaDiscoveryRequest; returns STALE, ACK, NACK or REQUEST.
+
+    Unlike SotW, subscribe/unsubscribe lists are incremental, so they are applied
+    even when the ACK part of the request is stale (ignoring them would lose them).
+    """
+    st = stream.state(req.type_url)
+    outcome = REQUEST
+    if req.response_nonce:
+        if req.response_nonce == st.nonce and st.pending:
+            outcome = st.answer(req, st.sent_version)
+        elif req.response_nonce != st.nonce:
+            outcome = STALE
+    subscribe = set(req.resource_names_subscribe)
+    if not st.requested:
+        st.requested = True
+        st.force = True
+        st.known = dict(req.initial_resource_versions)
+        st.known.pop(WILDCARD, None)
+        st.wildcard = WILDCARD in subscribe or (not subscribe and req.type_url in FULL_STATE_TYPES)
+    elif WILDCARD in subscribe:
+        st.wildcard = True
+    subscribe.discard(WILDCARD)
+    st.names |= subscribe
+    for name in req.resource_names_unsubscribe:
+        if name == WILDCARD:
+            st.wildcard = False
+            for known in [n for n in st.known if n not in st.names]:
+                del st.known[known]
+            continue
+        st.names.discard(name)
+        if not st.wildcard:
+            st.known.pop(name, None)
+    return outcome
+
+
+class Convergence:
+    """Times each (type, version) from `changed_at` until every interested stream is current.
+
+    Keys are (type_url, lineage) where lineage is the group whose snapshot a stream
+    reads (its own, or the default group it falls back to). A newer version being
+    ACKed satisfies older ones too.
+    """
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+        self._pending: dict[tuple[str, str], dict[int, float]] = {}
+        self._done: dict[tuple[str, str], int] = {}
+
+    def note(self, key: tuple[str, str], version: int, changed_at: float) -> None:
+        if version <= self._done.get(key, 0):
+            return
+        versions = self._pending.setdefault(key, {})
+        if version not in versions:
+            versions[version] = changed_at
+            if len(versions) > _MAX_PENDING_VERSIONS:
+                del versions[min(versions)]
+
+    def pending(self) -> dict[tuple[str, str], list[int]]:
+        return {k: sorted(v) for k, v in self._pending.items() if v}
+
+    def check(self, streams: Iterable[StreamState], lineage: Callable[[str, str], str]) -> None:
+        if not self._pending:
+            return
+        now = time.monotonic()
+        streams = list(streams)
+        for key in list(self._pending):
+            type_url, lin = key
+            currents = [
+                st.current
+                for s in streams
+                if (st := s.types.get(type_url)) is not None
+                and st.requested
+                and lineage(type_url, s.group) == lin
+            ]
+            versions = self._pending[key]
+            if not currents:  # nobody to wait for: nothing meaningful to time
+                self._done[key] = max(self._done.get(key, 0), *versions)
+                del self._pending[key]
+                continue
+            low = min(currents)
+            for version in sorted(v for v in versions if v <= low):
+                self._histogram.observe(max(0.0, now - versions.pop(version)))
+                self._done[key] = max(self._done.get(key, 0), version)
+            if not versions:
+                del self._pending[key]
