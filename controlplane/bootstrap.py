@@ -54,9 +54,7 @@ def render_bootstrap(
                         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                             "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
                             "explicit_http_config": {
-                                "http2_protocol_options": {
-                                    "connection_keepalive": {"interval": "10s", "timeout": "5s"}
-                                }
+                                "http2_protocol_options": {"connection_keepalive": {"interval": "10s", "timeout": "5s"}}
                             },
                         }
                     },
@@ -65,11 +63,7 @@ def render_bootstrap(
                         "endpoints": [
                             {
                                 "lb_endpoints": [
-                                    {
-                                        "endpoint": {
-                                            "address": {"socket_address": {"address": host, "port_value": port}}
-                                        }
-                                    }
+                                    {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
                                 ]
                             }
                         ],

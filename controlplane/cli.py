@@ -25,8 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the control plane")
-    s.add_argument("--cluster", action="append", type=_cluster_arg, default=[], metavar="ID=DIR",
-                   help="a directory of manifests acting as one cluster (repeatable)")
+    s.add_argument(
+        "--cluster",
+        action="append",
+        type=_cluster_arg,
+        default=[],
+        metavar="ID=DIR",
+        help="a directory of manifests acting as one cluster (repeatable)",
+    )
     s.add_argument("--kubeconfig", help="primary Kubernetes cluster (default: in-cluster config when no --cluster)")
     s.add_argument("--cluster-id", default="primary", help="id of the primary Kubernetes cluster")
     s.add_argument("--namespace", default="meridian-system", help="Meridian's namespace (remote cluster Secrets)")
@@ -36,8 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--http-port", type=int, default=8080)
     s.add_argument("--https-port", type=int, default=8443)
     s.add_argument("--east-west-port", type=int, default=15080)
-    s.add_argument("--ingress-class", action="append", default=None, metavar="NAME",
-                   help="accepted ingress class name (repeatable; default: meridian)")
+    s.add_argument(
+        "--ingress-class",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="accepted ingress class name (repeatable; default: meridian)",
+    )
     s.add_argument("--watch-ingress-without-class", action="store_true")
     s.add_argument("--publish-address", help="address written to Ingress status")
     s.add_argument("--publish-service", metavar="NS/NAME", help="Service whose address goes to Ingress status")
@@ -54,8 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-f", "--filename", action="append", required=True, metavar="PATH")
     t.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     t.add_argument("--report", action="store_true", help="print what was converted, warned, rejected")
-    t.add_argument("--ingress-class", action="append", default=None, metavar="NAME",
-                   help="translate only Ingresses of these classes (default: all)")
+    t.add_argument(
+        "--ingress-class",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="translate only Ingresses of these classes (default: all)",
+    )
 
     r = sub.add_parser("create-remote-secret", help="print a Secret that registers a remote cluster")
     r.add_argument("--kubeconfig", required=True)
@@ -115,7 +131,9 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         admin_port=args.admin_port,
         delta=args.delta,
     )
-    sys.stdout.write(json.dumps(doc, indent=2) + "\n" if args.output == "json" else yaml.safe_dump(doc, sort_keys=False))
+    sys.stdout.write(
+        json.dumps(doc, indent=2) + "\n" if args.output == "json" else yaml.safe_dump(doc, sort_keys=False)
+    )
     return 0
 
 

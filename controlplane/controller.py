@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controlplane.annotations.base import ParsedAnnotations
+from controlplane.annotations.passthrough import SslPassthrough
 from controlplane.build.classes import ClassPolicy, ClassView, is_accepted
 from controlplane.build.hosts import HostResult, merge_host
 from controlplane.build.ingress import IngressIR, Lookups, build_ingress
@@ -28,7 +29,7 @@ from controlplane.build.names import cluster_name, eds_name, parse_cluster_name,
 from controlplane.build.secrets import decode_tls_secret
 from controlplane.build.services import ServiceIndex, ServiceKey
 from controlplane.eastwest import east_west_vhosts
-from controlplane.ir import CertificateSecret, Finding, IngressRef, ServiceCluster, TlsHost
+from controlplane.ir import CertificateSecret, Finding, Forward, IngressRef, ServiceCluster, TlsHost
 from controlplane.metrics import Metrics
 from controlplane.store import (
     ENDPOINT_SLICE,
@@ -92,6 +93,8 @@ class Controller:
         self.variant_users: dict[str, set[IngressRef]] = {}  # variant cluster name -> ingresses
         self.good_certs: dict[str, CertificateSecret] = {}
         self.tls_map: dict[str, str] = {}  # host -> SDS secret name
+        self.tls_policies: dict[str, tuple[Any, ...]] = {}  # host -> TLS policies of the owning Ingress
+        self.passthrough: dict[str, str] = {}  # host -> cluster (ssl-passthrough)
         self._listener_inputs: tuple[Any, ...] | None = None
         self._extra_cluster_names: set[str] = set()
         self._events: deque[StoreEvent] = deque()
@@ -270,13 +273,24 @@ class Controller:
                 continue
             self.good_certs[name] = CertificateSecret(name, cert, key)
         tls_map: dict[str, str] = {}
-        for ir in sorted((ir for ir in self.irs.values() if ir.served and ir.tls), key=IngressIR.order_key):
+        tls_policies: dict[str, tuple[Any, ...]] = {}
+        passthrough: dict[str, str] = {}
+        for ir in sorted((ir for ir in self.irs.values() if ir.served), key=IngressIR.order_key):
+            if ir.annotations.get(SslPassthrough) is not None:
+                for rule in ir.rules:
+                    if rule.host and isinstance(rule.action, Forward) and rule.action.single:
+                        passthrough.setdefault(rule.host, rule.action.single.partition("~")[0])
             for binding in ir.tls:
                 name = binding.secret or secret_name(*binding.secret_ref)
                 if name not in self.good_certs:
                     continue
                 for host in binding.hosts:
-                    tls_map.setdefault(host, name)
+                    if host not in tls_map:
+                        tls_map[host] = name
+                        tls_policies[host] = ir.annotations.tls
+        for host in passthrough:
+            tls_map.pop(host, None)
+            tls_policies.pop(host, None)
         used = set(tls_map.values())
         sds = changes[rt.SECRET]
         for name in used:
@@ -284,8 +298,8 @@ class Controller:
         for name in set(self.cache.get(rt.SECRET).resources) - used:
             sds[name] = None
         hosts = {h for h in set(tls_map) | set(self.tls_map) if tls_map.get(h) != self.tls_map.get(h)}
-        changed = tls_map != self.tls_map
-        self.tls_map = tls_map
+        changed = (tls_map, tls_policies, passthrough) != (self.tls_map, self.tls_policies, self.passthrough)
+        self.tls_map, self.tls_policies, self.passthrough = tls_map, tls_policies, passthrough
         return changed, hosts
 
     # -- clusters and endpoints ------------------------------------------------------
@@ -433,11 +447,19 @@ class Controller:
         for names in self.host_features.values():
             used |= names
         features = [f for f in FEATURES if f.name in used]
-        by_secret: dict[str, list[str]] = {}
+        # One filter chain per (certificate, TLS policies): hosts sharing both share a chain.
+        chains: dict[tuple[str, tuple[Any, ...]], list[str]] = {}
         for host, secret in sorted(self.tls_map.items()):
-            by_secret.setdefault(secret, []).append(host)
-        tls_hosts = [TlsHost(tuple(hosts), secret) for secret, hosts in sorted(by_secret.items())]
-        inputs = (tuple(f.name for f in features), tuple(tls_hosts))
+            chains.setdefault((secret, self.tls_policies.get(host, ())), []).append(host)
+        tls_hosts = [
+            TlsHost(tuple(hosts), secret, policies)
+            for (secret, policies), hosts in sorted(chains.items(), key=lambda kv: kv[1])
+        ]
+        by_cluster: dict[str, list[str]] = {}
+        for host, cluster in sorted(self.passthrough.items()):
+            by_cluster.setdefault(cluster, []).append(host)
+        passthrough = [lst.Passthrough(tuple(h), c) for c, h in sorted(by_cluster.items())]
+        inputs = (tuple(f.name for f in features), tuple(tls_hosts), tuple(passthrough))
         if inputs == self._listener_inputs and not force:
             return
         self._listener_inputs = inputs
@@ -453,9 +475,11 @@ class Controller:
             rt.LISTENER,
             lst.http_listener(lst.EAST_WEST_LISTENER, c.listen_address, c.east_west_port, lst.EAST_WEST_ROUTES, []),
         )
-        if tls_hosts:
+        if tls_hosts or passthrough:
             lds[lst.HTTPS_LISTENER] = make_resource(
-                lst.HTTPS_LISTENER, rt.LISTENER, lst.https_listener(c.listen_address, c.https_port, tls_hosts, features)
+                lst.HTTPS_LISTENER,
+                rt.LISTENER,
+                lst.https_listener(c.listen_address, c.https_port, tls_hosts, features, passthrough),
             )
         else:
             lds[lst.HTTPS_LISTENER] = None
@@ -496,8 +520,6 @@ class Controller:
 
 
 def _forward_clusters(ir: IngressIR) -> set[str]:
-    from controlplane.ir import Forward
-
     names: set[str] = set()
     actions = [r.action for r in ir.rules] + ([ir.default_backend] if ir.default_backend else [])
     for a in actions:

@@ -45,5 +45,7 @@ def snapshot_dict(cache: SnapshotCache) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for type_url in rt.PUSH_ORDER:
         snap = cache.get(type_url)
-        out[rt.SHORT_NAMES[type_url]] = [rt.decode(type_url, snap.resources[n].any_bytes) for n in sorted(snap.resources)]
+        out[rt.SHORT_NAMES[type_url]] = [
+            rt.decode(type_url, snap.resources[n].any_bytes) for n in sorted(snap.resources)
+        ]
     return out

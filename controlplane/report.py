@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-_ORDER = {"rejected": 0, "conflict": 1, "warning": 2, "unsupported": 3, "unknown": 4, "not-applicable": 5, "converted": 6}
+_ORDER = {
+    "rejected": 0,
+    "conflict": 1,
+    "warning": 2,
+    "unsupported": 3,
+    "unknown": 4,
+    "not-applicable": 5,
+    "converted": 6,
+}
 
 
 def format_report(reports: Iterable[dict[str, Any]]) -> str:

@@ -59,7 +59,7 @@ class CanaryFamily:
         if not enabled:
             for k in present:
                 if k != "canary":
-                    ctx.reject(k, "canary-* annotations require canary: \"true\"")
+                    ctx.reject(k, 'canary-* annotations require canary: "true"')
             if ann.has("canary"):
                 ctx.converted("canary", "not a canary")
             return []

@@ -5,12 +5,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from controlplane.annotations import security, traffic
 from controlplane.annotations.base import Annotations, Family, ParseContext, ParsedAnnotations
 from controlplane.annotations.canary import CanaryFamily
+from controlplane.annotations.passthrough import SslPassthroughFamily
 from controlplane.annotations.rewrite import RewriteFamily
 from controlplane.annotations.sslredirect import SslRedirectFamily
 
-FAMILIES: list[Family] = [RewriteFamily(), SslRedirectFamily(), CanaryFamily()]
+FAMILIES: list[Family] = [
+    RewriteFamily(),
+    SslRedirectFamily(),
+    CanaryFamily(),
+    SslPassthroughFamily(),
+    *traffic.FAMILIES,
+    *security.FAMILIES,
+]
 
 # Keys with no Envoy meaning (nginx buffer tuning and the like): accepted, reported, never fatal.
 NOT_APPLICABLE = frozenset(
@@ -114,7 +123,9 @@ def parse_annotations(raw: Mapping[str, Any] | None, ctx: ParseContext) -> Parse
         else:
             ctx.report("unknown", key, "not an ingress-nginx annotation; ignored")
     for key in sorted(ann.legacy):
-        ctx.report("unknown", f"ingress.kubernetes.io/{key}", "legacy prefix is not read; use nginx.ingress.kubernetes.io/")
+        ctx.report(
+            "unknown", f"ingress.kubernetes.io/{key}", "legacy prefix is not read; use nginx.ingress.kubernetes.io/"
+        )
     by_scope: dict[str, list[Any]] = {"route": [], "upstream": [], "tls": [], "ingress": []}
     for p in policies:
         by_scope[p.scope].append(p)

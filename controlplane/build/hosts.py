@@ -155,10 +155,7 @@ def merge_host(
     if any(redirects.values()):
         port = None if https_port == 443 else https_port
         to_https = Redirect(code=308, scheme="https", port=port)
-        http_routes = tuple(
-            replace(r, action=to_https, policies=()) if redirects.get(r.source) else r
-            for r in routes
-        )
+        http_routes = tuple(replace(r, action=to_https, policies=()) if redirects.get(r.source) else r for r in routes)
         http_vhost = VirtualHost(vhost_name(host), domains, http_routes, authority)
     else:
         http_vhost = https_vhost
@@ -186,12 +183,18 @@ def _with_canary(primary: Route, canary: tuple[IngressIR, PathRule, Canary] | No
     if spec.cookie:
         c = re.escape(spec.cookie)
         out.append(
-            replace(to_canary, name=to_canary.name + "-cookie",
-                    headers=(HeaderMatch("cookie", regex=f"(.*;\\s*)?{c}=always(;.*)?"),))
+            replace(
+                to_canary,
+                name=to_canary.name + "-cookie",
+                headers=(HeaderMatch("cookie", regex=f"(.*;\\s*)?{c}=always(;.*)?"),),
+            )
         )
         out.append(
-            replace(primary, name=primary.name + "~never-cookie",
-                    headers=(HeaderMatch("cookie", regex=f"(.*;\\s*)?{c}=never(;.*)?"),))
+            replace(
+                primary,
+                name=primary.name + "~never-cookie",
+                headers=(HeaderMatch("cookie", regex=f"(.*;\\s*)?{c}=never(;.*)?"),),
+            )
         )
     if spec.weight <= 0:
         out.append(primary)

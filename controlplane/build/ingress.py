@@ -87,10 +87,13 @@ def valid_host(host: str) -> bool:
     labels = host.split(".")
     if host.startswith("*."):
         labels = labels[1:]
-    return all(
-        label and len(label) <= 63 and all(c.isalnum() or c == "-" for c in label) and label[0] != "-"
-        for label in labels
-    ) and len(host) <= 253
+    return (
+        all(
+            label and len(label) <= 63 and all(c.isalnum() or c == "-" for c in label) and label[0] != "-"
+            for label in labels
+        )
+        and len(host) <= 253
+    )
 
 
 def _backend(

@@ -37,9 +37,7 @@ class ServiceIndex:
             per[cluster] = obj
         return key
 
-    def set_slice(
-        self, cluster: str, namespace: str, name: str, obj: Mapping[str, Any] | None
-    ) -> set[ServiceKey]:
+    def set_slice(self, cluster: str, namespace: str, name: str, obj: Mapping[str, Any] | None) -> set[ServiceKey]:
         changed: set[ServiceKey] = set()
         old_owner = self.slice_owner.pop((cluster, namespace, name), None)
         if old_owner is not None:

@@ -177,9 +177,7 @@ class EchoServer:
         if status in _NO_BODY_STATUSES or status < 200:
             return web.Response(status=status, headers=resp_headers)
         payload = orjson.dumps(self._describe(request, body, headers))
-        return web.Response(
-            status=status, body=payload, content_type="application/json", headers=resp_headers
-        )
+        return web.Response(status=status, body=payload, content_type="application/json", headers=resp_headers)
 
     async def _websocket(self, request: BaseRequest) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
@@ -227,8 +225,9 @@ class EchoFleet:
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def _make(self, service: str, pod: str | None, namespace: str, cluster: str, **knobs: Any) -> EchoServer:
-        return EchoServer(service=service, pod=pod or f"{service}-{len(self._servers)}",
-                          namespace=namespace, cluster=cluster, **knobs)
+        return EchoServer(
+            service=service, pod=pod or f"{service}-{len(self._servers)}", namespace=namespace, cluster=cluster, **knobs
+        )
 
     def add(
         self,
@@ -300,6 +299,7 @@ class EchoFleet:
 
 # --- CLI (for `make demo`) ---
 
+
 def _parse_listen(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     return (host.strip("[]") or "127.0.0.1"), int(port)
@@ -335,8 +335,18 @@ async def _serve_forever(specs: list[dict[str, Any]]) -> None:
     servers = [EchoServer(**spec) for spec in specs]
     for srv in servers:
         await srv.start()
-        print(orjson.dumps({"listening": srv.address, "service": srv.service, "pod": srv.pod,
-                            "namespace": srv.namespace, "cluster": srv.cluster}).decode(), flush=True)
+        print(
+            orjson.dumps(
+                {
+                    "listening": srv.address,
+                    "service": srv.service,
+                    "pod": srv.pod,
+                    "namespace": srv.namespace,
+                    "cluster": srv.cluster,
+                }
+            ).decode(),
+            flush=True,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -359,16 +369,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fail-first", type=int, default=0)
     p.add_argument("--tls-cert", help="PEM certificate (chain) to serve TLS")
     p.add_argument("--tls-key", help="PEM private key for --tls-cert")
-    p.add_argument("--server", action="append", default=[], metavar="SPEC",
-                   help="repeatable: listen=H:P,service=S,pod=P[,namespace=N][,cluster=C]")
+    p.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="repeatable: listen=H:P,service=S,pod=P[,namespace=N][,cluster=C]",
+    )
     args = p.parse_args(argv)
     tls = _build_ssl(args.tls_cert, args.tls_key)
     specs: list[dict[str, Any]] = []
     if args.listen:
         host, port = _parse_listen(args.listen)
-        specs.append({"host": host, "port": port, "service": args.service,
-                      "pod": args.pod or f"{args.service}-{port}", "namespace": args.namespace,
-                      "cluster": args.cluster, "delay": args.delay, "fail_first": args.fail_first})
+        specs.append(
+            {
+                "host": host,
+                "port": port,
+                "service": args.service,
+                "pod": args.pod or f"{args.service}-{port}",
+                "namespace": args.namespace,
+                "cluster": args.cluster,
+                "delay": args.delay,
+                "fail_first": args.fail_first,
+            }
+        )
     try:
         specs.extend(_parse_server_spec(s) for s in args.server)
     except ValueError as e:

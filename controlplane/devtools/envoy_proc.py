@@ -95,14 +95,21 @@ class EnvoyProcess:
     def command(self) -> list[str]:
         cmd = [
             envoy_binary(),
-            "-c", str(self.config_path),
+            "-c",
+            str(self.config_path),
             "--use-dynamic-base-id",
-            "--admin-address-path", str(self.admin_path),
-            "--log-path", str(self.log_path),
-            "-l", self.log_level,
-            "--file-flush-interval-msec", "100",  # default 10 s would hide recent log lines from tests
-            "--drain-time-s", str(self.drain_time_s),
-            "--parent-shutdown-time-s", str(self.drain_time_s + 1),
+            "--admin-address-path",
+            str(self.admin_path),
+            "--log-path",
+            str(self.log_path),
+            "-l",
+            self.log_level,
+            "--file-flush-interval-msec",
+            "100",  # default 10 s would hide recent log lines from tests
+            "--drain-time-s",
+            str(self.drain_time_s),
+            "--parent-shutdown-time-s",
+            str(self.drain_time_s + 1),
         ]
         if self.concurrency is not None:
             cmd += ["--concurrency", str(self.concurrency)]
@@ -118,9 +125,7 @@ class EnvoyProcess:
             p.unlink(missing_ok=True)
         self._admin = None
         with open(self.stdout_path, "wb") as out:
-            self.proc = subprocess.Popen(
-                self.command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
+            self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         return self
 
     @property

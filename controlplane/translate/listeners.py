@@ -58,9 +58,7 @@ def connection_manager(
 
 
 def _hcm_filter(hcm: hcm_pb2.HttpConnectionManager) -> listener_components_pb2.Filter:
-    return listener_components_pb2.Filter(
-        name="envoy.filters.network.http_connection_manager", typed_config=_any(hcm)
-    )
+    return listener_components_pb2.Filter(name="envoy.filters.network.http_connection_manager", typed_config=_any(hcm))
 
 
 def http_listener(
@@ -103,5 +101,3 @@ def https_listener(
         proxy = tcp_proxy_pb2.TcpProxy(stat_prefix="passthrough", cluster=pt.cluster)
         chain.filters.add(name="envoy.filters.network.tcp_proxy", typed_config=_any(proxy))
     return lst
-
-

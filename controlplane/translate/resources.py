@@ -26,7 +26,7 @@ def socket_address(host: str, port: int) -> address_pb2.Address:
 def set_duration(field: object, seconds: float) -> None:
     whole = int(seconds)
     field.seconds = whole  # type: ignore[attr-defined]
-    field.nanos = int(round((seconds - whole) * 1e9))  # type: ignore[attr-defined]
+    field.nanos = round((seconds - whole) * 1e9)  # type: ignore[attr-defined]
 
 
 def service_cluster(sc: ServiceCluster) -> cluster_pb2.Cluster:
@@ -84,9 +84,5 @@ def certificate_secret(s: CertificateSecret) -> secret_pb2.Secret:
 def validation_secret(s: ValidationSecret) -> secret_pb2.Secret:
     return secret_pb2.Secret(
         name=s.name,
-        validation_context=common_pb2.CertificateValidationContext(
-            trusted_ca=base_pb2.DataSource(inline_bytes=s.ca)
-        ),
+        validation_context=common_pb2.CertificateValidationContext(trusted_ca=base_pb2.DataSource(inline_bytes=s.ca)),
     )
-
-

@@ -3,4 +3,4 @@
 Importing this package registers every feature (see controlplane.translate.features).
 """
 
-from controlplane.translate.policies import rewrite  # noqa: F401
+from controlplane.translate.policies import rewrite, security, traffic  # noqa: F401

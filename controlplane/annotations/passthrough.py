@@ -1,0 +1,26 @@
+"""ssl-passthrough: TLS for the Ingress's hosts is not terminated; SNI-routed TCP to its backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from controlplane.annotations.base import Annotations, ParseContext
+
+
+@dataclass(frozen=True, slots=True)
+class SslPassthrough:
+    scope: ClassVar[str] = "ingress"
+
+
+class SslPassthroughFamily:
+    name = "ssl-passthrough"
+    keys = ("ssl-passthrough",)
+
+    def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
+        if not ctx.boolean(ann, "ssl-passthrough", False):
+            return []
+        ctx.converted(
+            "ssl-passthrough", "TLS is passed through to the backend by SNI; HTTP annotations do not apply to it"
+        )
+        return [SslPassthrough()]

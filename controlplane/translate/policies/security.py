@@ -1,0 +1,1 @@
+"""Imports the feature modules of the access-control families so they register themselves."""

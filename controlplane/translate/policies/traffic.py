@@ -1,0 +1,1 @@
+"""Imports the feature modules of the traffic families so they register themselves."""
