@@ -355,10 +355,11 @@ class XdsServer:
                 r for n in sorted(st.names) if (r := resources.get(n)) is not None and st.known.get(n) != r.version
             ]
             removed = [n for n in st.known if n not in resources or n not in st.names]
-        if removed and st.type_url == CLUSTER and not s.routes_settled(self._cache):
-            removed = []  # held until listeners and routes no longer use them
+        held = bool(removed) and st.type_url == CLUSTER and not s.routes_settled(self._cache)
+        if held:
+            removed = []  # until listeners and routes no longer use them
         if not changed and not removed and not st.force:
-            if not st.nacked:
+            if not st.nacked and not held:
                 st.current = max(st.current, snap.version)
             return None
         for r in changed:

@@ -490,6 +490,22 @@ async def test_convergence_observed_after_all_streams_ack(env: Env) -> None:
     assert env.sample("meridian_convergence_seconds_sum") >= 0
 
 
+async def test_convergence_stops_waiting_for_a_disconnected_stream(env: Env) -> None:
+    a, b = Sotw(env, "a"), Sotw(env, "b")
+    await a.subscribe_all()
+    await b.subscribe_all()
+    for node in ("a", "b"):
+        await acked(env, node, "EDS", str(env.cache.get(ENDPOINT).version))
+    count = "meridian_convergence_seconds_count"
+    v = env.cache.apply({ENDPOINT: {"backend": cla("backend", 9555)}})
+    ra = await a.recv()
+    await a.ack(ra, ["backend"])
+    await acked(env, "a", "EDS", str(v))
+    assert env.sample(count) == 0
+    b.call.cancel()  # b never ACKs; once it is gone, everyone connected has the version
+    await until(lambda: env.sample(count) == 1, what="convergence after disconnect")
+
+
 async def test_disconnect_is_tracked(env: Env) -> None:
     client = Sotw(env, "bye")
     await client.subscribe_all()
