@@ -94,6 +94,7 @@ class TypeState:
             "nonce": self.nonce,
             "pending": self.pending,
             "acked_version": self.acked_version,
+            "current_version": self.current,  # cache version this proxy is known to be up to date with
             "last_nack": None if nack is None else {"version": nack.version, "error": nack.error, "at": nack.at},
             "wildcard": self.wildcard,
             "subscribed": len(self.names),
