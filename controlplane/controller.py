@@ -317,6 +317,10 @@ class Controller:
             if any(p.port == port_no for p in self.services.ports(key)):
                 policies = self.variant_policies.get(parsed[3], ())
                 static = None
+                # service-upstream: the Service's ClusterIP is the single endpoint.
+                if any(getattr(p, "use_cluster_ip", False) for p in policies):
+                    ip = self.services.cluster_ip(key)
+                    static = (ip, port_no) if ip else None
                 out[cname] = ServiceCluster(cname, eds_name(ns, name, port_no), ns, name, port_no, policies, static)
         return out
 

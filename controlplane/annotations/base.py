@@ -64,6 +64,11 @@ class ParseContext:
     ingress: IngressRef
     obj: Mapping[str, Any]
     lookup_secret: Callable[[str, str], Mapping[str, Any] | None] = lambda ns, name: None
+    # (namespace, service, port ref {"number": n} | {"name": s} | {}) -> (port number | None, problem)
+    resolve_service_port: Callable[[str, str, Mapping[str, Any]], tuple[int | None, str]] = lambda ns, name, ref: (
+        None,
+        "service lookups are not available",
+    )
     findings: list[Finding] = field(default_factory=list)
     rejected: bool = False
 

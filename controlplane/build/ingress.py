@@ -161,6 +161,7 @@ def build_ingress(
         ingress=ref,
         obj=obj,
         lookup_secret=lambda ns, name: _record_secret(lookups, ref.cluster, ns, name),
+        resolve_service_port=lambda ns, name, port_ref: _record_service(lookups, ns, name, port_ref, ref.cluster),
     )
     parsed = parse_annotations(meta.get("annotations") or {}, ctx)
     findings.extend(parsed.findings)
@@ -240,6 +241,13 @@ def build_ingress(
         services=frozenset(lookups.services),
         secrets=frozenset(lookups.secrets),
     )
+
+
+def _record_service(
+    lk: Lookups, namespace: str, name: str, port_ref: Mapping[str, Any], cluster: str
+) -> tuple[int | None, str]:
+    lk.services.add((namespace, name))
+    return lk.resolve_port(namespace, name, port_ref, cluster)
 
 
 def _record_secret(lk: Lookups, cluster: str, namespace: str, name: str) -> Mapping[str, Any] | None:
