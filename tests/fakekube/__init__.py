@@ -1,0 +1,5 @@
+"""A fake Kubernetes API server for tests (real REST list/watch protocol on loopback)."""
+
+from .server import FakeKube
+
+__all__ = ["FakeKube"]
