@@ -120,9 +120,7 @@ def api_client_from_kubeconfig(text: str, *, context: str | None = None, pool: i
         raise KubeconfigError("invalid kubeconfig: no clusters")
     cfg = type.__call__(k8s.Configuration)
     try:
-        k8s_config.load_kube_config_from_dict(
-            data, context=context, client_configuration=cfg, persist_config=False
-        )
+        k8s_config.load_kube_config_from_dict(data, context=context, client_configuration=cfg, persist_config=False)
     except Exception as exc:  # the loader raises many types; all mean "unusable"
         raise KubeconfigError(f"invalid kubeconfig: {redact(str(exc), data)[:300]}") from None
     if not cfg.host or not cfg.host.startswith(("http://", "https://")):
@@ -146,7 +144,12 @@ def in_cluster_api_client(pool: int = 16) -> k8s.ApiClient:
 def describe_error(exc: BaseException) -> str:
     """A short, credential-free description of a request failure."""
     if isinstance(exc, k8s.ApiException):
-        return f"HTTP {exc.status} {exc.reason or ''}".strip()
+        detail = ""
+        try:
+            detail = str(orjson.loads(exc.body or b"{}").get("message") or "")[:200]
+        except (orjson.JSONDecodeError, AttributeError):
+            pass
+        return f"HTTP {exc.status} {exc.reason or ''}{': ' + detail if detail else ''}".strip()
     text = str(exc)
     if "Authorization" in text or "Bearer" in text:
         text = ""
@@ -238,7 +241,8 @@ class Reflector:
                 if self._stop.is_set():
                     return
                 message = describe_error(exc)
-                log.warning("watch %s failed: %s", self.name, message)
+                level = logging.WARNING if attempt == 0 else logging.DEBUG
+                log.log(level, "watch %s failed (attempt %d): %s", self.name, attempt + 1, message)
                 self._on_health(message)
                 self._stop.wait(self._backoff.delay(attempt))
                 attempt += 1
