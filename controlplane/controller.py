@@ -87,7 +87,7 @@ class Controller:
         self.http_vh: dict[str, bytes] = {}
         self.https_vh: dict[str, bytes] = {}
         self.ew_vh: dict[ServiceKey, list[bytes]] = {}
-        self.host_features: dict[str, frozenset[str]] = {}
+        self.host_features: dict[str, dict[str, frozenset[str]]] = {}  # host -> feature -> filter keys
         self.host_extra_clusters: dict[str, dict[str, Any]] = {}
         self.variant_policies: dict[str, tuple[Any, ...]] = {}
         self.variant_users: dict[str, set[IngressRef]] = {}  # variant cluster name -> ingresses
@@ -173,13 +173,13 @@ class Controller:
 
         changes: dict[str, dict[str, Resource | None]] = {t: {} for t in rt.PUSH_ORDER}
         hosts = self._rebuild_ingresses(dirty_ing)
-        tls_changed, hosts_tls = self._rebuild_tls(changes, dirty_secrets)
+        hosts_tls = self._rebuild_tls(changes, dirty_secrets)
         hosts |= hosts_tls
         self._rebuild_clusters(changes, dirty_svc, dirty_ing)
         self._rebuild_endpoints(changes, dirty_eds)
-        features_changed = self._rebuild_hosts(changes, hosts)
+        self._rebuild_hosts(changes, hosts)
         self._rebuild_east_west(changes, dirty_svc)
-        self._rebuild_listeners(changes, force=tls_changed or features_changed)
+        self._rebuild_listeners(changes)
         self.cache.apply(changes, seen_at=seen_at)
         self._update_ingress_metrics()
 
@@ -258,7 +258,7 @@ class Controller:
     # -- TLS -----------------------------------------------------------------------
     def _rebuild_tls(
         self, changes: dict[str, dict[str, Resource | None]], dirty_secrets: set[tuple[str, str, str]]
-    ) -> tuple[bool, set[str]]:
+    ) -> set[str]:
         """Host -> certificate map, SDS secrets; a broken Secret keeps its last good certificate."""
         for skey in dirty_secrets:
             name = secret_name(*skey)
@@ -298,9 +298,8 @@ class Controller:
         for name in set(self.cache.get(rt.SECRET).resources) - used:
             sds[name] = None
         hosts = {h for h in set(tls_map) | set(self.tls_map) if tls_map.get(h) != self.tls_map.get(h)}
-        changed = (tls_map, tls_policies, passthrough) != (self.tls_map, self.tls_policies, self.passthrough)
         self.tls_map, self.tls_policies, self.passthrough = tls_map, tls_policies, passthrough
-        return changed, hosts
+        return hosts
 
     # -- clusters and endpoints ------------------------------------------------------
     def _service_clusters(self, key: ServiceKey) -> dict[str, ServiceCluster]:
@@ -374,9 +373,9 @@ class Controller:
                 eds[name] = make_resource(name, rt.ENDPOINT, cla)
 
     # -- virtual hosts and route tables ---------------------------------------------------
-    def _rebuild_hosts(self, changes: dict[str, dict[str, Resource | None]], hosts: set[str]) -> bool:
-        if not hosts:
-            return False
+    def _rebuild_hosts(self, changes: dict[str, dict[str, Resource | None]], hosts: set[str]) -> None:
+        if not hosts and lst.HTTP_ROUTES in self.cache.get(rt.ROUTE).resources:
+            return
         tls_hosts = frozenset(self.tls_map)
         for host in hosts:
             refs = set(self.host_index.get(host, set()))
@@ -399,8 +398,12 @@ class Controller:
             https = vhost_bytes(result.https)
             self.https_vh[host] = https
             self.http_vh[host] = https if result.http is result.https else vhost_bytes(result.http)
-            used = frozenset(f.name for f in FEATURES for r in result.https.routes if f.route_uses(r))
-            self.host_features[host] = used
+            needs: dict[str, frozenset[str]] = {}
+            for f in FEATURES:
+                keys = frozenset().union(*(f.filter_keys(r) for r in result.https.routes))
+                if keys:
+                    needs[f.name] = keys
+            self.host_features[host] = needs
             extra: dict[str, Any] = {}
             for f in FEATURES:
                 for r in result.https.routes:
@@ -427,7 +430,6 @@ class Controller:
         for name, pb in wanted.items():
             cds[name] = make_resource(name, rt.CLUSTER, pb)
         self._extra_cluster_names = set(wanted)
-        return True
 
     def _rebuild_east_west(self, changes: dict[str, dict[str, Resource | None]], dirty: set[ServiceKey]) -> None:
         if not dirty and lst.EAST_WEST_ROUTES in self.cache.get(rt.ROUTE).resources:
@@ -446,11 +448,14 @@ class Controller:
         )
 
     # -- listeners --------------------------------------------------------------------------
-    def _rebuild_listeners(self, changes: dict[str, dict[str, Resource | None]], *, force: bool) -> None:
-        used: set[str] = set()
-        for names in self.host_features.values():
-            used |= names
-        features = [f for f in FEATURES if f.name in used]
+    def _rebuild_listeners(self, changes: dict[str, dict[str, Resource | None]]) -> None:
+        """Listeners change only when their inputs do (filters in use, TLS chains), never per route."""
+        needs: dict[str, frozenset[str]] = {}
+        for per_host in self.host_features.values():
+            for name, keys in per_host.items():
+                needs[name] = needs.get(name, frozenset()) | keys
+        features = [f for f in FEATURES if f.name in needs]
+        filters = [flt for f in features for flt in f.http_filters(needs[f.name])]
         # One filter chain per (certificate, TLS policies): hosts sharing both share a chain.
         chains: dict[tuple[str, tuple[Any, ...]], list[str]] = {}
         for host, secret in sorted(self.tls_map.items()):
@@ -463,8 +468,12 @@ class Controller:
         for host, cluster in sorted(self.passthrough.items()):
             by_cluster.setdefault(cluster, []).append(host)
         passthrough = [lst.Passthrough(tuple(h), c) for c, h in sorted(by_cluster.items())]
-        inputs = (tuple(f.name for f in features), tuple(tls_hosts), tuple(passthrough))
-        if inputs == self._listener_inputs and not force:
+        inputs = (
+            tuple(flt.SerializeToString(deterministic=True) for flt in filters),
+            tuple(tls_hosts),
+            tuple(passthrough),
+        )
+        if inputs == self._listener_inputs:
             return
         self._listener_inputs = inputs
         c = self.config
@@ -472,7 +481,7 @@ class Controller:
         lds[lst.HTTP_LISTENER] = make_resource(
             lst.HTTP_LISTENER,
             rt.LISTENER,
-            lst.http_listener(lst.HTTP_LISTENER, c.listen_address, c.http_port, lst.HTTP_ROUTES, features),
+            lst.http_listener(lst.HTTP_LISTENER, c.listen_address, c.http_port, lst.HTTP_ROUTES, filters),
         )
         lds[lst.EAST_WEST_LISTENER] = make_resource(
             lst.EAST_WEST_LISTENER,
@@ -483,7 +492,7 @@ class Controller:
             lds[lst.HTTPS_LISTENER] = make_resource(
                 lst.HTTPS_LISTENER,
                 rt.LISTENER,
-                lst.https_listener(c.listen_address, c.https_port, tls_hosts, features, passthrough),
+                lst.https_listener(c.listen_address, c.https_port, tls_hosts, features, filters, passthrough),
             )
         else:
             lds[lst.HTTPS_LISTENER] = None

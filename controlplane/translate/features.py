@@ -34,8 +34,19 @@ class Feature:
     def patch_route(self, route: Route, pb: route_components_pb2.Route, vhost: VirtualHost) -> None:
         """Called for every route; return early when the route does not use the feature."""
 
-    def http_filters(self) -> list[hcm_pb2.HttpFilter]:
-        """Filters to add to every connection manager when some route uses the feature."""
+    def filter_keys(self, route: Route) -> frozenset[str]:
+        """What this route needs from the feature's HTTP filter(s).
+
+        The controller unions these over all routes and passes the union to
+        `http_filters`, so a feature whose filter config depends on routes (one
+        ext_authz filter per distinct auth service, say) can say so. The
+        default is one key for "used".
+        """
+        return frozenset({""}) if self.route_uses(route) else frozenset()
+
+    def http_filters(self, keys: frozenset[str]) -> list[hcm_pb2.HttpFilter]:
+        """Filters to add to every connection manager; called only when `keys` (the union of
+        `filter_keys` over all routes) is not empty."""
         return []
 
     def patch_cluster(self, cluster: ServiceCluster, pb: cluster_pb2.Cluster) -> None:

@@ -40,7 +40,7 @@ def _any(msg: object) -> any_pb2.Any:
 
 
 def connection_manager(
-    stat_prefix: str, route_config: str, features: Sequence[Feature], *, use_remote_address: bool = True
+    stat_prefix: str, route_config: str, filters: Sequence[hcm_pb2.HttpFilter], *, use_remote_address: bool = True
 ) -> hcm_pb2.HttpConnectionManager:
     hcm = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix)
     hcm.use_remote_address.value = use_remote_address
@@ -51,8 +51,7 @@ def connection_manager(
     hcm.upgrade_configs.add(upgrade_type="websocket")
     # nginx keeps streams open for proxy-read-timeout per route; no global request timeout.
     hcm.stream_idle_timeout.seconds = 300
-    for feature in features:
-        hcm.http_filters.extend(feature.http_filters())
+    hcm.http_filters.extend(filters)
     hcm.http_filters.add(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router()))
     return hcm
 
@@ -62,10 +61,10 @@ def _hcm_filter(hcm: hcm_pb2.HttpConnectionManager) -> listener_components_pb2.F
 
 
 def http_listener(
-    name: str, address: str, port: int, route_config: str, features: Sequence[Feature]
+    name: str, address: str, port: int, route_config: str, filters: Sequence[hcm_pb2.HttpFilter]
 ) -> listener_pb2.Listener:
     lst = listener_pb2.Listener(name=name, address=socket_address(address, port))
-    lst.filter_chains.add().filters.append(_hcm_filter(connection_manager(name, route_config, features)))
+    lst.filter_chains.add().filters.append(_hcm_filter(connection_manager(name, route_config, filters)))
     return lst
 
 
@@ -74,6 +73,7 @@ def https_listener(
     port: int,
     hosts: Sequence[TlsHost],
     features: Sequence[Feature],
+    filters: Sequence[hcm_pb2.HttpFilter],
     passthrough: Sequence[Passthrough] = (),
 ) -> listener_pb2.Listener:
     """One filter chain per certificate (SNI set); certificates come over SDS."""
@@ -81,7 +81,7 @@ def https_listener(
     lst.listener_filters.add(
         name="envoy.filters.listener.tls_inspector", typed_config=_any(tls_inspector_pb2.TlsInspector())
     )
-    hcm_filter = _hcm_filter(connection_manager(HTTPS_LISTENER, HTTPS_ROUTES, features))
+    hcm_filter = _hcm_filter(connection_manager(HTTPS_LISTENER, HTTPS_ROUTES, filters))
     for host in hosts:
         chain = lst.filter_chains.add(name=f"tls:{host.secret}:{','.join(host.hosts)}")
         chain.filter_chain_match.server_names.extend(host.hosts)
