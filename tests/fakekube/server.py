@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from .discovery import discovery_document
 from .resources import (
     BY_KIND,
     BY_PATH,
@@ -314,55 +315,12 @@ class FakeKube:
             if self.require_auth and request.headers.get("Authorization") != f"Bearer {self.token}":
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             parts = [p for p in request.path.split("/") if p]
-            discovery = self._discovery(parts)
+            discovery = discovery_document(parts, self.version)
             if discovery is not None:
                 return web.json_response(discovery)
             return await self._resource_request(request, parts)
         except ApiError as err:
             return web.json_response(err.status(), status=err.code)
-
-    def _discovery(self, parts: list[str]) -> dict[str, Any] | None:
-        if parts == ["version"]:
-            major, minor = self.version.lstrip("v").split(".")[:2]
-            return {"major": major, "minor": minor, "gitVersion": self.version, "gitCommit": "0" * 40,
-                    "gitTreeState": "clean", "buildDate": "2024-01-01T00:00:00Z", "goVersion": "go1.22.0",
-                    "compiler": "gc", "platform": "linux/amd64"}
-        if parts == ["api"]:
-            return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
-        if parts == ["apis"]:
-            groups = sorted({(r.group, r.version) for r in RESOURCES if r.group})
-            return {
-                "kind": "APIGroupList",
-                "apiVersion": "v1",
-                "groups": [self._group(g, v) for g, v in groups],
-            }
-        if len(parts) == 2 and parts[0] == "apis":
-            vs = sorted({r.version for r in RESOURCES if r.group == parts[1]})
-            if not vs:
-                raise ApiError(404, "NotFound", "the server could not find the requested resource")
-            return {"kind": "APIGroup", "apiVersion": "v1", **self._group(parts[1], vs[0])}
-        if parts == ["api", "v1"] or (len(parts) == 3 and parts[0] == "apis"):
-            group, version = ("", "v1") if parts[0] == "api" else (parts[1], parts[2])
-            found = [r for r in RESOURCES if (r.group, r.version) == (group, version)]
-            if not found:
-                raise ApiError(404, "NotFound", "the server could not find the requested resource")
-            resources: list[dict[str, Any]] = []
-            verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
-            for r in found:
-                resources.append({"name": r.plural, "singularName": r.kind.lower(),
-                                  "namespaced": r.namespaced, "kind": r.kind, "verbs": verbs})
-                if r.status:
-                    resources.append({"name": f"{r.plural}/status", "singularName": "",
-                                      "namespaced": r.namespaced, "kind": r.kind,
-                                      "verbs": ["get", "patch", "update"]})
-            return {"kind": "APIResourceList", "apiVersion": "v1",
-                    "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
-        return None
-
-    @staticmethod
-    def _group(group: str, version: str) -> dict[str, Any]:
-        gv = {"groupVersion": f"{group}/{version}", "version": version}
-        return {"name": group, "versions": [gv], "preferredVersion": gv}
 
     def _route(self, parts: list[str]) -> tuple[Resource, str | None, str | None, bool]:
         """Path -> (resource, namespace or None for all, name or None, status subresource)."""
