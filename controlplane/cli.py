@@ -160,9 +160,12 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def cmd_create_remote_secret(args: argparse.Namespace) -> int:
+    import os
+
     from controlplane.remote_secret import create_remote_secret
 
     with open(args.kubeconfig, encoding="utf-8") as fh:
         text = fh.read()
-    sys.stdout.write(create_remote_secret(text, args.cluster_id, args.namespace, args.context))
+    base = os.path.dirname(os.path.abspath(args.kubeconfig))
+    sys.stdout.write(create_remote_secret(text, args.cluster_id, args.namespace, args.context, base_dir=base))
     return 0

@@ -120,6 +120,14 @@ class Controller:
             self._scheduled = True
         self._loop.call_soon_threadsafe(self.flush)
 
+    def request_flush(self) -> None:
+        """Schedule a flush from any thread (e.g. once a source has synced with nothing to say)."""
+        with self._lock:
+            if self._scheduled or self._loop is None:
+                return
+            self._scheduled = True
+        self._loop.call_soon_threadsafe(self.flush)
+
     def flush(self) -> None:
         """Drain queued events and publish one snapshot delta. Runs on the event loop."""
         with self._lock:

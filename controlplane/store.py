@@ -211,4 +211,7 @@ class ClusterRegistry:
         self._cluster_listeners.append(listener)
 
     def all_synced(self) -> bool:
-        return all(s.status.state in ("synced", "stale") for s in self.stores())
+        """Every source has finished its first sync attempt (a broken remote must not block readiness)."""
+        return all(s.status.state != "pending" for s in self.stores() if s.primary) and all(
+            s.status.state != "pending" or s.status.errors for s in self.stores()
+        )
