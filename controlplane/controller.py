@@ -91,6 +91,11 @@ class Controller:
         self.host_extra_clusters: dict[str, dict[str, Any]] = {}
         self.variant_policies: dict[str, tuple[Any, ...]] = {}
         self.variant_users: dict[str, set[IngressRef]] = {}  # variant cluster name -> ingresses
+        self.svc_clusters: dict[ServiceKey, set[str]] = {}  # clusters emitted per Service
+        self.svc_eds: dict[ServiceKey, set[str]] = {}  # ClusterLoadAssignments emitted per Service
+        self._touched_variants: set[str] = set()  # variant clusters whose users changed this batch
+        self.tls_refs: set[IngressRef] = set()  # Ingresses with TLS bindings or ssl-passthrough
+        self._tls_dirty = True
         self.good_certs: dict[str, CertificateSecret] = {}
         self.tls_map: dict[str, str] = {}  # host -> SDS secret name
         self.tls_policies: dict[str, tuple[Any, ...]] = {}  # host -> TLS policies of the owning Ingress
@@ -183,7 +188,7 @@ class Controller:
         hosts = self._rebuild_ingresses(dirty_ing)
         hosts_tls = self._rebuild_tls(changes, dirty_secrets)
         hosts |= hosts_tls
-        self._rebuild_clusters(changes, dirty_svc, dirty_ing)
+        self._rebuild_clusters(changes, dirty_svc)
         self._rebuild_endpoints(changes, dirty_eds)
         self._rebuild_hosts(changes, hosts)
         self._rebuild_east_west(changes, dirty_svc)
@@ -232,6 +237,9 @@ class Controller:
         return hosts
 
     def _index(self, ir: IngressIR) -> None:
+        if ir.tls or ir.annotations.get(SslPassthrough) is not None:
+            self.tls_refs.add(ir.ref)
+            self._tls_dirty = True
         for host in ir.hosts:
             self.host_index.setdefault(host, set()).add(ir.ref)
         if ir.default_backend is not None:
@@ -245,8 +253,12 @@ class Controller:
             self.variant_policies[variant] = ir.annotations.upstream
             for name in _forward_clusters(ir):
                 self.variant_users.setdefault(name, set()).add(ir.ref)
+                self._touched_variants.add(name)
 
     def _unindex(self, ir: IngressIR) -> None:
+        if ir.ref in self.tls_refs:
+            self.tls_refs.discard(ir.ref)
+            self._tls_dirty = True
         for host in ir.hosts:
             refs = self.host_index.get(host)
             if refs is not None:
@@ -262,12 +274,19 @@ class Controller:
             users = self.variant_users.get(name)
             if users is not None:
                 users.discard(ir.ref)
+                self._touched_variants.add(name)
 
     # -- TLS -----------------------------------------------------------------------
     def _rebuild_tls(
         self, changes: dict[str, dict[str, Resource | None]], dirty_secrets: set[tuple[str, str, str]]
     ) -> set[str]:
-        """Host -> certificate map, SDS secrets; a broken Secret keeps its last good certificate."""
+        """Host -> certificate map, SDS secrets; a broken Secret keeps its last good certificate.
+
+        Recomputed only when a TLS-bearing Ingress or a Secret changed in this batch.
+        """
+        if not dirty_secrets and not self._tls_dirty:
+            return set()
+        self._tls_dirty = False
         for skey in dirty_secrets:
             name = secret_name(*skey)
             obj = self._get_secret(*skey)
@@ -283,7 +302,8 @@ class Controller:
         tls_map: dict[str, str] = {}
         tls_policies: dict[str, tuple[Any, ...]] = {}
         passthrough: dict[str, str] = {}
-        for ir in sorted((ir for ir in self.irs.values() if ir.served), key=IngressIR.order_key):
+        tls_irs = (self.irs[r] for r in self.tls_refs if r in self.irs and self.irs[r].served)
+        for ir in sorted(tls_irs, key=IngressIR.order_key):
             if ir.annotations.get(SslPassthrough) is not None:
                 for rule in ir.rules:
                     if rule.host and isinstance(rule.action, Forward) and rule.action.single:
@@ -331,54 +351,41 @@ class Controller:
                 out[cname] = ServiceCluster(cname, eds_name(ns, name, port_no), ns, name, port_no, policies, static)
         return out
 
-    def _rebuild_clusters(
-        self,
-        changes: dict[str, dict[str, Resource | None]],
-        dirty_svc: set[ServiceKey],
-        dirty_ing: set[IngressRef],
-    ) -> None:
+    def _rebuild_clusters(self, changes: dict[str, dict[str, Resource | None]], dirty_svc: set[ServiceKey]) -> None:
         keys = set(dirty_svc)
-        for ref in dirty_ing:
-            for cname in self._variant_names_touched(ref):
-                parsed = parse_cluster_name(cname)
-                if parsed:
-                    keys.add((parsed[0], parsed[1]))
-        current = self.cache.get(rt.CLUSTER).resources
+        for cname in self._touched_variants:
+            parsed = parse_cluster_name(cname)
+            if parsed:
+                keys.add((parsed[0], parsed[1]))
+            if not self.variant_users.get(cname):
+                self.variant_users.pop(cname, None)  # nobody uses it: its cluster goes away
+        self._touched_variants = set()
         cds = changes[rt.CLUSTER]
         for key in keys:
             want = self._service_clusters(key)
-            prefix = f"{key[0]}/{key[1]}:"
-            for name in current:
-                if name.startswith(prefix) and name not in want:
-                    cds[name] = None
+            for name in self.svc_clusters.get(key, set()) - want.keys():
+                cds[name] = None
             for name, sc in want.items():
                 cds[name] = make_resource(name, rt.CLUSTER, service_cluster(sc))
-
-    def _variant_names_touched(self, ref: IngressRef) -> set[str]:
-        names = {n for n, users in self.variant_users.items() if ref in users}
-        ir = self.irs.get(ref)
-        if ir is not None:
-            names |= {n for n in _forward_clusters(ir) if "~" in n}
-        # Variants nobody uses any more are dropped from the index (their cluster is removed).
-        for n in [n for n, users in self.variant_users.items() if not users]:
-            names.add(n)
-            del self.variant_users[n]
-        return names
+            if want:
+                self.svc_clusters[key] = set(want)
+            else:
+                self.svc_clusters.pop(key, None)
 
     def _rebuild_endpoints(self, changes: dict[str, dict[str, Resource | None]], dirty: set[ServiceKey]) -> None:
         eds = changes[rt.ENDPOINT]
-        current = self.cache.get(rt.ENDPOINT).resources
         primary = self.registry.primary_id()
         for key in dirty:
-            ports = self.services.ports(key)
-            want = {eds_name(key[0], key[1], p.port): p for p in ports}
-            prefix = f"{key[0]}/{key[1]}:"
-            for name in current:
-                if name.startswith(prefix) and name not in want:
-                    eds[name] = None
+            want = {eds_name(key[0], key[1], p.port): p for p in self.services.ports(key)}
+            for name in self.svc_eds.get(key, set()) - want.keys():
+                eds[name] = None
             for name, port in want.items():
                 cla = load_assignment(name, self.services.localities(key, port, primary))
                 eds[name] = make_resource(name, rt.ENDPOINT, cla)
+            if want:
+                self.svc_eds[key] = set(want)
+            else:
+                self.svc_eds.pop(key, None)
 
     # -- virtual hosts and route tables ---------------------------------------------------
     def _rebuild_hosts(self, changes: dict[str, dict[str, Resource | None]], hosts: set[str]) -> None:
