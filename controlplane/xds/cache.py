@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -25,6 +26,8 @@ from google.protobuf.message import Message
 from controlplane.xds.resources import PUSH_ORDER
 
 DEFAULT_GROUP = "*"
+# How many versions of per-type change history to keep for incremental SotW pushes.
+HISTORY = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,8 @@ EMPTY = TypeSnapshot(version=0, resources={})
 @dataclass
 class _Group:
     types: dict[str, TypeSnapshot] = field(default_factory=dict)
+    # type_url -> (version, names upserted or removed at that version), oldest first
+    history: dict[str, deque[tuple[int, frozenset[str]]]] = field(default_factory=dict)
 
 
 class SnapshotCache:
@@ -93,6 +98,7 @@ class SnapshotCache:
         grp = self._groups.setdefault(group, _Group())
         seen = seen_at if seen_at is not None else time.monotonic()
         touched: dict[str, dict[str, Resource]] = {}
+        names: dict[str, set[str]] = {}
         for type_url, entries in changes.items():
             current = grp.types.get(type_url, EMPTY)
             updated: dict[str, Resource] | None = None
@@ -109,6 +115,7 @@ class SnapshotCache:
                     del updated[name]
                 else:
                     updated[name] = res
+                names.setdefault(type_url, set()).add(name)
             if updated is not None:
                 touched[type_url] = updated
         if not touched:
@@ -116,6 +123,8 @@ class SnapshotCache:
         self._version += 1
         for type_url, resources in touched.items():
             grp.types[type_url] = TypeSnapshot(self._version, resources, seen)
+            hist = grp.history.setdefault(type_url, deque(maxlen=HISTORY))
+            hist.append((self._version, frozenset(names[type_url])))
         self._wake()
         return self._version
 
@@ -141,6 +150,24 @@ class SnapshotCache:
         if grp is None or type_url not in grp.types:
             grp = self._groups[DEFAULT_GROUP]
         return grp.types.get(type_url, EMPTY)
+
+    def changed_since(self, type_url: str, group: str, version: int) -> set[str] | None:
+        """Names of `type_url` upserted or removed after `version`, or None if history does not reach back."""
+        grp = self._groups.get(group)
+        if grp is None or type_url not in grp.types:
+            grp = self._groups[DEFAULT_GROUP]
+        hist = grp.history.get(type_url)
+        current = grp.types.get(type_url, EMPTY).version
+        if version >= current:
+            return set()
+        if not hist or hist[0][0] > version + 1:
+            return None
+        out: set[str] = set()
+        for v, names in reversed(hist):
+            if v <= version:
+                break
+            out |= names
+        return out
 
     def names(self, group: str = DEFAULT_GROUP) -> dict[str, list[str]]:
         return {t: sorted(self.get(t, group).resources) for t in PUSH_ORDER}

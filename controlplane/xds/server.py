@@ -42,7 +42,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane.metrics import Metrics
 from controlplane.xds.cache import DEFAULT_GROUP, Resource, SnapshotCache, TypeSnapshot
-from controlplane.xds.resources import CLUSTER, PUSH_ORDER
+from controlplane.xds.resources import CLUSTER, ENDPOINT, PUSH_ORDER
 from controlplane.xds.tracking import (
     ACK,
     DELTA,
@@ -319,6 +319,10 @@ class XdsServer:
         return str(next(self._nonces))
 
     def _sotw_response(self, s: StreamState, st: TypeState, snap: TypeSnapshot) -> bytes | None:
+        if st.type_url == ENDPOINT and not (st.wildcard or st.force or st.nacked) and st.sent_cache_version:
+            partial = self._sotw_endpoint_update(s, st, snap)
+            if partial is not False:
+                return partial
         want: Mapping[str, Resource]
         if st.wildcard:
             want = snap.resources
@@ -343,6 +347,37 @@ class XdsServer:
         st.record_sent(version, snap.version, nonce)
         return encode_discovery_response(
             version, (r.any_bytes for r in content.values()), st.type_url, nonce, self._control_plane
+        )
+
+    def _sotw_endpoint_update(self, s: StreamState, st: TypeState, snap: TypeSnapshot) -> bytes | bool | None:
+        """Only the ClusterLoadAssignments that changed since the last response.
+
+        In SotW, EDS (like RDS) is not a full-state type: a response may carry a subset of the
+        subscribed resources and omitted ones are kept by Envoy. One EndpointSlice change then
+        costs one CLA on the wire instead of every subscribed one. Returns False when the change
+        history does not reach back far enough (the caller sends the full set).
+        """
+        names = self._cache.changed_since(st.type_url, s.group, st.sent_cache_version)
+        if names is None:
+            return False
+        update: dict[str, Resource] = {}
+        for name in names & st.names:
+            res = snap.resources.get(name)
+            if res is None:
+                st.sent.pop(name, None)  # its cluster is gone or going; nothing to send
+                continue
+            old = st.sent.get(name)
+            if old is None or old.version != res.version:
+                update[name] = res
+        if not update:
+            st.current = max(st.current, snap.version)
+            return None
+        st.sent.update(update)
+        version = str(snap.version)
+        nonce = self._next_nonce()
+        st.record_sent(version, snap.version, nonce)
+        return encode_discovery_response(
+            version, (r.any_bytes for r in update.values()), st.type_url, nonce, self._control_plane
         )
 
     def _delta_response(self, s: StreamState, st: TypeState, snap: TypeSnapshot) -> bytes | None:

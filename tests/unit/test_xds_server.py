@@ -333,6 +333,35 @@ async def test_sotw_update_pushes_only_changed_type(env: Env) -> None:
     assert env.sample("meridian_xds_pushes_total", type="EDS") == 2
 
 
+async def test_sotw_endpoint_update_carries_only_changed_assignments(env: Env) -> None:
+    """EDS is not full-state in SotW: one CLA change sends one CLA, not every subscribed one."""
+    env.cache.apply({ENDPOINT: {"other": cla("other", 9009)}})
+    client = Sotw(env, "envoy-1")
+    await client.subscribe_all()
+    eds_nonce = env.stream("envoy-1")["types"]["EDS"]["nonce"]
+    await client.send(ENDPOINT, ["backend", "other"], str(env.cache.version), eds_nonce)
+    resp = await client.recv()
+    assert sorted(names_of(resp)) == ["backend", "other"]  # a new subscription gets the whole set
+    await client.ack(resp, ["backend", "other"])
+    await acked(env, "envoy-1", "EDS", resp.version_info)
+
+    v = env.cache.apply({ENDPOINT: {"other": cla("other", 9010)}})
+    resp = await client.recv()
+    assert (resp.type_url, resp.version_info) == (ENDPOINT, str(v))
+    assert names_of(resp) == ["other"]
+    await client.ack(resp, ["backend", "other"])
+    # Two changes coalesced while a response is in flight still reach the client.
+    v1 = env.cache.apply({ENDPOINT: {"backend": cla("backend", 9011)}})
+    v2 = env.cache.apply({ENDPOINT: {"other": cla("other", 9012)}})
+    resp = await client.recv()
+    got = set(names_of(resp))
+    if resp.version_info == str(v1):
+        await client.ack(resp, ["backend", "other"])
+        resp = await client.recv()
+        got |= set(names_of(resp))
+    assert resp.version_info == str(v2) and got == {"backend", "other"}
+
+
 async def test_sotw_unsubscribed_change_is_not_pushed(env: Env) -> None:
     client = Sotw(env, "envoy-1")
     await client.subscribe_all()
