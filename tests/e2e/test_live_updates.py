@@ -42,7 +42,11 @@ def test_endpoint_change_of_one_service_leaves_others_serving(make_gateway):
     gw.backend("b")
     gw.write(
         "ing.yaml",
-        [ingress("ab", [rule("a.example.com", ("/", "Prefix", "a", 80)), rule("b.example.com", ("/", "Prefix", "b", 80))])],
+        [
+            ingress(
+                "ab", [rule("a.example.com", ("/", "Prefix", "a", 80)), rule("b.example.com", ("/", "Prefix", "b", 80))]
+            )
+        ],
     )
     gw.wait_served_by("a.example.com", "/", "a")
     gw.wait_served_by("b.example.com", "/", "b")
