@@ -8,8 +8,12 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    from controlplane.app import ServeOptions
 
 
 def _cluster_arg(value: str) -> tuple[str, str]:
@@ -94,10 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     }[args.command](args)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from controlplane.app import ServeOptions, serve
+def serve_options(args: argparse.Namespace) -> ServeOptions:
+    """`meridian serve` flags -> ServeOptions (also used by tests that run the app in-process)."""
+    from controlplane.app import ServeOptions
 
-    opts = ServeOptions(
+    return ServeOptions(
         clusters=list(args.cluster),
         kubeconfig=args.kubeconfig,
         in_cluster=not args.cluster and not args.kubeconfig,
@@ -114,8 +119,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         publish_address=args.publish_address,
         publish_service=args.publish_service,
     )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from controlplane.app import serve
+
     try:
-        asyncio.run(serve(opts))
+        asyncio.run(serve(serve_options(args)))
     except KeyboardInterrupt:
         pass
     return 0

@@ -120,13 +120,10 @@ class Controller:
             self._events.append(event)
             if self._first_event_at is None:
                 self._first_event_at = time.monotonic()
-            if self._scheduled or self._loop is None:
-                return
-            self._scheduled = True
-        self._loop.call_soon_threadsafe(self.flush)
+        self.request_flush()
 
     def request_flush(self) -> None:
-        """Schedule a flush from any thread (e.g. once a source has synced with nothing to say)."""
+        """Schedule one flush on the loop from any thread; events queued meanwhile join that batch."""
         with self._lock:
             if self._scheduled or self._loop is None:
                 return

@@ -16,6 +16,14 @@ P = TypeVar("P")
 FindingLevel = Literal["converted", "warning", "rejected", "unsupported", "not-applicable", "unknown", "conflict"]
 
 
+def find_policy(policies: tuple[Any, ...], kind: type[P]) -> P | None:
+    """The first policy of `kind` (families attach at most one policy of each type)."""
+    for p in policies:
+        if isinstance(p, kind):
+            return p
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """One line of an Ingress report: what happened to an annotation or a part of the spec."""
@@ -111,10 +119,7 @@ class Route:
     case_insensitive: bool = False  # regex paths in ingress-nginx are case-insensitive
 
     def policy(self, kind: type[P]) -> P | None:
-        for p in self.policies:
-            if isinstance(p, kind):
-                return p
-        return None
+        return find_policy(self.policies, kind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +142,7 @@ class TlsHost:
     policies: tuple[Any, ...] = ()
 
     def policy(self, kind: type[P]) -> P | None:
-        for p in self.policies:
-            if isinstance(p, kind):
-                return p
-        return None
+        return find_policy(self.policies, kind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,10 +188,7 @@ class ServiceCluster:
     static_address: tuple[str, int] | None = None  # service-upstream / external targets
 
     def policy(self, kind: type[P]) -> P | None:
-        for p in self.policies:
-            if isinstance(p, kind):
-                return p
-        return None
+        return find_policy(self.policies, kind)
 
 
 @dataclass(frozen=True, slots=True)

@@ -201,22 +201,9 @@ class Gateway:
 
     def start_control_plane(self) -> None:
         if self.in_process:
-            from controlplane.app import ServeOptions
-            from controlplane.cli import build_parser
+            from controlplane.cli import build_parser, serve_options
 
-            ns = build_parser().parse_args(self.argv()[3:])
-            opts = ServeOptions(
-                clusters=list(ns.cluster),
-                xds_address=ns.xds_address,
-                admin_address=ns.admin_address,
-                listen_address=ns.listen_address,
-                http_port=ns.http_port,
-                https_port=ns.https_port,
-                east_west_port=ns.east_west_port,
-                ingress_classes=ns.ingress_class or ["meridian"],
-                watch_ingress_without_class=ns.watch_ingress_without_class,
-                publish_address=ns.publish_address,
-            )
+            opts = serve_options(build_parser().parse_args(self.argv()[3:]))
             self.inproc = _InProcess(opts)
         else:
             log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
@@ -305,7 +292,9 @@ class Gateway:
     ) -> list[EchoServer]:
         """Start echo pods and publish their Service + EndpointSlices in `cluster`."""
         servers = [
-            self.fleet.add(service=service, pod=f"{service}-{cluster}-{i}", namespace=namespace, cluster=cluster, **knobs)
+            self.fleet.add(
+                service=service, pod=f"{service}-{cluster}-{i}", namespace=namespace, cluster=cluster, **knobs
+            )
             for i in range(replicas)
         ]
         self.publish(service, servers, namespace=namespace, cluster=cluster, port=port, port_name=port_name,
