@@ -43,6 +43,9 @@ def service_cluster(sc: ServiceCluster) -> cluster_pb2.Cluster:
         pb.eds_cluster_config.service_name = sc.eds_name
         # Localities (one per source cluster) are weighted by their ready endpoint count.
         pb.common_lb_config.locality_weighted_lb_config.SetInParent()
+        # Not-ready endpoints must never get traffic: Envoy's panic mode (default below 50% healthy)
+        # would send requests to them, so it is off. No ready endpoint means 503, as in Kubernetes.
+        pb.common_lb_config.healthy_panic_threshold.value = 0.0
     # Keep serving from known endpoints while health information is missing.
     pb.ignore_health_on_host_removal = True
     for feature in FEATURES:
