@@ -1,0 +1,53 @@
+"""proxy-body-size: the largest request body accepted (413 above it); nginx's default is 1m everywhere."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from controlplane.annotations.base import Annotations, ParseContext
+
+DEFAULT_BODY_SIZE = 1024 * 1024  # nginx client_max_body_size default (1m)
+# The buffer filter counts in uint32; larger limits are clamped (and reported).
+MAX_BODY_SIZE = 2**32 - 1
+
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(raw: str) -> int | None:
+    """nginx size syntax: digits with an optional k/m/g suffix (either case). None if invalid."""
+    m = re.fullmatch(r"(\d+)\s*([kKmMgG]?)", raw.strip())
+    if not m:
+        return None
+    return int(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
+@dataclass(frozen=True, slots=True)
+class BodySize:
+    """Largest accepted request body in bytes; 0 means unlimited."""
+
+    scope: ClassVar[str] = "route"
+    max_bytes: int
+
+
+class BodySizeFamily:
+    name = "body-size"
+    keys = ("proxy-body-size",)
+
+    def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
+        raw = ann.get("proxy-body-size")
+        if raw is None:
+            return []
+        size = parse_size(raw)
+        if size is None:
+            ctx.warn("proxy-body-size", f"invalid size {raw!r}; using default 1m")
+            return []
+        if size > MAX_BODY_SIZE:
+            ctx.warn("proxy-body-size", f"{raw} is above Envoy's 4g buffer limit; using 4g")
+            size = MAX_BODY_SIZE
+        else:
+            ctx.converted(
+                "proxy-body-size", "no limit" if size == 0 else f"bodies above {size} bytes get 413 (buffered)"
+            )
+        return [BodySize(size)]

@@ -1,0 +1,93 @@
+"""ssl-protocols and ssl-ciphers: the TLS versions and TLS 1.2 cipher suites a host accepts."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from controlplane.annotations.base import Annotations, ParseContext
+
+VERSIONS = {"TLSv1": "TLSv1_0", "TLSv1.0": "TLSv1_0", "TLSv1.1": "TLSv1_1", "TLSv1.2": "TLSv1_2", "TLSv1.3": "TLSv1_3"}
+_ORDER = ["TLSv1_0", "TLSv1_1", "TLSv1_2", "TLSv1_3"]
+
+# Cipher names BoringSSL (Envoy) accepts; anything else would make Envoy reject the listener.
+BORINGSSL_CIPHERS = frozenset(
+    {
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "ECDHE-PSK-CHACHA20-POLY1305",
+        "ECDHE-ECDSA-AES128-SHA",
+        "ECDHE-RSA-AES128-SHA",
+        "ECDHE-PSK-AES128-CBC-SHA",
+        "ECDHE-ECDSA-AES256-SHA",
+        "ECDHE-RSA-AES256-SHA",
+        "ECDHE-PSK-AES256-CBC-SHA",
+        "AES128-GCM-SHA256",
+        "AES256-GCM-SHA384",
+        "AES128-SHA",
+        "PSK-AES128-CBC-SHA",
+        "AES256-SHA",
+        "PSK-AES256-CBC-SHA",
+        "DES-CBC3-SHA",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsParams:
+    """Envoy TlsParameters for the host: version range (enum names) and TLS 1.2 cipher list."""
+
+    scope: ClassVar[str] = "tls"
+    min_version: str | None = None
+    max_version: str | None = None
+    ciphers: tuple[str, ...] = ()
+
+
+class TlsParamsFamily:
+    name = "tls-params"
+    keys = ("ssl-protocols", "ssl-ciphers")
+
+    def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
+        lo: str | None = None
+        hi: str | None = None
+        raw = ann.get("ssl-protocols")
+        if raw is not None:
+            tokens = [t for t in re.split(r"[\s,]+", raw) if t]
+            known = sorted({VERSIONS[t] for t in tokens if t in VERSIONS}, key=_ORDER.index)
+            unknown = [t for t in tokens if t not in VERSIONS]
+            if not known:
+                ctx.warn("ssl-protocols", f"no supported protocol in {raw!r}; using the default (TLSv1.2 TLSv1.3)")
+            else:
+                lo, hi = known[0], known[-1]
+                gap = len(known) != _ORDER.index(hi) - _ORDER.index(lo) + 1
+                notes = []
+                if unknown:
+                    notes.append(f"ignored {', '.join(unknown)}")
+                if gap:
+                    notes.append("Envoy accepts a contiguous range; versions in between are allowed too")
+                if notes:
+                    ctx.warn("ssl-protocols", f"{'; '.join(notes)}; using {lo}..{hi}")
+                else:
+                    ctx.converted("ssl-protocols", f"TLS versions {lo}..{hi}")
+        ciphers: tuple[str, ...] = ()
+        raw = ann.get("ssl-ciphers")
+        if raw is not None:
+            names = [c for c in re.split(r"[:\s,]+", raw) if c]
+            good = tuple(dict.fromkeys(c for c in names if c in BORINGSSL_CIPHERS))
+            bad = [c for c in names if c not in BORINGSSL_CIPHERS]
+            if not good:
+                ctx.warn("ssl-ciphers", f"no cipher Envoy supports in {raw!r}; using Envoy's defaults")
+            else:
+                ciphers = good
+                if bad:
+                    ctx.warn("ssl-ciphers", f"not supported by Envoy (BoringSSL), dropped: {', '.join(bad)}")
+                else:
+                    ctx.converted("ssl-ciphers", "TLS 1.2 cipher suites set (TLS 1.3 suites are fixed)")
+        if lo is None and hi is None and not ciphers:
+            return []
+        return [TlsParams(lo, hi, ciphers)]
