@@ -13,6 +13,9 @@ from controlplane.ir import CertificateSecret, LocalityEndpoints, ServiceCluster
 from controlplane.translate.features import FEATURES
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
+# Envoy's default overprovisioning factor (percent), sent explicitly because locality weights depend on it.
+OVERPROVISIONING_FACTOR = 140
+LOCALITY_WEIGHT_SCALE = 100  # locality weight per ready endpoint (room for the correction below)
 
 
 def ads_source() -> config_source_pb2.ConfigSource:
@@ -53,15 +56,28 @@ def service_cluster(sc: ServiceCluster) -> cluster_pb2.Cluster:
     return pb
 
 
+def locality_weight(ready: int, total: int) -> int:
+    """A locality weight whose *effective* value in Envoy is proportional to the ready count.
+
+    Envoy multiplies a locality's weight by its availability, min(1, overprovisioning * healthy/total),
+    so a cluster with not-ready endpoints would be discounted twice (ready count, then availability);
+    dividing the availability out here keeps traffic per ready endpoint equal across clusters.
+    """
+    if ready <= 0 or total <= 0:
+        return 1  # no healthy host: Envoy gives the locality no traffic whatever its weight
+    availability = min(1.0, OVERPROVISIONING_FACTOR / 100 * ready / total)
+    return max(1, round(LOCALITY_WEIGHT_SCALE * ready / availability))
+
+
 def load_assignment(name: str, localities: Sequence[LocalityEndpoints]) -> endpoint_pb2.ClusterLoadAssignment:
     """Only ready endpoints get traffic: others are sent as UNHEALTHY (or DRAINING if terminating)."""
     cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
+    cla.policy.overprovisioning_factor.value = OVERPROVISIONING_FACTOR
     for loc in localities:
         group = cla.endpoints.add()
         group.locality.region = loc.cluster_id
         group.priority = loc.priority
-        ready = loc.ready_count
-        group.load_balancing_weight.value = max(ready, 1)
+        group.load_balancing_weight.value = locality_weight(loc.ready_count, len(loc.endpoints))
         for ep in loc.endpoints:
             lb = group.lb_endpoints.add()
             lb.endpoint.address.CopyFrom(socket_address(ep.address, ep.port))
