@@ -11,12 +11,13 @@ cached per-host bytes.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Mapping
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +44,7 @@ from controlplane.store import (
 from controlplane.translate import listeners as lst
 from controlplane.translate.features import FEATURES, load_builtin_features
 from controlplane.translate.resources import certificate_secret, load_assignment, service_cluster
-from controlplane.translate.routes import route_configuration_bytes, vhost_bytes
+from controlplane.translate.routes import framed_vhost, route_configuration_from_frames, vhost_bytes
 from controlplane.xds import resources as rt
 from controlplane.xds.cache import Resource, SnapshotCache, make_resource
 
@@ -84,11 +85,18 @@ class Controller:
         self.secret_deps: dict[tuple[str, str, str], set[IngressRef]] = {}
         self.class_views: dict[str, ClassView] = {}
         self.host_results: dict[str, HostResult] = {}
+        # Per-host VirtualHost bytes, already framed as RouteConfiguration.virtual_hosts fields, and the
+        # sorted host order kept up to date by bisection: a change re-assembles a table with one join.
         self.http_vh: dict[str, bytes] = {}
         self.https_vh: dict[str, bytes] = {}
-        self.ew_vh: dict[ServiceKey, list[bytes]] = {}
+        self._host_order: list[str] = []
+        self.ew_vh: dict[ServiceKey, bytes] = {}  # framed east-west virtual hosts per Service
+        self._ew_order: list[ServiceKey] = []
+        # Only hosts that use a feature / need extra clusters are listed, so per-change scans stay small.
         self.host_features: dict[str, dict[str, frozenset[str]]] = {}  # host -> feature -> filter keys
         self.host_extra_clusters: dict[str, dict[str, Any]] = {}
+        self._ingress_states: dict[IngressRef, str] = {}  # accepted | rejected | ignored, counted incrementally
+        self._state_counts: Counter[str] = Counter()
         self.variant_policies: dict[str, tuple[Any, ...]] = {}
         self.variant_users: dict[str, set[IngressRef]] = {}  # variant cluster name -> ingresses
         self.svc_clusters: dict[ServiceKey, set[str]] = {}  # clusters emitted per Service
@@ -217,6 +225,7 @@ class Controller:
                     hosts.add("")
             obj = self.ingress_objs.get(ref)
             if obj is None:
+                self._set_ingress_state(ref, None)
                 continue
             lookups = Lookups(resolve_port=self.services.resolve_port, get_secret=self._get_secret)
             ir = build_ingress(
@@ -227,11 +236,20 @@ class Controller:
                 upstream_variant=upstream_variant,
             )
             self.irs[ref] = ir
+            self._set_ingress_state(ref, _ingress_state(ir))
             self._index(ir)
             hosts |= ir.hosts
             if ir.default_backend is not None:
                 hosts.add("")
         return hosts
+
+    def _set_ingress_state(self, ref: IngressRef, state: str | None) -> None:
+        old = self._ingress_states.pop(ref, None)
+        if old is not None:
+            self._state_counts[old] -= 1
+        if state is not None:
+            self._ingress_states[ref] = state
+            self._state_counts[state] += 1
 
     def _index(self, ir: IngressIR) -> None:
         if ir.tls or ir.annotations.get(SslPassthrough) is not None:
@@ -407,30 +425,39 @@ class Controller:
                 self.host_results[host] = result
                 continue
             self.host_results[host] = result
-            https = vhost_bytes(result.https)
+            https = framed_vhost(vhost_bytes(result.https))
             self.https_vh[host] = https
-            self.http_vh[host] = https if result.http is result.https else vhost_bytes(result.http)
+            self.http_vh[host] = https if result.http is result.https else framed_vhost(vhost_bytes(result.http))
             needs: dict[str, frozenset[str]] = {}
             for f in FEATURES:
                 keys = frozenset().union(*(f.filter_keys(r) for r in result.https.routes))
                 if keys:
                     needs[f.name] = keys
-            self.host_features[host] = needs
+            if needs:
+                self.host_features[host] = needs
+            else:
+                self.host_features.pop(host, None)
             extra: dict[str, Any] = {}
             for f in FEATURES:
                 for r in result.https.routes:
                     for c in f.extra_clusters(r):
                         extra[c.name] = c
-            self.host_extra_clusters[host] = extra
-        order = sorted(self.https_vh)
+            if extra:
+                self.host_extra_clusters[host] = extra
+            else:
+                self.host_extra_clusters.pop(host, None)
+        order = self._host_order
+        _sync_order(order, hosts, self.https_vh)
         rds = changes[rt.ROUTE]
         rds[lst.HTTP_ROUTES] = make_resource(
-            lst.HTTP_ROUTES, rt.ROUTE, route_configuration_bytes(lst.HTTP_ROUTES, (self.http_vh[h] for h in order))
+            lst.HTTP_ROUTES,
+            rt.ROUTE,
+            route_configuration_from_frames(lst.HTTP_ROUTES, [self.http_vh[h] for h in order]),
         )
         rds[lst.HTTPS_ROUTES] = make_resource(
             lst.HTTPS_ROUTES,
             rt.ROUTE,
-            route_configuration_bytes(lst.HTTPS_ROUTES, (self.https_vh[h] for h in order)),
+            route_configuration_from_frames(lst.HTTPS_ROUTES, [self.https_vh[h] for h in order]),
         )
         # Extra clusters (auth, mirror targets) follow the routes that need them.
         wanted: dict[str, Any] = {}
@@ -449,14 +476,17 @@ class Controller:
         for key in dirty:
             ports = self.services.ports(key)
             if ports:
-                self.ew_vh[key] = [vhost_bytes(v) for v in east_west_vhosts(key[0], key[1], ports)]
+                vhosts = east_west_vhosts(key[0], key[1], ports)
+                self.ew_vh[key] = b"".join(framed_vhost(vhost_bytes(v)) for v in vhosts)
             else:
                 self.ew_vh.pop(key, None)
-        blobs = (b for k in sorted(self.ew_vh) for b in self.ew_vh[k])
+        _sync_order(self._ew_order, dirty, self.ew_vh)
         changes[rt.ROUTE][lst.EAST_WEST_ROUTES] = make_resource(
             lst.EAST_WEST_ROUTES,
             rt.ROUTE,
-            route_configuration_bytes(lst.EAST_WEST_ROUTES, blobs, ignore_port=False),
+            route_configuration_from_frames(
+                lst.EAST_WEST_ROUTES, [self.ew_vh[k] for k in self._ew_order], ignore_port=False
+            ),
         )
 
     # -- listeners --------------------------------------------------------------------------
@@ -537,11 +567,8 @@ class Controller:
         return [self.ingress_report(self.irs[r]) for r in sorted(self.irs)]
 
     def _update_ingress_metrics(self) -> None:
-        served = sum(1 for ir in self.irs.values() if ir.served)
-        rejected = sum(1 for ir in self.irs.values() if ir.class_accepted and ir.rejected)
-        self.metrics.ingresses.labels("accepted").set(served)
-        self.metrics.ingresses.labels("rejected").set(rejected)
-        self.metrics.ingresses.labels("ignored").set(len(self.irs) - served - rejected)
+        for state in ("accepted", "rejected", "ignored"):
+            self.metrics.ingresses.labels(state).set(self._state_counts[state])
 
 
 def _forward_clusters(ir: IngressIR) -> set[str]:
@@ -551,3 +578,20 @@ def _forward_clusters(ir: IngressIR) -> set[str]:
         if isinstance(a, Forward):
             names.update(wc.cluster for wc in a.clusters)
     return {n for n in names if "~" in n}
+
+
+def _ingress_state(ir: IngressIR) -> str:
+    if ir.served:
+        return "accepted"
+    return "rejected" if ir.class_accepted and ir.rejected else "ignored"
+
+
+def _sync_order(order: list[Any], keys: Iterable[Any], present: Mapping[Any, Any]) -> None:
+    """Keep `order` (sorted) equal to sorted(present) after `keys` were added or removed: O(k log n)."""
+    for key in keys:
+        i = bisect.bisect_left(order, key)
+        listed = i < len(order) and order[i] == key
+        if key in present and not listed:
+            order.insert(i, key)
+        elif key not in present and listed:
+            del order[i]

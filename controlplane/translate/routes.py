@@ -133,13 +133,24 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
+_VHOST_TAG = _varint((_VHOST_FIELD << 3) | 2)
+
+
+def framed_vhost(vh: bytes) -> bytes:
+    """One serialized VirtualHost as a complete `virtual_hosts` field (tag + length + bytes).
+
+    Callers cache this per host, so assembling a 10,000-host table is one bytes join rather
+    than 10,000 varint encodings per change.
+    """
+    return _VHOST_TAG + _varint(len(vh)) + vh
+
+
+def route_configuration_from_frames(name: str, frames: Iterable[bytes], *, ignore_port: bool = True) -> bytes:
+    """Serialized RouteConfiguration from `framed_vhost` outputs, in order."""
+    head = route_pb2.RouteConfiguration(name=name, ignore_port_in_host_matching=ignore_port)
+    return head.SerializeToString(deterministic=True) + b"".join(frames)
+
+
 def route_configuration_bytes(name: str, vhosts: Iterable[bytes], *, ignore_port: bool = True) -> bytes:
     """Serialized RouteConfiguration from already-serialized VirtualHost messages."""
-    head = route_pb2.RouteConfiguration(name=name, ignore_port_in_host_matching=ignore_port)
-    parts = [head.SerializeToString(deterministic=True)]
-    tag = _varint((_VHOST_FIELD << 3) | 2)
-    for vh in vhosts:
-        parts.append(tag)
-        parts.append(_varint(len(vh)))
-        parts.append(vh)
-    return b"".join(parts)
+    return route_configuration_from_frames(name, (framed_vhost(vh) for vh in vhosts), ignore_port=ignore_port)
