@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import functools
 import hashlib
 import logging
@@ -336,6 +337,10 @@ class RemoteClusterManager:
         if cluster.source is not None:
             await cluster.source.stop()
         self.registry.remove(cid)
+        # A removed cluster must not keep reporting up/stale from its last state.
+        for gauge in (self.metrics.source_up, self.metrics.source_stale):
+            with contextlib.suppress(KeyError):
+                gauge.remove(cid)
         log.info("remote cluster %r removed", cid)
 
     async def _update(self, cluster: _Cluster, text: str, digest: str) -> None:
