@@ -1,0 +1,138 @@
+"""Lease-based leader election against the fake API server, through the real kubernetes client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client as k8s
+
+from controlplane.leader import LEASE_NAME, LeaderElector, LeaseTimings
+from controlplane.sources.kube import api_client_from_kubeconfig
+from tests.fakekube import FakeKube
+
+NS = "meridian-system"
+FAST = LeaseTimings(duration=1.0, renew_interval=0.1)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeKube]:
+    with FakeKube() as fk:
+        yield fk
+
+
+@pytest.fixture
+def api(fake: FakeKube) -> Iterator[k8s.ApiClient]:
+    client = api_client_from_kubeconfig(fake.kubeconfig())
+    yield client
+    client.close()
+
+
+def holder(fake: FakeKube) -> str | None:
+    lease = fake.get("Lease", NS, LEASE_NAME)
+    return (lease or {}).get("spec", {}).get("holderIdentity")
+
+
+async def watch_leaders(
+    electors: list[LeaderElector], until: float, leaders: list[set[str]], done: asyncio.Event | None = None
+) -> None:
+    """Record who claims leadership, every few milliseconds, and fail on two at once."""
+    while time.monotonic() < until and not (done is not None and done.is_set()):
+        now = {e.identity for e in electors if e.is_leader}
+        assert len(now) <= 1, f"two leaders at once: {now}"
+        if now and (not leaders or leaders[-1] != now):
+            leaders.append(now)
+        await asyncio.sleep(0.005)
+
+
+async def test_one_leader_then_takeover_on_release(fake: FakeKube, api: k8s.ApiClient) -> None:
+    a = LeaderElector(api, NS, identity="a", timings=FAST)
+    b = LeaderElector(api, NS, identity="b", timings=FAST)
+    changes: list[bool] = []
+    a.add_listener(changes.append)
+    await a.start()
+    assert await a.wait_leader(5)
+    await b.start()
+    leaders: list[set[str]] = []
+    # b keeps trying for well over a lease duration while a renews: a stays the only leader.
+    await watch_leaders([a, b], time.monotonic() + 1.6, leaders)
+    assert leaders == [{"a"}]
+    assert holder(fake) == "a" and not b.is_leader
+    lease = fake.get("Lease", NS, LEASE_NAME)
+    assert lease is not None and lease["spec"]["leaseDurationSeconds"] == 1
+    renewed = lease["spec"]["renewTime"]
+    assert a.holder == "a" and b.holder == "a"
+
+    released_at = time.monotonic()
+    await a.stop()  # releases: b takes over without waiting for expiry
+    assert changes == [True, False]
+    assert await b.wait_leader(5)
+    assert time.monotonic() - released_at < 0.9
+    assert holder(fake) == "b"
+    lease = fake.get("Lease", NS, LEASE_NAME)
+    assert lease is not None and lease["spec"]["renewTime"] != renewed
+    assert lease["spec"]["leaseTransitions"] >= 1
+    await b.stop()
+    assert holder(fake) is None
+
+
+async def test_takeover_after_expiry_never_two_leaders(fake: FakeKube, api: k8s.ApiClient) -> None:
+    a = LeaderElector(api, NS, identity="a", timings=FAST)
+    b = LeaderElector(api, NS, identity="b", timings=FAST)
+    await a.start()
+    assert await a.wait_leader(5)
+    await b.start()
+    leaders: list[set[str]] = []
+    done = asyncio.Event()
+    watcher = asyncio.create_task(watch_leaders([a, b], time.monotonic() + 10, leaders, done))
+    await asyncio.sleep(0.3)
+    # a crashes: it stops renewing and does not release. b waits out the lease.
+    crashed_at = time.monotonic()
+    await a.stop(release=False)
+    assert await b.wait_leader(5)
+    waited = time.monotonic() - crashed_at
+    assert 0.6 < waited < 3.0, waited
+    await asyncio.sleep(0.3)  # keep watching a while after the takeover
+    done.set()
+    await watcher
+    assert leaders == [{"a"}, {"b"}]
+    assert holder(fake) == "b"
+    await b.stop()
+
+
+async def test_leader_steps_down_when_it_cannot_renew(fake: FakeKube, api: k8s.ApiClient) -> None:
+    a = LeaderElector(api, NS, identity="a", timings=FAST)
+    changes: list[bool] = []
+    a.add_listener(changes.append)
+    await a.start()
+    assert await a.wait_leader(5)
+    fake.stop()  # API server outage: renewals fail
+    try:
+        deadline = time.monotonic() + 3
+        while a.is_leader or changes[-1]:
+            assert time.monotonic() < deadline, "leader kept leading without renewing"
+            await asyncio.sleep(0.02)
+        assert changes == [True, False]
+    finally:
+        fake.start()
+    assert await a.wait_leader(5)  # the lease is still ours: renewed on return
+    assert changes == [True, False, True]
+    await a.stop()
+
+
+async def test_concurrent_candidates_elect_exactly_one(fake: FakeKube, api: k8s.ApiClient) -> None:
+    electors = [LeaderElector(api, NS, identity=f"c{i}", timings=FAST) for i in range(4)]
+    await asyncio.gather(*(e.start() for e in electors))
+    deadline = time.monotonic() + 5
+    while not any(e.is_leader for e in electors):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    leaders: list[set[str]] = []
+    await watch_leaders(electors, time.monotonic() + 1.2, leaders)
+    assert len(leaders) == 1
+    (leader,) = leaders[0]
+    assert holder(fake) == leader
+    for e in electors:
+        await e.stop()
