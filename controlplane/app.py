@@ -36,6 +36,8 @@ class ServeOptions:
     watch_ingress_without_class: bool = False
     publish_address: str | None = None
     publish_service: str | None = None
+    lease_duration: float = 15.0  # leader election (status and Events writer)
+    lease_renew_interval: float = 5.0
 
 
 class MeridianApp:

@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--watch-ingress-without-class", action="store_true")
     s.add_argument("--publish-address", help="address written to Ingress status")
     s.add_argument("--publish-service", metavar="NS/NAME", help="Service whose address goes to Ingress status")
+    s.add_argument("--lease-duration", type=float, default=15.0, help="leader election lease duration (seconds)")
+    s.add_argument("--lease-renew-interval", type=float, default=5.0, help="leader lease renew interval (seconds)")
 
     b = sub.add_parser("bootstrap", help="print an Envoy bootstrap (ADS over gRPC)")
     b.add_argument("--xds-address", default="127.0.0.1:18000")
@@ -118,6 +120,8 @@ def serve_options(args: argparse.Namespace) -> ServeOptions:
         watch_ingress_without_class=args.watch_ingress_without_class,
         publish_address=args.publish_address,
         publish_service=args.publish_service,
+        lease_duration=args.lease_duration,
+        lease_renew_interval=args.lease_renew_interval,
     )
 
 

@@ -195,6 +195,13 @@ class RemoteClusterManager:
     def problems(self) -> list[dict[str, str]]:
         return [dict(p) for p in self._problems]
 
+    def api_client(self, cluster_id: str) -> k8s.ApiClient | None:
+        """The live API client of a remote cluster (status and Events are written back through it)."""
+        cluster = self._clusters.get(cluster_id)
+        source = cluster.source if cluster is not None else None
+        client = getattr(source, "api_client", None)
+        return client if isinstance(client, k8s.ApiClient) else None
+
     # -- reflector callbacks (threads) -----------------------------------
     def _on_replace(self, idx: int, items: list[KubeObject]) -> None:
         with self._lock:
