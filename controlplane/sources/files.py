@@ -170,8 +170,10 @@ class FileSource:
                 pass
 
     async def _watch(self) -> None:
-        # step: yield after 5 ms without further changes, so a write applies in milliseconds.
-        async for changes in awatch(self.directory, stop_event=self._stop, step=5, debounce=500, recursive=True):
+        # step: the watcher thread checks for changes every 2 ms and yields once a check finds no new ones,
+        # so a write reaches the store ~5 ms later (step=5 measured ~11 ms; step=1 ~3 ms but 1.7% idle CPU
+        # per directory vs 0.9% for step=2; bench/route_ready.py "new route ready").
+        async for changes in awatch(self.directory, stop_event=self._stop, step=2, debounce=500, recursive=True):
             for path in sorted({Path(p) for _change, p in changes}):
                 if path.suffix not in SUFFIXES:
                     continue
