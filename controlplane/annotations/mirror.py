@@ -1,0 +1,83 @@
+"""mirror-target: a copy of each request goes to a URL (responses of the copy are ignored).
+
+Envoy mirrors keep the request's path, so a target path other than `$request_uri` (or none)
+cannot be reproduced; that is reported.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from controlplane.annotations.base import Annotations, ParseContext
+
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
+
+
+@dataclass(frozen=True, slots=True)
+class Mirror:
+    scope: ClassVar[str] = "route"
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def cluster(self) -> str:
+        """Stable per target, shared by every route mirroring to it."""
+        return f"mirror{'-tls' if self.scheme == 'https' else ''}:{self.host}:{self.port}"
+
+    @property
+    def is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+
+def parse_target(url: str) -> tuple[Mirror | None, str]:
+    """(policy, note) or (None, why not)."""
+    if any(c.isspace() for c in url):
+        return None, "URL contains whitespace"
+    parts = urlsplit(url.replace("$request_uri", "/"))
+    if parts.scheme not in ("http", "https"):
+        return None, "need an http:// or https:// URL"
+    host = parts.hostname or ""
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None, "invalid port"
+    if not host or not (_HOSTNAME.match(host) or _is_ip(host)):
+        return None, f"invalid host {host!r}"
+    path = urlsplit(url).path
+    note = ""
+    if path not in ("", "/", "$request_uri", "/$request_uri"):
+        note = f"; the copy keeps the request's path (target path {path!r} is not applied)"
+    return Mirror(parts.scheme, host, port), note
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class MirrorFamily:
+    name = "mirror"
+    keys = ("mirror-target",)
+
+    def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
+        url = ann.get("mirror-target")
+        if url is None:
+            return []
+        policy, note = parse_target(url)
+        if policy is None:
+            ctx.warn("mirror-target", f"invalid mirror target {url!r}: {note}; not mirrored")
+            return []
+        ctx.converted("mirror-target", f"requests copied to {policy.host}:{policy.port}{note}")
+        return [policy]

@@ -1,0 +1,54 @@
+"""permanent-redirect / temporal-redirect: the route answers with a redirect instead of forwarding.
+
+(app-root adds a route of its own through the ExtraRoutes protocol; routes.py renders it.)
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from envoy.config.route.v3 import route_components_pb2 as rc_pb2
+
+from controlplane.annotations.redirects import UrlRedirect
+from controlplane.ir import Route, VirtualHost
+from controlplane.translate.features import Feature, register
+
+CODES = {
+    301: rc_pb2.RedirectAction.MOVED_PERMANENTLY,
+    302: rc_pb2.RedirectAction.FOUND,
+    303: rc_pb2.RedirectAction.SEE_OTHER,
+    307: rc_pb2.RedirectAction.TEMPORARY_REDIRECT,
+    308: rc_pb2.RedirectAction.PERMANENT_REDIRECT,
+}
+
+
+def redirect_action(url: str, code: int) -> rc_pb2.RedirectAction:
+    """nginx `return code URL`: the Location is exactly URL (no request path or query appended)."""
+    parts = urlsplit(url)
+    rd = rc_pb2.RedirectAction(response_code=CODES.get(code, rc_pb2.RedirectAction.MOVED_PERMANENTLY))
+    rd.scheme_redirect = parts.scheme
+    rd.host_redirect = parts.hostname or ""
+    if parts.port:
+        rd.port_redirect = parts.port
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    rd.path_redirect = path
+    rd.strip_query = True
+    return rd
+
+
+class RedirectFeature(Feature):
+    name = "redirects"
+
+    def route_uses(self, route: Route) -> bool:
+        return route.policy(UrlRedirect) is not None
+
+    def patch_route(self, route: Route, pb: rc_pb2.Route, vhost: VirtualHost) -> None:
+        policy = route.policy(UrlRedirect)
+        if policy is None or not pb.HasField("route"):
+            return
+        pb.redirect.CopyFrom(redirect_action(policy.url, policy.code))  # replaces the route action (oneof)
+
+
+register(RedirectFeature())
