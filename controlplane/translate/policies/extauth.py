@@ -1,0 +1,149 @@
+"""ExtAuth -> ext_authz HTTP service, one filter instance per distinct auth service.
+
+Envoy's ext_authz service is fixed per filter instance (per-route overrides cannot
+change the HTTP service), so each distinct auth service gets its own instance, disabled
+at the connection manager and enabled only on the routes that use it. auth-signin is a
+custom_response filter (before ext_authz, so it sees ext_authz's local 401) that turns
+401 into a 302 to the sign-in URL on those routes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2, config_source_pb2
+from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.filters.http.custom_response.v3 import custom_response_pb2
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.http.custom_response.local_response_policy.v3 import local_response_policy_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from envoy.type.matcher.v3 import status_code_input_pb2
+from envoy.type.v3 import http_status_pb2
+from xds.core.v3 import extension_pb2 as xds_extension_pb2
+
+from controlplane.annotations.extauth import ExtAuth
+from controlplane.ir import Route, VirtualHost
+from controlplane.translate.features import Feature, register
+from controlplane.translate.policies.ipaccess import pack
+from controlplane.translate.resources import set_duration, socket_address
+
+FILTER_PREFIX = "envoy.filters.http.ext_authz"
+SIGNIN_FILTER = "envoy.filters.http.custom_response"
+AUTH_TIMEOUT = 10.0
+SIGNIN_KEY = "signin"
+
+
+def service_key(p: ExtAuth) -> str:
+    """What makes two auth services the same filter instance (the sign-in URL is per route)."""
+    return json.dumps([p.scheme, p.host, p.port, p.path, list(p.response_headers)], separators=(",", ":"))
+
+
+def filter_name(key: str) -> str:
+    return f"{FILTER_PREFIX}/{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def auth_filter(key: str) -> hcm_pb2.HttpFilter:
+    scheme, host, port, path, headers = json.loads(key)
+    cfg = ext_authz_pb2.ExtAuthz(transport_api_version=config_source_pb2.V3, stat_prefix="ext_authz")
+    http = cfg.http_service
+    http.server_uri.uri = f"{scheme}://{host}:{port}{path}"
+    http.server_uri.cluster = ExtAuth(scheme, host, port, path).cluster
+    set_duration(http.server_uri.timeout, AUTH_TIMEOUT)
+    # nginx sends the auth-url path; Envoy appends the request path to path_prefix, so the
+    # request path is overridden below and the original URL travels in X-Original-URL.
+    http.path_prefix = path.rstrip("/") if path != "/" else ""
+    req = http.authorization_request
+    req.allowed_headers.patterns.add().safe_regex.regex = ".*"
+    for name, value in (
+        ("x-original-url", "%REQ(x-forwarded-proto)%://%REQ(:authority)%%REQ(:path)%"),
+        ("x-original-method", "%REQ(:method)%"),
+        ("x-auth-request-redirect", "%REQ(:path)%"),
+        ("x-sent-from", "meridian"),
+    ):
+        req.headers_to_add.add(key=name, value=value)
+    resp = http.authorization_response
+    for h in headers:
+        resp.allowed_upstream_headers.patterns.add(exact=h, ignore_case=True)
+    # nginx answers 500 when the auth service fails.
+    cfg.status_on_error.code = http_status_pb2.InternalServerError
+    return hcm_pb2.HttpFilter(name=filter_name(key), typed_config=pack(cfg), disabled=True)
+
+
+def signin_config(template: str) -> custom_response_pb2.CustomResponse:
+    """401 -> 302 with Location from the template (Envoy formatter)."""
+    policy = local_response_policy_pb2.LocalResponsePolicy()
+    policy.status_code.value = 302
+    opt = policy.response_headers_to_add.add()
+    opt.header.key, opt.header.value = "location", template
+    opt.append_action = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+    cr = custom_response_pb2.CustomResponse()
+    fm = cr.custom_response_matcher.matcher_list.matchers.add()
+    single = fm.predicate.single_predicate
+    single.input.CopyFrom(
+        xds_extension_pb2.TypedExtensionConfig(
+            name="status", typed_config=pack(status_code_input_pb2.HttpResponseStatusCodeMatchInput())
+        )
+    )
+    single.value_match.exact = "401"
+    fm.on_match.action.CopyFrom(xds_extension_pb2.TypedExtensionConfig(name="signin", typed_config=pack(policy)))
+    return cr
+
+
+def auth_cluster(p: ExtAuth) -> cluster_pb2.Cluster:
+    pb = cluster_pb2.Cluster(name=p.cluster)
+    set_duration(pb.connect_timeout, 5.0)
+    try:
+        ipaddress.ip_address(p.host)
+        pb.type = cluster_pb2.Cluster.STATIC
+    except ValueError:
+        pb.type = cluster_pb2.Cluster.STRICT_DNS
+        pb.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
+    pb.load_assignment.cluster_name = p.cluster
+    pb.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.CopyFrom(socket_address(p.host, p.port))
+    if p.scheme == "https":
+        tls = tls_pb2.UpstreamTlsContext(sni=p.host)
+        pb.transport_socket.name = "envoy.transport_sockets.tls"
+        pb.transport_socket.typed_config.Pack(tls)
+    return pb
+
+
+class ExtAuthFeature(Feature):
+    name = "ext-auth"
+    filter_order = 300
+
+    def route_uses(self, route: Route) -> bool:
+        return route.policy(ExtAuth) is not None
+
+    def filter_keys(self, route: Route) -> frozenset[str]:
+        p = route.policy(ExtAuth)
+        if p is None:
+            return frozenset()
+        return frozenset({service_key(p), SIGNIN_KEY} if p.signin else {service_key(p)})
+
+    def http_filters(self, keys: frozenset[str]) -> list[hcm_pb2.HttpFilter]:
+        out = []
+        if SIGNIN_KEY in keys:
+            out.append(hcm_pb2.HttpFilter(name=SIGNIN_FILTER, typed_config=pack(custom_response_pb2.CustomResponse())))
+        out.extend(auth_filter(k) for k in sorted(keys - {SIGNIN_KEY}))
+        return out
+
+    def patch_route(self, route: Route, pb: route_components_pb2.Route, vhost: VirtualHost) -> None:
+        p = route.policy(ExtAuth)
+        if p is None:
+            return
+        per_route = ext_authz_pb2.ExtAuthzPerRoute(check_settings=ext_authz_pb2.CheckSettings())
+        enable = route_components_pb2.FilterConfig(config=pack(per_route), disabled=False)
+        pb.typed_per_filter_config[filter_name(service_key(p))].CopyFrom(pack(enable))
+        if p.signin:
+            pb.typed_per_filter_config[SIGNIN_FILTER].CopyFrom(pack(signin_config(p.signin)))
+
+    def extra_clusters(self, route: Route) -> list[cluster_pb2.Cluster]:
+        p = route.policy(ExtAuth)
+        return [auth_cluster(p)] if p is not None else []
+
+
+register(ExtAuthFeature())
