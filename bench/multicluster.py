@@ -1,0 +1,209 @@
+"""Kubernetes mode at scale: three fake API servers, time to ready, peak RSS, endpoint-change latency.
+
+Three FakeKube clusters (the primary plus two remotes registered by kubeconfig Secrets) hold
+N Ingresses, N Services and E endpoints in total (Service i, its Ingress and one EndpointSlice of
+E/N endpoints live in cluster i % 3). `meridian serve --kubeconfig` runs as a subprocess; this
+measures start -> `/readyz`, start -> every cluster synced and every Service's endpoints in the
+snapshot, the control plane's peak RSS (VmHWM), and then, with 1 and with K Envoys connected,
+EndpointSlice change (written to the fake API server) -> every Envoy ACKed the new EDS version
+(seen in `/debug/syncz`, polled every ~1 ms).
+
+    .venv/bin/python -m bench.multicluster --services 10000 --endpoints 100000 --envoys 1,10 --trials 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.common import ControlPlane, machine_facts, proc_status, start_envoy, summary_ms, wait_for
+from controlplane.devtools.envoy_proc import EnvoyProcess
+from controlplane.remote_secret import create_remote_secret
+from tests.fakekube import FakeKube
+
+NS = "bench"
+MERIDIAN_NS = "meridian-system"
+CLUSTERS = ("c1", "c2", "c3")  # c1 is the primary
+
+
+class KubeControlPlane(ControlPlane):
+    """`meridian serve --kubeconfig primary.kubeconfig` instead of a manifest directory."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path) -> None:
+        super().__init__(kubeconfig.parent, log_path, ["--namespace", MERIDIAN_NS, "--cluster-id", CLUSTERS[0]])
+        self.kubeconfig = kubeconfig
+
+    def argv(self) -> list[str]:
+        argv = super().argv()
+        i = argv.index("--cluster")
+        argv[i : i + 2] = ["--kubeconfig", str(self.kubeconfig)]
+        return [argv[0], "-m", "controlplane", "--log-level", "warning", *argv[3:]]
+
+
+def slice_for(i: int, per: int, generation: int = 0) -> dict[str, Any]:
+    """EndpointSlice of Service i: `per` endpoints at fake addresses (nothing needs to listen)."""
+    eps = [
+        {"addresses": [f"10.{(i >> 8) & 255}.{i & 255}.{(j + generation) % 250 + 1}"], "conditions": {"ready": True}}
+        for j in range(per)
+    ]
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": f"svc-{i}-abc", "namespace": NS, "labels": {"kubernetes.io/service-name": f"svc-{i}"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": eps,
+    }
+
+
+def objects_for(i: int, per: int) -> list[dict[str, Any]]:
+    svc = f"svc-{i}"
+    return [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": svc, "namespace": NS},
+         "spec": {"ports": [{"name": "http", "port": 80, "targetPort": "http"}]}},
+        slice_for(i, per),
+        {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": f"ing-{i}", "namespace": NS},
+         "spec": {"rules": [{"host": f"h{i}.bench.example.com", "http": {"paths": [
+             {"path": "/", "pathType": "Prefix",
+              "backend": {"service": {"name": svc, "port": {"number": 80}}}}]}}]}},
+    ]  # fmt: skip
+
+
+def streams_acked_eds(cp: ControlPlane) -> list[str | None]:
+    """Each stream's ACKed EDS version, or None while that stream has something in flight."""
+    out: list[str | None] = []
+    for s in cp.admin_json("/debug/syncz"):
+        t = s["types"].get("EDS") or {}
+        pending = t.get("pending") or t.get("acked_version") != t.get("sent_version")
+        out.append(None if pending else t.get("acked_version"))
+    return out
+
+
+def converged(cp: ControlPlane, n_envoys: int) -> bool:
+    """All Envoys connected and every stream ACKed everything it was sent."""
+    streams = cp.admin_json("/debug/syncz")
+    if len(streams) != n_envoys:
+        return False
+    return all(not t.get("pending") and t.get("acked_version") == t.get("sent_version")
+               for s in streams for t in s["types"].values())  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    n, total_eps = args.services, args.endpoints
+    per = max(1, total_eps // n)
+    work = Path(tempfile.mkdtemp(prefix="bench-multicluster-"))
+    kubes = {cid: FakeKube(bookmark_interval=1.0, history_size=2000).start() for cid in CLUSTERS}
+    result: dict[str, Any] = {"machine": machine_facts(), "services": n, "ingresses": n,
+                              "endpoints": per * n, "clusters": len(CLUSTERS), "per_envoys": {}}  # fmt: skip
+    t = time.perf_counter()
+    for i in range(n):
+        fk = kubes[CLUSTERS[i % len(CLUSTERS)]]
+        for obj in objects_for(i, per):
+            fk.apply(obj)
+    for cid in CLUSTERS[1:]:
+        kubes[CLUSTERS[0]].apply(yaml.safe_load(create_remote_secret(kubes[cid].kubeconfig(), cid, MERIDIAN_NS)))
+    result["populate_s"] = round(time.perf_counter() - t, 2)
+    print(f"populated {n} services / {per * n} endpoints in {result['populate_s']} s", file=sys.stderr)
+
+    kubeconfig = work / "primary.kubeconfig"
+    kubes[CLUSTERS[0]].kubeconfig(str(kubeconfig))
+    cp = KubeControlPlane(kubeconfig, work / "meridian.log")
+    envoys: list[EnvoyProcess] = []
+    try:
+        cp.start()
+        wait_for(cp.ready, timeout=300, interval=0.02, what="/readyz")
+        result["ready_s"] = round(time.monotonic() - cp.started_at, 2)
+
+        def all_synced() -> bool:
+            states = {c["cluster"]: c.get("state") for c in cp.admin_json("/debug/clusters")}
+            return all(states.get(cid) == "synced" for cid in CLUSTERS)
+
+        wait_for(all_synced, timeout=300, interval=0.05, what="all clusters synced")
+        result["all_clusters_synced_s"] = round(time.monotonic() - cp.started_at, 2)
+        wait_for(lambda: len(cp.admin_json("/debug/snapshot")["types"]["EDS"]["resources"]) >= n,
+                 timeout=300, interval=0.25, what="every Service's endpoints in the snapshot")  # fmt: skip
+        result["all_endpoints_in_snapshot_s"] = round(time.monotonic() - cp.started_at, 2)
+        result["rss_after_sync_mib"] = round(proc_status(cp.pid)["VmRSS"] / 1024, 1)
+        print(f"ready {result['ready_s']} s, all synced {result['all_clusters_synced_s']} s, "
+              f"snapshot complete {result['all_endpoints_in_snapshot_s']} s", file=sys.stderr)  # fmt: skip
+
+        rng = random.Random(7)
+        generation = 0
+        for count in args.envoys:
+            while len(envoys) < count:
+                envoys.append(start_envoy(cp, work / f"envoy-{len(envoys)}", delta=args.delta,
+                                          node_id=f"bench-{len(envoys)}"))  # fmt: skip
+            t = time.monotonic()
+            wait_for(lambda c=count: converged(cp, c), timeout=600, interval=0.5, what=f"{count} Envoys converged")
+            initial = round(time.monotonic() - t, 2)
+            lat: list[float] = []
+            for _ in range(args.warmup + args.trials):
+                before = set(streams_acked_eds(cp))
+                i = rng.randrange(n)
+                generation += 1
+                fk = kubes[CLUSTERS[i % len(CLUSTERS)]]
+                t0 = time.perf_counter()
+                fk.apply(slice_for(i, per, generation))
+
+                def acked(b: set[str | None] = before) -> bool:
+                    v = streams_acked_eds(cp)
+                    return None not in v and not (set(v) & b)
+
+                wait_for(acked, timeout=30, interval=0.001, what="EDS ACK")
+                lat.append(time.perf_counter() - t0)
+                time.sleep(0.05)  # let the last ACK's bookkeeping settle before the next trial
+            lat = lat[args.warmup :]
+            nacks = [t["last_nack"] for s in cp.admin_json("/debug/syncz") for t in s["types"].values()
+                     if t.get("last_nack")]  # fmt: skip
+            result["per_envoys"][str(count)] = {
+                "initial_convergence_s": initial,
+                "endpoint_change_ack_ms": summary_ms(lat),
+                "trials": len(lat),
+                "nacks": nacks,
+                "envoy_rss_mib": [round(proc_status(e.pid)["VmRSS"] / 1024) for e in envoys if e.pid],
+            }
+            print(f"{count} envoys: initial convergence {initial} s, endpoint change -> all ACKed "
+                  f"{summary_ms(lat)} ms", file=sys.stderr)  # fmt: skip
+        result["cp_peak_rss_mib"] = round(cp.peak_rss_kib() / 1024, 1)
+        lat_all = [v for v in (result["per_envoys"].get(str(c)) for c in args.envoys) if v]
+        result["p99_max_ms"] = max((v["endpoint_change_ack_ms"]["p99"] for v in lat_all), default=None)
+    finally:
+        for e in envoys:
+            e.stop()
+        cp.stop()
+        for fk in kubes.values():
+            fk.close()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--services", type=int, default=10000, help="Services and Ingresses in total")
+    p.add_argument("--endpoints", type=int, default=100000, help="endpoints in total")
+    p.add_argument("--envoys", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10])
+    p.add_argument("--trials", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--delta", action="store_true", help="Envoys use Delta ADS")
+    p.add_argument("--json", help="write the result here too")
+    args = p.parse_args(argv)
+    result = run(args)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    ok = (result.get("ready_s", 1e9) <= 10 and result.get("cp_peak_rss_mib", 1e9) <= 1024
+          and (result.get("p99_max_ms") or 1e9) <= 50)  # fmt: skip
+    print("targets (ready <= 10 s, RSS <= 1 GiB, p99 <= 50 ms):", "met" if ok else "MISSED", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
