@@ -534,7 +534,7 @@ class Controller:
             lds[lst.HTTPS_LISTENER] = make_resource(
                 lst.HTTPS_LISTENER,
                 rt.LISTENER,
-                lst.https_listener(c.listen_address, c.https_port, tls_hosts, features, filters, passthrough),
+                lst.https_listener(c.listen_address, c.https_port, tls_hosts, FEATURES, filters, passthrough),
             )
         else:
             lds[lst.HTTPS_LISTENER] = None
