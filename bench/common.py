@@ -151,9 +151,12 @@ def machine_facts() -> dict[str, Any]:
     try:
         from controlplane.devtools.envoy_proc import envoy_binary
 
-        envoy_version = subprocess.run(
-            [envoy_binary(), "--version"], capture_output=True, text=True, timeout=10
-        ).stdout.strip().split("version:")[-1].strip()
+        envoy_version = (
+            subprocess.run([envoy_binary(), "--version"], capture_output=True, text=True, timeout=10)
+            .stdout.strip()
+            .split("version:")[-1]
+            .strip()
+        )
     except Exception:  # a fact we can live without
         pass
     return {

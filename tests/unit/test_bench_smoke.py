@@ -1,0 +1,75 @@
+"""The route-readiness benchmark's building blocks at N=5, so bench/route_ready.py cannot rot.
+
+Asserts results (routes served, 404 for unknown hosts, the breakdown ordering, RSS read), never timings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.common import percentile, proc_status, summary_ms, write_initial
+from bench.controller_micro import build, one_change
+from bench.route_ready import breakdown_trial, cold_start, new_route_trial, rds_acked, settled, wait_settled
+from controlplane.devtools.echo import EchoFleet
+from controlplane.xds import resources as rt
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [0.001 * i for i in range(1, 101)]
+    assert percentile(values, 50) == pytest.approx(0.050)
+    assert percentile(values, 99) == pytest.approx(0.099)
+    assert percentile([0.003, 0.001, 0.002], 100) == pytest.approx(0.003)
+    assert summary_ms([0.010, 0.020]) == {"p50": 10.0, "p90": 20.0, "p99": 20.0, "max": 20.0}
+
+
+def test_manifest_styles_define_the_same_objects(tmp_path: Path) -> None:
+    write_initial(tmp_path / "a", 5, 9, style="per-file")
+    write_initial(tmp_path / "b", 5, 9, style="bulk", chunk=2)
+    assert len(list((tmp_path / "a").glob("*.yaml"))) == 5
+    assert len(list((tmp_path / "b").glob("*.yaml"))) == 3
+    text_a = "".join(p.read_text() for p in sorted((tmp_path / "a").glob("*.yaml")))
+    text_b = "".join(p.read_text() for p in sorted((tmp_path / "b").glob("*.yaml")))
+    assert text_a.count("kind: Ingress") == text_b.count("kind: Ingress") == 5
+
+
+def test_controller_micro_one_change_adds_a_host() -> None:
+    ctl, store, _ = build(5)
+    before = ctl.cache.get(rt.ROUTE).resources
+    one_change(ctl, store, 5)
+    after = ctl.cache.get(rt.ROUTE).resources
+    assert set(ctl.https_vh) == {f"h{i}.bench.example.com" for i in range(6)}
+    assert b"h5.bench.example.com" in next(r.any_bytes for n, r in after.items() if "https" in n or "http" in n)
+    assert any(after[n].version != before[n].version for n in after)
+
+
+@pytest.mark.parametrize("mode", ["sotw", "delta"])
+def test_route_ready_blocks_serve_real_traffic(tmp_path: Path, mode: str) -> None:
+    with EchoFleet() as fleet:
+        backend = fleet.add("shared", "shared-0")
+        cp, envoy, probe, cold = cold_start(tmp_path, 5, mode, "bulk", backend.port)
+        try:
+            assert cold["readyz"] <= cold["all_served"]
+            assert [probe.status(f"h{i}.bench.example.com") for i in range(5)] == [200] * 5
+            assert probe.status("h5.bench.example.com") == 404  # not written yet
+            assert backend.request_count >= 5
+
+            elapsed = new_route_trial(tmp_path / "c1", probe, 5, backend.port)
+            assert elapsed > 0
+            assert probe.status("h5.bench.example.com") == 200
+            wait_settled(cp, timeout=30)
+            assert settled(cp)
+
+            parts = breakdown_trial(cp, tmp_path / "c1", probe, 6, backend.port)
+            assert probe.status("h6.bench.example.com") == 200
+            assert 0 < parts["to_snapshot"] <= parts["to_ack"]
+            assert parts["total"] > 0
+            assert rds_acked(cp) >= 1
+            assert cp.metric("meridian_xds_nacks_total") == 0
+            assert cp.peak_rss_kib() > 10_000
+            assert envoy.pid is not None and proc_status(envoy.pid)["VmRSS"] > 0
+        finally:
+            probe.close()
+            envoy.stop()
+            cp.stop()
