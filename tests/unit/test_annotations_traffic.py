@@ -1,0 +1,236 @@
+"""Parsing and translation of the traffic annotation families (no Envoy needed)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc_pb2
+
+from controlplane.annotations.backend import ForwardedPrefix, HostRewrite, ServiceUpstream, UpstreamProtocol
+from controlplane.annotations.base import ParseContext
+from controlplane.annotations.cors import DEFAULT_MAX_AGE, Cors
+from controlplane.annotations.errors import CustomErrors
+from controlplane.annotations.loadbalancing import CookieAffinity, HashBy, HashKey, LoadBalancer
+from controlplane.annotations.mirror import Mirror
+from controlplane.annotations.redirects import AppRoot, UrlRedirect, nearest_envoy_code
+from controlplane.annotations.registry import parse_annotations
+from controlplane.annotations.timeouts import ConnectTimeout, IdleTimeout, Retries
+from controlplane.ir import Forward, IngressRef, PathMatch, Route, ServiceCluster, VirtualHost, WeightedCluster
+from controlplane.translate.features import load_builtin_features
+from controlplane.translate.resources import service_cluster
+from controlplane.translate.routes import route_message
+
+N = "nginx.ingress.kubernetes.io/"
+M = "meridian.io/"
+REF = IngressRef("c1", "default", "ing")
+
+
+def parse(ann: dict[str, str], **ctx_kw: Any) -> Any:
+    ctx = ParseContext(REF, {}, **ctx_kw)
+    parsed = parse_annotations({(k if "/" in k else N + k): v for k, v in ann.items()}, ctx)
+    return parsed
+
+
+def levels(parsed: Any, key: str) -> list[str]:
+    return [f.level for f in parsed.findings if f.key == key]
+
+
+def route_pb(parsed: Any) -> rc_pb2.Route:
+    load_builtin_features()
+    route = Route(
+        "r",
+        PathMatch("prefix", "/"),
+        Forward((WeightedCluster("default/web:80", 100),)),
+        REF,
+        policies=parsed.route + parsed.ingress,
+    )
+    return route_message(route, VirtualHost("h", ("h",), (route,)))
+
+
+def cluster_pb(parsed: Any) -> cluster_pb2.Cluster:
+    load_builtin_features()
+    return service_cluster(ServiceCluster("default/web:80~x", "default/web:80", "default", "web", 80, parsed.upstream))
+
+
+# -- redirects ------------------------------------------------------------------------------
+def test_redirect_codes_and_precedence() -> None:
+    p = parse({"permanent-redirect": "https://a.example.com/x"})
+    assert p.get(UrlRedirect) == UrlRedirect("https://a.example.com/x", 301)
+    p = parse({"permanent-redirect": "https://a.example.com/", "permanent-redirect-code": "305"})
+    assert p.get(UrlRedirect).code == 307 and levels(p, "permanent-redirect-code") == ["warning"]
+    p = parse({"permanent-redirect": "https://a.example.com/", "permanent-redirect-code": "399"})
+    assert p.get(UrlRedirect).code == 301 and "warning" in levels(p, "permanent-redirect-code")
+    p = parse({"temporal-redirect": "http://t.example.com/", "permanent-redirect": "https://p.example.com/"})
+    assert p.get(UrlRedirect) == UrlRedirect("http://t.example.com/", 302)
+    assert levels(p, "permanent-redirect") == ["warning"]
+    p = parse({"temporal-redirect": "http://t.example.com/", "temporal-redirect-code": "308"})
+    assert p.get(UrlRedirect).code == 302  # 308 is outside 300-307: default
+    assert parse({"permanent-redirect": "not a url"}).get(UrlRedirect) is None
+    assert [nearest_envoy_code(c) for c in (300, 304, 305, 306)] == [301, 303, 307, 307]
+
+
+def test_redirect_route_and_app_root() -> None:
+    pb = route_pb(parse({"permanent-redirect": "https://a.example.com:8443/x?y=1", "permanent-redirect-code": "308"}))
+    assert pb.WhichOneof("action") == "redirect"
+    rd = pb.redirect
+    assert (rd.scheme_redirect, rd.host_redirect, rd.port_redirect, rd.path_redirect) == (
+        "https",
+        "a.example.com",
+        8443,
+        "/x?y=1",
+    )
+    assert rd.response_code == rc_pb2.RedirectAction.PERMANENT_REDIRECT
+    p = parse({"app-root": "/app"})
+    root = p.get(AppRoot)
+    (extra,) = root.extra_routes("h", REF)
+    assert extra.match == PathMatch("exact", "/") and extra.action.code == 302 and extra.action.path == "/app"
+    assert parse({"app-root": "app"}).get(AppRoot) is None
+
+
+# -- CORS ---------------------------------------------------------------------------------------
+def test_cors_defaults_and_origins() -> None:
+    assert parse({"cors-allow-origin": "*"}).get(Cors) is None  # needs enable-cors
+    p = parse({"enable-cors": "true"})
+    cors = p.get(Cors)
+    assert cors.origins == () and cors.credentials is True and cors.max_age == DEFAULT_MAX_AGE
+    p = parse({"enable-cors": "true", "cors-allow-origin": "https://a.com, https://*.b.com:8443, bad origin"})
+    cors = p.get(Cors)
+    assert cors.origins == ("https://a.com", "https://*.b.com:8443")
+    assert levels(p, "cors-allow-origin") == ["warning"]
+    assert cors.origin_patterns() == (("exact", "https://a.com"), ("regex", r"https://[^.]+\.b\.com:8443"))
+    p = parse({"enable-cors": "true", "cors-allow-origin": "https://a.com, *", "cors-max-age": "x"})
+    assert p.get(Cors).origins == () and p.get(Cors).max_age == DEFAULT_MAX_AGE
+    assert levels(p, "cors-max-age") == ["warning"]
+    pb = route_pb(parse({"enable-cors": "true", "cors-allow-credentials": "false"}))
+    assert "envoy.filters.http.cors" in pb.typed_per_filter_config
+
+
+# -- timeouts and retries -------------------------------------------------------------------------------
+def test_timeouts_and_retries() -> None:
+    p = parse({"proxy-connect-timeout": "2", "proxy-read-timeout": "30s", "proxy-send-timeout": "1m"})
+    assert p.get(ConnectTimeout) == ConnectTimeout(2.0)
+    assert p.get(IdleTimeout) == IdleTimeout(60.0)
+    assert p.get(Retries) is None  # the default policy is applied without a policy object
+    assert parse({"proxy-read-timeout": "soon"}).get(IdleTimeout) == IdleTimeout(60.0)
+    p = parse({"proxy-next-upstream": "error http_503 non_idempotent", "proxy-next-upstream-tries": "5"})
+    r = p.get(Retries)
+    assert r.retries == 4 and r.non_idempotent and r.status_codes() == [503]
+    assert "retriable-status-codes" in r.retry_on() and "connect-failure" in r.retry_on()
+    assert parse({"proxy-next-upstream": "off"}).get(Retries).retry_on() == []
+    p = parse({"proxy-next-upstream": "error bogus"})
+    assert p.get(Retries).tokens == ("error", "timeout") and levels(p, "proxy-next-upstream") == ["warning"]
+
+
+def test_retry_policy_on_route() -> None:
+    pb = route_pb(parse({}))
+    rp = pb.route.retry_policy
+    assert rp.num_retries.value == 2 and "connect-failure" in rp.retry_on
+    assert rp.retriable_request_headers[0].name == ":method" and rp.retriable_request_headers[0].invert_match
+    pb = route_pb(parse({"proxy-next-upstream": "http_502 non_idempotent", "proxy-read-timeout": "3"}))
+    rp = pb.route.retry_policy
+    assert list(rp.retriable_status_codes) == [502] and not rp.retriable_request_headers
+    assert rp.per_try_idle_timeout.seconds == 3 and pb.route.idle_timeout.seconds == 4
+    assert pb.route.timeout.seconds == 0  # no total timeout
+    assert route_pb(parse({"proxy-next-upstream": "off"})).route.retry_policy.num_retries.value == 0
+    assert cluster_pb(parse({"proxy-connect-timeout": "2"})).connect_timeout.seconds == 2
+
+
+# -- load balancing -------------------------------------------------------------------------------------------
+def test_load_balancing() -> None:
+    assert parse({"load-balance": "ewma"}).get(LoadBalancer) == LoadBalancer("LEAST_REQUEST")
+    assert parse({"load-balance": "round_robin"}).get(LoadBalancer) is None  # no variant needed
+    p = parse({"load-balance": "fastest"})
+    assert p.get(LoadBalancer) is None and levels(p, "load-balance") == ["warning"]
+    p = parse({"upstream-hash-by": "$http_x_user$arg_id", "load-balance": "random"})
+    assert p.get(HashBy).keys == (HashKey("header", "x-user"), HashKey("query", "id"))
+    assert p.get(LoadBalancer) == LoadBalancer("RING_HASH") and levels(p, "load-balance") == ["warning"]
+    assert parse({"upstream-hash-by": "$remote_addr"}).get(HashBy).keys == (HashKey("source_ip"),)
+    assert parse({"upstream-hash-by": "$request_uri"}).get(HashBy).keys == (HashKey("header", ":path"),)
+    assert parse({"upstream-hash-by": "$binary_remote_addr"}).get(HashBy) is None
+    p = parse({"affinity": "ip_hash", "session-cookie-name": "x"})
+    assert p.get(CookieAffinity) is None and levels(p, "affinity") == ["warning"]
+    p = parse({"affinity": "cookie", "session-cookie-max-age": "100", "session-cookie-samesite": "None"})
+    c = p.get(CookieAffinity)
+    assert (c.name, c.ttl, c.samesite, c.secure) == ("INGRESSCOOKIE", 100, "None", True)
+    pb = route_pb(p)
+    hp = pb.route.hash_policy[0].cookie
+    assert (
+        hp.name == "INGRESSCOOKIE"
+        and hp.ttl.seconds == 100
+        and {a.name for a in hp.attributes} == {"SameSite", "Secure"}
+    )
+    assert cluster_pb(p).lb_policy == cluster_pb2.Cluster.RING_HASH
+
+
+# -- backend ----------------------------------------------------------------------------------------------
+def _secret(**data: bytes) -> dict[str, Any]:
+    return {"data": {k.replace("_", "."): base64.b64encode(v).decode() for k, v in data.items()}}
+
+
+def test_backend_protocol_and_tls() -> None:
+    assert parse({}).get(UpstreamProtocol) is None
+    assert parse({"backend-protocol": "grpc"}).get(UpstreamProtocol).http2
+    p = parse({"backend-protocol": "FCGI"})
+    assert p.get(UpstreamProtocol) is None and levels(p, "backend-protocol") == ["unsupported"]
+    assert levels(parse({"backend-protocol": "SPDY"}), "backend-protocol") == ["warning"]
+    secrets = {("default", "ca"): _secret(ca_crt=b"CA", tls_crt=b"CERT", tls_key=b"KEY")}
+    p = parse(
+        {"backend-protocol": "HTTPS", "proxy-ssl-verify": "on", "proxy-ssl-secret": "default/ca",
+         "proxy-ssl-name": "b.internal", "proxy-ssl-protocols": "TLSv1.2 TLSv1.3", "proxy-ssl-ciphers": "NOPE"},
+        lookup_secret=lambda ns, name: secrets.get((ns, name)),
+    )  # fmt: skip
+    up = p.get(UpstreamProtocol)
+    assert up.tls and up.verify and up.ca == b"CA" and up.cert == b"CERT" and up.sni == "b.internal"
+    assert up.ciphers == () and levels(p, "proxy-ssl-ciphers") == ["warning"]
+    cl = cluster_pb(p)
+    assert cl.transport_socket.name == "envoy.transport_sockets.tls"
+    p = parse({"backend-protocol": "HTTPS", "proxy-ssl-verify": "on", "proxy-ssl-secret": "missing"})
+    assert not p.get(UpstreamProtocol).verify and "warning" in levels(p, "proxy-ssl-verify")
+    p = parse({"backend-protocol": "GRPC"})
+    assert "envoy.extensions.upstreams.http.v3.HttpProtocolOptions" in cluster_pb(p).typed_extension_protocol_options
+    assert levels(parse({"proxy-ssl-verify": "on"}), "proxy-ssl-verify") == ["warning"]
+
+
+def test_vhost_prefix_service_upstream() -> None:
+    p = parse({"upstream-vhost": "internal.svc", "x-forwarded-prefix": "/api", "rewrite-target": "/"})
+    assert p.get(HostRewrite) == HostRewrite("internal.svc") and p.get(ForwardedPrefix) == ForwardedPrefix("/api")
+    pb = route_pb(p)
+    assert pb.route.host_rewrite_literal == "internal.svc"
+    assert pb.request_headers_to_add[0].header.key == "x-forwarded-prefix"
+    p = parse({"x-forwarded-prefix": "/api"})
+    assert p.get(ForwardedPrefix) is None and levels(p, "x-forwarded-prefix") == ["warning"]
+    assert getattr(parse({"service-upstream": "true"}).get(ServiceUpstream), "use_cluster_ip", False) is True
+
+
+# -- errors and mirror ---------------------------------------------------------------------------------------
+def test_custom_errors() -> None:
+    resolve = lambda ns, name, ref: (8080, "") if name == "errors" else (None, f"service {ns}/{name} not found")  # noqa: E731
+    p = parse({"default-backend": "errors", "custom-http-errors": "404, 503,abc"}, resolve_service_port=resolve)
+    ce = p.get(CustomErrors)
+    assert ce.codes == (404, 503) and ce.cluster == "default/errors:8080"
+    assert levels(p, "custom-http-errors") == ["warning"]
+    pb = route_pb(p)
+    assert "envoy.filters.http.custom_response" in pb.typed_per_filter_config
+    p = parse({"default-backend": "nope", "custom-http-errors": "404"}, resolve_service_port=resolve)
+    assert p.get(CustomErrors) is None and levels(p, "default-backend") == ["warning"]
+    assert levels(parse({"custom-http-errors": "404"}), "custom-http-errors") == ["warning"]
+
+
+def test_mirror() -> None:
+    p = parse({"mirror-target": "http://10.0.0.1:8080$request_uri"})
+    m = p.get(Mirror)
+    assert m == Mirror("http", "10.0.0.1", 8080) and m.cluster == "mirror:10.0.0.1:8080" and m.is_ip
+    pb = route_pb(p)
+    assert pb.route.request_mirror_policies[0].cluster == "mirror:10.0.0.1:8080"
+    p = parse({"mirror-target": "https://mirror.example.com/copy"})
+    assert p.get(Mirror).port == 443 and "path" in p.findings[0].message
+    assert parse({"mirror-target": "ftp://x"}).get(Mirror) is None
+
+
+def test_meridian_prefix_wins() -> None:
+    p = parse({N + "load-balance": "random", M + "load-balance": "least_conn"})
+    assert p.get(LoadBalancer) == LoadBalancer("LEAST_REQUEST")
+    p = parse({M + "permanent-redirect": "https://m.example.com/"})
+    assert p.get(UrlRedirect).url == "https://m.example.com/"
