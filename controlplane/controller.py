@@ -100,6 +100,7 @@ class Controller:
         self.variant_policies: dict[str, tuple[Any, ...]] = {}
         self.variant_users: dict[str, set[IngressRef]] = {}  # variant cluster name -> ingresses
         self.svc_clusters: dict[ServiceKey, set[str]] = {}  # clusters emitted per Service
+        self.svc_variants: dict[ServiceKey, set[str]] = {}  # variant cluster names per Service
         self.svc_eds: dict[ServiceKey, set[str]] = {}  # ClusterLoadAssignments emitted per Service
         self._touched_variants: set[str] = set()  # variant clusters whose users changed this batch
         self.tls_refs: set[IngressRef] = set()  # Ingresses with TLS bindings or ssl-passthrough
@@ -193,8 +194,8 @@ class Controller:
         hosts = self._rebuild_ingresses(dirty_ing)
         hosts_tls = self._rebuild_tls(changes, dirty_secrets)
         hosts |= hosts_tls
-        self._rebuild_clusters(changes, dirty_svc)
-        self._rebuild_endpoints(changes, dirty_eds)
+        cluster_keys = self._rebuild_clusters(changes, dirty_svc)
+        self._rebuild_endpoints(changes, dirty_eds | cluster_keys)
         self._rebuild_hosts(changes, hosts)
         self._rebuild_east_west(changes, dirty_svc)
         self._rebuild_listeners(changes)
@@ -269,6 +270,9 @@ class Controller:
             for name in _forward_clusters(ir):
                 self.variant_users.setdefault(name, set()).add(ir.ref)
                 self._touched_variants.add(name)
+                parsed = parse_cluster_name(name)
+                if parsed:
+                    self.svc_variants.setdefault((parsed[0], parsed[1]), set()).add(name)
 
     def _unindex(self, ir: IngressIR) -> None:
         if ir.ref in self.tls_refs:
@@ -351,9 +355,9 @@ class Controller:
         for port in self.services.ports(key):
             base = cluster_name(ns, name, port.port)
             out[base] = ServiceCluster(base, eds_name(ns, name, port.port), ns, name, port.port)
-        for cname, users in self.variant_users.items():
+        for cname in self.svc_variants.get(key, ()):
             parsed = parse_cluster_name(cname)
-            if not users or parsed is None or (parsed[0], parsed[1]) != key or not parsed[3]:
+            if not self.variant_users.get(cname) or parsed is None or not parsed[3]:
                 continue
             port_no = parsed[2]
             if any(p.port == port_no for p in self.services.ports(key)):
@@ -363,10 +367,15 @@ class Controller:
                 if any(getattr(p, "use_cluster_ip", False) for p in policies):
                     ip = self.services.cluster_ip(key)
                     static = (ip, port_no) if ip else None
-                out[cname] = ServiceCluster(cname, eds_name(ns, name, port_no), ns, name, port_no, policies, static)
+                # A variant has its own ClusterLoadAssignment: Envoy only fetches an assignment when a
+                # new name is subscribed, so sharing the base one left new variants warming for 15 s.
+                out[cname] = ServiceCluster(cname, cname, ns, name, port_no, policies, static)
         return out
 
-    def _rebuild_clusters(self, changes: dict[str, dict[str, Resource | None]], dirty_svc: set[ServiceKey]) -> None:
+    def _rebuild_clusters(
+        self, changes: dict[str, dict[str, Resource | None]], dirty_svc: set[ServiceKey]
+    ) -> set[ServiceKey]:
+        """Clusters of changed Services and of Services whose variants changed; returns those Services."""
         keys = set(dirty_svc)
         for cname in self._touched_variants:
             parsed = parse_cluster_name(cname)
@@ -374,6 +383,8 @@ class Controller:
                 keys.add((parsed[0], parsed[1]))
             if not self.variant_users.get(cname):
                 self.variant_users.pop(cname, None)  # nobody uses it: its cluster goes away
+                if parsed:
+                    self.svc_variants.get((parsed[0], parsed[1]), set()).discard(cname)
         self._touched_variants = set()
         cds = changes[rt.CLUSTER]
         for key in keys:
@@ -386,17 +397,20 @@ class Controller:
                 self.svc_clusters[key] = set(want)
             else:
                 self.svc_clusters.pop(key, None)
+        return keys
 
     def _rebuild_endpoints(self, changes: dict[str, dict[str, Resource | None]], dirty: set[ServiceKey]) -> None:
         eds = changes[rt.ENDPOINT]
         primary = self.registry.primary_id()
         for key in dirty:
-            want = {eds_name(key[0], key[1], p.port): p for p in self.services.ports(key)}
+            ports = {p.port: p for p in self.services.ports(key)}
+            # One assignment per EDS cluster of the Service (the base per port, plus its variants).
+            want = {sc.eds_name: sc.port for sc in self._service_clusters(key).values() if sc.static_address is None}
             for name in self.svc_eds.get(key, set()) - want.keys():
                 eds[name] = None
-            for name, port in want.items():
-                cla = load_assignment(name, self.services.localities(key, port, primary))
-                eds[name] = make_resource(name, rt.ENDPOINT, cla)
+            localities = {n: self.services.localities(key, p, primary) for n, p in ports.items()}
+            for name, port_no in want.items():
+                eds[name] = make_resource(name, rt.ENDPOINT, load_assignment(name, localities[port_no]))
             if want:
                 self.svc_eds[key] = set(want)
             else:
