@@ -9,8 +9,8 @@ from typing import Any, ClassVar
 from controlplane.annotations.base import Annotations, ParseContext
 
 DEFAULT_BODY_SIZE = 1024 * 1024  # nginx client_max_body_size default (1m)
-# The buffer filter counts in uint32; larger limits are clamped (and reported).
-MAX_BODY_SIZE = 2**32 - 1
+# Larger limits are clamped (and reported).
+MAX_BODY_SIZE = 2**53  # Lua numbers are exact up to here
 
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
@@ -44,10 +44,10 @@ class BodySizeFamily:
             ctx.warn("proxy-body-size", f"invalid size {raw!r}; using default 1m")
             return []
         if size > MAX_BODY_SIZE:
-            ctx.warn("proxy-body-size", f"{raw} is above Envoy's 4g buffer limit; using 4g")
+            ctx.warn("proxy-body-size", f"{raw} is too large; using {MAX_BODY_SIZE} bytes")
             size = MAX_BODY_SIZE
         else:
             ctx.converted(
-                "proxy-body-size", "no limit" if size == 0 else f"bodies above {size} bytes get 413 (buffered)"
+                "proxy-body-size", "no limit" if size == 0 else f"bodies declared above {size} bytes get 413"
             )
         return [BodySize(size)]

@@ -20,7 +20,8 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 @dataclass(frozen=True, slots=True)
 class ExtAuth:
-    """An HTTP auth service at scheme://host:port/path; `signin` is a URL template (Envoy formatter)."""
+    """An HTTP auth service at scheme://host:port/path (path may carry a query); `signin` is a URL
+    template (Envoy formatter)."""
 
     scope: ClassVar[str] = "route"
     scheme: str
@@ -106,10 +107,10 @@ class ExtAuthFamily:
             return []
         path = parts.path or "/"
         if "$" in path or "$" in parts.query:
-            ctx.warn("auth-url", "nginx variables in the auth-url path/query are not expanded; query dropped")
+            ctx.warn("auth-url", "nginx variables in the auth-url path/query are not expanded; they are dropped")
             path = path.split("$", 1)[0] or "/"
         elif parts.query:
-            ctx.warn("auth-url", "the auth-url query string is not sent (Envoy sends the path only)")
+            path += "?" + parts.query
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:

@@ -25,6 +25,7 @@ from envoy.type.matcher.v3 import status_code_input_pb2
 from envoy.type.v3 import http_status_pb2
 from xds.core.v3 import extension_pb2 as xds_extension_pb2
 
+from controlplane.annotations.basicauth import BasicAuth
 from controlplane.annotations.extauth import ExtAuth
 from controlplane.ir import Route, VirtualHost
 from controlplane.translate.features import Feature, register
@@ -34,7 +35,6 @@ from controlplane.translate.resources import set_duration, socket_address
 FILTER_PREFIX = "envoy.filters.http.ext_authz"
 SIGNIN_FILTER = "envoy.filters.http.custom_response"
 AUTH_TIMEOUT = 10.0
-SIGNIN_KEY = "signin"
 
 
 def service_key(p: ExtAuth) -> str:
@@ -53,9 +53,11 @@ def auth_filter(key: str) -> hcm_pb2.HttpFilter:
     http.server_uri.uri = f"{scheme}://{host}:{port}{path}"
     http.server_uri.cluster = ExtAuth(scheme, host, port, path).cluster
     set_duration(http.server_uri.timeout, AUTH_TIMEOUT)
-    # nginx sends the auth-url path; Envoy appends the request path to path_prefix, so the
-    # request path is overridden below and the original URL travels in X-Original-URL.
-    http.path_prefix = path.rstrip("/") if path != "/" else ""
+    # nginx requests the auth-url path itself. Envoy appends the request path to path_prefix
+    # (and :path cannot be overridden), so the prefix ends in a query parameter that takes the
+    # request path: the auth service sees exactly its path, plus `meridian_original_uri=...`.
+    # The original URL also travels in X-Original-URL, as nginx sends it.
+    http.path_prefix = path + ("&" if "?" in path else "?") + "meridian_original_uri="
     req = http.authorization_request
     req.allowed_headers.patterns.add().safe_regex.regex = ".*"
     for name, value in (
@@ -75,10 +77,21 @@ def auth_filter(key: str) -> hcm_pb2.HttpFilter:
 
 def signin_config(template: str) -> custom_response_pb2.CustomResponse:
     """401 -> 302 with Location from the template (Envoy formatter)."""
+    return _on_401(302, "location", template, "")
+
+
+def unauthorized_config(realm: str) -> custom_response_pb2.CustomResponse:
+    """401 -> 401 with nginx's `WWW-Authenticate: Basic realm="..."`."""
+    return _on_401(401, "www-authenticate", f'Basic realm="{realm}"', "401 Authorization Required\n")
+
+
+def _on_401(status: int, header: str, value: str, body: str) -> custom_response_pb2.CustomResponse:
     policy = local_response_policy_pb2.LocalResponsePolicy()
-    policy.status_code.value = 302
+    policy.status_code.value = status
+    if body:
+        policy.body.inline_string = body
     opt = policy.response_headers_to_add.add()
-    opt.header.key, opt.header.value = "location", template
+    opt.header.key, opt.header.value = header, value
     opt.append_action = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
     cr = custom_response_pb2.CustomResponse()
     fm = cr.custom_response_matcher.matcher_list.matchers.add()
@@ -89,7 +102,7 @@ def signin_config(template: str) -> custom_response_pb2.CustomResponse:
         )
     )
     single.value_match.exact = "401"
-    fm.on_match.action.CopyFrom(xds_extension_pb2.TypedExtensionConfig(name="signin", typed_config=pack(policy)))
+    fm.on_match.action.CopyFrom(xds_extension_pb2.TypedExtensionConfig(name="on-401", typed_config=pack(policy)))
     return cr
 
 
@@ -120,16 +133,10 @@ class ExtAuthFeature(Feature):
 
     def filter_keys(self, route: Route) -> frozenset[str]:
         p = route.policy(ExtAuth)
-        if p is None:
-            return frozenset()
-        return frozenset({service_key(p), SIGNIN_KEY} if p.signin else {service_key(p)})
+        return frozenset() if p is None else frozenset({service_key(p)})
 
     def http_filters(self, keys: frozenset[str]) -> list[hcm_pb2.HttpFilter]:
-        out = []
-        if SIGNIN_KEY in keys:
-            out.append(hcm_pb2.HttpFilter(name=SIGNIN_FILTER, typed_config=pack(custom_response_pb2.CustomResponse())))
-        out.extend(auth_filter(k) for k in sorted(keys - {SIGNIN_KEY}))
-        return out
+        return [auth_filter(k) for k in sorted(keys)]
 
     def patch_route(self, route: Route, pb: route_components_pb2.Route, vhost: VirtualHost) -> None:
         p = route.policy(ExtAuth)
@@ -138,12 +145,44 @@ class ExtAuthFeature(Feature):
         per_route = ext_authz_pb2.ExtAuthzPerRoute(check_settings=ext_authz_pb2.CheckSettings())
         enable = route_components_pb2.FilterConfig(config=pack(per_route), disabled=False)
         pb.typed_per_filter_config[filter_name(service_key(p))].CopyFrom(pack(enable))
-        if p.signin:
-            pb.typed_per_filter_config[SIGNIN_FILTER].CopyFrom(pack(signin_config(p.signin)))
 
     def extra_clusters(self, route: Route) -> list[cluster_pb2.Cluster]:
         p = route.policy(ExtAuth)
         return [auth_cluster(p)] if p is not None else []
 
 
+class AuthResponsesFeature(Feature):
+    """401 answers of the auth filters, as nginx gives them: a 302 to auth-signin, or the basic realm.
+
+    Envoy's basic_auth names its own realm, and ext_authz passes the auth service's 401
+    through; a custom_response filter placed before both rewrites 401s on these routes.
+    """
+
+    name = "auth-responses"
+    filter_order = 240
+
+    def route_uses(self, route: Route) -> bool:
+        return self._policy(route) is not None
+
+    @staticmethod
+    def _policy(route: Route) -> custom_response_pb2.CustomResponse | None:
+        basic = route.policy(BasicAuth)
+        if basic is not None:
+            # Basic auth runs first: a 401 on this route is basic auth's (or the upstream's).
+            return unauthorized_config(basic.realm)
+        ext = route.policy(ExtAuth)
+        if ext is not None and ext.signin:
+            return signin_config(ext.signin)
+        return None
+
+    def http_filters(self, keys: frozenset[str]) -> list[hcm_pb2.HttpFilter]:
+        return [hcm_pb2.HttpFilter(name=SIGNIN_FILTER, typed_config=pack(custom_response_pb2.CustomResponse()))]
+
+    def patch_route(self, route: Route, pb: route_components_pb2.Route, vhost: VirtualHost) -> None:
+        cfg = self._policy(route)
+        if cfg is not None:
+            pb.typed_per_filter_config[SIGNIN_FILTER].CopyFrom(pack(cfg))
+
+
 register(ExtAuthFeature())
+register(AuthResponsesFeature())
