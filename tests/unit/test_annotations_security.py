@@ -1,0 +1,338 @@
+"""Access-control annotation families: parsing, validation and their Envoy translation."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+import pytest
+from envoy.config.listener.v3 import listener_components_pb2
+from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.filters.http.custom_response.v3 import custom_response_pb2
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
+from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
+from envoy.extensions.filters.http.lua.v3 import lua_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+
+from controlplane.annotations.base import ParseContext, ParsedAnnotations
+from controlplane.annotations.basicauth import BasicAuth
+from controlplane.annotations.bodysize import BodySize, parse_size
+from controlplane.annotations.clientcert import ClientCert, PassClientCert
+from controlplane.annotations.extauth import ExtAuth
+from controlplane.annotations.ipaccess import IpAccess
+from controlplane.annotations.ratelimit import RateLimit
+from controlplane.annotations.registry import parse_annotations
+from controlplane.annotations.tlsparams import TlsParams
+from controlplane.ir import Forward, IngressRef, PathMatch, Redirect, Route, TlsHost, VirtualHost, WeightedCluster
+from controlplane.translate.features import FEATURES, load_builtin_features
+from controlplane.translate.routes import route_message
+from tests.support.certs import ca_secret, issue_cert, make_ca
+
+load_builtin_features()
+
+N = "nginx.ingress.kubernetes.io/"
+M = "meridian.io/"
+REF = IngressRef("c1", "default", "web")
+
+
+def _sha(password: str) -> str:
+    return "{SHA}" + base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
+
+
+def _secret(name: str, data: dict[str, bytes], ns: str = "default") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": ns},
+        "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+    }
+
+
+def parse(ann: dict[str, str], secrets: list[dict[str, Any]] = ()) -> ParsedAnnotations:  # type: ignore[assignment]
+    by_key = {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in secrets}
+    ctx = ParseContext(REF, {}, lookup_secret=lambda ns, name: by_key.get((ns, name)))
+    return parse_annotations(ann, ctx)
+
+
+def levels(p: ParsedAnnotations, key: str) -> list[str]:
+    return [f.level for f in p.findings if f.key == key]
+
+
+# -- source ranges ---------------------------------------------------------------------------
+def test_source_ranges_normalized_and_both_prefixes() -> None:
+    p = parse({N + "whitelist-source-range": "10.0.0.0/8,\n  192.168.1.5 , 10.0.0.0/8,2001:db8::/32, 10.1.2.3/8"})
+    assert p.get(IpAccess) == IpAccess(allow=("10.0.0.0/8", "192.168.1.5/32", "2001:db8::/32"))
+    assert levels(p, "whitelist-source-range") == ["converted"]
+    p = parse({N + "denylist-source-range": "1.2.3.4", M + "denylist-source-range": "5.6.7.0/24"})
+    assert p.get(IpAccess) == IpAccess(deny=("5.6.7.0/24",))
+    p = parse({N + "allowlist-source-range": "10.0.0.0/8", N + "denylist-source-range": "10.1.0.0/16"})
+    assert p.get(IpAccess) == IpAccess(allow=("10.0.0.0/8",), deny=("10.1.0.0/16",))
+
+
+@pytest.mark.parametrize("key", ["whitelist-source-range", "allowlist-source-range", "denylist-source-range"])
+def test_unparsable_source_range_rejects(key: str) -> None:
+    p = parse({N + key: "10.0.0.0/8, 300.1.1.1"})
+    assert p.rejected and "rejected" in levels(p, key)
+    assert p.get(IpAccess) is None
+
+
+# -- rate limits --------------------------------------------------------------------------------
+def test_rate_limits() -> None:
+    p = parse({N + "limit-rps": "10", N + "limit-rpm": "100", N + "limit-whitelist": "10.0.0.0/8, 1.2.3.4"})
+    rl = p.get(RateLimit)
+    assert [(r.name, r.rate, r.period, r.burst) for r in rl.rules] == [("rps", 10, 1, 50), ("rpm", 100, 60, 500)]
+    assert rl.exempt == ("10.0.0.0/8", "1.2.3.4/32")
+    p = parse({M + "limit-rps": "4", N + "limit-rps": "99", N + "limit-burst-multiplier": "2"})
+    assert p.get(RateLimit).rules[0].burst == 8
+
+
+def test_rate_limit_invalid_values_warn() -> None:
+    p = parse({N + "limit-rps": "fast", N + "limit-burst-multiplier": "x"})
+    assert p.get(RateLimit) is None
+    assert levels(p, "limit-rps") == ["warning"] and levels(p, "limit-burst-multiplier") == ["warning"]
+    p = parse({N + "limit-rps": "5", N + "limit-burst-multiplier": "0"})
+    assert p.get(RateLimit).rules[0].burst == 25  # default multiplier 5
+    p = parse({N + "limit-connections": "25"})
+    assert levels(p, "limit-connections") == ["unsupported"]
+    assert not p.rejected
+
+
+# -- body size -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("raw", "size"),
+    [("8m", 8 << 20), ("1k", 1024), ("0", 0), ("100M", 100 << 20), ("1g", 1 << 30), ("512", 512), ("x", None)],
+)
+def test_parse_size(raw: str, size: int | None) -> None:
+    assert parse_size(raw) == size
+
+
+def test_body_size_invalid_warns_and_defaults() -> None:
+    assert parse({N + "proxy-body-size": "10m"}).get(BodySize) == BodySize(10 << 20)
+    p = parse({N + "proxy-body-size": "ten megs"})
+    assert p.get(BodySize) is None and levels(p, "proxy-body-size") == ["warning"]
+
+
+# -- external auth ------------------------------------------------------------------------------------
+def test_ext_auth() -> None:
+    p = parse(
+        {
+            N + "auth-url": "http://auth.example.svc:4180/oauth2/auth",
+            N + "auth-response-headers": "X-Auth-Request-User, X-Auth-Request-Email,authorization",
+            N + "auth-signin": "https://login.example.com/oauth2/start?rd=$escaped_request_uri",
+        }
+    )
+    ea = p.get(ExtAuth)
+    assert (ea.scheme, ea.host, ea.port, ea.path) == ("http", "auth.example.svc", 4180, "/oauth2/auth")
+    assert ea.cluster == "extauth:http:auth.example.svc:4180"
+    assert ea.response_headers == ("x-auth-request-user", "x-auth-request-email", "authorization")
+    assert ea.signin == "https://login.example.com/oauth2/start?rd=%REQ(:path)%"
+    ea = parse({N + "auth-url": "https://auth.example.com", N + "auth-signin": "https://x.example.com/s"}).get(ExtAuth)
+    assert ea.port == 443 and ea.path == "/"
+    assert ea.signin == "https://x.example.com/s?rd=%REQ(x-forwarded-proto)%://%REQ(:authority)%%REQ(:path)%"
+
+
+@pytest.mark.parametrize("url", ["http://$host/oauth2/auth", "not a url", "ftp://x/y"])
+def test_ext_auth_unusable_url_rejects(url: str) -> None:
+    p = parse({N + "auth-url": url})
+    assert p.rejected and p.get(ExtAuth) is None
+
+
+# -- basic auth ------------------------------------------------------------------------------------------
+def test_basic_auth_sha_entries_only() -> None:
+    htpasswd = f"alice:{_sha('pw')}\nbob:$apr1$x$y\ncarol:$2y$05$abc\n".encode()
+    p = parse(
+        {N + "auth-type": "basic", N + "auth-secret": "users", N + "auth-realm": 'Say "hi"'},
+        [_secret("users", {"auth": htpasswd})],
+    )
+    ba = p.get(BasicAuth)
+    assert ba.users == f"alice:{_sha('pw')}\n" and ba.realm == "Say hi"
+    warning = next(f.message for f in p.findings if f.key == "auth-secret")
+    assert "bob (apr1-md5)" in warning and "carol (bcrypt)" in warning
+    assert not p.rejected
+
+
+def test_basic_auth_rejections() -> None:
+    # Nothing Envoy can verify: rejected rather than served without authentication.
+    p = parse({N + "auth-type": "basic", N + "auth-secret": "u"}, [_secret("u", {"auth": b"bob:$apr1$x$y\n"})])
+    assert p.rejected and p.get(BasicAuth) is None
+    assert parse({N + "auth-type": "basic", N + "auth-secret": "missing"}).rejected
+    assert parse({N + "auth-type": "basic"}).rejected
+    assert parse({N + "auth-type": "basic", N + "auth-secret": "u"}, [_secret("u", {"other": b"x"})]).rejected
+    p = parse({N + "auth-type": "magic", N + "auth-secret": "u"})
+    assert not p.rejected and levels(p, "auth-type") == ["warning"]
+
+
+def test_basic_auth_map_and_namespace() -> None:
+    s = _secret("map", {"alice": _sha("pw").encode()}, ns="auth")
+    p = parse({N + "auth-type": "basic", N + "auth-secret": "auth/map", N + "auth-secret-type": "auth-map"}, [s])
+    assert p.get(BasicAuth).users == f"alice:{_sha('pw')}\n"
+
+
+# -- client certificates --------------------------------------------------------------------------------
+def test_client_cert() -> None:
+    ca = make_ca()
+    secrets = [ca_secret("ca", "certs", ca.cert), _secret("bad", {"ca.crt": b"nope"})]
+    p = parse(
+        {
+            N + "auth-tls-secret": "certs/ca",
+            N + "auth-tls-verify-client": "optional",
+            N + "auth-tls-verify-depth": "2",
+            N + "auth-tls-pass-certificate-to-upstream": "true",
+        },
+        secrets,
+    )
+    cc = p.get(ClientCert)
+    assert (cc.ca, cc.mode, cc.depth) == (ca.cert, "optional", 2)
+    assert cc in p.tls and p.get(PassClientCert) in p.route
+    p = parse({N + "auth-tls-secret": "certs/ca", N + "auth-tls-verify-client": "sometimes"}, secrets)
+    assert p.get(ClientCert).mode == "on" and levels(p, "auth-tls-verify-client") == ["warning"]
+    assert (
+        parse({N + "auth-tls-secret": "certs/ca", N + "auth-tls-verify-client": "off"}, secrets).get(ClientCert) is None
+    )
+    assert parse({N + "auth-tls-secret": "certs/missing"}, secrets).rejected
+    assert parse({N + "auth-tls-secret": "default/bad"}, secrets).rejected
+
+
+# -- TLS parameters -----------------------------------------------------------------------------------------
+def test_tls_params() -> None:
+    p = parse({N + "ssl-protocols": "TLSv1.2 TLSv1.3"})
+    assert p.get(TlsParams) == TlsParams("TLSv1_2", "TLSv1_3")
+    assert p.get(TlsParams) in p.tls
+    assert parse({M + "ssl-protocols": "TLSv1.3"}).get(TlsParams) == TlsParams("TLSv1_3", "TLSv1_3")
+    p = parse({N + "ssl-protocols": "SSLv3 TLSv1 TLSv1.2"})
+    assert p.get(TlsParams) == TlsParams("TLSv1_0", "TLSv1_2") and levels(p, "ssl-protocols") == ["warning"]
+    p = parse({N + "ssl-protocols": "SSLv2"})
+    assert p.get(TlsParams) is None and levels(p, "ssl-protocols") == ["warning"]
+    # The corpus list: DHE suites do not exist in BoringSSL and would make Envoy reject the listener.
+    corpus = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES128-GCM-SHA256"
+    p = parse({N + "ssl-ciphers": corpus})
+    assert p.get(TlsParams).ciphers == ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256")
+    assert "DHE-RSA-AES128-GCM-SHA256" in next(f.message for f in p.findings if f.key == "ssl-ciphers")
+
+
+def test_every_key_reported_once() -> None:
+    p = parse({N + "limit-rps": "3", N + "proxy-body-size": "1m", N + "auth-realm": "x", N + "limit-rate": "100"})
+    keys = [f.key for f in p.findings]
+    assert sorted(keys) == sorted(set(keys))
+    assert levels(p, "auth-realm") == ["warning"] and levels(p, "limit-rate") == ["unsupported"]
+
+
+# -- translation ---------------------------------------------------------------------------------------------
+def _route(*policies: Any, action: Any = None) -> tuple[route_components_pb2.Route, Route]:
+    r = Route("r", PathMatch("prefix", "/"), action or Forward((WeightedCluster("default/web:80", 1),)), REF,
+              policies=policies)  # fmt: skip
+    vh = VirtualHost("web", ("web.example.com",), (r,))
+    return route_message(r, vh), r
+
+
+def _feature(name: str) -> Any:
+    return next(f for f in FEATURES if f.name == name)
+
+
+def _unpack(any_msg: Any, cls: Any) -> Any:
+    out = cls()
+    assert any_msg.Unpack(out)
+    return out
+
+
+def test_translate_source_ranges() -> None:
+    pb, _ = _route(IpAccess(allow=("10.0.0.0/8",), deny=("10.1.0.0/16",)))
+    per = _unpack(pb.typed_per_filter_config["envoy.filters.http.rbac"], rbac_pb2.RBACPerRoute)
+    principal = per.rbac.rules.policies["source-range"].principals[0]
+    assert principal.and_ids.ids[0].not_id.or_ids.ids[0].remote_ip.prefix_len.value == 16
+    assert principal.and_ids.ids[1].or_ids.ids[0].remote_ip.address_prefix == "10.0.0.0"
+
+
+def test_translate_rate_limit() -> None:
+    p = parse({N + "limit-rps": "2", N + "limit-whitelist": "10.0.0.0/8"}).get(RateLimit)
+    pb, route = _route(p)
+    cfg = _unpack(pb.typed_per_filter_config["envoy.filters.http.local_ratelimit"], local_rate_limit_pb2.LocalRateLimit)
+    assert cfg.status.code == 503
+    d = cfg.descriptors[0]
+    assert [(e.key, e.value) for e in d.entries] == [
+        ("meridian_limit", "rps"), ("meridian_exempt", "denied"), ("remote_address", ""),
+    ]  # fmt: skip
+    assert (d.token_bucket.max_tokens, d.token_bucket.tokens_per_fill.value) == (10, 2)
+    assert "envoy.filters.http.rbac/rate-limit-exempt" in pb.typed_per_filter_config
+    keys = _feature("rate-limit").filter_keys(route)
+    names = [f.name for f in _feature("rate-limit").http_filters(keys)]
+    assert names == ["envoy.filters.http.rbac/rate-limit-exempt", "envoy.filters.http.local_ratelimit"]
+
+
+def test_translate_body_size_default_everywhere() -> None:
+    feature = _feature("body-size")
+    pb, route = _route()
+    assert feature.route_uses(route) and "envoy.filters.http.lua/body-size" not in pb.typed_per_filter_config
+    lua = _unpack(feature.http_filters(frozenset({""}))[0].typed_config, lua_pb2.Lua)
+    assert "n > 1048576" in lua.default_source_code.inline_string
+    pb, _ = _route(BodySize(8 << 20))
+    per = _unpack(pb.typed_per_filter_config["envoy.filters.http.lua/body-size"], lua_pb2.LuaPerRoute)
+    assert f"n > {8 << 20}" in per.source_code.inline_string
+    pb, _ = _route(BodySize(0))
+    assert _unpack(pb.typed_per_filter_config["envoy.filters.http.lua/body-size"], lua_pb2.LuaPerRoute).disabled
+    _, redirect = _route(action=Redirect(code=301, scheme="https"))
+    assert not feature.route_uses(redirect)
+
+
+def test_translate_ext_auth_one_filter_per_service() -> None:
+    a = ExtAuth("http", "127.0.0.1", 9000, "/auth", response_headers=("x-user",), signin="https://l/?rd=%REQ(:path)%")
+    b = ExtAuth("https", "auth.example.com", 443, "/check")
+    feature = _feature("ext-auth")
+    pa, ra = _route(a)
+    pb_, rb = _route(b)
+    keys = feature.filter_keys(ra) | feature.filter_keys(rb)
+    filters = feature.http_filters(keys)
+    assert len(filters) == 2 and all(f.disabled for f in filters)
+    enabled_a = [k for k in pa.typed_per_filter_config if k.startswith("envoy.filters.http.ext_authz/")]
+    enabled_b = [k for k in pb_.typed_per_filter_config if k.startswith("envoy.filters.http.ext_authz/")]
+    assert len(enabled_a) == len(enabled_b) == 1 and enabled_a != enabled_b
+    by_name = {f.name: _unpack(f.typed_config, ext_authz_pb2.ExtAuthz) for f in filters}
+    cfg = by_name[enabled_a[0]]
+    assert cfg.http_service.server_uri.cluster == "extauth:http:127.0.0.1:9000"
+    assert cfg.http_service.path_prefix == "/auth?meridian_original_uri="
+    assert cfg.http_service.authorization_response.allowed_upstream_headers.patterns[0].exact == "x-user"
+    clusters = feature.extra_clusters(rb)
+    assert clusters[0].name == "extauth:https:auth.example.com:443" and clusters[0].transport_socket.name
+    # auth-signin: 401 -> 302 on that route only.
+    cr = _unpack(pa.typed_per_filter_config["envoy.filters.http.custom_response"], custom_response_pb2.CustomResponse)
+    assert cr.custom_response_matcher.matcher_list.matchers[0].predicate.single_predicate.value_match.exact == "401"
+    assert "envoy.filters.http.custom_response" not in pb_.typed_per_filter_config
+
+
+def test_translate_basic_auth_per_route_users_and_realm() -> None:
+    pb, _ = _route(BasicAuth("alice:" + _sha("pw") + "\n", "Zone"))
+    fc = _unpack(pb.typed_per_filter_config["envoy.filters.http.basic_auth"], route_components_pb2.FilterConfig)
+    assert not fc.disabled and fc.config.type_url.endswith("BasicAuthPerRoute")
+    assert "envoy.filters.http.custom_response" in pb.typed_per_filter_config
+    assert all(f.disabled for f in _feature("basic-auth").http_filters(frozenset({""})))
+
+
+def test_translate_tls_policies() -> None:
+    ca = make_ca()
+    host = TlsHost(("a.example.com",), "default/site", (ClientCert(ca.cert, "on", 2), TlsParams("TLSv1_3", "TLSv1_3")))
+    ctx = tls_pb2.DownstreamTlsContext()
+    chain = listener_components_pb2.FilterChain()
+    for f in FEATURES:
+        f.patch_tls(host, chain, ctx)
+    assert ctx.require_client_certificate.value
+    vc = ctx.common_tls_context.validation_context
+    assert vc.trusted_ca.inline_bytes == ca.cert and vc.max_verify_depth.value == 2
+    params = ctx.common_tls_context.tls_params
+    assert params.tls_minimum_protocol_version == common_pb2.TlsParameters.TLSv1_3
+    ctx2 = tls_pb2.DownstreamTlsContext()
+    for f in FEATURES:
+        f.patch_tls(TlsHost(("b",), "s", (ClientCert(ca.cert, "optional_no_ca"),)), chain, ctx2)
+    assert not ctx2.require_client_certificate.value
+    assert ctx2.common_tls_context.validation_context.trust_chain_verification == (
+        common_pb2.CertificateValidationContext.ACCEPT_UNTRUSTED
+    )
+    pb, _ = _route(PassClientCert())
+    assert next(h.header.key for h in pb.request_headers_to_add) == "ssl-client-cert"
+
+
+def test_certs_helper() -> None:
+    ca = make_ca()
+    leaf = issue_cert(ca, ["a.example.com", "127.0.0.1"])
+    assert leaf.x509.issuer == ca.x509.subject
+    client = issue_cert(ca, common_name="alice", client=True)
+    assert "alice" in client.x509.subject.rfc4514_string()
