@@ -51,6 +51,10 @@ def route_message(route: Route, vhost: VirtualHost, *, default_idle_timeout: int
     elif route.match.kind == "prefix":
         if route.match.value == "/":
             match.prefix = "/"
+        elif "?" in route.match.value or "#" in route.match.value:
+            # Envoy rejects such a path_separated_prefix (and the whole route table with it); request
+            # paths are matched without query or fragment, so the rule can never match: keep it inert.
+            match.path = route.match.value
         else:
             match.path_separated_prefix = route.match.value
     else:
