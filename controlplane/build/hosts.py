@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
-from controlplane.annotations.canary import Canary
+from controlplane.annotations.canary import Canary, _valid_re2
 from controlplane.annotations.rewrite import RegexPaths
 from controlplane.annotations.sslredirect import SslRedirect
 from controlplane.build.ingress import IngressIR, PathRule
@@ -54,6 +54,14 @@ def host_domains(host: str) -> tuple[tuple[str, ...], str | None]:
         suffix = re.escape(host[1:])
         return (host,), f"[^.:]+{suffix}(:[0-9]+)?"
     return (host,), None
+
+
+def valid_path_regex(pattern: str) -> bool:
+    """What Envoy's RE2 compiles: Python re syntax minus lookarounds/backrefs, repeats up to 1000."""
+    for low, high in re.findall(r"\{(\d+)(?:,(\d*))?\}", pattern):
+        if int(low) > 1000 or (high and int(high) > 1000):
+            return False
+    return _valid_re2(pattern)
 
 
 def path_match(rule_path: str, path_type: str, regex_mode: bool) -> PathMatch:
@@ -138,6 +146,12 @@ def merge_host(
     redirects: dict[IngressRef, bool] = {}
     for key, (ir, rule) in entries:
         match = path_match(rule.path, rule.path_type, regex_mode)
+        if match.kind == "regex" and not valid_path_regex(match.value):
+            # Envoy would reject the whole route table over one bad pattern: drop the path, say why.
+            findings.append(
+                (ir.ref, Finding("warning", rule.location, f"path {rule.path!r} is not a valid RE2 regex; not served"))
+            )
+            continue
         name = f"{ir.ref}#{rule.location}"
         base = Route(
             name=name,
