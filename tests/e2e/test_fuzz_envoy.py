@@ -73,3 +73,29 @@ def test_fuzzed_batch_is_accepted_by_envoy(fuzz_gateway: Gateway, batch: list[di
     reports = [r for r in gw.admin("/debug/ingresses") if r["name"].startswith("fuzzed-")]
     assert len(reports) == len(batch)
     assert not [r for r in reports for f in r["findings"] if "internal error" in f["message"]]
+
+
+NASTY_PATHS = ["/(", "/[a-", "/a{99999}", "/a\\", "/a?x=1", "/a#f", "/a\tb", "/é", "/" + "a" * 3000, "/(?P<n>x)"]
+
+
+@pytest.mark.parametrize("regex", [False, True], ids=["plain", "use-regex"])
+def test_nasty_paths_are_accepted_by_envoy(fuzz_gateway: Gateway, regex: bool) -> None:
+    """Paths that are invalid RE2 or invalid Envoy prefixes: reported or made inert, never a NACK."""
+    gw = fuzz_gateway
+    n = next(_batch)
+    ann = {"nginx.ingress.kubernetes.io/use-regex": "true"} if regex else {}
+    objs = [
+        ingress(f"nasty-{i}-{t}", [rule(f"nasty{i}.example", (p, t, "web", 80))], annotations=ann)
+        for i, p in enumerate(NASTY_PATHS)
+        for t in ("Prefix", "Exact", "ImplementationSpecific")
+    ]
+    marker = f"marker-{n}.meridian.invalid"
+    gw.write("fuzzed.yaml", [*objs, ingress(f"marker-{n}", [rule(marker, ("/", "Prefix", "web", 80))])])
+    try:
+        gw.wait_served_by(marker, "/", "web", timeout=20)
+    except AssertionError:
+        nacks = [t["last_nack"] for s in gw.admin("/debug/syncz") for t in s["types"].values() if t.get("last_nack")]
+        pytest.fail(f"nasty paths never applied; NACKs: {str(nacks)[:3000]}")
+    streams = wait_until(lambda: settled(gw), timeout=20, message="Envoy never answered the last push")
+    nacks = {short: t["last_nack"] for s in streams for short, t in s["types"].items() if t.get("last_nack")}
+    assert not nacks, f"Envoy rejected: {str(nacks)[:3000]}"
