@@ -222,7 +222,14 @@ def build_ingress(
         secret = _record_secret(lookups, *secret_ref)
         problem = tls_secret_problem(secret)
         if problem:
-            findings.append(Finding("warning", f"tls[{i}]", f"secret {ref.namespace}/{name}: {problem}"))
+            findings.append(
+                Finding(
+                    "warning",
+                    f"tls[{i}]",
+                    f"secret {ref.namespace}/{name}: {problem}; until fixed, {', '.join(hosts)}: "
+                    "last good certificate, or plain HTTP only if there never was one",
+                )
+            )
         tls.append(TlsBinding(hosts, None if problem else secret_name(*secret_ref), secret_ref))
 
     rejected = parsed.rejected or any(f.level == "rejected" and f.key in ("spec",) for f in findings)
