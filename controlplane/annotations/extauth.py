@@ -88,6 +88,15 @@ class ExtAuthFamily:
     )
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
+        out = self._parse(ann, ctx)
+        if not out:
+            reported = {f.key for f in ctx.findings}
+            for key in self.keys:
+                if ann.has(key) and key not in reported:
+                    ctx.warn(key, "ignored: no usable auth-url")
+        return out
+
+    def _parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
         url = ann.get("auth-url")
         if url is None:
             for key in self.keys[1:]:

@@ -336,3 +336,17 @@ def test_certs_helper() -> None:
     assert leaf.x509.issuer == ca.x509.subject
     client = issue_cert(ca, common_name="alice", client=True)
     assert "alice" in client.x509.subject.rfc4514_string()
+
+
+def test_redirect_routes_are_not_access_controlled() -> None:
+    """nginx returns redirects in the rewrite phase, before allow/deny, limits and auth."""
+    from controlplane.annotations.redirects import UrlRedirect
+
+    policies = (IpAccess(allow=("10.0.0.0/8",)), BasicAuth("a:" + _sha("pw") + "\n"), BodySize(5))
+    for route_pb, route in (
+        _route(*policies, action=Redirect(code=308, scheme="https")),
+        _route(*policies, UrlRedirect("https://x.example.com", 302)),
+    ):
+        assert not any(f.route_uses(route) for f in FEATURES if f.name in ("ip-access", "basic-auth", "body-size"))
+        assert "envoy.filters.http.rbac" not in route_pb.typed_per_filter_config
+        assert "envoy.filters.http.basic_auth" not in route_pb.typed_per_filter_config

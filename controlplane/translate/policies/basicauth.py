@@ -9,7 +9,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from controlplane.annotations.basicauth import BasicAuth
 from controlplane.ir import Route, VirtualHost
 from controlplane.translate.features import Feature, register
-from controlplane.translate.policies.ipaccess import pack
+from controlplane.translate.policies.ipaccess import access_policy, pack
 
 FILTER = "envoy.filters.http.basic_auth"
 # The connection-manager config must name a user; this one's password is 32 random bytes nobody kept.
@@ -21,7 +21,7 @@ class BasicAuthFeature(Feature):
     filter_order = 250
 
     def route_uses(self, route: Route) -> bool:
-        return route.policy(BasicAuth) is not None
+        return access_policy(route, BasicAuth) is not None
 
     def http_filters(self, keys: frozenset[str]) -> list[hcm_pb2.HttpFilter]:
         cfg = basic_auth_pb2.BasicAuth()
@@ -29,7 +29,7 @@ class BasicAuthFeature(Feature):
         return [hcm_pb2.HttpFilter(name=FILTER, typed_config=pack(cfg), disabled=True)]
 
     def patch_route(self, route: Route, pb: route_components_pb2.Route, vhost: VirtualHost) -> None:
-        policy = route.policy(BasicAuth)
+        policy = access_policy(route, BasicAuth)
         if policy is None:
             return
         per_route = basic_auth_pb2.BasicAuthPerRoute()

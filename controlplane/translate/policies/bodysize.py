@@ -16,6 +16,7 @@ from envoy.extensions.filters.http.lua.v3 import lua_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from controlplane.annotations.bodysize import DEFAULT_BODY_SIZE, BodySize
+from controlplane.annotations.redirects import UrlRedirect
 from controlplane.ir import Forward, Route, VirtualHost
 from controlplane.translate.features import Feature, register
 from controlplane.translate.policies.ipaccess import pack
@@ -45,7 +46,7 @@ class BodySizeFeature(Feature):
     filter_order = 900  # after access control and auth, as nginx checks the body after access
 
     def route_uses(self, route: Route) -> bool:
-        return isinstance(route.action, Forward)
+        return isinstance(route.action, Forward) and route.policy(UrlRedirect) is None
 
     def http_filters(self, keys: frozenset[str]) -> list[hcm_pb2.HttpFilter]:
         cfg = lua_pb2.Lua(stat_prefix="body_size")
@@ -54,7 +55,7 @@ class BodySizeFeature(Feature):
 
     def patch_route(self, route: Route, pb: route_components_pb2.Route, vhost: VirtualHost) -> None:
         policy = route.policy(BodySize)
-        if policy is None or policy.max_bytes == DEFAULT_BODY_SIZE or not isinstance(route.action, Forward):
+        if policy is None or policy.max_bytes == DEFAULT_BODY_SIZE or not self.route_uses(route):
             return
         per_route = lua_pb2.LuaPerRoute()
         if policy.max_bytes == 0:

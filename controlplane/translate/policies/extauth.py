@@ -29,7 +29,7 @@ from controlplane.annotations.basicauth import BasicAuth
 from controlplane.annotations.extauth import ExtAuth
 from controlplane.ir import Route, VirtualHost
 from controlplane.translate.features import Feature, register
-from controlplane.translate.policies.ipaccess import pack
+from controlplane.translate.policies.ipaccess import access_policy, pack
 from controlplane.translate.resources import set_duration, socket_address
 
 FILTER_PREFIX = "envoy.filters.http.ext_authz"
@@ -129,17 +129,17 @@ class ExtAuthFeature(Feature):
     filter_order = 300
 
     def route_uses(self, route: Route) -> bool:
-        return route.policy(ExtAuth) is not None
+        return access_policy(route, ExtAuth) is not None
 
     def filter_keys(self, route: Route) -> frozenset[str]:
-        p = route.policy(ExtAuth)
+        p = access_policy(route, ExtAuth)
         return frozenset() if p is None else frozenset({service_key(p)})
 
     def http_filters(self, keys: frozenset[str]) -> list[hcm_pb2.HttpFilter]:
         return [auth_filter(k) for k in sorted(keys)]
 
     def patch_route(self, route: Route, pb: route_components_pb2.Route, vhost: VirtualHost) -> None:
-        p = route.policy(ExtAuth)
+        p = access_policy(route, ExtAuth)
         if p is None:
             return
         per_route = ext_authz_pb2.ExtAuthzPerRoute(check_settings=ext_authz_pb2.CheckSettings())
@@ -147,7 +147,7 @@ class ExtAuthFeature(Feature):
         pb.typed_per_filter_config[filter_name(service_key(p))].CopyFrom(pack(enable))
 
     def extra_clusters(self, route: Route) -> list[cluster_pb2.Cluster]:
-        p = route.policy(ExtAuth)
+        p = access_policy(route, ExtAuth)
         return [auth_cluster(p)] if p is not None else []
 
 
@@ -166,11 +166,11 @@ class AuthResponsesFeature(Feature):
 
     @staticmethod
     def _policy(route: Route) -> custom_response_pb2.CustomResponse | None:
-        basic = route.policy(BasicAuth)
+        basic = access_policy(route, BasicAuth)
         if basic is not None:
             # Basic auth runs first: a 401 on this route is basic auth's (or the upstream's).
             return unauthorized_config(basic.realm)
-        ext = route.policy(ExtAuth)
+        ext = access_policy(route, ExtAuth)
         if ext is not None and ext.signin:
             return signin_config(ext.signin)
         return None

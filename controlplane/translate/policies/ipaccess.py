@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import TypeVar
 
 from envoy.config.core.v3 import address_pb2
 from envoy.config.rbac.v3 import rbac_pb2 as rbac_cfg
@@ -12,16 +13,29 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf import any_pb2
 
 from controlplane.annotations.ipaccess import IpAccess
-from controlplane.ir import Route, VirtualHost
+from controlplane.annotations.redirects import UrlRedirect
+from controlplane.ir import Forward, Route, VirtualHost
 from controlplane.translate.features import Feature, register
 
 FILTER = "envoy.filters.http.rbac"
+P = TypeVar("P")
 
 
 def pack(msg: object) -> any_pb2.Any:
     a = any_pb2.Any()
     a.Pack(msg)  # type: ignore[arg-type]
     return a
+
+
+def access_policy(route: Route, kind: type[P]) -> P | None:
+    """The route's policy of `kind`, only when the route forwards.
+
+    nginx answers redirects (`return` in the rewrite phase) before the access phase, so
+    allow/deny lists, limits and auth never apply to redirect routes.
+    """
+    if not isinstance(route.action, Forward) or route.policy(UrlRedirect) is not None:
+        return None
+    return route.policy(kind)
 
 
 def cidr_principals(cidrs: tuple[str, ...]) -> rbac_cfg.Principal:
@@ -53,14 +67,14 @@ class IpAccessFeature(Feature):
     filter_order = 100
 
     def route_uses(self, route: Route) -> bool:
-        return route.policy(IpAccess) is not None
+        return access_policy(route, IpAccess) is not None
 
     def http_filters(self, keys: frozenset[str]) -> list[hcm_pb2.HttpFilter]:
         # No rules at the connection manager: the filter only acts where a route configures it.
         return [hcm_pb2.HttpFilter(name=FILTER, typed_config=pack(rbac_pb2.RBAC()))]
 
     def patch_route(self, route: Route, pb: route_components_pb2.Route, vhost: VirtualHost) -> None:
-        policy = route.policy(IpAccess)
+        policy = access_policy(route, IpAccess)
         if policy is None:
             return
         rules = rbac_cfg.RBAC(action=rbac_cfg.RBAC.ALLOW)

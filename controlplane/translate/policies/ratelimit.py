@@ -18,7 +18,7 @@ from envoy.type.v3 import http_status_pb2, percent_pb2
 from controlplane.annotations.ratelimit import RateLimit
 from controlplane.ir import Route, VirtualHost
 from controlplane.translate.features import Feature, register
-from controlplane.translate.policies.ipaccess import cidr_principals, pack
+from controlplane.translate.policies.ipaccess import access_policy, cidr_principals, pack
 
 FILTER = "envoy.filters.http.local_ratelimit"
 EXEMPT_FILTER = "envoy.filters.http.rbac/rate-limit-exempt"
@@ -37,10 +37,10 @@ class RateLimitFeature(Feature):
     filter_order = 200
 
     def route_uses(self, route: Route) -> bool:
-        return route.policy(RateLimit) is not None
+        return access_policy(route, RateLimit) is not None
 
     def filter_keys(self, route: Route) -> frozenset[str]:
-        policy = route.policy(RateLimit)
+        policy = access_policy(route, RateLimit)
         if policy is None:
             return frozenset()
         return frozenset({"limit", "exempt"} if policy.exempt else {"limit"})
@@ -54,7 +54,7 @@ class RateLimitFeature(Feature):
         return out
 
     def patch_route(self, route: Route, pb: route_components_pb2.Route, vhost: VirtualHost) -> None:
-        policy = route.policy(RateLimit)
+        policy = access_policy(route, RateLimit)
         if policy is None:
             return
         cfg = lrl_pb2.LocalRateLimit(stat_prefix="rate_limit")
