@@ -94,6 +94,9 @@ class Controller:
         self._ew_order: list[ServiceKey] = []
         # Only hosts that use a feature / need extra clusters are listed, so per-change scans stay small.
         self.host_features: dict[str, dict[str, frozenset[str]]] = {}  # host -> feature -> filter keys
+        # (feature, filter key) -> number of hosts needing it, kept by _set_host_features so the listener
+        # inputs are known without scanning every host when most hosts use some feature (e.g. retries).
+        self._feature_key_hosts: Counter[tuple[str, str]] = Counter()
         self.host_extra_clusters: dict[str, dict[str, Any]] = {}
         self._ingress_states: dict[IngressRef, str] = {}  # accepted | rejected | ignored, counted incrementally
         self._state_counts: Counter[str] = Counter()
@@ -427,14 +430,16 @@ class Controller:
                 refs |= self.default_holders
             irs = [self.irs[r] for r in refs if r in self.irs and self.irs[r].served]
             if not irs:
-                for table in (self.host_results, self.http_vh, self.https_vh, self.host_features):
+                for table in (self.host_results, self.http_vh, self.https_vh):
                     table.pop(host, None)
+                self._set_host_features(host, {})
                 self.host_extra_clusters.pop(host, None)
                 continue
             result = merge_host(host, irs, tls_hosts=tls_hosts, https_port=self.config.https_port)
             if not result.https.routes:
-                for table in (self.host_results, self.http_vh, self.https_vh, self.host_features):
+                for table in (self.host_results, self.http_vh, self.https_vh):
                     table.pop(host, None)
+                self._set_host_features(host, {})
                 self.host_extra_clusters.pop(host, None)
                 self.host_results[host] = result
                 continue
@@ -447,10 +452,7 @@ class Controller:
                 keys = frozenset().union(*(f.filter_keys(r) for r in result.https.routes))
                 if keys:
                     needs[f.name] = keys
-            if needs:
-                self.host_features[host] = needs
-            else:
-                self.host_features.pop(host, None)
+            self._set_host_features(host, needs)
             extra: dict[str, Any] = {}
             for f in FEATURES:
                 for r in result.https.routes:
@@ -484,6 +486,16 @@ class Controller:
             cds[name] = make_resource(name, rt.CLUSTER, pb)
         self._extra_cluster_names = set(wanted)
 
+    def _set_host_features(self, host: str, needs: dict[str, frozenset[str]]) -> None:
+        for name, keys in self.host_features.pop(host, {}).items():
+            for key in keys:
+                self._feature_key_hosts[(name, key)] -= 1
+        if needs:
+            self.host_features[host] = needs
+            for name, keys in needs.items():
+                for key in keys:
+                    self._feature_key_hosts[(name, key)] += 1
+
     def _rebuild_east_west(self, changes: dict[str, dict[str, Resource | None]], dirty: set[ServiceKey]) -> None:
         if not dirty and lst.EAST_WEST_ROUTES in self.cache.get(rt.ROUTE).resources:
             return
@@ -507,9 +519,9 @@ class Controller:
     def _rebuild_listeners(self, changes: dict[str, dict[str, Resource | None]]) -> None:
         """Listeners change only when their inputs do (filters in use, TLS chains), never per route."""
         needs: dict[str, frozenset[str]] = {}
-        for per_host in self.host_features.values():
-            for name, keys in per_host.items():
-                needs[name] = needs.get(name, frozenset()) | keys
+        for (name, key), count in self._feature_key_hosts.items():
+            if count > 0:
+                needs[name] = needs.get(name, frozenset()) | {key}
         features = [f for f in FEATURES if f.name in needs]
         filters = [flt for f in features for flt in f.http_filters(needs[f.name])]
         # One filter chain per (certificate, TLS policies): hosts sharing both share a chain.
