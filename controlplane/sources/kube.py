@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 import yaml
@@ -43,18 +44,23 @@ log = logging.getLogger(__name__)
 
 TLS_SECRETS = "type=kubernetes.io/tls"
 
-# kind -> (API class, all-namespaces (or cluster-scoped) list method, namespaced list method, field selector)
-_KIND_API: dict[str, tuple[str, str, str | None, str | None]] = {
-    INGRESS: ("NetworkingV1Api", "list_ingress_for_all_namespaces", "list_namespaced_ingress", None),
-    INGRESS_CLASS: ("NetworkingV1Api", "list_ingress_class", None, None),
-    SERVICE: ("CoreV1Api", "list_service_for_all_namespaces", "list_namespaced_service", None),
-    ENDPOINT_SLICE: (
-        "DiscoveryV1Api",
-        "list_endpoint_slice_for_all_namespaces",
-        "list_namespaced_endpoint_slice",
-        None,
-    ),
-    SECRET: ("CoreV1Api", "list_secret_for_all_namespaces", "list_namespaced_secret", TLS_SECRETS),
+# kind -> (API group path, resource plural, field selector). Lists and watches are plain GETs on
+# these paths (see `RawLister`), so the generated API classes are never needed.
+_KIND_API: dict[str, tuple[str, str, str | None]] = {
+    INGRESS: ("/apis/networking.k8s.io/v1", "ingresses", None),
+    INGRESS_CLASS: ("/apis/networking.k8s.io/v1", "ingressclasses", None),
+    SERVICE: ("/api/v1", "services", None),
+    ENDPOINT_SLICE: ("/apis/discovery.k8s.io/v1", "endpointslices", None),
+    SECRET: ("/api/v1", "secrets", TLS_SECRETS),
+}
+_CLUSTER_SCOPED = frozenset({INGRESS_CLASS})
+_QUERY_NAMES = {
+    "_continue": "continue",
+    "allow_watch_bookmarks": "allowWatchBookmarks",
+    "field_selector": "fieldSelector",
+    "label_selector": "labelSelector",
+    "resource_version": "resourceVersion",
+    "timeout_seconds": "timeoutSeconds",
 }
 
 ClientSpec = k8s.ApiClient | Callable[[], k8s.ApiClient] | str
@@ -154,6 +160,42 @@ def describe_error(exc: BaseException) -> str:
     if "Authorization" in text or "Bearer" in text:
         text = ""
     return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
+
+
+class RawLister:
+    """A Reflector `list_fn` that GETs a collection path through the ApiClient (auth, TLS, pool).
+
+    The generated API classes (CoreV1Api...) are not used: importing them builds thousands of
+    pydantic-validated methods and models, about 2 s of CPU at start-up, for calls whose
+    responses we read raw anyway. Returns the undecoded urllib3 response, as `_preload_content=False`
+    does; a non-2xx status raises `ApiException` as the generated methods do.
+    """
+
+    def __init__(self, api_client: k8s.ApiClient, path: str) -> None:
+        self.api_client = api_client
+        self.path = path
+
+    @classmethod
+    def for_kind(cls, api_client: k8s.ApiClient, kind: str, namespace: str | None = None) -> RawLister:
+        prefix, plural, _ = _KIND_API[kind]
+        if namespace and kind not in _CLUSTER_SCOPED:
+            return cls(api_client, f"{prefix}/namespaces/{quote(namespace, safe='')}/{plural}")
+        return cls(api_client, f"{prefix}/{plural}")
+
+    def __call__(self, *, _preload_content: bool = False, _request_timeout: Any = None, **params: Any) -> Any:
+        query = [(_QUERY_NAMES.get(k, k), v) for k, v in params.items() if v is not None]
+        request = self.api_client.param_serialize(
+            method="GET",
+            resource_path=self.path,
+            query_params=query,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        resp = self.api_client.call_api(*request, _request_timeout=_request_timeout)
+        if not 200 <= resp.status <= 299:
+            resp.read()
+            raise k8s.ApiException.from_response(http_resp=resp, body=None, data=None)
+        return resp.response
 
 
 # -- reflector -------------------------------------------------------------
@@ -409,14 +451,9 @@ class KubeSource:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._synced = asyncio.Event()
-        apis: dict[str, Any] = {}
         for kind in self.kinds:
-            cls_name, all_ns, namespaced, field_selector = _KIND_API[kind]
-            api = apis.setdefault(cls_name, getattr(k8s, cls_name)(self.api_client))
-            if self.namespace and namespaced:
-                list_fn = functools.partial(getattr(api, namespaced), self.namespace)
-            else:
-                list_fn = getattr(api, all_ns)
+            field_selector = _KIND_API[kind][2]
+            list_fn = RawLister.for_kind(self.api_client, kind, self.namespace)
             self._reflectors[kind] = Reflector(
                 f"{self.cluster_id}/{kind}",
                 list_fn,

@@ -29,10 +29,11 @@ from controlplane.sources.kube import (
     ClientSpec,
     KubeconfigError,
     KubeSource,
+    RawLister,
     Reflector,
     api_client_from_kubeconfig,
 )
-from controlplane.store import ClusterRegistry, ClusterStore, KubeObject, object_name
+from controlplane.store import SECRET, ClusterRegistry, ClusterStore, KubeObject, object_name
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +133,7 @@ class RemoteClusterManager:
         self._loop = asyncio.get_running_loop()
         self._kick = asyncio.Event()
         self._idle = asyncio.Event()
-        core = k8s.CoreV1Api(self._api)
-        list_fn = functools.partial(core.list_namespaced_secret, self.namespace)
+        list_fn = RawLister.for_kind(self._api, SECRET, self.namespace)
         for idx, selector in enumerate(SELECTORS):
             self._reflectors.append(
                 Reflector(
