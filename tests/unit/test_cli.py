@@ -1,0 +1,196 @@
+"""The `meridian` command as users run it: a subprocess, real Envoy validation, a real fake API server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+
+from controlplane.sources.kube import api_client_from_kubeconfig
+from controlplane.sources.remote import CLUSTER_LABEL
+from tests.fakekube import FakeKube
+from tests.support.gateway import ingress, rule
+
+REPO = Path(__file__).resolve().parents[2]
+ENVOY = REPO / ".venv" / "bin" / "envoy"
+
+
+def meridian(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "controlplane", *args], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    if check:
+        assert proc.returncode == 0, f"meridian {' '.join(args)} failed: {proc.stderr}"
+    return proc
+
+
+@pytest.mark.parametrize(
+    ("output", "delta"), [("yaml", False), ("json", False), ("yaml", True)], ids=["yaml", "json", "delta"]
+)
+def test_bootstrap_is_accepted_by_envoy(tmp_path: Path, output: str, delta: bool) -> None:
+    args = ["bootstrap", "--xds-address", "127.0.0.1:18000", "--node-id", "gw-7", "--node-cluster", "edge"]
+    args += ["--admin-port", "0", "-o", output] + (["--delta"] if delta else [])
+    text = meridian(*args).stdout
+    doc = json.loads(text) if output == "json" else yaml.safe_load(text)
+    assert doc["node"] == {"id": "gw-7", "cluster": "edge"} or (
+        doc["node"]["id"] == "gw-7" and doc["node"]["cluster"] == "edge"
+    )
+    ads = doc["dynamic_resources"]["ads_config"]
+    assert ads["api_type"] == ("DELTA_GRPC" if delta else "GRPC")
+    path = tmp_path / f"bootstrap.{output}"
+    path.write_text(text)
+    proc = subprocess.run(
+        [str(ENVOY), "--mode", "validate", "-c", str(path), "--log-level", "error"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, f"envoy rejected the bootstrap: {proc.stdout}{proc.stderr}"
+    assert "OK" in proc.stdout
+
+
+def test_bootstrap_garbage_address_fails_validation(tmp_path: Path) -> None:
+    """The validation above can fail: a bootstrap pointing at a non-address is rejected by Envoy."""
+    doc = yaml.safe_load(meridian("bootstrap", "--node-id", "x").stdout)
+    doc["static_resources"] = {"clusters": [{"name": "broken", "connect_timeout": "-1s"}]}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    proc = subprocess.run([str(ENVOY), "--mode", "validate", "-c", str(path)], capture_output=True, timeout=60)
+    assert proc.returncode != 0
+
+
+@pytest.fixture
+def manifests(tmp_path: Path) -> Path:
+    d = tmp_path / "m"
+    d.mkdir()
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"ports": [{"name": "http", "port": 80}]},
+    }
+    slice_ = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "web-1", "namespace": "shop", "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080}],
+        "endpoints": [{"addresses": ["10.0.0.7"], "conditions": {"ready": True}}],
+    }
+    ing = ingress(
+        "store",
+        [rule("shop.example.com", ("/cart", "Prefix", "web", 80))],
+        namespace="shop",
+        ingress_class="nginx",
+        annotations={
+            "nginx.ingress.kubernetes.io/rewrite-target": "/",
+            "nginx.ingress.kubernetes.io/proxy-buffer-size": "16k",
+            "nginx.ingress.kubernetes.io/server-snippet": "return 200;",
+            "nginx.ingress.kubernetes.io/hsts": "true",
+            "nginx.ingress.kubernetes.io/ssl-redirect": "maybe",
+        },
+    )
+    (d / "app.yaml").write_text(yaml.safe_dump_all([svc, slice_, ing]))
+    return d
+
+
+def _names(doc: dict[str, list[dict[str, object]]], short: str) -> set[str]:
+    return {str(r.get("name") or r.get("cluster_name")) for r in doc[short]}
+
+
+@pytest.mark.parametrize("output", ["json", "yaml"])
+def test_translate_outputs_parse_and_name_the_resources(manifests: Path, output: str) -> None:
+    text = meridian("translate", "-f", str(manifests), "-o", output).stdout
+    doc = json.loads(text) if output == "json" else yaml.safe_load(text)
+    assert set(doc) == {"CDS", "EDS", "LDS", "RDS", "SDS"}
+    assert "shop/web:80" in _names(doc, "CDS")
+    assert "shop/web:80" in _names(doc, "EDS")
+    eds = next(r for r in doc["EDS"] if r["cluster_name"] == "shop/web:80")
+    addr = eds["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+    assert (addr["address"], addr["port_value"]) == ("10.0.0.7", 8080)
+    domains = {d for rc in doc["RDS"] for vh in rc.get("virtual_hosts", []) for d in vh.get("domains", [])}
+    assert "shop.example.com" in domains
+    assert len(doc["LDS"]) >= 1
+
+
+def test_translate_file_argument_and_class_filter(manifests: Path) -> None:
+    one = meridian("translate", "-f", str(manifests / "app.yaml"), "-o", "json").stdout
+    assert "shop/web:80" in _names(json.loads(one), "CDS")
+    # Only class "other" is translated: the "nginx" Ingress produces no virtual host.
+    filtered = json.loads(meridian("translate", "-f", str(manifests), "-o", "json", "--ingress-class", "other").stdout)
+    domains = {d for rc in filtered["RDS"] for vh in rc.get("virtual_hosts", []) for d in vh.get("domains", [])}
+    assert "shop.example.com" not in domains
+
+
+def test_translate_report_lists_every_annotation(manifests: Path) -> None:
+    out = meridian("translate", "-f", str(manifests), "--report").stdout
+    lines = out.splitlines()
+    assert lines[0].startswith("local/shop/store") and "[served]" in lines[0] and "shop.example.com" in lines[0]
+
+    def level_of(key: str) -> str:
+        found = [line.split()[0] for line in lines[1:] if len(line.split()) > 1 and line.split()[1] == key]
+        assert found, f"{key} missing from the report:\n{out}"
+        return found[0]
+
+    assert level_of("rewrite-target") == "converted"
+    assert level_of("proxy-buffer-size") == "not-applicable"
+    assert level_of("server-snippet") == "unsupported"
+    assert level_of("hsts") == "unknown"
+    assert level_of("ssl-redirect") == "warning"
+    assert "maybe" in next(line for line in lines if "ssl-redirect" in line)
+
+
+def test_translate_missing_path_fails(tmp_path: Path) -> None:
+    proc = meridian("translate", "-f", str(tmp_path / "nope"), check=False)
+    doc_or_error = proc.returncode != 0 or "virtual_hosts" not in proc.stdout
+    assert doc_or_error
+
+
+def test_create_remote_secret_works_against_a_fake_api_server(tmp_path: Path) -> None:
+    with FakeKube() as kube:
+        kube.apply(ingress("seen", [rule("r.example.com", ("/", "Prefix", "web", 80))], namespace="team"))
+        path = tmp_path / "remote.kubeconfig"
+        kube.kubeconfig(str(path), context="east-ctx")
+        out = meridian("create-remote-secret", "--kubeconfig", str(path), "--cluster-id", "east").stdout
+        secret = yaml.safe_load(out)
+        assert secret["kind"] == "Secret" and secret["apiVersion"] == "v1"
+        assert secret["metadata"]["namespace"] == "meridian-system"
+        assert secret["metadata"]["labels"][CLUSTER_LABEL] == "true"
+        kubeconfig = secret["stringData"]["east"]
+        api = k8s.NetworkingV1Api(api_client_from_kubeconfig(kubeconfig))
+        names = [i.metadata.name for i in api.list_ingress_for_all_namespaces().items]
+        assert names == ["seen"]
+        # A wrong token is refused: the kubeconfig's credentials are what made the call work.
+        bad = yaml.safe_load(kubeconfig)
+        bad["users"][0]["user"]["token"] = "wrong"
+        with pytest.raises(k8s.ApiException) as exc:
+            k8s.NetworkingV1Api(api_client_from_kubeconfig(yaml.safe_dump(bad))).list_ingress_for_all_namespaces()
+        assert exc.value.status == 401
+
+
+def test_create_remote_secret_namespace_and_invalid_id(tmp_path: Path) -> None:
+    path = tmp_path / "k"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    out = yaml.safe_load(
+        meridian("create-remote-secret", "--kubeconfig", str(path), "--cluster-id", "west", "--namespace", "gw").stdout
+    )
+    assert out["metadata"]["namespace"] == "gw"
+    assert "west" in out["stringData"]
+    bad = meridian("create-remote-secret", "--kubeconfig", str(path), "--cluster-id", "not/valid!", check=False)
+    assert bad.returncode != 0
