@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -96,13 +99,21 @@ def converged(cp: ControlPlane, n_envoys: int) -> bool:
                for s in streams for t in s["types"].values())  # fmt: skip
 
 
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU time a process has used (load-independent, unlike wall time)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     n, total_eps = args.services, args.endpoints
     per = max(1, total_eps // n)
     work = Path(tempfile.mkdtemp(prefix="bench-multicluster-"))
     kubes = {cid: FakeKube(bookmark_interval=1.0, history_size=2000).start() for cid in CLUSTERS}
-    result: dict[str, Any] = {"machine": machine_facts(), "services": n, "ingresses": n,
-                              "endpoints": per * n, "clusters": len(CLUSTERS), "per_envoys": {}}  # fmt: skip
+    result: dict[str, Any] = {"machine": machine_facts(), "loadavg_at_start": os.getloadavg(), "services": n,
+                              "ingresses": n, "endpoints": per * n, "clusters": len(CLUSTERS),
+                              "per_envoys": {}}  # fmt: skip
     t = time.perf_counter()
     for i in range(n):
         fk = kubes[CLUSTERS[i % len(CLUSTERS)]]
@@ -119,8 +130,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     envoys: list[EnvoyProcess] = []
     try:
         cp.start()
+        spy = None
+        if args.profile:  # sample every thread of the control plane until it is ready (py-spy on PATH)
+            spy = subprocess.Popen(["py-spy", "record", "--pid", str(cp.pid), "--format", "raw", "--threads",
+                                    "--nonblocking", "--rate", "200", "-o", args.profile],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         wait_for(cp.ready, timeout=300, interval=0.02, what="/readyz")
         result["ready_s"] = round(time.monotonic() - cp.started_at, 2)
+        result["ready_cpu_s"] = cpu_seconds(cp.pid)
 
         def all_synced() -> bool:
             states = {c["cluster"]: c.get("state") for c in cp.admin_json("/debug/clusters")}
@@ -129,8 +146,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         wait_for(all_synced, timeout=300, interval=0.05, what="all clusters synced")
         result["all_clusters_synced_s"] = round(time.monotonic() - cp.started_at, 2)
         wait_for(lambda: len(cp.admin_json("/debug/snapshot")["types"]["EDS"]["resources"]) >= n,
-                 timeout=300, interval=0.25, what="every Service's endpoints in the snapshot")  # fmt: skip
+                 timeout=300, interval=1.0, what="every Service's endpoints in the snapshot")  # fmt: skip
         result["all_endpoints_in_snapshot_s"] = round(time.monotonic() - cp.started_at, 2)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
         result["rss_after_sync_mib"] = round(proc_status(cp.pid)["VmRSS"] / 1024, 1)
         print(f"ready {result['ready_s']} s, all synced {result['all_clusters_synced_s']} s, "
               f"snapshot complete {result['all_endpoints_in_snapshot_s']} s", file=sys.stderr)  # fmt: skip
@@ -145,6 +165,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             wait_for(lambda c=count: converged(cp, c), timeout=600, interval=0.5, what=f"{count} Envoys converged")
             initial = round(time.monotonic() - t, 2)
             lat: list[float] = []
+            conv0 = (cp.metric("meridian_convergence_seconds_sum"),
+                     cp.metric("meridian_convergence_seconds_count"))
+            build0 = (cp.metric("meridian_build_duration_seconds_sum"),
+                      cp.metric("meridian_build_duration_seconds_count"))  # fmt: skip
             for _ in range(args.warmup + args.trials):
                 before = set(streams_acked_eds(cp))
                 i = rng.randrange(n)
@@ -157,22 +181,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     v = streams_acked_eds(cp)
                     return None not in v and not (set(v) & b)
 
-                wait_for(acked, timeout=30, interval=0.001, what="EDS ACK")
+                try:
+                    wait_for(acked, timeout=30, interval=0.001, what="EDS ACK")
+                except TimeoutError:
+                    eds = [s["types"].get("EDS") for s in cp.admin_json("/debug/syncz")]
+                    version = cp.admin_json("/debug/snapshot")["types"]["EDS"]["version"]
+                    msg = f"no EDS ACK for svc-{i}: before={before} cache={version} streams={eds}"
+                    raise TimeoutError(msg) from None
                 lat.append(time.perf_counter() - t0)
                 time.sleep(0.05)  # let the last ACK's bookkeeping settle before the next trial
             lat = lat[args.warmup :]
+            conv = (cp.metric("meridian_convergence_seconds_sum") - conv0[0],
+                    cp.metric("meridian_convergence_seconds_count") - conv0[1])
+            build = (cp.metric("meridian_build_duration_seconds_sum") - build0[0],
+                     cp.metric("meridian_build_duration_seconds_count") - build0[1])  # fmt: skip
             nacks = [t["last_nack"] for s in cp.admin_json("/debug/syncz") for t in s["types"].values()
                      if t.get("last_nack")]  # fmt: skip
             result["per_envoys"][str(count)] = {
                 "initial_convergence_s": initial,
                 "endpoint_change_ack_ms": summary_ms(lat),
                 "trials": len(lat),
+                # The control plane's own view over all trials (incl. warm-up): store event seen -> all ACKed,
+                # and the build (events -> new snapshot) part of it. The rest is watch delivery and polling.
+                "cp_seen_to_all_acked_mean_ms": round(1000 * conv[0] / conv[1], 1) if conv[1] else None,
+                "cp_build_mean_ms": round(1000 * build[0] / build[1], 1) if build[1] else None,
                 "nacks": nacks,
                 "envoy_rss_mib": [round(proc_status(e.pid)["VmRSS"] / 1024) for e in envoys if e.pid],
             }
             print(f"{count} envoys: initial convergence {initial} s, endpoint change -> all ACKed "
                   f"{summary_ms(lat)} ms", file=sys.stderr)  # fmt: skip
         result["cp_peak_rss_mib"] = round(cp.peak_rss_kib() / 1024, 1)
+        result["loadavg_at_end"] = os.getloadavg()
         lat_all = [v for v in (result["per_envoys"].get(str(c)) for c in args.envoys) if v]
         result["p99_max_ms"] = max((v["endpoint_change_ack_ms"]["p99"] for v in lat_all), default=None)
     finally:
@@ -193,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--delta", action="store_true", help="Envoys use Delta ADS")
     p.add_argument("--json", help="write the result here too")
+    p.add_argument("--profile", metavar="FILE", help="py-spy (collapsed stacks) of the control plane until synced")
     args = p.parse_args(argv)
     result = run(args)
     text = json.dumps(result, indent=2)
