@@ -49,7 +49,7 @@ def usable_htpasswd(text: str) -> tuple[list[str], list[str]]:
             continue
         user, _, hashed = line.partition(":")
         user, hashed = user.strip(), hashed.strip()
-        if not user or user in seen:
+        if not user or user in seen or re.search(r"[\s\x00-\x1f\x7f]", user):
             continue
         if _SHA.match(hashed):
             good.append(f"{user}:{hashed}")

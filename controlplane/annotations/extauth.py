@@ -63,9 +63,9 @@ def signin_template(url: str) -> tuple[str | None, list[str]]:
         unknown.append(name)
         return ""
 
-    if "%" in url:
-        url = url.replace("%", "%%")
-    out = re.sub(r"\$[a-z_]+", sub, url)
+    if re.search(r"[\s\x00-\x1f\x7f]", url):
+        return None, unknown
+    out = re.sub(r"\$[a-z_]+", sub, url.replace("%", "%%"))
     if not re.match(r"^(https?://|/)", out):
         return None, unknown
     if not re.search(r"[?&]rd=", url):
@@ -104,7 +104,7 @@ class ExtAuthFamily:
                     ctx.warn(key, "no auth-url on this Ingress; ignored")
             return []
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if parts.scheme not in ("http", "https") or not parts.hostname or re.search(r"[\s\x00-\x1f\x7f]", url):
             ctx.reject("auth-url", f"invalid URL {url!r}; the Ingress is not served (nginx would answer 500)")
             return []
         if "$" in (parts.netloc or ""):
@@ -123,7 +123,9 @@ class ExtAuthFamily:
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
-            ctx.reject("auth-url", f"invalid port in {url!r}; the Ingress is not served")
+            port = 0
+        if not 0 < port < 65536 or not re.fullmatch(r"[A-Za-z0-9.-]+|[0-9a-fA-F:]+", parts.hostname):
+            ctx.reject("auth-url", f"invalid host or port in {url!r}; the Ingress is not served")
             return []
         method = "GET"
         raw_method = ann.get("auth-method")

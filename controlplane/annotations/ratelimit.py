@@ -8,6 +8,8 @@ from typing import Any, ClassVar
 from controlplane.annotations.base import Annotations, ParseContext
 from controlplane.annotations.ipaccess import parse_cidrs
 
+MAX_TOKENS = 2**32 - 1
+
 
 @dataclass(frozen=True, slots=True)
 class RateLimitRule:
@@ -52,9 +54,10 @@ class RateLimitFamily:
                 if not any(f.key == key for f in ctx.findings):
                     ctx.converted(key, "0: no limit")
                 continue
-            rules.append(RateLimitRule(key.removeprefix("limit-"), rate, period, rate * mult))
+            burst = min(rate * mult, MAX_TOKENS)  # Envoy token buckets count in uint32
+            rules.append(RateLimitRule(key.removeprefix("limit-"), rate, period, burst))
             unit = "second" if period == 1 else "minute"
-            ctx.converted(key, f"{rate} requests per {unit} per client IP, burst {rate * mult}; then 503")
+            ctx.converted(key, f"{rate} requests per {unit} per client IP, burst {burst}; then 503")
         exempt: tuple[str, ...] = ()
         for key in ("limit-whitelist", "limit-allowlist"):
             raw = ann.get(key)

@@ -15,6 +15,8 @@ from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb
 from envoy.extensions.filters.http.lua.v3 import lua_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controlplane.annotations.base import ParseContext, ParsedAnnotations
 from controlplane.annotations.basicauth import BasicAuth
@@ -31,6 +33,7 @@ from controlplane.translate.routes import route_message
 from tests.support.certs import ca_secret, issue_cert, make_ca
 
 load_builtin_features()
+_FUZZ_CA = make_ca().cert
 
 N = "nginx.ingress.kubernetes.io/"
 M = "meridian.io/"
@@ -350,3 +353,38 @@ def test_redirect_routes_are_not_access_controlled() -> None:
         assert not any(f.route_uses(route) for f in FEATURES if f.name in ("ip-access", "basic-auth", "body-size"))
         assert "envoy.filters.http.rbac" not in route_pb.typed_per_filter_config
         assert "envoy.filters.http.basic_auth" not in route_pb.typed_per_filter_config
+
+
+# -- fuzz: any value parses without raising and translates to serializable Envoy config ---------------
+_KEYS = [
+    "whitelist-source-range", "denylist-source-range", "limit-rps", "limit-rpm", "limit-burst-multiplier",
+    "limit-whitelist", "proxy-body-size", "auth-url", "auth-signin", "auth-response-headers", "auth-method",
+    "auth-type", "auth-secret", "auth-realm", "auth-tls-secret", "auth-tls-verify-client", "auth-tls-verify-depth",
+    "ssl-protocols", "ssl-ciphers",
+]  # fmt: skip
+_VALUE = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["10.0.0.0/8", "1.2.3.4, ::1", "99999999999", "0", "8m", "http://a.b:0/x", "http://[::1]:9/a",
+                     "https://h/p?q=$arg_x", "basic", "users", "TLSv1.3", "AES128-SHA:FOO", "on", "%x%", "a%REQ(x)%"]),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(_KEYS), _VALUE, max_size=6), st.booleans())
+def test_fuzz_parse_and_translate(values: dict[str, str], meridian: bool) -> None:
+    ann = {(M if meridian else N) + k: v for k, v in values.items()}
+    ca = _FUZZ_CA
+    p = parse(ann, [_secret("users", {"auth": f"u:{_sha('p')}\n".encode()}), ca_secret("ca", "default", ca)])
+    pb, route = _route(*p.route)
+    pb.SerializeToString()
+    for f in FEATURES:
+        keys = f.filter_keys(route)
+        if keys:
+            for flt in f.http_filters(keys):
+                flt.SerializeToString()
+        for c in f.extra_clusters(route):
+            c.SerializeToString()
+    ctx = tls_pb2.DownstreamTlsContext()
+    for f in FEATURES:
+        f.patch_tls(TlsHost(("h",), "s", p.tls), listener_components_pb2.FilterChain(), ctx)
+    ctx.SerializeToString()

@@ -82,7 +82,8 @@ def signin_config(template: str) -> custom_response_pb2.CustomResponse:
 
 def unauthorized_config(realm: str) -> custom_response_pb2.CustomResponse:
     """401 -> 401 with nginx's `WWW-Authenticate: Basic realm="..."`."""
-    return _on_401(401, "www-authenticate", f'Basic realm="{realm}"', "401 Authorization Required\n")
+    value = 'Basic realm="' + realm.replace("%", "%%") + '"'  # header values are Envoy format strings
+    return _on_401(401, "www-authenticate", value, "401 Authorization Required\n")
 
 
 def _on_401(status: int, header: str, value: str, body: str) -> custom_response_pb2.CustomResponse:
