@@ -16,6 +16,7 @@ import pytest
 from tests.support.auth_server import AuthServer
 from tests.support.certs import ca_secret, issue_cert, make_ca, tls_secret, write_pair
 from tests.support.gateway import Gateway, ingress, rule, service_manifests
+from tests.support.ports import free_port
 from tests.support.wait import wait_until
 
 P = "nginx.ingress.kubernetes.io/"
@@ -65,7 +66,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         gw.publish("tlsecho", [tls_srv], port=443)
 
         ca = make_ca()
-        server = issue_cert(ca, ["mtls.example.com", "tls13.example.com", "pass.example.com"])
+        server = issue_cert(ca, ["mtls.example.com", "mtlsopt.example.com", "tls13.example.com", "ciphers.example.com"])
         client = write_pair(root / "certs", "client", issue_cert(ca, common_name="alice", client=True))
         rogue_ca = make_ca("Rogue CA")
         other_client = write_pair(root / "certs", "rogue", issue_cert(rogue_ca, common_name="mallory", client=True))
@@ -100,6 +101,13 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                  tls=[{"hosts": ["mtls.example.com"], "secretName": "site"}]),
             _ing("tls13", "tls13.example.com", {P + "ssl-protocols": "TLSv1.3"},
                  tls=[{"hosts": ["tls13.example.com"], "secretName": "site"}]),
+            _ing("mtlsopt", "mtlsopt.example.com",
+                 {P + "auth-tls-secret": "default/client-ca", P + "auth-tls-verify-client": "optional"},
+                 tls=[{"hosts": ["mtlsopt.example.com"], "secretName": "site"}]),
+            _ing("ciphers", "ciphers.example.com",
+                 {P + "ssl-ciphers": "ECDHE-ECDSA-AES256-GCM-SHA384:DHE-RSA-AES128-GCM-SHA256"},
+                 tls=[{"hosts": ["ciphers.example.com"], "secretName": "site"}]),
+            _ing("extdown", "extdown.example.com", {P + "auth-url": f"http://127.0.0.1:{free_port()}/auth"}),
             ingress("pass", [rule("pass.example.com", ("/", "Prefix", "tlsecho", 443))],
                     annotations={P + "ssl-passthrough": "true"}),
         ]  # fmt: skip
@@ -267,6 +275,8 @@ def test_external_auth(env: Env) -> None:
     assert r.status == 302
     assert r.headers["Location"] == "https://login.example.com/start?rd=http://signin.example.com/deep/link"
     assert gw.get("signin.example.com", "/", headers={"Authorization": "Bearer good"}).status == 200
+    # The auth service is down: fail closed with 500, as nginx does.
+    assert gw.get("extdown.example.com", "/").status == 500
     _no_nack(gw)
 
 
@@ -281,6 +291,11 @@ def test_client_certificates(env: Env) -> None:
         with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
             resp = gw.get_https("mtls.example.com", "/", client_cert=cert)
             raise AssertionError(f"served without a valid client certificate: {resp.status}")
+    # optional: no certificate is fine, a certificate of another CA is not.
+    assert gw.get_https("mtlsopt.example.com", "/").status == 200
+    assert gw.get_https("mtlsopt.example.com", "/", client_cert=env.client).status == 200
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        gw.get_https("mtlsopt.example.com", "/", client_cert=env.other_client)
     _no_nack(gw)
 
 
@@ -289,6 +304,11 @@ def test_ssl_protocols(env: Env) -> None:
     assert gw.get_https("tls13.example.com", "/").tls_version == "TLSv1.3"
     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
         gw.get_https("tls13.example.com", "/", tls_max_version=ssl.TLSVersion.TLSv1_2)
+    # ssl-ciphers: only the listed (BoringSSL-supported) TLS 1.2 suite is negotiated; DHE is dropped and reported.
+    r = gw.get_https("ciphers.example.com", "/", tls_max_version=ssl.TLSVersion.TLSv1_2)
+    assert r.status == 200 and r.cipher == "ECDHE-ECDSA-AES256-GCM-SHA384"
+    rep = gw.ingress_report("ciphers")
+    assert rep is not None and any("DHE-RSA-AES128-GCM-SHA256" in w for w in rep["warnings"])
     # Other hosts keep the default range: TLS 1.2 works there.
     r = gw.get_https("mtls.example.com", "/", client_cert=env.client, tls_max_version=ssl.TLSVersion.TLSv1_2)
     assert r.status == 200 and r.tls_version == "TLSv1.2"
