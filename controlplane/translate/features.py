@@ -44,6 +44,10 @@ class Feature:
         """
         return frozenset({""}) if self.route_uses(route) else frozenset()
 
+    def patch_vhost(self, vhost: VirtualHost, pb: route_components_pb2.VirtualHost) -> None:
+        """Called once per virtual host after its routes: the place for settings every route shares
+        (cheaper for Envoy than the same setting repeated on each route)."""
+
     def http_filters(self, keys: frozenset[str]) -> list[hcm_pb2.HttpFilter]:
         """Filters to add to every connection manager; called only when `keys` (the union of
         `filter_keys` over all routes) is not empty."""

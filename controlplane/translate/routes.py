@@ -118,6 +118,8 @@ def vhost_message(vhost: VirtualHost, *, default_idle_timeout: int = 60) -> rc_p
     pb = rc_pb2.VirtualHost(name=vhost.name, domains=list(vhost.domains))
     for r in vhost.routes:
         pb.routes.append(route_message(r, vhost, default_idle_timeout=default_idle_timeout))
+    for feature in FEATURES:
+        feature.patch_vhost(vhost, pb)
     return pb
 
 

@@ -20,7 +20,7 @@ from controlplane.annotations.timeouts import ConnectTimeout, IdleTimeout, Retri
 from controlplane.ir import Forward, IngressRef, PathMatch, Route, ServiceCluster, VirtualHost, WeightedCluster
 from controlplane.translate.features import load_builtin_features
 from controlplane.translate.resources import service_cluster
-from controlplane.translate.routes import route_message
+from controlplane.translate.routes import route_message, vhost_message
 
 N = "nginx.ingress.kubernetes.io/"
 M = "meridian.io/"
@@ -123,11 +123,22 @@ def test_timeouts_and_retries() -> None:
     assert p.get(Retries).tokens == ("error", "timeout") and levels(p, "proxy-next-upstream") == ["warning"]
 
 
+def vhost_pb(parsed: Any) -> rc_pb2.VirtualHost:
+    load_builtin_features()
+    route = Route("r", PathMatch("prefix", "/"), Forward((WeightedCluster("default/web:80", 100),)), REF,
+                  policies=parsed.route + parsed.ingress)  # fmt: skip
+    return vhost_message(VirtualHost("h", ("h",), (route,)))
+
+
 def test_retry_policy_on_route() -> None:
-    pb = route_pb(parse({}))
-    rp = pb.route.retry_policy
+    # nginx's default (error timeout, 3 tries, no POST/LOCK/PATCH) sits once on the virtual host.
+    vh = vhost_pb(parse({}))
+    assert not vh.routes[0].route.HasField("retry_policy")
+    rp = vh.retry_policy
     assert rp.num_retries.value == 2 and "connect-failure" in rp.retry_on
-    assert rp.retriable_request_headers[0].name == ":method" and rp.retriable_request_headers[0].invert_match
+    methods = {h.string_match.exact for h in rp.retriable_request_headers if h.name == ":method"}
+    assert "GET" in methods and not methods & {"POST", "LOCK", "PATCH"}
+    assert not any(h.string_match.HasField("safe_regex") for h in rp.retriable_request_headers)
     pb = route_pb(parse({"proxy-next-upstream": "http_502 non_idempotent", "proxy-read-timeout": "3"}))
     rp = pb.route.retry_policy
     assert list(rp.retriable_status_codes) == [502] and not rp.retriable_request_headers
