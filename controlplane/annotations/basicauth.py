@@ -64,6 +64,18 @@ class BasicAuthFamily:
     keys = ("auth-type", "auth-secret", "auth-secret-type", "auth-realm")
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
+        out = self._parse(ann, ctx)
+        reported = {f.key for f in ctx.findings}
+        for key in self.keys:
+            if not ann.has(key) or key in reported:
+                continue
+            if out:
+                ctx.converted(key)
+            else:
+                ctx.warn(key, "ignored: basic auth not configured")
+        return out
+
+    def _parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
         kind = ann.get("auth-type")
         if kind is None:
             for key in ("auth-secret", "auth-secret-type", "auth-realm"):
@@ -119,5 +131,5 @@ class BasicAuthFamily:
         if '"' in realm or "\\" in realm or any(ord(c) < 32 for c in realm):
             ctx.warn("auth-realm", "quotes/control characters removed from the realm")
             realm = re.sub(r'["\\\x00-\x1f]', "", realm)
-        ctx.converted("auth-type", f"basic auth, {len(good)} user(s)")
+        ctx.converted("auth-type", f"basic auth, {len(good)} user(s); 401 with realm {realm!r} otherwise")
         return [BasicAuth("\n".join(good) + "\n", realm)]

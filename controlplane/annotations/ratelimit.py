@@ -69,10 +69,11 @@ class RateLimitFamily:
             exempt = cidrs
             if not bad:
                 ctx.converted(key, f"{', '.join(cidrs) or 'nobody'} exempt from rate limits")
-        if ann.has("limit-burst-multiplier") and not rules and not any(
-            f.key == "limit-burst-multiplier" for f in ctx.findings
-        ):
-            ctx.warn("limit-burst-multiplier", "no limit-rps/limit-rpm on this Ingress; ignored")
+        if ann.has("limit-burst-multiplier") and not any(f.key == "limit-burst-multiplier" for f in ctx.findings):
+            if rules:
+                ctx.converted("limit-burst-multiplier", f"burst = limit x {mult}")
+            else:
+                ctx.warn("limit-burst-multiplier", "no limit-rps/limit-rpm on this Ingress; ignored")
         if ann.has("limit-connections"):
             ctx.report(
                 "unsupported",

@@ -38,6 +38,10 @@ BORINGSSL_CIPHERS = frozenset(
 )
 
 
+def _pretty(version: str) -> str:
+    return version.replace("_", ".")
+
+
 @dataclass(frozen=True, slots=True)
 class TlsParams:
     """Envoy TlsParameters for the host: version range (enum names) and TLS 1.2 cipher list."""
@@ -71,9 +75,9 @@ class TlsParamsFamily:
                 if gap:
                     notes.append("Envoy accepts a contiguous range; versions in between are allowed too")
                 if notes:
-                    ctx.warn("ssl-protocols", f"{'; '.join(notes)}; using {lo}..{hi}")
+                    ctx.warn("ssl-protocols", f"{'; '.join(notes)}; using {_pretty(lo)}..{_pretty(hi)}")
                 else:
-                    ctx.converted("ssl-protocols", f"TLS versions {lo}..{hi}")
+                    ctx.converted("ssl-protocols", f"TLS versions {_pretty(lo)}..{_pretty(hi)}")
         ciphers: tuple[str, ...] = ()
         raw = ann.get("ssl-ciphers")
         if raw is not None:
