@@ -98,6 +98,7 @@ class Controller:
         # inputs are known without scanning every host when most hosts use some feature (e.g. retries).
         self._feature_key_hosts: Counter[tuple[str, str]] = Counter()
         self.host_extra_clusters: dict[str, dict[str, Any]] = {}
+        self.host_errors: dict[str, str] = {}  # hosts whose last build failed (previous routes kept)
         self._ingress_states: dict[IngressRef, str] = {}  # accepted | rejected | ignored, counted incrementally
         self._state_counts: Counter[str] = Counter()
         self.variant_policies: dict[str, tuple[Any, ...]] = {}
@@ -232,13 +233,17 @@ class Controller:
                 self._set_ingress_state(ref, None)
                 continue
             lookups = Lookups(resolve_port=self.services.resolve_port, get_secret=self._get_secret)
-            ir = build_ingress(
-                obj,
-                ref,
-                class_accepted=is_accepted(obj, self._class_view(ref.cluster), self.config.classes),
-                lookups=lookups,
-                upstream_variant=upstream_variant,
-            )
+            try:
+                ir = build_ingress(
+                    obj,
+                    ref,
+                    class_accepted=is_accepted(obj, self._class_view(ref.cluster), self.config.classes),
+                    lookups=lookups,
+                    upstream_variant=upstream_variant,
+                )
+            except Exception as exc:  # a bug must cost this Ingress only, never the batch
+                log.exception("building Ingress %s failed; it is not served", ref)
+                ir = _failed_ingress(obj, ref, exc)
             self.irs[ref] = ir
             self._set_ingress_state(ref, _ingress_state(ir))
             self._index(ir)
@@ -425,43 +430,12 @@ class Controller:
             return
         tls_hosts = frozenset(self.tls_map)
         for host in hosts:
-            refs = set(self.host_index.get(host, set()))
-            if host == "":
-                refs |= self.default_holders
-            irs = [self.irs[r] for r in refs if r in self.irs and self.irs[r].served]
-            if not irs:
-                for table in (self.host_results, self.http_vh, self.https_vh):
-                    table.pop(host, None)
-                self._set_host_features(host, {})
-                self.host_extra_clusters.pop(host, None)
-                continue
-            result = merge_host(host, irs, tls_hosts=tls_hosts, https_port=self.config.https_port)
-            if not result.https.routes:
-                for table in (self.host_results, self.http_vh, self.https_vh):
-                    table.pop(host, None)
-                self._set_host_features(host, {})
-                self.host_extra_clusters.pop(host, None)
-                self.host_results[host] = result
-                continue
-            self.host_results[host] = result
-            https = framed_vhost(vhost_bytes(result.https))
-            self.https_vh[host] = https
-            self.http_vh[host] = https if result.http is result.https else framed_vhost(vhost_bytes(result.http))
-            needs: dict[str, frozenset[str]] = {}
-            for f in FEATURES:
-                keys = frozenset().union(*(f.filter_keys(r) for r in result.https.routes))
-                if keys:
-                    needs[f.name] = keys
-            self._set_host_features(host, needs)
-            extra: dict[str, Any] = {}
-            for f in FEATURES:
-                for r in result.https.routes:
-                    for c in f.extra_clusters(r):
-                        extra[c.name] = c
-            if extra:
-                self.host_extra_clusters[host] = extra
-            else:
-                self.host_extra_clusters.pop(host, None)
+            try:
+                self._build_host(host, tls_hosts)
+                self.host_errors.pop(host, None)
+            except Exception as exc:  # keep this host's last good routes; every other host goes on
+                log.exception("building virtual host %r failed; keeping its previous routes", host or "*")
+                self.host_errors[host] = f"internal error building host {host or '*'}: {exc}"
         order = self._host_order
         _sync_order(order, hosts, self.https_vh)
         rds = changes[rt.ROUTE]
@@ -485,6 +459,49 @@ class Controller:
         for name, pb in wanted.items():
             cds[name] = make_resource(name, rt.CLUSTER, pb)
         self._extra_cluster_names = set(wanted)
+
+    def _drop_host(self, host: str) -> None:
+        for table in (self.host_results, self.http_vh, self.https_vh):
+            table.pop(host, None)
+        self._set_host_features(host, {})
+        self.host_extra_clusters.pop(host, None)
+
+    def _build_host(self, host: str, tls_hosts: frozenset[str]) -> None:
+        """Merge and translate one host; cache its framed vhost bytes, filter needs and extra clusters.
+
+        Everything is computed before any table is touched, so a failure leaves the host as it was.
+        """
+        refs = set(self.host_index.get(host, set()))
+        if host == "":
+            refs |= self.default_holders
+        irs = [self.irs[r] for r in refs if r in self.irs and self.irs[r].served]
+        if not irs:
+            self._drop_host(host)
+            return
+        result = merge_host(host, irs, tls_hosts=tls_hosts, https_port=self.config.https_port)
+        if not result.https.routes:
+            self._drop_host(host)
+            self.host_results[host] = result  # keeps its findings (conflicts) for the reports
+            return
+        https = framed_vhost(vhost_bytes(result.https))
+        http = https if result.http is result.https else framed_vhost(vhost_bytes(result.http))
+        needs: dict[str, frozenset[str]] = {}
+        extra: dict[str, Any] = {}
+        for f in FEATURES:
+            keys = frozenset().union(*(f.filter_keys(r) for r in result.https.routes))
+            if keys:
+                needs[f.name] = keys
+            for r in result.https.routes:
+                for c in f.extra_clusters(r):
+                    extra[c.name] = c
+        self.host_results[host] = result
+        self.https_vh[host] = https
+        self.http_vh[host] = http
+        self._set_host_features(host, needs)
+        if extra:
+            self.host_extra_clusters[host] = extra
+        else:
+            self.host_extra_clusters.pop(host, None)
 
     def _set_host_features(self, host: str, needs: dict[str, frozenset[str]]) -> None:
         for name, keys in self.host_features.pop(host, {}).items():
@@ -572,6 +589,8 @@ class Controller:
             result = self.host_results.get(host)
             if result:
                 findings.extend(f for ref, f in result.findings if ref == ir.ref)
+            if host in self.host_errors:
+                findings.append(Finding("warning", host or "*", self.host_errors[host] + "; previous routes kept"))
         address = self.config.publish_address or self.config.listen_address
         reasons = []
         if not ir.class_accepted:
@@ -595,6 +614,22 @@ class Controller:
     def _update_ingress_metrics(self) -> None:
         for state in ("accepted", "rejected", "ignored"):
             self.metrics.ingresses.labels(state).set(self._state_counts[state])
+
+
+def _failed_ingress(obj: Mapping[str, Any], ref: IngressRef, exc: Exception) -> IngressIR:
+    """An Ingress whose translation crashed: rejected, with the reason in its report."""
+    meta = obj.get("metadata") or {}
+    return IngressIR(
+        ref=ref,
+        created=str(meta.get("creationTimestamp") or ""),
+        class_accepted=True,
+        rules=(),
+        default_backend=None,
+        tls=(),
+        annotations=ParsedAnnotations(),
+        findings=(Finding("rejected", "spec", f"internal error translating this Ingress: {exc}"),),
+        rejected=True,
+    )
 
 
 def _forward_clusters(ir: IngressIR) -> set[str]:
