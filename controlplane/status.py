@@ -142,8 +142,16 @@ class StatusWriter:
         self._emitted: dict[IngressRef, tuple[str, set[str]]] = {}  # -> (uid, event names created)
         self._published: set[Address] = set()  # every address this process has published
         self._addresses: frozenset[Address] | None = None
-        self._touched: set[IngressRef] = set()  # Ingresses changed in a store since the last pass
-        self._touched_lock = threading.Lock()
+        # What changed since the last pass (filled from store events, in the writers' threads).
+        self._lock = threading.Lock()
+        self._full = True  # compare every Ingress (start, new term, IngressClass or address change)
+        self._touched: set[IngressRef] = set()
+        self._services: set[tuple[str, str]] = set()
+        self._secrets: set[tuple[str, str, str]] = set()
+        # Reverse indexes over the IRs last compared, to find who a change can affect.
+        self._by_host: dict[str, set[IngressRef]] = {}
+        self._by_service: dict[tuple[str, str], set[IngressRef]] = {}
+        self._by_secret: dict[tuple[str, str, str], set[IngressRef]] = {}
         self._kick = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -189,27 +197,58 @@ class StatusWriter:
     def _on_store_event(self, event: StoreEvent) -> None:
         # Runs in the writer's thread, after the controller's listener queued the same event,
         # so the controller's flush is scheduled ahead of this wake-up.
-        if event.ref.kind in _RELEVANT and self._loop is not None:
-            if event.ref.kind == INGRESS:
-                with self._touched_lock:
-                    self._touched.add(IngressRef(event.ref.cluster, event.ref.namespace, event.ref.name))
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._kick.set)
+        ref = event.ref
+        if ref.kind not in _RELEVANT or self._loop is None:
+            return
+        with self._lock:
+            if ref.kind == INGRESS:
+                self._touched.add(IngressRef(ref.cluster, ref.namespace, ref.name))
+            elif ref.kind == SERVICE:
+                self._services.add((ref.namespace, ref.name))
+            elif ref.kind == SECRET:
+                self._secrets.add((ref.cluster, ref.namespace, ref.name))
+            else:
+                self._full = True
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._kick.set)
 
     def _on_leadership(self, leading: bool) -> None:
         self.leader_gauge.set(1 if leading else 0)
-        self._seen.clear()  # a new term starts with a full comparison
-        self._inflight.clear()
+        self._forget_all()  # a new term starts with a full comparison
         if leading:
             self._kick.set()
 
+    def _forget_all(self) -> None:
+        self._seen.clear()
+        self._inflight.clear()
+        self._by_host.clear()
+        self._by_service.clear()
+        self._by_secret.clear()
+        with self._lock:
+            self._full = True
+
     def _retry_later(self, ref: IngressRef) -> None:
         self._seen.pop(ref, None)
+        with self._lock:
+            self._touched.add(ref)
         if self._loop is not None:
             self._loop.call_later(self.retry_delay, self._kick.set)
 
+    async def _wait_primary_synced(self) -> None:
+        """Status decisions need a complete primary store (an unseen IngressClass would clear statuses).
+
+        Not `controller.ready`: that also waits for every remote cluster, so a remote that is slow to
+        sync would hold back status for the primary cluster.
+        """
+        while True:
+            primary = self.registry.primary_id()
+            store = self.registry.get(primary) if primary is not None else None
+            if store is not None and store.status.state != "pending":
+                return
+            await asyncio.sleep(0.05)
+
     async def _run(self) -> None:
-        await self.controller.ready.wait()
+        await self._wait_primary_synced()
         self._kick.set()
         while True:
             await self._kick.wait()
@@ -221,53 +260,104 @@ class StatusWriter:
                 await self.run_pass()
             except Exception:
                 log.exception("writing Ingress status failed")
-                self._seen.clear()
+                self._forget_all()
                 assert self._loop is not None
                 self._loop.call_later(self.retry_delay, self._kick.set)
 
     # -- one pass --------------------------------------------------------
+    @staticmethod
+    def _hosts(ir: Any) -> list[str]:
+        return sorted(ir.hosts) + ([""] if ir.default_backend is not None else [])
+
     def _token(self, ref: IngressRef, ir: Any) -> tuple[Any, ...]:
         store = self.registry.get(ref.cluster)
         obj = store.get(INGRESS, ref.namespace, ref.name) if store is not None else None
-        hosts = sorted(ir.hosts) + ([""] if ir.default_backend is not None else [])
         results = self.controller.host_results
-        return (ir, obj, *(results.get(h) for h in hosts))
+        return (ir, obj, *(results.get(h) for h in self._hosts(ir)))
 
-    def _controller_lags(self) -> bool:
-        """True while the controller has not yet built IRs from the latest stored Ingresses."""
-        with self._touched_lock:
+    def _index(self, ref: IngressRef, ir: Any, add: bool) -> None:
+        pairs: list[tuple[dict[Any, set[IngressRef]], Any]] = [(self._by_host, h) for h in self._hosts(ir)]
+        pairs += [(self._by_service, key) for key in ir.services]
+        pairs += [(self._by_secret, key) for key in ir.secrets]
+        for index, key in pairs:
+            if add:
+                index.setdefault(key, set()).add(ref)
+            else:
+                refs = index.get(key)
+                if refs is not None:
+                    refs.discard(ref)
+                    if not refs:
+                        del index[key]
+
+    def _record(self, ref: IngressRef, token: tuple[Any, ...] | None) -> None:
+        old = self._seen.pop(ref, None)
+        if old is not None:
+            self._index(ref, old[0], add=False)
+        if token is not None:
+            self._seen[ref] = token
+            self._index(ref, token[0], add=True)
+
+    def _candidates(self) -> set[IngressRef] | None:
+        """Ingresses a change since the last pass can affect; None means all of them."""
+        with self._lock:
+            full, self._full = self._full, False
             touched, self._touched = self._touched, set()
-        lagging: set[IngressRef] = set()
+            services, self._services = self._services, set()
+            secrets, self._secrets = self._secrets, set()
+        # The controller builds IRs on the same loop, normally before this wakes up; if it has not
+        # caught up with a stored Ingress yet, look at that one again shortly.
         built = self.controller.ingress_objs
+        lagging = set()
         for ref in touched:
             store = self.registry.get(ref.cluster)
-            obj = store.get(INGRESS, ref.namespace, ref.name) if store is not None else None
-            if built.get(ref) is not obj:
+            if built.get(ref) is not (store.get(INGRESS, ref.namespace, ref.name) if store is not None else None):
                 lagging.add(ref)
         if lagging:
-            with self._touched_lock:
+            with self._lock:
                 self._touched |= lagging
-        return bool(lagging)
+            if self._loop is not None:
+                self._loop.call_later(self.debounce, self._kick.set)
+        if full:
+            return None
+        out = set(touched)
+        irs = self.controller.irs
+        for ref in touched:  # conflicts: everyone sharing a host with the old or the new version
+            for version in (self._seen.get(ref, (None,))[0], irs.get(ref)):
+                if version is not None:
+                    for h in self._hosts(version):
+                        out |= self._by_host.get(h, set())
+        for key in services:
+            out |= self._by_service.get(key, set())
+        for key in secrets:
+            out |= self._by_secret.get(key, set())
+        return out
 
     def dirty(self) -> list[IngressRef]:
         """Ingresses whose IR, stored object or host findings changed since the last pass."""
-        if self._controller_lags() and self._loop is not None:
-            self._loop.call_later(self.debounce, self._kick.set)  # look again once it has caught up
+        candidates = self._candidates()
         addresses = _key(self.addresses())
-        if addresses != self._addresses:
+        if addresses != self._addresses:  # every served Ingress must say the new address
             self._addresses = addresses
             self._seen.clear()
+            self._by_host.clear()
+            self._by_service.clear()
+            self._by_secret.clear()
+            candidates = None
         irs = self.controller.irs
-        for ref in [r for r in self._seen if r not in irs]:
-            del self._seen[ref]
-            self._inflight.pop(ref, None)
-            self._emitted.pop(ref, None)
+        if candidates is None:
+            candidates = set(irs) | set(self._seen)
         out: list[IngressRef] = []
-        for ref, ir in list(irs.items()):
+        for ref in candidates:
+            ir = irs.get(ref)
+            if ir is None:
+                self._record(ref, None)
+                self._inflight.pop(ref, None)
+                self._emitted.pop(ref, None)
+                continue
             token = self._token(ref, ir)
             old = self._seen.get(ref)
             if old is None or len(old) != len(token) or any(a is not b for a, b in zip(old, token, strict=True)):
-                self._seen[ref] = token
+                self._record(ref, token)
                 out.append(ref)
         return out
 
@@ -277,8 +367,10 @@ class StatusWriter:
         addresses = self.addresses()
         self._published |= _key(addresses)
         writes: list[_Write] = []
-        for ref in self.dirty():
+        dirty = self.dirty()
+        for ref in dirty:
             writes.extend(self._plan(ref, addresses))
+        log.debug("status pass %d: %d Ingresses to check, %d writes", self.passes, len(dirty), len(writes))
         if not writes:
             return 0
         sem = asyncio.Semaphore(self.concurrency)
@@ -294,7 +386,10 @@ class StatusWriter:
         ir = self.controller.irs.get(ref)
         store = self.registry.get(ref.cluster)
         obj = store.get(INGRESS, ref.namespace, ref.name) if store is not None else None
-        if ir is None or obj is None:
+        if ir is None or obj is None or store is None:
+            return []
+        if store.status.state == "pending":  # that cluster has not listed everything yet: decide later
+            self._retry_later(ref)
             return []
         out: list[_Write] = []
         meta = obj.get("metadata") or {}

@@ -251,14 +251,20 @@ async def test_events_for_warning_conflict_and_rejection_deduplicated(fake: Fake
     kubectl_apply(fake, ingress("warned", "a.example.com", created="2024-01-01T00:00:00Z", paths=("/", "/v2"),
                                 annotations=warned_annotations))
     await until(lambda: len(by_object()["warned"]) == 2, what="re-emitted for generation 2")
+
+    # An older Ingress claims the same host: "warned" (not changed itself) now loses, and says so.
+    kubectl_apply(fake, ingress("oldest", "a.example.com", created="2023-01-01T00:00:00Z"))
+    await until(lambda: [e["reason"] for e in by_object()["warned"]].count("Conflict") == 1, what="conflict")
+    assert "oldest" not in by_object()
+    await until(lambda: len(by_object()["loser"]) == 2, what="the loser's conflict names the new winner")
     await app.stop()
 
     # Another term (a restarted replica): the same findings are not emitted twice.
     again = await start_cp(fake, identity="cp-b")
     kubectl_apply(fake, ingress("sentinel2", "s2.example.com"))
     await until(lambda: lb(fake, "sentinel2") == [{"ip": ADDRESS}], what="new leader writes")
-    await until(lambda: writes(again, "event", "exists") == 3, what="re-created Events answered 409")
-    assert len(fake.events()) == 4 and writes(again, "event") == 0
+    await until(lambda: writes(again, "event", "exists") == 4, what="re-created Events answered 409")
+    assert len(fake.events()) == 6 and writes(again, "event") == 0
 
 
 async def test_only_the_leader_writes(fake: FakeKube, start_cp: Starter) -> None:
