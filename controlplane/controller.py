@@ -159,7 +159,9 @@ class Controller:
         self.last_build_seconds = time.perf_counter() - started
         self.metrics.build_duration.observe(self.last_build_seconds)
         self.metrics.snapshot_version.set(self.cache.version)
-        if not self.ready.is_set() and self.registry.all_synced():
+        # Serve once the primary cluster is in; remote clusters join as their events arrive
+        # (readiness also waits for their first sync attempt, checked when /readyz is asked).
+        if not self.ready.is_set() and self.registry.primary_synced():
             self.cache.ready = True
             self.ready.set()
 

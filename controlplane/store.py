@@ -210,6 +210,10 @@ class ClusterRegistry:
     def on_cluster_change(self, listener: Callable[[str, bool], None]) -> None:
         self._cluster_listeners.append(listener)
 
+    def primary_synced(self) -> bool:
+        """The primary cluster (every file-mode cluster counts as primary-like) finished its first sync."""
+        return all(s.status.state != "pending" for s in self.stores() if s.primary)
+
     def all_synced(self) -> bool:
         """Every source has finished its first sync attempt (a broken remote must not block readiness)."""
         return all(s.status.state != "pending" for s in self.stores() if s.primary) and all(
