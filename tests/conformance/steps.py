@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime
 import fnmatch
+import json
 import re
 import secrets
 import uuid
@@ -129,7 +130,7 @@ class FeatureWorld:
             self.gw.remove(f)
         if self.ingress_name:
             wait_until(lambda: self.report() is None, timeout=15, message=f"{self.key}: Ingress not removed")
-        self.gw.wait_converged()
+        wait_converged(self.gw)
 
 
 @dataclass
@@ -165,6 +166,15 @@ class ScenarioState:
         assert self.response is not None, "no request was sent"
         assert self.body is not None, f"no echo body: {self.response.status} {self.response.text[:200]}"
         return self.body
+
+
+def wait_converged(gw: Gateway, timeout: float = 20) -> None:
+    """gw.wait_converged, with the xDS state in the failure message."""
+    try:
+        gw.wait_converged(timeout)
+    except AssertionError as exc:
+        state = {"syncz": gw.admin("/debug/syncz"), "snapshot": gw.admin("/debug/snapshot")["types"]}
+        raise AssertionError(f"{exc}; {json.dumps(state)[:4000]}") from None
 
 
 StepFn = Callable[..., None]
@@ -225,13 +235,13 @@ def _status_address(s: ScenarioState, st: Step) -> None:
                    message="Ingress status never showed an address")  # fmt: skip
     assert r["accepted"], r
     # The address is only useful once Envoy serves what it stands for.
-    s.gw.wait_converged()
+    wait_converged(s.gw)
 
 
 @step(r"The Ingress status should not contain the IP address or FQDN")
 def _status_no_address(s: ScenarioState, st: Step) -> None:
     r = wait_until(s.world.report, timeout=15, message="Ingress never reported")
-    s.gw.wait_converged()
+    wait_converged(s.gw)
     r = s.world.report()
     assert r is not None and r.get("address") in (None, "", []), r
     assert not r["accepted"], r

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.conformance.gherkin import Case, load_cases
-from tests.conformance.steps import FeatureWorld, ScenarioState, run_step
-from tests.support.gateway import Gateway
+from tests.conformance.steps import FeatureWorld, ScenarioState, run_step, self_signed_tls_secret
+from tests.support.gateway import Gateway, ingress, rule
 
 REPO = Path(__file__).resolve().parents[2]
 FEATURES = REPO.parent / "shared" / "conformance" / "ingress"
@@ -59,9 +59,18 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     gw = Gateway(tmp_path_factory.mktemp("conformance"))
     try:
         gw.start()
-        # A Service that outlives every feature: with no cluster left at all, Envoy drops its EDS
-        # subscription and never ACKs the EDS push already on the wire, so the stream never looks converged.
-        gw.backend("sentinel", namespace="conformance-sentinel")
+        # Objects that outlive every feature. When the last cluster (or the last certificate) goes away,
+        # Envoy drops its EDS (SDS) subscription and never ACKs the push already on the wire, so
+        # /debug/syncz keeps that type pending and the stream never looks converged (reported to the
+        # xDS server's owner). A sentinel Service and TLS host keep both subscriptions alive.
+        ns = "conformance-sentinel"
+        gw.backend("sentinel", namespace=ns)
+        secret, _cert = self_signed_tls_secret("sentinel-tls", ns, "sentinel.invalid")
+        sentinel = ingress("sentinel", [rule("sentinel.invalid", ("/", "Prefix", "sentinel", 80))], namespace=ns,
+                           tls=[{"hosts": ["sentinel.invalid"], "secretName": "sentinel-tls"}])  # fmt: skip
+        gw.write("sentinel.yaml", [secret, sentinel])
+        gw.wait_report("sentinel", lambda r: r["accepted"], namespace=ns)
+        gw.wait_converged()
         yield Suite(gw)
     finally:
         gw.stop()
