@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from controlplane.annotations.base import Annotations, ParseContext
 
+SELF_HOST = "meridian.self"  # auth-url host `$host`: the gateway itself, same Host as the request
 _HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -35,7 +36,14 @@ class ExtAuth:
     @property
     def cluster(self) -> str:
         """Stable cluster name for the auth service."""
+        if self.self_host:
+            return f"extauth:{self.scheme}:self"
         return f"extauth:{self.scheme}:{self.host}:{self.port}"
+
+    @property
+    def self_host(self) -> bool:
+        """auth-url on `$host`: sent back through this gateway with the request's Host."""
+        return self.host == SELF_HOST
 
 
 # nginx variables -> Envoy access-log formatter operators (used in the sign-in redirect).
@@ -107,7 +115,11 @@ class ExtAuthFamily:
         if parts.scheme not in ("http", "https") or not parts.hostname or re.search(r"[\s\x00-\x1f\x7f]", url):
             ctx.reject("auth-url", f"invalid URL {url!r}; the Ingress is not served (nginx would answer 500)")
             return []
-        if "$" in (parts.netloc or ""):
+        self_host = (parts.netloc or "").lower() in ("$host", "$http_host", "$best_http_host")
+        if self_host:
+            # The auth service is behind this gateway, on the request's own host (oauth2-proxy style).
+            parts = urlsplit(url.replace(parts.netloc, SELF_HOST, 1))
+        elif "$" in (parts.netloc or ""):
             ctx.reject(
                 "auth-url",
                 f"{url!r}: an auth service chosen per request ($host) is not supported; the Ingress is not served "
@@ -164,5 +176,8 @@ class ExtAuthFamily:
         for key in ("auth-request-redirect", "auth-signin-redirect-param", "auth-always-set-cookie"):
             if ann.has(key):
                 ctx.report("unsupported", key, "not supported with Envoy ext_authz; ignored")
-        ctx.converted("auth-url", f"external auth via {parts.scheme}://{parts.hostname}:{port}{path}")
+        if self_host:
+            ctx.converted("auth-url", f"external auth via this gateway: {parts.scheme}://<request host>{path}")
+        else:
+            ctx.converted("auth-url", f"external auth via {parts.scheme}://{parts.hostname}:{port}{path}")
         return [ExtAuth(parts.scheme, parts.hostname, port, path, method, tuple(headers), signin)]

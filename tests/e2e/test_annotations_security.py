@@ -66,7 +66,16 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         gw.publish("tlsecho", [tls_srv], port=443)
 
         ca = make_ca()
-        server = issue_cert(ca, ["mtls.example.com", "mtlsopt.example.com", "tls13.example.com", "ciphers.example.com"])
+        server = issue_cert(
+            ca,
+            [
+                "mtls.example.com",
+                "mtlsopt.example.com",
+                "tls13.example.com",
+                "ciphers.example.com",
+                "selfauths.example.com",
+            ],
+        )
         client = write_pair(root / "certs", "client", issue_cert(ca, common_name="alice", client=True))
         rogue_ca = make_ca("Rogue CA")
         other_client = write_pair(root / "certs", "rogue", issue_cert(rogue_ca, common_name="mallory", client=True))
@@ -108,6 +117,15 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                  {P + "ssl-ciphers": "ECDHE-ECDSA-AES256-GCM-SHA384:DHE-RSA-AES128-GCM-SHA256"},
                  tls=[{"hosts": ["ciphers.example.com"], "secretName": "site"}]),
             _ing("extdown", "extdown.example.com", {P + "auth-url": f"http://127.0.0.1:{free_port()}/auth"}),
+            # auth-url on $host: the auth service is behind this gateway (oauth2-proxy style).
+            _ing("selfauth", "selfauth.example.com", {P + "auth-url": "http://$host/auth/check"}),
+            ingress("selfauth-proxy", [rule("selfauth.example.com", ("/auth", "Prefix", "sink", 80))]),
+            # $host auth with no auth service on that host: the check would recurse; it fails closed.
+            _ing("selfloop", "selfloop.example.com", {P + "auth-url": "http://$host/oauth2/auth"}),
+            _ing("selfauths", "selfauths.example.com", {P + "auth-url": "https://$host/auth/check"},
+                 tls=[{"hosts": ["selfauths.example.com"], "secretName": "site"}]),
+            ingress("selfauths-proxy", [rule("selfauths.example.com", ("/auth", "Prefix", "sink", 80))],
+                    tls=[{"hosts": ["selfauths.example.com"], "secretName": "site"}]),
             ingress("pass", [rule("pass.example.com", ("/", "Prefix", "tlsecho", 443))],
                     annotations={P + "ssl-passthrough": "true"}),
         ]  # fmt: skip
@@ -275,6 +293,16 @@ def test_external_auth(env: Env) -> None:
     assert r.status == 302
     assert r.headers["Location"] == "https://login.example.com/start?rd=http://signin.example.com/deep/link"
     assert gw.get("signin.example.com", "/", headers={"Authorization": "Bearer good"}).status == 200
+    # auth-url http://$host/...: the check goes back through the gateway with the request's Host.
+    auth.auth_requests.clear()
+    assert gw.get("selfauth.example.com", "/app").status == 401
+    assert auth.auth_requests[-1]["path"].split("?")[0] == "/auth/check"
+    assert auth.auth_requests[-1]["headers"]["host"] == "selfauth.example.com"
+    assert gw.get("selfauth.example.com", "/app", headers={"Authorization": "Bearer good"}).json()["service"] == "echo"
+    r = gw.get_https("selfauths.example.com", "/app", headers={"Authorization": "Bearer good"})
+    assert r.status == 200 and r.json()["service"] == "echo"
+    assert gw.get_https("selfauths.example.com", "/app").status == 401
+    assert gw.get("selfloop.example.com", "/", headers={"Authorization": "Bearer good"}).status == 403
     # The auth service is down: fail closed with 500, as nginx does.
     assert gw.get("extdown.example.com", "/").status == 500
     _no_nack(gw)

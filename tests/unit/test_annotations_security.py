@@ -134,7 +134,23 @@ def test_ext_auth() -> None:
     assert ea.signin == "https://x.example.com/s?rd=%REQ(x-forwarded-proto)%://%REQ(:authority)%%REQ(:path)%"
 
 
-@pytest.mark.parametrize("url", ["http://$host/oauth2/auth", "not a url", "ftp://x/y"])
+def test_ext_auth_on_request_host() -> None:
+    """auth-url http(s)://$host/...: checked through this gateway with the request's Host."""
+    ea = parse({N + "auth-url": "https://$host/oauth2/auth"}).get(ExtAuth)
+    assert ea.self_host and ea.cluster == "extauth:https:self" and ea.path == "/oauth2/auth"
+    pb, route = _route(ea)
+    assert "envoy.filters.http.rbac/auth-loop" in pb.typed_per_filter_config
+    feature = _feature("ext-auth")
+    cluster = feature.extra_clusters(route)[0]
+    assert cluster.type == cluster.ORIGINAL_DST and cluster.original_dst_lb_config.use_http_header
+    filters = feature.http_filters(feature.filter_keys(route))
+    assert filters[0].name == "envoy.filters.http.rbac/auth-loop"  # a check landing on a $host-auth route: 403
+    cfg = _unpack(filters[1].typed_config, ext_authz_pb2.ExtAuthz)
+    added = {h.key: h.value for h in cfg.http_service.authorization_request.headers_to_add}
+    assert added[cluster.original_dst_lb_config.http_header_name] == "%DOWNSTREAM_LOCAL_ADDRESS%"
+
+
+@pytest.mark.parametrize("url", ["http://$remote_addr/oauth2/auth", "not a url", "ftp://x/y", "http://a b/x"])
 def test_ext_auth_unusable_url_rejects(url: str) -> None:
     p = parse({N + "auth-url": url})
     assert p.rejected and p.get(ExtAuth) is None

@@ -15,18 +15,21 @@ import json
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2, config_source_pb2
+from envoy.config.rbac.v3 import rbac_pb2 as rbac_cfg
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.custom_response.v3 import custom_response_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.http.custom_response.local_response_policy.v3 import local_response_policy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import status_code_input_pb2
 from envoy.type.v3 import http_status_pb2
 from xds.core.v3 import extension_pb2 as xds_extension_pb2
 
 from controlplane.annotations.basicauth import BasicAuth
-from controlplane.annotations.extauth import ExtAuth
+from controlplane.annotations.extauth import SELF_HOST, ExtAuth
 from controlplane.ir import Route, VirtualHost
 from controlplane.translate.features import Feature, register
 from controlplane.translate.policies.ipaccess import access_policy, pack
@@ -35,6 +38,8 @@ from controlplane.translate.resources import set_duration, socket_address
 FILTER_PREFIX = "envoy.filters.http.ext_authz"
 SIGNIN_FILTER = "envoy.filters.http.custom_response"
 AUTH_TIMEOUT = 10.0
+SELF_DST_HEADER = "x-meridian-auth-dst"
+LOOP_FILTER = "envoy.filters.http.rbac/auth-loop"
 
 
 def service_key(p: ExtAuth) -> str:
@@ -68,6 +73,8 @@ def auth_filter(key: str) -> hcm_pb2.HttpFilter:
     ):
         req.headers_to_add.add(key=name, value=value)
     resp = http.authorization_response
+    if host == SELF_HOST:
+        req.headers_to_add.add(key=SELF_DST_HEADER, value="%DOWNSTREAM_LOCAL_ADDRESS%")
     for h in headers:
         resp.allowed_upstream_headers.patterns.add(exact=h, ignore_case=True)
     # nginx answers 500 when the auth service fails.
@@ -107,7 +114,32 @@ def _on_401(status: int, header: str, value: str, body: str) -> custom_response_
     return cr
 
 
+def self_cluster(p: ExtAuth) -> cluster_pb2.Cluster:
+    """auth-url `$host`: back into this gateway, to the listener the request came in on.
+
+    An ORIGINAL_DST cluster reads the destination from a header the auth filter sets to
+    %DOWNSTREAM_LOCAL_ADDRESS%; the Host header is the request's, so the gateway routes the
+    check like any request for that host (e.g. to oauth2-proxy's /oauth2 Ingress).
+    """
+    pb = cluster_pb2.Cluster(name=p.cluster, type=cluster_pb2.Cluster.ORIGINAL_DST)
+    pb.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED
+    pb.original_dst_lb_config.use_http_header = True
+    pb.original_dst_lb_config.http_header_name = SELF_DST_HEADER
+    set_duration(pb.connect_timeout, 5.0)
+    if p.scheme == "https":
+        tls = tls_pb2.UpstreamTlsContext()
+        pb.transport_socket.name = "envoy.transport_sockets.tls"
+        pb.transport_socket.typed_config.Pack(tls)
+        opts = http_protocol_options_pb2.HttpProtocolOptions()
+        opts.upstream_http_protocol_options.auto_sni = True
+        opts.explicit_http_config.http_protocol_options.SetInParent()
+        pb.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].Pack(opts)
+    return pb
+
+
 def auth_cluster(p: ExtAuth) -> cluster_pb2.Cluster:
+    if p.self_host:
+        return self_cluster(p)
     pb = cluster_pb2.Cluster(name=p.cluster)
     set_duration(pb.connect_timeout, 5.0)
     try:
@@ -137,7 +169,10 @@ class ExtAuthFeature(Feature):
         return frozenset() if p is None else frozenset({service_key(p)})
 
     def http_filters(self, keys: frozenset[str]) -> list[hcm_pb2.HttpFilter]:
-        return [auth_filter(k) for k in sorted(keys)]
+        out = [auth_filter(k) for k in sorted(keys)]
+        if any(json.loads(k)[1] == SELF_HOST for k in keys):
+            out.insert(0, hcm_pb2.HttpFilter(name=LOOP_FILTER, typed_config=pack(rbac_pb2.RBAC())))
+        return out
 
     def patch_route(self, route: Route, pb: route_components_pb2.Route, vhost: VirtualHost) -> None:
         p = access_policy(route, ExtAuth)
@@ -146,6 +181,16 @@ class ExtAuthFeature(Feature):
         per_route = ext_authz_pb2.ExtAuthzPerRoute(check_settings=ext_authz_pb2.CheckSettings())
         enable = route_components_pb2.FilterConfig(config=pack(per_route), disabled=False)
         pb.typed_per_filter_config[filter_name(service_key(p))].CopyFrom(pack(enable))
+        if p.self_host:
+            # A check sent back through the gateway that lands on a route needing that same kind of
+            # check would recurse (nginx loops too): refuse it at once, so the outer check fails closed.
+            rules = rbac_cfg.RBAC(action=rbac_cfg.RBAC.DENY)
+            pol = rules.policies["auth-loop"]
+            pol.permissions.add(any=True)
+            pol.principals.add().header.name = SELF_DST_HEADER
+            pol.principals[0].header.present_match = True
+            per_route = rbac_pb2.RBACPerRoute(rbac=rbac_pb2.RBAC(rules=rules))
+            pb.typed_per_filter_config[LOOP_FILTER].CopyFrom(pack(per_route))
 
     def extra_clusters(self, route: Route) -> list[cluster_pb2.Cluster]:
         p = access_policy(route, ExtAuth)
