@@ -319,6 +319,11 @@ class XdsServer:
         return str(next(self._nonces))
 
     def _sotw_response(self, s: StreamState, st: TypeState, snap: TypeSnapshot) -> bytes | None:
+        if not st.wildcard and not st.names and not st.legacy_wildcard:
+            # Nothing subscribed: Envoy ignores responses for a type it no longer watches.
+            st.sent = {}
+            st.current = max(st.current, snap.version)
+            return None
         if st.type_url == ENDPOINT and not (st.wildcard or st.force or st.nacked) and st.sent_cache_version:
             partial = self._sotw_endpoint_update(s, st, snap)
             if partial is not False:

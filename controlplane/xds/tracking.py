@@ -163,6 +163,12 @@ def on_sotw_request(stream: StreamState, req: Any) -> str:
     st = stream.state(req.type_url)
     if req.response_nonce:
         if req.response_nonce != st.nonce:
+            if st.requested and not st.wildcard and st.names and not req.resource_names:
+                # Envoy dropped its last watch of this type (last cluster or certificate gone). It
+                # will not answer the response in flight, so nothing is pending any more.
+                st.names = set()
+                st.pending = False
+                return REQUEST
             return STALE
         # Envoy repeats the latest nonce when only its subscription changes.
         outcome = st.answer(req, req.version_info) if st.pending else REQUEST

@@ -362,6 +362,25 @@ async def test_sotw_endpoint_update_carries_only_changed_assignments(env: Env) -
     assert resp.version_info == str(v2) and got == {"backend", "other"}
 
 
+async def test_sotw_dropping_the_last_watch_clears_pending(env: Env) -> None:
+    """Envoy removes its last EDS watch with an empty request on a stale nonce and never ACKs the
+    response in flight: the type must not stay pending (convergence would never be reached)."""
+    client = Sotw(env, "envoy-1")
+    await client.subscribe_all()
+    await acked(env, "envoy-1", "EDS", str(env.cache.get(ENDPOINT).version))
+    stale = env.stream("envoy-1")["types"]["EDS"]["nonce"]
+    env.cache.apply({ENDPOINT: {"backend": cla("backend", 9003)}})
+    resp = await client.recv()
+    assert resp.type_url == ENDPOINT and resp.nonce != stale
+    await client.send(ENDPOINT, [], resp.version_info, stale)  # unsubscribe all, stale nonce
+    await until(lambda: not env.stream("envoy-1")["types"]["EDS"]["pending"], what="EDS no longer pending")
+    # Later EDS changes are not sent to a stream that watches nothing.
+    env.cache.apply({ENDPOINT: {"backend": cla("backend", 9004)}})
+    v = env.cache.apply({ROUTE: {"local": route("local", "hello v9")}})
+    resp = await client.recv()
+    assert (resp.type_url, resp.version_info) == (ROUTE, str(v))
+
+
 async def test_sotw_unsubscribed_change_is_not_pushed(env: Env) -> None:
     client = Sotw(env, "envoy-1")
     await client.subscribe_all()
