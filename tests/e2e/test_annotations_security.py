@@ -122,6 +122,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             ingress("selfauth-proxy", [rule("selfauth.example.com", ("/auth", "Prefix", "sink", 80))]),
             # $host auth with no auth service on that host: the check would recurse; it fails closed.
             _ing("selfloop", "selfloop.example.com", {P + "auth-url": "http://$host/oauth2/auth"}),
+            ingress("selfnone", [rule("selfnone.example.com", ("/x", "Prefix", "echo", 80))],
+                    annotations={P + "auth-url": "http://$host/oauth2/auth"}),
             _ing("selfauths", "selfauths.example.com", {P + "auth-url": "https://$host/auth/check"},
                  tls=[{"hosts": ["selfauths.example.com"], "secretName": "site"}]),
             ingress("selfauths-proxy", [rule("selfauths.example.com", ("/auth", "Prefix", "sink", 80))],
@@ -283,6 +285,10 @@ def test_external_auth(env: Env) -> None:
     assert seen["path"].split("?")[0] == "/auth/check", seen["path"]
     assert seen["headers"]["x-original-url"] == "http://ext.example.com/app/page?q=1"
     assert gw.get("ext.example.com", "/", headers={"Authorization": "Bearer forbidden"}).status == 403
+    # Any other auth answer is an error (nginx: 500); the upstream's own 404 still passes through.
+    assert gw.get("ext.example.com", "/", headers={"Authorization": "Bearer teapot"}).status == 500
+    up = gw.get("ext.example.com", "/", headers={"Authorization": "Bearer good", "X-Echo-Status": "404"})
+    assert up.status == 404 and up.headers.get("x-echo-service") == "echo"
     ok = gw.get("ext.example.com", "/app", headers={"Authorization": "Bearer good"})
     assert ok.status == 200
     headers = _lower(ok.json()["headers"])
@@ -303,6 +309,8 @@ def test_external_auth(env: Env) -> None:
     assert r.status == 200 and r.json()["service"] == "echo"
     assert gw.get_https("selfauths.example.com", "/app").status == 401
     assert gw.get("selfloop.example.com", "/", headers={"Authorization": "Bearer good"}).status == 403
+    # No route for the auth path on that host: the gateway's own 404 is an error answer (500).
+    assert gw.get("selfnone.example.com", "/x").status == 500
     # The auth service is down: fail closed with 500, as nginx does.
     assert gw.get("extdown.example.com", "/").status == 500
     _no_nack(gw)

@@ -1,7 +1,7 @@
 """A tiny HTTP server for access-control tests: an external-auth endpoint and a body sink.
 
 - `/auth...`: 200 with `X-Auth-Request-User` when `Authorization: Bearer good`, 403 for
-  `Bearer forbidden`, else 401 with `WWW-Authenticate`. Every auth request is recorded.
+  `Bearer forbidden`, 418 for `Bearer teapot`, else 401 with `WWW-Authenticate`. Every auth request is recorded.
 - anything else: reads the whole body (Content-Length or chunked) and answers JSON with its
   length, path and headers (the echo backend caps bodies at 1 MiB, this one does not).
 """
@@ -55,6 +55,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, {}, {"X-Auth-Request-User": "alice", "X-Not-Copied": "secret"})
             elif token == "Bearer forbidden":
                 self._send(403, {"error": "forbidden"})
+            elif token == "Bearer teapot":
+                self._send(418, {"error": "not an auth answer"})
             else:
                 self._send(401, {"error": "unauthorized"}, {"WWW-Authenticate": 'Bearer realm="auth"'})
             return

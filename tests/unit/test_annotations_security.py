@@ -315,7 +315,13 @@ def test_translate_ext_auth_one_filter_per_service() -> None:
     # auth-signin: 401 -> 302 on that route only.
     cr = _unpack(pa.typed_per_filter_config["envoy.filters.http.custom_response"], custom_response_pb2.CustomResponse)
     assert cr.custom_response_matcher.matcher_list.matchers[0].predicate.single_predicate.value_match.exact == "401"
-    assert "envoy.filters.http.custom_response" not in pb_.typed_per_filter_config
+    # Without auth-signin only the "other auth answers are 500" rule is there.
+    cr_b = _unpack(
+        pb_.typed_per_filter_config["envoy.filters.http.custom_response"], custom_response_pb2.CustomResponse
+    )
+    assert [m.predicate.WhichOneof("match_type") for m in cr_b.custom_response_matcher.matcher_list.matchers] == [
+        "and_matcher"
+    ]
 
 
 def test_translate_basic_auth_per_route_users_and_realm() -> None:

@@ -24,7 +24,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.http.custom_response.local_response_policy.v3 import local_response_policy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from envoy.type.matcher.v3 import status_code_input_pb2
+from envoy.type.matcher.v3 import http_inputs_pb2, status_code_input_pb2
 from envoy.type.v3 import http_status_pb2
 from xds.core.v3 import extension_pb2 as xds_extension_pb2
 
@@ -77,41 +77,74 @@ def auth_filter(key: str) -> hcm_pb2.HttpFilter:
         req.headers_to_add.add(key=SELF_DST_HEADER, value="%DOWNSTREAM_LOCAL_ADDRESS%")
     for h in headers:
         resp.allowed_upstream_headers.patterns.add(exact=h, ignore_case=True)
+    # nginx passes only WWW-Authenticate of a denial to the client (and Set-Cookie when asked).
+    resp.allowed_client_headers.patterns.add(exact="www-authenticate", ignore_case=True)
     # nginx answers 500 when the auth service fails.
     cfg.status_on_error.code = http_status_pb2.InternalServerError
     return hcm_pb2.HttpFilter(name=filter_name(key), typed_config=pack(cfg), disabled=True)
 
 
-def signin_config(template: str) -> custom_response_pb2.CustomResponse:
-    """401 -> 302 with Location from the template (Envoy formatter)."""
-    return _on_401(302, "location", template, "")
+def _status_input() -> xds_extension_pb2.TypedExtensionConfig:
+    return xds_extension_pb2.TypedExtensionConfig(
+        name="status", typed_config=pack(status_code_input_pb2.HttpResponseStatusCodeMatchInput())
+    )
 
 
-def unauthorized_config(realm: str) -> custom_response_pb2.CustomResponse:
-    """401 -> 401 with nginx's `WWW-Authenticate: Basic realm="..."`."""
-    value = 'Basic realm="' + realm.replace("%", "%%") + '"'  # header values are Envoy format strings
-    return _on_401(401, "www-authenticate", value, "401 Authorization Required\n")
-
-
-def _on_401(status: int, header: str, value: str, body: str) -> custom_response_pb2.CustomResponse:
+def _local_response(status: int, body: str, headers: dict[str, str]) -> xds_extension_pb2.TypedExtensionConfig:
     policy = local_response_policy_pb2.LocalResponsePolicy()
     policy.status_code.value = status
     if body:
         policy.body.inline_string = body
-    opt = policy.response_headers_to_add.add()
-    opt.header.key, opt.header.value = header, value
-    opt.append_action = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-    cr = custom_response_pb2.CustomResponse()
+    for name, value in headers.items():
+        opt = policy.response_headers_to_add.add()
+        opt.header.key, opt.header.value = name, value
+        opt.append_action = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+    return xds_extension_pb2.TypedExtensionConfig(name=f"status-{status}", typed_config=pack(policy))
+
+
+def on_401(action: xds_extension_pb2.TypedExtensionConfig, cr: custom_response_pb2.CustomResponse) -> None:
     fm = cr.custom_response_matcher.matcher_list.matchers.add()
     single = fm.predicate.single_predicate
-    single.input.CopyFrom(
+    single.input.CopyFrom(_status_input())
+    single.value_match.exact = "401"
+    fm.on_match.action.CopyFrom(action)
+
+
+def signin_action(template: str) -> xds_extension_pb2.TypedExtensionConfig:
+    """401 -> 302 with Location from the template (an Envoy format string)."""
+    return _local_response(302, "", {"location": template})
+
+
+def realm_action(realm: str) -> xds_extension_pb2.TypedExtensionConfig:
+    """401 -> 401 with nginx's `WWW-Authenticate: Basic realm="..."`."""
+    value = 'Basic realm="' + realm.replace("%", "%%") + '"'  # header values are Envoy format strings
+    return _local_response(401, "401 Authorization Required\n", {"www-authenticate": value})
+
+
+def auth_error_to_500(cr: custom_response_pb2.CustomResponse) -> None:
+    """nginx: an auth answer other than 2xx/401/403 is an error (500). Envoy passes it through.
+
+    Such a denial is a local reply, so it lacks the router's x-envoy-upstream-service-time
+    header that every upstream answer carries; 413 (body size) stays as it is.
+    """
+    fm = cr.custom_response_matcher.matcher_list.matchers.add()
+    both = fm.predicate.and_matcher
+    status = both.predicate.add().single_predicate
+    status.input.CopyFrom(_status_input())
+    status.value_match.safe_regex.google_re2.SetInParent()  # xds RegexMatcher requires the engine
+    status.value_match.safe_regex.regex = r"4(0[024-9]|1[0-24-9]|[2-9][0-9])"
+    absent = both.predicate.add().not_matcher.single_predicate
+    absent.input.CopyFrom(
         xds_extension_pb2.TypedExtensionConfig(
-            name="status", typed_config=pack(status_code_input_pb2.HttpResponseStatusCodeMatchInput())
+            name="upstream-time",
+            typed_config=pack(
+                http_inputs_pb2.HttpResponseHeaderMatchInput(header_name="x-envoy-upstream-service-time")
+            ),
         )
     )
-    single.value_match.exact = "401"
-    fm.on_match.action.CopyFrom(xds_extension_pb2.TypedExtensionConfig(name="on-401", typed_config=pack(policy)))
-    return cr
+    absent.value_match.safe_regex.google_re2.SetInParent()
+    absent.value_match.safe_regex.regex = ".*"
+    fm.on_match.action.CopyFrom(_local_response(500, "500 Internal Server Error\n", {}))
 
 
 def self_cluster(p: ExtAuth) -> cluster_pb2.Cluster:
@@ -198,10 +231,11 @@ class ExtAuthFeature(Feature):
 
 
 class AuthResponsesFeature(Feature):
-    """401 answers of the auth filters, as nginx gives them: a 302 to auth-signin, or the basic realm.
+    """Answers of the auth filters as nginx gives them: a 302 to auth-signin, the basic realm,
+    and 500 for auth answers other than 2xx/401/403.
 
-    Envoy's basic_auth names its own realm, and ext_authz passes the auth service's 401
-    through; a custom_response filter placed before both rewrites 401s on these routes.
+    Envoy's basic_auth names its own realm and ext_authz passes any auth status through; a
+    custom_response filter placed before both rewrites those answers on these routes.
     """
 
     name = "auth-responses"
@@ -213,13 +247,18 @@ class AuthResponsesFeature(Feature):
     @staticmethod
     def _policy(route: Route) -> custom_response_pb2.CustomResponse | None:
         basic = access_policy(route, BasicAuth)
+        ext = access_policy(route, ExtAuth)
+        if basic is None and ext is None:
+            return None
+        cr = custom_response_pb2.CustomResponse()
         if basic is not None:
             # Basic auth runs first: a 401 on this route is basic auth's (or the upstream's).
-            return unauthorized_config(basic.realm)
-        ext = access_policy(route, ExtAuth)
-        if ext is not None and ext.signin:
-            return signin_config(ext.signin)
-        return None
+            on_401(realm_action(basic.realm), cr)
+        elif ext is not None and ext.signin:
+            on_401(signin_action(ext.signin), cr)
+        if ext is not None:
+            auth_error_to_500(cr)
+        return cr
 
     def http_filters(self, keys: frozenset[str]) -> list[hcm_pb2.HttpFilter]:
         return [hcm_pb2.HttpFilter(name=SIGNIN_FILTER, typed_config=pack(custom_response_pb2.CustomResponse()))]
