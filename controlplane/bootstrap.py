@@ -54,7 +54,11 @@ def render_bootstrap(
                         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                             "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
                             "explicit_http_config": {
-                                "http2_protocol_options": {"connection_keepalive": {"interval": "10s", "timeout": "5s"}}
+                                "http2_protocol_options": {
+                                    # Generous: an Envoy busy applying a large config answers pings late,
+                                    # and a cut stream costs a full resend to every type.
+                                    "connection_keepalive": {"interval": "30s", "timeout": "30s"}
+                                }
                             },
                         }
                     },

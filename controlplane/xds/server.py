@@ -167,13 +167,14 @@ class XdsServer:
             options=[
                 ("grpc.max_send_message_length", -1),
                 ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                # Envoy pings every 10 s (bootstrap keepalive); do not answer with GOAWAY.
+                # Envoy pings every 30 s (bootstrap keepalive); do not answer with GOAWAY.
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
                 ("grpc.http2.max_ping_strikes", 0),
                 ("grpc.keepalive_permit_without_calls", 1),
                 # Notice Envoys that vanished without closing the connection.
-                ("grpc.keepalive_time_ms", 30000),
-                ("grpc.keepalive_timeout_ms", 10000),
+                ("grpc.keepalive_time_ms", 60000),
+                # A proxy applying a large snapshot can be slow to answer; don't cut it for that.
+                ("grpc.keepalive_timeout_ms", 60000),
             ]
         )
         handlers = {
