@@ -32,6 +32,7 @@ class ExtAuth:
     method: str = "GET"
     response_headers: tuple[str, ...] = ()
     signin: str | None = None
+    always_set_cookie: bool = False  # pass the auth service's Set-Cookie to the client on success too
 
     @property
     def cluster(self) -> str:
@@ -57,7 +58,7 @@ _SIGNIN_VARS = {
 }
 
 
-def signin_template(url: str) -> tuple[str | None, list[str]]:
+def signin_template(url: str, param: str = "rd") -> tuple[str | None, list[str]]:
     """auth-signin -> Envoy formatter string for the Location header; adds `rd` as nginx does.
 
     Returns (template or None if unusable, unknown variables).
@@ -76,10 +77,10 @@ def signin_template(url: str) -> tuple[str | None, list[str]]:
     out = re.sub(r"\$[a-z_]+", sub, url.replace("%", "%%"))
     if not re.match(r"^(https?://|/)", out):
         return None, unknown
-    if not re.search(r"[?&]rd=", url):
+    if not re.search(rf"[?&]{re.escape(param)}=", url):
         # ingress-nginx appends rd=$scheme://$http_host$escaped_request_uri unless rd is present.
         sep = "&" if "?" in out else "?"
-        out += f"{sep}rd=%REQ(x-forwarded-proto)%://%REQ(:authority)%%REQ(:path)%"
+        out += f"{sep}{param}=%REQ(x-forwarded-proto)%://%REQ(:authority)%%REQ(:path)%"
     return out, unknown
 
 
@@ -163,21 +164,30 @@ class ExtAuthFamily:
                     ctx.warn("auth-response-headers", f"invalid header name {h!r} ignored")
             if not any(f.key == "auth-response-headers" for f in ctx.findings):
                 ctx.converted("auth-response-headers", f"copied upstream: {', '.join(headers)}")
+        param = ann.get("auth-signin-redirect-param") or "rd"
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", param):
+            ctx.warn("auth-signin-redirect-param", f"invalid parameter name {param!r}; using rd")
+            param = "rd"
+        elif ann.has("auth-signin-redirect-param"):
+            ctx.converted("auth-signin-redirect-param", f"sign-in redirect carries the URL in {param}=")
+        set_cookie = ctx.boolean(ann, "auth-always-set-cookie", False)
+        if set_cookie:
+            ctx.converted("auth-always-set-cookie", "Set-Cookie of the auth service is passed to the client")
         signin: str | None = None
         raw_signin = ann.get("auth-signin")
         if raw_signin is not None:
-            signin, unknown = signin_template(raw_signin)
+            signin, unknown = signin_template(raw_signin, param)
             if signin is None:
                 ctx.warn("auth-signin", f"invalid URL {raw_signin!r}; 401 is returned instead of a redirect")
             elif unknown:
                 ctx.warn("auth-signin", f"variables {', '.join(unknown)} are not supported and left empty")
             else:
                 ctx.converted("auth-signin", "401 from the auth service becomes a 302 to the sign-in URL")
-        for key in ("auth-request-redirect", "auth-signin-redirect-param", "auth-always-set-cookie"):
+        for key in ("auth-request-redirect",):
             if ann.has(key):
                 ctx.report("unsupported", key, "not supported with Envoy ext_authz; ignored")
         if self_host:
             ctx.converted("auth-url", f"external auth via this gateway: {parts.scheme}://<request host>{path}")
         else:
             ctx.converted("auth-url", f"external auth via {parts.scheme}://{parts.hostname}:{port}{path}")
-        return [ExtAuth(parts.scheme, parts.hostname, port, path, method, tuple(headers), signin)]
+        return [ExtAuth(parts.scheme, parts.hostname, port, path, method, tuple(headers), signin, set_cookie)]

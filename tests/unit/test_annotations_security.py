@@ -410,3 +410,24 @@ def test_fuzz_parse_and_translate(values: dict[str, str], meridian: bool) -> Non
     for f in FEATURES:
         f.patch_tls(TlsHost(("h",), "s", p.tls), listener_components_pb2.FilterChain(), ctx)
     ctx.SerializeToString()
+
+
+def test_ext_auth_signin_param_and_cookies() -> None:
+    p = parse(
+        {
+            N + "auth-url": "http://127.0.0.1:9/auth",
+            N + "auth-signin": "https://l.example.com/start",
+            N + "auth-signin-redirect-param": "return_to",
+            N + "auth-always-set-cookie": "true",
+        }
+    )
+    ea = p.get(ExtAuth)
+    assert ea.signin is not None and ea.signin.startswith("https://l.example.com/start?return_to=")
+    assert ea.always_set_cookie
+    _, route = _route(ea)
+    feature = _feature("ext-auth")
+    cfg = _unpack(feature.http_filters(feature.filter_keys(route))[0].typed_config, ext_authz_pb2.ExtAuthz)
+    resp = cfg.http_service.authorization_response
+    assert [m.exact for m in resp.allowed_client_headers.patterns] == ["www-authenticate", "set-cookie"]
+    assert [m.exact for m in resp.allowed_client_headers_on_success.patterns] == ["set-cookie"]
+    assert parse({N + "auth-url": "http://a/b", N + "auth-signin-redirect-param": "a b"}).get(ExtAuth) is not None

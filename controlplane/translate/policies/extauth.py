@@ -44,7 +44,8 @@ LOOP_FILTER = "envoy.filters.http.rbac/auth-loop"
 
 def service_key(p: ExtAuth) -> str:
     """What makes two auth services the same filter instance (the sign-in URL is per route)."""
-    return json.dumps([p.scheme, p.host, p.port, p.path, list(p.response_headers)], separators=(",", ":"))
+    parts = [p.scheme, p.host, p.port, p.path, list(p.response_headers), p.always_set_cookie]
+    return json.dumps(parts, separators=(",", ":"))
 
 
 def filter_name(key: str) -> str:
@@ -52,7 +53,7 @@ def filter_name(key: str) -> str:
 
 
 def auth_filter(key: str) -> hcm_pb2.HttpFilter:
-    scheme, host, port, path, headers = json.loads(key)
+    scheme, host, port, path, headers, set_cookie = json.loads(key)
     cfg = ext_authz_pb2.ExtAuthz(transport_api_version=config_source_pb2.V3, stat_prefix="ext_authz")
     http = cfg.http_service
     http.server_uri.uri = f"{scheme}://{host}:{port}{path}"
@@ -79,6 +80,9 @@ def auth_filter(key: str) -> hcm_pb2.HttpFilter:
         resp.allowed_upstream_headers.patterns.add(exact=h, ignore_case=True)
     # nginx passes only WWW-Authenticate of a denial to the client (and Set-Cookie when asked).
     resp.allowed_client_headers.patterns.add(exact="www-authenticate", ignore_case=True)
+    if set_cookie:
+        resp.allowed_client_headers.patterns.add(exact="set-cookie", ignore_case=True)
+        resp.allowed_client_headers_on_success.patterns.add(exact="set-cookie", ignore_case=True)
     # nginx answers 500 when the auth service fails.
     cfg.status_on_error.code = http_status_pb2.InternalServerError
     return hcm_pb2.HttpFilter(name=filter_name(key), typed_config=pack(cfg), disabled=True)
