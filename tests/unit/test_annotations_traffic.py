@@ -136,9 +136,12 @@ def test_retry_policy_on_route() -> None:
     assert not vh.routes[0].route.HasField("retry_policy")
     rp = vh.retry_policy
     assert rp.num_retries.value == 2 and "connect-failure" in rp.retry_on
+    # Only failures before the request reached the application: safe for every method, no matchers.
+    assert "reset" not in rp.retry_on and not rp.retriable_request_headers
+    # An explicit proxy-next-upstream keeps nginx's method rule, on the route.
+    rp = route_pb(parse({"proxy-next-upstream": "error timeout http_502"})).route.retry_policy
     methods = {h.string_match.exact for h in rp.retriable_request_headers if h.name == ":method"}
-    assert "GET" in methods and not methods & {"POST", "LOCK", "PATCH"}
-    assert not any(h.string_match.HasField("safe_regex") for h in rp.retriable_request_headers)
+    assert "GET" in methods and not methods & {"POST", "LOCK", "PATCH"} and "reset" in rp.retry_on
     pb = route_pb(parse({"proxy-next-upstream": "http_502 non_idempotent", "proxy-read-timeout": "3"}))
     rp = pb.route.retry_policy
     assert list(rp.retriable_status_codes) == [502] and not rp.retriable_request_headers
