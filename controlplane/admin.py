@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from controlplane.bootstrap import split_host_port
+from controlplane.addresses import split_host_port
 from controlplane.xds import resources as rt
 
 if TYPE_CHECKING:

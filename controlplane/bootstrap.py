@@ -4,18 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from controlplane.addresses import is_ip, split_host_port
+
 XDS_CLUSTER = "meridian_xds"
-
-
-def split_host_port(address: str, default_port: int) -> tuple[str, int]:
-    """'host:port', '[v6]:port' or 'host' -> (host, port)."""
-    if address.startswith("["):
-        host, _, rest = address[1:].partition("]")
-        return host, int(rest.lstrip(":") or default_port)
-    if address.count(":") == 1:
-        host, port = address.split(":")
-        return host, int(port)
-    return address, default_port
 
 
 def render_bootstrap(
@@ -48,7 +39,7 @@ def render_bootstrap(
             "clusters": [
                 {
                     "name": XDS_CLUSTER,
-                    "type": "STRICT_DNS" if not _is_ip(host) else "STATIC",
+                    "type": "STRICT_DNS" if not is_ip(host) else "STATIC",
                     "connect_timeout": "1s",
                     "typed_extension_protocol_options": {
                         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -85,12 +76,3 @@ def render_bootstrap(
         },
     }
 
-
-def _is_ip(host: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True

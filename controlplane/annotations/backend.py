@@ -13,35 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from controlplane.annotations.base import Annotations, ParseContext
+from controlplane.annotations.tlsnames import BORINGSSL_CIPHERS, TLS_VERSIONS
 
 PROTOCOLS = ("HTTP", "HTTPS", "GRPC", "GRPCS", "HTTP2")
 UNSUPPORTED_PROTOCOLS = ("AUTO_HTTP", "FCGI")
-TLS_VERSIONS = {"TLSv1": "TLSv1_0", "TLSv1.1": "TLSv1_1", "TLSv1.2": "TLSv1_2", "TLSv1.3": "TLSv1_3"}
-# Cipher names BoringSSL (Envoy) accepts; others would make Envoy reject the cluster.
-KNOWN_CIPHERS = frozenset(
-    [
-        "ECDHE-ECDSA-AES128-GCM-SHA256",
-        "ECDHE-RSA-AES128-GCM-SHA256",
-        "ECDHE-ECDSA-AES256-GCM-SHA384",
-        "ECDHE-RSA-AES256-GCM-SHA384",
-        "ECDHE-ECDSA-CHACHA20-POLY1305",
-        "ECDHE-RSA-CHACHA20-POLY1305",
-        "ECDHE-PSK-CHACHA20-POLY1305",
-        "ECDHE-ECDSA-AES128-SHA",
-        "ECDHE-RSA-AES128-SHA",
-        "ECDHE-PSK-AES128-CBC-SHA",
-        "ECDHE-ECDSA-AES256-SHA",
-        "ECDHE-RSA-AES256-SHA",
-        "ECDHE-PSK-AES256-CBC-SHA",
-        "AES128-GCM-SHA256",
-        "AES256-GCM-SHA384",
-        "AES128-SHA",
-        "AES256-SHA",
-        "PSK-AES128-CBC-SHA",
-        "PSK-AES256-CBC-SHA",
-        "DES-CBC3-SHA",
-    ]
-)
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?$")
 
 
@@ -215,10 +190,10 @@ class BackendFamily:
         raw_ciphers = ann.get("proxy-ssl-ciphers")
         if raw_ciphers:
             wanted = [c for c in re.split(r"[:\s,]+", raw_ciphers) if c]
-            items = tuple(c for c in wanted if c in KNOWN_CIPHERS)
+            items = tuple(c for c in wanted if c in BORINGSSL_CIPHERS)
             if items:
                 ciphers = items
-                dropped = [c for c in wanted if c not in KNOWN_CIPHERS]
+                dropped = [c for c in wanted if c not in BORINGSSL_CIPHERS]
                 if dropped:
                     ctx.warn("proxy-ssl-ciphers", f"ciphers Envoy does not support dropped: {' '.join(dropped)}")
                 else:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from controlplane.addresses import is_ip
 from controlplane.annotations.base import Annotations, ParseContext
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
@@ -50,21 +51,13 @@ def parse_target(url: str) -> tuple[Mirror | None, str]:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         return None, "invalid port"
-    if not host or not (_HOSTNAME.match(host) or _is_ip(host)):
+    if not host or not (_HOSTNAME.match(host) or is_ip(host)):
         return None, f"invalid host {host!r}"
     path = urlsplit(url).path
     note = ""
     if path not in ("", "/", "$request_uri", "/$request_uri"):
         note = f"; the copy keeps the request's path (target path {path!r} is not applied)"
     return Mirror(parts.scheme, host, port), note
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 class MirrorFamily:

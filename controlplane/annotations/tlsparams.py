@@ -7,35 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from controlplane.annotations.base import Annotations, ParseContext
-
-VERSIONS = {"TLSv1": "TLSv1_0", "TLSv1.0": "TLSv1_0", "TLSv1.1": "TLSv1_1", "TLSv1.2": "TLSv1_2", "TLSv1.3": "TLSv1_3"}
-_ORDER = ["TLSv1_0", "TLSv1_1", "TLSv1_2", "TLSv1_3"]
-
-# Cipher names BoringSSL (Envoy) accepts; anything else would make Envoy reject the listener.
-BORINGSSL_CIPHERS = frozenset(
-    {
-        "ECDHE-ECDSA-AES128-GCM-SHA256",
-        "ECDHE-RSA-AES128-GCM-SHA256",
-        "ECDHE-ECDSA-AES256-GCM-SHA384",
-        "ECDHE-RSA-AES256-GCM-SHA384",
-        "ECDHE-ECDSA-CHACHA20-POLY1305",
-        "ECDHE-RSA-CHACHA20-POLY1305",
-        "ECDHE-PSK-CHACHA20-POLY1305",
-        "ECDHE-ECDSA-AES128-SHA",
-        "ECDHE-RSA-AES128-SHA",
-        "ECDHE-PSK-AES128-CBC-SHA",
-        "ECDHE-ECDSA-AES256-SHA",
-        "ECDHE-RSA-AES256-SHA",
-        "ECDHE-PSK-AES256-CBC-SHA",
-        "AES128-GCM-SHA256",
-        "AES256-GCM-SHA384",
-        "AES128-SHA",
-        "PSK-AES128-CBC-SHA",
-        "AES256-SHA",
-        "PSK-AES256-CBC-SHA",
-        "DES-CBC3-SHA",
-    }
-)
+from controlplane.annotations.tlsnames import BORINGSSL_CIPHERS, TLS_VERSION_ORDER, TLS_VERSIONS
 
 
 def _pretty(version: str) -> str:
@@ -62,13 +34,13 @@ class TlsParamsFamily:
         raw = ann.get("ssl-protocols")
         if raw is not None:
             tokens = [t for t in re.split(r"[\s,]+", raw) if t]
-            known = sorted({VERSIONS[t] for t in tokens if t in VERSIONS}, key=_ORDER.index)
-            unknown = [t for t in tokens if t not in VERSIONS]
+            known = sorted({TLS_VERSIONS[t] for t in tokens if t in TLS_VERSIONS}, key=TLS_VERSION_ORDER.index)
+            unknown = [t for t in tokens if t not in TLS_VERSIONS]
             if not known:
                 ctx.warn("ssl-protocols", f"no supported protocol in {raw!r}; using the default (TLSv1.2 TLSv1.3)")
             else:
                 lo, hi = known[0], known[-1]
-                gap = len(known) != _ORDER.index(hi) - _ORDER.index(lo) + 1
+                gap = len(known) != TLS_VERSION_ORDER.index(hi) - TLS_VERSION_ORDER.index(lo) + 1
                 notes = []
                 if unknown:
                     notes.append(f"ignored {', '.join(unknown)}")

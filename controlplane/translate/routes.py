@@ -85,7 +85,7 @@ def route_message(route: Route, vhost: VirtualHost, *, default_idle_timeout: int
         if action.path:
             rd.path_redirect = action.path
         if action.url:
-            _url_redirect(rd, action.url)
+            url_redirect(rd, action.url)
         rd.response_code = _REDIRECT_CODES.get(action.code, rc_pb2.RedirectAction.MOVED_PERMANENTLY)
     elif isinstance(action, DirectResponse):
         pb.direct_response.status = action.status
@@ -96,8 +96,8 @@ def route_message(route: Route, vhost: VirtualHost, *, default_idle_timeout: int
     return pb
 
 
-def _url_redirect(rd: rc_pb2.RedirectAction, url: str) -> None:
-    """A full redirect URL: scheme, host, port and path are all replaced."""
+def url_redirect(rd: rc_pb2.RedirectAction, url: str) -> None:
+    """Redirect to exactly `url` (nginx `return code URL`): scheme, host, port, path and query replaced."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)

@@ -5,13 +5,12 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 
 from controlplane.annotations.redirects import UrlRedirect
 from controlplane.ir import Route, VirtualHost
 from controlplane.translate.features import Feature, register
+from controlplane.translate.routes import url_redirect
 
 CODES = {
     301: rc_pb2.RedirectAction.MOVED_PERMANENTLY,
@@ -24,17 +23,8 @@ CODES = {
 
 def redirect_action(url: str, code: int) -> rc_pb2.RedirectAction:
     """nginx `return code URL`: the Location is exactly URL (no request path or query appended)."""
-    parts = urlsplit(url)
     rd = rc_pb2.RedirectAction(response_code=CODES.get(code, rc_pb2.RedirectAction.MOVED_PERMANENTLY))
-    rd.scheme_redirect = parts.scheme
-    rd.host_redirect = parts.hostname or ""
-    if parts.port:
-        rd.port_redirect = parts.port
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    rd.path_redirect = path
-    rd.strip_query = True
+    url_redirect(rd, url)
     return rd
 
 
