@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import gc
 import hashlib
 import logging
 import threading
@@ -152,10 +153,17 @@ class Controller:
             seen_at = self._first_event_at or time.monotonic()
             self._first_event_at = None
         started = time.perf_counter()
+        # A batch allocates many short-lived objects and no cycles worth chasing mid-build: the
+        # cyclic GC would otherwise run dozens of times during a cold build of 10,000 Ingresses.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
         try:
             self._process(events, seen_at)
         except Exception:  # never let one bad batch kill the control plane
             log.exception("snapshot build failed; keeping the previous snapshot")
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         self.last_build_seconds = time.perf_counter() - started
         self.metrics.build_duration.observe(self.last_build_seconds)
         self.metrics.snapshot_version.set(self.cache.version)
