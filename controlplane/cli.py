@@ -159,7 +159,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     # Offline, every Ingress is translated unless classes are named.
     classes = ClassPolicy(
-        frozenset(args.ingress_class or ()), watch_without_class=True, accept_all=not args.ingress_class
+        frozenset(args.ingress_class or ()),
+        watch_without_class=not args.ingress_class,
+        accept_all=not args.ingress_class,
     )
     controller, cache = translate_paths(args.filename, GatewayConfig(classes=classes))
     if args.report:

@@ -125,6 +125,18 @@ def test_translate_file_argument_and_class_filter(manifests: Path) -> None:
     filtered = json.loads(meridian("translate", "-f", str(manifests), "-o", "json", "--ingress-class", "other").stdout)
     domains = {d for rc in filtered["RDS"] for vh in rc.get("virtual_hosts", []) for d in vh.get("domains", [])}
     assert "shop.example.com" not in domains
+    # Naming classes also drops Ingresses that name none (as `serve` does without
+    # --watch-ingress-without-class).
+    text = (manifests / "app.yaml").read_text()
+    assert "  ingressClassName: nginx\n" in text
+    (manifests / "app.yaml").write_text(text.replace("  ingressClassName: nginx\n", ""))
+    out = meridian("translate", "-f", str(manifests), "-o", "json", "--ingress-class", "nginx").stdout
+    only_nginx = json.loads(out)
+    domains = {d for rc in only_nginx["RDS"] for vh in rc.get("virtual_hosts", []) for d in vh.get("domains", [])}
+    assert "shop.example.com" not in domains
+    everything = json.loads(meridian("translate", "-f", str(manifests), "-o", "json").stdout)
+    domains = {d for rc in everything["RDS"] for vh in rc.get("virtual_hosts", []) for d in vh.get("domains", [])}
+    assert "shop.example.com" in domains
 
 
 def test_translate_report_lists_every_annotation(manifests: Path) -> None:
