@@ -30,8 +30,9 @@ from controlplane.build.ingress import IngressIR, Lookups, build_ingress
 from controlplane.build.names import cluster_name, eds_name, parse_cluster_name, secret_name
 from controlplane.build.secrets import decode_tls_secret
 from controlplane.build.services import ServiceIndex, ServiceKey
+from controlplane.build.tls import TlsPlan, plan_tls
 from controlplane.eastwest import east_west_vhosts
-from controlplane.ir import CertificateSecret, Finding, Forward, IngressRef, ServiceCluster, TlsHost
+from controlplane.ir import CertificateSecret, Finding, Forward, IngressRef, ServiceCluster
 from controlplane.metrics import Metrics
 from controlplane.store import (
     ENDPOINT_SLICE,
@@ -111,9 +112,7 @@ class Controller:
         self.tls_refs: set[IngressRef] = set()  # Ingresses with TLS bindings or ssl-passthrough
         self._tls_dirty = True
         self.good_certs: dict[str, CertificateSecret] = {}
-        self.tls_map: dict[str, str] = {}  # host -> SDS secret name
-        self.tls_policies: dict[str, tuple[Any, ...]] = {}  # host -> TLS policies of the owning Ingress
-        self.passthrough: dict[str, str] = {}  # host -> cluster (ssl-passthrough)
+        self.tls = TlsPlan()  # certificates, TLS policies and passthrough per host
         self._listener_inputs: tuple[Any, ...] | None = None
         self._extra_cluster_names: set[str] = set()
         self._events: deque[StoreEvent] = deque()
@@ -336,35 +335,17 @@ class Controller:
                     log.warning("secret %s is unusable (%s); keeping its previous certificate", name, exc)
                 continue
             self.good_certs[name] = CertificateSecret(name, cert, key)
-        tls_map: dict[str, str] = {}
-        tls_policies: dict[str, tuple[Any, ...]] = {}
-        passthrough: dict[str, str] = {}
         tls_irs = (self.irs[r] for r in self.tls_refs if r in self.irs and self.irs[r].served)
-        for ir in sorted(tls_irs, key=IngressIR.order_key):
-            if ir.annotations.get(SslPassthrough) is not None:
-                for rule in ir.rules:
-                    if rule.host and isinstance(rule.action, Forward) and rule.action.single:
-                        passthrough.setdefault(rule.host, rule.action.single.partition("~")[0])
-            for binding in ir.tls:
-                name = binding.secret or secret_name(*binding.secret_ref)
-                if name not in self.good_certs:
-                    continue
-                for host in binding.hosts:
-                    if host not in tls_map:
-                        tls_map[host] = name
-                        tls_policies[host] = ir.annotations.tls
-        for host in passthrough:
-            tls_map.pop(host, None)
-            tls_policies.pop(host, None)
-        used = set(tls_map.values())
+        plan = plan_tls(sorted(tls_irs, key=IngressIR.order_key), self.good_certs)
+        used = set(plan.certs.values())
         sds = changes[rt.SECRET]
         for name in used:
             sds[name] = make_resource(name, rt.SECRET, certificate_secret(self.good_certs[name]))
         for name in set(self.cache.get(rt.SECRET).resources) - used:
             sds[name] = None
-        hosts = {h for h in set(tls_map) | set(self.tls_map) if tls_map.get(h) != self.tls_map.get(h)}
-        self.tls_map, self.tls_policies, self.passthrough = tls_map, tls_policies, passthrough
-        return hosts
+        old = self.tls.certs
+        self.tls = plan
+        return {h for h in set(plan.certs) | set(old) if plan.certs.get(h) != old.get(h)}
 
     # -- clusters and endpoints ------------------------------------------------------
     def _service_clusters(self, key: ServiceKey) -> dict[str, ServiceCluster]:
@@ -438,7 +419,7 @@ class Controller:
     def _rebuild_hosts(self, changes: dict[str, dict[str, Resource | None]], hosts: set[str]) -> None:
         if not hosts and lst.HTTP_ROUTES in self.cache.get(rt.ROUTE).resources:
             return
-        tls_hosts = frozenset(self.tls_map)
+        tls_hosts = frozenset(self.tls.certs)
         for host in hosts:
             try:
                 self._build_host(host, tls_hosts)
@@ -551,18 +532,7 @@ class Controller:
                 needs[name] = needs.get(name, frozenset()) | {key}
         features = [f for f in FEATURES if f.name in needs]
         filters = [flt for f in features for flt in f.http_filters(needs[f.name])]
-        # One filter chain per (certificate, TLS policies): hosts sharing both share a chain.
-        chains: dict[tuple[str, tuple[Any, ...]], list[str]] = {}
-        for host, secret in sorted(self.tls_map.items()):
-            chains.setdefault((secret, self.tls_policies.get(host, ())), []).append(host)
-        tls_hosts = [
-            TlsHost(tuple(hosts), secret, policies)
-            for (secret, policies), hosts in sorted(chains.items(), key=lambda kv: kv[1])
-        ]
-        by_cluster: dict[str, list[str]] = {}
-        for host, cluster in sorted(self.passthrough.items()):
-            by_cluster.setdefault(cluster, []).append(host)
-        passthrough = [lst.Passthrough(tuple(h), c) for c, h in sorted(by_cluster.items())]
+        tls_hosts, passthrough = self.tls.chains()
         inputs = (
             tuple(flt.SerializeToString(deterministic=True) for flt in filters),
             tuple(tls_hosts),

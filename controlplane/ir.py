@@ -146,6 +146,14 @@ class TlsHost:
 
 
 @dataclass(frozen=True, slots=True)
+class Passthrough:
+    """ssl-passthrough: TLS for these SNI names is not terminated; TCP goes to `cluster`."""
+
+    hosts: tuple[str, ...]
+    cluster: str
+
+
+@dataclass(frozen=True, slots=True)
 class ServicePort:
     name: str
     port: int

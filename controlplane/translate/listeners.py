@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
@@ -13,7 +12,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import any_pb2
 
-from controlplane.ir import TlsHost
+from controlplane.ir import Passthrough, TlsHost
 from controlplane.translate.features import Feature
 from controlplane.translate.resources import ads_source, socket_address
 
@@ -23,14 +22,6 @@ EAST_WEST_LISTENER = "east_west"
 HTTP_ROUTES = "http"
 HTTPS_ROUTES = "https"
 EAST_WEST_ROUTES = "east_west"
-
-
-@dataclass(frozen=True)
-class Passthrough:
-    """ssl-passthrough: TLS for these SNI names is not terminated; TCP goes to `cluster`."""
-
-    hosts: tuple[str, ...]
-    cluster: str
 
 
 def _any(msg: object) -> any_pb2.Any:

@@ -131,6 +131,8 @@ async def test_same_kubeconfig_update_does_not_restart(env: Env) -> None:
     env.primary.apply(kube_secret("remote-east", {"east": env.east.kubeconfig()}))
     manager = await env.start()
     await eventually(lambda: env.state("east") == "synced")
+    # "synced" means every kind is listed; the watches that follow the lists open just after.
+    await eventually(lambda: env.east.active_watches() == 5)
     store = env.registry.get("east")
     watches = len(env.east.watch_requests())
     updated = kube_secret("remote-east", {"east": env.east.kubeconfig()})

@@ -1,0 +1,63 @@
+"""Which certificate (and which TLS policies) each host gets, and which hosts pass TLS through.
+
+Pure: Ingresses in conflict order plus the names of usable certificates in, a plan out. The
+oldest Ingress naming a host wins it; ssl-passthrough hosts are never terminated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from controlplane.annotations.passthrough import SslPassthrough
+from controlplane.build.ingress import IngressIR
+from controlplane.build.names import secret_name
+from controlplane.ir import Forward, Passthrough, TlsHost
+
+
+@dataclass(frozen=True)
+class TlsPlan:
+    certs: dict[str, str] = field(default_factory=dict)  # host -> SDS secret name
+    policies: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # host -> TLS policies
+    passthrough: dict[str, str] = field(default_factory=dict)  # host -> cluster
+
+    def chains(self) -> tuple[list[TlsHost], list[Passthrough]]:
+        """One filter chain per (certificate, TLS policies), and one per passthrough cluster."""
+        grouped: dict[tuple[str, tuple[Any, ...]], list[str]] = {}
+        for host, secret in sorted(self.certs.items()):
+            grouped.setdefault((secret, self.policies.get(host, ())), []).append(host)
+        tls_hosts = [
+            TlsHost(tuple(hosts), secret, policies)
+            for (secret, policies), hosts in sorted(grouped.items(), key=lambda kv: kv[1])
+        ]
+        by_cluster: dict[str, list[str]] = {}
+        for host, cluster in sorted(self.passthrough.items()):
+            by_cluster.setdefault(cluster, []).append(host)
+        return tls_hosts, [Passthrough(tuple(h), c) for c, h in sorted(by_cluster.items())]
+
+
+def plan_tls(ordered: Iterable[IngressIR], usable: Container[str]) -> TlsPlan:
+    """`ordered`: served Ingresses with TLS or passthrough, oldest first; `usable`: good certificates.
+
+    A binding whose Secret is broken now still names the last good certificate of that Secret.
+    """
+    plan = TlsPlan()
+    for ir in ordered:
+        if ir.annotations.get(SslPassthrough) is not None:
+            for rule in ir.rules:
+                if rule.host and isinstance(rule.action, Forward) and rule.action.single:
+                    # TCP needs the plain Service cluster, not an HTTP variant of it.
+                    plan.passthrough.setdefault(rule.host, rule.action.single.partition("~")[0])
+        for binding in ir.tls:
+            name = binding.secret or secret_name(*binding.secret_ref)
+            if name not in usable:
+                continue
+            for host in binding.hosts:
+                if host not in plan.certs:
+                    plan.certs[host] = name
+                    plan.policies[host] = ir.annotations.tls
+    for host in plan.passthrough:
+        plan.certs.pop(host, None)
+        plan.policies.pop(host, None)
+    return plan
