@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="accepted ingress class name (repeatable; default: meridian)",
     )
     s.add_argument("--watch-ingress-without-class", action="store_true")
+    s.add_argument("--log-level", dest="serve_log_level", choices=["debug", "info", "warning", "error"],
+                   help="same as the global --log-level")  # fmt: skip
     s.add_argument("--publish-address", help="address written to Ingress status")
     s.add_argument("--publish-service", metavar="NS/NAME", help="Service whose address goes to Ingress status")
     s.add_argument("--lease-duration", type=float, default=15.0, help="leader election lease duration (seconds)")
@@ -89,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    level = getattr(args, "serve_log_level", None) or args.log_level
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     return {
         "serve": cmd_serve,
