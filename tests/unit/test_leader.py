@@ -65,11 +65,11 @@ async def test_one_leader_then_takeover_on_release(fake: FakeKube, api: k8s.ApiC
     renewed = lease["spec"]["renewTime"]
     assert a.holder == "a" and b.holder == "a"
 
-    released_at = time.monotonic()
-    await a.stop()  # releases: b takes over without waiting for expiry
+    await a.stop()  # releases: b may take over without waiting for expiry
     assert changes == [True, False]
+    # Released, not left to expire: a no longer holds the lease the moment stop() returns.
+    assert holder(fake) in (None, "b")
     assert await b.wait_leader(5)
-    assert time.monotonic() - released_at < 0.9
     assert holder(fake) == "b"
     lease = fake.get("Lease", NS, LEASE_NAME)
     assert lease is not None and lease["spec"]["renewTime"] != renewed
