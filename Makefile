@@ -28,7 +28,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 bench: $(STAMP)
-	$(PY) bench/route_ready.py --sizes 100 1000 10000
+	$(PY) -m bench.route_ready --sizes 100,1000,10000
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
