@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -22,9 +23,23 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+# Below the kernel's ephemeral range (32768-60999 by default): a port handed out here cannot be
+# taken meanwhile by a bind(0) or an outgoing connection of a parallel test, as ephemeral ones can
+# in the seconds between choosing a port and Envoy binding it.
+_CHOSEN_PORTS = range(20000, 32000)
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (bind 0, close). Prefer port 0 where the server allows it."""
+    """A port that was free a moment ago, outside the ephemeral range. Prefer port 0 where possible."""
+    rng = random.Random()
+    for _ in range(100):
+        port = rng.choice(_CHOSEN_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
