@@ -13,16 +13,13 @@ from controlplane.metrics import Metrics
 from controlplane.sources.kube import Backoff, KubeconfigError, KubeSource, api_client_from_kubeconfig
 from controlplane.store import KINDS, ClusterStore, StoreEvent
 from tests.fakekube import FakeKube
+from tests.support.wait import wait_until_async
 
 FAST = Backoff(initial=0.02, cap=0.2)
 
 
 async def eventually(cond: Callable[[], Any], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
+    await wait_until_async(cond, timeout=timeout, interval=0.01)
 
 
 def service(name: str, ns: str = "default", port: int = 80) -> dict[str, Any]:

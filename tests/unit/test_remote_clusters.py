@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -19,17 +18,14 @@ from controlplane.sources.kube import Backoff, api_client_from_kubeconfig
 from controlplane.sources.remote import PROBLEM_KEY, RemoteClusterManager
 from controlplane.store import ClusterRegistry, ClusterStore, StoreEvent
 from tests.fakekube import FakeKube
+from tests.support.wait import wait_until_async
 
 NS = "meridian-system"
 FAST = Backoff(initial=0.02, cap=0.2)
 
 
 async def eventually(cond: Callable[[], Any], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
+    await wait_until_async(cond, timeout=timeout, interval=0.01)
 
 
 def service(name: str) -> dict[str, Any]:

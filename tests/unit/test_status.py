@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +11,7 @@ import pytest
 from controlplane.app import MeridianApp, ServeOptions
 from controlplane.status import StatusWriter, event_name, parse_addresses, service_addresses
 from tests.fakekube import FakeKube
+from tests.support.wait import wait_until_async
 
 NS = "meridian-system"
 ADDRESS = "203.0.113.10"
@@ -82,14 +81,7 @@ def rv(fake: FakeKube, name: str) -> str:
 
 
 async def until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+    return await wait_until_async(cond, timeout=timeout, message=what)
 
 
 def writes(app: MeridianApp, kind: str, result: str = "ok") -> float:

@@ -37,6 +37,7 @@ from controlplane.xds.server import (
     encode_discovery_response,
     varint,
 )
+from tests.support.wait import wait_until_async
 
 # ---------------------------------------------------------------------------
 # Envoy resources
@@ -163,18 +164,8 @@ async def env() -> AsyncIterator[Env]:
 
 
 async def until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = cond()
-        except (LookupError, ValueError) as exc:  # the stream or type is not there yet
-            value = exc
-        else:
-            if value:
-                return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or cond}: last {value!r}")
-        await asyncio.sleep(0.01)
+    """Bounded wait; a missing stream or type (LookupError) counts as "not yet"."""
+    return await wait_until_async(cond, timeout=timeout, interval=0.01, message=what)
 
 
 class Sotw:
