@@ -377,6 +377,8 @@ class Gateway:
             if not streams:
                 return False
             for s in streams:
+                if not {"CDS", "LDS"} <= s["types"].keys():
+                    return False  # a (re)connected Envoy has not asked for everything yet
                 for short, t in s["types"].items():
                     want = str(snap["types"][short]["version"])
                     if t.get("pending") or t.get("acked_version") not in (want, t.get("sent_version")):
