@@ -11,9 +11,13 @@ Protocol choices (see design.md "xDS protocol rules"):
 - One response per type in flight per stream (as go-control-plane): the next
   version of a type goes out after the previous one is ACKed or NACKed, which
   bounds what a slow Envoy can queue and coalesces bursts.
-- Types go out in PUSH_ORDER (CDS, EDS, LDS, RDS, SDS); a later type is held
-  back while an earlier one has a newer version waiting behind an in-flight
-  response, so Envoy never sees a route before the cluster it names.
+- Types go out in PUSH_ORDER (CDS, EDS, LDS, SRDS, RDS, SDS). While a CDS
+  response is in flight and a newer CDS version waits behind it, listeners and
+  routes are held back, so Envoy never sees a route before the cluster it names.
+  Endpoints, route tables and secrets that Envoy asks for are never held: it
+  needs them to finish warming the clusters and listeners it was sent, and it
+  may not ACK those until they are warm (holding them deadlocked a stream until
+  Envoy's 15 s initial-fetch timeout).
 - A NACK leaves the type alone until a newer cache version with different
   content exists; the rejected content is never re-sent (a subscription change
   from the client is still answered).
@@ -22,8 +26,9 @@ Protocol choices (see design.md "xDS protocol rules"):
   "<v>+hold") or are left out of removed_resources (Delta). Once LDS/RDS are
   ACKed, the pure CDS (or the removal) is sent. This relies on the translator
   applying a cluster removal and the route change that drops it in one apply.
-- SotW EDS/RDS/SDS responses carry every subscribed resource that exists (always
-  correct); a response whose content equals the last one sent is skipped.
+- SotW EDS/RDS responses carry only what changed since the last one (they are
+  not full-state types); a response whose content equals the last one sent is
+  skipped.
 - Nothing is served until `cache.ready` is true, so a restarted control plane
   never wipes an Envoy's config with an empty snapshot.
 """
@@ -42,7 +47,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane.metrics import Metrics
 from controlplane.xds.cache import DEFAULT_GROUP, Resource, SnapshotCache, TypeSnapshot
-from controlplane.xds.resources import CLUSTER, ENDPOINT, PUSH_ORDER
+from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SCOPED_ROUTE
 from controlplane.xds.tracking import (
     ACK,
     DELTA,
@@ -144,6 +149,12 @@ def _identity(data: bytes) -> bytes:
 
 
 # --------------------------------------------------------------------------
+
+
+# Types whose SotW responses may carry only the changed resources (Envoy keeps the others).
+_PARTIAL_SOTW = frozenset({ENDPOINT, ROUTE})
+# Types whose resources name clusters (held while newer clusters wait to be sent).
+_NAME_CLUSTERS = frozenset({LISTENER, SCOPED_ROUTE, ROUTE})
 
 
 class XdsServer:
@@ -293,25 +304,36 @@ class XdsServer:
             )
         elif outcome == STALE:
             log.debug("xDS stale nonce %r for %s from node=%s ignored", req.response_nonce, kind, s.node_id)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("xDS %s request node=%s %s nonce=%r version=%r names=%d+%d/-%d -> %s", s.protocol, s.node_id,
+                      kind, req.response_nonce, getattr(req, "version_info", ""),
+                      len(getattr(req, "resource_names", ())), len(getattr(req, "resource_names_subscribe", ())),
+                      len(getattr(req, "resource_names_unsubscribe", ())), outcome)  # fmt: skip
 
     # -- sending -----------------------------------------------------------
     async def _push(self, s: StreamState, context: grpc.aio.ServicerContext) -> None:
         """Send every type that is due, in push order."""
         order = PUSH_ORDER + tuple(t for t in s.types if t not in PUSH_ORDER)
+        clusters_due = False
         for type_url in order:
             st = s.types.get(type_url)
             if st is None or not st.requested:
                 continue
+            if clusters_due and type_url in _NAME_CLUSTERS:
+                continue  # make-before-break: these wait for the clusters they may name
             snap = self._cache.get(type_url, s.group)
             if st.pending:
-                if snap.version > st.sent_cache_version:
-                    return  # keep make-before-break: later types wait for this one
+                if type_url == CLUSTER and snap.version > st.sent_cache_version:
+                    clusters_due = True
                 continue
             respond = self._sotw_response if s.protocol == SOTW else self._delta_response
             body = respond(s, st, snap)
             if body is None:
                 continue
             self._metrics.pushes.labels(short_name(type_url)).inc()
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("xDS %s response node=%s %s nonce=%s version=%s", s.protocol, s.node_id,
+                          short_name(type_url), st.nonce, st.sent_version)  # fmt: skip
             await context.write(body)
             if s.closed:
                 return
@@ -325,8 +347,8 @@ class XdsServer:
             st.sent = {}
             st.current = max(st.current, snap.version)
             return None
-        if st.type_url == ENDPOINT and not (st.wildcard or st.force or st.nacked) and st.sent_cache_version:
-            partial = self._sotw_endpoint_update(s, st, snap)
+        if st.type_url in _PARTIAL_SOTW and not (st.wildcard or st.force or st.nacked) and st.sent_cache_version:
+            partial = self._sotw_partial_update(s, st, snap)
             if partial is not False:
                 return partial
         want: Mapping[str, Resource]
@@ -355,13 +377,14 @@ class XdsServer:
             version, (r.any_bytes for r in content.values()), st.type_url, nonce, self._control_plane
         )
 
-    def _sotw_endpoint_update(self, s: StreamState, st: TypeState, snap: TypeSnapshot) -> bytes | bool | None:
-        """Only the ClusterLoadAssignments that changed since the last response.
+    def _sotw_partial_update(self, s: StreamState, st: TypeState, snap: TypeSnapshot) -> bytes | bool | None:
+        """Only the ClusterLoadAssignments / RouteConfigurations changed since the last response.
 
-        In SotW, EDS (like RDS) is not a full-state type: a response may carry a subset of the
+        In SotW, EDS and RDS are not full-state types: a response may carry a subset of the
         subscribed resources and omitted ones are kept by Envoy. One EndpointSlice change then
-        costs one CLA on the wire instead of every subscribed one. Returns False when the change
-        history does not reach back far enough (the caller sends the full set).
+        costs one CLA on the wire instead of every subscribed one, and one host change one route
+        table partition. Returns False when the change history does not reach back far enough
+        (the caller sends the full set).
         """
         names = self._cache.changed_since(st.type_url, s.group, st.sent_cache_version)
         if names is None:

@@ -460,6 +460,45 @@ async def test_sotw_push_order_when_several_types_change(env: Env) -> None:
     assert {r.version_info for r in order} == {str(v2)}
 
 
+async def test_endpoints_are_sent_while_clusters_wait_to_warm(env: Env) -> None:
+    """Envoy ACKs a CDS response only once its new clusters have their endpoints. A newer CDS
+    version waiting behind that response must not hold back EDS (that deadlocked the stream until
+    Envoy's initial-fetch timeout); it holds back only listeners and routes, which name clusters."""
+    client = Sotw(env, "envoy-1")
+    await client.subscribe_all()
+    await acked(env, "envoy-1", "RDS", str(env.cache.get(ROUTE).version))
+    env.cache.apply({CLUSTER: {"new": cluster("new")}, ENDPOINT: {"new": cla("new", 9020)}})
+    resp = await client.recv()
+    assert resp.type_url == CLUSTER and "new" in names_of(resp)  # not ACKed: "new" is warming
+    # Meanwhile a newer cluster version and a route change arrive.
+    env.cache.apply({CLUSTER: {"newer": cluster("newer")}, ROUTE: {"local": route("local", "hello v9")}})
+    eds_nonce = env.stream("envoy-1")["types"]["EDS"]["nonce"]
+    await client.send(ENDPOINT, ["backend", "new"], str(env.cache.get(ENDPOINT).version), eds_nonce)
+    resp = await client.recv(timeout=5)
+    assert resp.type_url == ENDPOINT and "new" in names_of(resp)
+    await client.ack(resp, ["backend", "new"])
+    cds = env.stream("envoy-1")["types"]["CDS"]
+    await client.send(CLUSTER, [], cds["sent_version"], cds["nonce"])  # "new" is warm: ACK
+    # Only now the newer clusters, then the route change that waited for them.
+    assert [(await client.recv()).type_url for _ in range(2)] == [CLUSTER, ROUTE]
+
+
+async def test_delta_endpoints_are_sent_while_clusters_wait_to_warm(env: Env) -> None:
+    client = Delta(env, "d1")
+    await delta_subscribe_all(client)
+    await acked(env, "d1", "RDS", str(env.cache.get(ROUTE).version))
+    env.cache.apply({CLUSTER: {"new": cluster("new")}, ENDPOINT: {"new": cla("new", 9020)}})
+    resp = await client.recv()
+    assert resp.type_url == CLUSTER and "new" in delta_names(resp)
+    env.cache.apply({CLUSTER: {"newer": cluster("newer")}, ROUTE: {"local": route("local", "hello v9")}})
+    await client.send(ENDPOINT, ["new"])
+    resp = await client.recv(timeout=5)
+    assert resp.type_url == ENDPOINT and "new" in delta_names(resp)
+    await client.ack(resp)
+    await client.send(CLUSTER, nonce=env.stream("d1")["types"]["CDS"]["nonce"])
+    assert [(await client.recv()).type_url for _ in range(2)] == [CLUSTER, ROUTE]
+
+
 async def test_sotw_cluster_removal_waits_for_routes(env: Env) -> None:
     env.cache.apply({CLUSTER: {"old": cluster("old")}, ENDPOINT: {"old": cla("old", 9003)}})
     client = Sotw(env, "envoy-1")
