@@ -38,6 +38,7 @@ class ServeOptions:
     publish_service: str | None = None
     lease_duration: float = 15.0  # leader election (status and Events writer)
     lease_renew_interval: float = 5.0
+    route_partitions: int | None = None  # None: automatic (one table until ~1,000 hosts)
 
 
 class MeridianApp:
@@ -57,6 +58,7 @@ class MeridianApp:
                 east_west_port=opts.east_west_port,
                 classes=ClassPolicy(frozenset(opts.ingress_classes), opts.watch_ingress_without_class),
                 publish_address=opts.publish_address,
+                route_partitions=opts.route_partitions,
             ),
         )
         self.xds: XdsServer | None = None

@@ -58,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="same as the global --log-level")  # fmt: skip
     s.add_argument("--publish-address", help="address written to Ingress status")
     s.add_argument("--publish-service", metavar="NS/NAME", help="Service whose address goes to Ingress status")
+    s.add_argument(
+        "--route-partitions",
+        type=_partitions,
+        default=None,
+        metavar="auto|N",
+        help="split each listener's route table into N host-hash partitions so one change costs Envoy "
+        "about 1/N of the table (default auto: one table below 1,000 hosts, then ~100 hosts each)",
+    )
     s.add_argument("--lease-duration", type=float, default=15.0, help="leader election lease duration (seconds)")
     s.add_argument("--lease-renew-interval", type=float, default=5.0, help="leader lease renew interval (seconds)")
 
@@ -103,6 +111,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     }[args.command](args)
 
 
+def _partitions(text: str) -> int | None:
+    from controlplane.translate.partitions import MAX_PARTITIONS
+
+    if text == "auto":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number, got {text!r}") from None
+    if not 1 <= n <= MAX_PARTITIONS:
+        raise argparse.ArgumentTypeError(f"route partitions must be 1..{MAX_PARTITIONS}")
+    return n
+
+
 def serve_options(args: argparse.Namespace) -> ServeOptions:
     """`meridian serve` flags -> ServeOptions (also used by tests that run the app in-process)."""
     from controlplane.app import ServeOptions
@@ -125,6 +147,7 @@ def serve_options(args: argparse.Namespace) -> ServeOptions:
         publish_service=args.publish_service,
         lease_duration=args.lease_duration,
         lease_renew_interval=args.lease_renew_interval,
+        route_partitions=args.route_partitions,
     )
 
 

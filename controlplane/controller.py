@@ -11,14 +11,13 @@ cached per-host bytes.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import gc
 import hashlib
 import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,8 +44,9 @@ from controlplane.store import (
 )
 from controlplane.translate import listeners as lst
 from controlplane.translate.features import FEATURES, load_builtin_features
+from controlplane.translate.partitions import RouteTable, auto_partitions
 from controlplane.translate.resources import certificate_secret, load_assignment, service_cluster
-from controlplane.translate.routes import framed_vhost, route_configuration_from_frames, vhost_bytes
+from controlplane.translate.routes import framed_vhost, vhost_bytes
 from controlplane.xds import resources as rt
 from controlplane.xds.cache import Resource, SnapshotCache, make_resource
 
@@ -61,6 +61,9 @@ class GatewayConfig:
     east_west_port: int = 15080
     classes: ClassPolicy = field(default_factory=ClassPolicy)
     publish_address: str | None = None
+    # Route tables per listener: N fixed hash partitions (1 = one table), or None to grow them
+    # automatically with the number of hosts (see translate/partitions.py).
+    route_partitions: int | None = None
 
 
 def upstream_variant(parsed: ParsedAnnotations) -> str:
@@ -87,13 +90,12 @@ class Controller:
         self.secret_deps: dict[tuple[str, str, str], set[IngressRef]] = {}
         self.class_views: dict[str, ClassView] = {}
         self.host_results: dict[str, HostResult] = {}
-        # Per-host VirtualHost bytes, already framed as RouteConfiguration.virtual_hosts fields, and the
-        # sorted host order kept up to date by bisection: a change re-assembles a table with one join.
-        self.http_vh: dict[str, bytes] = {}
-        self.https_vh: dict[str, bytes] = {}
-        self._host_order: list[str] = []
-        self.ew_vh: dict[ServiceKey, bytes] = {}  # framed east-west virtual hosts per Service
-        self._ew_order: list[ServiceKey] = []
+        # Per-host VirtualHost bytes, framed as RouteConfiguration.virtual_hosts fields, kept per route
+        # table (split into hash partitions at scale): a change re-assembles one table with one join.
+        fixed = config.route_partitions or 1
+        self.http_routes = RouteTable(lst.HTTP_ROUTES, partitions=fixed)
+        self.https_routes = RouteTable(lst.HTTPS_ROUTES, partitions=fixed)
+        self.ew_routes = RouteTable(lst.EAST_WEST_ROUTES, ignore_port=False, partitions=fixed)
         # Only hosts that use a feature / need extra clusters are listed, so per-change scans stay small.
         self.host_features: dict[str, dict[str, frozenset[str]]] = {}  # host -> feature -> filter keys
         # (feature, filter key) -> number of hosts needing it, kept by _set_host_features so the listener
@@ -210,7 +212,8 @@ class Controller:
         cluster_keys = self._rebuild_clusters(changes, dirty_svc)
         self._rebuild_endpoints(changes, dirty_eds | cluster_keys)
         self._rebuild_hosts(changes, hosts)
-        self._rebuild_east_west(changes, dirty_svc)
+        self._rebuild_east_west(dirty_svc)
+        self._render_route_tables(changes)
         self._rebuild_listeners(changes)
         self.cache.apply(changes, seen_at=seen_at)
         self._update_ingress_metrics()
@@ -417,7 +420,7 @@ class Controller:
 
     # -- virtual hosts and route tables ---------------------------------------------------
     def _rebuild_hosts(self, changes: dict[str, dict[str, Resource | None]], hosts: set[str]) -> None:
-        if not hosts and lst.HTTP_ROUTES in self.cache.get(rt.ROUTE).resources:
+        if not hosts:
             return
         tls_hosts = frozenset(self.tls.certs)
         for host in hosts:
@@ -427,19 +430,6 @@ class Controller:
             except Exception as exc:  # keep this host's last good routes; every other host goes on
                 log.exception("building virtual host %r failed; keeping its previous routes", host or "*")
                 self.host_errors[host] = f"internal error building host {host or '*'}: {exc}"
-        order = self._host_order
-        _sync_order(order, hosts, self.https_vh)
-        rds = changes[rt.ROUTE]
-        rds[lst.HTTP_ROUTES] = make_resource(
-            lst.HTTP_ROUTES,
-            rt.ROUTE,
-            route_configuration_from_frames(lst.HTTP_ROUTES, [self.http_vh[h] for h in order]),
-        )
-        rds[lst.HTTPS_ROUTES] = make_resource(
-            lst.HTTPS_ROUTES,
-            rt.ROUTE,
-            route_configuration_from_frames(lst.HTTPS_ROUTES, [self.https_vh[h] for h in order]),
-        )
         # Extra clusters (auth, mirror targets) follow the routes that need them.
         wanted: dict[str, Any] = {}
         for extra in self.host_extra_clusters.values():
@@ -452,8 +442,9 @@ class Controller:
         self._extra_cluster_names = set(wanted)
 
     def _drop_host(self, host: str) -> None:
-        for table in (self.host_results, self.http_vh, self.https_vh):
-            table.pop(host, None)
+        self.host_results.pop(host, None)
+        self.http_routes.remove(host)
+        self.https_routes.remove(host)
         self._set_host_features(host, {})
         self.host_extra_clusters.pop(host, None)
 
@@ -486,8 +477,8 @@ class Controller:
                 for c in f.extra_clusters(r):
                     extra[c.name] = c
         self.host_results[host] = result
-        self.https_vh[host] = https
-        self.http_vh[host] = http
+        self.https_routes.put(host, https, (host,))
+        self.http_routes.put(host, http, (host,))
         self._set_host_features(host, needs)
         if extra:
             self.host_extra_clusters[host] = extra
@@ -504,24 +495,28 @@ class Controller:
                 for key in keys:
                     self._feature_key_hosts[(name, key)] += 1
 
-    def _rebuild_east_west(self, changes: dict[str, dict[str, Resource | None]], dirty: set[ServiceKey]) -> None:
-        if not dirty and lst.EAST_WEST_ROUTES in self.cache.get(rt.ROUTE).resources:
-            return
+    def _rebuild_east_west(self, dirty: set[ServiceKey]) -> None:
         for key in dirty:
             ports = self.services.ports(key)
             if ports:
                 vhosts = east_west_vhosts(key[0], key[1], ports)
-                self.ew_vh[key] = b"".join(framed_vhost(vhost_bytes(v)) for v in vhosts)
+                frames = b"".join(framed_vhost(vhost_bytes(v)) for v in vhosts)
+                self.ew_routes.put(key, frames, [d for v in vhosts for d in v.domains])
             else:
-                self.ew_vh.pop(key, None)
-        _sync_order(self._ew_order, dirty, self.ew_vh)
-        changes[rt.ROUTE][lst.EAST_WEST_ROUTES] = make_resource(
-            lst.EAST_WEST_ROUTES,
-            rt.ROUTE,
-            route_configuration_from_frames(
-                lst.EAST_WEST_ROUTES, [self.ew_vh[k] for k in self._ew_order], ignore_port=False
-            ),
-        )
+                self.ew_routes.remove(key)
+
+    def _render_route_tables(self, changes: dict[str, dict[str, Resource | None]]) -> None:
+        """Grow the partitions with the tables (auto mode), then assemble only the changed tables."""
+        if self.config.route_partitions is None:
+            hosts = auto_partitions(len(self.https_routes), self.https_routes.partitions)
+            self.http_routes.repartition(hosts)
+            self.https_routes.repartition(hosts)
+            self.ew_routes.repartition(auto_partitions(len(self.ew_routes), self.ew_routes.partitions))
+        def emit(type_url: str, name: str, body: Any) -> None:
+            changes[type_url][name] = None if body is None else make_resource(name, type_url, body)
+
+        for table in (self.http_routes, self.https_routes, self.ew_routes):
+            table.render(emit)
 
     # -- listeners --------------------------------------------------------------------------
     def _rebuild_listeners(self, changes: dict[str, dict[str, Resource | None]]) -> None:
@@ -533,10 +528,13 @@ class Controller:
         features = [f for f in FEATURES if f.name in needs]
         filters = [flt for f in features for flt in f.http_filters(needs[f.name])]
         tls_hosts, passthrough = self.tls.chains()
+        hosts_k, ew_k = self.https_routes.partitions, self.ew_routes.partitions
         inputs = (
             tuple(flt.SerializeToString(deterministic=True) for flt in filters),
             tuple(tls_hosts),
             tuple(passthrough),
+            hosts_k,
+            ew_k,
         )
         if inputs == self._listener_inputs:
             return
@@ -546,18 +544,24 @@ class Controller:
         lds[lst.HTTP_LISTENER] = make_resource(
             lst.HTTP_LISTENER,
             rt.LISTENER,
-            lst.http_listener(lst.HTTP_LISTENER, c.listen_address, c.http_port, lst.HTTP_ROUTES, filters),
+            lst.http_listener(
+                lst.HTTP_LISTENER, c.listen_address, c.http_port, lst.HTTP_ROUTES, filters, partitions=hosts_k
+            ),
         )
         lds[lst.EAST_WEST_LISTENER] = make_resource(
             lst.EAST_WEST_LISTENER,
             rt.LISTENER,
-            lst.http_listener(lst.EAST_WEST_LISTENER, c.listen_address, c.east_west_port, lst.EAST_WEST_ROUTES, []),
+            lst.http_listener(
+                lst.EAST_WEST_LISTENER, c.listen_address, c.east_west_port, lst.EAST_WEST_ROUTES, [], partitions=ew_k
+            ),
         )
         if tls_hosts or passthrough:
             lds[lst.HTTPS_LISTENER] = make_resource(
                 lst.HTTPS_LISTENER,
                 rt.LISTENER,
-                lst.https_listener(c.listen_address, c.https_port, tls_hosts, FEATURES, filters, passthrough),
+                lst.https_listener(
+                    c.listen_address, c.https_port, tls_hosts, FEATURES, filters, passthrough, partitions=hosts_k
+                ),
             )
         else:
             lds[lst.HTTPS_LISTENER] = None
@@ -625,14 +629,3 @@ def _ingress_state(ir: IngressIR) -> str:
     if ir.served:
         return "accepted"
     return "rejected" if ir.class_accepted and ir.rejected else "ignored"
-
-
-def _sync_order(order: list[Any], keys: Iterable[Any], present: Mapping[Any, Any]) -> None:
-    """Keep `order` (sorted) equal to sorted(present) after `keys` were added or removed: O(k log n)."""
-    for key in keys:
-        i = bisect.bisect_left(order, key)
-        listed = i < len(order) and order[i] == key
-        if key in present and not listed:
-            order.insert(i, key)
-        elif key not in present and listed:
-            del order[i]

@@ -2,7 +2,7 @@
 
 Each directory under tests/golden/cases/ holds `input.yaml` (one cluster, id "local") or
 `clusters/<id>/*.yaml` (several clusters; the first id in sorted order is the primary), an optional
-`config.yaml` (`classes: [names]`, `watch_without_class: bool`; without it every Ingress is
+`config.yaml` (`classes: [names]`, `watch_without_class: bool`, `route_partitions: N`; without it every Ingress is
 translated, as `meridian translate` does), and the expected `expected.yaml` (snapshot_dict of
 the built snapshot) and `report.txt` (`meridian translate --report`).
 
@@ -43,7 +43,8 @@ def case_config(case: Path) -> GatewayConfig:
     return GatewayConfig(
         classes=ClassPolicy(
             frozenset(cfg.get("classes") or ()), watch_without_class=bool(cfg.get("watch_without_class"))
-        )
+        ),
+        route_partitions=cfg.get("route_partitions"),
     )
 
 

@@ -14,6 +14,7 @@ from google.protobuf import any_pb2
 
 from controlplane.ir import Passthrough, TlsHost
 from controlplane.translate.features import Feature
+from controlplane.translate.partitions import use_partitions
 from controlplane.translate.resources import ads_source, socket_address
 
 HTTP_LISTENER = "http"
@@ -31,12 +32,15 @@ def _any(msg: object) -> any_pb2.Any:
 
 
 def connection_manager(
-    stat_prefix: str, route_config: str, filters: Sequence[hcm_pb2.HttpFilter], *, use_remote_address: bool = True
+    stat_prefix: str,
+    route_config: str,
+    filters: Sequence[hcm_pb2.HttpFilter],
+    *,
+    use_remote_address: bool = True,
+    partitions: int = 1,
 ) -> hcm_pb2.HttpConnectionManager:
     hcm = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix)
     hcm.use_remote_address.value = use_remote_address
-    hcm.rds.route_config_name = route_config
-    hcm.rds.config_source.CopyFrom(ads_source())
     hcm.normalize_path.value = True
     # WebSockets work by default in ingress-nginx.
     hcm.upgrade_configs.add(upgrade_type="websocket")
@@ -44,6 +48,7 @@ def connection_manager(
     hcm.stream_idle_timeout.seconds = 300
     hcm.http_filters.extend(filters)
     hcm.http_filters.add(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router()))
+    use_partitions(hcm, route_config, partitions)  # the scope filter goes first
     return hcm
 
 
@@ -52,10 +57,17 @@ def _hcm_filter(hcm: hcm_pb2.HttpConnectionManager) -> listener_components_pb2.F
 
 
 def http_listener(
-    name: str, address: str, port: int, route_config: str, filters: Sequence[hcm_pb2.HttpFilter]
+    name: str,
+    address: str,
+    port: int,
+    route_config: str,
+    filters: Sequence[hcm_pb2.HttpFilter],
+    *,
+    partitions: int = 1,
 ) -> listener_pb2.Listener:
     lst = listener_pb2.Listener(name=name, address=socket_address(address, port))
-    lst.filter_chains.add().filters.append(_hcm_filter(connection_manager(name, route_config, filters)))
+    hcm = connection_manager(name, route_config, filters, partitions=partitions)
+    lst.filter_chains.add().filters.append(_hcm_filter(hcm))
     return lst
 
 
@@ -66,13 +78,15 @@ def https_listener(
     features: Sequence[Feature],
     filters: Sequence[hcm_pb2.HttpFilter],
     passthrough: Sequence[Passthrough] = (),
+    *,
+    partitions: int = 1,
 ) -> listener_pb2.Listener:
     """One filter chain per certificate (SNI set); certificates come over SDS."""
     lst = listener_pb2.Listener(name=HTTPS_LISTENER, address=socket_address(address, port))
     lst.listener_filters.add(
         name="envoy.filters.listener.tls_inspector", typed_config=_any(tls_inspector_pb2.TlsInspector())
     )
-    hcm_filter = _hcm_filter(connection_manager(HTTPS_LISTENER, HTTPS_ROUTES, filters))
+    hcm_filter = _hcm_filter(connection_manager(HTTPS_LISTENER, HTTPS_ROUTES, filters, partitions=partitions))
     for host in hosts:
         chain = lst.filter_chains.add(name=f"tls:{host.secret}:{','.join(host.hosts)}")
         chain.filter_chain_match.server_names.extend(host.hosts)

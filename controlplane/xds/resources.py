@@ -6,16 +6,24 @@ CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+SCOPED_ROUTE = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
 SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
 # Make before break: clusters and their endpoints exist before listeners and
 # routes refer to them; certificates last (listeners wait for them anyway).
-PUSH_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)
+PUSH_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE, ROUTE, SECRET)
 
-SHORT_NAMES = {CLUSTER: "CDS", ENDPOINT: "EDS", LISTENER: "LDS", ROUTE: "RDS", SECRET: "SDS"}
+SHORT_NAMES = {
+    CLUSTER: "CDS",
+    ENDPOINT: "EDS",
+    LISTENER: "LDS",
+    SCOPED_ROUTE: "SRDS",
+    ROUTE: "RDS",
+    SECRET: "SDS",
+}
 
 # Types for which a State-of-the-World response must carry every resource.
-FULL_STATE_TYPES = frozenset({CLUSTER, LISTENER})
+FULL_STATE_TYPES = frozenset({CLUSTER, LISTENER, SCOPED_ROUTE})
 
 
 def message_class(type_url: str) -> type:
@@ -23,13 +31,14 @@ def message_class(type_url: str) -> type:
     from envoy.config.cluster.v3 import cluster_pb2
     from envoy.config.endpoint.v3 import endpoint_pb2
     from envoy.config.listener.v3 import listener_pb2
-    from envoy.config.route.v3 import route_pb2
+    from envoy.config.route.v3 import route_pb2, scoped_route_pb2
     from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 
     return {
         CLUSTER: cluster_pb2.Cluster,
         ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
         LISTENER: listener_pb2.Listener,
+        SCOPED_ROUTE: scoped_route_pb2.ScopedRouteConfiguration,
         ROUTE: route_pb2.RouteConfiguration,
         SECRET: secret_pb2.Secret,
     }[type_url]

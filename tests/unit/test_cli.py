@@ -107,7 +107,7 @@ def _names(doc: dict[str, list[dict[str, object]]], short: str) -> set[str]:
 def test_translate_outputs_parse_and_name_the_resources(manifests: Path, output: str) -> None:
     text = meridian("translate", "-f", str(manifests), "-o", output).stdout
     doc = json.loads(text) if output == "json" else yaml.safe_load(text)
-    assert set(doc) == {"CDS", "EDS", "LDS", "RDS", "SDS"}
+    assert set(doc) == {"CDS", "EDS", "LDS", "SRDS", "RDS", "SDS"}
     assert "shop/web:80" in _names(doc, "CDS")
     assert "shop/web:80" in _names(doc, "EDS")
     eds = next(r for r in doc["EDS"] if r["cluster_name"] == "shop/web:80")

@@ -1,0 +1,119 @@
+"""Route table partitions: placement by host hash, incremental assembly, automatic growth."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.route.v3 import route_pb2, scoped_route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+
+from controlplane.ir import DirectResponse, IngressRef, PathMatch, Route, VirtualHost
+from controlplane.translate import partitions as pt
+from controlplane.translate.listeners import connection_manager
+from controlplane.translate.routes import framed_vhost, route_configuration_from_frames, vhost_bytes
+from controlplane.xds import resources as rt
+
+
+def frame(host: str) -> bytes:
+    route = Route(host, PathMatch("prefix", "/"), DirectResponse(200, host), IngressRef("c", "ns", "ing"))
+    vh = VirtualHost(host or "catch-all", (host or "*",), (route,))
+    return framed_vhost(vhost_bytes(vh))
+
+
+def rendered(table: pt.RouteTable) -> dict[tuple[str, str], Any]:
+    out: dict[tuple[str, str], Any] = {}
+    table.render(lambda type_url, name, body: out.__setitem__((rt.SHORT_NAMES[type_url], name), body))
+    return out
+
+
+def domains(body: bytes) -> list[str]:
+    return sorted(d for vh in route_pb2.RouteConfiguration.FromString(body).virtual_hosts for d in vh.domains)
+
+
+def test_host_hash_ignores_case_and_port() -> None:
+    assert pt.host_hash("Shop.Example.COM:8443") == pt.host_hash("shop.example.com")
+    assert pt.host_hash("a.example.com") != pt.host_hash("b.example.com")
+    assert 0 <= pt.bucket_of("shop.example.com", 16) < 16
+
+
+def test_one_table_is_the_plain_route_configuration() -> None:
+    table = pt.RouteTable("http")
+    for host in ("b.com", "", "a.com"):
+        table.put(host, frame(host), (host,))
+    out = rendered(table)
+    want = route_configuration_from_frames("http", [frame(""), frame("a.com"), frame("b.com")])
+    assert out == {("RDS", "http"): want}
+
+
+def test_exact_hosts_land_in_their_bucket_and_shared_hosts_everywhere() -> None:
+    hosts = [f"h{i}.example.com" for i in range(20)]
+    table = pt.RouteTable("http", partitions=4)
+    for host in [*hosts, "*.wild.example.com", ""]:
+        table.put(host, frame(host), (host,))
+    out = rendered(table)
+    assert {n for t, n in out if t == "SRDS"} == {"http/0", "http/1", "http/2", "http/3"}
+    scope = out[("SRDS", "http/2")]
+    assert isinstance(scope, scoped_route_pb2.ScopedRouteConfiguration)
+    assert scope.route_configuration_name == "http/2" and scope.key.fragments[0].string_key == "http/2"
+    for b in range(4):
+        body = out[("RDS", f"http/{b}")]
+        want = sorted([h for h in hosts if pt.bucket_of(h, 4) == b] + ["*", "*.wild.example.com"])
+        assert domains(body) == want
+        assert list(route_pb2.RouteConfiguration.FromString(body).request_headers_to_remove) == [pt.SCOPE_HEADER]
+
+
+def test_a_change_rebuilds_only_the_tables_it_touches() -> None:
+    table = pt.RouteTable("http", partitions=8)
+    for i in range(40):
+        table.put(f"h{i}.example.com", frame(f"h{i}.example.com"), (f"h{i}.example.com",))
+    rendered(table)
+    assert rendered(table) == {}  # nothing changed
+    table.put("h3.example.com", frame("h3.example.com"), ("h3.example.com",))
+    assert rendered(table) == {}  # same bytes: no table is rebuilt
+    table.put("new.example.com", frame("new.example.com"), ("new.example.com",))
+    assert set(rendered(table)) == {("RDS", f"http/{pt.bucket_of('new.example.com', 8)}")}
+    table.remove("h5.example.com")
+    assert set(rendered(table)) == {("RDS", f"http/{pt.bucket_of('h5.example.com', 8)}")}
+    table.put("*.x.com", frame("*.x.com"), ("*.x.com",))
+    assert len(rendered(table)) == 8  # a wildcard is in every table
+    # A multi-name entry (east-west: svc.ns, svc.ns.svc, ...) is in each bucket one of its names hashes to.
+    names = ("web.ns", "web.ns.svc", "web.ns.svc.cluster.local:80")
+    table.put("web", frame("web.ns"), names)
+    assert {n for _, n in rendered(table)} == {f"http/{pt.bucket_of(n, 8)}" for n in names}
+
+
+def test_repartition_retires_old_names() -> None:
+    table = pt.RouteTable("http")
+    table.put("a.com", frame("a.com"), ("a.com",))
+    rendered(table)
+    table.repartition(2)
+    out = rendered(table)
+    assert out[("RDS", "http")] is None  # the single table is gone
+    assert ("SRDS", "http") not in out
+    assert {k for k, v in out.items() if v is not None} == {
+        ("SRDS", "http/0"), ("SRDS", "http/1"), ("RDS", "http/0"), ("RDS", "http/1")
+    }
+    table.repartition(4)
+    out = rendered(table)
+    assert out[("RDS", "http/0")] is not None and out[("SRDS", "http/3")] is not None
+    assert len(table) == 1 and table.frame("a.com") == frame("a.com")
+
+
+def test_auto_partitions_grow_and_never_shrink() -> None:
+    assert pt.auto_partitions(10, 1) == 1
+    assert pt.auto_partitions(999, 1) == 1
+    assert pt.auto_partitions(1000, 1) == 16
+    assert pt.auto_partitions(10_000, 1) == 128
+    assert pt.auto_partitions(50, 128) == 128  # shrinking would rebuild every listener for nothing
+    assert pt.auto_partitions(10**7, 1) == pt.MAX_PARTITIONS
+
+
+def test_connection_manager_uses_scoped_routes_with_the_scope_filter_first() -> None:
+    one = connection_manager("http", "http", [])
+    assert one.rds.route_config_name == "http" and not one.HasField("scoped_routes")
+    many = connection_manager("http", "http", [hcm_pb2.HttpFilter(name="x")], partitions=4)
+    assert not many.HasField("rds")
+    assert [f.name for f in many.http_filters] == [pt.SCOPE_FILTER, "x", "envoy.filters.http.router"]
+    scoped = many.scoped_routes
+    assert scoped.scope_key_builder.fragments[0].header_value_extractor.name == pt.SCOPE_HEADER
+    assert scoped.HasField("scoped_rds") and scoped.rds_config_source.HasField("ads")
