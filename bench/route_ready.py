@@ -47,6 +47,7 @@ class Run:
     n: int
     mode: str  # sotw | delta
     style: str  # bulk | per-file
+    partitions: str = "auto"  # serve --route-partitions
     cold: dict[str, float] = field(default_factory=dict)
     ready: list[float] = field(default_factory=list)
     breakdown: list[dict[str, float]] = field(default_factory=list)
@@ -54,7 +55,9 @@ class Run:
     envoy_rss_mib: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"n": self.n, "mode": self.mode, "style": self.style, "cold_s": self.cold}
+        out: dict[str, Any] = {
+            "n": self.n, "mode": self.mode, "style": self.style, "partitions": self.partitions, "cold_s": self.cold
+        }
         if self.ready:
             out["new_route_ms"] = summary_ms(self.ready)
             out["trials"] = len(self.ready)
@@ -104,11 +107,11 @@ def wait_settled(cp: ControlPlane, timeout: float = 120) -> None:
 
 
 def cold_start(
-    root: Path, n: int, mode: str, style: str, backend_port: int
+    root: Path, n: int, mode: str, style: str, backend_port: int, partitions: str = "auto"
 ) -> tuple[ControlPlane, Any, HostProbe, dict[str, float]]:
     directory = root / "c1"
     write_initial(directory, n, backend_port, style=style)
-    cp = ControlPlane(directory, root / "meridian.log").start()
+    cp = ControlPlane(directory, root / "meridian.log", ["--route-partitions", partitions]).start()
     envoy = start_envoy(cp, root / "envoy", delta=mode == "delta")
     t0 = cp.started_at
     out: dict[str, float] = {}
@@ -172,12 +175,14 @@ def breakdown_trial(cp: ControlPlane, directory: Path, probe: HostProbe, i: int,
     }
 
 
-def run_one(n: int, mode: str, style: str, trials: int, breakdown: int, backend_port: int, keep: bool) -> Run:
+def run_one(
+    n: int, mode: str, style: str, trials: int, breakdown: int, backend_port: int, keep: bool, partitions: str = "auto"
+) -> Run:
     root = Path(tempfile.mkdtemp(prefix=f"route-ready-{n}-{mode}-"))
-    run = Run(n, mode, style)
+    run = Run(n, mode, style, partitions)
     cp = envoy = probe = None
     try:
-        cp, envoy, probe, run.cold = cold_start(root, n, mode, style, backend_port)
+        cp, envoy, probe, run.cold = cold_start(root, n, mode, style, backend_port, partitions)
         directory = root / "c1"
         for t in range(trials):
             run.ready.append(new_route_trial(directory, probe, n + t, backend_port))
@@ -207,22 +212,25 @@ def run_one(n: int, mode: str, style: str, trials: int, breakdown: int, backend_
 
 def markdown(runs: list[Run]) -> str:
     lines = [
-        "| N | xDS | initial files | /readyz s | all served s | new route p50 | p90 | p99 | max | CP peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| N | xDS | route partitions | initial files | /readyz s | all served s | new route p50 ms | p90 | p99 | max |"
+        " CP peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         s = summary_ms(r.ready) if r.ready else {}
         cells = [f"{s[k]:.1f}" if s else "-" for k in ("p50", "p90", "p99", "max")]
         lines.append(
-            f"| {r.n:,} | {r.mode} | {r.style} | {r.cold.get('readyz', 0):.2f} | {r.cold.get('all_served', 0):.2f} | "
+            f"| {r.n:,} | {r.mode} | {r.partitions} | {r.style} | "
+            f"{r.cold.get('readyz', 0):.2f} | {r.cold.get('all_served', 0):.2f} | "
             + " | ".join(cells)
             + f" | {r.rss_mib:.0f} |"
         )
     if any(r.breakdown for r in runs):
         lines += [
             "",
-            "| N | xDS | write->snapshot p50/p99 | write->RDS ACK p50/p99 | ACK->200 p50/p99 | total p50/p99 |",
-            "|---|---|---|---|---|---|",
+            "| N | xDS | route partitions | write->snapshot p50/p99 | write->RDS ACK p50/p99 | ACK->200 p50/p99 |"
+            " total p50/p99 |",
+            "|---|---|---|---|---|---|---|",
         ]
         for r in runs:
             if not r.breakdown:
@@ -231,7 +239,7 @@ def markdown(runs: list[Run]) -> str:
             for k in ("to_snapshot", "to_ack", "after_ack", "total"):
                 s = summary_ms([b[k] for b in r.breakdown])
                 cells.append(f"{s['p50']:.1f} / {s['p99']:.1f}")
-            lines.append(f"| {r.n:,} | {r.mode} | " + " | ".join(cells) + " |")
+            lines.append(f"| {r.n:,} | {r.mode} | {r.partitions} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -246,6 +254,11 @@ def main(argv: list[str] | None = None) -> int:
         default="bulk,per-file",
         help="initial manifest layout; trials run on the first, the others measure cold start only",
     )
+    p.add_argument(
+        "--partitions",
+        default="auto",
+        help="serve --route-partitions values to compare in one run, e.g. 1,auto",
+    )
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temp dirs (logs)")
     args = p.parse_args(argv)
@@ -257,11 +270,12 @@ def main(argv: list[str] | None = None) -> int:
         backend = fleet.add("shared", "shared-0")
         for n in sizes:
             for mode in modes:
-                for k, style in enumerate(styles):
-                    trials, bd = (args.trials, args.breakdown_trials) if k == 0 else (0, 0)
-                    run = run_one(n, mode, style, trials, bd, backend.port, args.keep)
-                    print(json.dumps(run.as_dict()), flush=True)
-                    runs.append(run)
+                for partitions in args.partitions.split(","):
+                    for k, style in enumerate(styles):
+                        trials, bd = (args.trials, args.breakdown_trials) if k == 0 else (0, 0)
+                        run = run_one(n, mode, style, trials, bd, backend.port, args.keep, partitions)
+                        print(json.dumps(run.as_dict()), flush=True)
+                        runs.append(run)
     print()
     print(markdown(runs))
     if args.json:

@@ -92,10 +92,10 @@ class Controller:
         self.host_results: dict[str, HostResult] = {}
         # Per-host VirtualHost bytes, framed as RouteConfiguration.virtual_hosts fields, kept per route
         # table (split into hash partitions at scale): a change re-assembles one table with one join.
-        fixed = config.route_partitions or 1
-        self.http_routes = RouteTable(lst.HTTP_ROUTES, partitions=fixed)
-        self.https_routes = RouteTable(lst.HTTPS_ROUTES, partitions=fixed)
-        self.ew_routes = RouteTable(lst.EAST_WEST_ROUTES, ignore_port=False, partitions=fixed)
+        self.http_routes = RouteTable(lst.HTTP_ROUTES)
+        self.https_routes = RouteTable(lst.HTTPS_ROUTES)
+        self.ew_routes = RouteTable(lst.EAST_WEST_ROUTES, ignore_port=False)
+        self._hosts_partitions = 1  # wanted for the north-south tables (what they use may be 1, see below)
         # Only hosts that use a feature / need extra clusters are listed, so per-change scans stay small.
         self.host_features: dict[str, dict[str, frozenset[str]]] = {}  # host -> feature -> filter keys
         # (feature, filter key) -> number of hosts needing it, kept by _set_host_features so the listener
@@ -213,8 +213,9 @@ class Controller:
         self._rebuild_endpoints(changes, dirty_eds | cluster_keys)
         self._rebuild_hosts(changes, hosts)
         self._rebuild_east_west(dirty_svc)
-        self._render_route_tables(changes)
-        self._rebuild_listeners(changes)
+        filters = self._http_filters()
+        self._render_route_tables(changes, filters)
+        self._rebuild_listeners(changes, filters)
         self.cache.apply(changes, seen_at=seen_at)
         self._update_ingress_metrics()
 
@@ -505,13 +506,26 @@ class Controller:
             else:
                 self.ew_routes.remove(key)
 
-    def _render_route_tables(self, changes: dict[str, dict[str, Resource | None]]) -> None:
-        """Grow the partitions with the tables (auto mode), then assemble only the changed tables."""
-        if self.config.route_partitions is None:
-            hosts = auto_partitions(len(self.https_routes), self.https_routes.partitions)
-            self.http_routes.repartition(hosts)
-            self.https_routes.repartition(hosts)
-            self.ew_routes.repartition(auto_partitions(len(self.ew_routes), self.ew_routes.partitions))
+    def _render_route_tables(self, changes: dict[str, dict[str, Resource | None]], filters: list[Any]) -> None:
+        """Size the partitions (fixed, or grown with the tables), then assemble only the changed tables.
+
+        A filter that is off at the connection manager and turned on per route (ext_authz, basic
+        auth) is added to a request's filter chain only if the route Envoy finds *before* any filter
+        runs enables it; with partitions that route is found only after the scope filter ran, so the
+        check would be skipped. Such listeners keep one table: slower to update, never less safe.
+        """
+        fixed = self.config.route_partitions
+        self._hosts_partitions = fixed or auto_partitions(len(self.https_routes), self._hosts_partitions)
+        hosts = 1 if any(f.disabled for f in filters) else self._hosts_partitions
+        if hosts != self.https_routes.partitions:
+            log.info("north-south route tables: %d partition(s)%s", hosts,
+                     "" if hosts == self._hosts_partitions else " (a per-route auth filter is in use)")  # fmt: skip
+        self.http_routes.repartition(hosts)
+        self.https_routes.repartition(hosts)
+        self.ew_routes.repartition(fixed or auto_partitions(len(self.ew_routes), self.ew_routes.partitions))
+        for table in (self.http_routes, self.https_routes, self.ew_routes):
+            self.metrics.route_partitions.labels(table.base).set(table.partitions)
+
         def emit(type_url: str, name: str, body: Any) -> None:
             changes[type_url][name] = None if body is None else make_resource(name, type_url, body)
 
@@ -519,14 +533,17 @@ class Controller:
             table.render(emit)
 
     # -- listeners --------------------------------------------------------------------------
-    def _rebuild_listeners(self, changes: dict[str, dict[str, Resource | None]]) -> None:
-        """Listeners change only when their inputs do (filters in use, TLS chains), never per route."""
+    def _http_filters(self) -> list[Any]:
+        """The north-south HTTP filters that some route needs right now."""
         needs: dict[str, frozenset[str]] = {}
         for (name, key), count in self._feature_key_hosts.items():
             if count > 0:
                 needs[name] = needs.get(name, frozenset()) | {key}
         features = [f for f in FEATURES if f.name in needs]
-        filters = [flt for f in features for flt in f.http_filters(needs[f.name])]
+        return [flt for f in features for flt in f.http_filters(needs[f.name])]
+
+    def _rebuild_listeners(self, changes: dict[str, dict[str, Resource | None]], filters: list[Any]) -> None:
+        """Listeners change only when their inputs do (filters in use, TLS chains), never per route."""
         tls_hosts, passthrough = self.tls.chains()
         hosts_k, ew_k = self.https_routes.partitions, self.ew_routes.partitions
         inputs = (

@@ -36,6 +36,9 @@ class Metrics:
             registry=r,
         )
         self.snapshot_version = Gauge("meridian_snapshot_version", "Current snapshot version", registry=r)
+        self.route_partitions = Gauge(
+            "meridian_route_partitions", "Route tables (host-hash partitions) per listener table", ["table"], registry=r
+        )
         self.ingresses = Gauge(
             "meridian_ingresses", "Ingresses seen, by state", ["state"], registry=r
         )  # accepted | rejected | ignored

@@ -350,13 +350,17 @@ def ingress_classes(ings: list[CorpusIngress]) -> list[str]:
     return sorted(names)
 
 
-@pytest.fixture(scope="module")
-def corpus_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, Pki, list[CorpusIngress]]]:
+@pytest.fixture(scope="module", params=["1", "8"], ids=["one-route-table", "8-route-partitions"])
+def corpus_gateway(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Gateway, Pki, list[CorpusIngress]]]:
+    """The whole corpus in one gateway, with one route table per listener and with partitioned ones
+    (scoped routes behind the Lua scope filter, in front of every annotation's filters)."""
     if not FILES:
         pytest.fail(f"corpus directory {CORPUS} is missing or empty")
     root = tmp_path_factory.mktemp("corpus")
     ings = corpus_ingresses()
-    serve_args = ["--watch-ingress-without-class"]
+    serve_args = ["--watch-ingress-without-class", "--route-partitions", request.param]
     for name in ingress_classes(ings):
         serve_args += ["--ingress-class", name]
     gw = Gateway(root / "gw", serve_args=serve_args)

@@ -7,14 +7,20 @@ default backend or a 404 instead of the host's own Service.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from controlplane.translate.partitions import SCOPE_HEADER, bucket_of
+from tests.support.certs import issue_cert, make_ca, tls_secret
 from tests.support.gateway import Gateway, ingress, rule
 from tests.support.http import request
 from tests.support.wait import wait_until
+
+CA = make_ca()
 
 PARTITIONS = 4
 HOSTS = [f"h{i}.example.com" for i in range(12)]
@@ -37,6 +43,18 @@ def table_updates(gw: Gateway, table: str) -> dict[str, int]:
     return out
 
 
+def partitions(gw: Gateway) -> set[str]:
+    """The partitioned route tables the control plane serves (scopes over SRDS)."""
+    return set(gw.admin("/debug/snapshot")["types"]["SRDS"]["resources"])
+
+
+def htpasswd_secret(user: str, password: str) -> dict[str, Any]:
+    line = f"{user}:{{SHA}}{base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()}\n"
+    meta = {"name": "users", "namespace": "default"}
+    data = {"auth": base64.b64encode(line.encode()).decode()}
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": meta, "data": data}
+
+
 def assert_no_nacks(gw: Gateway) -> None:
     streams = gw.admin("/debug/syncz")
     assert streams and all(not t.get("last_nack") for s in streams for t in s["types"].values()), streams
@@ -50,10 +68,14 @@ def test_partitioned_tables_route_like_one_table(make_gateway: Callable[..., Gat
     assert len({bucket_of(h, PARTITIONS) for h in HOSTS}) == PARTITIONS  # the hosts spread over every table
     for svc in ("web", "wild", "shadow", "fallback"):
         gw.backend(svc)
+    cert = issue_cert(CA, ["h2.example.com", "h7.example.com"])
     gw.write(
         "ing.yaml",
         [
-            ingress("exact", [rule(h, ("/", "Prefix", "web", 80)) for h in HOSTS]),
+            tls_secret("h-tls", "default", cert.cert, cert.key),
+            ingress("exact", [rule(h, ("/", "Prefix", "web", 80)) for h in HOSTS],
+                    annotations={"nginx.ingress.kubernetes.io/ssl-redirect": "false"},
+                    tls=[{"hosts": ["h2.example.com", "h7.example.com"], "secretName": "h-tls"}]),
             ingress("wild", [rule("*.wild.example.com", ("/", "Prefix", "wild", 80))]),
             ingress("shadow", [rule("a.wild.example.com", ("/", "Prefix", "shadow", 80))]),
             ingress("default", default_backend=("fallback", 80)),
@@ -69,6 +91,12 @@ def test_partitioned_tables_route_like_one_table(make_gateway: Callable[..., Gat
     assert served_by(gw, "a.wild.example.com") == "shadow"  # exact beats wildcard, as in one table
     assert served_by(gw, "b.c.wild.example.com") == "HTTP 404"  # one label only, as in one table
     assert served_by(gw, "nothing.example.net") == "fallback"
+
+    # HTTPS hosts (two tables apart or not) get the same partitioned routing behind SNI.
+    for h in ("h2.example.com", "h7.example.com"):
+        wait_until(lambda h=h: request("GET", gw.https_port, "/", host=h, tls=True, ca=CA.cert).status == 200,
+                   timeout=15, message=f"https://{h} never served")  # fmt: skip
+        assert request("GET", gw.https_port, "/", host=h, tls=True, ca=CA.cert).json()["service"] == "web"
 
     # A client cannot pick the table: the filter overwrites the header, and backends never see it.
     other = f"http/{(bucket_of('h1.example.com', PARTITIONS) + 1) % PARTITIONS}"
@@ -91,6 +119,26 @@ def test_partitioned_tables_route_like_one_table(make_gateway: Callable[..., Gat
     after = table_updates(gw, "http")
     changed = {name for name in after if after[name] != before[name]}
     assert changed == {f"http/{bucket_of('new.example.com', PARTITIONS)}"}, (before, after)
+    assert_no_nacks(gw)
+
+    # Basic auth is a filter Envoy adds to a request only if the route it sees before any filter ran
+    # asks for it: with partitions that route is not known yet, so the check would be skipped. The
+    # north-south tables go back to one while such a route exists, and the check holds.
+    gw.write("auth.yaml", [htpasswd_secret("alice", "secret"), ingress(
+        "auth", [rule("auth.example.com", ("/", "Prefix", "web", 80))],
+        annotations={"nginx.ingress.kubernetes.io/auth-type": "basic",
+                     "nginx.ingress.kubernetes.io/auth-secret": "users"})])  # fmt: skip
+    gw.wait_status("auth.example.com", "/", 401)
+    auth = {"Authorization": "Basic " + base64.b64encode(b"alice:secret").decode()}
+    assert gw.get("auth.example.com", "/", headers=auth).json()["service"] == "web"
+    assert not any(p.startswith("http") for p in partitions(gw))  # east_west/* stay partitioned
+    assert served_by(gw, "h5.example.com") == "web"
+    gw.remove("auth.yaml")
+    gw.wait_served_by("auth.example.com", "/", "fallback")
+    wait_until(lambda: f"http/{PARTITIONS - 1}" in partitions(gw), timeout=10, message="tables never split again")
+    for h in HOSTS:
+        gw.wait_served_by(h, "/", "web")
+    gw.wait_converged()
     assert_no_nacks(gw)
 
 
