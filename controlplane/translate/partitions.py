@@ -19,6 +19,8 @@ has a bucket, and every bucket holds the wildcard and catch-all hosts.
 from __future__ import annotations
 
 import bisect
+import functools
+import zlib
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
@@ -35,19 +37,20 @@ SCOPE_FILTER = "meridian.route_scope"
 MAX_PARTITIONS = 1024
 AUTO_MIN_KEYS = 1000  # below this a single table is cheap enough for Envoy
 AUTO_KEYS_PER_PARTITION = 100
-_PRIME = 2147483647
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def host_hash(host: str) -> int:
-    """The hash the Lua filter computes: ASCII lower-case, port dropped, (x*31 + byte) mod 2^31-1."""
+    """The hash the Lua filter computes: CRC-32 of the host, ASCII lower-cased, port dropped.
+
+    CRC-32 because both sides have it cheaply (zlib here, a table and LuaJIT's bit ops there) and
+    it spreads hosts that differ in a few characters evenly over power-of-two partition counts.
+    """
     raw = host.encode().lower()
     colon = raw.find(b":")
     if colon >= 0:
         raw = raw[:colon]
-    x = 0
-    for b in raw:
-        x = (x * 31 + b) % _PRIME
-    return x
+    return zlib.crc32(raw)
 
 
 def bucket_of(host: str, partitions: int) -> int:
@@ -61,14 +64,26 @@ def is_shared(host: str) -> bool:
 
 _LUA = """\
 local byte, lower, find, sub = string.byte, string.lower, string.find, string.sub
+local bit = require("bit")
+local band, bxor, rshift = bit.band, bit.bxor, bit.rshift
+local crc_table = {{}}
+for i = 0, 255 do
+  local c = i
+  for _ = 1, 8 do
+    if band(c, 1) ~= 0 then c = bxor(rshift(c, 1), 0xEDB88320) else c = rshift(c, 1) end
+  end
+  crc_table[i] = c
+end
 function envoy_on_request(h)
   local headers = h:headers()
   local host = lower(headers:get(":authority") or "")
   local colon = find(host, ":", 1, true)
   if colon then host = sub(host, 1, colon - 1) end
-  local x = 0
-  for i = 1, #host do x = (x * 31 + byte(host, i)) % {prime} end
-  headers:replace("{header}", "{base}/" .. tostring(x % {partitions}))
+  local c = -1
+  for i = 1, #host do c = bxor(rshift(c, 8), crc_table[band(bxor(c, byte(host, i)), 255)]) end
+  c = bxor(c, -1)
+  if c < 0 then c = c + 4294967296 end
+  headers:replace("{header}", "{base}/" .. tostring(c % {partitions}))
 end
 """
 
@@ -79,7 +94,7 @@ def scope_filter(base: str, partitions: int) -> hcm_pb2.HttpFilter:
     Replacing the header also replaces anything a client sent under that name, and clears the
     route cache so the scope is looked up again with the computed key.
     """
-    code = _LUA.format(prime=_PRIME, header=SCOPE_HEADER, base=base, partitions=partitions)
+    code = _LUA.format(header=SCOPE_HEADER, base=base, partitions=partitions)
     lua = lua_pb2.Lua()
     lua.default_source_code.inline_string = code
     flt = hcm_pb2.HttpFilter(name=SCOPE_FILTER)
@@ -171,7 +186,8 @@ class RouteTable:
             return (0,)
         if any(is_shared(h) for h in hosts):
             return tuple(range(self.partitions))
-        return tuple(sorted({bucket_of(h, self.partitions) for h in hosts}))
+        names = {h.partition(":")[0] for h in hosts}  # east-west lists each name with and without ports
+        return tuple(sorted({host_hash(h) % self.partitions for h in names}))
 
     def put(self, key: Hashable, frame: bytes, hosts: Iterable[str]) -> None:
         hosts = tuple(hosts)
