@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,10 +68,34 @@ class MeridianApp:
         self.file_sources: list[FileSource] = []
         self.kube: Any = None  # controlplane.kube_mode.KubeMode when watching Kubernetes
         self.xds_port: int | None = None
+        self._fully_built = False
         self.admin_port: int | None = None
 
     def is_ready(self) -> bool:
-        return self.controller.ready.is_set() and self.registry.all_synced()
+        """Serving everything the sources hold: all synced, and (the first time) all of it built.
+
+        Without the second part a replica could report ready while the last remote cluster's
+        endpoints still wait in the controller's queue, and an Envoy connecting to it would be
+        sent a configuration without them.
+        """
+        if not (self.controller.ready.is_set() and self.registry.all_synced()):
+            return False
+        if not self._fully_built:
+            self._fully_built = self.controller.idle()
+        return self._fully_built
+
+    async def _collect_after_startup(self) -> None:
+        """No cyclic GC while the initial lists are read and built (hundreds of thousands of fresh
+        objects, no garbage cycles worth chasing); afterwards everything built so far is frozen out
+        of later collections. Bounded: collection resumes after 5 minutes whatever happens."""
+        gc.disable()
+        try:
+            deadline = asyncio.get_running_loop().time() + 300
+            while not self.is_ready() and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            gc.freeze()
+            gc.enable()
 
     def cluster_problems(self) -> list[dict[str, Any]]:
         return self.kube.problems() if self.kube is not None else []
@@ -77,6 +103,7 @@ class MeridianApp:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.controller.attach(loop)
+        self._startup_gc = asyncio.create_task(self._collect_after_startup(), name="startup-gc")
         for cluster_id, directory in self.opts.clusters:
             store = self.registry.add(ClusterStore(cluster_id, primary=not self.file_sources))
             source = FileSource(directory, store)
@@ -95,6 +122,11 @@ class MeridianApp:
         log.info("xDS on port %s, admin on port %s", self.xds_port, self.admin_port)
 
     async def stop(self) -> None:
+        task = getattr(self, "_startup_gc", None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for source in self.file_sources:
             await source.stop()
         if self.kube is not None:

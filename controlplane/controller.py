@@ -137,6 +137,11 @@ class Controller:
                 self._first_event_at = time.monotonic()
         self.request_flush()
 
+    def idle(self) -> bool:
+        """No store event is waiting to be built."""
+        with self._lock:
+            return not self._events and not self._scheduled
+
     def request_flush(self) -> None:
         """Schedule one flush on the loop from any thread; events queued meanwhile join that batch."""
         with self._lock:
@@ -147,6 +152,12 @@ class Controller:
 
     def flush(self) -> None:
         """Drain queued events and publish one snapshot delta. Runs on the event loop."""
+        if not self.ready.is_set() and not self.registry.primary_synced():
+            # Nothing is served before the primary cluster's first full list: build once from all
+            # of it rather than many times from the parts that arrive while it is being read.
+            with self._lock:
+                self._scheduled = False
+            return
         with self._lock:
             events = list(self._events)
             self._events.clear()

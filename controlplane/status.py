@@ -153,6 +153,7 @@ class StatusWriter:
         self._by_service: dict[tuple[str, str], set[IngressRef]] = {}
         self._by_secret: dict[tuple[str, str, str], set[IngressRef]] = {}
         self._kick = asyncio.Event()
+        self._wake_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self.passes = 0
@@ -209,8 +210,16 @@ class StatusWriter:
                 self._secrets.add((ref.cluster, ref.namespace, ref.name))
             else:
                 self._full = True
+            if self._wake_scheduled:  # one wake-up per batch, not one loop write per event
+                return
+            self._wake_scheduled = True
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._kick.set)
+            self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        with self._lock:
+            self._wake_scheduled = False
+        self._kick.set()
 
     def _on_leadership(self, leading: bool) -> None:
         self.leader_gauge.set(1 if leading else 0)
@@ -237,13 +246,17 @@ class StatusWriter:
     async def _wait_primary_synced(self) -> None:
         """Status decisions need a complete primary store (an unseen IngressClass would clear statuses).
 
-        Not `controller.ready`: that also waits for every remote cluster, so a remote that is slow to
-        sync would hold back status for the primary cluster.
+        Not readiness: that also waits for every remote cluster, so a remote that is slow to sync
+        would hold back status for the primary cluster. Once the primary is synced this also waits
+        for the controller's first build of it: status follows what is served, and a first pass
+        over thousands of Ingresses would otherwise compete with that build for the CPU.
         """
+        controller = getattr(self.app, "controller", None)
         while True:
             primary = self.registry.primary_id()
             store = self.registry.get(primary) if primary is not None else None
-            if store is not None and store.status.state != "pending":
+            state = store.status.state if store is not None else "pending"
+            if state != "pending" and (state != "synced" or controller is None or controller.ready.is_set()):
                 return
             await asyncio.sleep(0.05)
 

@@ -8,6 +8,7 @@ controller knows what to recompute when they change.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,8 +58,8 @@ class IngressIR:
     def served(self) -> bool:
         return self.class_accepted and not self.rejected
 
-    @property
-    def hosts(self) -> frozenset[str]:
+    @functools.cached_property
+    def hosts(self) -> frozenset[str]:  # asked for many times per change; the IR never changes
         return frozenset(r.host for r in self.rules)
 
     def order_key(self) -> tuple[str, str, str, str]:
