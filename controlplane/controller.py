@@ -96,6 +96,7 @@ class Controller:
         self.https_routes = RouteTable(lst.HTTPS_ROUTES)
         self.ew_routes = RouteTable(lst.EAST_WEST_ROUTES, ignore_port=False)
         self._hosts_partitions = 1  # wanted for the north-south tables (what they use may be 1, see below)
+        self._retire_timer: asyncio.TimerHandle | None = None
         # Only hosts that use a feature / need extra clusters are listed, so per-change scans stay small.
         self.host_features: dict[str, dict[str, frozenset[str]]] = {}  # host -> feature -> filter keys
         # (feature, filter key) -> number of hosts needing it, kept by _set_host_features so the listener
@@ -542,6 +543,25 @@ class Controller:
 
         for table in (self.http_routes, self.https_routes, self.ew_routes):
             table.render(emit)
+        self._schedule_retirement()
+
+    def _schedule_retirement(self) -> None:
+        """Flush again when an old partition layout (kept for draining listeners) is due to go."""
+        due = [t for table in (self.http_routes, self.https_routes, self.ew_routes)
+               if (t := table.next_retirement()) is not None]  # fmt: skip
+        if not due or self._loop is None:
+            return
+        when = min(due)
+        if self._retire_timer is not None and self._retire_timer.when() <= when:
+            return
+        if self._retire_timer is not None:
+            self._retire_timer.cancel()
+        # RouteTable's clock is time.monotonic, as is the event loop's.
+        self._retire_timer = self._loop.call_at(when + 0.001, self._retire_due)
+
+    def _retire_due(self) -> None:
+        self._retire_timer = None
+        self.request_flush()
 
     # -- listeners --------------------------------------------------------------------------
     def _http_filters(self) -> list[Any]:

@@ -248,17 +248,24 @@ class LeaderElector:
         return True
 
     def _release(self) -> None:
-        lease = self._read()
-        if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
-            return
-        spec = dict(lease.get("spec") or {})
-        spec.pop("holderIdentity", None)
-        spec.update(leaseDurationSeconds=1, renewTime=_micro_time())
-        lease["spec"] = spec
-        with contextlib.suppress(k8s.ApiException):  # 409: someone already moved on
-            self._coord.replace_namespaced_lease(
-                self.name, self.namespace, lease, _preload_content=False, _request_timeout=self._timeout()
-            )
+        # A renewal already in flight on a worker thread when the campaign was cancelled may land
+        # between our read and our write (409): read again, and release the lease it renewed.
+        for _ in range(3):
+            lease = self._read()
+            if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+                return
+            spec = dict(lease.get("spec") or {})
+            spec.pop("holderIdentity", None)
+            spec.update(leaseDurationSeconds=1, renewTime=_micro_time())
+            lease["spec"] = spec
+            try:
+                self._coord.replace_namespaced_lease(
+                    self.name, self.namespace, lease, _preload_content=False, _request_timeout=self._timeout()
+                )
+                return
+            except k8s.ApiException as exc:
+                if exc.status != 409:
+                    raise
 
 
 def _describe(exc: BaseException) -> str:

@@ -3,9 +3,9 @@
 Envoy rebuilds a whole RouteConfiguration on every update, on its main thread: at 10,000 virtual
 hosts that is about a second per change. With K partitions a listener's connection manager uses
 scoped routes: a first Lua filter hashes the request's host (lower-cased, port stripped) into a
-bucket and writes `<base>/<b>` to a header, and the scope key is that header. The scopes come
-over SRDS (Envoy does not fetch the tables of inline scopes over RDS); scope `<base>/<b>` names
-the RouteConfiguration `<base>/<b>`, holding every exact host that hashes to `b` plus every
+bucket and writes `<base>/<K>/<b>` to a header, and the scope key is that header. The scopes come
+over SRDS (Envoy does not fetch the tables of inline scopes over RDS); scope `<base>/<K>/<b>` names
+the RouteConfiguration `<base>/<K>/<b>`, holding every exact host that hashes to `b` plus every
 wildcard and catch-all host. Keys carry the table name because Envoy hands every scope to every
 scoped connection manager; each listener's filter only ever produces its own. Inside a bucket
 Envoy matches domains exactly as it would in the whole table, so routing is unchanged; only the
@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import bisect
 import functools
+import time
 import zlib
 from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from envoy.config.route.v3 import route_pb2, scoped_route_pb2
@@ -37,6 +39,9 @@ SCOPE_FILTER = "meridian.route_scope"
 MAX_PARTITIONS = 1024
 AUTO_MIN_KEYS = 1000  # below this a single table is cheap enough for Envoy
 AUTO_KEYS_PER_PARTITION = 100
+# How long an old partition layout stays published after a re-partition: Envoy drains the old
+# listener's connections for up to --drain-time-s (600 s by default), and they still use it.
+RETIRED_LINGER_S = 660.0
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -83,7 +88,7 @@ function envoy_on_request(h)
   for i = 1, #host do c = bxor(rshift(c, 8), crc_table[band(bxor(c, byte(host, i)), 255)]) end
   c = bxor(c, -1)
   if c < 0 then c = c + 4294967296 end
-  headers:replace("{header}", "{base}/" .. tostring(c % {partitions}))
+  headers:replace("{header}", "{base}/{partitions}/" .. tostring(c % {partitions}))
 end
 """
 
@@ -103,9 +108,11 @@ def scope_filter(base: str, partitions: int) -> hcm_pb2.HttpFilter:
 
 
 def partition_names(base: str, partitions: int) -> list[str]:
+    """`base` for one table; `<base>/<K>/<n>` for K partitions (K in the name: another count never
+    reuses a name, so connections of a draining listener never see a table of another layout)."""
     if partitions <= 1:
         return [base]
-    return [f"{base}/{i}" for i in range(partitions)]
+    return [f"{base}/{partitions}/{i}" for i in range(partitions)]
 
 
 def use_partitions(hcm: hcm_pb2.HttpConnectionManager, base: str, partitions: int) -> None:
@@ -145,25 +152,60 @@ def auto_partitions(keys: int, current: int) -> int:
     return max(current, want)
 
 
+@dataclass(eq=False)
+class _Layout:
+    """One partitioning of a table: K buckets of sorted keys, and what of it needs rebuilding."""
+
+    partitions: int
+    names: list[str]
+    buckets: list[list[Any]]
+    placed: dict[Hashable, tuple[int, ...]] = field(default_factory=dict)
+    dirty: set[int] = field(default_factory=set)
+    scopes_dirty: bool = True
+    published: bool = False
+    retire_at: float = 0.0
+
+    def place(self, hosts: tuple[str, ...]) -> tuple[int, ...]:
+        k = self.partitions
+        if k == 1:
+            return (0,)
+        if any(is_shared(h) for h in hosts):
+            return tuple(range(k))
+        names = {h.partition(":")[0] for h in hosts}  # east-west lists each name with and without ports
+        return tuple(sorted({host_hash(h) % k for h in names}))
+
+
 class RouteTable:
     """One listener's virtual hosts as 1 or K RouteConfigurations, re-assembled per dirty bucket.
 
     Entries are framed VirtualHost bytes (see routes.framed_vhost) under a sortable key; each
     entry is placed by the hosts it serves. A change marks only the buckets it touches, and
     `render` assembles just those, each a single bytes join.
+
+    When the partition count changes, the listener changes and Envoy drains the old one; its
+    connections keep using the old partitions (other names: `<base>/<K>/<n>`). So an old
+    layout that Envoy has seen stays published, and kept up to date, for `linger` seconds
+    before its tables and scopes are deleted.
     """
 
-    def __init__(self, base: str, *, ignore_port: bool = True, partitions: int = 1) -> None:
+    def __init__(
+        self,
+        base: str,
+        *,
+        ignore_port: bool = True,
+        partitions: int = 1,
+        linger: float = RETIRED_LINGER_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.base = base
         self.ignore_port = ignore_port
-        self.partitions = max(1, partitions)
+        self.linger = linger
+        self._clock = clock
         self._frames: dict[Hashable, bytes] = {}
         self._hosts: dict[Hashable, tuple[str, ...]] = {}
-        self._placed: dict[Hashable, tuple[int, ...]] = {}
-        self._buckets: list[list[Any]] = [[] for _ in range(self.partitions)]
-        self._dirty: set[int] = set(range(self.partitions))
-        self._retired: list[str] = []  # table (and scope) names of an earlier partition count
-        self._scopes_dirty = self.partitions > 1
+        self._layout = self._new_layout(partitions)
+        self._retiring: list[_Layout] = []
+        self._gone: list[_Layout] = []  # retired: their names are deleted at the next render
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -178,16 +220,28 @@ class RouteTable:
         return self._frames.get(key)
 
     @property
-    def names(self) -> list[str]:
-        return partition_names(self.base, self.partitions)
+    def partitions(self) -> int:
+        return self._layout.partitions
 
-    def _placement(self, hosts: tuple[str, ...]) -> tuple[int, ...]:
-        if self.partitions == 1:
-            return (0,)
-        if any(is_shared(h) for h in hosts):
-            return tuple(range(self.partitions))
-        names = {h.partition(":")[0] for h in hosts}  # east-west lists each name with and without ports
-        return tuple(sorted({host_hash(h) % self.partitions for h in names}))
+    @property
+    def names(self) -> list[str]:
+        return self._layout.names
+
+    def _new_layout(self, partitions: int) -> _Layout:
+        k = max(1, partitions)
+        layout = _Layout(k, partition_names(self.base, k), [[] for _ in range(k)], dirty=set(range(k)))
+        layout.scopes_dirty = k > 1
+        for key, hosts in self._hosts.items():
+            placed = layout.place(hosts)
+            layout.placed[key] = placed
+            for b in placed:
+                layout.buckets[b].append(key)
+        for members in layout.buckets:
+            members.sort()
+        return layout
+
+    def _layouts(self) -> list[_Layout]:
+        return [self._layout, *self._retiring]
 
     def put(self, key: Hashable, frame: bytes, hosts: Iterable[str]) -> None:
         hosts = tuple(hosts)
@@ -196,66 +250,74 @@ class RouteTable:
         self.remove(key)
         self._frames[key] = frame
         self._hosts[key] = hosts
-        placed = self._placement(hosts)
-        self._placed[key] = placed
-        for b in placed:
-            bisect.insort(self._buckets[b], key)
-            self._dirty.add(b)
+        for layout in self._layouts():
+            placed = layout.place(hosts)
+            layout.placed[key] = placed
+            for b in placed:
+                bisect.insort(layout.buckets[b], key)
+                layout.dirty.add(b)
 
     def remove(self, key: Hashable) -> None:
         if self._frames.pop(key, None) is None:
             return
         self._hosts.pop(key, None)
-        for b in self._placed.pop(key, ()):
-            members = self._buckets[b]
-            i = bisect.bisect_left(members, key)
-            if i < len(members) and members[i] == key:
-                del members[i]
-            self._dirty.add(b)
+        for layout in self._layouts():
+            for b in layout.placed.pop(key, ()):
+                members = layout.buckets[b]
+                i = bisect.bisect_left(members, key)
+                if i < len(members) and members[i] == key:
+                    del members[i]
+                layout.dirty.add(b)
 
     def repartition(self, partitions: int) -> None:
-        """Re-place every entry into `partitions` buckets; the old table names are retired."""
+        """Place every entry into `partitions` buckets; the old layout lingers if Envoy saw it."""
         partitions = max(1, partitions)
         if partitions == self.partitions:
             return
-        self._retired.extend(n for n in self.names if n not in partition_names(self.base, partitions))
-        self.partitions = partitions
-        self._scopes_dirty = True
-        self._buckets = [[] for _ in range(partitions)]
-        self._dirty = set(range(partitions))
-        for key, hosts in self._hosts.items():
-            placed = self._placement(hosts)
-            self._placed[key] = placed
-            for b in placed:
-                self._buckets[b].append(key)
-        for members in self._buckets:
-            members.sort()
+        old = self._layout
+        if old.published:
+            old.retire_at = self._clock() + self.linger
+            self._retiring.append(old)
+        back = next((lay for lay in self._retiring if lay.partitions == partitions), None)
+        if back is not None:  # changed back while the earlier layout lingered: it is still current
+            self._retiring.remove(back)
+            self._layout = back
+        else:
+            self._layout = self._new_layout(partitions)
+
+    def next_retirement(self) -> float | None:
+        """Clock time at which a lingering layout is due to be deleted (render then)."""
+        return min((lay.retire_at for lay in self._retiring), default=None)
 
     @property
     def dirty(self) -> bool:
-        return bool(self._dirty or self._retired)
+        return any(lay.dirty or lay.scopes_dirty for lay in self._layouts()) or bool(self._gone)
 
     def render(self, emit: Callable[[str, str, Any], None]) -> int:
         """emit(type, name, message or bytes or None) for each changed table and scope, None for
-        retired names; returns how many tables were built."""
-        names = self.names
-        for name in self._retired:
-            emit(rt.ROUTE, name, None)
-            if name != self.base:
-                emit(rt.SCOPED_ROUTE, name, None)
-        self._retired.clear()
-        if self._scopes_dirty:
-            for name in names if self.partitions > 1 else ():
-                emit(rt.SCOPED_ROUTE, name, scope_message(name))
-            self._scopes_dirty = False
-        for b in sorted(self._dirty):
-            frames = [self._frames[k] for k in self._buckets[b]]
-            body = route_configuration_from_frames(names[b], frames, ignore_port=self.ignore_port)
-            if self.partitions > 1:
-                body = _with_scope_header_removed(body)
-            emit(rt.ROUTE, names[b], body)
-        built = len(self._dirty)
-        self._dirty.clear()
+        deleted ones; returns how many tables were built."""
+        now = self._clock()
+        for layout in [lay for lay in self._retiring if lay.retire_at <= now]:
+            self._retiring.remove(layout)
+            for name in layout.names:
+                emit(rt.ROUTE, name, None)
+                if layout.partitions > 1:
+                    emit(rt.SCOPED_ROUTE, name, None)
+        built = 0
+        for layout in self._layouts():
+            if layout.scopes_dirty:
+                for name in layout.names if layout.partitions > 1 else ():
+                    emit(rt.SCOPED_ROUTE, name, scope_message(name))
+                layout.scopes_dirty = False
+            for b in sorted(layout.dirty):
+                frames = [self._frames[k] for k in layout.buckets[b]]
+                body = route_configuration_from_frames(layout.names[b], frames, ignore_port=self.ignore_port)
+                if layout.partitions > 1:
+                    body = _with_scope_header_removed(body)
+                emit(rt.ROUTE, layout.names[b], body)
+            built += len(layout.dirty)
+            layout.dirty.clear()
+            layout.published = True
         return built
 
 

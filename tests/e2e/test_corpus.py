@@ -389,7 +389,7 @@ def corpus_gateway(
             keep = [d for d in load_docs(path) if not (d.get("kind") == "Ingress" and _key(d) in left_out)]
             gw.write(path.name, keep)
         if partitioned:
-            wait_until(lambda: "http/7" in gw.admin("/debug/snapshot")["types"]["SRDS"]["resources"], timeout=30,
+            wait_until(lambda: "http/8/7" in gw.admin("/debug/snapshot")["types"]["SRDS"]["resources"], timeout=30,
                        message="the north-south route tables were not partitioned")  # fmt: skip
         yield gw, pki, ings
     finally:

@@ -17,7 +17,7 @@ import pytest
 from controlplane.translate.partitions import SCOPE_HEADER, bucket_of
 from tests.support.certs import issue_cert, make_ca, tls_secret
 from tests.support.gateway import Gateway, ingress, rule
-from tests.support.http import request
+from tests.support.http import Client, request
 from tests.support.wait import wait_until
 
 CA = make_ca()
@@ -32,7 +32,7 @@ def served_by(gw: Gateway, host: str, port: int | None = None, **kw: object) -> 
 
 
 def table_updates(gw: Gateway, table: str) -> dict[str, int]:
-    """Envoy's update count per route table partition (`<table>/<n>`)."""
+    """Envoy's update count per route table partition (`<table>/<K>/<n>`)."""
     assert gw.envoy is not None
     stats = gw.envoy.stats(r"\.rds\.")
     out: dict[str, int] = {}
@@ -63,7 +63,9 @@ def assert_no_nacks(gw: Gateway) -> None:
 @pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
 def test_partitioned_tables_route_like_one_table(make_gateway: Callable[..., Gateway], delta: bool) -> None:
     gw = make_gateway(
-        delta=delta, serve_args=["--watch-ingress-without-class", "--route-partitions", str(PARTITIONS)]
+        delta=delta,
+        serve_args=["--watch-ingress-without-class", "--route-partitions", str(PARTITIONS)],
+        drain_time_s=60,  # a replaced listener's connections stay open long enough to be used
     ).start()
     assert len({bucket_of(h, PARTITIONS) for h in HOSTS}) == PARTITIONS  # the hosts spread over every table
     for svc in ("web", "wild", "shadow", "fallback"):
@@ -99,7 +101,7 @@ def test_partitioned_tables_route_like_one_table(make_gateway: Callable[..., Gat
         assert request("GET", gw.https_port, "/", host=h, tls=True, ca=CA.cert).json()["service"] == "web"
 
     # A client cannot pick the table: the filter overwrites the header, and backends never see it.
-    other = f"http/{(bucket_of('h1.example.com', PARTITIONS) + 1) % PARTITIONS}"
+    other = f"http/{PARTITIONS}/{(bucket_of('h1.example.com', PARTITIONS) + 1) % PARTITIONS}"
     r = gw.get("h1.example.com", "/", headers={SCOPE_HEADER: other})
     assert r.status == 200 and r.json()["service"] == "web"
     assert SCOPE_HEADER not in {k.lower() for k in r.json()["headers"]}
@@ -112,18 +114,21 @@ def test_partitioned_tables_route_like_one_table(make_gateway: Callable[..., Gat
     # One new host changes one table partition; Envoy rebuilds nothing else.
     gw.wait_converged()
     before = table_updates(gw, "http")
-    assert sorted(before) == [f"http/{i}" for i in range(PARTITIONS)], before
+    assert sorted(before) == [f"http/{PARTITIONS}/{i}" for i in range(PARTITIONS)], before
     gw.write("new.yaml", [ingress("new", [rule("new.example.com", ("/", "Prefix", "shadow", 80))])])
     gw.wait_served_by("new.example.com", "/", "shadow")
     gw.wait_converged()
     after = table_updates(gw, "http")
     changed = {name for name in after if after[name] != before[name]}
-    assert changed == {f"http/{bucket_of('new.example.com', PARTITIONS)}"}, (before, after)
+    assert changed == {f"http/{PARTITIONS}/{bucket_of('new.example.com', PARTITIONS)}"}, (before, after)
     assert_no_nacks(gw)
 
     # Basic auth is a filter Envoy adds to a request only if the route it sees before any filter ran
     # asks for it: with partitions that route is not known yet, so the check would be skipped. The
     # north-south tables go back to one while such a route exists, and the check holds.
+    kept = Client(gw.http_port)  # a keep-alive connection of the listener about to be replaced
+    assert kept.request("GET", "/", host="h5.example.com").json()["service"] == "web"
+    kept_socket = kept._connection().sock
     gw.write("auth.yaml", [htpasswd_secret("alice", "secret"), ingress(
         "auth", [rule("auth.example.com", ("/", "Prefix", "web", 80))],
         annotations={"nginx.ingress.kubernetes.io/auth-type": "basic",
@@ -131,11 +136,24 @@ def test_partitioned_tables_route_like_one_table(make_gateway: Callable[..., Gat
     gw.wait_status("auth.example.com", "/", 401)
     auth = {"Authorization": "Basic " + base64.b64encode(b"alice:secret").decode()}
     assert gw.get("auth.example.com", "/", headers=auth).json()["service"] == "web"
-    assert not any(p.startswith("http") for p in partitions(gw))  # east_west/* stay partitioned
+    assert gw.metric("meridian_route_partitions", {"table": "http"}) == 1
+    assert gw.metric("meridian_route_partitions", {"table": "east_west"}) == PARTITIONS
+    # The old partitions stay published (and current) for connections of the draining listener.
+    assert f"http/{PARTITIONS}/0" in partitions(gw)
+    assert gw.envoy is not None
+    draining = gw.envoy.stats("draining")  # the whole listener, or (in-place update) its filter chain
+    assert draining.get("listener_manager.total_filter_chains_draining", 0) + draining.get(
+        "listener_manager.total_listeners_draining", 0) >= 1, draining  # fmt: skip
+    for host, svc in (("h5.example.com", "web"), ("new.example.com", "shadow")):
+        r = kept.request("GET", "/", host=host)
+        assert (r.status, r.json()["service"]) == (200, svc), host
+    assert kept._connection().sock is kept_socket, "the draining connection was not the one used"
+    kept.close()
     assert served_by(gw, "h5.example.com") == "web"
     gw.remove("auth.yaml")
     gw.wait_served_by("auth.example.com", "/", "fallback")
-    wait_until(lambda: f"http/{PARTITIONS - 1}" in partitions(gw), timeout=10, message="tables never split again")
+    wait_until(lambda: gw.metric("meridian_route_partitions", {"table": "http"}) == PARTITIONS, timeout=10,
+               message="tables never split again")  # fmt: skip
     for h in HOSTS:
         gw.wait_served_by(h, "/", "web")
     gw.wait_converged()

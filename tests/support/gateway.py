@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -162,6 +163,7 @@ class Gateway:
         delta: bool = False,
         serve_args: Iterable[str] = ("--watch-ingress-without-class",),
         envoy: bool = True,
+        drain_time_s: int = 1,
     ) -> None:
         self.root = Path(root)
         self.dirs = {c: self.root / c for c in clusters}
@@ -171,6 +173,7 @@ class Gateway:
         self.delta = delta
         self.serve_args = list(serve_args)
         self.want_envoy = envoy
+        self.drain_time_s = drain_time_s  # Envoy's --drain-time-s: short, unless a test watches a drain
         self.fleet = EchoFleet()
         self.xds_port = free_port()
         self.admin_port = free_port()
@@ -216,7 +219,7 @@ class Gateway:
         self.start_control_plane()
         if self.want_envoy:
             boot = render_bootstrap(xds_address=f"127.0.0.1:{self.xds_port}", node_id="gw-1", delta=self.delta)
-            self.envoy = EnvoyProcess(boot, workdir=self.root / "envoy")
+            self.envoy = EnvoyProcess(boot, workdir=self.root / "envoy", drain_time_s=self.drain_time_s)
             self.envoy.start()
             self.envoy.wait_ready(30)
             wait_until(lambda: self._listener_up(), timeout=30, message="gateway listener not up")
@@ -367,6 +370,18 @@ class Gateway:
             return r if r is not None and predicate(r) else None
 
         return wait_until(check, timeout=timeout, message=f"report of {name} never matched")
+
+    def metric(self, name: str, labels: Mapping[str, str] | None = None) -> float | None:
+        """One sample of the control plane's /metrics, parsed from the text format."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        want = ",".join(f'{k}="{v}"' for k, v in sorted((labels or {}).items()))
+        pattern = re.compile(rf"^{re.escape(name)}(?:\{{([^}}]*)\}})? (\S+)$", re.M)
+        for m in pattern.finditer(text):
+            got = ",".join(sorted((m.group(1) or "").split(","))) if m.group(1) else ""
+            if got == want:
+                return float(m.group(2))
+        return None
 
     def wait_converged(self, timeout: float = 15) -> None:
         """Every connected stream has ACKed the current version of every type it subscribes to."""

@@ -9,9 +9,7 @@ report `cluster` = the fake cluster's ID, so tests can see which cluster served 
 
 from __future__ import annotations
 
-import re
 import sys
-import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -113,18 +111,6 @@ class KubeGateway(Gateway):
     def wait_cluster_state(self, cluster_id: str, state: str, timeout: float = 20) -> None:
         wait_until(lambda: self.cluster_states().get(cluster_id) == state, timeout=timeout,
                    message=f"cluster {cluster_id} never became {state}")  # fmt: skip
-
-    def metric(self, name: str, labels: Mapping[str, str] | None = None) -> float | None:
-        """One sample of the control plane's /metrics, parsed from the text format."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
-        want = ",".join(f'{k}="{v}"' for k, v in sorted((labels or {}).items()))
-        pattern = re.compile(rf"^{re.escape(name)}(?:\{{([^}}]*)\}})? (\S+)$", re.M)
-        for m in pattern.finditer(text):
-            got = ",".join(sorted((m.group(1) or "").split(","))) if m.group(1) else ""
-            if got == want:
-                return float(m.group(2))
-        return None
 
     # -- objects -------------------------------------------------------------------
     def apply(self, objs: Iterable[Mapping[str, Any]] | Mapping[str, Any], cluster: str = PRIMARY) -> None:

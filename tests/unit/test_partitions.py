@@ -51,12 +51,12 @@ def test_exact_hosts_land_in_their_bucket_and_shared_hosts_everywhere() -> None:
     for host in [*hosts, "*.wild.example.com", ""]:
         table.put(host, frame(host), (host,))
     out = rendered(table)
-    assert {n for t, n in out if t == "SRDS"} == {"http/0", "http/1", "http/2", "http/3"}
-    scope = out[("SRDS", "http/2")]
+    assert {n for t, n in out if t == "SRDS"} == {"http/4/0", "http/4/1", "http/4/2", "http/4/3"}
+    scope = out[("SRDS", "http/4/2")]
     assert isinstance(scope, scoped_route_pb2.ScopedRouteConfiguration)
-    assert scope.route_configuration_name == "http/2" and scope.key.fragments[0].string_key == "http/2"
+    assert scope.route_configuration_name == "http/4/2" and scope.key.fragments[0].string_key == "http/4/2"
     for b in range(4):
-        body = out[("RDS", f"http/{b}")]
+        body = out[("RDS", f"http/4/{b}")]
         want = sorted([h for h in hosts if pt.bucket_of(h, 4) == b] + ["*", "*.wild.example.com"])
         assert domains(body) == want
         assert list(route_pb2.RouteConfiguration.FromString(body).request_headers_to_remove) == [pt.SCOPE_HEADER]
@@ -71,32 +71,51 @@ def test_a_change_rebuilds_only_the_tables_it_touches() -> None:
     table.put("h3.example.com", frame("h3.example.com"), ("h3.example.com",))
     assert rendered(table) == {}  # same bytes: no table is rebuilt
     table.put("new.example.com", frame("new.example.com"), ("new.example.com",))
-    assert set(rendered(table)) == {("RDS", f"http/{pt.bucket_of('new.example.com', 8)}")}
+    assert set(rendered(table)) == {("RDS", f"http/8/{pt.bucket_of('new.example.com', 8)}")}
     table.remove("h5.example.com")
-    assert set(rendered(table)) == {("RDS", f"http/{pt.bucket_of('h5.example.com', 8)}")}
+    assert set(rendered(table)) == {("RDS", f"http/8/{pt.bucket_of('h5.example.com', 8)}")}
     table.put("*.x.com", frame("*.x.com"), ("*.x.com",))
     assert len(rendered(table)) == 8  # a wildcard is in every table
     # A multi-name entry (east-west: svc.ns, svc.ns.svc, ...) is in each bucket one of its names hashes to.
     names = ("web.ns", "web.ns.svc", "web.ns.svc.cluster.local:80")
     table.put("web", frame("web.ns"), names)
-    assert {n for _, n in rendered(table)} == {f"http/{pt.bucket_of(n, 8)}" for n in names}
+    assert {n for _, n in rendered(table)} == {f"http/8/{pt.bucket_of(n, 8)}" for n in names}
 
 
-def test_repartition_retires_old_names() -> None:
-    table = pt.RouteTable("http")
+def test_old_layouts_linger_for_draining_listeners_then_go() -> None:
+    now = [100.0]
+    table = pt.RouteTable("http", linger=60, clock=lambda: now[0])
     table.put("a.com", frame("a.com"), ("a.com",))
     rendered(table)
     table.repartition(2)
     out = rendered(table)
-    assert out[("RDS", "http")] is None  # the single table is gone
-    assert ("SRDS", "http") not in out
     assert {k for k, v in out.items() if v is not None} == {
-        ("SRDS", "http/0"), ("SRDS", "http/1"), ("RDS", "http/0"), ("RDS", "http/1")
+        ("SRDS", "http/2/0"), ("SRDS", "http/2/1"), ("RDS", "http/2/0"), ("RDS", "http/2/1")
     }
-    table.repartition(4)
+    assert table.names == ["http/2/0", "http/2/1"] and table.next_retirement() == 160.0
+    # The old single table still follows every change while the old listener drains.
+    table.put("b.com", frame("b.com"), ("b.com",))
+    assert ("RDS", "http") in rendered(table)
+    table.repartition(4)  # two layouts lingering now
+    assert len(rendered(table)) == 8
+    now[0] = 161.0
     out = rendered(table)
-    assert out[("RDS", "http/0")] is not None and out[("SRDS", "http/3")] is not None
-    assert len(table) == 1 and table.frame("a.com") == frame("a.com")
+    assert out[("RDS", "http")] is None and out[("RDS", "http/2/1")] is None and out[("SRDS", "http/2/0")] is None
+    assert all(v is None for v in out.values()) and table.next_retirement() is None
+    assert table.names == [f"http/4/{i}" for i in range(4)] and len(table) == 2
+
+
+def test_a_layout_not_yet_published_is_not_kept_and_an_old_one_comes_back() -> None:
+    now = [0.0]
+    table = pt.RouteTable("http", linger=60, clock=lambda: now[0])
+    table.put("a.com", frame("a.com"), ("a.com",))
+    table.repartition(4)  # before any render: the single table was never sent
+    assert table.next_retirement() is None
+    assert {n for _, n in rendered(table)} == {f"http/4/{i}" for i in range(4)}
+    table.repartition(1)  # auth appeared: one table, the partitions linger
+    rendered(table)
+    table.repartition(4)  # and went again: the lingering layout is current again, nothing rebuilt twice
+    assert table.names == [f"http/4/{i}" for i in range(4)] and table.next_retirement() == 60.0
 
 
 def test_auto_partitions_grow_and_never_shrink() -> None:
