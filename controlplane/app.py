@@ -69,6 +69,7 @@ class MeridianApp:
         self.kube: Any = None  # controlplane.kube_mode.KubeMode when watching Kubernetes
         self.xds_port: int | None = None
         self._fully_built = False
+        self._startup_gc: asyncio.Task[None] | None = None
         self.admin_port: int | None = None
 
     def is_ready(self) -> bool:
@@ -122,11 +123,10 @@ class MeridianApp:
         log.info("xDS on port %s, admin on port %s", self.xds_port, self.admin_port)
 
     async def stop(self) -> None:
-        task = getattr(self, "_startup_gc", None)
-        if task is not None:
-            task.cancel()
+        if self._startup_gc is not None:
+            self._startup_gc.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await self._startup_gc
         for source in self.file_sources:
             await source.stop()
         if self.kube is not None:

@@ -14,10 +14,9 @@ Protocol choices (see design.md "xDS protocol rules"):
 - Types go out in PUSH_ORDER (CDS, EDS, LDS, SRDS, RDS, SDS). While a CDS
   response is in flight and a newer CDS version waits behind it, listeners and
   routes are held back, so Envoy never sees a route before the cluster it names.
-  Endpoints, route tables and secrets that Envoy asks for are never held: it
-  needs them to finish warming the clusters and listeners it was sent, and it
-  may not ACK those until they are warm (holding them deadlocked a stream until
-  Envoy's 15 s initial-fetch timeout).
+  Endpoints and secrets are never held: Envoy needs them to finish warming the
+  clusters it was sent, and ACKs a CDS response only once those are warm
+  (holding EDS too deadlocked a stream until Envoy's 15 s initial-fetch timeout).
 - A NACK leaves the type alone until a newer cache version with different
   content exists; the rejected content is never re-sent (a subscription change
   from the client is still answered).
