@@ -534,6 +534,9 @@ class Controller:
                      "" if hosts == self._hosts_partitions else " (a per-route auth filter is in use)")  # fmt: skip
         self.http_routes.repartition(hosts)
         self.https_routes.repartition(hosts)
+        # Partitioned, an unused HTTPS table would still be fetched (scopes go to every listener).
+        tls_hosts, _ = self.tls.chains()
+        self.https_routes.set_active(bool(tls_hosts) or hosts == 1)
         self.ew_routes.repartition(fixed or auto_partitions(len(self.ew_routes), self.ew_routes.partitions))
         for table in (self.http_routes, self.https_routes, self.ew_routes):
             self.metrics.route_partitions.labels(table.base).set(table.partitions)

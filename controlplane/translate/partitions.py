@@ -205,7 +205,7 @@ class RouteTable:
         self._hosts: dict[Hashable, tuple[str, ...]] = {}
         self._layout = self._new_layout(partitions)
         self._retiring: list[_Layout] = []
-        self._gone: list[_Layout] = []  # retired: their names are deleted at the next render
+        self.active = True  # published; an inactive table is kept up to date but not sent
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -274,24 +274,38 @@ class RouteTable:
         partitions = max(1, partitions)
         if partitions == self.partitions:
             return
+        self._retire_current()
+        self._layout = self._revive(partitions) or self._new_layout(partitions)
+
+    def set_active(self, active: bool) -> None:
+        """Publish the table or stop publishing it (e.g. no HTTPS listener uses the HTTPS table:
+        Envoy hands every scope to every scoped listener, so its partitions would still be fetched
+        and applied on every change). A published layout lingers for draining connections."""
+        if active == self.active:
+            return
+        self.active = active
+        if not active:
+            self._retire_current()
+            self._layout = self._new_layout(self.partitions)
+        else:
+            self._layout = self._revive(self.partitions) or self._layout
+
+    def _retire_current(self) -> None:
         old = self._layout
         if old.published:
             old.retire_at = self._clock() + self.linger
             self._retiring.append(old)
+
+    def _revive(self, partitions: int) -> _Layout | None:
+        """A lingering layout of this size, made current again (it was kept up to date)."""
         back = next((lay for lay in self._retiring if lay.partitions == partitions), None)
-        if back is not None:  # changed back while the earlier layout lingered: it is still current
+        if back is not None:
             self._retiring.remove(back)
-            self._layout = back
-        else:
-            self._layout = self._new_layout(partitions)
+        return back
 
     def next_retirement(self) -> float | None:
         """Clock time at which a lingering layout is due to be deleted (render then)."""
         return min((lay.retire_at for lay in self._retiring), default=None)
-
-    @property
-    def dirty(self) -> bool:
-        return any(lay.dirty or lay.scopes_dirty for lay in self._layouts()) or bool(self._gone)
 
     def render(self, emit: Callable[[str, str, Any], None]) -> int:
         """emit(type, name, message or bytes or None) for each changed table and scope, None for
@@ -304,7 +318,7 @@ class RouteTable:
                 if layout.partitions > 1:
                     emit(rt.SCOPED_ROUTE, name, None)
         built = 0
-        for layout in self._layouts():
+        for layout in self._layouts() if self.active else self._retiring:
             if layout.scopes_dirty:
                 for name in layout.names if layout.partitions > 1 else ():
                     emit(rt.SCOPED_ROUTE, name, scope_message(name))

@@ -136,3 +136,22 @@ def test_connection_manager_uses_scoped_routes_with_the_scope_filter_first() -> 
     scoped = many.scoped_routes
     assert scoped.scope_key_builder.fragments[0].header_value_extractor.name == pt.SCOPE_HEADER
     assert scoped.HasField("scoped_rds") and scoped.rds_config_source.HasField("ads")
+
+
+def test_an_unused_table_is_not_published_until_needed() -> None:
+    now = [0.0]
+    table = pt.RouteTable("https", partitions=2, linger=60, clock=lambda: now[0])
+    table.set_active(False)  # no HTTPS listener yet
+    table.put("a.com", frame("a.com"), ("a.com",))
+    assert rendered(table) == {}
+    table.set_active(True)  # the first certificate arrived: everything is sent, current
+    out = rendered(table)
+    assert {n for t, n in out if t == "RDS"} == {"https/2/0", "https/2/1"}
+    assert sorted(d for (t, _), body in out.items() if t == "RDS" for d in domains(body)) == ["a.com"]
+    table.set_active(False)  # the last one went: the partitions linger for draining connections
+    table.put("b.com", frame("b.com"), ("b.com",))
+    assert {n for t, n in rendered(table) if t == "RDS"} == {f"https/2/{pt.bucket_of('b.com', 2)}"}
+    now[0] = 61.0
+    assert all(v is None for v in rendered(table).values())
+    table.put("c.com", frame("c.com"), ("c.com",))
+    assert rendered(table) == {}
