@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="auto|N",
         help="split each listener's route table into N host-hash partitions so one change costs Envoy "
-        "about 1/N of the table (default auto: one table below 1,000 hosts, then ~100 hosts each)",
+        "about 1/N of the table (default auto: one table below 1,000 hosts, then ~25 hosts each)",
     )
     s.add_argument("--lease-duration", type=float, default=15.0, help="leader election lease duration (seconds)")
     s.add_argument("--lease-renew-interval", type=float, default=5.0, help="leader lease renew interval (seconds)")

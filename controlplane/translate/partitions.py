@@ -38,7 +38,9 @@ SCOPE_HEADER = "x-meridian-route-scope"
 SCOPE_FILTER = "meridian.route_scope"
 MAX_PARTITIONS = 1024
 AUTO_MIN_KEYS = 1000  # below this a single table is cheap enough for Envoy
-AUTO_KEYS_PER_PARTITION = 100
+# Measured at 10,000 hosts (Delta, one run): 128 partitions new-route p50 76 ms, 512 -> 55 ms. Smaller
+# tables cost Envoy less per change; a wildcard or default-backend change touches every partition.
+AUTO_KEYS_PER_PARTITION = 25
 # How long an old partition layout stays published after a re-partition: Envoy drains the old
 # listener's connections for up to --drain-time-s (600 s by default), and they still use it.
 RETIRED_LINGER_S = 660.0

@@ -121,8 +121,8 @@ def test_a_layout_not_yet_published_is_not_kept_and_an_old_one_comes_back() -> N
 def test_auto_partitions_grow_and_never_shrink() -> None:
     assert pt.auto_partitions(10, 1) == 1
     assert pt.auto_partitions(999, 1) == 1
-    assert pt.auto_partitions(1000, 1) == 16
-    assert pt.auto_partitions(10_000, 1) == 128
+    assert pt.auto_partitions(1000, 1) == 64
+    assert pt.auto_partitions(10_000, 1) == 512
     assert pt.auto_partitions(50, 128) == 128  # shrinking would rebuild every listener for nothing
     assert pt.auto_partitions(10**7, 1) == pt.MAX_PARTITIONS
 
