@@ -144,10 +144,14 @@ def test_partitioned_tables_route_like_one_table(make_gateway: Callable[..., Gat
     draining = gw.envoy.stats("draining")  # the whole listener, or (in-place update) its filter chain
     assert draining.get("listener_manager.total_filter_chains_draining", 0) + draining.get(
         "listener_manager.total_listeners_draining", 0) >= 1, draining  # fmt: skip
+    served_on_old = 0
     for host, svc in (("h5.example.com", "web"), ("new.example.com", "shadow")):
+        if kept._connection().sock is not kept_socket:
+            break  # a draining Envoy may close it after any response (Connection: close)
         r = kept.request("GET", "/", host=host)
         assert (r.status, r.json()["service"]) == (200, svc), host
-    assert kept._connection().sock is kept_socket, "the draining connection was not the one used"
+        served_on_old += 1
+    assert served_on_old >= 1, "the draining connection was never used"
     kept.close()
     assert served_by(gw, "h5.example.com") == "web"
     gw.remove("auth.yaml")
