@@ -33,6 +33,7 @@ from controlplane.build.tls import TlsPlan, plan_tls
 from controlplane.eastwest import east_west_vhosts
 from controlplane.ir import CertificateSecret, Finding, Forward, IngressRef, ServiceCluster
 from controlplane.metrics import Metrics
+from controlplane.route_tables import RouteTables
 from controlplane.store import (
     ENDPOINT_SLICE,
     INGRESS,
@@ -44,7 +45,6 @@ from controlplane.store import (
 )
 from controlplane.translate import listeners as lst
 from controlplane.translate.features import FEATURES, load_builtin_features
-from controlplane.translate.partitions import RouteTable, auto_partitions
 from controlplane.translate.resources import certificate_secret, load_assignment, service_cluster
 from controlplane.translate.routes import framed_vhost, vhost_bytes
 from controlplane.xds import resources as rt
@@ -91,12 +91,8 @@ class Controller:
         self.class_views: dict[str, ClassView] = {}
         self.host_results: dict[str, HostResult] = {}
         # Per-host VirtualHost bytes, framed as RouteConfiguration.virtual_hosts fields, kept per route
-        # table (split into hash partitions at scale): a change re-assembles one table with one join.
-        self.http_routes = RouteTable(lst.HTTP_ROUTES)
-        self.https_routes = RouteTable(lst.HTTPS_ROUTES)
-        self.ew_routes = RouteTable(lst.EAST_WEST_ROUTES, ignore_port=False)
-        self._hosts_partitions = 1  # wanted for the north-south tables (what they use may be 1, see below)
-        self._retire_timer: asyncio.TimerHandle | None = None
+        # table (split into hash partitions at scale): a change re-assembles one partition with one join.
+        self.routes = RouteTables(config.route_partitions, metrics)
         # Only hosts that use a feature / need extra clusters are listed, so per-change scans stay small.
         self.host_features: dict[str, dict[str, frozenset[str]]] = {}  # host -> feature -> filter keys
         # (feature, filter key) -> number of hosts needing it, kept by _set_host_features so the listener
@@ -226,8 +222,10 @@ class Controller:
         self._rebuild_hosts(changes, hosts)
         self._rebuild_east_west(dirty_svc)
         filters = self._http_filters()
-        self._render_route_tables(changes, filters)
-        self._rebuild_listeners(changes, filters)
+        tls_hosts, passthrough = self.tls.chains()
+        self.routes.render(changes, filters, https_listener=bool(tls_hosts))
+        self.routes.schedule_retirement(self._loop, self.request_flush)
+        self._rebuild_listeners(changes, filters, tls_hosts, passthrough)
         self.cache.apply(changes, seen_at=seen_at)
         self._update_ingress_metrics()
 
@@ -456,8 +454,8 @@ class Controller:
 
     def _drop_host(self, host: str) -> None:
         self.host_results.pop(host, None)
-        self.http_routes.remove(host)
-        self.https_routes.remove(host)
+        self.routes.http.remove(host)
+        self.routes.https.remove(host)
         self._set_host_features(host, {})
         self.host_extra_clusters.pop(host, None)
 
@@ -490,8 +488,8 @@ class Controller:
                 for c in f.extra_clusters(r):
                     extra[c.name] = c
         self.host_results[host] = result
-        self.https_routes.put(host, https, (host,))
-        self.http_routes.put(host, http, (host,))
+        self.routes.https.put(host, https, (host,))
+        self.routes.http.put(host, http, (host,))
         self._set_host_features(host, needs)
         if extra:
             self.host_extra_clusters[host] = extra
@@ -514,57 +512,9 @@ class Controller:
             if ports:
                 vhosts = east_west_vhosts(key[0], key[1], ports)
                 frames = b"".join(framed_vhost(vhost_bytes(v)) for v in vhosts)
-                self.ew_routes.put(key, frames, [d for v in vhosts for d in v.domains])
+                self.routes.east_west.put(key, frames, [d for v in vhosts for d in v.domains])
             else:
-                self.ew_routes.remove(key)
-
-    def _render_route_tables(self, changes: dict[str, dict[str, Resource | None]], filters: list[Any]) -> None:
-        """Size the partitions (fixed, or grown with the tables), then assemble only the changed tables.
-
-        A filter that is off at the connection manager and turned on per route (ext_authz, basic
-        auth) is added to a request's filter chain only if the route Envoy finds *before* any filter
-        runs enables it; with partitions that route is found only after the scope filter ran, so the
-        check would be skipped. Such listeners keep one table: slower to update, never less safe.
-        """
-        fixed = self.config.route_partitions
-        self._hosts_partitions = fixed or auto_partitions(len(self.https_routes), self._hosts_partitions)
-        hosts = 1 if any(f.disabled for f in filters) else self._hosts_partitions
-        if hosts != self.https_routes.partitions:
-            log.info("north-south route tables: %d partition(s)%s", hosts,
-                     "" if hosts == self._hosts_partitions else " (a per-route auth filter is in use)")  # fmt: skip
-        self.http_routes.repartition(hosts)
-        self.https_routes.repartition(hosts)
-        # Partitioned, an unused HTTPS table would still be fetched (scopes go to every listener).
-        tls_hosts, _ = self.tls.chains()
-        self.https_routes.set_active(bool(tls_hosts) or hosts == 1)
-        self.ew_routes.repartition(fixed or auto_partitions(len(self.ew_routes), self.ew_routes.partitions))
-        for table in (self.http_routes, self.https_routes, self.ew_routes):
-            self.metrics.route_partitions.labels(table.base).set(table.partitions)
-
-        def emit(type_url: str, name: str, body: Any) -> None:
-            changes[type_url][name] = None if body is None else make_resource(name, type_url, body)
-
-        for table in (self.http_routes, self.https_routes, self.ew_routes):
-            table.render(emit)
-        self._schedule_retirement()
-
-    def _schedule_retirement(self) -> None:
-        """Flush again when an old partition layout (kept for draining listeners) is due to go."""
-        due = [t for table in (self.http_routes, self.https_routes, self.ew_routes)
-               if (t := table.next_retirement()) is not None]  # fmt: skip
-        if not due or self._loop is None:
-            return
-        when = min(due)
-        if self._retire_timer is not None and self._retire_timer.when() <= when:
-            return
-        if self._retire_timer is not None:
-            self._retire_timer.cancel()
-        # RouteTable's clock is time.monotonic, as is the event loop's.
-        self._retire_timer = self._loop.call_at(when + 0.001, self._retire_due)
-
-    def _retire_due(self) -> None:
-        self._retire_timer = None
-        self.request_flush()
+                self.routes.east_west.remove(key)
 
     # -- listeners --------------------------------------------------------------------------
     def _http_filters(self) -> list[Any]:
@@ -576,10 +526,15 @@ class Controller:
         features = [f for f in FEATURES if f.name in needs]
         return [flt for f in features for flt in f.http_filters(needs[f.name])]
 
-    def _rebuild_listeners(self, changes: dict[str, dict[str, Resource | None]], filters: list[Any]) -> None:
+    def _rebuild_listeners(
+        self,
+        changes: dict[str, dict[str, Resource | None]],
+        filters: list[Any],
+        tls_hosts: list[Any],
+        passthrough: list[Any],
+    ) -> None:
         """Listeners change only when their inputs do (filters in use, TLS chains), never per route."""
-        tls_hosts, passthrough = self.tls.chains()
-        hosts_k, ew_k = self.https_routes.partitions, self.ew_routes.partitions
+        hosts_k, ew_k = self.routes.https.partitions, self.routes.east_west.partitions
         inputs = (
             tuple(flt.SerializeToString(deterministic=True) for flt in filters),
             tuple(tls_hosts),

@@ -39,7 +39,7 @@ def test_controller_micro_one_change_adds_a_host() -> None:
     before = ctl.cache.get(rt.ROUTE).resources
     one_change(ctl, store, 5)
     after = ctl.cache.get(rt.ROUTE).resources
-    assert set(ctl.https_routes.keys()) == {f"h{i}.bench.example.com" for i in range(6)}
+    assert set(ctl.routes.https.keys()) == {f"h{i}.bench.example.com" for i in range(6)}
     assert b"h5.bench.example.com" in next(r.any_bytes for n, r in after.items() if "https" in n or "http" in n)
     assert any(after[n].version != before[n].version for n in after)
 

@@ -371,26 +371,26 @@ def test_endpoint_change_touches_only_that_assignment(harness: Harness) -> None:
                           created="2024-01-01T00:00:00Z"))  # fmt: skip
     before = {t: harness.versions(t) for t in rt.PUSH_ORDER}
     type_versions = {t: harness.cache.get(t).version for t in rt.PUSH_ORDER}
-    vh_b = harness.controller.http_routes.frame("b.com")
+    vh_b = harness.controller.routes.http.frame("b.com")
     harness.apply(*slice_for("a", 2001)[1:])  # only a's EndpointSlice
     after = {t: harness.versions(t) for t in rt.PUSH_ORDER}
     assert after[rt.ENDPOINT]["default/a:80"] != before[rt.ENDPOINT]["default/a:80"]
     assert after[rt.ENDPOINT]["default/b:80"] == before[rt.ENDPOINT]["default/b:80"]
     for t in (rt.CLUSTER, rt.LISTENER, rt.ROUTE, rt.SECRET):
         assert harness.cache.get(t).version == type_versions[t], rt.SHORT_NAMES[t]
-    assert harness.controller.http_routes.frame("b.com") is vh_b
+    assert harness.controller.routes.http.frame("b.com") is vh_b
 
 
 def test_ingress_change_rebuilds_only_its_hosts(harness: Harness) -> None:
     harness.apply(*svc("a"), *svc("b"),
                   ingress("a", [rule("a.com", ("/", "Prefix", "a", 80))], created="2024-01-01T00:00:00Z"),
                   ingress("b", [rule("b.com", ("/", "Prefix", "b", 80))], created="2024-01-01T00:00:00Z"))  # fmt: skip
-    vh_a, vh_b = harness.controller.http_routes.frame("a.com"), harness.controller.http_routes.frame("b.com")
+    vh_a, vh_b = harness.controller.routes.http.frame("a.com"), harness.controller.routes.http.frame("b.com")
     listeners = harness.versions(rt.LISTENER)
     clusters = harness.cache.get(rt.CLUSTER).version
     harness.apply(ingress("a", [rule("a.com", ("/v2", "Prefix", "a", 80))], created="2024-01-01T00:00:00Z"))
-    assert harness.controller.http_routes.frame("a.com") != vh_a
-    assert harness.controller.http_routes.frame("b.com") is vh_b  # not rebuilt
+    assert harness.controller.routes.http.frame("a.com") != vh_a
+    assert harness.controller.routes.http.frame("b.com") is vh_b  # not rebuilt
     assert harness.versions(rt.LISTENER) == listeners
     assert harness.cache.get(rt.CLUSTER).version == clusters
     # A no-op re-apply publishes nothing.
@@ -409,4 +409,4 @@ def test_service_appearing_recomputes_dependent_ingress(harness: Harness) -> Non
     # Deleting the Ingress removes its host from the route table.
     harness.store.delete("Ingress", "default", "g")
     harness.controller.flush()
-    assert "g.com" not in harness.controller.http_routes
+    assert "g.com" not in harness.controller.routes.http
