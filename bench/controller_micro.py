@@ -31,11 +31,13 @@ BACKEND_PORT = 9
 QS = (("p50", 50), ("p99", 99), ("max", 100))
 
 
-def build(n: int) -> tuple[Controller, ClusterStore, float]:
+def build(n: int, partitions: int | None = None) -> tuple[Controller, ClusterStore, float]:
+    """N Ingress sets built cold; `partitions` as serve --route-partitions (None: auto)."""
     registry = ClusterRegistry()
     store = registry.add(ClusterStore("c1", primary=True))
     cache = SnapshotCache()
-    ctl = Controller(registry, cache, Metrics(), GatewayConfig(classes=_all_classes()))
+    config = GatewayConfig(classes=_all_classes(), route_partitions=partitions)
+    ctl = Controller(registry, cache, Metrics(), config)
     registry.subscribe(ctl._on_event)  # no event loop: flush() is called by hand
     for i in range(n):
         for obj in objects_for(i, BACKEND_PORT):
@@ -68,8 +70,8 @@ def parse_one(i: int) -> float:
     return time.perf_counter() - t0
 
 
-def run(n: int, trials: int, profile: bool) -> dict[str, Any]:
-    ctl, store, cold = build(n)
+def run(n: int, trials: int, profile: bool, partitions: int | None = None) -> dict[str, Any]:
+    ctl, store, cold = build(n, partitions)
     routes = ctl.cache.get(rt.ROUTE).resources
     assert sum(len(r.any_bytes) for r in routes.values()) > n * 20, "route tables were not built"
     gc.collect()
@@ -79,6 +81,7 @@ def run(n: int, trials: int, profile: bool) -> dict[str, Any]:
     parse = [parse_one(n + k) for k in range(trials)]
     out = {
         "n": n,
+        "route_partitions": partitions or "auto",
         "cold_flush_s": round(cold, 3),
         "one_change_ms": {q: round(percentile(times, p) * 1000, 2) for q, p in QS},
         "parse_one_file_ms": round(percentile(parse, 50) * 1000, 3),
@@ -102,9 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="1000,10000")
     p.add_argument("--trials", type=int, default=50)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--partitions", default="auto", help="route partitions to compare in one run, e.g. 1,auto")
     args = p.parse_args(argv)
     for n in (int(s) for s in args.sizes.split(",")):
-        print(json.dumps(run(n, args.trials, args.profile)), flush=True)
+        for part in args.partitions.split(","):
+            partitions = None if part == "auto" else int(part)
+            print(json.dumps(run(n, args.trials, args.profile, partitions)), flush=True)
     return 0
 
 

@@ -309,9 +309,9 @@ class RouteTable:
         """Clock time at which a lingering layout is due to be deleted (render then)."""
         return min((lay.retire_at for lay in self._retiring), default=None)
 
-    def render(self, emit: Callable[[str, str, Any], None]) -> int:
+    def render(self, emit: Callable[[str, str, Any], None]) -> None:
         """emit(type, name, message or bytes or None) for each changed table and scope, None for
-        deleted ones; returns how many tables were built."""
+        deleted ones."""
         now = self._clock()
         for layout in [lay for lay in self._retiring if lay.retire_at <= now]:
             self._retiring.remove(layout)
@@ -319,7 +319,6 @@ class RouteTable:
                 emit(rt.ROUTE, name, None)
                 if layout.partitions > 1:
                     emit(rt.SCOPED_ROUTE, name, None)
-        built = 0
         for layout in self._layouts() if self.active else self._retiring:
             if layout.scopes_dirty:
                 for name in layout.names if layout.partitions > 1 else ():
@@ -331,10 +330,8 @@ class RouteTable:
                 if layout.partitions > 1:
                     body = _with_scope_header_removed(body)
                 emit(rt.ROUTE, layout.names[b], body)
-            built += len(layout.dirty)
             layout.dirty.clear()
             layout.published = True
-        return built
 
 
 _REMOVE_SCOPE_HEADER = route_pb2.RouteConfiguration(request_headers_to_remove=[SCOPE_HEADER]).SerializeToString()
