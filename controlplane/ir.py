@@ -205,8 +205,3 @@ class CertificateSecret:
     cert_chain: bytes = field(repr=False)
     private_key: bytes = field(repr=False)  # never logged: repr hides it
 
-
-@dataclass(frozen=True, slots=True)
-class ValidationSecret:
-    name: str
-    ca: bytes = field(repr=False)

@@ -27,6 +27,17 @@ class Policy(Protocol):
     scope: ClassVar[Scope]
 
 
+def valid_re2(pattern: str) -> bool:
+    """Whether Envoy's RE2 accepts `pattern`: Python re syntax minus lookarounds and backreferences."""
+    if re.search(r"\(\?[=!<]|\\[1-9]", pattern):
+        return False
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
+
+
 class Annotations:
     """Annotation values by short key; `meridian.io/` wins over `nginx.ingress.kubernetes.io/`."""
 

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from controlplane.annotations.base import Annotations, ParseContext
+from controlplane.annotations.base import Annotations, ParseContext, valid_re2
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,17 +36,6 @@ CANARY_KEYS = (
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 
-def _valid_re2(pattern: str) -> bool:
-    # RE2 is a subset of Python re for what users write; reject constructs RE2 lacks.
-    if re.search(r"\(\?[=!<]|\\[1-9]", pattern):
-        return False
-    try:
-        re.compile(pattern)
-    except re.error:
-        return False
-    return True
-
-
 class CanaryFamily:
     name = "canary"
     keys = CANARY_KEYS
@@ -70,7 +59,7 @@ class CanaryFamily:
             header = None
         value = ann.get("canary-by-header-value") or None
         pattern = ann.get("canary-by-header-pattern") or None
-        if pattern is not None and not _valid_re2(pattern):
+        if pattern is not None and not valid_re2(pattern):
             ctx.warn("canary-by-header-pattern", f"invalid regular expression {pattern!r}; ignored")
             pattern = None
         if value and pattern:

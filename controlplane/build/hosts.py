@@ -10,11 +10,11 @@ plain-HTTP requests for TLS hosts are redirected.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Protocol, runtime_checkable
 
-from controlplane.annotations.canary import Canary, _valid_re2
+from controlplane.annotations.base import valid_re2
+from controlplane.annotations.canary import Canary
 from controlplane.annotations.rewrite import RegexPaths
 from controlplane.annotations.sslredirect import SslRedirect
 from controlplane.build.ingress import IngressIR, PathRule
@@ -30,13 +30,6 @@ from controlplane.ir import (
     VirtualHost,
     WeightedCluster,
 )
-
-
-@runtime_checkable
-class ExtraRoutes(Protocol):
-    """A policy that adds routes of its own to every host of its Ingress (e.g. app-root)."""
-
-    def extra_routes(self, host: str, source: IngressRef) -> Sequence[Route]: ...
 
 
 @dataclass(frozen=True)
@@ -61,7 +54,7 @@ def valid_path_regex(pattern: str) -> bool:
     for low, high in re.findall(r"\{(\d+)(?:,(\d*))?\}", pattern):
         if int(low) > 1000 or (high and int(high) > 1000):
             return False
-    return _valid_re2(pattern)
+    return valid_re2(pattern)
 
 
 def path_match(rule_path: str, path_type: str, regex_mode: bool) -> PathMatch:

@@ -9,7 +9,7 @@ from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, healt
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 
-from controlplane.ir import CertificateSecret, LocalityEndpoints, ServiceCluster, ValidationSecret
+from controlplane.ir import CertificateSecret, LocalityEndpoints, ServiceCluster
 from controlplane.translate.features import FEATURES
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
@@ -99,9 +99,3 @@ def certificate_secret(s: CertificateSecret) -> secret_pb2.Secret:
         ),
     )
 
-
-def validation_secret(s: ValidationSecret) -> secret_pb2.Secret:
-    return secret_pb2.Secret(
-        name=s.name,
-        validation_context=common_pb2.CertificateValidationContext(trusted_ca=base_pb2.DataSource(inline_bytes=s.ca)),
-    )

@@ -15,6 +15,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.type.matcher.v3 import regex_pb2
 
 from controlplane.ir import DirectResponse, Forward, HeaderMatch, Redirect, Route, VirtualHost
+from controlplane.protowire import varint
 from controlplane.translate.features import FEATURES
 
 _VHOST_FIELD = route_pb2.RouteConfiguration.DESCRIPTOR.fields_by_name["virtual_hosts"].number
@@ -127,19 +128,7 @@ def vhost_bytes(vhost: VirtualHost) -> bytes:
     return vhost_message(vhost).SerializeToString(deterministic=True)
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-_VHOST_TAG = _varint((_VHOST_FIELD << 3) | 2)
+_VHOST_TAG = varint((_VHOST_FIELD << 3) | 2)
 
 
 def framed_vhost(vh: bytes) -> bytes:
@@ -148,7 +137,7 @@ def framed_vhost(vh: bytes) -> bytes:
     Callers cache this per host, so assembling a 10,000-host table is one bytes join rather
     than 10,000 varint encodings per change.
     """
-    return _VHOST_TAG + _varint(len(vh)) + vh
+    return _VHOST_TAG + varint(len(vh)) + vh
 
 
 def route_configuration_from_frames(name: str, frames: Iterable[bytes], *, ignore_port: bool = True) -> bytes:
@@ -156,7 +145,3 @@ def route_configuration_from_frames(name: str, frames: Iterable[bytes], *, ignor
     head = route_pb2.RouteConfiguration(name=name, ignore_port_in_host_matching=ignore_port)
     return head.SerializeToString(deterministic=True) + b"".join(frames)
 
-
-def route_configuration_bytes(name: str, vhosts: Iterable[bytes], *, ignore_port: bool = True) -> bytes:
-    """Serialized RouteConfiguration from already-serialized VirtualHost messages."""
-    return route_configuration_from_frames(name, (framed_vhost(vh) for vh in vhosts), ignore_port=ignore_port)

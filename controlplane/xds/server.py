@@ -7,7 +7,7 @@ change or request and sends whatever its state says is due, always computed
 from the latest snapshot: a slow stream coalesces versions and never blocks
 others.
 
-Protocol choices (see design.md "xDS protocol rules"):
+Protocol choices (see ../shared/docs/design.md, "xDS protocol rules"):
 - One response per type in flight per stream (as go-control-plane): the next
   version of a type goes out after the previous one is ACKed or NACKed, which
   bounds what a slow Envoy can queue and coalesces bursts.
@@ -45,6 +45,7 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane.metrics import Metrics
+from controlplane.protowire import varint
 from controlplane.xds.cache import DEFAULT_GROUP, Resource, SnapshotCache, TypeSnapshot
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SCOPED_ROUTE
 from controlplane.xds.tracking import (
@@ -68,15 +69,6 @@ _NOT_READY_POLL = 0.05
 
 # --------------------------------------------------------------------------
 # Wire encoding (proto3: tag byte = field_number << 3 | 2 for length-delimited)
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def _ld(field_number: int, data: bytes, parts: list[bytes]) -> None:

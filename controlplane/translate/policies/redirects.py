@@ -1,6 +1,7 @@
 """permanent-redirect / temporal-redirect: the route answers with a redirect instead of forwarding.
 
-(app-root adds a route of its own through the ExtraRoutes protocol; routes.py renders it.)
+app-root is not handled here: the Ingress frontend adds an exact `/` route with a 302 Redirect
+action to each host of the Ingress (AppRoot.extra_routes), and routes.py renders that action.
 """
 
 from __future__ import annotations
