@@ -22,16 +22,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controlplane.annotations.base import ParsedAnnotations
-from controlplane.annotations.passthrough import SslPassthrough
 from controlplane.build.classes import ClassPolicy, ClassView, is_accepted
 from controlplane.build.hosts import HostResult, merge_host
 from controlplane.build.ingress import IngressIR, Lookups, build_ingress
-from controlplane.build.names import cluster_name, eds_name, parse_cluster_name, secret_name
 from controlplane.build.secrets import decode_tls_secret
 from controlplane.build.services import ServiceIndex, ServiceKey
 from controlplane.build.tls import TlsPlan, plan_tls
 from controlplane.eastwest import east_west_vhosts
 from controlplane.ir import CertificateSecret, Finding, Forward, IngressRef, ServiceCluster
+from controlplane.ir.names import cluster_name, eds_name, parse_cluster_name, secret_name
+from controlplane.ir.policies import SslPassthrough
 from controlplane.metrics import Metrics
 from controlplane.route_tables import RouteTables
 from controlplane.store import (
@@ -44,7 +44,7 @@ from controlplane.store import (
     StoreEvent,
 )
 from controlplane.translate import listeners as lst
-from controlplane.translate.features import FEATURES, load_builtin_features
+from controlplane.translate.policies import FEATURES
 from controlplane.translate.resources import certificate_secret, load_assignment, service_cluster
 from controlplane.translate.routes import framed_vhost, vhost_bytes
 from controlplane.xds import resources as rt
@@ -76,7 +76,6 @@ class Controller:
     def __init__(
         self, registry: ClusterRegistry, cache: SnapshotCache, metrics: Metrics, config: GatewayConfig
     ) -> None:
-        load_builtin_features()
         self.registry = registry
         self.cache = cache
         self.metrics = metrics

@@ -9,62 +9,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from controlplane.annotations.base import Annotations, ParseContext
 from controlplane.annotations.tlsnames import BORINGSSL_CIPHERS, TLS_VERSIONS
+from controlplane.ir.policies import ForwardedPrefix, HostRewrite, ServiceUpstream, UpstreamProtocol
 
 PROTOCOLS = ("HTTP", "HTTPS", "GRPC", "GRPCS", "HTTP2")
 UNSUPPORTED_PROTOCOLS = ("AUTO_HTTP", "FCGI")
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?$")
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamProtocol:
-    """How the gateway talks to the backend: `http2` for GRPC/GRPCS/HTTP2, `tls` for HTTPS/GRPCS."""
-
-    scope: ClassVar[str] = "upstream"
-    protocol: str = "HTTP"
-    sni: str = ""  # proxy-ssl-name
-    auto_sni: bool = False  # proxy-ssl-server-name on without a name: SNI from the Host header
-    verify: bool = False
-    ca: bytes = field(default=b"", repr=False)
-    cert: bytes = field(default=b"", repr=False)
-    key: bytes = field(default=b"", repr=False)
-    secret_version: str = ""  # content digest: a new CA or certificate makes a new cluster variant
-    verify_depth: int = 0
-    min_tls: str = ""
-    max_tls: str = ""
-    ciphers: tuple[str, ...] = ()
-
-    @property
-    def http2(self) -> bool:
-        return self.protocol in ("GRPC", "GRPCS", "HTTP2")
-
-    @property
-    def tls(self) -> bool:
-        return self.protocol in ("HTTPS", "GRPCS")
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceUpstream:
-    """service-upstream: the Service's ClusterIP is the single endpoint (read by the controller)."""
-
-    scope: ClassVar[str] = "upstream"
-    use_cluster_ip: ClassVar[bool] = True
-
-
-@dataclass(frozen=True, slots=True)
-class HostRewrite:
-    scope: ClassVar[str] = "route"
-    host: str
-
-
-@dataclass(frozen=True, slots=True)
-class ForwardedPrefix:
-    scope: ClassVar[str] = "route"
-    prefix: str
 
 
 def _secret_bytes(secret: Any, key: str) -> bytes:

@@ -8,22 +8,13 @@ rejected, so a request is never let through unauthenticated.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from controlplane.annotations.base import Annotations, ParseContext
 from controlplane.build.secrets import secret_bytes
+from controlplane.ir.policies import BasicAuth
 
 _SHA = re.compile(r"^\{SHA\}[A-Za-z0-9+/]{27}=$")
-
-
-@dataclass(frozen=True, slots=True)
-class BasicAuth:
-    """htpasswd lines Envoy can verify, and the realm for WWW-Authenticate."""
-
-    scope: ClassVar[str] = "route"
-    users: str = field(repr=False)  # "user:{SHA}...\n" lines
-    realm: str = ""
 
 
 def _hash_kind(h: str) -> str:

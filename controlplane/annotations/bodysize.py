@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from controlplane.annotations.base import Annotations, ParseContext
+from controlplane.ir.policies import BodySize
 
-DEFAULT_BODY_SIZE = 1024 * 1024  # nginx client_max_body_size default (1m)
 # Larger limits are clamped (and reported).
 MAX_BODY_SIZE = 2**53  # Lua numbers are exact up to here
 
@@ -21,14 +20,6 @@ def parse_size(raw: str) -> int | None:
     if not m:
         return None
     return int(m.group(1)) * _UNITS[m.group(2).lower()]
-
-
-@dataclass(frozen=True, slots=True)
-class BodySize:
-    """Largest accepted request body in bytes; 0 means unlimited."""
-
-    scope: ClassVar[str] = "route"
-    max_bytes: int
 
 
 class BodySizeFamily:

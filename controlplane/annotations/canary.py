@@ -6,22 +6,10 @@ Decision order per request (ingress-nginx): header, then cookie, then weight.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from controlplane.annotations.base import Annotations, ParseContext, valid_re2
-
-
-@dataclass(frozen=True, slots=True)
-class Canary:
-    scope: ClassVar[str] = "ingress"
-    header: str | None = None
-    header_value: str | None = None
-    header_pattern: str | None = None
-    cookie: str | None = None
-    weight: int = 0
-    weight_total: int = 100
-
+from controlplane.ir.policies import Canary
 
 CANARY_KEYS = (
     "canary",

@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from controlplane.annotations.base import Annotations, ParseContext
 from controlplane.build.secrets import decode_ca_bundle
+from controlplane.ir.policies import ClientCert, PassClientCert
 
 MODES = ("on", "off", "optional", "optional_no_ca")
-
-
-@dataclass(frozen=True, slots=True)
-class ClientCert:
-    """Validate client certificates against `ca` (mode as nginx ssl_verify_client)."""
-
-    scope: ClassVar[str] = "tls"
-    ca: bytes = field(repr=False)
-    mode: str = "on"
-    depth: int = 1
-
-
-@dataclass(frozen=True, slots=True)
-class PassClientCert:
-    """Forward the client certificate (URL-encoded PEM) upstream in header ssl-client-cert."""
-
-    scope: ClassVar[str] = "route"
 
 
 class ClientCertFamily:

@@ -3,46 +3,12 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from controlplane.annotations.base import Annotations, ParseContext
+from controlplane.ir.policies import DEFAULT_HEADERS, DEFAULT_MAX_AGE, DEFAULT_METHODS, ORIGIN, Cors
 
-DEFAULT_METHODS = "GET, PUT, POST, DELETE, PATCH, OPTIONS"
-DEFAULT_HEADERS = (
-    "DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Range,Authorization"
-)
-DEFAULT_MAX_AGE = 1728000
-
-_ORIGIN = re.compile(r"^(https?)://(\*\.)?([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)(:\d{1,5})?$")
 _TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
-
-
-@dataclass(frozen=True, slots=True)
-class Cors:
-    """`origins` empty means any origin; otherwise each is exact or has a one-label `*.` wildcard."""
-
-    scope: ClassVar[str] = "route"
-    origins: tuple[str, ...] = ()
-    methods: str = DEFAULT_METHODS
-    headers: str = DEFAULT_HEADERS
-    expose_headers: str = ""
-    credentials: bool = True
-    max_age: int = DEFAULT_MAX_AGE
-
-    def origin_patterns(self) -> tuple[tuple[str, str], ...]:
-        """(kind, value) matchers: ("any", ""), ("exact", origin) or ("regex", RE2 full match)."""
-        if not self.origins:
-            return (("any", ""),)
-        out = []
-        for o in self.origins:
-            m = _ORIGIN.match(o)
-            if m and m.group(2):
-                rest = re.escape(m.group(3)) + re.escape(m.group(4) or "")
-                out.append(("regex", f"{m.group(1)}://[^.]+\\.{rest}"))
-            else:
-                out.append(("exact", o))
-        return tuple(out)
 
 
 def _token_list(ctx: ParseContext, ann: Annotations, key: str, default: str) -> str:
@@ -86,8 +52,8 @@ class CorsFamily:
                 origins = []
                 ctx.converted("cors-allow-origin", "any origin")
             else:
-                bad = [o for o in items if not _ORIGIN.match(o)]
-                origins = [o for o in items if _ORIGIN.match(o)]
+                bad = [o for o in items if not ORIGIN.match(o)]
+                origins = [o for o in items if ORIGIN.match(o)]
                 if bad:
                     ctx.warn("cors-allow-origin", f"invalid origins ignored: {', '.join(bad)}"
                              + ("" if origins else "; using default *"))  # fmt: skip

@@ -9,55 +9,26 @@ status included, goes back to the client, as with nginx `error_page code = @cust
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from controlplane.annotations.base import Annotations, ParseContext
-from controlplane.build.names import cluster_name
 from controlplane.ir import Forward, IngressRef, PathMatch, Route, WeightedCluster
+from controlplane.ir.policies import CustomErrors, ErrorRoute
 
-ERROR_PATH_PREFIX = "/.meridian-errors/"
 _SERVICE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorRoute:
-    """Marks the internal route that serves error pages (path rewritten to `/`)."""
-
-    scope: ClassVar[str] = "route"
-    service: str
-
-
-@dataclass(frozen=True, slots=True)
-class CustomErrors:
-    """Codes in `codes` from the route's upstream are replaced by the answer of `cluster`."""
-
-    scope: ClassVar[str] = "route"
-    service: str
-    namespace: str
-    port: int
-    codes: tuple[int, ...]
-    ingress: str
-
-    @property
-    def cluster(self) -> str:
-        return cluster_name(self.namespace, self.service, self.port)
-
-    @property
-    def error_path(self) -> str:
-        return f"{ERROR_PATH_PREFIX}{self.namespace}/{self.service}/{self.port}"
-
-    def extra_routes(self, host: str, source: IngressRef) -> Sequence[Route]:
-        return [
-            Route(
-                name=f"{source}#custom-errors",
-                match=PathMatch("exact", self.error_path),
-                action=Forward((WeightedCluster(self.cluster, 100),)),
-                source=source,
-                policies=(ErrorRoute(self.service),),
-            )
-        ]
+def error_page_routes(policy: CustomErrors, host: str, source: IngressRef) -> list[Route]:
+    """The internal route of each host of the Ingress that sends error pages to the error Service."""
+    return [
+        Route(
+            name=f"{source}#custom-errors",
+            match=PathMatch("exact", policy.error_path),
+            action=Forward((WeightedCluster(policy.cluster, 100),)),
+            source=source,
+            policies=(ErrorRoute(policy.service),),
+        )
+    ]
 
 
 def parse_codes(raw: str) -> tuple[tuple[int, ...], list[str]]:

@@ -8,43 +8,14 @@ auth-signin a 401 becomes a 302 to the sign-in URL carrying `rd` (the original U
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import urlsplit
 
 from controlplane.annotations.base import Annotations, ParseContext
+from controlplane.ir.policies import SELF_HOST, ExtAuth
 
-SELF_HOST = "meridian.self"  # auth-url host `$host`: the gateway itself, same Host as the request
 _HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-
-
-@dataclass(frozen=True, slots=True)
-class ExtAuth:
-    """An HTTP auth service at scheme://host:port/path (path may carry a query); `signin` is a URL
-    template (Envoy formatter)."""
-
-    scope: ClassVar[str] = "route"
-    scheme: str
-    host: str
-    port: int
-    path: str
-    method: str = "GET"
-    response_headers: tuple[str, ...] = ()
-    signin: str | None = None
-    always_set_cookie: bool = False  # pass the auth service's Set-Cookie to the client on success too
-
-    @property
-    def cluster(self) -> str:
-        """Stable cluster name for the auth service."""
-        if self.self_host:
-            return f"extauth:{self.scheme}:self"
-        return f"extauth:{self.scheme}:{self.host}:{self.port}"
-
-    @property
-    def self_host(self) -> bool:
-        """auth-url on `$host`: sent back through this gateway with the request's Host."""
-        return self.host == SELF_HOST
 
 
 # nginx variables -> Envoy access-log formatter operators (used in the sign-in redirect).

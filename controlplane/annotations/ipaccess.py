@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from controlplane.annotations.base import Annotations, ParseContext
+from controlplane.ir.policies import IpAccess
 
 
 def parse_cidrs(raw: str) -> tuple[tuple[str, ...], list[str]]:
@@ -29,15 +29,6 @@ def parse_cidrs(raw: str) -> tuple[tuple[str, ...], list[str]]:
         if text not in out:
             out.append(text)
     return tuple(out), bad
-
-
-@dataclass(frozen=True, slots=True)
-class IpAccess:
-    """Deny clients in `deny`; when `allow` is not empty, deny everyone outside it (nginx deny-then-allow)."""
-
-    scope: ClassVar[str] = "route"
-    allow: tuple[str, ...] = ()
-    deny: tuple[str, ...] = ()
 
 
 class IpAccessFamily:

@@ -7,54 +7,16 @@ policy on the route; it takes precedence over `load-balance`, as in ingress-ngin
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from controlplane.annotations.base import Annotations, ParseContext
+from controlplane.ir.policies import DEFAULT_COOKIE, CookieAffinity, HashBy, HashKey, LoadBalancer
 
 LB_POLICIES = {"round_robin": "ROUND_ROBIN", "ewma": "LEAST_REQUEST", "least_conn": "LEAST_REQUEST",
                "random": "RANDOM"}  # fmt: skip
-DEFAULT_COOKIE = "INGRESSCOOKIE"
 _VAR = re.compile(r"\$(remote_addr|host|request_uri|uri|http_[A-Za-z0-9_]+|arg_[A-Za-z0-9_-]+|cookie_[A-Za-z0-9_.-]+)")
 _COOKIE_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _SAMESITE = {"none": "None", "lax": "Lax", "strict": "Strict"}
-
-
-@dataclass(frozen=True, slots=True)
-class LoadBalancer:
-    """Cluster LB policy (an Envoy Cluster.LbPolicy name)."""
-
-    scope: ClassVar[str] = "upstream"
-    policy: str
-
-
-@dataclass(frozen=True, slots=True)
-class HashKey:
-    """One input of the request hash: kind in source_ip | header | query | cookie."""
-
-    kind: str
-    name: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class HashBy:
-    """Route hash policy from upstream-hash-by (every variable hashed together)."""
-
-    scope: ClassVar[str] = "route"
-    keys: tuple[HashKey, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class CookieAffinity:
-    """Route cookie hash policy; Envoy generates the cookie when the request has none."""
-
-    scope: ClassVar[str] = "route"
-    name: str = DEFAULT_COOKIE
-    path: str = ""
-    ttl: int = 0  # seconds; 0 = session cookie
-    samesite: str = ""
-    secure: bool = False
-    mode: str = "balanced"
 
 
 def parse_hash_by(value: str) -> tuple[HashKey, ...] | None:

@@ -6,37 +6,15 @@ cannot be reproduced; that is reported.
 
 from __future__ import annotations
 
-import ipaddress
 import re
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import urlsplit
 
 from controlplane.addresses import is_ip
 from controlplane.annotations.base import Annotations, ParseContext
+from controlplane.ir.policies import Mirror
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
-
-
-@dataclass(frozen=True, slots=True)
-class Mirror:
-    scope: ClassVar[str] = "route"
-    scheme: str
-    host: str
-    port: int
-
-    @property
-    def cluster(self) -> str:
-        """Stable per target, shared by every route mirroring to it."""
-        return f"mirror{'-tls' if self.scheme == 'https' else ''}:{self.host}:{self.port}"
-
-    @property
-    def is_ip(self) -> bool:
-        try:
-            ipaddress.ip_address(self.host)
-        except ValueError:
-            return False
-        return True
 
 
 def parse_target(url: str) -> tuple[Mirror | None, str]:

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from controlplane.annotations.base import Annotations, ParseContext
-
-
-@dataclass(frozen=True, slots=True)
-class SslPassthrough:
-    scope: ClassVar[str] = "ingress"
+from controlplane.ir.policies import SslPassthrough
 
 
 class SslPassthroughFamily:

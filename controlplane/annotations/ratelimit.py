@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from controlplane.annotations.base import Annotations, ParseContext
 from controlplane.annotations.ipaccess import parse_cidrs
+from controlplane.ir.policies import RateLimit, RateLimitRule
 
 MAX_TOKENS = 2**32 - 1
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimitRule:
-    """`rate` requests per `period` seconds per client IP, bursting to `burst` at once."""
-
-    name: str  # "rps" | "rpm"
-    rate: int
-    period: int
-    burst: int
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    """Per-client-IP limits (all apply); clients in `exempt` are never limited. Rejections get 503."""
-
-    scope: ClassVar[str] = "route"
-    rules: tuple[RateLimitRule, ...]
-    exempt: tuple[str, ...] = ()
 
 
 class RateLimitFamily:

@@ -8,13 +8,12 @@ and reported.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import urlsplit
 
 from controlplane.annotations.base import Annotations, ParseContext
 from controlplane.ir import IngressRef, PathMatch, Redirect, Route
+from controlplane.ir.policies import AppRoot, UrlRedirect
 
 ENVOY_REDIRECT_CODES = (301, 302, 303, 307, 308)
 
@@ -24,25 +23,10 @@ def nearest_envoy_code(code: int) -> int:
     return min(ENVOY_REDIRECT_CODES, key=lambda c: (abs(c - code), -c))
 
 
-@dataclass(frozen=True, slots=True)
-class UrlRedirect:
-    """The route answers with a redirect to `url` instead of forwarding."""
-
-    scope: ClassVar[str] = "route"
-    url: str
-    code: int
-
-
-@dataclass(frozen=True, slots=True)
-class AppRoot:
-    """A request for exactly `/` gets a 302 to `path` (an extra route on every host of the Ingress)."""
-
-    scope: ClassVar[str] = "ingress"
-    path: str
-
-    def extra_routes(self, host: str, source: IngressRef) -> Sequence[Route]:
-        return [Route(name=f"{source}#app-root", match=PathMatch("exact", "/"), action=Redirect(302, path=self.path),
-                      source=source)]  # fmt: skip
+def app_root_routes(policy: AppRoot, host: str, source: IngressRef) -> list[Route]:
+    """app-root: a request for exactly `/` on each host of the Ingress gets a 302 to the path."""
+    return [Route(name=f"{source}#app-root", match=PathMatch("exact", "/"), action=Redirect(302, path=policy.path),
+                  source=source)]  # fmt: skip
 
 
 def _valid_url(url: str) -> bool:

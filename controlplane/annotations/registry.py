@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from controlplane.annotations import security, traffic
 from controlplane.annotations.base import Annotations, Family, ParseContext, ParsedAnnotations
 from controlplane.annotations.canary import CanaryFamily
+from controlplane.annotations.errors import error_page_routes
 from controlplane.annotations.passthrough import SslPassthroughFamily
+from controlplane.annotations.redirects import app_root_routes
 from controlplane.annotations.rewrite import RewriteFamily
 from controlplane.annotations.sslredirect import SslRedirectFamily
-from controlplane.ir import IngressRef
+from controlplane.ir import IngressRef, Route
+from controlplane.ir.policies import AppRoot, CustomErrors
 
 FAMILIES: list[Family] = [
     RewriteFamily(),
@@ -21,6 +24,12 @@ FAMILIES: list[Family] = [
     *traffic.FAMILIES,
     *security.FAMILIES,
 ]
+
+# Policies that add routes of their own to every host of their Ingress: policy type -> hook.
+EXTRA_ROUTES: dict[type, Callable[[Any, str, IngressRef], list[Route]]] = {
+    AppRoot: app_root_routes,
+    CustomErrors: error_page_routes,
+}
 
 # Keys with no Envoy meaning (nginx buffer tuning and the like): accepted, reported, never fatal.
 NOT_APPLICABLE = frozenset(

@@ -2,30 +2,10 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from controlplane.annotations.base import Annotations, ParseContext
-
-
-@dataclass(frozen=True, slots=True)
-class RegexPaths:
-    """The Ingress asks for regex paths; ingress-nginx spreads this to every path of the same host."""
-
-    scope: ClassVar[str] = "ingress"
-
-
-@dataclass(frozen=True, slots=True)
-class RewriteTarget:
-    """Replace the whole path with `target`, where $1..$n refer to the path regex groups."""
-
-    scope: ClassVar[str] = "route"
-    target: str
-
-    def substitution(self) -> str:
-        """The RE2 substitution string: nginx `$1` becomes `\\1`."""
-        return re.sub(r"\$(\d)", r"\\\1", self.target)
+from controlplane.ir.policies import RegexPaths, RewriteTarget
 
 
 class RewriteFamily:

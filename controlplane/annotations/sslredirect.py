@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from controlplane.annotations.base import Annotations, ParseContext
-
-
-@dataclass(frozen=True, slots=True)
-class SslRedirect:
-    """`enabled` applies when the host has TLS; `force` even without TLS."""
-
-    scope: ClassVar[str] = "ingress"
-    enabled: bool = True
-    force: bool = False
+from controlplane.ir.policies import SslRedirect
 
 
 class SslRedirectFamily:

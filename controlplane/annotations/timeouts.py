@@ -6,10 +6,16 @@ non-idempotent one (POST, LOCK, PATCH) unless `non_idempotent` is listed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from controlplane.annotations.base import Annotations, ParseContext
+from controlplane.ir.policies import (
+    DEFAULT_NEXT_UPSTREAM,
+    DEFAULT_TRIES,
+    ConnectTimeout,
+    IdleTimeout,
+    Retries,
+)
 
 NEXT_UPSTREAM_TOKENS = frozenset(
     {
@@ -27,53 +33,7 @@ NEXT_UPSTREAM_TOKENS = frozenset(
         "off",
     }
 )
-DEFAULT_NEXT_UPSTREAM = ("error", "timeout")
-DEFAULT_TRIES = 3
 UNLIMITED_TRIES_RETRIES = 10  # nginx tries=0 means "no limit"; Envoy needs a number
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectTimeout:
-    """Cluster connect timeout (needs a cluster variant)."""
-
-    scope: ClassVar[str] = "upstream"
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class IdleTimeout:
-    """Route idle timeout: nginx read/send timeouts are per read/write, as Envoy's idle timeout."""
-
-    scope: ClassVar[str] = "route"
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class Retries:
-    """The route retry policy. `tokens` empty means `off` (no retries)."""
-
-    scope: ClassVar[str] = "route"
-    tokens: tuple[str, ...] = DEFAULT_NEXT_UPSTREAM
-    retries: int = DEFAULT_TRIES - 1
-    timeout: float = 0.0  # proxy-next-upstream-timeout, 0 = none
-
-    @property
-    def non_idempotent(self) -> bool:
-        return "non_idempotent" in self.tokens
-
-    def retry_on(self) -> list[str]:
-        out: list[str] = []
-        if {"error", "timeout", "invalid_header"} & set(self.tokens):
-            out += ["connect-failure", "refused-stream", "reset"]
-        if any(t.startswith("http_") for t in self.tokens):
-            out.append("retriable-status-codes")
-        return out
-
-    def status_codes(self) -> list[int]:
-        return sorted(int(t[5:]) for t in self.tokens if t.startswith("http_"))
-
-
-DEFAULT_RETRIES = Retries()
 
 
 class TimeoutsFamily:

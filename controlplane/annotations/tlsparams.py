@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from controlplane.annotations.base import Annotations, ParseContext
 from controlplane.annotations.tlsnames import BORINGSSL_CIPHERS, TLS_VERSION_ORDER, TLS_VERSIONS
+from controlplane.ir.policies import TlsParams
 
 
 def _pretty(version: str) -> str:
     return version.replace("_", ".")
-
-
-@dataclass(frozen=True, slots=True)
-class TlsParams:
-    """Envoy TlsParameters for the host: version range (enum names) and TLS 1.2 cipher list."""
-
-    scope: ClassVar[str] = "tls"
-    min_version: str | None = None
-    max_version: str | None = None
-    ciphers: tuple[str, ...] = ()
 
 
 class TlsParamsFamily:

@@ -15,8 +15,8 @@ from typing import Any
 
 from controlplane.annotations.base import ParseContext, ParsedAnnotations
 from controlplane.annotations.registry import parse_annotations
-from controlplane.build.names import cluster_name, secret_name
 from controlplane.ir import DirectResponse, Finding, Forward, IngressRef, WeightedCluster
+from controlplane.ir.names import cluster_name, secret_name
 
 PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
 DEPRECATED_APIS = ("extensions/v1beta1", "networking.k8s.io/v1beta1")

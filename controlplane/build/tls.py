@@ -10,10 +10,10 @@ from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.annotations.passthrough import SslPassthrough
 from controlplane.build.ingress import IngressIR
-from controlplane.build.names import secret_name
 from controlplane.ir import Forward, Passthrough, TlsHost
+from controlplane.ir.names import secret_name
+from controlplane.ir.policies import SslPassthrough
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from controlplane.ir import Passthrough, TlsHost
 from controlplane.protowire import pack_any
+from controlplane.translate.common import ads_source, socket_address
 from controlplane.translate.features import Feature
 from controlplane.translate.partitions import use_partitions
-from controlplane.translate.resources import ads_source, socket_address
 
 HTTP_LISTENER = "http"
 HTTPS_LISTENER = "https"

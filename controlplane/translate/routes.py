@@ -16,7 +16,8 @@ from envoy.type.matcher.v3 import regex_pb2
 
 from controlplane.ir import DirectResponse, Forward, HeaderMatch, Redirect, Route, VirtualHost
 from controlplane.protowire import varint
-from controlplane.translate.features import FEATURES
+from controlplane.translate.common import url_redirect
+from controlplane.translate.policies import FEATURES
 
 _VHOST_FIELD = route_pb2.RouteConfiguration.DESCRIPTOR.fields_by_name["virtual_hosts"].number
 
@@ -95,24 +96,6 @@ def route_message(route: Route, vhost: VirtualHost, *, default_idle_timeout: int
     for feature in FEATURES:
         feature.patch_route(route, pb, vhost)
     return pb
-
-
-def url_redirect(rd: rc_pb2.RedirectAction, url: str) -> None:
-    """Redirect to exactly `url` (nginx `return code URL`): scheme, host, port, path and query replaced."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.scheme:
-        rd.scheme_redirect = parts.scheme
-    if parts.hostname:
-        rd.host_redirect = parts.hostname
-    if parts.port:
-        rd.port_redirect = parts.port
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    rd.path_redirect = path
-    rd.strip_query = True
 
 
 def vhost_message(vhost: VirtualHost, *, default_idle_timeout: int = 60) -> rc_pb2.VirtualHost:

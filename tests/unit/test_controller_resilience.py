@@ -13,7 +13,8 @@ from controlplane.controller import Controller, GatewayConfig
 from controlplane.ir import Route, VirtualHost
 from controlplane.metrics import Metrics
 from controlplane.store import INGRESS, SERVICE, ClusterRegistry, ClusterStore
-from controlplane.translate.features import FEATURES, Feature
+from controlplane.translate.features import Feature
+from controlplane.translate.policies import FEATURES
 from controlplane.xds import resources as rt
 from controlplane.xds.cache import SnapshotCache
 from tests.support.gateway import ingress, rule

@@ -6,10 +6,10 @@ from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.basic_auth.v3 import basic_auth_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
-from controlplane.annotations.basicauth import BasicAuth
 from controlplane.ir import Route, VirtualHost
+from controlplane.ir.policies import BasicAuth
 from controlplane.protowire import pack_any
-from controlplane.translate.features import Feature, register
+from controlplane.translate.features import Feature
 from controlplane.translate.policies.ipaccess import access_policy
 
 FILTER = "envoy.filters.http.basic_auth"
@@ -38,5 +38,3 @@ class BasicAuthFeature(Feature):
         fc = route_components_pb2.FilterConfig(config=pack_any(per_route), disabled=False)
         pb.typed_per_filter_config[FILTER].CopyFrom(pack_any(fc))
 
-
-register(BasicAuthFeature())

@@ -15,11 +15,10 @@ from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.lua.v3 import lua_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
-from controlplane.annotations.bodysize import DEFAULT_BODY_SIZE, BodySize
-from controlplane.annotations.redirects import UrlRedirect
 from controlplane.ir import Forward, Route, VirtualHost
+from controlplane.ir.policies import DEFAULT_BODY_SIZE, BodySize, UrlRedirect
 from controlplane.protowire import pack_any
-from controlplane.translate.features import Feature, register
+from controlplane.translate.features import Feature
 
 FILTER = "envoy.filters.http.lua/body-size"
 
@@ -64,5 +63,3 @@ class BodySizeFeature(Feature):
             per_route.source_code.inline_string = script(policy.max_bytes)
         pb.typed_per_filter_config[FILTER].CopyFrom(pack_any(per_route))
 
-
-register(BodySizeFeature())

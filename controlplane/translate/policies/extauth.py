@@ -28,13 +28,12 @@ from envoy.type.matcher.v3 import http_inputs_pb2, status_code_input_pb2
 from envoy.type.v3 import http_status_pb2
 from xds.core.v3 import extension_pb2 as xds_extension_pb2
 
-from controlplane.annotations.basicauth import BasicAuth
-from controlplane.annotations.extauth import SELF_HOST, ExtAuth
 from controlplane.ir import Route, VirtualHost
+from controlplane.ir.policies import SELF_HOST, BasicAuth, ExtAuth
 from controlplane.protowire import pack_any
-from controlplane.translate.features import Feature, register
+from controlplane.translate.common import set_duration, socket_address
+from controlplane.translate.features import Feature
 from controlplane.translate.policies.ipaccess import access_policy
-from controlplane.translate.resources import set_duration, socket_address
 
 FILTER_PREFIX = "envoy.filters.http.ext_authz"
 SIGNIN_FILTER = "envoy.filters.http.custom_response"
@@ -272,7 +271,3 @@ class AuthResponsesFeature(Feature):
         cfg = self._policy(route)
         if cfg is not None:
             pb.typed_per_filter_config[SIGNIN_FILTER].CopyFrom(pack_any(cfg))
-
-
-register(ExtAuthFeature())
-register(AuthResponsesFeature())

@@ -11,11 +11,10 @@ from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
-from controlplane.annotations.ipaccess import IpAccess
-from controlplane.annotations.redirects import UrlRedirect
 from controlplane.ir import Forward, Route, VirtualHost
+from controlplane.ir.policies import IpAccess, UrlRedirect
 from controlplane.protowire import pack_any
-from controlplane.translate.features import Feature, register
+from controlplane.translate.features import Feature
 
 FILTER = "envoy.filters.http.rbac"
 P = TypeVar("P")
@@ -78,5 +77,3 @@ class IpAccessFeature(Feature):
         per_route = rbac_pb2.RBACPerRoute(rbac=rbac_pb2.RBAC(rules=rules))
         pb.typed_per_filter_config[FILTER].CopyFrom(pack_any(per_route))
 
-
-register(IpAccessFeature())

@@ -15,10 +15,10 @@ from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.type.v3 import http_status_pb2, percent_pb2
 
-from controlplane.annotations.ratelimit import RateLimit
 from controlplane.ir import Route, VirtualHost
+from controlplane.ir.policies import RateLimit
 from controlplane.protowire import pack_any
-from controlplane.translate.features import Feature, register
+from controlplane.translate.features import Feature
 from controlplane.translate.policies.ipaccess import access_policy, cidr_principals
 
 FILTER = "envoy.filters.http.local_ratelimit"
@@ -102,5 +102,3 @@ class RateLimitFeature(Feature):
             )
             pb.typed_per_filter_config[EXEMPT_FILTER].CopyFrom(pack_any(per_route))
 
-
-register(RateLimitFeature())

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 
-from controlplane.annotations.redirects import UrlRedirect
 from controlplane.ir import Route, VirtualHost
-from controlplane.translate.features import Feature, register
-from controlplane.translate.routes import url_redirect
+from controlplane.ir.policies import UrlRedirect
+from controlplane.translate.common import url_redirect
+from controlplane.translate.features import Feature
 
 CODES = {
     301: rc_pb2.RedirectAction.MOVED_PERMANENTLY,
@@ -41,5 +41,3 @@ class RedirectFeature(Feature):
             return
         pb.redirect.CopyFrom(redirect_action(policy.url, policy.code))  # replaces the route action (oneof)
 
-
-register(RedirectFeature())
