@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controlplane.admin import AdminServer
-from controlplane.build.classes import ClassPolicy
 from controlplane.controller import Controller, GatewayConfig
+from controlplane.ingress.classes import ClassPolicy
 from controlplane.metrics import Metrics
 from controlplane.sources.files import FileSource
 from controlplane.store import ClusterRegistry, ClusterStore

@@ -178,8 +178,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from controlplane.build.classes import ClassPolicy
     from controlplane.controller import GatewayConfig
+    from controlplane.ingress.classes import ClassPolicy
     from controlplane.offline import snapshot_dict, translate_paths
     from controlplane.report import format_report
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
 import logging
 import threading
 import time
@@ -21,19 +20,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.annotations.base import ParsedAnnotations
-from controlplane.build.classes import ClassPolicy, ClassView, is_accepted
-from controlplane.build.hosts import HostResult, merge_host
-from controlplane.build.ingress import IngressIR, Lookups, build_ingress
-from controlplane.build.secrets import decode_tls_secret
-from controlplane.build.services import ServiceIndex, ServiceKey
-from controlplane.build.tls import TlsPlan, plan_tls
 from controlplane.eastwest import east_west_vhosts
-from controlplane.ir import CertificateSecret, Finding, Forward, IngressRef, ServiceCluster
-from controlplane.ir.names import cluster_name, eds_name, parse_cluster_name, secret_name
-from controlplane.ir.policies import SslPassthrough
+from controlplane.ingress import registry
+from controlplane.ingress.annotations.base import ParsedAnnotations
+from controlplane.ingress.classes import ClassPolicy, ClassView, is_accepted
+from controlplane.ingress.convert import IngressIR, Lookups, build_ingress
+from controlplane.ingress.hosts import HostResult, merge_host
+from controlplane.ingress.secrets import decode_tls_secret
+from controlplane.ingress.tls import TlsPlan, plan_tls
+from controlplane.ir import CertificateSecret, Finding, IngressRef, ServiceCluster
+from controlplane.ir.names import ClusterName, cluster_name, eds_name, secret_name
+from controlplane.ir.policies import UpstreamPolicy
 from controlplane.metrics import Metrics
 from controlplane.route_tables import RouteTables
+from controlplane.services import ServiceIndex, ServiceKey
 from controlplane.store import (
     ENDPOINT_SLICE,
     INGRESS,
@@ -66,12 +66,6 @@ class GatewayConfig:
     route_partitions: int | None = None
 
 
-def upstream_variant(parsed: ParsedAnnotations) -> str:
-    if not parsed.upstream:
-        return ""
-    return hashlib.blake2b(repr(parsed.upstream).encode(), digest_size=4).hexdigest()
-
-
 class Controller:
     def __init__(
         self, registry: ClusterRegistry, cache: SnapshotCache, metrics: Metrics, config: GatewayConfig
@@ -101,12 +95,12 @@ class Controller:
         self.host_errors: dict[str, str] = {}  # hosts whose last build failed (previous routes kept)
         self._ingress_states: dict[IngressRef, str] = {}  # accepted | rejected | ignored, counted incrementally
         self._state_counts: Counter[str] = Counter()
-        self.variant_policies: dict[str, tuple[Any, ...]] = {}
-        self.variant_users: dict[str, set[IngressRef]] = {}  # variant cluster name -> ingresses
+        self.variant_policies: dict[str, tuple[UpstreamPolicy, ...]] = {}  # variant -> its upstream policies
+        self.variant_users: dict[ClusterName, set[IngressRef]] = {}  # variant cluster -> ingresses
         self.svc_clusters: dict[ServiceKey, set[str]] = {}  # clusters emitted per Service
-        self.svc_variants: dict[ServiceKey, set[str]] = {}  # variant cluster names per Service
+        self.svc_variants: dict[ServiceKey, set[ClusterName]] = {}  # variant clusters per Service
         self.svc_eds: dict[ServiceKey, set[str]] = {}  # ClusterLoadAssignments emitted per Service
-        self._touched_variants: set[str] = set()  # variant clusters whose users changed this batch
+        self._touched_variants: set[ClusterName] = set()  # variant clusters whose users changed this batch
         self.tls_refs: set[IngressRef] = set()  # Ingresses with TLS bindings or ssl-passthrough
         self._tls_dirty = True
         self.good_certs: dict[str, CertificateSecret] = {}
@@ -261,7 +255,6 @@ class Controller:
                     ref,
                     class_accepted=is_accepted(obj, self._class_view(ref.cluster), self.config.classes),
                     lookups=lookups,
-                    upstream_variant=upstream_variant,
                 )
             except Exception as exc:  # a bug must cost this Ingress only, never the batch
                 log.exception("building Ingress %s failed; it is not served", ref)
@@ -283,7 +276,7 @@ class Controller:
             self._state_counts[state] += 1
 
     def _index(self, ir: IngressIR) -> None:
-        if ir.tls or ir.annotations.get(SslPassthrough) is not None:
+        if ir.tls or registry.passes_tls_through(ir.annotations):
             self.tls_refs.add(ir.ref)
             self._tls_dirty = True
         for host in ir.hosts:
@@ -294,15 +287,12 @@ class Controller:
             self.svc_deps.setdefault(key, set()).add(ir.ref)
         for skey in ir.secrets:
             self.secret_deps.setdefault(skey, set()).add(ir.ref)
-        variant = upstream_variant(ir.annotations)
-        if variant and ir.served:
-            self.variant_policies[variant] = ir.annotations.upstream
-            for name in _forward_clusters(ir):
+        if ir.variant and ir.served:
+            self.variant_policies[ir.variant] = ir.annotations.upstream
+            for name in _variant_clusters(ir):
                 self.variant_users.setdefault(name, set()).add(ir.ref)
                 self._touched_variants.add(name)
-                parsed = parse_cluster_name(name)
-                if parsed:
-                    self.svc_variants.setdefault((parsed[0], parsed[1]), set()).add(name)
+                self.svc_variants.setdefault(name.service_key, set()).add(name)
 
     def _unindex(self, ir: IngressIR) -> None:
         if ir.ref in self.tls_refs:
@@ -319,7 +309,7 @@ class Controller:
             self.svc_deps.get(key, set()).discard(ir.ref)
         for skey in ir.secrets:
             self.secret_deps.get(skey, set()).discard(ir.ref)
-        for name in _forward_clusters(ir):
+        for name in _variant_clusters(ir):
             users = self.variant_users.get(name)
             if users is not None:
                 users.discard(ir.ref)
@@ -367,20 +357,20 @@ class Controller:
         for port in self.services.ports(key):
             base = cluster_name(ns, name, port.port)
             out[base] = ServiceCluster(base, eds_name(ns, name, port.port), ns, name, port.port)
-        for cname in self.svc_variants.get(key, ()):
-            parsed = parse_cluster_name(cname)
-            if not self.variant_users.get(cname) or parsed is None or not parsed[3]:
+        for variant in self.svc_variants.get(key, ()):
+            if not self.variant_users.get(variant):
                 continue
-            port_no = parsed[2]
+            port_no = variant.port
             if any(p.port == port_no for p in self.services.ports(key)):
-                policies = self.variant_policies.get(parsed[3], ())
+                policies = self.variant_policies.get(variant.variant, ())
                 static = None
                 # service-upstream: the Service's ClusterIP is the single endpoint.
-                if any(getattr(p, "use_cluster_ip", False) for p in policies):
+                if registry.uses_service_address(policies):
                     ip = self.services.cluster_ip(key)
                     static = (ip, port_no) if ip else None
                 # A variant has its own ClusterLoadAssignment: Envoy only fetches an assignment when a
                 # new name is subscribed, so sharing the base one left new variants warming for 15 s.
+                cname = str(variant)
                 out[cname] = ServiceCluster(cname, cname, ns, name, port_no, policies, static)
         return out
 
@@ -389,14 +379,11 @@ class Controller:
     ) -> set[ServiceKey]:
         """Clusters of changed Services and of Services whose variants changed; returns those Services."""
         keys = set(dirty_svc)
-        for cname in self._touched_variants:
-            parsed = parse_cluster_name(cname)
-            if parsed:
-                keys.add((parsed[0], parsed[1]))
-            if not self.variant_users.get(cname):
-                self.variant_users.pop(cname, None)  # nobody uses it: its cluster goes away
-                if parsed:
-                    self.svc_variants.get((parsed[0], parsed[1]), set()).discard(cname)
+        for variant in self._touched_variants:
+            keys.add(variant.service_key)
+            if not self.variant_users.get(variant):
+                self.variant_users.pop(variant, None)  # nobody uses it: its cluster goes away
+                self.svc_variants.get(variant.service_key, set()).discard(variant)
         self._touched_variants = set()
         cds = changes[rt.CLUSTER]
         for key in keys:
@@ -621,13 +608,9 @@ def _failed_ingress(obj: Mapping[str, Any], ref: IngressRef, exc: Exception) -> 
     )
 
 
-def _forward_clusters(ir: IngressIR) -> set[str]:
-    names: set[str] = set()
-    actions = [r.action for r in ir.rules] + ([ir.default_backend] if ir.default_backend else [])
-    for a in actions:
-        if isinstance(a, Forward):
-            names.update(wc.cluster for wc in a.clusters)
-    return {n for n in names if "~" in n}
+def _variant_clusters(ir: IngressIR) -> set[ClusterName]:
+    """The cluster variants an Ingress forwards to (clusters with its upstream policies)."""
+    return {c for c in ir.backends() if c.variant}
 
 
 def _ingress_state(ir: IngressIR) -> str:

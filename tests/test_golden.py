@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
-from controlplane.build.classes import ClassPolicy
 from controlplane.controller import Controller, GatewayConfig
+from controlplane.ingress.classes import ClassPolicy
 from controlplane.metrics import Metrics
 from controlplane.offline import snapshot_dict, translate_paths
 from controlplane.report import format_report

@@ -280,4 +280,3 @@ class CertificateSecret:
     name: str
     cert_chain: bytes = field(repr=False)
     private_key: bytes = field(repr=False)  # never logged: repr hides it
-

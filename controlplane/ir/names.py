@@ -1,6 +1,34 @@
-"""Stable names of Envoy resources, derived from Kubernetes identities."""
+"""Stable names of Envoy resources, derived from Kubernetes identities.
+
+Names are what Envoy sees and what survives restarts: they must not change for the same objects.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ClusterName:
+    """A Service port's cluster; `variant` names a cluster of the same port with other upstream
+    policies (see policies.cluster_variant). On the wire: `ns/svc:port` or `ns/svc:port~variant`."""
+
+    namespace: str
+    service: str
+    port: int
+    variant: str = ""
+
+    def __str__(self) -> str:
+        return cluster_name(self.namespace, self.service, self.port, self.variant)
+
+    @property
+    def base(self) -> ClusterName:
+        """The plain cluster of the same Service port (what TCP passthrough uses)."""
+        return ClusterName(self.namespace, self.service, self.port) if self.variant else self
+
+    @property
+    def service_key(self) -> tuple[str, str]:
+        return (self.namespace, self.service)
 
 
 def cluster_name(namespace: str, service: str, port: int, variant: str = "") -> str:
@@ -12,16 +40,6 @@ def cluster_name(namespace: str, service: str, port: int, variant: str = "") -> 
 def eds_name(namespace: str, service: str, port: int) -> str:
     """Every variant of a Service port shares one ClusterLoadAssignment."""
     return f"{namespace}/{service}:{port}"
-
-
-def parse_cluster_name(name: str) -> tuple[str, str, int, str] | None:
-    """Inverse of cluster_name: (namespace, service, port, variant), or None if not a Service cluster."""
-    base, _, variant = name.partition("~")
-    ns, sep, rest = base.partition("/")
-    svc, sep2, port = rest.rpartition(":")
-    if not sep or not sep2 or not port.isdigit():
-        return None
-    return ns, svc, int(port), variant
 
 
 def secret_name(cluster: str, namespace: str, name: str) -> str:

@@ -14,6 +14,7 @@ get the same Envoy configuration. `scope` says where a policy attaches:
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from controlplane.ir.names import cluster_name
 Scope = Literal["route", "upstream", "tls", "ingress"]
 
 # -- rewrite -----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class RegexPaths:
@@ -46,6 +48,7 @@ class RewriteTarget:
 
 # -- sslredirect -------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class SslRedirect:
     """`enabled` applies when the host has TLS; `force` even without TLS."""
@@ -56,6 +59,7 @@ class SslRedirect:
 
 
 # -- canary ------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class Canary:
@@ -70,12 +74,14 @@ class Canary:
 
 # -- passthrough -------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class SslPassthrough:
     scope: ClassVar[Scope] = "ingress"
 
 
 # -- redirects ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class UrlRedirect:
@@ -95,6 +101,7 @@ class AppRoot:
 
 
 # -- backend -----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class UpstreamProtocol:
@@ -118,6 +125,14 @@ class UpstreamProtocol:
     def http2(self) -> bool:
         return self.protocol in ("GRPC", "GRPCS", "HTTP2")
 
+    def variant_key(self) -> str:
+        """What tells two clusters apart (key material enters through `secret_version` only)."""
+        return (
+            f"UpstreamProtocol(protocol={self.protocol!r}, sni={self.sni!r}, auto_sni={self.auto_sni!r}, "
+            f"verify={self.verify!r}, secret_version={self.secret_version!r}, verify_depth={self.verify_depth!r}, "
+            f"min_tls={self.min_tls!r}, max_tls={self.max_tls!r}, ciphers={self.ciphers!r})"
+        )
+
     @property
     def tls(self) -> bool:
         return self.protocol in ("HTTPS", "GRPCS")
@@ -125,10 +140,12 @@ class UpstreamProtocol:
 
 @dataclass(frozen=True, slots=True)
 class ServiceUpstream:
-    """service-upstream: the Service's ClusterIP is the single endpoint (read by the controller)."""
+    """service-upstream: the Service's ClusterIP is the single endpoint (a cluster variant)."""
 
     scope: ClassVar[Scope] = "upstream"
-    use_cluster_ip: ClassVar[bool] = True
+
+    def variant_key(self) -> str:
+        return "ServiceUpstream()"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +174,9 @@ class ConnectTimeout:
 
     scope: ClassVar[Scope] = "upstream"
     seconds: float
+
+    def variant_key(self) -> str:
+        return f"ConnectTimeout(seconds={self.seconds!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +303,9 @@ class LoadBalancer:
     scope: ClassVar[Scope] = "upstream"
     policy: str
 
+    def variant_key(self) -> str:
+        return f"LoadBalancer(policy={self.policy!r})"
+
 
 @dataclass(frozen=True, slots=True)
 class HashKey:
@@ -315,6 +338,7 @@ class CookieAffinity:
 
 # -- mirror ------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class Mirror:
     scope: ClassVar[Scope] = "route"
@@ -338,6 +362,7 @@ class Mirror:
 
 # -- ipaccess ----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class IpAccess:
     """Deny clients in `deny`; when `allow` is not empty, deny everyone outside it (nginx deny-then-allow)."""
@@ -348,6 +373,7 @@ class IpAccess:
 
 
 # -- ratelimit ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class RateLimitRule:
@@ -383,6 +409,7 @@ class BodySize:
 
 # -- basicauth ---------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class BasicAuth:
     """htpasswd lines Envoy can verify, and the realm for WWW-Authenticate."""
@@ -393,6 +420,7 @@ class BasicAuth:
 
 
 # -- clientcert --------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class ClientCert:
@@ -412,6 +440,7 @@ class PassClientCert:
 
 
 # -- tlsparams ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class TlsParams:
@@ -493,3 +522,17 @@ ROUTE_POLICIES: tuple[type, ...] = RoutePolicy.__args__  # type: ignore[attr-def
 UPSTREAM_POLICIES: tuple[type, ...] = UpstreamPolicy.__args__  # type: ignore[attr-defined]
 TLS_POLICIES: tuple[type, ...] = TlsPolicy.__args__  # type: ignore[attr-defined]
 SOURCE_POLICIES: tuple[type, ...] = SourcePolicy.__args__  # type: ignore[attr-defined]
+
+
+def cluster_variant(upstream: tuple[UpstreamPolicy, ...]) -> str:
+    """The variant (ClusterName.variant) of a Service port's cluster with these upstream policies:
+    "" for none, else a short digest of their variant keys, so equal policies share a cluster.
+
+    The text hashed is the one names have always been made of (it reads like the policies' tuple
+    repr), so cluster names on the wire stay the same across versions.
+    """
+    if not upstream:
+        return ""
+    keys = [p.variant_key() for p in upstream]
+    text = "(" + ", ".join(keys) + ("," if len(keys) == 1 else "") + ")"
+    return hashlib.blake2b(text.encode(), digest_size=4).hexdigest()

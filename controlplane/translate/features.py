@@ -64,4 +64,3 @@ class Feature:
         self, host: TlsHost, chain: listener_components_pb2.FilterChain, ctx: tls_pb2.DownstreamTlsContext
     ) -> None:
         """Called for every HTTPS filter chain."""
-

@@ -84,4 +84,3 @@ def certificate_secret(s: CertificateSecret) -> secret_pb2.Secret:
             private_key=base_pb2.DataSource(inline_bytes=s.private_key),
         ),
     )
-

@@ -127,4 +127,3 @@ def route_configuration_from_frames(name: str, frames: Iterable[bytes], *, ignor
     """Serialized RouteConfiguration from `framed_vhost` outputs, in order."""
     head = route_pb2.RouteConfiguration(name=name, ignore_port_in_host_matching=ignore_port)
     return head.SerializeToString(deterministic=True) + b"".join(frames)
-

@@ -28,11 +28,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from controlplane.annotations.base import MERIDIAN_PREFIX, NGINX_PREFIX
-from controlplane.annotations.registry import FAMILIES
-from controlplane.build.classes import ClassPolicy
-from controlplane.build.ingress import normalize_host, valid_host
 from controlplane.controller import GatewayConfig
+from controlplane.ingress.annotations.base import MERIDIAN_PREFIX, NGINX_PREFIX
+from controlplane.ingress.classes import ClassPolicy
+from controlplane.ingress.convert import normalize_host, valid_host
+from controlplane.ingress.registry import FAMILIES
 from controlplane.offline import snapshot_dict, translate_paths
 from tests.support.gateway import Gateway
 from tests.support.http import Response

@@ -18,9 +18,9 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controlplane.annotations.base import ParseContext, ParsedAnnotations
-from controlplane.annotations.bodysize import parse_size
-from controlplane.annotations.registry import parse_annotations
+from controlplane.ingress.annotations.base import ParseContext, ParsedAnnotations
+from controlplane.ingress.annotations.bodysize import parse_size
+from controlplane.ingress.registry import parse_annotations
 from controlplane.ir import Forward, IngressRef, PathMatch, Redirect, Route, TlsHost, VirtualHost, WeightedCluster
 from controlplane.ir.policies import (
     BasicAuth,

@@ -8,9 +8,9 @@ from typing import Any
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 
-from controlplane.annotations.base import ParseContext
-from controlplane.annotations.redirects import app_root_routes, nearest_envoy_code
-from controlplane.annotations.registry import parse_annotations
+from controlplane.ingress.annotations.base import ParseContext
+from controlplane.ingress.annotations.redirects import app_root_routes, nearest_envoy_code
+from controlplane.ingress.registry import parse_annotations, uses_service_address
 from controlplane.ir import Forward, IngressRef, PathMatch, Route, ServiceCluster, VirtualHost, WeightedCluster
 from controlplane.ir.policies import (
     DEFAULT_MAX_AGE,
@@ -224,7 +224,9 @@ def test_vhost_prefix_service_upstream() -> None:
     assert pb.request_headers_to_add[0].header.key == "x-forwarded-prefix"
     p = parse({"x-forwarded-prefix": "/api"})
     assert p.get(ForwardedPrefix) is None and levels(p, "x-forwarded-prefix") == ["warning"]
-    assert getattr(parse({"service-upstream": "true"}).get(ServiceUpstream), "use_cluster_ip", False) is True
+    upstream = parse({"service-upstream": "true"}).upstream
+    assert ServiceUpstream() in upstream and uses_service_address(upstream) is True
+    assert uses_service_address(parse({"service-upstream": "false"}).upstream) is False
 
 
 # -- errors and mirror ---------------------------------------------------------------------------------------

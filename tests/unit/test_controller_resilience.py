@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from controlplane.build import ingress as ingress_builder
-from controlplane.build.classes import ClassPolicy
 from controlplane.controller import Controller, GatewayConfig
+from controlplane.ingress import convert as ingress_builder
+from controlplane.ingress.classes import ClassPolicy
 from controlplane.ir import Route, VirtualHost
 from controlplane.metrics import Metrics
 from controlplane.store import INGRESS, SERVICE, ClusterRegistry, ClusterStore

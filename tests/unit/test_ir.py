@@ -84,3 +84,49 @@ def test_impossible_tls_is_named() -> None:
     assert any("unknown secret" in p for p in unknown.problems())
     no_listener = GatewayIR(**{**gateway(route()).__dict__, "tls_hosts": (TlsHost(("a",), "c/ns/cert"),)})
     assert any("no TLS listener" in p for p in no_listener.problems())
+
+
+def test_cluster_names_and_variants_are_stable() -> None:
+    """Cluster names on the wire never change: the variant digest is made of the same text as always
+    (the repr of the policies' tuple), now spelled out by each policy's variant_key()."""
+    from controlplane.ir.names import ClusterName
+    from controlplane.ir.policies import (
+        ConnectTimeout,
+        LoadBalancer,
+        ServiceUpstream,
+        UpstreamProtocol,
+        cluster_variant,
+    )
+
+    samples = [
+        (
+            UpstreamProtocol(
+                "GRPCS",
+                "api.example",
+                False,
+                True,
+                b"ca",
+                b"c",
+                b"k",
+                "abc",
+                2,
+                "TLSv1_2",
+                "TLSv1_3",
+                ("ECDHE-RSA-AES128-GCM-SHA256",),
+            ),
+        ),
+        (ServiceUpstream(),),
+        (ConnectTimeout(2.5), LoadBalancer("RANDOM")),
+        (UpstreamProtocol("HTTP2"), ServiceUpstream(), ConnectTimeout(1.0), LoadBalancer("LEAST_REQUEST")),
+    ]
+    import hashlib
+
+    for upstream in samples:
+        for p in upstream:
+            assert p.variant_key() == repr(p)
+        assert cluster_variant(upstream) == hashlib.blake2b(repr(upstream).encode(), digest_size=4).hexdigest()
+    assert cluster_variant(()) == ""
+    assert cluster_variant((ServiceUpstream(),)) == "6e44d4bd"  # a name Envoys already hold
+    name = ClusterName("ns", "svc", 8080, cluster_variant(samples[1]))
+    assert str(name) == f"ns/svc:8080~{name.variant}" and str(name.base) == "ns/svc:8080"
+    assert name.service_key == ("ns", "svc") and name.base.base == name.base and not name.base.variant

@@ -76,4 +76,3 @@ class BackendFeature(Feature):
                     append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
                 )
             )
-

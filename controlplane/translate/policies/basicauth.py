@@ -37,4 +37,3 @@ class BasicAuthFeature(Feature):
         per_route.users.inline_string = policy.users
         fc = route_components_pb2.FilterConfig(config=pack_any(per_route), disabled=False)
         pb.typed_per_filter_config[FILTER].CopyFrom(pack_any(fc))
-

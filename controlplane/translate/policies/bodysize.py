@@ -62,4 +62,3 @@ class BodySizeFeature(Feature):
         else:
             per_route.source_code.inline_string = script(policy.max_bytes)
         pb.typed_per_filter_config[FILTER].CopyFrom(pack_any(per_route))
-

@@ -40,4 +40,3 @@ class ClientCertFeature(Feature):
             opt = pb.request_headers_to_add.add()
             opt.header.key, opt.header.value = name, value
             opt.append_action = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-

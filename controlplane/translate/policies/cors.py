@@ -52,4 +52,3 @@ class CorsFeature(Feature):
         if policy is None:
             return
         pb.typed_per_filter_config[FILTER].Pack(cors_policy(policy))
-

@@ -80,4 +80,3 @@ class ErrorsFeature(Feature):
         policy = route.policy(CustomErrors)
         if policy is not None:
             pb.typed_per_filter_config[FILTER].Pack(custom_response(policy, route))
-

@@ -76,4 +76,3 @@ class IpAccessFeature(Feature):
         pol.principals.append(access_principal(policy))
         per_route = rbac_pb2.RBACPerRoute(rbac=rbac_pb2.RBAC(rules=rules))
         pb.typed_per_filter_config[FILTER].CopyFrom(pack_any(per_route))
-

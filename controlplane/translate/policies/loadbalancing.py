@@ -58,4 +58,3 @@ class LoadBalancingFeature(Feature):
         pb.lb_policy = cluster_pb2.Cluster.LbPolicy.Value(policy.policy)
         if policy.policy == "RING_HASH":
             pb.ring_hash_lb_config.minimum_ring_size.value = 1024
-

@@ -46,4 +46,3 @@ class MirrorFeature(Feature):
     def extra_clusters(self, route: Route) -> list[cluster_pb2.Cluster]:
         policy = route.policy(Mirror)
         return [mirror_cluster(policy)] if policy is not None else []
-

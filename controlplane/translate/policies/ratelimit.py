@@ -101,4 +101,3 @@ class RateLimitFeature(Feature):
                 rbac=rbac_pb2.RBAC(shadow_rules=shadow, shadow_rules_stat_prefix=EXEMPT_PREFIX)
             )
             pb.typed_per_filter_config[EXEMPT_FILTER].CopyFrom(pack_any(per_route))
-

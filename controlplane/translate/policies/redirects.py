@@ -40,4 +40,3 @@ class RedirectFeature(Feature):
         if policy is None or not pb.HasField("route"):
             return
         pb.redirect.CopyFrom(redirect_action(policy.url, policy.code))  # replaces the route action (oneof)
-

@@ -30,4 +30,3 @@ class RewriteFeature(Feature):
         rw = pb.route.regex_rewrite
         rw.pattern.regex = pattern
         rw.substitution = policy.substitution()
-

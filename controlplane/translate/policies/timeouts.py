@@ -92,4 +92,3 @@ class TimeoutsFeature(Feature):
         policy = cluster.policy(ConnectTimeout)
         if policy is not None:
             set_duration(pb.connect_timeout, policy.seconds)
-

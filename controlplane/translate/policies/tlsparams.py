@@ -25,4 +25,3 @@ class TlsParamsFeature(Feature):
         if policy.max_version:
             params.tls_maximum_protocol_version = common_pb2.TlsParameters.TlsProtocol.Value(policy.max_version)
         params.cipher_suites.extend(policy.ciphers)
-

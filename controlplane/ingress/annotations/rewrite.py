@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.annotations.base import Annotations, ParseContext
+from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
 from controlplane.ir.policies import RegexPaths, RewriteTarget
 
 
-class RewriteFamily:
+class RewriteFamily(Family):
     name = "rewrite"
     keys = ("rewrite-target", "use-regex")
 

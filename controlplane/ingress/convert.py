@@ -13,10 +13,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.annotations.base import ParseContext, ParsedAnnotations
-from controlplane.annotations.registry import parse_annotations
+from controlplane.ingress.annotations.base import ParseContext, ParsedAnnotations
+from controlplane.ingress.registry import parse_annotations
 from controlplane.ir import DirectResponse, Finding, Forward, IngressRef, WeightedCluster
-from controlplane.ir.names import cluster_name, secret_name
+from controlplane.ir.names import ClusterName, secret_name
+from controlplane.ir.policies import cluster_variant
 
 PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
 DEPRECATED_APIS = ("extensions/v1beta1", "networking.k8s.io/v1beta1")
@@ -31,6 +32,7 @@ class PathRule:
     path_type: str
     action: Forward | DirectResponse
     location: str  # e.g. "rules[0].paths[1]", for reports
+    backend: ClusterName | None = None  # the cluster `action` forwards to, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,15 @@ class IngressIR:
     rejected: bool
     services: frozenset[tuple[str, str]] = frozenset()  # (namespace, name) it depends on
     secrets: frozenset[tuple[str, str, str]] = frozenset()  # (cluster, namespace, name)
+    default_backend_cluster: ClusterName | None = None
+    variant: str = ""  # ClusterName.variant of every cluster it forwards to (its upstream policies)
+
+    def backends(self) -> set[ClusterName]:
+        """The clusters its rules and default backend forward to."""
+        out = {r.backend for r in self.rules if r.backend is not None}
+        if isinstance(self.default_backend, Forward) and self.default_backend_cluster is not None:
+            out.add(self.default_backend_cluster)
+        return out
 
     @property
     def served(self) -> bool:
@@ -128,7 +139,7 @@ def resolve_backend(
     lk: Lookups,
     out: list[Finding],
     variant: str = "",
-) -> Forward | DirectResponse | None:
+) -> tuple[Forward | DirectResponse, ClusterName | None] | None:
     port_ref, service = _backend(backend, namespace, cluster, where, lk, out)
     if port_ref is None or not service:
         return None
@@ -136,10 +147,11 @@ def resolve_backend(
     port, problem = lk.resolve_port(namespace, service, port_ref, cluster)
     if port is None:
         out.append(Finding("warning", where, f"{problem}; requests get 503"))
-        return DirectResponse(503, "no such service port\n")
+        return DirectResponse(503, "no such service port\n"), None
     if problem:
         out.append(Finding("warning", where, problem))
-    return Forward((WeightedCluster(cluster_name(namespace, service, port, variant), 100),))
+    name = ClusterName(namespace, service, port, variant)
+    return Forward((WeightedCluster(str(name), 100),)), name
 
 
 def build_ingress(
@@ -148,7 +160,6 @@ def build_ingress(
     *,
     class_accepted: bool,
     lookups: Lookups,
-    upstream_variant: Callable[[ParsedAnnotations], str] = lambda parsed: "",
 ) -> IngressIR:
     """Translate one Ingress. Never raises on bad input: problems become findings."""
     spec = obj.get("spec") or {}
@@ -166,7 +177,7 @@ def build_ingress(
     )
     parsed = parse_annotations(meta.get("annotations") or {}, ctx)
     findings.extend(parsed.findings)
-    variant = upstream_variant(parsed)
+    variant = cluster_variant(parsed.upstream)
 
     rules: list[PathRule] = []
     for i, rule in enumerate(spec.get("rules") or []):
@@ -191,14 +202,15 @@ def build_ingress(
             if not isinstance(value, str) or not value.startswith("/"):
                 findings.append(Finding("rejected", where, f"path {value!r} must start with '/'"))
                 continue
-            action = resolve_backend(path.get("backend"), ref.namespace, ref.cluster, where, lookups, findings, variant)
-            if action is None:
+            res = resolve_backend(path.get("backend"), ref.namespace, ref.cluster, where, lookups, findings, variant)
+            if res is None:
                 continue
-            rules.append(PathRule(host, value, path_type, action, where))
+            rules.append(PathRule(host, value, path_type, res[0], where, res[1]))
 
     default: Forward | DirectResponse | None = None
+    default_cluster: ClusterName | None = None
     if spec.get("defaultBackend") or spec.get("backend"):
-        default = resolve_backend(
+        resolved = resolve_backend(
             spec.get("defaultBackend") or spec.get("backend"),
             ref.namespace,
             ref.cluster,
@@ -207,6 +219,8 @@ def build_ingress(
             findings,
             variant,
         )
+        if resolved is not None:
+            default, default_cluster = resolved
 
     tls: list[TlsBinding] = []
     for i, entry in enumerate(spec.get("tls") or []):
@@ -248,6 +262,8 @@ def build_ingress(
         rejected=rejected,
         services=frozenset(lookups.services),
         secrets=frozenset(lookups.secrets),
+        variant=variant,
+        default_backend_cluster=default_cluster,
     )
 
 
@@ -265,7 +281,7 @@ def _record_secret(lk: Lookups, cluster: str, namespace: str, name: str) -> Mapp
 
 def tls_secret_problem(secret: Mapping[str, Any] | None) -> str | None:
     """Why a Secret cannot serve as a certificate, or None if it can."""
-    from controlplane.build.secrets import decode_tls_secret
+    from controlplane.ingress.secrets import decode_tls_secret
 
     if secret is None:
         return "not found"

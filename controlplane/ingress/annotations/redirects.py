@@ -11,7 +11,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from controlplane.annotations.base import Annotations, ParseContext
+from controlplane.ingress.annotations.base import Annotations, Family, ParseContext, ParsedAnnotations
 from controlplane.ir import IngressRef, PathMatch, Redirect, Route
 from controlplane.ir.policies import AppRoot, UrlRedirect
 
@@ -42,7 +42,7 @@ def _valid_url(url: str) -> bool:
     return True
 
 
-class RedirectFamily:
+class RedirectFamily(Family):
     name = "redirects"
     keys = ("permanent-redirect", "permanent-redirect-code", "temporal-redirect", "temporal-redirect-code", "app-root")
 
@@ -87,3 +87,7 @@ class RedirectFamily:
                 out.append(AppRoot(root))
                 ctx.converted("app-root", f"/ redirects (302) to {root}")
         return out
+
+    def extra_routes(self, parsed: ParsedAnnotations, host: str, source: IngressRef) -> list[Route]:
+        root = parsed.get(AppRoot)
+        return app_root_routes(root, host, source) if root is not None else []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from controlplane.annotations.base import Annotations, ParseContext
+from controlplane.ingress.annotations.base import Annotations, Family, ParseContext, ParsedAnnotations
 from controlplane.ir import Forward, IngressRef, PathMatch, Route, WeightedCluster
 from controlplane.ir.policies import CustomErrors, ErrorRoute
 
@@ -45,7 +45,7 @@ def parse_codes(raw: str) -> tuple[tuple[int, ...], list[str]]:
     return tuple(sorted(codes)), bad
 
 
-class ErrorsFamily:
+class ErrorsFamily(Family):
     name = "custom-errors"
     keys = ("default-backend", "custom-http-errors")
 
@@ -77,3 +77,7 @@ class ErrorsFamily:
         if raw_codes is not None and not any(f.key == "custom-http-errors" for f in ctx.findings):
             ctx.converted("custom-http-errors", ", ".join(map(str, codes)))
         return [CustomErrors(service, ns, port, codes, ctx.ingress.name)]
+
+    def extra_routes(self, parsed: ParsedAnnotations, host: str, source: IngressRef) -> list[Route]:
+        errors = parsed.get(CustomErrors)
+        return error_page_routes(errors, host, source) if errors is not None else []

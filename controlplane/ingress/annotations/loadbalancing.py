@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from controlplane.annotations.base import Annotations, ParseContext
+from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
 from controlplane.ir.policies import DEFAULT_COOKIE, CookieAffinity, HashBy, HashKey, LoadBalancer
 
 LB_POLICIES = {"round_robin": "ROUND_ROBIN", "ewma": "LEAST_REQUEST", "least_conn": "LEAST_REQUEST",
@@ -42,7 +42,7 @@ def parse_hash_by(value: str) -> tuple[HashKey, ...] | None:
     return tuple(dict.fromkeys(keys))
 
 
-class LoadBalancingFamily:
+class LoadBalancingFamily(Family):
     name = "load-balancing"
     keys = (
         "load-balance",

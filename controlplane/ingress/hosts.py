@@ -13,22 +13,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from controlplane.annotations.base import valid_re2
-from controlplane.annotations.registry import EXTRA_ROUTES
-from controlplane.build.ingress import IngressIR, PathRule
-from controlplane.ir import (
-    Finding,
-    Forward,
-    HeaderMatch,
-    IngressRef,
-    PathMatch,
-    Redirect,
-    Route,
-    VirtualHost,
-    WeightedCluster,
-)
+from controlplane.ingress import registry
+from controlplane.ingress.annotations.base import Family, valid_re2
+from controlplane.ingress.convert import IngressIR, PathRule
+from controlplane.ir import Finding, Forward, IngressRef, PathMatch, Redirect, Route, VirtualHost
 from controlplane.ir.names import vhost_name
-from controlplane.ir.policies import Canary, RegexPaths, SslRedirect
+from controlplane.ir.policies import Policy, RegexPaths
 
 
 @dataclass(frozen=True)
@@ -83,10 +73,12 @@ def merge_host(
     findings: list[tuple[IngressRef, Finding]] = []
     regex_mode = any(ir.annotations.get(RegexPaths) for ir in ordered if host in ir.hosts)
 
+    # Alternative backends (canaries) attach to the primary with the same host, path and type.
+    alternatives = {ir.ref: registry.alternative(ir.annotations) for ir in ordered}
     primaries: dict[tuple[str, str], tuple[IngressIR, PathRule]] = {}
-    canaries: list[tuple[IngressIR, PathRule, Canary]] = []
+    canaries: list[tuple[IngressIR, PathRule, tuple[Family, Policy]]] = []
     for ir in ordered:
-        canary = ir.annotations.get(Canary)
+        canary = alternatives[ir.ref]
         for rule in ir.rules:
             if rule.host != host:
                 continue
@@ -104,16 +96,16 @@ def merge_host(
     # spec.defaultBackend: fallback of the hosts its Ingress names (and of the catch-all).
     if ("/", "Prefix") not in primaries:
         for ir in ordered:
-            if ir.default_backend is None or ir.annotations.get(Canary):
+            if ir.default_backend is None or alternatives[ir.ref]:
                 continue
             if host in ir.hosts or host == "":
                 primaries[("/", "Prefix")] = (
                     ir,
-                    PathRule(host, "/", "Prefix", ir.default_backend, "defaultBackend"),
+                    PathRule(host, "/", "Prefix", ir.default_backend, "defaultBackend", ir.default_backend_cluster),
                 )
                 break
 
-    canary_by_key: dict[tuple[str, str], tuple[IngressIR, PathRule, Canary]] = {}
+    canary_by_key: dict[tuple[str, str], tuple[IngressIR, PathRule, tuple[Family, Policy]]] = {}
     for ir, rule, canary in canaries:
         key = _conflict_key(rule)
         if key not in primaries:
@@ -126,13 +118,8 @@ def merge_host(
     domains, authority = host_domains(host)
     extra: list[Route] = []
     for ir in ordered:
-        if host in ir.hosts and not ir.annotations.get(Canary):
-            for p in ir.annotations.ingress + ir.annotations.route:
-                # Looked up by exact type: an isinstance() walk over the policies cost over a second
-                # per 10,000 hosts on a cold build.
-                add = EXTRA_ROUTES.get(type(p))
-                if add is not None:
-                    extra.extend(add(p, host, ir.ref))
+        if host in ir.hosts and not alternatives[ir.ref]:
+            extra.extend(registry.extra_routes(ir.annotations, host, ir.ref))
 
     entries = sorted(
         primaries.items(), key=lambda kv: path_match(kv[1][1].path, kv[1][1].path_type, regex_mode).sort_key()
@@ -156,9 +143,8 @@ def merge_host(
             policies=ir.annotations.route,
             case_insensitive=match.kind == "regex",
         )
-        routes.extend(_with_canary(base, canary_by_key.get(key)))
-        ssl = ir.annotations.get(SslRedirect) or SslRedirect()
-        redirects[ir.ref] = ssl.force or (ssl.enabled and host in tls_hosts)
+        routes.extend(_with_alternative(base, canary_by_key.get(key)))
+        redirects[ir.ref] = registry.redirect_to_https(ir.annotations, host in tls_hosts)
 
     https_vhost = VirtualHost(vhost_name(host), domains, tuple(routes), authority)
     if any(redirects.values()):
@@ -171,50 +157,11 @@ def merge_host(
     return HostResult(http=http_vhost, https=https_vhost, findings=tuple(findings))
 
 
-def _with_canary(primary: Route, canary: tuple[IngressIR, PathRule, Canary] | None) -> list[Route]:
-    """The ordered routes for one primary rule: header, cookie, then weight (ingress-nginx order)."""
-    if canary is None or not isinstance(primary.action, Forward):
+def _with_alternative(primary: Route, alt: tuple[IngressIR, PathRule, tuple[Family, Policy]] | None) -> list[Route]:
+    """The routes that replace one primary rule when an alternative backend attaches to it."""
+    if alt is None:
         return [primary]
-    _ir, rule, spec = canary
+    _ir, rule, (family, policy) = alt
     if not isinstance(rule.action, Forward):
         return [primary]
-    to_canary = replace(primary, name=primary.name + "~canary", action=rule.action)
-    out: list[Route] = []
-    if spec.header:
-        h = spec.header.lower()
-        if spec.header_value:
-            out.append(replace(to_canary, headers=(HeaderMatch(h, exact=spec.header_value),)))
-        elif spec.header_pattern:
-            out.append(replace(to_canary, headers=(HeaderMatch(h, regex=f".*(?:{spec.header_pattern}).*"),)))
-        else:
-            out.append(replace(to_canary, headers=(HeaderMatch(h, exact="always"),)))
-            out.append(replace(primary, name=primary.name + "~never", headers=(HeaderMatch(h, exact="never"),)))
-    if spec.cookie:
-        c = re.escape(spec.cookie)
-        out.append(
-            replace(
-                to_canary,
-                name=to_canary.name + "-cookie",
-                headers=(HeaderMatch("cookie", regex=f"(.*;\\s*)?{c}=always(;.*)?"),),
-            )
-        )
-        out.append(
-            replace(
-                primary,
-                name=primary.name + "~never-cookie",
-                headers=(HeaderMatch("cookie", regex=f"(.*;\\s*)?{c}=never(;.*)?"),),
-            )
-        )
-    if spec.weight <= 0:
-        out.append(primary)
-    elif spec.weight >= spec.weight_total:
-        out.append(replace(to_canary, name=to_canary.name + "-all"))
-    else:
-        p = primary.action.clusters[0].cluster
-        c_cluster = rule.action.clusters[0].cluster
-        split = Forward(
-            (WeightedCluster(p, spec.weight_total - spec.weight), WeightedCluster(c_cluster, spec.weight)),
-            total_weight=spec.weight_total,
-        )
-        out.append(replace(primary, action=split))
-    return out
+    return family.alternative_routes(primary, rule.action, policy)

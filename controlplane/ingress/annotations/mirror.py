@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from controlplane.addresses import is_ip
-from controlplane.annotations.base import Annotations, ParseContext
+from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
 from controlplane.ir.policies import Mirror
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
@@ -38,7 +38,7 @@ def parse_target(url: str) -> tuple[Mirror | None, str]:
     return Mirror(parts.scheme, host, port), note
 
 
-class MirrorFamily:
+class MirrorFamily(Family):
     name = "mirror"
     keys = ("mirror-target",)
 

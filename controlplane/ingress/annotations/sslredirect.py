@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.annotations.base import Annotations, ParseContext
+from controlplane.ingress.annotations.base import Annotations, Family, ParseContext, ParsedAnnotations
 from controlplane.ir.policies import SslRedirect
 
 
-class SslRedirectFamily:
+class SslRedirectFamily(Family):
     name = "ssl-redirect"
     keys = ("ssl-redirect", "force-ssl-redirect")
 
@@ -19,3 +19,7 @@ class SslRedirectFamily:
             if ann.has(key):
                 ctx.converted(key)
         return [SslRedirect(enabled=enabled, force=force)]
+
+    def redirect_to_https(self, parsed: ParsedAnnotations, host_has_tls: bool) -> bool | None:
+        ssl = parsed.get(SslRedirect) or SslRedirect()
+        return ssl.force or (ssl.enabled and host_has_tls)

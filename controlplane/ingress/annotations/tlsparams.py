@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from controlplane.annotations.base import Annotations, ParseContext
-from controlplane.annotations.tlsnames import BORINGSSL_CIPHERS, TLS_VERSION_ORDER, TLS_VERSIONS
+from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
+from controlplane.ingress.annotations.tlsnames import BORINGSSL_CIPHERS, TLS_VERSION_ORDER, TLS_VERSIONS
 from controlplane.ir.policies import TlsParams
 
 
@@ -14,7 +14,7 @@ def _pretty(version: str) -> str:
     return version.replace("_", ".")
 
 
-class TlsParamsFamily:
+class TlsParamsFamily(Family):
     name = "tls-params"
     keys = ("ssl-protocols", "ssl-ciphers")
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.annotations.base import Annotations, ParseContext
-from controlplane.build.secrets import decode_ca_bundle
+from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
+from controlplane.ingress.secrets import decode_ca_bundle
 from controlplane.ir.policies import ClientCert, PassClientCert
 
 MODES = ("on", "off", "optional", "optional_no_ca")
 
 
-class ClientCertFamily:
+class ClientCertFamily(Family):
     name = "client-cert"
     keys = (
         "auth-tls-secret",

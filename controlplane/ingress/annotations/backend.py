@@ -11,9 +11,9 @@ import hashlib
 import re
 from typing import Any
 
-from controlplane.annotations.base import Annotations, ParseContext
-from controlplane.annotations.tlsnames import BORINGSSL_CIPHERS, TLS_VERSIONS
-from controlplane.ir.policies import ForwardedPrefix, HostRewrite, ServiceUpstream, UpstreamProtocol
+from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
+from controlplane.ingress.annotations.tlsnames import BORINGSSL_CIPHERS, TLS_VERSIONS
+from controlplane.ir.policies import ForwardedPrefix, HostRewrite, ServiceUpstream, UpstreamPolicy, UpstreamProtocol
 
 PROTOCOLS = ("HTTP", "HTTPS", "GRPC", "GRPCS", "HTTP2")
 UNSUPPORTED_PROTOCOLS = ("AUTO_HTTP", "FCGI")
@@ -32,7 +32,7 @@ def _secret_bytes(secret: Any, key: str) -> bytes:
     return str(string).encode() if string else b""
 
 
-class BackendFamily:
+class BackendFamily(Family):
     name = "backend"
     keys = (
         "backend-protocol",
@@ -73,6 +73,10 @@ class BackendFamily:
                 out.append(ForwardedPrefix(prefix))
                 ctx.converted("x-forwarded-prefix")
         return out
+
+    def uses_service_address(self, upstream: tuple[UpstreamPolicy, ...]) -> bool:
+        """service-upstream: the Service's ClusterIP is the cluster's single endpoint."""
+        return any(isinstance(p, ServiceUpstream) for p in upstream)
 
     def _protocol(self, ann: Annotations, ctx: ParseContext) -> UpstreamProtocol | None:
         raw = ann.get("backend-protocol")

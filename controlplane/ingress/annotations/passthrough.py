@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.annotations.base import Annotations, ParseContext
+from controlplane.ingress.annotations.base import Annotations, Family, ParseContext, ParsedAnnotations
 from controlplane.ir.policies import SslPassthrough
 
 
-class SslPassthroughFamily:
+class SslPassthroughFamily(Family):
     name = "ssl-passthrough"
     keys = ("ssl-passthrough",)
 
@@ -19,3 +19,6 @@ class SslPassthroughFamily:
             "ssl-passthrough", "TLS is passed through to the backend by SNI; HTTP annotations do not apply to it"
         )
         return [SslPassthrough()]
+
+    def passes_tls_through(self, parsed: ParsedAnnotations) -> bool:
+        return parsed.get(SslPassthrough) is not None

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.annotations.base import Annotations, ParseContext
-from controlplane.annotations.ipaccess import parse_cidrs
+from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
+from controlplane.ingress.annotations.ipaccess import parse_cidrs
 from controlplane.ir.policies import RateLimit, RateLimitRule
 
 MAX_TOKENS = 2**32 - 1
 
 
-class RateLimitFamily:
+class RateLimitFamily(Family):
     name = "rate-limit"
     keys = (
         "limit-rps",

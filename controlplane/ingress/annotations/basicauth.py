@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from controlplane.annotations.base import Annotations, ParseContext
-from controlplane.build.secrets import secret_bytes
+from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
+from controlplane.ingress.secrets import secret_bytes
 from controlplane.ir.policies import BasicAuth
 
 _SHA = re.compile(r"^\{SHA\}[A-Za-z0-9+/]{27}=$")
@@ -50,7 +50,7 @@ def usable_htpasswd(text: str) -> tuple[list[str], list[str]]:
     return good, bad
 
 
-class BasicAuthFamily:
+class BasicAuthFamily(Family):
     name = "basic-auth"
     keys = ("auth-type", "auth-secret", "auth-secret-type", "auth-realm")
 

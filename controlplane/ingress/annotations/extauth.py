@@ -11,7 +11,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from controlplane.annotations.base import Annotations, ParseContext
+from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
 from controlplane.ir.policies import SELF_HOST, ExtAuth
 
 _HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
@@ -55,7 +55,7 @@ def signin_template(url: str, param: str = "rd") -> tuple[str | None, list[str]]
     return out, unknown
 
 
-class ExtAuthFamily:
+class ExtAuthFamily(Family):
     name = "ext-auth"
     keys = (
         "auth-url",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from controlplane.annotations.base import Annotations, ParseContext
+from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
 from controlplane.ir.policies import BodySize
 
 # Larger limits are clamped (and reported).
@@ -22,7 +22,7 @@ def parse_size(raw: str) -> int | None:
     return int(m.group(1)) * _UNITS[m.group(2).lower()]
 
 
-class BodySizeFamily:
+class BodySizeFamily(Family):
     name = "body-size"
     keys = ("proxy-body-size",)
 
@@ -38,7 +38,5 @@ class BodySizeFamily:
             ctx.warn("proxy-body-size", f"{raw} is too large; using {MAX_BODY_SIZE} bytes")
             size = MAX_BODY_SIZE
         else:
-            ctx.converted(
-                "proxy-body-size", "no limit" if size == 0 else f"bodies declared above {size} bytes get 413"
-            )
+            ctx.converted("proxy-body-size", "no limit" if size == 0 else f"bodies declared above {size} bytes get 413")
         return [BodySize(size)]

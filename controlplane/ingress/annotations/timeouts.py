@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.annotations.base import Annotations, ParseContext
+from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
 from controlplane.ir.policies import (
     DEFAULT_NEXT_UPSTREAM,
     DEFAULT_TRIES,
@@ -36,7 +36,7 @@ NEXT_UPSTREAM_TOKENS = frozenset(
 UNLIMITED_TRIES_RETRIES = 10  # nginx tries=0 means "no limit"; Envoy needs a number
 
 
-class TimeoutsFamily:
+class TimeoutsFamily(Family):
     name = "timeouts"
     keys = (
         "proxy-connect-timeout",

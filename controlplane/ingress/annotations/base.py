@@ -1,7 +1,7 @@
 """The annotation framework: reading keys under both prefixes, reporting, and the family contract.
 
-A family owns a set of keys. `parse` turns those keys into typed policies (frozen
-dataclasses whose class attribute `scope` says where they apply) and records a
+A family owns a set of keys. `parse` turns those keys into typed policies (the frozen
+dataclasses of controlplane/ir/policies.py, whose class attribute `scope` says where they apply) and records a
 finding for every key it read: converted, warning (invalid value, default used),
 rejected (the Ingress is not served), unsupported or not-applicable. Parsing
 never raises on user input.
@@ -12,19 +12,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar
 
-from controlplane.ir import Finding, FindingLevel, IngressRef
+from controlplane.ir import Finding, FindingLevel, Forward, IngressRef, Route
+from controlplane.ir.policies import Policy, UpstreamPolicy
 
 NGINX_PREFIX = "nginx.ingress.kubernetes.io/"
 MERIDIAN_PREFIX = "meridian.io/"
 LEGACY_PREFIX = "ingress.kubernetes.io/"
-
-Scope = Literal["route", "upstream", "tls", "ingress"]
-
-
-class Policy(Protocol):
-    scope: ClassVar[Scope]
 
 
 def valid_re2(pattern: str) -> bool:
@@ -137,13 +132,44 @@ class ParseContext:
         return float(m.group(1)) * scale
 
 
-class Family(Protocol):
-    """An annotation family: the keys it owns and how it parses them."""
+class Family:
+    """An annotation family: the keys it owns, how it parses them, and hooks for policies that
+    change how the frontend merges hosts. Every hook's default has no effect; a family overrides
+    only what it needs (the registry calls a hook only on the families that override it).
+    """
 
-    name: str
-    keys: tuple[str, ...]
+    name: ClassVar[str] = ""
+    keys: ClassVar[tuple[str, ...]] = ()
 
-    def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]: ...
+    def parse(self, ann: Annotations, ctx: ParseContext) -> list[Policy]:
+        raise NotImplementedError
+
+    # -- hooks --------------------------------------------------------------------------------
+    def extra_routes(self, parsed: ParsedAnnotations, host: str, source: IngressRef) -> list[Route]:
+        """Routes of its own this Ingress adds to each of its hosts (app-root, error pages)."""
+        return []
+
+    def redirect_to_https(self, parsed: ParsedAnnotations, host_has_tls: bool) -> bool | None:
+        """Whether plain-HTTP requests for the Ingress's routes on this host go to HTTPS
+        (None: no opinion)."""
+        return None
+
+    def alternative(self, parsed: ParsedAnnotations) -> Policy | None:
+        """A policy saying this Ingress is an alternative backend of the primary Ingress with the
+        same host and path (canary), or None."""
+        return None
+
+    def alternative_routes(self, primary: Route, alternative: Forward, policy: Policy) -> list[Route]:
+        """The ordered routes that replace `primary` when `alternative` (from `policy`) attaches to it."""
+        return [primary]
+
+    def passes_tls_through(self, parsed: ParsedAnnotations) -> bool:
+        """TLS for the Ingress's hosts is not terminated but passed to the backend by SNI."""
+        return False
+
+    def uses_service_address(self, upstream: tuple[UpstreamPolicy, ...]) -> bool:
+        """A cluster with these upstream policies has the Service's ClusterIP as its only endpoint."""
+        return False
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import ipaddress
 import re
 from typing import Any
 
-from controlplane.annotations.base import Annotations, ParseContext
+from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
 from controlplane.ir.policies import IpAccess
 
 
@@ -31,7 +31,7 @@ def parse_cidrs(raw: str) -> tuple[tuple[str, ...], list[str]]:
     return tuple(out), bad
 
 
-class IpAccessFamily:
+class IpAccessFamily(Family):
     name = "ip-access"
     keys = ("whitelist-source-range", "allowlist-source-range", "denylist-source-range")
 

@@ -6,10 +6,12 @@ Decision order per request (ingress-nginx): header, then cookie, then weight.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
-from controlplane.annotations.base import Annotations, ParseContext, valid_re2
-from controlplane.ir.policies import Canary
+from controlplane.ingress.annotations.base import Annotations, Family, ParseContext, ParsedAnnotations, valid_re2
+from controlplane.ir import Forward, HeaderMatch, Route, WeightedCluster
+from controlplane.ir.policies import Canary, Policy
 
 CANARY_KEYS = (
     "canary",
@@ -24,7 +26,7 @@ CANARY_KEYS = (
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 
-class CanaryFamily:
+class CanaryFamily(Family):
     name = "canary"
     keys = CANARY_KEYS
 
@@ -77,3 +79,53 @@ class CanaryFamily:
                 weight_total=total,
             )
         ]
+
+    # -- hooks: a canary Ingress is an alternative backend of the primary with its host and path --
+    def alternative(self, parsed: ParsedAnnotations) -> Policy | None:
+        return parsed.get(Canary)
+
+    def alternative_routes(self, primary: Route, alternative: Forward, policy: Policy) -> list[Route]:
+        """The ordered routes for one primary rule: header, cookie, then weight (ingress-nginx order)."""
+        if not isinstance(policy, Canary) or not isinstance(primary.action, Forward):
+            return [primary]
+        spec = policy
+        to_canary = replace(primary, name=primary.name + "~canary", action=alternative)
+        out: list[Route] = []
+        if spec.header:
+            h = spec.header.lower()
+            if spec.header_value:
+                out.append(replace(to_canary, headers=(HeaderMatch(h, exact=spec.header_value),)))
+            elif spec.header_pattern:
+                out.append(replace(to_canary, headers=(HeaderMatch(h, regex=f".*(?:{spec.header_pattern}).*"),)))
+            else:
+                out.append(replace(to_canary, headers=(HeaderMatch(h, exact="always"),)))
+                out.append(replace(primary, name=primary.name + "~never", headers=(HeaderMatch(h, exact="never"),)))
+        if spec.cookie:
+            c = re.escape(spec.cookie)
+            out.append(
+                replace(
+                    to_canary,
+                    name=to_canary.name + "-cookie",
+                    headers=(HeaderMatch("cookie", regex=f"(.*;\\s*)?{c}=always(;.*)?"),),
+                )
+            )
+            out.append(
+                replace(
+                    primary,
+                    name=primary.name + "~never-cookie",
+                    headers=(HeaderMatch("cookie", regex=f"(.*;\\s*)?{c}=never(;.*)?"),),
+                )
+            )
+        if spec.weight <= 0:
+            out.append(primary)
+        elif spec.weight >= spec.weight_total:
+            out.append(replace(to_canary, name=to_canary.name + "-all"))
+        else:
+            p = primary.action.clusters[0].cluster
+            c_cluster = alternative.clusters[0].cluster
+            split = Forward(
+                (WeightedCluster(p, spec.weight_total - spec.weight), WeightedCluster(c_cluster, spec.weight)),
+                total_weight=spec.weight_total,
+            )
+            out.append(replace(primary, action=split))
+        return out

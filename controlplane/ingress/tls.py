@@ -10,10 +10,10 @@ from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.build.ingress import IngressIR
-from controlplane.ir import Forward, Passthrough, TlsHost
+from controlplane.ingress import registry
+from controlplane.ingress.convert import IngressIR
+from controlplane.ir import Passthrough, TlsHost
 from controlplane.ir.names import secret_name
-from controlplane.ir.policies import SslPassthrough
 
 
 @dataclass(frozen=True)
@@ -44,11 +44,11 @@ def plan_tls(ordered: Iterable[IngressIR], usable: Container[str]) -> TlsPlan:
     """
     plan = TlsPlan()
     for ir in ordered:
-        if ir.annotations.get(SslPassthrough) is not None:
+        if registry.passes_tls_through(ir.annotations):
             for rule in ir.rules:
-                if rule.host and isinstance(rule.action, Forward) and rule.action.single:
+                if rule.host and rule.backend is not None:
                     # TCP needs the plain Service cluster, not an HTTP variant of it.
-                    plan.passthrough.setdefault(rule.host, rule.action.single.partition("~")[0])
+                    plan.passthrough.setdefault(rule.host, str(rule.backend.base))
         for binding in ir.tls:
             name = binding.secret or secret_name(*binding.secret_ref)
             if name not in usable:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from controlplane.annotations.base import Annotations, ParseContext
+from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
 from controlplane.ir.policies import DEFAULT_HEADERS, DEFAULT_MAX_AGE, DEFAULT_METHODS, ORIGIN, Cors
 
 _TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
@@ -23,7 +23,7 @@ def _token_list(ctx: ParseContext, ann: Annotations, key: str, default: str) -> 
     return ",".join(items)
 
 
-class CorsFamily:
+class CorsFamily(Family):
     name = "cors"
     keys = (
         "enable-cors",
