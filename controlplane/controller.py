@@ -16,23 +16,22 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from controlplane.config import GatewayConfig
 from controlplane.eastwest import east_west_vhosts
 from controlplane.ingress import registry
-from controlplane.ingress.annotations.base import ParsedAnnotations
-from controlplane.ingress.classes import ClassPolicy, ClassView, is_accepted
+from controlplane.ingress.classes import ClassView, is_accepted
 from controlplane.ingress.convert import IngressIR, Lookups, build_ingress
 from controlplane.ingress.hosts import HostResult, merge_host
+from controlplane.ingress.reports import failed_ingress, ingress_report, ingress_state
 from controlplane.ingress.secrets import decode_tls_secret
 from controlplane.ingress.tls import TlsPlan, plan_tls
-from controlplane.ir import CertificateSecret, Finding, IngressRef, ServiceCluster
+from controlplane.ir import CertificateSecret, IngressRef, ServiceCluster
 from controlplane.ir.names import ClusterName, cluster_name, eds_name, secret_name
 from controlplane.ir.policies import UpstreamPolicy
 from controlplane.metrics import Metrics
-from controlplane.route_tables import RouteTables
 from controlplane.services import ServiceIndex, ServiceKey
 from controlplane.store import (
     ENDPOINT_SLICE,
@@ -46,24 +45,12 @@ from controlplane.store import (
 from controlplane.translate import listeners as lst
 from controlplane.translate.policies import FEATURES
 from controlplane.translate.resources import certificate_secret, load_assignment, service_cluster
+from controlplane.translate.route_tables import RouteTables
 from controlplane.translate.routes import framed_vhost, vhost_bytes
 from controlplane.xds import resources as rt
 from controlplane.xds.cache import Resource, SnapshotCache, make_resource
 
 log = logging.getLogger("controlplane.controller")
-
-
-@dataclass(frozen=True)
-class GatewayConfig:
-    listen_address: str = "0.0.0.0"
-    http_port: int = 8080
-    https_port: int = 8443
-    east_west_port: int = 15080
-    classes: ClassPolicy = field(default_factory=ClassPolicy)
-    publish_address: str | None = None
-    # Route tables per listener: N fixed hash partitions (1 = one table), or None to grow them
-    # automatically with the number of hosts (see translate/partitions.py).
-    route_partitions: int | None = None
 
 
 class Controller:
@@ -85,7 +72,8 @@ class Controller:
         self.host_results: dict[str, HostResult] = {}
         # Per-host VirtualHost bytes, framed as RouteConfiguration.virtual_hosts fields, kept per route
         # table (split into hash partitions at scale): a change re-assembles one partition with one join.
-        self.routes = RouteTables(config.route_partitions, metrics)
+        self.routes = RouteTables(config.route_partitions, self._partitions_metric)
+        self._retirement_timer: asyncio.TimerHandle | None = None
         # Only hosts that use a feature / need extra clusters are listed, so per-change scans stay small.
         self.host_features: dict[str, dict[str, frozenset[str]]] = {}  # host -> feature -> filter keys
         # (feature, filter key) -> number of hosts needing it, kept by _set_host_features so the listener
@@ -216,11 +204,32 @@ class Controller:
         self._rebuild_east_west(dirty_svc)
         filters = self._http_filters()
         tls_hosts, passthrough = self.tls.chains()
-        self.routes.render(changes, filters, https_listener=bool(tls_hosts))
-        self.routes.schedule_retirement(self._loop, self.request_flush)
+        self.routes.render(_emitter(changes), filters, https_listener=bool(tls_hosts))
+        self._schedule_retirement()
         self._rebuild_listeners(changes, filters, tls_hosts, passthrough)
         self.cache.apply(changes, seen_at=seen_at)
         self._update_ingress_metrics()
+
+    def _partitions_metric(self, table: str, partitions: int) -> None:
+        self.metrics.route_partitions.labels(table).set(partitions)
+
+    def _schedule_retirement(self) -> None:
+        """Flush when an old partition layout (kept for draining listeners) is due to be deleted."""
+        when = self.routes.next_retirement()
+        if when is None or self._loop is None:
+            return
+        timer = self._retirement_timer
+        if timer is not None and timer.when() <= when:
+            return
+        if timer is not None:
+            timer.cancel()
+
+        def fire() -> None:
+            self._retirement_timer = None
+            self.request_flush()
+
+        # RouteTable's clock is time.monotonic, as is the event loop's.
+        self._retirement_timer = self._loop.call_at(when + 0.001, fire)
 
     # -- ingresses ---------------------------------------------------------------
     def _class_view(self, cluster: str) -> ClassView:
@@ -258,9 +267,9 @@ class Controller:
                 )
             except Exception as exc:  # a bug must cost this Ingress only, never the batch
                 log.exception("building Ingress %s failed; it is not served", ref)
-                ir = _failed_ingress(obj, ref, exc)
+                ir = failed_ingress(obj, ref, exc)
             self.irs[ref] = ir
-            self._set_ingress_state(ref, _ingress_state(ir))
+            self._set_ingress_state(ref, ingress_state(ir))
             self._index(ir)
             hosts |= ir.hosts
             if ir.default_backend is not None:
@@ -531,58 +540,19 @@ class Controller:
         if inputs == self._listener_inputs:
             return
         self._listener_inputs = inputs
-        c = self.config
         lds = changes[rt.LISTENER]
-        lds[lst.HTTP_LISTENER] = make_resource(
-            lst.HTTP_LISTENER,
-            rt.LISTENER,
-            lst.http_listener(
-                lst.HTTP_LISTENER, c.listen_address, c.http_port, lst.HTTP_ROUTES, filters, partitions=hosts_k
-            ),
-        )
-        lds[lst.EAST_WEST_LISTENER] = make_resource(
-            lst.EAST_WEST_LISTENER,
-            rt.LISTENER,
-            lst.http_listener(
-                lst.EAST_WEST_LISTENER, c.listen_address, c.east_west_port, lst.EAST_WEST_ROUTES, [], partitions=ew_k
-            ),
-        )
-        if tls_hosts or passthrough:
-            lds[lst.HTTPS_LISTENER] = make_resource(
-                lst.HTTPS_LISTENER,
-                rt.LISTENER,
-                lst.https_listener(
-                    c.listen_address, c.https_port, tls_hosts, FEATURES, filters, passthrough, partitions=hosts_k
-                ),
-            )
-        else:
+        listeners = self.config.listeners(tls=bool(tls_hosts or passthrough))
+        partitions = {lst.HTTP_ROUTES: hosts_k, lst.HTTPS_ROUTES: hosts_k, lst.EAST_WEST_ROUTES: ew_k}
+        messages = lst.listener_messages(listeners, filters, tls_hosts, passthrough, FEATURES, partitions)
+        for name, msg in messages.items():
+            lds[name] = make_resource(name, rt.LISTENER, msg)
+        if lst.HTTPS_LISTENER not in messages:
             lds[lst.HTTPS_LISTENER] = None
 
     # -- reports ----------------------------------------------------------------------------
     def ingress_report(self, ir: IngressIR) -> dict[str, Any]:
-        findings: list[Finding] = list(ir.findings)
-        for host in ir.hosts | ({""} if ir.default_backend else set()):
-            result = self.host_results.get(host)
-            if result:
-                findings.extend(f for ref, f in result.findings if ref == ir.ref)
-            if host in self.host_errors:
-                findings.append(Finding("warning", host or "*", self.host_errors[host] + "; previous routes kept"))
         address = self.config.publish_address or self.config.listen_address
-        reasons = []
-        if not ir.class_accepted:
-            reasons.append("ingress class is not served by Meridian")
-        reasons.extend(f"{f.key}: {f.message}" for f in findings if f.level == "rejected")
-        return {
-            "cluster": ir.ref.cluster,
-            "namespace": ir.ref.namespace,
-            "name": ir.ref.name,
-            "accepted": ir.served,
-            "reasons": reasons,
-            "warnings": [f"{f.key}: {f.message}" for f in findings if f.level in ("warning", "conflict")],
-            "findings": [f.as_dict() for f in findings],
-            "address": address if ir.served else None,
-            "hosts": sorted(h or "*" for h in ir.hosts),
-        }
+        return ingress_report(ir, self.host_results, self.host_errors, address)
 
     def ingress_reports(self) -> list[dict[str, Any]]:
         return [self.ingress_report(self.irs[r]) for r in sorted(self.irs)]
@@ -592,28 +562,13 @@ class Controller:
             self.metrics.ingresses.labels(state).set(self._state_counts[state])
 
 
-def _failed_ingress(obj: Mapping[str, Any], ref: IngressRef, exc: Exception) -> IngressIR:
-    """An Ingress whose translation crashed: rejected, with the reason in its report."""
-    meta = obj.get("metadata") or {}
-    return IngressIR(
-        ref=ref,
-        created=str(meta.get("creationTimestamp") or ""),
-        class_accepted=True,
-        rules=(),
-        default_backend=None,
-        tls=(),
-        annotations=ParsedAnnotations(),
-        findings=(Finding("rejected", "spec", f"internal error translating this Ingress: {exc}"),),
-        rejected=True,
-    )
-
-
 def _variant_clusters(ir: IngressIR) -> set[ClusterName]:
     """The cluster variants an Ingress forwards to (clusters with its upstream policies)."""
     return {c for c in ir.backends() if c.variant}
 
 
-def _ingress_state(ir: IngressIR) -> str:
-    if ir.served:
-        return "accepted"
-    return "rejected" if ir.class_accepted and ir.rejected else "ignored"
+def _emitter(changes: dict[str, dict[str, Resource | None]]) -> Callable[[str, str, Any], None]:
+    def emit(type_url: str, name: str, body: Any) -> None:
+        changes[type_url][name] = None if body is None else make_resource(name, type_url, body)
+
+    return emit

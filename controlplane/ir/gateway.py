@@ -24,7 +24,8 @@ class Listener:
     """A port Envoy listens on, and the route table its connection manager uses.
 
     `tls`: the listener terminates TLS per SNI (one filter chain per TlsHost) and passes
-    Passthrough hosts through as TCP.
+    Passthrough hosts through as TCP. `policy_filters`: its connection manager runs the HTTP
+    filters the routes' policies need (north-south); east-west traffic gets none.
     """
 
     name: str
@@ -32,15 +33,21 @@ class Listener:
     port: int
     route_table: str
     tls: bool = False
+    policy_filters: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class RouteTableIR:
-    """The virtual hosts of one route table, in table order (partitions keep that order)."""
+    """One route table. Each entry is what one key contributes (a host's virtual host; the virtual
+    hosts of one east-west Service's ports), in table order; partitions place an entry whole."""
 
     name: str
-    virtual_hosts: tuple[VirtualHost, ...]
+    entries: tuple[tuple[VirtualHost, ...], ...]
     ignore_port: bool = True
+
+    @property
+    def virtual_hosts(self) -> tuple[VirtualHost, ...]:
+        return tuple(vh for entry in self.entries for vh in entry)
 
 
 @dataclass(frozen=True, slots=True)

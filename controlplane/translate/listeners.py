@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
@@ -12,6 +12,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from controlplane.ir import Passthrough, TlsHost
+from controlplane.ir.gateway import Listener
 from controlplane.protowire import pack_any
 from controlplane.translate.common import ads_source, socket_address
 from controlplane.translate.features import Feature
@@ -102,3 +103,27 @@ def https_listener(
         proxy = tcp_proxy_pb2.TcpProxy(stat_prefix="passthrough", cluster=pt.cluster)
         chain.filters.add(name="envoy.filters.network.tcp_proxy", typed_config=pack_any(proxy))
     return lst
+
+
+def listener_messages(
+    listeners: Sequence[Listener],
+    filters: Sequence[hcm_pb2.HttpFilter],
+    tls_hosts: Sequence[TlsHost],
+    passthrough: Sequence[Passthrough],
+    features: Sequence[Feature],
+    partitions: Mapping[str, int],
+) -> dict[str, listener_pb2.Listener]:
+    """Every listener's message; `partitions`: route table name -> its partition count."""
+    out = {}
+    for listener in listeners:
+        used = filters if listener.policy_filters else []
+        k = partitions.get(listener.route_table, 1)
+        if listener.tls:
+            out[listener.name] = https_listener(
+                listener.address, listener.port, tls_hosts, features, used, passthrough, partitions=k
+            )
+        else:
+            out[listener.name] = http_listener(
+                listener.name, listener.address, listener.port, listener.route_table, used, partitions=k
+            )
+    return out

@@ -39,7 +39,7 @@ def gateway(*routes: Route, tls: tuple[TlsHost, ...] = (), passthrough: tuple[Pa
         listeners.append(Listener("https", "0.0.0.0", 8443, "https", tls=True))
     return GatewayIR(
         listeners=tuple(listeners),
-        route_tables=(RouteTableIR("http", (vh,)), RouteTableIR("https", (vh,))),
+        route_tables=(RouteTableIR("http", ((vh,),)), RouteTableIR("https", ((vh,),))),
         tls_hosts=tls,
         passthrough=passthrough,
         clusters=(ServiceCluster(CLUSTER, CLUSTER, "ns", "svc", 80),),
