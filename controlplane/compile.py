@@ -22,11 +22,10 @@ from controlplane.ingress.hosts import HostResult, merge_host
 from controlplane.ingress.reports import failed_ingress, ingress_report
 from controlplane.ingress.secrets import decode_tls_secret
 from controlplane.ingress.tls import plan_tls
+from controlplane.ingress.variants import ClusterVariants
 from controlplane.ir import CertificateSecret, IngressRef, ServiceCluster, VirtualHost
 from controlplane.ir.gateway import ClusterEndpoints, GatewayIR, RouteTableIR
-from controlplane.ir.names import ClusterName, cluster_name, eds_name
-from controlplane.ir.policies import UpstreamPolicy
-from controlplane.services import ServiceIndex, ServiceKey
+from controlplane.services import ServiceIndex
 from controlplane.store import ENDPOINT_SLICE, INGRESS, INGRESS_CLASS, SECRET, SERVICE, KubeObject, object_name
 from controlplane.translate.gateway import Resources, translate_gateway
 from controlplane.translate.listeners import EAST_WEST_ROUTES, HTTP_ROUTES, HTTPS_ROUTES
@@ -173,40 +172,21 @@ class _Frontend:
     ) -> tuple[tuple[ServiceCluster, ...], tuple[ClusterEndpoints, ...], tuple[tuple[VirtualHost, ...], ...]]:
         """Service clusters (base per port, plus the variants served Ingresses use), their endpoint
         assignments and the east-west virtual hosts."""
-        variants: dict[ServiceKey, set[ClusterName]] = {}
-        policies: dict[str, tuple[UpstreamPolicy, ...]] = {}
+        variants = ClusterVariants()
         for ir in served:
-            if ir.variant:
-                policies[ir.variant] = ir.annotations.upstream
-                for c in ir.backends():
-                    if c.variant:
-                        variants.setdefault(c.service_key, set()).add(c)
+            variants.add(ir)
         clusters: list[ServiceCluster] = []
         endpoints: list[ClusterEndpoints] = []
         east_west: list[tuple[VirtualHost, ...]] = []
         for key in sorted(self.services.services):
-            ns, name = key
-            ports = self.services.ports(key)
-            numbers = {p.port: p for p in ports}
-            for p in ports:
-                base = cluster_name(ns, name, p.port)
-                clusters.append(ServiceCluster(base, eds_name(ns, name, p.port), ns, name, p.port))
-                endpoints.append(ClusterEndpoints(base, self.services.localities(key, p, self.primary)))
-            for variant in sorted(variants.get(key, ())):
-                if variant.port not in numbers:
-                    continue
-                upstream = policies.get(variant.variant, ())
-                static = None
-                if registry.uses_service_address(upstream):
-                    ip = self.services.cluster_ip(key)
-                    static = (ip, variant.port) if ip else None
-                cname = str(variant)
-                clusters.append(ServiceCluster(cname, cname, ns, name, variant.port, upstream, static))
-                if static is None:
-                    port = numbers[variant.port]
-                    endpoints.append(ClusterEndpoints(cname, self.services.localities(key, port, self.primary)))
+            ports = {p.port: p for p in self.services.ports(key)}
+            for sc in variants.service_clusters(key, self.services).values():
+                clusters.append(sc)
+                if sc.static_address is None:
+                    localities = self.services.localities(key, ports[sc.port], self.primary)
+                    endpoints.append(ClusterEndpoints(sc.eds_name, localities))
             if ports:
-                east_west.append(tuple(east_west_vhosts(ns, name, ports)))
+                east_west.append(tuple(east_west_vhosts(key[0], key[1], list(ports.values()))))
         return tuple(clusters), tuple(endpoints), tuple(east_west)
 
 
