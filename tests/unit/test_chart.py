@@ -219,7 +219,7 @@ def test_controlplane_deployment_defaults(default: Objects) -> None:
     pod = deploy["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "meridian"
     c = _container(default, "meridian")
-    assert c["image"] == "meridian/controlplane:0.1.0"
+    assert c["image"] == "localhost/meridian/controlplane:0.1.0"
     assert c["args"] == [
         "serve",
         "--xds-address", "0.0.0.0:18000",
@@ -239,9 +239,46 @@ def test_controlplane_deployment_defaults(default: Objects) -> None:
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-admin"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http-admin"}
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert c["securityContext"]["readOnlyRootFilesystem"] is True
-    assert c["securityContext"]["allowPrivilegeEscalation"] is False
-    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_controlplane_pod_is_hardened(default: Objects) -> None:
+    """Non-root as the image's uid, no privilege, read-only root: /tmp, a bounded emptyDir, is all it writes."""
+    pod = default[("Deployment", "meridian")]["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    c = _container(default, "meridian")
+    assert c["securityContext"] == {
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert c["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+
+
+def test_controlplane_image_is_what_make_image_builds(default: Objects) -> None:
+    """The chart's default image is the name `make image` tags, so a local build needs no --set."""
+    dry_run = subprocess.run(
+        ["make", "--no-print-directory", "-n", "image"], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert dry_run.returncode == 0, dry_run.stderr
+    words = dry_run.stdout.split()
+    assert _container(default, "meridian")["image"] == words[words.index("-t") + 1]
+
+
+def test_controlplane_image_and_tmp_size_are_settable() -> None:
+    values = {"controlPlane": {"image": {"repository": "registry.example.com/meridian", "tag": "1.2.3"},
+                               "tmpSizeLimit": "256Mi"}}  # fmt: skip
+    objs = _objects(_render(values, "meridian", "meridian-system"))
+    assert _container(objs, "meridian")["image"] == "registry.example.com/meridian:1.2.3"
+    volumes = objs[("Deployment", "meridian")]["spec"]["template"]["spec"]["volumes"]
+    assert volumes == [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
 
 
 def test_controlplane_deployment_custom(custom: Objects) -> None:
@@ -363,6 +400,7 @@ def test_remote_cluster_secret(custom: Objects, default: Objects) -> None:
         ({"listeners": {"http": 70000}}, "maximum"),
         ({"controlplane": {"replicas": 3}}, "'controlplane' not allowed"),
         ({"gateway": {"replicas": "3"}}, "want integer"),
+        ({"controlPlane": {"tmpSizeLimit": "lots"}}, "does not match pattern"),
     ],
 )
 def test_bad_values_fail_the_render(values: dict[str, Any], message: str) -> None:
