@@ -95,6 +95,26 @@ def test_runs_as_uid_65532(env: dict[str, str], image: str) -> None:
     assert ids.split() == [str(UID), str(UID)]
 
 
+def test_home_and_cache_are_writable_with_a_read_only_root(env: dict[str, str], image: str) -> None:
+    """HOME and XDG_CACHE_HOME point into /tmp (a tmpfs here, an emptyDir in the chart): state goes there."""
+    script = (
+        "import os, pathlib\n"
+        "for var in ('HOME', 'XDG_CACHE_HOME'):\n"
+        "    d = pathlib.Path(os.environ[var], 'meridian'); d.mkdir(parents=True); (d / 'probe').write_text('ok')\n"
+        "    print(var, d)\n"
+        "try:\n"
+        "    open('/opt/meridian/probe', 'w')\n"
+        "except OSError as e:\n"
+        "    print('root', e.strerror)\n"
+    )
+    out = _podman_run(env, image, "-c", script, flags=("--read-only", "--cap-drop=ALL", "--entrypoint", "python3"))
+    assert out.splitlines() == [
+        "HOME /tmp/meridian",
+        "XDG_CACHE_HOME /tmp/.cache/meridian",
+        "root Read-only file system",
+    ]
+
+
 def test_help(env: dict[str, str], image: str) -> None:
     out = _podman_run(env, image, "--help", flags=("--read-only", "--cap-drop=ALL"))
     assert "usage: meridian" in out
