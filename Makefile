@@ -45,7 +45,7 @@ bench: $(STAMP)
 
 image:
 	$(PODMAN) build $(PODMAN_BUILD_FLAGS) $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
-		--build-arg PIP_NO_INDEX=$(PIP_NO_INDEX) -t $(IMAGE) .
+		--build-arg PIP_NO_INDEX=$(or $(PIP_NO_INDEX),0) -t $(IMAGE) .
 
 # Every wheel the image needs (setuptools too: it builds Meridian itself), for PIP_NO_INDEX=1.
 # Made by $(PYTHON)'s pip: the wheels fit that Python's version, so pick a base image that has it.
