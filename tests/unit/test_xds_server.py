@@ -29,6 +29,7 @@ from google.rpc import status_pb2
 
 from controlplane.bootstrap import render_bootstrap
 from controlplane.metrics import Metrics
+from controlplane.xds.auth import XdsAuth
 from controlplane.xds.cache import Resource, SnapshotCache, make_resource
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from controlplane.xds.server import (
@@ -153,7 +154,7 @@ async def env() -> AsyncIterator[Env]:
     cache.apply(initial_snapshot())
     cache.ready = True
     metrics = Metrics()
-    server = XdsServer(cache, metrics)
+    server = XdsServer(cache, metrics, auth=XdsAuth(metrics, insecure=True))  # protocol tests: plaintext
     port = await server.start("127.0.0.1:0")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
@@ -797,7 +798,7 @@ async def test_real_envoy_gets_config(delta: bool) -> None:
     cache.apply(initial_snapshot(listen_port))
     cache.ready = True
     metrics = Metrics()
-    server = XdsServer(cache, metrics)
+    server = XdsServer(cache, metrics, auth=XdsAuth(metrics, insecure=True))  # protocol tests: plaintext
     xds_port = await server.start("127.0.0.1:0")
     workdir = Path(tempfile.mkdtemp(prefix="xds-envoy-"))
     bootstrap = render_bootstrap(
