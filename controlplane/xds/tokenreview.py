@@ -58,7 +58,8 @@ class TokenReviewer:
 
     def _review(self, token: str) -> ReviewedToken:
         k8s = self._k8s
-        body = k8s.V1TokenReview(spec=k8s.V1TokenReviewSpec(token=token, audiences=[self.audience]))
+        body = k8s.V1TokenReview(api_version="authentication.k8s.io/v1", kind="TokenReview",
+                                 spec=k8s.V1TokenReviewSpec(token=token, audiences=[self.audience]))  # fmt: skip
         try:
             resp = self._api.create_token_review(body, _request_timeout=self._timeout)
         except Exception as exc:  # the API server is down or refuses us; the message holds no token
