@@ -70,8 +70,8 @@ class XdsAuth:
                 await self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, "unknown_connection",
                                    "connection did not come through the TLS listener", client)  # fmt: skip
             client = relayed.client
-            if relayed.uris:
-                return self._accepted(Peer(MTLS, relayed.uris)), client
+            if relayed.identities:
+                return self._accepted(Peer(MTLS, relayed.identities)), client
         token = bearer_token(context.invocation_metadata())
         if token is not None:
             if self.tokens is None:

@@ -4,7 +4,9 @@ A gateway group is the `node.cluster` an Envoy sends; resources (and certificate
 so claiming a group is what authorization is about. Identities are strings:
 
 - a client certificate from Meridian's CA names its group in a SAN URI
-  `spiffe://meridian/group/<group>` (percent-encoded); it may claim exactly that group;
+  `spiffe://meridian/group/<group>` (percent-encoded), or, where the issuer cannot write URI SANs
+  (Helm's genSignedCert), in a DNS SAN `<group>.group.meridian.internal`; it may claim exactly that
+  group;
 - a Kubernetes service account, verified by TokenReview, is `system:serviceaccount:NS:NAME`; it may
   claim a group only where `--xds-allow GROUP=IDENTITY` says so (the chart sets this for its
   gateway's ServiceAccount). `--xds-allow` also accepts certificate URIs, e.g. to let one
@@ -21,6 +23,7 @@ from urllib.parse import quote, unquote
 from cryptography import x509
 
 GROUP_URI_PREFIX = "spiffe://meridian/group/"
+GROUP_DNS_SUFFIX = ".group.meridian.internal"
 
 # How a stream authenticated.
 MTLS = "mtls"
@@ -33,18 +36,25 @@ def group_uri(group: str) -> str:
     return GROUP_URI_PREFIX + quote(group, safe="")
 
 
+def group_dns_name(group: str) -> str:
+    """The DNS SAN that lets a client certificate claim `group` (for issuers without URI SANs)."""
+    return group + GROUP_DNS_SUFFIX
+
+
 def group_of_uri(uri: str) -> str | None:
     return unquote(uri[len(GROUP_URI_PREFIX) :]) if uri.startswith(GROUP_URI_PREFIX) else None
 
 
-def certificate_uris(der: bytes) -> frozenset[str]:
-    """The URI SANs of an (already verified) peer certificate, DER encoded."""
+def certificate_identities(der: bytes) -> frozenset[str]:
+    """The URI and DNS SANs of an (already verified) peer certificate, DER encoded."""
     cert = x509.load_der_x509_certificate(der)
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return frozenset()
-    return frozenset(sans.get_values_for_type(x509.UniformResourceIdentifier))
+    return frozenset(sans.get_values_for_type(x509.UniformResourceIdentifier)) | frozenset(
+        sans.get_values_for_type(x509.DNSName)
+    )
 
 
 @dataclass(frozen=True)
@@ -79,7 +89,7 @@ class GroupPolicy:
     def may_claim(self, peer: Peer, group: str) -> bool:
         if not peer.authenticated or not group:
             return False
-        if group_uri(group) in peer.identities:
+        if group_uri(group) in peer.identities or group_dns_name(group) in peer.identities:
             return True
         return bool(peer.identities & self.allow.get(group, frozenset()))
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controlplane.addresses import split_host_port
-from controlplane.xds.identity import certificate_uris
+from controlplane.xds.identity import certificate_identities
 
 log = logging.getLogger("controlplane.xds.auth")
 
@@ -36,10 +36,10 @@ _HANDSHAKE_TIMEOUT = 10.0
 
 @dataclass(frozen=True)
 class Relayed:
-    """A connection accepted here: where it came from, and its verified certificate's URI SANs."""
+    """A connection accepted here: where it came from, and who its verified certificate names."""
 
     client: str
-    uris: frozenset[str]
+    identities: frozenset[str]  # its certificate's URI and DNS SANs (empty: no certificate)
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ class TlsFront:
             return
         ssl_object = writer.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        identities = certificate_uris(der) if der else frozenset()
+        identities = certificate_identities(der) if der else frozenset()
         up_reader, up_writer = await asyncio.open_connection(*self._backend, limit=_CHUNK)
         local_port = int(up_writer.get_extra_info("sockname")[1])
         self._peers[local_port] = Relayed(where, identities)

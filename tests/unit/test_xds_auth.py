@@ -24,7 +24,7 @@ from controlplane.devtools.envoy_proc import envoy_binary
 from controlplane.metrics import Metrics
 from controlplane.xds.auth import XdsAuth, bearer_token
 from controlplane.xds.cache import SnapshotCache, TypeSnapshot, make_resource
-from controlplane.xds.identity import ANONYMOUS, MTLS, TOKEN, GroupPolicy, Peer, group_of_uri, group_uri
+from controlplane.xds.identity import ANONYMOUS, MTLS, TOKEN, GroupPolicy, Peer, group_dns_name, group_of_uri, group_uri
 from controlplane.xds.keyless import KeylessView
 from controlplane.xds.localca import LocalCA
 from controlplane.xds.resources import CLUSTER, LISTENER, SECRET
@@ -70,6 +70,8 @@ def test_group_policy() -> None:
     assert not policy.may_claim(Peer(TOKEN, frozenset({"system:serviceaccount:gw:other"})), "edge")
     assert not policy.may_claim(Peer(ANONYMOUS), "edge")
     assert not policy.may_claim(cert_edge, "")
+    helm_made = Peer(MTLS, frozenset({group_dns_name("edge"), "meridian.example"}))  # no URI SANs in Helm
+    assert policy.may_claim(helm_made, "edge") and not policy.may_claim(helm_made, "meridian")
 
 
 def test_bearer_token_parsing() -> None:
