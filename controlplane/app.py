@@ -158,7 +158,13 @@ class MeridianApp:
         if host and host not in ("0.0.0.0", "::", ""):
             names.append(host)
         state_dir = Path(opts.state_dir) if opts.state_dir else default_state_dir()
-        issued = LocalCA(state_dir).server(list(dict.fromkeys(names)))
+        try:
+            issued = LocalCA(state_dir).server(list(dict.fromkeys(names)))
+        except OSError as exc:
+            raise SystemExit(
+                f"meridian: cannot keep the xDS local CA in {state_dir} ({exc.strerror or exc}); pass --state-dir "
+                "on a writable volume, or --xds-cert/--xds-key/--xds-ca"
+            ) from None
         log.info("xDS certificates from the local CA in %s (CA: %s)", state_dir, issued.ca)
         return TlsFiles(issued.cert, issued.key, issued.ca)
 

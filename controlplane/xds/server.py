@@ -188,6 +188,7 @@ class XdsServer:
         self._nonces = itertools.count(1)
         self._convergence = Convergence(metrics.convergence)
         self._server: grpc.aio.Server | None = None
+        self.grpc_port = 0  # behind the TLS front: the loopback port only the front should dial
         self._watcher: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -226,6 +227,7 @@ class XdsServer:
             raise OSError(f"cannot bind xDS server to {address}")
         await server.start()
         self._server = server
+        self.grpc_port = port
         if self._front is not None:
             port = await self._front.start(address, port)
         self._watcher = asyncio.create_task(self._watch_versions(), name="xds-convergence")

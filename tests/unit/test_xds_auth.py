@@ -11,11 +11,14 @@ import stat
 import subprocess
 from pathlib import Path
 
+import grpc
 import pytest
 import yaml
 from cryptography import x509
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2
 
 from controlplane import cli
@@ -154,6 +157,28 @@ async def test_rotated_server_certificate_is_served_without_restart(tmp_path: Pa
 
         rotated.key.write_bytes(b"half-written")  # a broken rotation keeps the last good certificate
         assert await asyncio.to_thread(_served_serial, port, files.ca) == want
+    finally:
+        await server.stop()
+
+
+async def test_the_loopback_grpc_port_behind_the_tls_front_refuses_direct_clients(tmp_path: Path) -> None:
+    """Dialling gRPC itself, around the TLS front, leaves no record of a verified client: refused."""
+    files = LocalCA(tmp_path).server(["127.0.0.1"])
+    metrics = Metrics()
+    cache = SnapshotCache()
+    cache.ready = True
+    server = XdsServer(cache, metrics, auth=XdsAuth(metrics, insecure=False),
+                       tls=TlsFiles(files.cert, files.key, files.ca))  # fmt: skip
+    await server.start("127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
+            await call.write(discovery_pb2.DiscoveryRequest(node=base_pb2.Node(id="x", cluster="g"), type_url=CLUSTER))
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call.read()
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        sample = metrics.registry.get_sample_value("meridian_xds_auth_failures_total", {"reason": "unknown_connection"})
+        assert sample == 1
     finally:
         await server.stop()
 
