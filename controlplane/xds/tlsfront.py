@@ -132,6 +132,9 @@ class TlsFront:
             await self._relay(reader, writer, where)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # Only stop() cancels these; asyncio's start_server would log a cancelled handler as an error.
+            return
         finally:
             self._tasks.discard(task)
             writer.close()
