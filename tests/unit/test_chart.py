@@ -149,6 +149,7 @@ def test_default_render_has_every_object(default: Objects) -> None:
         ("Secret", "meridian-xds-ca"),
         ("Secret", "meridian-xds-server"),
         ("Secret", "meridian-gateway-xds-client"),
+        ("ServiceAccount", "meridian-gateway"),
     }
 
 
@@ -237,6 +238,7 @@ def test_controlplane_deployment_defaults(default: Objects) -> None:
         "--xds-key", "/etc/meridian/xds/tls.key",
         "--xds-ca", "/etc/meridian/xds/ca.crt",
         "--xds-token-audience", "meridian-xds",
+        "--xds-allow", "meridian-gateway=system:serviceaccount:meridian-system:meridian-gateway",
     ]  # fmt: skip
     assert "--kubeconfig" not in c["args"]  # in-cluster config
     env = {e["name"]: e for e in c["env"]}
@@ -414,6 +416,9 @@ def test_gateway_deployment_defaults(default: Objects) -> None:
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["automountServiceAccountToken"] is False
+    # Its own ServiceAccount (no API access), which the control plane lets claim the group over xDS.
+    assert pod["serviceAccountName"] == "meridian-gateway"
+    assert default[("ServiceAccount", "meridian-gateway")]["automountServiceAccountToken"] is False
 
 
 def test_gateway_deployment_custom(custom: Objects) -> None:
@@ -665,7 +670,9 @@ def test_cert_manager_mode_issues_the_same_secrets() -> None:
     assert client["uris"] == ["spiffe://meridian/group/meridian-gateway"]
     assert client["issuerRef"] == {"name": "meridian-xds-ca", "kind": "Issuer", "group": "cert-manager.io"}
     args = _container(objs, "meridian")["args"]
-    assert args[args.index("--xds-allow") + 1] == "meridian-gateway=system:serviceaccount:edge:envoy"
+    allowed = [args[i + 1] for i, a in enumerate(args) if a == "--xds-allow"]
+    assert allowed == ["meridian-gateway=system:serviceaccount:meridian-system:meridian-gateway",
+                       "meridian-gateway=system:serviceaccount:edge:envoy"]  # fmt: skip
 
     own = _objects(_render({"xds": {"certManager": {"enabled": True, "issuerRef": {"name": "corp-ca",
                                                                                    "kind": "ClusterIssuer"}}}},

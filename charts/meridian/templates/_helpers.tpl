@@ -92,3 +92,11 @@ app.kubernetes.io/component: gateway
 {{- $names := list (include "meridian.xdsHost" .) $full (printf "%s.%s" $full $ns) (printf "%s.%s.svc" $full $ns) -}}
 {{- concat $names .Values.xds.extraServerNames | uniq | toJson -}}
 {{- end }}
+
+{{- define "meridian.gatewayServiceAccountName" -}}
+{{- if .Values.gateway.serviceAccount.create }}
+{{- default (include "meridian.gatewayName" .) .Values.gateway.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.gateway.serviceAccount.name }}
+{{- end }}
+{{- end }}
