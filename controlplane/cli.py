@@ -123,8 +123,8 @@ def _xds_security_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--xds-server-name", action="append", default=[], metavar="NAME",
                    help="extra DNS name or IP for the local CA's server certificate (repeatable)")  # fmt: skip
     s.add_argument("--xds-allow", action="append", type=allow_rule, default=[], metavar="GROUP=IDENTITY",
-                   help="let IDENTITY (system:serviceaccount:NS:NAME, or a certificate URI) claim gateway "
-                   "group GROUP (repeatable)")  # fmt: skip
+                   help="let IDENTITY (system:serviceaccount:NS:NAME, or a client certificate's SAN URI or DNS "
+                   "name) claim gateway group GROUP (repeatable)")  # fmt: skip
     s.add_argument("--xds-token-audience", default=DEFAULT_AUDIENCE,
                    help="audience service-account tokens must be minted for (TokenReview)")  # fmt: skip
     s.add_argument("--xds-insecure", action="store_true",

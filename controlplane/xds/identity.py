@@ -9,8 +9,8 @@ so claiming a group is what authorization is about. Identities are strings:
   group;
 - a Kubernetes service account, verified by TokenReview, is `system:serviceaccount:NS:NAME`; it may
   claim a group only where `--xds-allow GROUP=IDENTITY` says so (the chart sets this for its
-  gateway's ServiceAccount). `--xds-allow` also accepts certificate URIs, e.g. to let one
-  certificate serve two groups.
+  gateway's ServiceAccount). `--xds-allow` also accepts a certificate's SAN (URI or DNS name),
+  e.g. to let one certificate serve two groups.
 """
 
 from __future__ import annotations
