@@ -273,9 +273,9 @@ class XdsServer:
         await self._auth.authorize(context, peer, node_id, group, client)
         s = StreamState(id=next(self._ids), protocol=protocol, peer=client, wake=self._cache.waiter(),
                         identity=peer.describe(), keyless=not peer.authenticated)  # fmt: skip
+        self._on_request(s, first)
         self._streams[s.id] = s
         self._metrics.connected_proxies.labels(protocol).inc()
-        self._on_request(s, first)
         reader = asyncio.create_task(self._read(s, requests), name=f"xds-read-{s.id}")
         try:
             while True:
