@@ -702,3 +702,4 @@ def test_notes_name_the_gateway_and_remotes() -> None:
     assert "get service edge-meridian-gateway" in notes
     assert "east-1, west.2" in notes
     assert "meridian, nginx" in notes
+    assert "client certificate in Secret edge-meridian-gateway-xds-client" in notes
