@@ -198,7 +198,12 @@ def test_validator_rejects_what_the_api_server_would(default: Objects) -> None:
             validate_object(broken, "1.25")
 
 
-@pytest.mark.parametrize("values", [None, CUSTOM_VALUES], ids=["default", "custom"])
+CERT_MANAGER_VALUES: dict[str, Any] = {"xds": {"certManager": {"enabled": True}}}
+
+
+@pytest.mark.parametrize(
+    "values", [None, CUSTOM_VALUES, CERT_MANAGER_VALUES], ids=["default", "custom", "cert-manager"]
+)
 def test_lint_is_clean(values: dict[str, Any] | None) -> None:
     report = helm.lint(CHART, values, strict=True, namespace="meridian-system", kube_version="v1.25.0")
     assert report["errors"] == []
