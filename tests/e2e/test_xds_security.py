@@ -9,12 +9,17 @@
   allowed is refused.
 - With --xds-insecure an anonymous plaintext client asking ADS for the Secret (and Cluster) types
   never sees private key bytes, while an authenticated client of the secure server does.
+- The README's two commands (`serve`, then `bootstrap` with no certificate flags) work together
+  through the default state directory.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,17 +27,21 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 from cryptography.hazmat.primitives import serialization
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from controlplane.bootstrap import XdsClientTls, local_client_tls, render_bootstrap
+from controlplane.devtools.echo import EchoFleet
 from controlplane.devtools.envoy_proc import EnvoyProcess
 from controlplane.xds.localca import LocalCA
 from controlplane.xds.resources import CLUSTER, SECRET
 from tests.support.certs import issue_cert, make_ca, tls_secret
-from tests.support.gateway import Gateway, ingress, rule
+from tests.support.gateway import REPO, Gateway, dump_manifests, ingress, rule, service_manifests
+from tests.support.http import request
 from tests.support.kubegateway import PRIMARY, KubeGateway
+from tests.support.ports import free_ports
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -255,3 +264,53 @@ def test_service_account_tokens_via_token_review(kube_gw: KubeGateway) -> None:
         assert stream["identity"] == "token:system:serviceaccount:gw:envoy"
     finally:
         envoy.stop()
+
+
+def test_readme_commands_work_with_the_default_state_dir(tmp_path: Path) -> None:
+    """`meridian serve --cluster ...` then `meridian bootstrap ...` with no certificate flags: the
+    bootstrap finds the CA `serve` made under the default cache directory and Envoy is served."""
+    xds, admin, http = free_ports(3)
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONUNBUFFERED="1")
+    manifests = tmp_path / "c1"
+    manifests.mkdir()
+    fleet = EchoFleet()
+    web = fleet.add(service="web", pod="web-0", namespace="default", cluster="c1")
+    (manifests / "app.yaml").write_text(dump_manifests([
+        *service_manifests("web", [web]),
+        ingress("web", [rule("web.example.com", ("/", "Prefix", "web", 80))]),
+    ]))  # fmt: skip
+    log = (tmp_path / "meridian.log").open("wb")
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "controlplane", "serve", "--cluster", f"c1={manifests}", "--watch-ingress-without-class",
+         "--xds-address", f"127.0.0.1:{xds}", "--admin-address", f"127.0.0.1:{admin}",
+         "--listen-address", "127.0.0.1", "--http-port", str(http), "--https-port", "0", "--east-west-port", "0"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    envoy = None
+    try:
+        boot = subprocess.run(
+            [sys.executable, "-m", "controlplane", "bootstrap", "--xds-address", f"127.0.0.1:{xds}",
+             "--node-id", "gw-1", "--node-cluster", "edge", "--admin-port", "0"],
+            cwd=REPO, env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        doc = yaml.safe_load(boot.stdout)
+        assert "transport_socket" in doc["static_resources"]["clusters"][0]
+        envoy = EnvoyProcess(doc, workdir=tmp_path / "envoy")
+        envoy.start()
+
+        def served() -> bool:
+            try:
+                r = request("GET", http, "/", host="web.example.com", timeout=2)
+            except OSError:
+                return False
+            return r.status == 200 and r.json().get("service") == "web"
+
+        wait_until(served, timeout=30, message="the README's commands did not serve the route")
+        assert (tmp_path / "cache" / "meridian" / "xds-ca.pem").exists()
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        serve.terminate()
+        serve.wait(10)
+        log.close()
+        fleet.close()
