@@ -314,3 +314,34 @@ def test_readme_commands_work_with_the_default_state_dir(tmp_path: Path) -> None
         serve.wait(10)
         log.close()
         fleet.close()
+
+
+def test_plaintext_client_with_a_token_is_authenticated(tmp_path: Path) -> None:
+    """Under --xds-insecure a valid token still authenticates (and gets keys); a bad one is refused,
+    never downgraded to anonymous."""
+    allow = "edge=system:serviceaccount:gw:envoy"
+    gw = KubeGateway(tmp_path / "kubegw", envoy=False,
+                     serve_args=("--watch-ingress-without-class", "--xds-insecure", "--xds-allow", allow))  # fmt: skip
+    try:
+        gw.start()
+        ca = make_ca()
+        leaf = issue_cert(ca, ["secure.example.com"])
+        gw.backend("web")
+        gw.apply([tls_secret("site-tls", "default", leaf.cert, leaf.key),
+                  ingress("site", [rule("secure.example.com", ("/", "Prefix", "web", 80))],
+                          tls=[{"hosts": ["secure.example.com"], "secretName": "site-tls"}])])  # fmt: skip
+        wait_until(lambda: resource_names(gw, "SDS"), timeout=20, message="secret not built")
+        names = resource_names(gw, "SDS")
+        token = gw.kubes[PRIMARY].issue_token("gw", "envoy", ("meridian-xds",))
+
+        bearer = [("authorization", f"Bearer {token}")]
+        with_token = ads_fetch(gw.xds_port, SECRET, names, group="edge", metadata=bearer)
+        assert any(n in with_token.SerializeToString() for n in key_needles(leaf.key))
+        anonymous = ads_fetch(gw.xds_port, SECRET, names, group="edge")
+        assert anonymous.resources and not any(n in anonymous.SerializeToString() for n in key_needles(leaf.key))
+        bad = [("authorization", "Bearer forged")]
+        assert refused_code(lambda: ads_fetch(gw.xds_port, SECRET, names, group="edge", metadata=bad)) == (
+            grpc.StatusCode.UNAUTHENTICATED
+        )
+    finally:
+        gw.stop()
