@@ -226,9 +226,12 @@ def _client_tls(args: argparse.Namespace) -> XdsClientTls | None:
         return None
     if bool(args.xds_cert) != bool(args.xds_key):
         raise SystemExit("meridian bootstrap: --xds-cert and --xds-key go together")
-    local = LocalCA(args.state_dir or default_state_dir())
     cert, key, ca = args.xds_cert, args.xds_key, args.xds_ca
-    if not cert and not args.xds_token_file and not ca:
+    if ca and not cert and not args.xds_token_file:
+        raise SystemExit("meridian bootstrap: with --xds-ca, give --xds-cert/--xds-key or --xds-token-file "
+                         "(without them Envoy has nothing to authenticate with)")  # fmt: skip
+    local = LocalCA(args.state_dir or default_state_dir())
+    if not cert and not args.xds_token_file:
         issued = local.client(args.node_cluster)  # a certificate for this gateway group
         cert, key = str(issued.cert), str(issued.key)
     if not ca:

@@ -239,6 +239,8 @@ def test_bootstrap_command_uses_the_state_dir_and_envoy_accepts_it(tmp_path: Pat
     assert "tls_certificates" not in common  # the token is the credential
     svc = with_token["dynamic_resources"]["ads_config"]["grpc_services"][0]
     assert svc["initial_metadata"] == [{"key": "authorization", "value": "Bearer abc"}]
+    with pytest.raises(SystemExit, match="nothing to authenticate with"):
+        _bootstrap_cli("--node-id", "gw-1", "--xds-ca", str(state / "xds-ca.pem"))
     insecure = _bootstrap_cli("--node-id", "gw-1", "--xds-insecure", "--state-dir", str(state))
     assert "transport_socket" not in insecure["static_resources"]["clusters"][0]
 
