@@ -173,8 +173,9 @@ async def test_the_loopback_grpc_port_behind_the_tls_front_refuses_direct_client
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
             call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
-            await call.write(discovery_pb2.DiscoveryRequest(node=base_pb2.Node(id="x", cluster="g"), type_url=CLUSTER))
-            with pytest.raises(grpc.aio.AioRpcError) as info:
+            with pytest.raises(grpc.aio.AioRpcError) as info:  # refused at once: the write may see it too
+                await call.write(discovery_pb2.DiscoveryRequest(node=base_pb2.Node(id="x", cluster="g"),
+                                                                type_url=CLUSTER))  # fmt: skip
                 await call.read()
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
         sample = metrics.registry.get_sample_value("meridian_xds_auth_failures_total", {"reason": "unknown_connection"})
