@@ -4,7 +4,20 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench clean image wheelhouse system-packages
+
+# `make image`: the control-plane image, named as the chart's default controlPlane.image.
+APP_VERSION := $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$$/\1/p' charts/meridian/Chart.yaml)
+IMAGE ?= localhost/meridian/controlplane:$(APP_VERSION)
+PODMAN ?= podman
+# Empty: the Dockerfile's default (a slim CPython image). Any image with python3 and its venv module.
+BASE_IMAGE ?=
+# 1: install only from wheelhouse/ (`make wheelhouse` first), for builds without network.
+PIP_NO_INDEX ?= 0
+# More `podman build` flags, e.g. --network none.
+PODMAN_BUILD_FLAGS ?=
+# Debian packages the image test needs (installed by `make test` when missing and run as root).
+SYSTEM_PACKAGES := podman runc mmdebstrap
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +30,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
-test: $(STAMP)
+test: $(STAMP) system-packages
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q -n 2 --dist loadfile -p no:cacheprovider
 
@@ -30,5 +43,26 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.route_ready --sizes 100,1000,10000
 
+image:
+	$(PODMAN) build $(PODMAN_BUILD_FLAGS) $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+		--build-arg PIP_NO_INDEX=$(or $(PIP_NO_INDEX),0) -t $(IMAGE) .
+
+# Every wheel the image needs (setuptools too: it builds Meridian itself), for PIP_NO_INDEX=1.
+# Made by $(PYTHON)'s pip: the wheels fit that Python's version, so pick a base image that has it.
+wheelhouse:
+	$(PYTHON) -m pip wheel --quiet --wheel-dir wheelhouse . setuptools
+
+# Idempotent and fast once installed: dpkg-query only; apt-get runs only for what is missing.
+system-packages:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -qx 'install ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing $$missing (for the image test)"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	else \
+		echo "note: the image test needs $$missing (apt-get install $$missing); without podman it is skipped" >&2; \
+	fi
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache wheelhouse

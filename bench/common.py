@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from controlplane.bootstrap import render_bootstrap
+from controlplane.bootstrap import local_client_tls, render_bootstrap
 from controlplane.devtools.envoy_proc import EnvoyProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -195,6 +195,7 @@ class ControlPlane:
         self.https_port = free_port()
         self.east_west_port = free_port()
         self.extra_args = list(extra_args)
+        self.state_dir = Path(log_path).parent / "meridian-state"  # its own local CA: xDS over TLS, as by default
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
 
@@ -209,6 +210,7 @@ class ControlPlane:
             "--https-port", str(self.https_port),
             "--east-west-port", str(self.east_west_port),
             "--watch-ingress-without-class",
+            "--state-dir", str(self.state_dir),
             *self.extra_args,
         ]  # fmt: skip
 
@@ -265,7 +267,9 @@ class ControlPlane:
 
 
 def start_envoy(cp: ControlPlane, workdir: Path, *, delta: bool, node_id: str = "bench-gw") -> EnvoyProcess:
-    boot = render_bootstrap(xds_address=f"127.0.0.1:{cp.xds_port}", node_id=node_id, delta=delta)
+    group = "meridian-gateway"
+    boot = render_bootstrap(xds_address=f"127.0.0.1:{cp.xds_port}", node_id=node_id, node_cluster=group, delta=delta,
+                            tls=local_client_tls(cp.state_dir, group))  # fmt: skip
     env = EnvoyProcess(boot, workdir=workdir, log_level="warning", ready_timeout=120)
     env.start()
     return env

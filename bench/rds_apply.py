@@ -27,6 +27,7 @@ from controlplane.metrics import Metrics
 from controlplane.translate.listeners import http_listener
 from controlplane.translate.policies.timeouts import default_policy, retry_policy
 from controlplane.xds import resources as rt
+from controlplane.xds.auth import XdsAuth
 from controlplane.xds.cache import SnapshotCache, make_resource
 from controlplane.xds.server import XdsServer
 
@@ -78,7 +79,7 @@ async def run(n: int, trials: int) -> dict[str, list[float]]:
         }
     )
     cache.ready = True
-    server = XdsServer(cache, metrics)
+    server = XdsServer(cache, metrics, auth=XdsAuth(metrics, insecure=True))  # in-process loopback bench
     xds_port = await server.start("127.0.0.1:0")
     variants = ("plain", "vhost-bare", "vhost-default", "vhost-no-methods", "vhost-exact", "route-regex")
     results: dict[str, list[float]] = {v: [] for v in variants}

@@ -7,16 +7,22 @@ import contextlib
 import gc
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from controlplane.addresses import split_host_port
 from controlplane.admin import AdminServer
 from controlplane.controller import Controller, GatewayConfig
 from controlplane.ingress.classes import ClassPolicy
 from controlplane.metrics import Metrics
 from controlplane.sources.files import FileSource
 from controlplane.store import ClusterRegistry, ClusterStore
+from controlplane.xds.auth import XdsAuth
 from controlplane.xds.cache import SnapshotCache
+from controlplane.xds.identity import GroupPolicy
 from controlplane.xds.server import XdsServer
+from controlplane.xds.tlsfront import TlsFiles
+from controlplane.xds.tokenreview import DEFAULT_AUDIENCE, TokenReviewer
 
 log = logging.getLogger("controlplane.app")
 
@@ -41,6 +47,14 @@ class ServeOptions:
     lease_duration: float = 15.0  # leader election (status and Events writer)
     lease_renew_interval: float = 5.0
     route_partitions: int | None = None  # None: automatic (one table until ~1,000 hosts)
+    xds_insecure: bool = False  # plaintext, anonymous clients allowed (keyless): a loopback demo only
+    xds_cert: str | None = None  # server certificate, key and client CA; default: the state dir's CA
+    xds_key: str | None = None
+    xds_ca: str | None = None
+    state_dir: str | None = None  # None: $XDG_CACHE_HOME/meridian or ~/.cache/meridian
+    xds_server_names: list[str] = field(default_factory=list)  # extra SANs for the local CA's server cert
+    xds_allow: list[tuple[str, str]] = field(default_factory=list)  # (group, identity)
+    xds_token_audience: str = DEFAULT_AUDIENCE
 
 
 class MeridianApp:
@@ -115,12 +129,44 @@ class MeridianApp:
 
             self.kube = KubeMode(self)
             await self.kube.start()
-        self.xds = XdsServer(self.cache, self.metrics)
+        self.xds = self._xds_server()
         self.xds_port = await self.xds.start(self.opts.xds_address)
         self.admin_port = await self.admin.start(self.opts.admin_address)
         # An empty configuration is still a configuration: publish listeners right away.
         self.controller.flush()
         log.info("xDS on port %s, admin on port %s", self.xds_port, self.admin_port)
+
+    def _xds_server(self) -> XdsServer:
+        """TLS with client certificates or tokens, unless --xds-insecure says plaintext."""
+        opts = self.opts
+        tokens = TokenReviewer(self.kube.api, opts.xds_token_audience) if self.kube is not None else None
+        auth = XdsAuth(self.metrics, insecure=opts.xds_insecure, policy=GroupPolicy.from_rules(opts.xds_allow),
+                       tokens=tokens)  # fmt: skip
+        if opts.xds_insecure:
+            log.warning("xDS is PLAINTEXT (--xds-insecure): clients are not authenticated; use it on loopback only")
+            return XdsServer(self.cache, self.metrics, auth=auth)
+        return XdsServer(self.cache, self.metrics, auth=auth, tls=self._xds_tls_files())
+
+    def _xds_tls_files(self) -> TlsFiles:
+        opts = self.opts
+        if opts.xds_cert and opts.xds_key and opts.xds_ca:
+            return TlsFiles(Path(opts.xds_cert), Path(opts.xds_key), Path(opts.xds_ca))
+        from controlplane.xds.localca import DEFAULT_SERVER_NAMES, LocalCA, default_state_dir
+
+        names = [*DEFAULT_SERVER_NAMES, *opts.xds_server_names]
+        host, _ = split_host_port(opts.xds_address, 18000)
+        if host and host not in ("0.0.0.0", "::", ""):
+            names.append(host)
+        state_dir = Path(opts.state_dir) if opts.state_dir else default_state_dir()
+        try:
+            issued = LocalCA(state_dir).server(list(dict.fromkeys(names)))
+        except OSError as exc:
+            raise SystemExit(
+                f"meridian: cannot keep the xDS local CA in {state_dir} ({exc.strerror or exc}); pass --state-dir "
+                "on a writable volume, or --xds-cert/--xds-key/--xds-ca"
+            ) from None
+        log.info("xDS certificates from the local CA in %s (CA: %s)", state_dir, issued.ca)
+        return TlsFiles(issued.cert, issued.key, issued.ca)
 
     async def stop(self) -> None:
         if self._startup_gc is not None:

@@ -1,12 +1,61 @@
-"""Envoy bootstrap for a Meridian gateway: everything dynamic, over one ADS stream."""
+"""Envoy bootstrap for a Meridian gateway: everything dynamic, over one ADS stream.
+
+The xDS cluster speaks TLS to Meridian (validating the server against Meridian's CA) and
+authenticates with a client certificate whose SAN names the gateway group, or with a
+service-account token sent as gRPC metadata. Files are referenced by path, so the bootstrap
+itself holds no key.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from controlplane.addresses import is_ip, split_host_port
 
 XDS_CLUSTER = "meridian_xds"
+TLS_SOCKET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+
+
+@dataclass(frozen=True)
+class XdsClientTls:
+    """How Envoy talks TLS to Meridian: the CA to trust, and optionally its client certificate."""
+
+    ca: str  # path of the CA bundle that signed Meridian's server certificate
+    cert: str | None = None  # client certificate (SAN URI spiffe://meridian/group/<node.cluster>)
+    key: str | None = None
+    server_name: str | None = None  # SNI and the SAN to expect; default: the host of --xds-address
+
+
+def local_client_tls(state_dir: str | Path | None, group: str, server_name: str | None = None) -> XdsClientTls:
+    """A client certificate for `group` from the local CA in `state_dir` (created when missing)."""
+    from controlplane.xds.localca import LocalCA, default_state_dir
+
+    issued = LocalCA(state_dir or default_state_dir()).client(group)
+    return XdsClientTls(str(issued.ca.resolve()), str(issued.cert.resolve()), str(issued.key.resolve()), server_name)
+
+
+def transport_socket(tls: XdsClientTls, host: str) -> dict[str, Any]:
+    """UpstreamTlsContext for the xDS cluster: verify Meridian's certificate, present ours."""
+    name = tls.server_name or host
+    common: dict[str, Any] = {
+        "alpn_protocols": ["h2"],
+        "validation_context": {
+            "trusted_ca": {"filename": tls.ca},
+            "match_typed_subject_alt_names": [
+                {"san_type": "IP_ADDRESS" if is_ip(name) else "DNS", "matcher": {"exact": name}}
+            ],
+        },
+    }
+    if tls.cert and tls.key:
+        common["tls_certificates"] = [
+            {"certificate_chain": {"filename": tls.cert}, "private_key": {"filename": tls.key}}
+        ]
+    ctx: dict[str, Any] = {"@type": TLS_SOCKET, "common_tls_context": common}
+    if not is_ip(name):
+        ctx["sni"] = name  # SNI carries host names only
+    return {"name": "envoy.transport_sockets.tls", "typed_config": ctx}
 
 
 def render_bootstrap(
@@ -17,11 +66,23 @@ def render_bootstrap(
     admin_port: int = 9901,
     admin_address: str = "127.0.0.1",
     delta: bool = False,
+    tls: XdsClientTls | None = None,
+    token: str | None = None,
 ) -> dict[str, Any]:
-    """Bootstrap dict (dump it as YAML or JSON). `delta` selects Delta ADS instead of SotW."""
+    """Bootstrap dict (dump it as YAML or JSON). `delta` selects Delta ADS instead of SotW.
+
+    `tls` None means plaintext (only for a server run with --xds-insecure). `token` is sent as
+    `authorization: Bearer` metadata; Envoy reads it once, so it must outlive the Envoy process.
+    """
     host, port = split_host_port(xds_address, 18000)
     api_type = "DELTA_GRPC" if delta else "GRPC"
     ads = {"resource_api_version": "V3", "ads": {}}
+    grpc_service: dict[str, Any] = {"envoy_grpc": {"cluster_name": XDS_CLUSTER}}
+    if token:
+        grpc_service["initial_metadata"] = [{"key": "authorization", "value": f"Bearer {token}"}]
+    xds_cluster = _xds_cluster(host, port)
+    if tls is not None:
+        xds_cluster["transport_socket"] = transport_socket(tls, host)
     return {
         "node": {"id": node_id, "cluster": node_cluster},
         "admin": {"address": {"socket_address": {"address": admin_address, "port_value": admin_port}}},
@@ -30,42 +91,12 @@ def render_bootstrap(
                 "api_type": api_type,
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": True,
-                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "grpc_services": [grpc_service],
             },
             "cds_config": ads,
             "lds_config": ads,
         },
-        "static_resources": {
-            "clusters": [
-                {
-                    "name": XDS_CLUSTER,
-                    "type": "STRICT_DNS" if not is_ip(host) else "STATIC",
-                    "connect_timeout": "1s",
-                    "typed_extension_protocol_options": {
-                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                            "explicit_http_config": {
-                                "http2_protocol_options": {
-                                    # Generous: an Envoy busy applying a large config answers pings late,
-                                    # and a cut stream costs a full resend to every type.
-                                    "connection_keepalive": {"interval": "30s", "timeout": "30s"}
-                                }
-                            },
-                        }
-                    },
-                    "load_assignment": {
-                        "cluster_name": XDS_CLUSTER,
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
-                                ]
-                            }
-                        ],
-                    },
-                }
-            ]
-        },
+        "static_resources": {"clusters": [xds_cluster]},
         # No stats sinks are configured (Prometheus scrapes the admin endpoint), so there is nothing
         # to flush on a timer; at 10,000 clusters the 5 s flush holds Envoy's main thread for
         # hundreds of milliseconds, delaying whatever xDS update arrives during it.
@@ -80,3 +111,33 @@ def render_bootstrap(
         },
     }
 
+
+def _xds_cluster(host: str, port: int) -> dict[str, Any]:
+    """The one static cluster: Meridian's xDS port, HTTP/2 with keepalives."""
+    return {
+        "name": XDS_CLUSTER,
+        "type": "STRICT_DNS" if not is_ip(host) else "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {
+                    "http2_protocol_options": {
+                        # Generous: an Envoy busy applying a large config answers pings late,
+                        # and a cut stream costs a full resend to every type.
+                        "connection_keepalive": {"interval": "30s", "timeout": "30s"}
+                    }
+                },
+            }
+        },
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+                    ]
+                }
+            ],
+        },
+    }

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -14,6 +15,7 @@ import yaml
 
 if TYPE_CHECKING:
     from controlplane.app import ServeOptions
+    from controlplane.bootstrap import XdsClientTls
 
 
 def _cluster_arg(value: str) -> tuple[str, str]:
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--lease-duration", type=float, default=15.0, help="leader election lease duration (seconds)")
     s.add_argument("--lease-renew-interval", type=float, default=5.0, help="leader lease renew interval (seconds)")
+    _xds_security_args(s)
 
     b = sub.add_parser("bootstrap", help="print an Envoy bootstrap (ADS over gRPC)")
     b.add_argument("--xds-address", default="127.0.0.1:18000")
@@ -76,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--admin-port", type=int, default=9901)
     b.add_argument("--delta", action="store_true", help="use Delta ADS instead of State-of-the-World")
     b.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+    b.add_argument("--xds-ca", metavar="FILE", help="CA that signed Meridian's server certificate (default: state dir)")
+    b.add_argument("--xds-cert", metavar="FILE", help="client certificate (default: issued from the state dir's CA)")
+    b.add_argument("--xds-key", metavar="FILE", help="client certificate's private key")
+    b.add_argument("--xds-token-file", metavar="FILE",
+                   help="authenticate with this service-account token (sent as gRPC metadata) instead of a "
+                   "client certificate; Envoy reads it once, at start")  # fmt: skip
+    b.add_argument("--xds-server-name", metavar="NAME", help="SNI and expected server SAN (default: the xDS host)")
+    b.add_argument("--state-dir", default=None, metavar="DIR",
+                   help="Meridian's local CA (default: $XDG_CACHE_HOME/meridian or ~/.cache/meridian)")  # fmt: skip
+    b.add_argument("--xds-insecure", action="store_true", help="plaintext, for a server run with --xds-insecure")
 
     t = sub.add_parser("translate", help="print the Envoy resources for manifests, offline")
     t.add_argument("-f", "--filename", action="append", required=True, metavar="PATH")
@@ -97,12 +110,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _xds_security_args(s: argparse.ArgumentParser) -> None:
+    from controlplane.xds.identity import allow_rule
+    from controlplane.xds.tokenreview import DEFAULT_AUDIENCE
+
+    s.add_argument("--xds-cert", metavar="FILE", help="xDS server certificate (default: from the state dir's local CA)")
+    s.add_argument("--xds-key", metavar="FILE", help="xDS server private key")
+    s.add_argument("--xds-ca", metavar="FILE", help="CA bundle client certificates must chain to")
+    s.add_argument("--state-dir", default=None, metavar="DIR",
+                   help="where the local CA lives when --xds-cert is not given "
+                   "(default: $XDG_CACHE_HOME/meridian or ~/.cache/meridian)")  # fmt: skip
+    s.add_argument("--xds-server-name", action="append", default=[], metavar="NAME",
+                   help="extra DNS name or IP for the local CA's server certificate (repeatable)")  # fmt: skip
+    s.add_argument("--xds-allow", action="append", type=allow_rule, default=[], metavar="GROUP=IDENTITY",
+                   help="let IDENTITY (system:serviceaccount:NS:NAME, or a client certificate's SAN URI or DNS "
+                   "name) claim gateway group GROUP (repeatable)")  # fmt: skip
+    s.add_argument("--xds-token-audience", default=DEFAULT_AUDIENCE,
+                   help="audience service-account tokens must be minted for (TokenReview)")  # fmt: skip
+    s.add_argument("--xds-insecure", action="store_true",
+                   help="plaintext xDS, clients need no credentials (a loopback demo only; private keys are "
+                   "still never sent to unauthenticated clients)")  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = getattr(args, "serve_log_level", None) or args.log_level
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    if args.command == "serve":
+        problem = _check_xds_flags(args)
+        if problem:
+            build_parser().error(problem)
     return {
         "serve": cmd_serve,
         "bootstrap": cmd_bootstrap,
@@ -123,6 +162,15 @@ def _partitions(text: str) -> int | None:
     if not 1 <= n <= MAX_PARTITIONS:
         raise argparse.ArgumentTypeError(f"route partitions must be 1..{MAX_PARTITIONS}")
     return n
+
+
+def _check_xds_flags(args: argparse.Namespace) -> str | None:
+    given = [f for f in ("xds_cert", "xds_key", "xds_ca") if getattr(args, f)]
+    if args.xds_insecure and given:
+        return "--xds-insecure cannot be combined with --xds-cert/--xds-key/--xds-ca"
+    if given and len(given) != 3:
+        return "--xds-cert, --xds-key and --xds-ca go together"
+    return None
 
 
 def serve_options(args: argparse.Namespace) -> ServeOptions:
@@ -148,6 +196,14 @@ def serve_options(args: argparse.Namespace) -> ServeOptions:
         lease_duration=args.lease_duration,
         lease_renew_interval=args.lease_renew_interval,
         route_partitions=args.route_partitions,
+        xds_insecure=args.xds_insecure,
+        xds_cert=args.xds_cert,
+        xds_key=args.xds_key,
+        xds_ca=args.xds_ca,
+        state_dir=args.state_dir,
+        xds_server_names=list(args.xds_server_name),
+        xds_allow=list(args.xds_allow),
+        xds_token_audience=args.xds_token_audience,
     )
 
 
@@ -161,15 +217,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client_tls(args: argparse.Namespace) -> XdsClientTls | None:
+    """--xds-* flags of `bootstrap` -> how Envoy authenticates (state dir CA unless told otherwise)."""
+    from controlplane.bootstrap import XdsClientTls
+    from controlplane.xds.localca import LocalCA, default_state_dir
+
+    if args.xds_insecure:
+        return None
+    if bool(args.xds_cert) != bool(args.xds_key):
+        raise SystemExit("meridian bootstrap: --xds-cert and --xds-key go together")
+    cert, key, ca = args.xds_cert, args.xds_key, args.xds_ca
+    if ca and not cert and not args.xds_token_file:
+        raise SystemExit("meridian bootstrap: with --xds-ca, give --xds-cert/--xds-key or --xds-token-file "
+                         "(without them Envoy has nothing to authenticate with)")  # fmt: skip
+    local = LocalCA(args.state_dir or default_state_dir())
+    if not cert and not args.xds_token_file:
+        issued = local.client(args.node_cluster)  # a certificate for this gateway group
+        cert, key = str(issued.cert), str(issued.key)
+    if not ca:
+        ca = str(local.ca())
+    absolute = [os.path.abspath(p) if p else None for p in (ca, cert, key)]
+    return XdsClientTls(ca=absolute[0] or "", cert=absolute[1], key=absolute[2], server_name=args.xds_server_name)
+
+
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     from controlplane.bootstrap import render_bootstrap
 
+    token = None
+    if args.xds_token_file:
+        with open(args.xds_token_file, encoding="utf-8") as fh:
+            token = fh.read().strip()
     doc = render_bootstrap(
         xds_address=args.xds_address,
         node_id=args.node_id,
         node_cluster=args.node_cluster,
         admin_port=args.admin_port,
         delta=args.delta,
+        tls=_client_tls(args),
+        token=token,
     )
     sys.stdout.write(
         json.dumps(doc, indent=2) + "\n" if args.output == "json" else yaml.safe_dump(doc, sort_keys=False)
@@ -202,8 +287,6 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def cmd_create_remote_secret(args: argparse.Namespace) -> int:
-    import os
-
     from controlplane.remote_secret import create_remote_secret
 
     with open(args.kubeconfig, encoding="utf-8") as fh:

@@ -54,3 +54,16 @@ class Metrics:
         self.source_errors = Counter(
             "meridian_source_errors_total", "Source errors (bad files, failed watches)", ["cluster"], registry=r
         )
+        self.xds_auth_failures = Counter(
+            "meridian_xds_auth_failures_total",
+            "xDS clients refused: tls_handshake, bad_certificate, no_credentials, invalid_token, "
+            "token_unsupported, unknown_connection, no_group, group_not_allowed",
+            ["reason"],
+            registry=r,
+        )
+        self.xds_streams_authenticated = Counter(
+            "meridian_xds_streams_authenticated_total",
+            "xDS streams accepted, by how the client authenticated (mtls, token, anonymous)",
+            ["method"],
+            registry=r,
+        )

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from controlplane.bootstrap import render_bootstrap  # noqa: E402
+from controlplane.bootstrap import local_client_tls, render_bootstrap  # noqa: E402
 from controlplane.devtools.echo import EchoFleet  # noqa: E402
 from controlplane.devtools.envoy_proc import EnvoyProcess  # noqa: E402
 
@@ -102,6 +102,7 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="exit after checking the curl lines")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="meridian-demo-"))
+    state = work / "state"  # the demo's own local CA: xDS is TLS with client certificates, as by default
     fleet = EchoFleet()
     procs: list[subprocess.Popen[bytes]] = []
     envoy: EnvoyProcess | None = None
@@ -116,12 +117,13 @@ def main() -> int:
                  "--cluster", f"west={ROOT / 'examples/clusters/west'}",
                  "--xds-address", f"127.0.0.1:{XDS}", "--admin-address", f"127.0.0.1:{ADMIN}",
                  "--listen-address", "127.0.0.1", "--http-port", str(HTTP), "--https-port", str(HTTPS),
-                 "--east-west-port", str(EAST_WEST)],
+                 "--east-west-port", str(EAST_WEST), "--state-dir", str(state)],
                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
             )
         )  # fmt: skip
         envoy = EnvoyProcess(
-            render_bootstrap(xds_address=f"127.0.0.1:{XDS}", node_id="demo-gateway", admin_port=ENVOY_ADMIN),
+            render_bootstrap(xds_address=f"127.0.0.1:{XDS}", node_id="demo-gateway", admin_port=ENVOY_ADMIN,
+                             tls=local_client_tls(state, "meridian-gateway")),
             keep_admin=True,
             workdir=work / "envoy",
         )
@@ -141,6 +143,9 @@ def main() -> int:
             print(f"# {what}\n{cmd}\n")
         print(f"Admin: http://127.0.0.1:{ADMIN}/debug/ingresses  /debug/clusters  /debug/syncz  /metrics")
         print(f"Envoy admin: http://127.0.0.1:{ENVOY_ADMIN}/  ·  edit files under examples/clusters/ to see changes")
+        print(f"xDS is TLS with client certificates from the demo's CA in {state}; another Envoy:\n"
+              f"  meridian bootstrap --state-dir {state} --xds-address 127.0.0.1:{XDS} --node-id gw-2 "
+              f"--admin-port 9902 > envoy.yaml")
         if args.check:
             return 0
         print("\nCtrl-C to stop.")

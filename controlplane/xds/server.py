@@ -30,6 +30,9 @@ Protocol choices (see ../shared/docs/design.md, "xDS protocol rules"):
   skipped.
 - Nothing is served until `cache.ready` is true, so a restarted control plane
   never wipes an Envoy's config with an empty snapshot.
+- Nothing is served before the client is authenticated and its gateway group
+  (`node.cluster` of its first request) authorized (see `auth`); with TLS the
+  public port is the TLS front and gRPC listens on loopback behind it.
 """
 
 from __future__ import annotations
@@ -46,8 +49,11 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane.metrics import Metrics
 from controlplane.protowire import varint
+from controlplane.xds.auth import XdsAuth
 from controlplane.xds.cache import DEFAULT_GROUP, Resource, SnapshotCache, TypeSnapshot
+from controlplane.xds.keyless import KeylessView
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SCOPED_ROUTE
+from controlplane.xds.tlsfront import TlsFiles, TlsFront
 from controlplane.xds.tracking import (
     ACK,
     DELTA,
@@ -151,15 +157,30 @@ _NAME_CLUSTERS = frozenset({LISTENER, SCOPED_ROUTE, ROUTE})
 class XdsServer:
     """Serves the SnapshotCache to Envoys over ADS (SotW and Delta)."""
 
-    def __init__(self, cache: SnapshotCache, metrics: Metrics, *, identifier: str = "meridian") -> None:
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        metrics: Metrics,
+        *,
+        auth: XdsAuth,
+        tls: TlsFiles | None = None,
+        identifier: str = "meridian",
+    ) -> None:
+        if tls is None and not auth.insecure:
+            raise ValueError("plaintext xDS needs an explicit insecure XdsAuth (--xds-insecure)")
         self._cache = cache
         self._metrics = metrics
+        self._auth = auth
+        self._front = TlsFront(tls, auth.refused) if tls is not None else None
+        auth.front = self._front
+        self._keyless = KeylessView()
         self._control_plane = encode_control_plane(identifier)
         self._streams: dict[int, StreamState] = {}
         self._ids = itertools.count(1)
         self._nonces = itertools.count(1)
         self._convergence = Convergence(metrics.convergence)
         self._server: grpc.aio.Server | None = None
+        self.grpc_port = 0  # behind the TLS front: the loopback port only the front should dial
         self._watcher: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -192,13 +213,18 @@ class XdsServer:
             ),
         }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-        port = server.add_insecure_port(address)
+        # Behind the TLS front gRPC itself only listens on loopback.
+        port = server.add_insecure_port("127.0.0.1:0" if self._front is not None else address)
         if not port:
             raise OSError(f"cannot bind xDS server to {address}")
         await server.start()
         self._server = server
+        self.grpc_port = port
+        if self._front is not None:
+            port = await self._front.start(address, port)
         self._watcher = asyncio.create_task(self._watch_versions(), name="xds-convergence")
-        log.info("xDS server listening on %s (port %d)", address, port)
+        mode = "TLS" if self._front is not None else "PLAINTEXT (--xds-insecure)"
+        log.info("xDS server listening on %s (port %d, %s)", address, port, mode)
         return port
 
     async def stop(self, grace: float = 0) -> None:
@@ -207,6 +233,8 @@ class XdsServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
             self._watcher = None
+        if self._front is not None:
+            await self._front.stop()
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
@@ -227,7 +255,17 @@ class XdsServer:
         await self._serve(DELTA, requests, context)
 
     async def _serve(self, protocol: str, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
-        s = StreamState(id=next(self._ids), protocol=protocol, peer=context.peer(), wake=self._cache.waiter())
+        peer, client = await self._auth.authenticate(context)
+        requests = aiter(requests)
+        try:
+            first = await anext(requests)
+        except StopAsyncIteration:
+            return
+        node_id, group = (first.node.id, first.node.cluster) if first.HasField("node") else ("", "")
+        await self._auth.authorize(context, peer, node_id, group, client)
+        s = StreamState(id=next(self._ids), protocol=protocol, peer=client, wake=self._cache.waiter(),
+                        identity=peer.describe(), keyless=not peer.authenticated)  # fmt: skip
+        self._on_request(s, first)
         self._streams[s.id] = s
         self._metrics.connected_proxies.labels(protocol).inc()
         reader = asyncio.create_task(self._read(s, requests), name=f"xds-read-{s.id}")
@@ -268,11 +306,12 @@ class XdsServer:
     def _on_request(self, s: StreamState, req: Any) -> None:
         if req.HasField("node") and s.set_node(req.node):
             log.info(
-                "xDS stream connected: node=%s group=%s protocol=%s peer=%s",
+                "xDS stream connected: node=%s group=%s protocol=%s peer=%s identity=%s",
                 s.node_id,
                 s.node_cluster,
                 s.protocol,
                 s.peer,
+                s.identity,
             )
         if not req.type_url:
             log.warning("xDS request without type_url from node=%s ignored", s.node_id)
@@ -313,6 +352,8 @@ class XdsServer:
             if clusters_due and type_url in _NAME_CLUSTERS:
                 continue  # make-before-break: these wait for the clusters they may name
             snap = self._cache.get(type_url, s.group)
+            if s.keyless:
+                snap = self._keyless.snapshot(type_url, snap)
             if st.pending:
                 if type_url == CLUSTER and snap.version > st.sent_cache_version:
                     clusters_due = True

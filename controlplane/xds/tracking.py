@@ -114,6 +114,8 @@ class StreamState:
     node_id: str = ""
     node_cluster: str = ""
     group: str = DEFAULT_GROUP
+    identity: str = ""  # how the client authenticated and as whom (never a credential)
+    keyless: bool = False  # unauthenticated (--xds-insecure): private keys are taken out
     closed: bool = False
     types: dict[str, TypeState] = field(default_factory=dict)
 
@@ -149,6 +151,7 @@ class StreamState:
             "node_cluster": self.node_cluster,
             "protocol": self.protocol,
             "peer": self.peer,
+            "identity": self.identity,
             "connected_at": self.connected_at,
             "types": {short_name(t): st.syncz() for t, st in self.types.items() if st.requested},
         }

@@ -54,6 +54,9 @@ class _Change:
     old: Obj | None
 
 
+API_AUDIENCE = "https://kubernetes.default.svc.cluster.local"  # the API server's own audience
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -105,6 +108,8 @@ class FakeKube:
         self._watch_log: collections.deque[dict[str, str]] = collections.deque(maxlen=1000)
         self._active: collections.Counter[str] = collections.Counter()
         self._stopping = False
+        # Service-account tokens the TokenReview API knows: token -> (username, audiences).
+        self._sa_tokens: dict[str, tuple[str, tuple[str, ...]]] = {}
         self._runner: web.AppRunner | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fakekube", daemon=True)
@@ -191,6 +196,19 @@ class FakeKube:
             with open(path, "w", encoding="utf-8") as fh:
                 fh.write(text)
         return text
+
+    def issue_token(
+        self, namespace: str, service_account: str, audiences: tuple[str, ...] = (API_AUDIENCE,)
+    ) -> str:
+        """A bound service-account token (as the TokenRequest API mints one), for TokenReview."""
+        token = f"sa-{uuid.uuid4().hex}"
+        with self._lock:
+            self._sa_tokens[token] = (f"system:serviceaccount:{namespace}:{service_account}", tuple(audiences))
+        return token
+
+    def revoke_token(self, token: str) -> None:
+        with self._lock:
+            self._sa_tokens.pop(token, None)
 
     def apply(self, obj: Mapping[str, Any]) -> Obj:
         """Create or replace an object as given (status included); returns the stored copy."""
@@ -315,12 +333,42 @@ class FakeKube:
             if self.require_auth and request.headers.get("Authorization") != f"Bearer {self.token}":
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             parts = [p for p in request.path.split("/") if p]
+            if parts == ["apis", "authentication.k8s.io", "v1", "tokenreviews"]:
+                if request.method != "POST":
+                    raise ApiError(405, "MethodNotAllowed", f"{request.method} is not supported on tokenreviews")
+                return web.json_response(self._token_review(await self._body(request)), status=201)
             discovery = discovery_document(parts, self.version)
             if discovery is not None:
                 return web.json_response(discovery)
             return await self._resource_request(request, parts)
         except ApiError as err:
             return web.json_response(err.status(), status=err.code)
+
+    def _token_review(self, body: Any) -> dict[str, Any]:
+        """authentication.k8s.io/v1 TokenReview: status.authenticated, user, audiences (or error)."""
+        if not isinstance(body, dict) or body.get("kind", "TokenReview") != "TokenReview":
+            raise ApiError(400, "BadRequest", "expected a TokenReview")
+        spec = body.get("spec") or {}
+        wanted = tuple(spec.get("audiences") or (API_AUDIENCE,))
+        with self._lock:
+            known = self._sa_tokens.get(spec.get("token") or "")
+        status: dict[str, Any] = {"user": {}}
+        if known is None:
+            status["error"] = "[invalid bearer token, service account token is not valid]"
+        else:
+            username, audiences = known
+            common = [a for a in wanted if a in audiences]
+            if not common:
+                status["error"] = f"[invalid bearer token, token audiences {list(audiences)} is invalid for the " \
+                    f"target audiences {list(wanted)}]"  # fmt: skip
+            else:
+                groups = ["system:serviceaccounts", f"system:serviceaccounts:{username.split(':')[2]}",
+                          "system:authenticated"]  # fmt: skip
+                uid = str(uuid.uuid5(uuid.NAMESPACE_URL, username))
+                status = {"authenticated": True, "user": {"username": username, "uid": uid, "groups": groups},
+                          "audiences": common}  # fmt: skip
+        return {"kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"creationTimestamp": None}, "spec": spec, "status": status}  # fmt: skip
 
     def _route(self, parts: list[str]) -> tuple[Resource, str | None, str | None, bool]:
         """Path -> (resource, namespace or None for all, name or None, status subresource)."""

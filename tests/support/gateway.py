@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from controlplane.bootstrap import render_bootstrap
+from controlplane.bootstrap import local_client_tls, render_bootstrap
 from controlplane.devtools.echo import EchoFleet, EchoServer
 from controlplane.devtools.envoy_proc import EnvoyProcess
 from tests.support.http import Response, request
@@ -184,6 +184,9 @@ class Gateway:
         self.inproc: _InProcess | None = None
         self.envoy: EnvoyProcess | None = None
         self.log_path = self.root / "meridian.log"
+        # The secure default, as a user gets it: a local CA here, Envoy with a client certificate.
+        self.state_dir = self.root / "state"
+        self.node_cluster = "meridian-gateway"
 
     # -- lifecycle -----------------------------------------------------------------
     def argv(self) -> list[str]:
@@ -198,6 +201,7 @@ class Gateway:
             "--https-port", str(self.https_port),
             "--east-west-port", str(self.east_west_port),
             "--publish-address", "127.0.0.1",
+            "--state-dir", str(self.state_dir),
             *self.serve_args,
         ]  # fmt: skip
         return args
@@ -218,12 +222,20 @@ class Gateway:
     def start(self) -> Gateway:
         self.start_control_plane()
         if self.want_envoy:
-            boot = render_bootstrap(xds_address=f"127.0.0.1:{self.xds_port}", node_id="gw-1", delta=self.delta)
+            boot = self.bootstrap("gw-1")
             self.envoy = EnvoyProcess(boot, workdir=self.root / "envoy", drain_time_s=self.drain_time_s)
             self.envoy.start()
             self.envoy.wait_ready(30)
             wait_until(lambda: self._listener_up(), timeout=30, message="gateway listener not up")
         return self
+
+    def bootstrap(self, node_id: str, **kw: Any) -> dict[str, Any]:
+        """An Envoy bootstrap for this control plane, authenticated with the local CA's client certificate."""
+        group = kw.pop("node_cluster", self.node_cluster)
+        insecure = "--xds-insecure" in self.serve_args
+        return render_bootstrap(xds_address=f"127.0.0.1:{self.xds_port}", node_id=node_id, node_cluster=group,
+                                delta=kw.pop("delta", self.delta),
+                                tls=None if insecure else local_client_tls(self.state_dir, group), **kw)  # fmt: skip
 
     def _listener_up(self) -> bool:
         try:

@@ -63,6 +63,7 @@ class KubeGateway(Gateway):
                 xds_address=f"127.0.0.1:{self.xds_port}", admin_address=f"127.0.0.1:{self.admin_port}",
                 listen_address="127.0.0.1", http_port=self.http_port, https_port=self.https_port,
                 east_west_port=self.east_west_port, watch_ingress_without_class=True, publish_address="127.0.0.1",
+                state_dir=str(self.state_dir),
             )  # fmt: skip
             self.inproc = _InProcess(opts)
             wait_until(lambda: self.admin_status("/readyz") == 200, timeout=30, message="control plane not ready")

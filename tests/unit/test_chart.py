@@ -19,7 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from controlplane.bootstrap import render_bootstrap
+from controlplane.bootstrap import XdsClientTls, render_bootstrap
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -146,6 +146,10 @@ def test_default_render_has_every_object(default: Objects) -> None:
         ("Service", "meridian-gateway"),
         ("HorizontalPodAutoscaler", "meridian-gateway"),
         ("PodDisruptionBudget", "meridian-gateway"),
+        ("Secret", "meridian-xds-ca"),
+        ("Secret", "meridian-xds-server"),
+        ("Secret", "meridian-gateway-xds-client"),
+        ("ServiceAccount", "meridian-gateway"),
     }
 
 
@@ -194,7 +198,12 @@ def test_validator_rejects_what_the_api_server_would(default: Objects) -> None:
             validate_object(broken, "1.25")
 
 
-@pytest.mark.parametrize("values", [None, CUSTOM_VALUES], ids=["default", "custom"])
+CERT_MANAGER_VALUES: dict[str, Any] = {"xds": {"certManager": {"enabled": True}}}
+
+
+@pytest.mark.parametrize(
+    "values", [None, CUSTOM_VALUES, CERT_MANAGER_VALUES], ids=["default", "custom", "cert-manager"]
+)
 def test_lint_is_clean(values: dict[str, Any] | None) -> None:
     report = helm.lint(CHART, values, strict=True, namespace="meridian-system", kube_version="v1.25.0")
     assert report["errors"] == []
@@ -219,7 +228,7 @@ def test_controlplane_deployment_defaults(default: Objects) -> None:
     pod = deploy["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "meridian"
     c = _container(default, "meridian")
-    assert c["image"] == "meridian/controlplane:0.1.0"
+    assert c["image"] == "localhost/meridian/controlplane:0.1.0"
     assert c["args"] == [
         "serve",
         "--xds-address", "0.0.0.0:18000",
@@ -230,6 +239,11 @@ def test_controlplane_deployment_defaults(default: Objects) -> None:
         "--http-port", "80",
         "--https-port", "443",
         "--east-west-port", "15080",
+        "--xds-cert", "/etc/meridian/xds/tls.crt",
+        "--xds-key", "/etc/meridian/xds/tls.key",
+        "--xds-ca", "/etc/meridian/xds/ca.crt",
+        "--xds-token-audience", "meridian-xds",
+        "--xds-allow", "meridian-gateway=system:serviceaccount:meridian-system:meridian-gateway",
     ]  # fmt: skip
     assert "--kubeconfig" not in c["args"]  # in-cluster config
     env = {e["name"]: e for e in c["env"]}
@@ -239,9 +253,53 @@ def test_controlplane_deployment_defaults(default: Objects) -> None:
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-admin"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http-admin"}
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert c["securityContext"]["readOnlyRootFilesystem"] is True
-    assert c["securityContext"]["allowPrivilegeEscalation"] is False
-    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_controlplane_pod_is_hardened(default: Objects) -> None:
+    """Non-root as the image's uid, no privilege, read-only root: /tmp, a bounded emptyDir, is all it writes
+    (the xDS certificates are a read-only Secret volume)."""
+    pod = default[("Deployment", "meridian")]["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    c = _container(default, "meridian")
+    assert c["securityContext"] == {
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert c["volumeMounts"] == [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "xds-certs", "mountPath": "/etc/meridian/xds", "readOnly": True},
+    ]
+    assert pod["volumes"] == [
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+        {"name": "xds-certs", "secret": {"secretName": "meridian-xds-server"}},
+    ]
+
+
+def test_controlplane_image_is_what_make_image_builds(default: Objects) -> None:
+    """The chart's default image is the name `make image` tags, so a local build needs no --set."""
+    dry_run = subprocess.run(
+        ["make", "--no-print-directory", "-n", "image"], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert dry_run.returncode == 0, dry_run.stderr
+    words = dry_run.stdout.split()
+    assert _container(default, "meridian")["image"] == words[words.index("-t") + 1]
+
+
+def test_controlplane_image_and_tmp_size_are_settable() -> None:
+    values = {"controlPlane": {"image": {"repository": "registry.example.com/meridian", "tag": "1.2.3"},
+                               "tmpSizeLimit": "256Mi"}}  # fmt: skip
+    objs = _objects(_render(values, "meridian", "meridian-system"))
+    assert _container(objs, "meridian")["image"] == "registry.example.com/meridian:1.2.3"
+    volumes = objs[("Deployment", "meridian")]["spec"]["template"]["spec"]["volumes"]
+    assert volumes[0] == {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}
 
 
 def test_controlplane_deployment_custom(custom: Objects) -> None:
@@ -301,6 +359,7 @@ def test_rbac_is_least_privilege(default: Objects) -> None:
         | {("", "secrets", v) for v in read}
         | {("networking.k8s.io", "ingresses/status", v) for v in ("update", "patch")}
         | {(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")}
+        | {("authentication.k8s.io", "tokenreviews", "create")}  # xDS clients' service-account tokens
     )
     assert triples(default[("ClusterRole", "meridian")]["rules"]) == expected
 
@@ -340,7 +399,7 @@ def test_ingress_class(default: Objects, custom: Objects) -> None:
 
 
 def test_remote_cluster_secret(custom: Objects, default: Objects) -> None:
-    assert not [k for k in default if k[0] == "Secret"]
+    assert not [k for k in default if k[0] == "Secret" and "-xds-" not in k[1]]
     secret = custom[("Secret", "edge-meridian-remote-clusters")]
     assert secret["metadata"]["namespace"] == "gw"
     assert secret["metadata"]["labels"]["meridian.io/cluster"] == "true"
@@ -363,6 +422,7 @@ def test_remote_cluster_secret(custom: Objects, default: Objects) -> None:
         ({"listeners": {"http": 70000}}, "maximum"),
         ({"controlplane": {"replicas": 3}}, "'controlplane' not allowed"),
         ({"gateway": {"replicas": "3"}}, "want integer"),
+        ({"controlPlane": {"tmpSizeLimit": "lots"}}, "does not match pattern"),
     ],
 )
 def test_bad_values_fail_the_render(values: dict[str, Any], message: str) -> None:
@@ -406,6 +466,9 @@ def test_gateway_deployment_defaults(default: Objects) -> None:
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["automountServiceAccountToken"] is False
+    # Its own ServiceAccount (no API access), which the control plane lets claim the group over xDS.
+    assert pod["serviceAccountName"] == "meridian-gateway"
+    assert default[("ServiceAccount", "meridian-gateway")]["automountServiceAccountToken"] is False
 
 
 def test_gateway_deployment_custom(custom: Objects) -> None:
@@ -522,13 +585,27 @@ def test_bootstrap_matches_render_bootstrap(
     rendered = _bootstrap(objs, gateway)
     listeners = rendered["static_resources"].pop("listeners")
     assert [li["name"] for li in listeners] == ["meridian_readiness"]
-    want = render_bootstrap(node_id="unused", **expected)
+    certs = "/etc/meridian/xds"
+    tls = XdsClientTls(ca=f"{certs}/ca.crt", cert=f"{certs}/tls.crt", key=f"{certs}/tls.key")
+    want = render_bootstrap(node_id="unused", tls=tls, **expected)
     del want["node"]["id"]
     assert rendered == want
 
     (ready,) = listeners
     port = ready["address"]["socket_address"]["port_value"]
     assert _port_number(_container(objs, gateway), "http-ready") == port
+
+
+XDS_MOUNT = "/etc/meridian/xds"
+
+
+def _mount_secret(secret: dict[str, Any], tmp_path: Path) -> Path:
+    """Write a Secret's keys as files, as the kubelet mounts them."""
+    d = tmp_path / "xds"
+    d.mkdir(exist_ok=True)
+    for key, value in secret["data"].items():
+        (d / key).write_bytes(base64.b64decode(value))
+    return d
 
 
 def _envoy() -> str:
@@ -561,7 +638,9 @@ def test_envoy_accepts_the_bootstrap(
 ) -> None:
     """Run the real Envoy in validate mode with the Deployment's own command line."""
     objs: Objects = request.getfixturevalue(which)
+    # The gateway's own mounted client Secret, where the bootstrap expects it: Envoy loads the files.
     text = objs[("ConfigMap", f"{gateway}-bootstrap")]["data"]["bootstrap.yaml"]
+    text = text.replace(XDS_MOUNT, str(_mount_secret(objs[("Secret", f"{gateway}-xds-client")], tmp_path)))
     args = [a.replace("$(POD_NAME)", f"{gateway}-5d4f7c9b8-x2x9q") for a in _container(objs, gateway)["args"]]
     result = _envoy_validate(text, args, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -572,6 +651,85 @@ def test_envoy_accepts_the_bootstrap(
         text, ["-c", "/etc/envoy/bootstrap.yaml", "--service-node", "x", "--service-cluster", "y"], tmp_path
     )
     assert minimal.returncode == 0, minimal.stderr[-2000:]
+
+
+# --- xDS certificates ---------------------------------------------------------------------------
+
+
+def _pem(secret: dict[str, Any], key: str) -> bytes:
+    return base64.b64decode(secret["data"][key])
+
+
+@pytest.mark.parametrize(
+    ("which", "full", "gateway", "namespace", "group"),
+    [("default", "meridian", "meridian-gateway", "meridian-system", "meridian-gateway"),
+     ("custom", "edge-meridian", "edge-meridian-gateway", "gw", "edge-gateways")],
+)  # fmt: skip
+def test_chart_makes_xds_certificates_meridian_accepts(
+    which: str, full: str, gateway: str, namespace: str, group: str, request: pytest.FixtureRequest
+) -> None:
+    """Server certificate for the Service names, client certificate for the gateway's group, one CA."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from controlplane.xds.identity import MTLS, GroupPolicy, Peer, certificate_identities
+
+    objs: Objects = request.getfixturevalue(which)
+    ca_secret, server, client = (objs[("Secret", n)] for n in (f"{full}-xds-ca", f"{full}-xds-server",
+                                                               f"{gateway}-xds-client"))  # fmt: skip
+    ca = x509.load_pem_x509_certificate(_pem(ca_secret, "tls.crt"))
+    for secret in (server, client):
+        assert secret["type"] == "kubernetes.io/tls"
+        assert _pem(secret, "ca.crt") == _pem(ca_secret, "tls.crt")
+        x509.load_pem_x509_certificate(_pem(secret, "tls.crt")).verify_directly_issued_by(ca)
+    server_cert = x509.load_pem_x509_certificate(_pem(server, "tls.crt"))
+    names = server_cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    host = f"{full}.{namespace}.svc.cluster.local"
+    dns = set(names.get_values_for_type(x509.DNSName))
+    assert {host, full, f"{full}.{namespace}", f"{full}.{namespace}.svc"} <= dns
+    client_der = x509.load_pem_x509_certificate(_pem(client, "tls.crt")).public_bytes(Encoding.DER)
+    peer = Peer(MTLS, certificate_identities(client_der))
+    assert GroupPolicy().may_claim(peer, group) and not GroupPolicy().may_claim(peer, group + "-other")
+
+    # Mounted where the arguments and the bootstrap point.
+    cp_pod = objs[("Deployment", full)]["spec"]["template"]["spec"]
+    (cp_volume,) = [v for v in cp_pod["volumes"] if v["name"] == "xds-certs"]
+    assert cp_volume["secret"]["secretName"] == f"{full}-xds-server"
+    assert {"name": "xds-certs", "mountPath": XDS_MOUNT, "readOnly": True} in _container(objs, full)["volumeMounts"]
+    gw_pod = objs[("Deployment", gateway)]["spec"]["template"]["spec"]
+    (gw_volume,) = [v for v in gw_pod["volumes"] if v["name"] == "xds-client"]
+    assert gw_volume["secret"]["secretName"] == f"{gateway}-xds-client"
+    assert {"name": "xds-client", "mountPath": XDS_MOUNT, "readOnly": True} in _container(objs, gateway)["volumeMounts"]
+    ctx = _bootstrap(objs, gateway)["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]
+    assert ctx["sni"] == host
+
+
+def test_cert_manager_mode_issues_the_same_secrets() -> None:
+    values = {"xds": {"certManager": {"enabled": True}, "allow": [
+        {"group": "meridian-gateway", "identity": "system:serviceaccount:edge:envoy"}]}}  # fmt: skip
+    objs = _objects(_render(values, "meridian", "meridian-system"))
+    assert not [k for k in objs if k[0] == "Secret"]  # cert-manager writes them
+    assert ("Issuer", "meridian-xds-selfsigned") in objs and ("Issuer", "meridian-xds-ca") in objs
+    assert objs[("Certificate", "meridian-xds-ca")]["spec"]["isCA"] is True
+    server = objs[("Certificate", "meridian-xds-server")]["spec"]
+    assert server["secretName"] == "meridian-xds-server"
+    assert "meridian.meridian-system.svc.cluster.local" in server["dnsNames"]
+    assert "server auth" in server["usages"]
+    client = objs[("Certificate", "meridian-gateway-xds-client")]["spec"]
+    assert client["secretName"] == "meridian-gateway-xds-client"
+    assert client["uris"] == ["spiffe://meridian/group/meridian-gateway"]
+    assert client["issuerRef"] == {"name": "meridian-xds-ca", "kind": "Issuer", "group": "cert-manager.io"}
+    args = _container(objs, "meridian")["args"]
+    allowed = [args[i + 1] for i, a in enumerate(args) if a == "--xds-allow"]
+    assert allowed == ["meridian-gateway=system:serviceaccount:meridian-system:meridian-gateway",
+                       "meridian-gateway=system:serviceaccount:edge:envoy"]  # fmt: skip
+
+    own = _objects(_render({"xds": {"certManager": {"enabled": True, "issuerRef": {"name": "corp-ca",
+                                                                                   "kind": "ClusterIssuer"}}}},
+                           "meridian", "meridian-system"))  # fmt: skip
+    assert not [k for k in own if k[0] == "Issuer"]
+    ref = own[("Certificate", "meridian-xds-server")]["spec"]["issuerRef"]
+    assert ref == {"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
 
 
 def test_envoy_validate_catches_a_broken_bootstrap(default: Objects, tmp_path: Path) -> None:
@@ -594,3 +752,4 @@ def test_notes_name_the_gateway_and_remotes() -> None:
     assert "get service edge-meridian-gateway" in notes
     assert "east-1, west.2" in notes
     assert "meridian, nginx" in notes
+    assert "client certificate in Secret edge-meridian-gateway-xds-client" in notes

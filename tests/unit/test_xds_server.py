@@ -27,9 +27,11 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import status_pb2
 
-from controlplane.bootstrap import render_bootstrap
+from controlplane.bootstrap import local_client_tls, render_bootstrap
 from controlplane.metrics import Metrics
+from controlplane.xds.auth import XdsAuth
 from controlplane.xds.cache import Resource, SnapshotCache, make_resource
+from controlplane.xds.localca import LocalCA
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from controlplane.xds.server import (
     XdsServer,
@@ -37,6 +39,7 @@ from controlplane.xds.server import (
     encode_discovery_response,
     varint,
 )
+from controlplane.xds.tlsfront import TlsFiles
 from tests.support.wait import wait_until_async
 
 # ---------------------------------------------------------------------------
@@ -153,7 +156,7 @@ async def env() -> AsyncIterator[Env]:
     cache.apply(initial_snapshot())
     cache.ready = True
     metrics = Metrics()
-    server = XdsServer(cache, metrics)
+    server = XdsServer(cache, metrics, auth=XdsAuth(metrics, insecure=True))  # protocol tests: plaintext
     port = await server.start("127.0.0.1:0")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
@@ -797,11 +800,15 @@ async def test_real_envoy_gets_config(delta: bool) -> None:
     cache.apply(initial_snapshot(listen_port))
     cache.ready = True
     metrics = Metrics()
-    server = XdsServer(cache, metrics)
-    xds_port = await server.start("127.0.0.1:0")
     workdir = Path(tempfile.mkdtemp(prefix="xds-envoy-"))
+    # As deployed: TLS, the Envoy authenticated by a client certificate for its group.
+    issued = LocalCA(workdir / "state").server(["127.0.0.1"])
+    server = XdsServer(cache, metrics, auth=XdsAuth(metrics, insecure=False),
+                       tls=TlsFiles(issued.cert, issued.key, issued.ca))  # fmt: skip
+    xds_port = await server.start("127.0.0.1:0")
     bootstrap = render_bootstrap(
-        xds_address=f"127.0.0.1:{xds_port}", node_id=f"envoy-{delta}", admin_port=0, delta=delta
+        xds_address=f"127.0.0.1:{xds_port}", node_id=f"envoy-{delta}", admin_port=0, delta=delta,
+        tls=local_client_tls(workdir / "state", "meridian-gateway"),
     )
     (workdir / "bootstrap.json").write_text(json.dumps(bootstrap))
     log_file = (workdir / "envoy.log").open("wb")

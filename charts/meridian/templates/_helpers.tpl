@@ -84,3 +84,19 @@ app.kubernetes.io/component: gateway
 {{- $l := .Values.listeners }}
 {{- min (int $l.http) (int $l.https) (int $l.eastWest) }}
 {{- end }}
+
+{{/* Names the xDS server certificate covers: the control plane Service, as clients dial it. */}}
+{{- define "meridian.xdsServerNames" -}}
+{{- $full := include "meridian.fullname" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- $names := list (include "meridian.xdsHost" .) $full (printf "%s.%s" $full $ns) (printf "%s.%s.svc" $full $ns) -}}
+{{- concat $names .Values.xds.extraServerNames | uniq | toJson -}}
+{{- end }}
+
+{{- define "meridian.gatewayServiceAccountName" -}}
+{{- if .Values.gateway.serviceAccount.create }}
+{{- default (include "meridian.gatewayName" .) .Values.gateway.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.gateway.serviceAccount.name }}
+{{- end }}
+{{- end }}
