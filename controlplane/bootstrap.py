@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from controlplane.addresses import is_ip, split_host_port
@@ -11,15 +12,24 @@ XDS_CLUSTER = "meridian_xds"
 
 def render_bootstrap(
     *,
-    xds_address: str,
+    xds_address: str | Sequence[str],
     node_id: str,
     node_cluster: str = "meridian-gateway",
     admin_port: int = 9901,
     admin_address: str = "127.0.0.1",
     delta: bool = False,
 ) -> dict[str, Any]:
-    """Bootstrap dict (dump it as YAML or JSON). `delta` selects Delta ADS instead of SotW."""
-    host, port = split_host_port(xds_address, 18000)
+    """Bootstrap dict (dump it as YAML or JSON). `delta` selects Delta ADS instead of SotW.
+
+    Several xDS addresses (control plane replicas) become endpoints of one xDS cluster: Envoy
+    opens its ADS stream to one of them and, when that replica goes away, reconnects to another.
+    A DNS name keeps the cluster STRICT_DNS, so every address it resolves to (a headless
+    Service's pods) is an endpoint as well.
+    """
+    addresses = [xds_address] if isinstance(xds_address, str) else list(xds_address)
+    if not addresses:
+        raise ValueError("at least one xDS address is needed")
+    hosts = [split_host_port(a, 18000) for a in addresses]
     api_type = "DELTA_GRPC" if delta else "GRPC"
     ads = {"resource_api_version": "V3", "ads": {}}
     return {
@@ -39,7 +49,7 @@ def render_bootstrap(
             "clusters": [
                 {
                     "name": XDS_CLUSTER,
-                    "type": "STRICT_DNS" if not is_ip(host) else "STATIC",
+                    "type": "STATIC" if all(is_ip(host) for host, _ in hosts) else "STRICT_DNS",
                     "connect_timeout": "1s",
                     "typed_extension_protocol_options": {
                         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -59,6 +69,7 @@ def render_bootstrap(
                             {
                                 "lb_endpoints": [
                                     {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+                                    for host, port in hosts
                                 ]
                             }
                         ],

@@ -326,10 +326,12 @@ class XdsServer:
                     clusters_due = True
                 continue
             respond = self._sotw_response if s.protocol == SOTW else self._delta_response
+            before = st.sent_resources
             body = respond(s, st, snap)
             if body is None:
                 continue
             self._metrics.pushes.labels(short_name(type_url)).inc()
+            self._metrics.resources_sent.labels(short_name(type_url)).inc(st.sent_resources - before)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("xDS %s response node=%s %s nonce=%s version=%s", s.protocol, s.node_id,
                           short_name(type_url), st.nonce, st.sent_version)  # fmt: skip
@@ -371,7 +373,7 @@ class XdsServer:
         version = f"{snap.version}+hold" if held else str(snap.version)
         nonce = self._next_nonce()
         st.sent = content
-        st.record_sent(version, snap.version, nonce)
+        st.record_sent(version, snap.version, nonce, len(content))
         return encode_discovery_response(
             version, (r.any_bytes for r in content.values()), st.type_url, nonce, self._control_plane
         )
@@ -403,7 +405,7 @@ class XdsServer:
         st.sent.update(update)
         version = str(snap.version)
         nonce = self._next_nonce()
-        st.record_sent(version, snap.version, nonce)
+        st.record_sent(version, snap.version, nonce, len(update))
         return encode_discovery_response(
             version, (r.any_bytes for r in update.values()), st.type_url, nonce, self._control_plane
         )
@@ -431,7 +433,7 @@ class XdsServer:
             del st.known[n]
         version = str(snap.version)
         nonce = self._next_nonce()
-        st.record_sent(version, snap.version, nonce)
+        st.record_sent(version, snap.version, nonce, len(changed))
         return encode_delta_response(version, changed, st.type_url, nonce, removed, self._control_plane)
 
     # -- convergence -------------------------------------------------------

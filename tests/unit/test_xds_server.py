@@ -37,6 +37,7 @@ from controlplane.xds.server import (
     encode_discovery_response,
     varint,
 )
+from controlplane.xds.tracking import short_name
 from tests.support.wait import wait_until_async
 
 # ---------------------------------------------------------------------------
@@ -707,6 +708,60 @@ async def test_delta_initial_resource_versions_are_honoured(env: Env) -> None:
     assert r.type_url == CLUSTER
     assert set(delta_names(r)) == {"second"}
     assert list(r.removed_resources) == ["vanished"]
+
+
+async def test_delta_client_moved_to_another_replica_is_sent_only_what_differs(env: Env) -> None:
+    """A second server built from the same objects (other batches, so other counters) spares a moved client.
+
+    The client reconnects with initial_resource_versions of everything it holds, for wildcard (CDS,
+    LDS) and named (EDS, RDS) subscriptions alike: it gets one answer per type with no resources,
+    then exactly the resource that changed on the new replica, and nothing else.
+    """
+    extra = {CLUSTER: {"second": cluster("second")}, ENDPOINT: {"second": cla("second", 9002)}}
+    env.cache.apply(extra)
+    first = Delta(env, "gw-1")
+    got = await delta_subscribe_all(first)
+    held = {t: delta_names(r) for t, r in got.items()}
+    assert held[CLUSTER] == {"backend": cluster("backend").version, "second": cluster("second").version}
+
+    other_cache = SnapshotCache()
+    for type_url, entries in initial_snapshot().items():  # one apply per type: counters differ from env's
+        other_cache.apply({type_url: entries})
+    other_cache.apply({CLUSTER: extra[CLUSTER]})
+    other_cache.apply({ENDPOINT: extra[ENDPOINT]})
+    other_cache.ready = True
+    assert other_cache.get(CLUSTER).version != env.cache.get(CLUSTER).version
+    metrics = Metrics()
+    other = XdsServer(other_cache, metrics)
+    port = await other.start("127.0.0.1:0")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        moved = Delta(Env(other_cache, metrics, other, channel, port), "gw-1")
+        for type_url, names in SUBS.items():
+            await moved.send(type_url, names, initial=held[type_url])
+        answers = {}
+        while len(answers) < len(SUBS):
+            r = await moved.recv()
+            answers[r.type_url] = r
+            await moved.ack(r)
+        for type_url, r in answers.items():
+            assert not r.resources and not r.removed_resources, short_name(type_url)
+        (stream,) = other.syncz()
+        assert {k: t["sent_resources"] for k, t in stream["types"].items()} == dict.fromkeys(
+            ("CDS", "EDS", "LDS", "RDS"), 0
+        )
+        assert {k: t["resources"] for k, t in stream["types"].items()} == {"CDS": 2, "EDS": 1, "LDS": 1, "RDS": 1}
+        assert (metrics.registry.get_sample_value("meridian_xds_resources_sent_total", {"type": "CDS"}) or 0) == 0
+        # Only what differs goes out afterwards.
+        newer = cla("backend", 9100)
+        other_cache.apply({ENDPOINT: {"backend": newer}})
+        r = await moved.recv()
+        assert r.type_url == ENDPOINT and delta_names(r) == {"backend": newer.version}
+        await until(lambda: other.syncz()[0]["types"]["EDS"]["sent_resources"] == 1, what="one resource counted")
+        assert metrics.registry.get_sample_value("meridian_xds_resources_sent_total", {"type": "EDS"}) == 1
+    finally:
+        await channel.close()
+        await other.stop()
 
 
 async def test_delta_initial_response_sent_even_if_client_is_current(env: Env) -> None:
