@@ -8,6 +8,7 @@ reach the cache, e.g. to inject a resource Envoy rejects).
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import re
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,8 @@ class Gateway:
         self.inproc: _InProcess | None = None
         self.envoy: EnvoyProcess | None = None
         self.log_path = self.root / "meridian.log"
+        self.env: dict[str, str] = {}  # extra environment of the control plane subprocess
+        self.owns_shared = True  # False for replicas: the fleet (and fake clusters) belong to the original
 
     # -- lifecycle -----------------------------------------------------------------
     def argv(self) -> list[str]:
@@ -210,7 +213,7 @@ class Gateway:
             self.inproc = _InProcess(opts)
         else:
             log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
-            env = dict(os.environ, PYTHONUNBUFFERED="1")
+            env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
             self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
             log.close()
         wait_until(lambda: self.admin_status("/readyz") == 200, timeout=30, message="control plane not ready")
@@ -218,12 +221,44 @@ class Gateway:
     def start(self) -> Gateway:
         self.start_control_plane()
         if self.want_envoy:
-            boot = render_bootstrap(xds_address=f"127.0.0.1:{self.xds_port}", node_id="gw-1", delta=self.delta)
+            boot = self.bootstrap("gw-1")
             self.envoy = EnvoyProcess(boot, workdir=self.root / "envoy", drain_time_s=self.drain_time_s)
             self.envoy.start()
             self.envoy.wait_ready(30)
             wait_until(lambda: self._listener_up(), timeout=30, message="gateway listener not up")
         return self
+
+    @property
+    def xds_address(self) -> str:
+        return f"127.0.0.1:{self.xds_port}"
+
+    def bootstrap(
+        self, node_id: str, *, xds_addresses: Sequence[str] = (), delta: bool | None = None
+    ) -> dict[str, Any]:
+        """What `meridian bootstrap` renders for an Envoy of this gateway; several addresses = several replicas."""
+        return render_bootstrap(xds_address=list(xds_addresses) or [self.xds_address], node_id=node_id,
+                                delta=self.delta if delta is None else delta)  # fmt: skip
+
+    def xds_channel(self) -> Any:
+        """A gRPC channel to this control plane's ADS, for tests asking it for resources directly."""
+        import grpc
+
+        return grpc.insecure_channel(self.xds_address)
+
+    def replica(self, name: str) -> Gateway:
+        """Another control plane process for the same sources and gateway ports (own xDS/admin ports and log).
+
+        Everything else (arguments, sources, whatever else `argv` uses) is shared, so both replicas
+        build from the same inputs. Start it with `start()`; stop it with `stop_control_plane()`.
+        """
+        assert not self.in_process, "replicas are subprocesses"
+        other = copy.copy(self)
+        other.xds_port, other.admin_port = free_port(), free_port()
+        other.log_path = self.root / f"meridian-{name}.log"
+        other.proc, other.inproc, other.envoy = None, None, None
+        other.want_envoy, other.owns_shared = False, False
+        other.serve_args, other.env = list(self.serve_args), dict(self.env)
+        return other
 
     def _listener_up(self) -> bool:
         try:
@@ -242,6 +277,12 @@ class Gateway:
         if self.envoy is not None:
             self.envoy.stop()
             self.envoy = None
+        self.stop_control_plane()
+        if self.owns_shared:
+            self.fleet.close()
+
+    def stop_control_plane(self) -> None:
+        """SIGTERM (a graceful stop: the leader hands its lease back); no-op when not running."""
         if self.inproc is not None:
             self.inproc.stop()
             self.inproc = None
@@ -253,7 +294,6 @@ class Gateway:
                 self.proc.kill()
                 self.proc.wait(5)
             self.proc = None
-        self.fleet.close()
 
     def __enter__(self) -> Gateway:
         return self.start()
