@@ -113,7 +113,7 @@ def assert_replicas_agree(x: KubeGateway, y: KubeGateway) -> None:
 
 def served_by(envoy: EnvoyProcess, service: str) -> int:
     """Requests this Envoy proxied to `service` (its cluster's upstream_rq_completed, all ports/variants)."""
-    stats = envoy.stats(filter=f"^cluster\\.default/{service}[:~_].*upstream_rq_completed$")
+    stats = envoy.stats(filter=f"^cluster\\.default/{service}[:~_][^.]*\\.upstream_rq_completed$")
     return sum(stats.values())
 
 
