@@ -28,6 +28,9 @@ Protocol choices (see design.md "xDS protocol rules"):
 - SotW EDS/RDS responses carry only what changed since the last one (they are
   not full-state types); a response whose content equals the last one sent is
   skipped.
+- version_info (Delta: system_version_info) is the type's content digest, not this
+  process's change counter: replicas, and a restarted control plane, tell Envoy the
+  same version for the same resources.
 - Nothing is served until `cache.ready` is true, so a restarted control plane
   never wipes an Envoy's config with an empty snapshot.
 """
@@ -370,7 +373,7 @@ class XdsServer:
                 return None
             if st.nacked and snap.version <= st.nacked_cache_version:
                 return None
-        version = f"{snap.version}+hold" if held else str(snap.version)
+        version = f"{snap.digest}+hold" if held else snap.digest
         nonce = self._next_nonce()
         st.sent = content
         st.record_sent(version, snap.version, nonce, len(content))
@@ -403,7 +406,7 @@ class XdsServer:
             st.current = max(st.current, snap.version)
             return None
         st.sent.update(update)
-        version = str(snap.version)
+        version = snap.digest
         nonce = self._next_nonce()
         st.record_sent(version, snap.version, nonce, len(update))
         return encode_discovery_response(
@@ -431,7 +434,7 @@ class XdsServer:
             st.known[r.name] = r.version
         for n in removed:
             del st.known[n]
-        version = str(snap.version)
+        version = snap.digest
         nonce = self._next_nonce()
         st.record_sent(version, snap.version, nonce, len(changed))
         return encode_delta_response(version, changed, st.type_url, nonce, removed, self._control_plane)

@@ -70,6 +70,12 @@ def snapshot_resources(cp: KubeGateway) -> dict[str, dict[str, str]]:
     return {t: v["resources"] for t, v in cp.admin("/debug/snapshot")["types"].items()}
 
 
+def snapshot_versions(cp: KubeGateway) -> dict[str, Any]:
+    """/debug/snapshot without this process's change counters ("generation"): what Envoys are sent."""
+    return {t: {"version": v["version"], "resources": v["resources"]}
+            for t, v in cp.admin("/debug/snapshot")["types"].items()}  # fmt: skip
+
+
 def ads_resources(cp: KubeGateway, names: dict[str, dict[str, str]]) -> dict[str, dict[str, tuple[str, bytes]]]:
     """Ask a replica's ADS directly (Delta, like an Envoy with nothing): name -> (version, Any bytes)."""
     subscribe = {CLUSTER: [], LISTENER: [], ENDPOINT: sorted(names["EDS"]), ROUTE: sorted(names["RDS"])}
@@ -101,9 +107,10 @@ def ads_resources(cp: KubeGateway, names: dict[str, dict[str, str]]) -> dict[str
 
 
 def assert_replicas_agree(x: KubeGateway, y: KubeGateway) -> None:
-    """Same objects, same resources: names, per-resource versions and the bytes each replica's ADS sends."""
-    snap = wait_until(lambda: (a := snapshot_resources(x)) == snapshot_resources(y) and a, timeout=20,
-                      message="replicas' snapshots never agreed")  # fmt: skip
+    """Same objects, same resources: type versions, names, per-resource versions and the bytes each ADS sends."""
+    versions = wait_until(lambda: (a := snapshot_versions(x)) == snapshot_versions(y) and a, timeout=20,
+                          message="replicas' snapshots never agreed")  # fmt: skip
+    snap = {t: v["resources"] for t, v in versions.items()}
     assert snap["CDS"] and snap["EDS"] and snap["LDS"] and snap["RDS"], snap
     from_x, from_y = ads_resources(x, snap), ads_resources(y, snap)
     assert from_x == from_y
@@ -323,8 +330,11 @@ def test_two_replicas_agree_and_survive_each_other(fleet: Fleet) -> None:
     for node_id, cp in (("gw-delta", a), ("gw-sotw", b)):
         wait_until(lambda n=node_id, c=cp: converged_stream(c, n), timeout=20, message=f"{node_id} not converged")
 
-    # 1. Both replicas serve the same resources and versions.
+    # 1. Both replicas serve the same resources and versions, and each Envoy ACKed the same versions.
     assert_replicas_agree(a, b)
+    acked = [{k: t["acked_version"] for k, t in converged_stream(cp, n)["types"].items()}  # type: ignore[index]
+             for n, cp in (("gw-delta", a), ("gw-sotw", b))]  # fmt: skip
+    assert acked[0] == acked[1] and acked[0]["CDS"], acked
     assert b.metric("meridian_leader") == 0 and a.metric("meridian_leader") == 1
 
     # 2. Kill the leader A, which serves E1. E1 moves to B and is re-sent nothing.
