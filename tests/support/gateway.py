@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import grpc
 import yaml
 
 from controlplane.bootstrap import render_bootstrap
@@ -239,10 +240,8 @@ class Gateway:
         return render_bootstrap(xds_address=list(xds_addresses) or [self.xds_address], node_id=node_id,
                                 delta=self.delta if delta is None else delta)  # fmt: skip
 
-    def xds_channel(self) -> Any:
+    def xds_channel(self) -> grpc.Channel:
         """A gRPC channel to this control plane's ADS, for tests asking it for resources directly."""
-        import grpc
-
         return grpc.insecure_channel(self.xds_address)
 
     def replica(self, name: str) -> Gateway:
