@@ -302,7 +302,8 @@ async def test_sotw_initial_responses_per_type(env: Env) -> None:
         LISTENER: ["http"],
         ROUTE: ["local"],
     }
-    assert all(r.version_info == env.cache.get(t).digest and r.nonce for t, r in got.items())
+    assert {t: r.version_info for t, r in got.items()} == {t: env.cache.get(t).digest for t in got}
+    assert all(r.nonce for r in got.values())
     assert got[CLUSTER].control_plane.identifier == "meridian"
     for t, short in ((CLUSTER, "CDS"), (ENDPOINT, "EDS"), (LISTENER, "LDS"), (ROUTE, "RDS")):
         await acked(env, "envoy-1", short, env.cache.get(t).digest)
