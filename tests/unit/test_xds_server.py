@@ -743,7 +743,7 @@ async def test_delta_client_moved_to_another_replica_is_sent_only_what_differs(e
     other_cache.ready = True
     assert other_cache.get(CLUSTER).version != env.cache.get(CLUSTER).version
     metrics = Metrics()
-    other = XdsServer(other_cache, metrics)
+    other = XdsServer(other_cache, metrics, auth=XdsAuth(metrics, insecure=True))
     port = await other.start("127.0.0.1:0")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
