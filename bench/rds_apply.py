@@ -95,10 +95,11 @@ async def run(n: int, trials: int) -> dict[str, list[float]]:
                 res = make_resource("http", rt.ROUTE, table(n, variant, generation))
                 started = time.perf_counter()
                 version = cache.apply({rt.ROUTE: {"http": res}})
+                want = cache.get(rt.ROUTE).digest  # what Envoy is told, and ACKs
                 while True:
                     streams = server.syncz()
                     acked = streams and streams[0]["types"].get("RDS", {}).get("acked_version")
-                    if acked == str(version):
+                    if acked == want:
                         break
                     if time.perf_counter() - started > 120:
                         raise TimeoutError(f"RDS {version} never ACKed")

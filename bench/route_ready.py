@@ -70,23 +70,17 @@ class Run:
         return out
 
 
-def _version(text: str | None) -> int:
-    digits = ""
-    for ch in text or "":
-        if not ch.isdigit():
-            break
-        digits += ch
-    return int(digits or 0)
-
-
 def rds_acked(cp: ControlPlane) -> int:
-    """Highest cache version whose RouteConfigurations the (single) Envoy has ACKed."""
+    """Highest cache version (generation) whose RouteConfigurations the (single) Envoy has ACKed.
+
+    Envoy ACKs content digests; `current_version` is the generation they correspond to.
+    """
     streams = cp.admin_json("/debug/syncz")
     best = 0
     for s in streams:
         rds = s.get("types", {}).get("RDS")
         if rds:
-            best = max(best, _version(rds.get("acked_version")))
+            best = max(best, int(rds.get("current_version") or 0))
     return best
 
 

@@ -131,12 +131,15 @@ class AdminServer:
 
     async def snapshot(self, _request: web.Request) -> web.Response:
         cache = self.cache
+        # "version" is what Envoy is told (a digest of the resources: equal on every replica);
+        # "generation" counts this process's changes (differs between replicas and restarts).
         return _json(
             {
-                "version": cache.version,
+                "generation": cache.version,
                 "types": {
                     rt.SHORT_NAMES[t]: {
-                        "version": cache.get(t).version,
+                        "version": cache.get(t).digest,
+                        "generation": cache.get(t).version,
                         "resources": {n: r.version for n, r in sorted(cache.get(t).resources.items())},
                     }
                     for t in rt.PUSH_ORDER

@@ -8,6 +8,7 @@ itself holds no key.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ def transport_socket(tls: XdsClientTls, host: str) -> dict[str, Any]:
 
 def render_bootstrap(
     *,
-    xds_address: str,
+    xds_address: str | Sequence[str],
     node_id: str,
     node_cluster: str = "meridian-gateway",
     admin_port: int = 9901,
@@ -71,18 +72,28 @@ def render_bootstrap(
 ) -> dict[str, Any]:
     """Bootstrap dict (dump it as YAML or JSON). `delta` selects Delta ADS instead of SotW.
 
+    Several xDS addresses (control plane replicas) become endpoints of one xDS cluster: Envoy
+    opens its ADS stream to one of them and, when that replica goes away, reconnects to another.
+    A DNS name keeps the cluster STRICT_DNS, so every address it resolves to (a headless
+    Service's pods) is an endpoint as well.
+
     `tls` None means plaintext (only for a server run with --xds-insecure). `token` is sent as
     `authorization: Bearer` metadata; Envoy reads it once, so it must outlive the Envoy process.
+    The server name checked defaults to the first address's host (set `tls.server_name` when
+    the replicas are reached by different names).
     """
-    host, port = split_host_port(xds_address, 18000)
+    addresses = [xds_address] if isinstance(xds_address, str) else list(xds_address)
+    if not addresses:
+        raise ValueError("at least one xDS address is needed")
+    hosts = [split_host_port(a, 18000) for a in addresses]
     api_type = "DELTA_GRPC" if delta else "GRPC"
     ads = {"resource_api_version": "V3", "ads": {}}
     grpc_service: dict[str, Any] = {"envoy_grpc": {"cluster_name": XDS_CLUSTER}}
     if token:
         grpc_service["initial_metadata"] = [{"key": "authorization", "value": f"Bearer {token}"}]
-    xds_cluster = _xds_cluster(host, port)
+    xds_cluster = _xds_cluster(hosts)
     if tls is not None:
-        xds_cluster["transport_socket"] = transport_socket(tls, host)
+        xds_cluster["transport_socket"] = transport_socket(tls, hosts[0][0])
     return {
         "node": {"id": node_id, "cluster": node_cluster},
         "admin": {"address": {"socket_address": {"address": admin_address, "port_value": admin_port}}},
@@ -112,11 +123,11 @@ def render_bootstrap(
     }
 
 
-def _xds_cluster(host: str, port: int) -> dict[str, Any]:
-    """The one static cluster: Meridian's xDS port, HTTP/2 with keepalives."""
+def _xds_cluster(hosts: Sequence[tuple[str, int]]) -> dict[str, Any]:
+    """The one static cluster: Meridian's xDS port(s), HTTP/2 with keepalives."""
     return {
         "name": XDS_CLUSTER,
-        "type": "STRICT_DNS" if not is_ip(host) else "STATIC",
+        "type": "STATIC" if all(is_ip(host) for host, _ in hosts) else "STRICT_DNS",
         "connect_timeout": "1s",
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -136,6 +147,7 @@ def _xds_cluster(host: str, port: int) -> dict[str, Any]:
                 {
                     "lb_endpoints": [
                         {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+                        for host, port in hosts
                     ]
                 }
             ],

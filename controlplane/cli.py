@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     _xds_security_args(s)
 
     b = sub.add_parser("bootstrap", help="print an Envoy bootstrap (ADS over gRPC)")
-    b.add_argument("--xds-address", default="127.0.0.1:18000")
+    b.add_argument("--xds-address", action="append", default=None, metavar="HOST:PORT",
+                   help="control plane xDS address (repeatable: one endpoint per control plane replica; "
+                   "default 127.0.0.1:18000)")  # fmt: skip
     b.add_argument("--node-id", required=True)
     b.add_argument("--node-cluster", default="meridian-gateway")
     b.add_argument("--admin-port", type=int, default=9901)
@@ -248,7 +250,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         with open(args.xds_token_file, encoding="utf-8") as fh:
             token = fh.read().strip()
     doc = render_bootstrap(
-        xds_address=args.xds_address,
+        xds_address=args.xds_address or ["127.0.0.1:18000"],
         node_id=args.node_id,
         node_cluster=args.node_cluster,
         admin_port=args.admin_port,

@@ -21,6 +21,9 @@ class Metrics:
             "meridian_xds_connected_proxies", "Envoy streams currently connected", ["protocol"], registry=r
         )
         self.pushes = Counter("meridian_xds_pushes_total", "xDS responses sent", ["type"], registry=r)
+        self.resources_sent = Counter(
+            "meridian_xds_resources_sent_total", "Resources put on the wire in xDS responses", ["type"], registry=r
+        )
         self.acks = Counter("meridian_xds_acks_total", "xDS ACKs received", ["type"], registry=r)
         self.nacks = Counter("meridian_xds_nacks_total", "xDS NACKs received", ["type"], registry=r)
         self.build_duration = Histogram(

@@ -14,6 +14,7 @@ Redacted copies are made once per resource version and shared by every such stre
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
@@ -65,7 +66,9 @@ class KeylessView:
     def snapshot(self, type_url: str, snap: TypeSnapshot) -> TypeSnapshot:
         if type_url not in KEYLESS_TYPES:
             return snap
-        return TypeSnapshot(snap.version, self._resources(type_url, snap.resources), snap.changed_at)
+        # Resource versions (and so the type's digest) stay the content's: what a keyless stream
+        # holds is still named by what the objects are, the same on every replica.
+        return replace(snap, resources=self._resources(type_url, snap.resources))
 
     def _resources(self, type_url: str, resources: Mapping[str, Resource]) -> dict[str, Resource]:
         out: dict[str, Resource] = {}

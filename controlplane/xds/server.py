@@ -28,6 +28,9 @@ Protocol choices (see ../shared/docs/design.md, "xDS protocol rules"):
 - SotW EDS/RDS responses carry only what changed since the last one (they are
   not full-state types); a response whose content equals the last one sent is
   skipped.
+- version_info (Delta: system_version_info) is the type's content digest, not this
+  process's change counter: replicas, and a restarted control plane, tell Envoy the
+  same version for the same resources.
 - Nothing is served until `cache.ready` is true, so a restarted control plane
   never wipes an Envoy's config with an empty snapshot.
 - Nothing is served before the client is authenticated and its gateway group
@@ -359,10 +362,12 @@ class XdsServer:
                     clusters_due = True
                 continue
             respond = self._sotw_response if s.protocol == SOTW else self._delta_response
+            before = st.sent_resources
             body = respond(s, st, snap)
             if body is None:
                 continue
             self._metrics.pushes.labels(short_name(type_url)).inc()
+            self._metrics.resources_sent.labels(short_name(type_url)).inc(st.sent_resources - before)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("xDS %s response node=%s %s nonce=%s version=%s", s.protocol, s.node_id,
                           short_name(type_url), st.nonce, st.sent_version)  # fmt: skip
@@ -401,10 +406,10 @@ class XdsServer:
                 return None
             if st.nacked and snap.version <= st.nacked_cache_version:
                 return None
-        version = f"{snap.version}+hold" if held else str(snap.version)
+        version = f"{snap.digest}+hold" if held else snap.digest
         nonce = self._next_nonce()
         st.sent = content
-        st.record_sent(version, snap.version, nonce)
+        st.record_sent(version, snap.version, nonce, len(content))
         return encode_discovery_response(
             version, (r.any_bytes for r in content.values()), st.type_url, nonce, self._control_plane
         )
@@ -434,9 +439,9 @@ class XdsServer:
             st.current = max(st.current, snap.version)
             return None
         st.sent.update(update)
-        version = str(snap.version)
+        version = snap.digest
         nonce = self._next_nonce()
-        st.record_sent(version, snap.version, nonce)
+        st.record_sent(version, snap.version, nonce, len(update))
         return encode_discovery_response(
             version, (r.any_bytes for r in update.values()), st.type_url, nonce, self._control_plane
         )
@@ -462,9 +467,9 @@ class XdsServer:
             st.known[r.name] = r.version
         for n in removed:
             del st.known[n]
-        version = str(snap.version)
+        version = snap.digest
         nonce = self._next_nonce()
-        st.record_sent(version, snap.version, nonce)
+        st.record_sent(version, snap.version, nonce, len(changed))
         return encode_delta_response(version, changed, st.type_url, nonce, removed, self._control_plane)
 
     # -- convergence -------------------------------------------------------

@@ -64,8 +64,12 @@ class TypeState:
     nacked_cache_version: int = 0
     last_nack: Nack | None = None
     current: int = 0  # cache version this stream is known to be up to date with (for convergence)
+    # Resources put on the wire on this stream so far: shows what a reconnecting Delta client,
+    # whose initial_resource_versions match, was spared (it stays 0 when nothing differed).
+    sent_resources: int = 0
 
-    def record_sent(self, version: str, cache_version: int, nonce: str) -> None:
+    def record_sent(self, version: str, cache_version: int, nonce: str, count: int) -> None:
+        self.sent_resources += count
         self.sent_version = version
         self.sent_cache_version = cache_version
         self.nonce = nonce
@@ -99,6 +103,7 @@ class TypeState:
             "wildcard": self.wildcard,
             "subscribed": len(self.names),
             "resources": len(self.sent) or len(self.known),
+            "sent_resources": self.sent_resources,
         }
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from controlplane.translate import listeners as lst
 from controlplane.xds import resources as rt
-from controlplane.xds.cache import make_resource
+from controlplane.xds.cache import Resource, SnapshotCache, make_resource
 from tests.support.gateway import Gateway, ingress, rule
 from tests.support.wait import wait_until
 
@@ -47,6 +47,12 @@ def nack_metric(gw: Gateway) -> float:
     return total
 
 
+def apply_listener(cache: SnapshotCache, res: Resource) -> tuple[int, str]:
+    """Put the HTTP listener in the cache: (cache generation, the LDS version Envoy is told)."""
+    generation = cache.apply({rt.LISTENER: {lst.HTTP_LISTENER: res}})
+    return generation, cache.get(rt.LISTENER).digest
+
+
 def test_rejected_listener_keeps_last_good_config(gw: Gateway) -> None:
     gw.backend("web")
     gw.write("ing.yaml", [ingress("web", [rule("web.example.com", ("/", "Prefix", "web", 80))])])
@@ -64,13 +70,13 @@ def test_rejected_listener_keeps_last_good_config(gw: Gateway) -> None:
     bad_pb = lst.http_listener(lst.HTTP_LISTENER, cfg.listen_address, cfg.http_port, lst.HTTP_ROUTES, [])
     bad_pb.filter_chains.add().CopyFrom(bad_pb.filter_chains[0])
     bad = make_resource(lst.HTTP_LISTENER, rt.LISTENER, bad_pb)
-    bad_version = gw.inproc.run(cache.apply, {rt.LISTENER: {lst.HTTP_LISTENER: bad}})  # type: ignore[union-attr]
+    bad_version, bad_digest = gw.inproc.run(apply_listener, cache, bad)  # type: ignore[union-attr]
 
     st = wait_until(lambda: (s := lds_state(gw))["last_nack"] and s, timeout=15, message="no NACK in syncz")
     nack = st["last_nack"]
-    assert nack["version"] == str(bad_version), st
+    assert nack["version"] == bad_digest, st
     assert "has the same matching rules" in nack["error"] and "http" in nack["error"], nack
-    assert st["acked_version"] != str(bad_version)
+    assert st["acked_version"] != bad_digest
     wait_until(lambda: nack_metric(gw) >= nacks_before + 1, timeout=5, message="NACK metric did not move")
     assert gw.envoy.stat("listener_manager.lds.update_rejected") == rejected_before + 1
 
@@ -85,20 +91,20 @@ def test_rejected_listener_keeps_last_good_config(gw: Gateway) -> None:
     gw.write("ing2.yaml", [ingress("api", [rule("api.example.com", ("/", "Prefix", "api", 80))])])
     gw.wait_served_by("api.example.com", "/", "api")
     st2 = lds_state(gw)
-    assert st2["nonce"] == nonce and st2["sent_version"] == str(bad_version), st2
+    assert st2["nonce"] == nonce and st2["sent_version"] == bad_digest, st2
     assert gw.envoy.stat("listener_manager.lds.update_rejected") == rejected_before + 1
     assert nack_metric(gw) == nacks_before + 1
 
     # The next good version is sent and ACKed.
-    good_version = gw.inproc.run(cache.apply, {rt.LISTENER: {lst.HTTP_LISTENER: good}})  # type: ignore[union-attr]
+    good_version, good_digest = gw.inproc.run(apply_listener, cache, good)  # type: ignore[union-attr]
     assert good_version > bad_version
 
     def acked() -> dict[str, Any] | None:
         s = lds_state(gw)
-        return s if s["acked_version"] == str(good_version) and not s["pending"] else None
+        return s if s["acked_version"] == good_digest and not s["pending"] else None
 
     st3 = wait_until(acked, timeout=15, message="good LDS version never ACKed")
-    assert st3["last_nack"]["version"] == str(bad_version)  # history kept for operators
+    assert st3["last_nack"]["version"] == bad_digest  # history kept for operators
     gw.wait_converged()
     assert gw.get("web.example.com", "/").status == 200
     assert gw.envoy.stat("listener_manager.lds.update_rejected") == rejected_before + 1

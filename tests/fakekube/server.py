@@ -19,6 +19,7 @@ import datetime
 import json
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import suppress
@@ -47,6 +48,21 @@ Key = tuple[str, str]
 
 
 @dataclass(frozen=True)
+class Write:
+    """One write request as the API server saw it: who (the token's user), what, and the answer."""
+
+    at: float  # time.monotonic() when it was answered
+    user: str
+    verb: str  # create | update | patch | delete
+    kind: str
+    namespace: str
+    name: str
+    subresource: str  # "status" or ""
+    code: int
+    holder: str | None = None  # Lease writes: spec.holderIdentity of the stored result
+
+
+@dataclass(frozen=True)
 class _Change:
     rv: int
     type: str  # ADDED | MODIFIED | DELETED
@@ -55,6 +71,7 @@ class _Change:
 
 
 API_AUDIENCE = "https://kubernetes.default.svc.cluster.local"  # the API server's own audience
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
 def _now() -> str:
@@ -106,6 +123,8 @@ class FakeKube:
         self._waiters: set[asyncio.Future[None]] = set()
         self._watch_transports: set[asyncio.BaseTransport] = set()
         self._watch_log: collections.deque[dict[str, str]] = collections.deque(maxlen=1000)
+        self._users: dict[str, str] = {}  # token -> user name (besides the admin token)
+        self._writes: list[Write] = []
         self._active: collections.Counter[str] = collections.Counter()
         self._stopping = False
         # Service-account tokens the TokenReview API knows: token -> (username, audiences).
@@ -209,6 +228,18 @@ class FakeKube:
     def revoke_token(self, token: str) -> None:
         with self._lock:
             self._sa_tokens.pop(token, None)
+
+    def add_user(self, name: str) -> str:
+        """A token that authenticates as `name` (see `writes`); use it with `kubeconfig(token=...)`."""
+        token = f"fake-{name}-{uuid.uuid4().hex}"
+        with self._lock:
+            self._users[token] = name
+        return token
+
+    def writes(self) -> list[Write]:
+        """Every write request over HTTP (not the test's own `apply`/`delete`), oldest first."""
+        with self._lock:
+            return list(self._writes)
 
     def apply(self, obj: Mapping[str, Any]) -> Obj:
         """Create or replace an object as given (status included); returns the stored copy."""
@@ -329,8 +360,11 @@ class FakeKube:
 
     # -- HTTP ------------------------------------------------------------
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ")
+        user = self._users.get(token) or "admin"
         try:
-            if self.require_auth and request.headers.get("Authorization") != f"Bearer {self.token}":
+            if self.require_auth and auth != f"Bearer {self.token}" and token not in self._users:
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             parts = [p for p in request.path.split("/") if p]
             if parts == ["apis", "authentication.k8s.io", "v1", "tokenreviews"]:
@@ -340,9 +374,35 @@ class FakeKube:
             discovery = discovery_document(parts, self.version)
             if discovery is not None:
                 return web.json_response(discovery)
-            return await self._resource_request(request, parts)
+            resp = await self._resource_request(request, parts)
         except ApiError as err:
-            return web.json_response(err.status(), status=err.code)
+            resp = web.json_response(err.status(), status=err.code)
+        if request.method in _VERBS:
+            sent: Any = {}
+            if request.method == "POST":  # a failed create names its object only in the request
+                with suppress(Exception):
+                    sent = await self._body(request)  # aiohttp keeps the body read before
+            self._log_write(request, user, resp, sent if isinstance(sent, dict) else {})
+        return resp
+
+    def _log_write(self, request: web.Request, user: str, resp: web.StreamResponse, sent: Obj) -> None:
+        parts = [p for p in request.path.split("/") if p]
+        try:
+            res, ns, name, status = self._route(parts)
+        except (ApiError, IndexError):
+            return
+        body: Any = {}
+        if isinstance(resp, web.Response) and resp.body:
+            with suppress(ValueError, TypeError):
+                body = json.loads(bytes(resp.body))  # type: ignore[arg-type]
+        meta = (body.get("metadata") or {} if isinstance(body, dict) else {}) or sent.get("metadata") or {}
+        holder = None
+        if res.kind == "Lease" and resp.status < 300:
+            holder = (body.get("spec") or {}).get("holderIdentity")
+        write = Write(time.monotonic(), user, _VERBS[request.method], res.kind, ns or "",
+                      name or str(meta.get("name") or ""), "status" if status else "", resp.status, holder)  # fmt: skip
+        with self._lock:
+            self._writes.append(write)
 
     def _token_review(self, body: Any) -> dict[str, Any]:
         """authentication.k8s.io/v1 TokenReview: status.authenticated, user, audiences (or error)."""

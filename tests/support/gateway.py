@@ -8,6 +8,7 @@ reach the cache, e.g. to inject a resource Envoy rejects).
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import re
@@ -16,10 +17,11 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import grpc
 import yaml
 
 from controlplane.bootstrap import local_client_tls, render_bootstrap
@@ -185,8 +187,11 @@ class Gateway:
         self.envoy: EnvoyProcess | None = None
         self.log_path = self.root / "meridian.log"
         # The secure default, as a user gets it: a local CA here, Envoy with a client certificate.
+        # Replicas share it (same root), as replicas in a cluster share the chart's certificates.
         self.state_dir = self.root / "state"
         self.node_cluster = "meridian-gateway"
+        self.env: dict[str, str] = {}  # extra environment of the control plane subprocess
+        self.owns_shared = True  # False for replicas: the fleet (and fake clusters) belong to the original
 
     # -- lifecycle -----------------------------------------------------------------
     def argv(self) -> list[str]:
@@ -214,7 +219,7 @@ class Gateway:
             self.inproc = _InProcess(opts)
         else:
             log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
-            env = dict(os.environ, PYTHONUNBUFFERED="1")
+            env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
             self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
             log.close()
         wait_until(lambda: self.admin_status("/readyz") == 200, timeout=30, message="control plane not ready")
@@ -229,13 +234,50 @@ class Gateway:
             wait_until(lambda: self._listener_up(), timeout=30, message="gateway listener not up")
         return self
 
-    def bootstrap(self, node_id: str, **kw: Any) -> dict[str, Any]:
-        """An Envoy bootstrap for this control plane, authenticated with the local CA's client certificate."""
+    @property
+    def xds_address(self) -> str:
+        return f"127.0.0.1:{self.xds_port}"
+
+    @property
+    def xds_insecure(self) -> bool:
+        return "--xds-insecure" in self.serve_args
+
+    def bootstrap(self, node_id: str, *, xds_addresses: Sequence[str] = (), **kw: Any) -> dict[str, Any]:
+        """What `meridian bootstrap` renders for an Envoy of this gateway, authenticated with the local CA's
+        client certificate; several addresses = several replicas."""
         group = kw.pop("node_cluster", self.node_cluster)
-        insecure = "--xds-insecure" in self.serve_args
-        return render_bootstrap(xds_address=f"127.0.0.1:{self.xds_port}", node_id=node_id, node_cluster=group,
-                                delta=kw.pop("delta", self.delta),
-                                tls=None if insecure else local_client_tls(self.state_dir, group), **kw)  # fmt: skip
+        delta = kw.pop("delta", None)
+        return render_bootstrap(xds_address=list(xds_addresses) or [self.xds_address], node_id=node_id,
+                                node_cluster=group, delta=self.delta if delta is None else delta,
+                                tls=None if self.xds_insecure else local_client_tls(self.state_dir, group),
+                                **kw)  # fmt: skip
+
+    def xds_channel(self) -> grpc.Channel:
+        """A gRPC channel to this control plane's ADS, for tests asking it for resources directly
+        (TLS with the default group's client certificate, as an Envoy of this gateway would use)."""
+        if self.xds_insecure:
+            return grpc.insecure_channel(self.xds_address)
+        tls = local_client_tls(self.state_dir, self.node_cluster)
+        creds = grpc.ssl_channel_credentials(
+            Path(tls.ca).read_bytes(), Path(tls.key).read_bytes(), Path(tls.cert).read_bytes()  # type: ignore[arg-type]
+        )
+        return grpc.secure_channel(self.xds_address, creds)
+
+    def replica(self, name: str) -> Gateway:
+        """Another control plane process for the same sources and gateway ports (own xDS/admin ports and log).
+
+        Everything else (arguments, sources, the state dir with its CA, whatever else `argv` uses) is
+        shared, so both replicas build from the same inputs. Start it with `start()`; stop it with
+        `stop_control_plane()`.
+        """
+        assert not self.in_process, "replicas are subprocesses"
+        other = copy.copy(self)
+        other.xds_port, other.admin_port = free_port(), free_port()
+        other.log_path = self.root / f"meridian-{name}.log"
+        other.proc, other.inproc, other.envoy = None, None, None
+        other.want_envoy, other.owns_shared = False, False
+        other.serve_args, other.env = list(self.serve_args), dict(self.env)
+        return other
 
     def _listener_up(self) -> bool:
         try:
@@ -254,6 +296,12 @@ class Gateway:
         if self.envoy is not None:
             self.envoy.stop()
             self.envoy = None
+        self.stop_control_plane()
+        if self.owns_shared:
+            self.fleet.close()
+
+    def stop_control_plane(self) -> None:
+        """SIGTERM (a graceful stop: the leader hands its lease back); no-op when not running."""
         if self.inproc is not None:
             self.inproc.stop()
             self.inproc = None
@@ -265,7 +313,6 @@ class Gateway:
                 self.proc.kill()
                 self.proc.wait(5)
             self.proc = None
-        self.fleet.close()
 
     def __enter__(self) -> Gateway:
         return self.start()

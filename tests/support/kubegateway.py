@@ -39,6 +39,7 @@ class KubeGateway(Gateway):
         serve_args: Iterable[str] = ("--watch-ingress-without-class",),
         envoy: bool = True,
         bookmark_interval: float = 0.2,
+        identity: str | None = None,
     ) -> None:
         super().__init__(root, clusters=(), in_process=in_process, delta=delta, serve_args=serve_args, envoy=envoy)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -46,6 +47,8 @@ class KubeGateway(Gateway):
         for cid in remotes:
             self.kubes[cid] = FakeKube(bookmark_interval=bookmark_interval)
         self.kubeconfig_path = self.root / "primary.kubeconfig"
+        # Pod name (leader election identity) and API server user of this control plane; None: admin.
+        self.identity = identity
 
     # -- lifecycle -------------------------------------------------------------
     def argv(self) -> list[str]:
@@ -74,16 +77,33 @@ class KubeGateway(Gateway):
         for fk in self.kubes.values():
             if not fk.running:
                 fk.start()
-        self.kubes[PRIMARY].kubeconfig(str(self.kubeconfig_path))
+        self._write_kubeconfig()
         super().start()
         return self
+
+    def _write_kubeconfig(self) -> None:
+        primary = self.kubes[PRIMARY]
+        token = None
+        if self.identity is not None:
+            token = primary.add_user(self.identity)  # FakeKube logs its writes under this name
+            self.env["POD_NAME"] = self.identity  # as the downward API sets it in the chart
+        primary.kubeconfig(str(self.kubeconfig_path), token=token)
+
+    def replica(self, name: str) -> KubeGateway:
+        """Another `meridian serve` replica on the same fake clusters: pod and API user `name`."""
+        other = super().replica(name)
+        assert isinstance(other, KubeGateway)
+        other.identity = name
+        other.kubeconfig_path = self.root / f"{name}.kubeconfig"
+        return other
 
     def stop(self) -> None:
         try:
             super().stop()
         finally:
-            for fk in self.kubes.values():
-                fk.close()
+            if self.owns_shared:
+                for fk in self.kubes.values():
+                    fk.close()
 
     def add_cluster(self, cluster_id: str) -> FakeKube:
         """A new fake cluster (not registered yet; see `register`)."""

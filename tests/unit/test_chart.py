@@ -63,6 +63,8 @@ CUSTOM_VALUES: dict[str, Any] = {
         "resources": {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
         "nodeSelector": {"kubernetes.io/os": "linux"},
         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "gw", "effect": "NoSchedule"}],
+        "podAntiAffinity": {"type": "required", "topologyKey": "topology.kubernetes.io/zone"},
+        "podDisruptionBudget": {"maxUnavailable": 1},
     },
     "gateway": {
         "group": "edge-gateways",
@@ -141,6 +143,8 @@ def test_default_render_has_every_object(default: Objects) -> None:
         ("IngressClass", "meridian"),
         ("Deployment", "meridian"),
         ("Service", "meridian"),
+        ("Service", "meridian-xds"),
+        ("PodDisruptionBudget", "meridian"),
         ("ConfigMap", "meridian-gateway-bootstrap"),
         ("Deployment", "meridian-gateway"),
         ("Service", "meridian-gateway"),
@@ -337,6 +341,77 @@ def test_controlplane_service_selects_only_controlplane_pods(default: Objects, c
             assert _port_number(container, p["targetPort"]) == p["port"]
         assert _selects(svc["spec"]["selector"], _pod_labels(objs, name))
         assert not _selects(svc["spec"]["selector"], _pod_labels(objs, f"{name}-gateway"))
+
+
+# --- control plane replicas ---------------------------------------------------------------------
+
+
+def test_controlplane_replicas_spread_over_nodes_and_survive_disruptions(default: Objects, custom: Objects) -> None:
+    """2 replicas by default, kept apart by anti-affinity, and a PDB keeps one through drains."""
+    for objs, name, replicas, kind, topology in (
+        (default, "meridian", 2, "preferred", "kubernetes.io/hostname"),
+        (custom, "edge-meridian", 3, "required", "topology.kubernetes.io/zone"),
+    ):
+        assert objs[("Deployment", name)]["spec"]["replicas"] == replicas
+        anti = objs[("Deployment", name)]["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+        if kind == "preferred":
+            (term,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+            assert term["weight"] == 100
+            term = term["podAffinityTerm"]
+        else:
+            (term,) = anti["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert list(anti) == [f"{kind}DuringSchedulingIgnoredDuringExecution"]
+        assert term["topologyKey"] == topology
+        selector = term["labelSelector"]["matchLabels"]
+        assert _selects(selector, _pod_labels(objs, name))  # replicas repel each other...
+        assert not _selects(selector, _pod_labels(objs, f"{name}-gateway"))  # ...not the gateways
+
+        pdb = objs[("PodDisruptionBudget", name)]
+        assert pdb["apiVersion"] == "policy/v1"
+        assert _selects(pdb["spec"]["selector"]["matchLabels"], _pod_labels(objs, name))
+        assert not _selects(pdb["spec"]["selector"]["matchLabels"], _pod_labels(objs, f"{name}-gateway"))
+    assert default[("PodDisruptionBudget", "meridian")]["spec"] == {
+        "minAvailable": 1,
+        "selector": default[("PodDisruptionBudget", "meridian")]["spec"]["selector"],
+    }
+    assert "minAvailable" not in custom[("PodDisruptionBudget", "edge-meridian")]["spec"]
+    assert custom[("PodDisruptionBudget", "edge-meridian")]["spec"]["maxUnavailable"] == 1
+
+
+def test_controlplane_affinity_and_pdb_values() -> None:
+    mine = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["infra"]}]}]}}}  # fmt: skip
+    objs = _objects(_render({"controlPlane": {"affinity": mine}}, "m", "ns"))
+    assert objs[("Deployment", "m-meridian")]["spec"]["template"]["spec"]["affinity"] == mine  # given: used as is
+    objs = _objects(_render({"controlPlane": {"podAntiAffinity": {"type": "none"},
+                                              "podDisruptionBudget": {"enabled": False}}}, "m", "ns"))  # fmt: skip
+    assert "affinity" not in objs[("Deployment", "m-meridian")]["spec"]["template"]["spec"]
+    assert ("PodDisruptionBudget", "m-meridian") not in objs
+    assert ("PodDisruptionBudget", "m-meridian-gateway") in objs
+    with pytest.raises(helm.HelmError, match="podAntiAffinity"):
+        _render({"controlPlane": {"podAntiAffinity": {"type": "sometimes"}}}, "m", "ns")
+
+
+def test_gateway_bootstrap_resolves_every_controlplane_replica(default: Objects, custom: Objects) -> None:
+    """The xDS name is a headless Service: DNS gives each ready replica, STRICT_DNS makes each an endpoint."""
+    for objs, name, namespace, xds in (
+        (default, "meridian", "meridian-system", 18000),
+        (custom, "edge-meridian", "gw", 18001),
+    ):
+        svc = objs[("Service", f"{name}-xds")]
+        assert svc["spec"]["clusterIP"] == "None"
+        assert svc["spec"]["publishNotReadyAddresses"] is False  # only replicas that are ready to serve
+        assert _selects(svc["spec"]["selector"], _pod_labels(objs, name))
+        assert not _selects(svc["spec"]["selector"], _pod_labels(objs, f"{name}-gateway"))
+        (port,) = svc["spec"]["ports"]
+        assert port["port"] == xds and _port_number(_container(objs, name), port["targetPort"]) == xds
+        (cluster,) = _bootstrap(objs, f"{name}-gateway")["static_resources"]["clusters"]
+        assert cluster["type"] == "STRICT_DNS"
+        (endpoint,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        assert endpoint["endpoint"]["address"]["socket_address"] == {
+            "address": f"{name}-xds.{namespace}.svc.cluster.local",
+            "port_value": xds,
+        }
 
 
 def test_rbac_is_least_privilege(default: Objects) -> None:
@@ -561,7 +636,7 @@ def _bootstrap(objs: Objects, gateway: str) -> dict[str, Any]:
             "default",
             "meridian-gateway",
             {
-                "xds_address": "meridian.meridian-system.svc.cluster.local:18000",
+                "xds_address": "meridian-xds.meridian-system.svc.cluster.local:18000",
                 "node_cluster": "meridian-gateway",
             },
         ),
@@ -569,7 +644,7 @@ def _bootstrap(objs: Objects, gateway: str) -> dict[str, Any]:
             "custom",
             "edge-meridian-gateway",
             {
-                "xds_address": "edge-meridian.gw.svc.cluster.local:18001",
+                "xds_address": "edge-meridian-xds.gw.svc.cluster.local:18001",
                 "node_cluster": "edge-gateways",
                 "admin_port": 9902,
                 "delta": True,

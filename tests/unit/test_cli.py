@@ -54,6 +54,35 @@ def test_bootstrap_is_accepted_by_envoy(tmp_path: Path, output: str, delta: bool
     assert "OK" in proc.stdout
 
 
+@pytest.mark.parametrize(
+    ("addresses", "kind"),
+    [
+        (["127.0.0.1:18000", "127.0.0.2:18001"], "STATIC"),
+        (["meridian-xds.meridian-system.svc.cluster.local:18000", "127.0.0.1:18001"], "STRICT_DNS"),
+    ],
+    ids=["ips", "dns"],
+)
+def test_bootstrap_repeated_xds_address_gives_one_endpoint_each(
+    tmp_path: Path, addresses: list[str], kind: str
+) -> None:
+    """Control plane replicas: each --xds-address is an endpoint of the one xDS cluster, in order."""
+    args = ["bootstrap", "--node-id", "gw-7", "--admin-port", "0"]
+    for address in addresses:
+        args += ["--xds-address", address]
+    text = meridian(*args).stdout
+    (xds,) = yaml.safe_load(text)["static_resources"]["clusters"]
+    assert xds["type"] == kind
+    (locality,) = xds["load_assignment"]["endpoints"]
+    got = [e["endpoint"]["address"]["socket_address"] for e in locality["lb_endpoints"]]
+    want = [{"address": a.rsplit(":", 1)[0], "port_value": int(a.rsplit(":", 1)[1])} for a in addresses]
+    assert got == want
+    path = tmp_path / "bootstrap.yaml"
+    path.write_text(text)
+    proc = subprocess.run([str(ENVOY), "--mode", "validate", "-c", str(path), "--log-level", "error"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, f"envoy rejected the bootstrap: {proc.stdout}{proc.stderr}"
+
+
 def test_bootstrap_garbage_address_fails_validation(tmp_path: Path) -> None:
     """The validation above can fail: a bootstrap pointing at a non-address is rejected by Envoy."""
     doc = yaml.safe_load(meridian("bootstrap", "--node-id", "x").stdout)

@@ -307,6 +307,35 @@ def test_events_are_recorded(fake: FakeKube, api: client.ApiClient) -> None:
     assert [e.reason for e in listed] == ["Rejected"]
 
 
+def test_writes_are_logged_with_the_user_of_the_token(fake: FakeKube, api: client.ApiClient, tmp_path: Path) -> None:
+    """Per-user tokens: tests can tell which replica wrote what (leader-only writes)."""
+    path = tmp_path / "replica-a"
+    fake.kubeconfig(str(path), token=fake.add_user("replica-a"))
+    as_a = config.new_client_from_config(config_file=str(path))
+    coord = client.CoordinationV1Api(as_a)
+    lease = client.V1Lease(
+        metadata=client.V1ObjectMeta(name="meridian-leader", namespace="meridian-system"),
+        spec=client.V1LeaseSpec(holder_identity="replica-a", lease_duration_seconds=15),
+    )
+    coord.create_namespaced_lease("meridian-system", lease)
+    with pytest.raises(ApiException):
+        coord.create_namespaced_lease("meridian-system", lease)  # 409, logged too
+    fake.apply(ingress("web"))  # the test's own writes are not requests
+    client.NetworkingV1Api(api).patch_namespaced_ingress_status(
+        "web", "default", {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.1"}]}}}
+    )
+    client.CoreV1Api(as_a).list_namespaced_service("default")  # reads are not writes
+    got = [(w.user, w.verb, w.kind, w.namespace, w.name, w.subresource, w.code, w.holder) for w in fake.writes()]
+    assert got == [
+        ("replica-a", "create", "Lease", "meridian-system", "meridian-leader", "", 201, "replica-a"),
+        ("replica-a", "create", "Lease", "meridian-system", "meridian-leader", "", 409, None),
+        ("admin", "patch", "Ingress", "default", "web", "status", 200, None),
+    ]
+    times = [w.at for w in fake.writes()]
+    assert times == sorted(times)
+    as_a.close()
+
+
 def test_discovery_and_endpointslices(fake: FakeKube, api: client.ApiClient) -> None:
     groups = {g.name for g in client.ApisApi(api).get_api_versions().groups}
     assert {"networking.k8s.io", "discovery.k8s.io", "coordination.k8s.io"} <= groups

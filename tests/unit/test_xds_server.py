@@ -40,6 +40,7 @@ from controlplane.xds.server import (
     varint,
 )
 from controlplane.xds.tlsfront import TlsFiles
+from controlplane.xds.tracking import short_name
 from tests.support.wait import wait_until_async
 
 # ---------------------------------------------------------------------------
@@ -231,6 +232,12 @@ def names_of(resp: discovery_pb2.DiscoveryResponse) -> list[str]:
     return out
 
 
+def applied(cache: SnapshotCache, changes: dict[str, dict[str, Resource | None]], type_url: str) -> str:
+    """Apply `changes`; the version Envoy is then told for `type_url` (the snapshot's content digest)."""
+    cache.apply(changes)
+    return cache.get(type_url).digest
+
+
 async def acked(env: Env, node_id: str, short: str, version: str) -> None:
     await until(lambda: env.stream(node_id)["types"][short]["acked_version"] == version, what=f"{short} ACK")
 
@@ -289,17 +296,17 @@ def test_delta_response_encoding_matches_protobuf() -> None:
 async def test_sotw_initial_responses_per_type(env: Env) -> None:
     client = Sotw(env, "envoy-1")
     got = await client.subscribe_all()
-    version = str(env.cache.version)
     assert {t: names_of(r) for t, r in got.items()} == {
         CLUSTER: ["backend"],
         ENDPOINT: ["backend"],
         LISTENER: ["http"],
         ROUTE: ["local"],
     }
-    assert all(r.version_info == version and r.nonce for r in got.values())
+    assert {t: r.version_info for t, r in got.items()} == {t: env.cache.get(t).digest for t in got}
+    assert all(r.nonce for r in got.values())
     assert got[CLUSTER].control_plane.identifier == "meridian"
-    for short in ("CDS", "EDS", "LDS", "RDS"):
-        await acked(env, "envoy-1", short, version)
+    for t, short in ((CLUSTER, "CDS"), (ENDPOINT, "EDS"), (LISTENER, "LDS"), (ROUTE, "RDS")):
+        await acked(env, "envoy-1", short, env.cache.get(t).digest)
     s = env.stream("envoy-1")
     assert (s["node_cluster"], s["protocol"]) == ("gw", "sotw")
     assert s["types"]["EDS"]["subscribed"] == 1 and not s["types"]["EDS"]["wildcard"]
@@ -314,15 +321,15 @@ async def test_sotw_initial_responses_per_type(env: Env) -> None:
 async def test_sotw_update_pushes_only_changed_type(env: Env) -> None:
     client = Sotw(env, "envoy-1")
     await client.subscribe_all()
-    await acked(env, "envoy-1", "RDS", str(env.cache.get(ROUTE).version))
-    v2 = env.cache.apply({ENDPOINT: {"backend": cla("backend", 9002)}})
+    await acked(env, "envoy-1", "RDS", env.cache.get(ROUTE).digest)
+    v2 = applied(env.cache, {ENDPOINT: {"backend": cla("backend", 9002)}}, ENDPOINT)
     resp = await client.recv()
-    assert (resp.type_url, resp.version_info) == (ENDPOINT, str(v2))
+    assert (resp.type_url, resp.version_info) == (ENDPOINT, v2)
     await client.ack(resp, ["backend"])
     # Barrier: the next response must be the RDS change, so nothing else was pushed in between.
-    v3 = env.cache.apply({ROUTE: {"local": route("local", "hello v3")}})
+    v3 = applied(env.cache, {ROUTE: {"local": route("local", "hello v3")}}, ROUTE)
     resp = await client.recv()
-    assert (resp.type_url, resp.version_info) == (ROUTE, str(v3))
+    assert (resp.type_url, resp.version_info) == (ROUTE, v3)
     assert env.sample("meridian_xds_pushes_total", type="CDS") == 1
     assert env.sample("meridian_xds_pushes_total", type="EDS") == 2
 
@@ -333,27 +340,27 @@ async def test_sotw_endpoint_update_carries_only_changed_assignments(env: Env) -
     client = Sotw(env, "envoy-1")
     await client.subscribe_all()
     eds_nonce = env.stream("envoy-1")["types"]["EDS"]["nonce"]
-    await client.send(ENDPOINT, ["backend", "other"], str(env.cache.version), eds_nonce)
+    await client.send(ENDPOINT, ["backend", "other"], env.cache.get(ENDPOINT).digest, eds_nonce)
     resp = await client.recv()
     assert sorted(names_of(resp)) == ["backend", "other"]  # a new subscription gets the whole set
     await client.ack(resp, ["backend", "other"])
     await acked(env, "envoy-1", "EDS", resp.version_info)
 
-    v = env.cache.apply({ENDPOINT: {"other": cla("other", 9010)}})
+    v = applied(env.cache, {ENDPOINT: {"other": cla("other", 9010)}}, ENDPOINT)
     resp = await client.recv()
-    assert (resp.type_url, resp.version_info) == (ENDPOINT, str(v))
+    assert (resp.type_url, resp.version_info) == (ENDPOINT, v)
     assert names_of(resp) == ["other"]
     await client.ack(resp, ["backend", "other"])
     # Two changes coalesced while a response is in flight still reach the client.
-    v1 = env.cache.apply({ENDPOINT: {"backend": cla("backend", 9011)}})
-    v2 = env.cache.apply({ENDPOINT: {"other": cla("other", 9012)}})
+    v1 = applied(env.cache, {ENDPOINT: {"backend": cla("backend", 9011)}}, ENDPOINT)
+    v2 = applied(env.cache, {ENDPOINT: {"other": cla("other", 9012)}}, ENDPOINT)
     resp = await client.recv()
     got = set(names_of(resp))
-    if resp.version_info == str(v1):
+    if resp.version_info == v1:
         await client.ack(resp, ["backend", "other"])
         resp = await client.recv()
         got |= set(names_of(resp))
-    assert resp.version_info == str(v2) and got == {"backend", "other"}
+    assert resp.version_info == v2 and got == {"backend", "other"}
 
 
 async def test_sotw_dropping_the_last_watch_clears_pending(env: Env) -> None:
@@ -361,7 +368,7 @@ async def test_sotw_dropping_the_last_watch_clears_pending(env: Env) -> None:
     response in flight: the type must not stay pending (convergence would never be reached)."""
     client = Sotw(env, "envoy-1")
     await client.subscribe_all()
-    await acked(env, "envoy-1", "EDS", str(env.cache.get(ENDPOINT).version))
+    await acked(env, "envoy-1", "EDS", env.cache.get(ENDPOINT).digest)
     stale = env.stream("envoy-1")["types"]["EDS"]["nonce"]
     env.cache.apply({ENDPOINT: {"backend": cla("backend", 9003)}})
     resp = await client.recv()
@@ -370,22 +377,22 @@ async def test_sotw_dropping_the_last_watch_clears_pending(env: Env) -> None:
     await until(lambda: not env.stream("envoy-1")["types"]["EDS"]["pending"], what="EDS no longer pending")
     # Later EDS changes are not sent to a stream that watches nothing.
     env.cache.apply({ENDPOINT: {"backend": cla("backend", 9004)}})
-    v = env.cache.apply({ROUTE: {"local": route("local", "hello v9")}})
+    v = applied(env.cache, {ROUTE: {"local": route("local", "hello v9")}}, ROUTE)
     resp = await client.recv()
-    assert (resp.type_url, resp.version_info) == (ROUTE, str(v))
+    assert (resp.type_url, resp.version_info) == (ROUTE, v)
 
 
 async def test_sotw_unsubscribed_change_is_not_pushed(env: Env) -> None:
     client = Sotw(env, "envoy-1")
     await client.subscribe_all()
     env.cache.apply({ENDPOINT: {"other": cla("other", 9009)}})  # not subscribed by this stream
-    v3 = env.cache.apply({ROUTE: {"local": route("local", "hello v3")}})
+    v3 = applied(env.cache, {ROUTE: {"local": route("local", "hello v3")}}, ROUTE)
     resp = await client.recv()
-    assert (resp.type_url, resp.version_info) == (ROUTE, str(v3))
+    assert (resp.type_url, resp.version_info) == (ROUTE, v3)
     # Subscribing to the new name gets the current EDS version for the new set.
     await client.ack(resp, ["local"])
     eds_nonce = env.stream("envoy-1")["types"]["EDS"]["nonce"]
-    await client.send(ENDPOINT, ["backend", "other"], str(v3), eds_nonce)
+    await client.send(ENDPOINT, ["backend", "other"], v3, eds_nonce)
     resp = await client.recv()
     assert resp.type_url == ENDPOINT and sorted(names_of(resp)) == ["backend", "other"]
 
@@ -409,17 +416,17 @@ async def test_sotw_nack_is_recorded_and_not_resent(env: Env) -> None:
     assert env.stream("envoy-1")["types"]["CDS"]["acked_version"] is None
     assert env.sample("meridian_xds_nacks_total", type="CDS") == 1
     # A change elsewhere wakes the stream; CDS must not be re-sent at the rejected version.
-    v2 = env.cache.apply({ENDPOINT: {"backend": cla("backend", 9002)}})
+    v2 = applied(env.cache, {ENDPOINT: {"backend": cla("backend", 9002)}}, ENDPOINT)
     resp = await client.recv()
-    assert (resp.type_url, resp.version_info) == (ENDPOINT, str(v2))
+    assert (resp.type_url, resp.version_info) == (ENDPOINT, v2)
     await client.ack(resp, ["backend"])
     # A newer CDS version is sent.
-    v3 = env.cache.apply({CLUSTER: {"extra": cluster("extra")}})
+    v3 = applied(env.cache, {CLUSTER: {"extra": cluster("extra")}}, CLUSTER)
     resp = await client.recv()
-    assert (resp.type_url, resp.version_info) == (CLUSTER, str(v3))
+    assert (resp.type_url, resp.version_info) == (CLUSTER, v3)
     assert sorted(names_of(resp)) == ["backend", "extra"]
     await client.ack(resp)
-    await acked(env, "envoy-1", "CDS", str(v3))
+    await acked(env, "envoy-1", "CDS", v3)
     assert env.stream("envoy-1")["types"]["CDS"]["last_nack"]["version"] == v1
 
 
@@ -427,30 +434,30 @@ async def test_sotw_stale_nonce_is_ignored(env: Env) -> None:
     client = Sotw(env, "envoy-1")
     got = await client.subscribe_all()
     old_nonce = got[CLUSTER].nonce
-    v2 = env.cache.apply({CLUSTER: {"extra": cluster("extra")}})
+    v2 = applied(env.cache, {CLUSTER: {"extra": cluster("extra")}}, CLUSTER)
     resp = await client.recv()
     assert resp.type_url == CLUSTER and resp.nonce != old_nonce
     # A NACK carrying the previous nonce is stale: no NACK recorded, response stays in flight.
     await client.send(CLUSTER, [], got[CLUSTER].version_info, old_nonce, error="stale complaint")
     await client.ack(resp)
-    await acked(env, "envoy-1", "CDS", str(v2))
+    await acked(env, "envoy-1", "CDS", v2)
     cds = env.stream("envoy-1")["types"]["CDS"]
     assert cds["last_nack"] is None
     assert env.sample("meridian_xds_nacks_total", type="CDS") == 0
     # A stale EDS request with a new subscription is ignored as well (no response for it);
     # the following RDS change is the next message.
     await client.send(ENDPOINT, ["backend", "ghost"], got[ENDPOINT].version_info, "not-a-nonce")
-    v3 = env.cache.apply({ROUTE: {"local": route("local", "hello v3")}})
+    v3 = applied(env.cache, {ROUTE: {"local": route("local", "hello v3")}}, ROUTE)
     resp = await client.recv()
-    assert (resp.type_url, resp.version_info) == (ROUTE, str(v3))
+    assert (resp.type_url, resp.version_info) == (ROUTE, v3)
     assert env.stream("envoy-1")["types"]["EDS"]["subscribed"] == 1
 
 
 async def test_sotw_push_order_when_several_types_change(env: Env) -> None:
     client = Sotw(env, "envoy-1")
     await client.subscribe_all()
-    await acked(env, "envoy-1", "RDS", str(env.cache.get(ROUTE).version))
-    v2 = env.cache.apply(
+    await acked(env, "envoy-1", "RDS", env.cache.get(ROUTE).digest)
+    env.cache.apply(
         {
             ROUTE: {"local": route("local", "hello v2")},
             LISTENER: {"http": listener("http", 2, "local")},
@@ -460,7 +467,7 @@ async def test_sotw_push_order_when_several_types_change(env: Env) -> None:
     )
     order = [(await client.recv()) for _ in range(4)]
     assert [r.type_url for r in order] == [CLUSTER, ENDPOINT, LISTENER, ROUTE]
-    assert {r.version_info for r in order} == {str(v2)}
+    assert all(r.version_info == env.cache.get(r.type_url).digest for r in order)
 
 
 async def test_endpoints_are_sent_while_clusters_wait_to_warm(env: Env) -> None:
@@ -469,14 +476,14 @@ async def test_endpoints_are_sent_while_clusters_wait_to_warm(env: Env) -> None:
     Envoy's initial-fetch timeout); it holds back only listeners and routes, which name clusters."""
     client = Sotw(env, "envoy-1")
     await client.subscribe_all()
-    await acked(env, "envoy-1", "RDS", str(env.cache.get(ROUTE).version))
+    await acked(env, "envoy-1", "RDS", env.cache.get(ROUTE).digest)
     env.cache.apply({CLUSTER: {"new": cluster("new")}, ENDPOINT: {"new": cla("new", 9020)}})
     resp = await client.recv()
     assert resp.type_url == CLUSTER and "new" in names_of(resp)  # not ACKed: "new" is warming
     # Meanwhile a newer cluster version and a route change arrive.
     env.cache.apply({CLUSTER: {"newer": cluster("newer")}, ROUTE: {"local": route("local", "hello v9")}})
     eds_nonce = env.stream("envoy-1")["types"]["EDS"]["nonce"]
-    await client.send(ENDPOINT, ["backend", "new"], str(env.cache.get(ENDPOINT).version), eds_nonce)
+    await client.send(ENDPOINT, ["backend", "new"], env.cache.get(ENDPOINT).digest, eds_nonce)
     resp = await client.recv(timeout=5)
     assert resp.type_url == ENDPOINT and "new" in names_of(resp)
     await client.ack(resp, ["backend", "new"])
@@ -489,7 +496,7 @@ async def test_endpoints_are_sent_while_clusters_wait_to_warm(env: Env) -> None:
 async def test_delta_endpoints_are_sent_while_clusters_wait_to_warm(env: Env) -> None:
     client = Delta(env, "d1")
     await delta_subscribe_all(client)
-    await acked(env, "d1", "RDS", str(env.cache.get(ROUTE).version))
+    await acked(env, "d1", "RDS", env.cache.get(ROUTE).digest)
     env.cache.apply({CLUSTER: {"new": cluster("new")}, ENDPOINT: {"new": cla("new", 9020)}})
     resp = await client.recv()
     assert resp.type_url == CLUSTER and "new" in delta_names(resp)
@@ -506,9 +513,11 @@ async def test_sotw_cluster_removal_waits_for_routes(env: Env) -> None:
     env.cache.apply({CLUSTER: {"old": cluster("old")}, ENDPOINT: {"old": cla("old", 9003)}})
     client = Sotw(env, "envoy-1")
     await client.subscribe_all()
-    await acked(env, "envoy-1", "RDS", str(env.cache.get(ROUTE).version))
-    v = env.cache.apply(
-        {CLUSTER: {"old": None, "new": cluster("new")}, ROUTE: {"local": route("local", "no more old")}}
+    await acked(env, "envoy-1", "RDS", env.cache.get(ROUTE).digest)
+    v = applied(
+        env.cache,
+        {CLUSTER: {"old": None, "new": cluster("new")}, ROUTE: {"local": route("local", "no more old")}},
+        CLUSTER,
     )
     cds = await client.recv()
     assert cds.type_url == CLUSTER and cds.version_info == f"{v}+hold"
@@ -518,15 +527,15 @@ async def test_sotw_cluster_removal_waits_for_routes(env: Env) -> None:
     await client.ack(cds)
     await client.ack(rds, ["local"])
     pure = await client.recv()
-    assert (pure.type_url, pure.version_info, sorted(names_of(pure))) == (CLUSTER, str(v), ["backend", "new"])
+    assert (pure.type_url, pure.version_info, sorted(names_of(pure))) == (CLUSTER, v, ["backend", "new"])
     await client.ack(pure)
     # A pure removal sends no CDS until the routes are ACKed; then the removal alone.
-    v = env.cache.apply({CLUSTER: {"new": None}, ROUTE: {"local": route("local", "no more new")}})
+    v = applied(env.cache, {CLUSTER: {"new": None}, ROUTE: {"local": route("local", "no more new")}}, CLUSTER)
     rds = await client.recv()
     assert rds.type_url == ROUTE
     await client.ack(rds, ["local"])
     pure = await client.recv()
-    assert (pure.type_url, pure.version_info, names_of(pure)) == (CLUSTER, str(v), ["backend"])
+    assert (pure.type_url, pure.version_info, names_of(pure)) == (CLUSTER, v, ["backend"])
 
 
 async def test_two_streams_slow_reader_does_not_block_others(env: Env) -> None:
@@ -542,9 +551,9 @@ async def test_two_streams_slow_reader_does_not_block_others(env: Env) -> None:
     got = await fast.subscribe_all()
     assert names_of(got[CLUSTER]) == ["backend"]  # group "gw" has no snapshot: the default one
     for i in range(5):
-        v = env.cache.apply({ROUTE: {"local": route("local", f"hello {i}")}})
+        v = applied(env.cache, {ROUTE: {"local": route("local", f"hello {i}")}}, ROUTE)
         resp = await fast.recv(timeout=5)
-        assert (resp.type_url, resp.version_info) == (ROUTE, str(v))
+        assert (resp.type_url, resp.version_info) == (ROUTE, v)
         await fast.ack(resp, ["local"])
     slow_types = env.stream("slow")["types"]
     assert slow_types["CDS"]["acked_version"] is None
@@ -557,13 +566,13 @@ async def test_convergence_observed_after_all_streams_ack(env: Env) -> None:
     await a.subscribe_all()
     await b.subscribe_all()
     for node in ("a", "b"):
-        await acked(env, node, "RDS", str(env.cache.version))
+        await acked(env, node, "RDS", env.cache.get(ROUTE).digest)
     count = "meridian_convergence_seconds_count"
     before = env.sample(count)
-    v = env.cache.apply({ROUTE: {"local": route("local", "converge")}})
+    v = applied(env.cache, {ROUTE: {"local": route("local", "converge")}}, ROUTE)
     ra = await a.recv()
     await a.ack(ra, ["local"])
-    await acked(env, "a", "RDS", str(v))
+    await acked(env, "a", "RDS", v)
     assert env.sample(count) == before  # b has not ACKed yet
     rb = await b.recv()
     await b.ack(rb, ["local"])
@@ -576,12 +585,12 @@ async def test_convergence_stops_waiting_for_a_disconnected_stream(env: Env) -> 
     await a.subscribe_all()
     await b.subscribe_all()
     for node in ("a", "b"):
-        await acked(env, node, "EDS", str(env.cache.get(ENDPOINT).version))
+        await acked(env, node, "EDS", env.cache.get(ENDPOINT).digest)
     count = "meridian_convergence_seconds_count"
-    v = env.cache.apply({ENDPOINT: {"backend": cla("backend", 9555)}})
+    v = applied(env.cache, {ENDPOINT: {"backend": cla("backend", 9555)}}, ENDPOINT)
     ra = await a.recv()
     await a.ack(ra, ["backend"])
-    await acked(env, "a", "EDS", str(v))
+    await acked(env, "a", "EDS", v)
     assert env.sample(count) == 0
     b.call.cancel()  # b never ACKs; once it is gone, everyone connected has the version
     await until(lambda: env.sample(count) == 1, what="convergence after disconnect")
@@ -675,7 +684,7 @@ async def test_delta_initial_incremental_and_removal(env: Env) -> None:
     for type_url, r in got.items():
         assert delta_names(r) == {n: res.version for n, res in snap[type_url].items()}, type_url
         assert not r.removed_resources
-        assert r.system_version_info == str(env.cache.get(type_url).version)
+        assert r.system_version_info == env.cache.get(type_url).digest
     # The resources carry the real messages.
     c = cluster_pb2.Cluster()
     assert got[CLUSTER].resources[0].resource.Unpack(c) and c.type == cluster_pb2.Cluster.EDS
@@ -710,6 +719,89 @@ async def test_delta_initial_resource_versions_are_honoured(env: Env) -> None:
     assert r.type_url == CLUSTER
     assert set(delta_names(r)) == {"second"}
     assert list(r.removed_resources) == ["vanished"]
+
+
+async def test_delta_client_moved_to_another_replica_is_sent_only_what_differs(env: Env) -> None:
+    """A second server built from the same objects (other batches, so other counters) spares a moved client.
+
+    The client reconnects with initial_resource_versions of everything it holds, for wildcard (CDS,
+    LDS) and named (EDS, RDS) subscriptions alike: it gets one answer per type with no resources,
+    then exactly the resource that changed on the new replica, and nothing else.
+    """
+    extra = {CLUSTER: {"second": cluster("second")}, ENDPOINT: {"second": cla("second", 9002)}}
+    env.cache.apply(extra)
+    first = Delta(env, "gw-1")
+    got = await delta_subscribe_all(first)
+    held = {t: delta_names(r) for t, r in got.items()}
+    assert held[CLUSTER] == {"backend": cluster("backend").version, "second": cluster("second").version}
+
+    other_cache = SnapshotCache()
+    for type_url, entries in initial_snapshot().items():  # one apply per type: counters differ from env's
+        other_cache.apply({type_url: entries})
+    other_cache.apply({CLUSTER: extra[CLUSTER]})
+    other_cache.apply({ENDPOINT: extra[ENDPOINT]})
+    other_cache.ready = True
+    assert other_cache.get(CLUSTER).version != env.cache.get(CLUSTER).version
+    metrics = Metrics()
+    other = XdsServer(other_cache, metrics, auth=XdsAuth(metrics, insecure=True))
+    port = await other.start("127.0.0.1:0")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        moved = Delta(Env(other_cache, metrics, other, channel, port), "gw-1")
+        for type_url, names in SUBS.items():
+            await moved.send(type_url, names, initial=held[type_url])
+        answers = {}
+        while len(answers) < len(SUBS):
+            r = await moved.recv()
+            answers[r.type_url] = r
+            await moved.ack(r)
+        for type_url, r in answers.items():
+            assert not r.resources and not r.removed_resources, short_name(type_url)
+            # Same resources, same version on the wire, whatever each replica's history.
+            assert r.system_version_info == env.cache.get(type_url).digest, short_name(type_url)
+        (stream,) = other.syncz()
+        assert {k: t["sent_resources"] for k, t in stream["types"].items()} == dict.fromkeys(
+            ("CDS", "EDS", "LDS", "RDS"), 0
+        )
+        assert {k: t["resources"] for k, t in stream["types"].items()} == {"CDS": 2, "EDS": 1, "LDS": 1, "RDS": 1}
+        assert (metrics.registry.get_sample_value("meridian_xds_resources_sent_total", {"type": "CDS"}) or 0) == 0
+        # Only what differs goes out afterwards.
+        newer = cla("backend", 9100)
+        other_cache.apply({ENDPOINT: {"backend": newer}})
+        r = await moved.recv()
+        assert r.type_url == ENDPOINT and delta_names(r) == {"backend": newer.version}
+        await until(lambda: other.syncz()[0]["types"]["EDS"]["sent_resources"] == 1, what="one resource counted")
+        assert metrics.registry.get_sample_value("meridian_xds_resources_sent_total", {"type": "EDS"}) == 1
+    finally:
+        await channel.close()
+        await other.stop()
+
+
+def test_type_version_is_a_digest_of_the_resources_not_of_their_history() -> None:
+    """What Envoy is told as version_info is the same on every replica and after a restart."""
+    one, other = SnapshotCache(), SnapshotCache()
+    one.apply(initial_snapshot())
+    one.apply({CLUSTER: {"second": cluster("second"), "gone": cluster("gone")}})
+    one.apply({CLUSTER: {"gone": None}, ROUTE: {"local": route("local", "hello v2")}})
+    one.apply({ROUTE: {"local": route("local", "hello v1")}})  # back to the first route
+    for type_url, entries in reversed(initial_snapshot().items()):  # other order, other batches
+        other.apply({type_url: entries})
+    other.apply({CLUSTER: {"second": cluster("second")}})
+    for type_url in (CLUSTER, ENDPOINT, LISTENER, ROUTE):
+        assert one.get(type_url).digest == other.get(type_url).digest, type_url
+        assert len(one.get(type_url).digest) == 16
+    assert one.get(CLUSTER).version != other.get(CLUSTER).version  # the counters differ
+    # Any content change moves it, undoing the change restores it.
+    first = one.get(ROUTE).digest
+    one.apply({ROUTE: {"local": route("local", "hello v3")}})
+    assert one.get(ROUTE).digest != first
+    one.apply({ROUTE: {"local": route("local", "hello v1")}})
+    assert one.get(ROUTE).digest == first
+    one.apply({CLUSTER: {"second": None}})
+    assert one.get(CLUSTER).digest != other.get(CLUSTER).digest
+    fresh = SnapshotCache()
+    fresh.apply({CLUSTER: {"backend": cluster("backend")}})
+    assert one.get(CLUSTER).digest == fresh.get(CLUSTER).digest
 
 
 async def test_delta_initial_response_sent_even_if_client_is_current(env: Env) -> None:
@@ -755,7 +847,7 @@ async def test_delta_cluster_removal_waits_for_routes(env: Env) -> None:
     env.cache.apply({CLUSTER: {"old": cluster("old")}})
     client = Delta(env, "d3")
     await delta_subscribe_all(client)
-    await acked(env, "d3", "RDS", str(env.cache.get(ROUTE).version))
+    await acked(env, "d3", "RDS", env.cache.get(ROUTE).digest)
     env.cache.apply({CLUSTER: {"old": None, "new": cluster("new")}, ROUTE: {"local": route("local", "x")}})
     cds = await client.recv()
     assert cds.type_url == CLUSTER and set(delta_names(cds)) == {"new"} and not cds.removed_resources
@@ -875,19 +967,19 @@ async def test_real_envoy_gets_config(delta: bool) -> None:
                 )
             ],
         )
-        v_bad = cache.apply({LISTENER: {"broken": make_resource("broken", LISTENER, bad)}})
+        v_bad = applied(cache, {LISTENER: {"broken": make_resource("broken", LISTENER, bad)}}, LISTENER)
         nack = await until(lambda: server.syncz()[0]["types"]["LDS"]["last_nack"], timeout=20, what="LDS NACK")
-        assert nack["version"] == str(v_bad) and "broken" in nack["error"]
+        assert nack["version"] == v_bad and "broken" in nack["error"]
         assert (await asyncio.to_thread(_http_get, listen_port))[1] == "hello v2"  # last good config
         cache.apply({ROUTE: {"local": route("local", "hello v3")}})
         await until(
-            lambda: server.syncz()[0]["types"]["RDS"]["acked_version"] == str(cache.get(ROUTE).version),
+            lambda: server.syncz()[0]["types"]["RDS"]["acked_version"] == cache.get(ROUTE).digest,
             timeout=20,
         )
         assert metrics.registry.get_sample_value("meridian_xds_nacks_total", {"type": "LDS"}) == 1
-        assert server.syncz()[0]["types"]["LDS"]["sent_version"] == str(v_bad)
-        v_fixed = cache.apply({LISTENER: {"broken": None}})
-        await until(lambda: server.syncz()[0]["types"]["LDS"]["acked_version"] == str(v_fixed), timeout=20, what="fix")
+        assert server.syncz()[0]["types"]["LDS"]["sent_version"] == v_bad
+        v_fixed = applied(cache, {LISTENER: {"broken": None}}, LISTENER)
+        await until(lambda: server.syncz()[0]["types"]["LDS"]["acked_version"] == v_fixed, timeout=20, what="fix")
     finally:
         proc.terminate()
         try:

@@ -67,7 +67,7 @@ app.kubernetes.io/component: gateway
 
 {{/* DNS name of the control plane Service, as the gateway Envoys resolve it (STRICT_DNS). */}}
 {{- define "meridian.xdsHost" -}}
-{{- printf "%s.%s.svc.%s" (include "meridian.fullname" .) .Release.Namespace .Values.clusterDomain }}
+{{- printf "%s-xds.%s.svc.%s" (include "meridian.fullname" .) .Release.Namespace .Values.clusterDomain }}
 {{- end }}
 
 {{- define "meridian.controlPlane.image" -}}
