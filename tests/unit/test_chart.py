@@ -761,7 +761,8 @@ def test_chart_makes_xds_certificates_meridian_accepts(
     names = server_cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     host = f"{full}.{namespace}.svc.cluster.local"
     dns = set(names.get_values_for_type(x509.DNSName))
-    assert {host, full, f"{full}.{namespace}", f"{full}.{namespace}.svc"} <= dns
+    xds_host = f"{full}-xds.{namespace}.svc.cluster.local"  # the headless Service the gateways resolve
+    assert {xds_host, host, full, f"{full}.{namespace}", f"{full}.{namespace}.svc"} <= dns
     client_der = x509.load_pem_x509_certificate(_pem(client, "tls.crt")).public_bytes(Encoding.DER)
     peer = Peer(MTLS, certificate_identities(client_der))
     assert GroupPolicy().may_claim(peer, group) and not GroupPolicy().may_claim(peer, group + "-other")
