@@ -777,7 +777,7 @@ def test_chart_makes_xds_certificates_meridian_accepts(
     assert gw_volume["secret"]["secretName"] == f"{gateway}-xds-client"
     assert {"name": "xds-client", "mountPath": XDS_MOUNT, "readOnly": True} in _container(objs, gateway)["volumeMounts"]
     ctx = _bootstrap(objs, gateway)["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]
-    assert ctx["sni"] == host
+    assert ctx["sni"] == xds_host
 
 
 def test_cert_manager_mode_issues_the_same_secrets() -> None:
@@ -789,7 +789,9 @@ def test_cert_manager_mode_issues_the_same_secrets() -> None:
     assert objs[("Certificate", "meridian-xds-ca")]["spec"]["isCA"] is True
     server = objs[("Certificate", "meridian-xds-server")]["spec"]
     assert server["secretName"] == "meridian-xds-server"
-    assert "meridian.meridian-system.svc.cluster.local" in server["dnsNames"]
+    assert {"meridian-xds.meridian-system.svc.cluster.local", "meridian.meridian-system.svc.cluster.local"} <= set(
+        server["dnsNames"]
+    )
     assert "server auth" in server["usages"]
     client = objs[("Certificate", "meridian-gateway-xds-client")]["spec"]
     assert client["secretName"] == "meridian-gateway-xds-client"
