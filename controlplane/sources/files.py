@@ -2,13 +2,14 @@
 
 Each file's objects are remembered so that editing or deleting the file
 removes exactly what it used to define. A file that fails to parse is reported
-and its last good content stays served.
+and its last good content stays served. Objects are read as written: no
+creationTimestamp is made up (a file's mtime changes on every edit, and an age
+that changes would change which Ingress wins a conflict).
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -34,7 +35,7 @@ def _yaml_loader() -> type[yaml.SafeLoader]:
     return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def parse_manifests(text: str, *, created: str | None = None) -> tuple[list[tuple[str, KubeObject]], list[str]]:
+def parse_manifests(text: str) -> tuple[list[tuple[str, KubeObject]], list[str]]:
     """(kind, object) pairs of the kinds Meridian reads, and per-object problems.
 
     Raises ManifestError when the YAML itself cannot be parsed (the whole file is then kept at its
@@ -64,8 +65,6 @@ def parse_manifests(text: str, *, created: str | None = None) -> tuple[list[tupl
             continue
         if kind not in CLUSTER_SCOPED:
             meta.setdefault("namespace", "default")
-        if created and not meta.get("creationTimestamp"):
-            meta["creationTimestamp"] = created
         out.append((kind, doc))
     return out, problems
 
@@ -105,27 +104,18 @@ class FileSource:
     def load_file(self, path: Path) -> None:
         try:
             text = path.read_text(encoding="utf-8")
-            mtime = path.stat().st_mtime
         except FileNotFoundError:
             self.remove_file(path)
             return
         except (OSError, UnicodeDecodeError) as exc:
             self._error(path, f"cannot read: {exc}")
             return
-        created = dt.datetime.fromtimestamp(mtime, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         try:
-            objects, problems = parse_manifests(text, created=created)
+            objects, problems = parse_manifests(text)
         except ManifestError as exc:
             self._error(path, str(exc))
             return
-        fresh: dict[tuple[str, str, str], KubeObject] = {}
-        for kind, obj in objects:
-            key = _key(kind, obj)
-            old = self._by_file.get(path, {}).get(key)
-            if old is not None:
-                # Keep the first-seen creation time: an edit is not a new object.
-                obj["metadata"]["creationTimestamp"] = old["metadata"].get("creationTimestamp")
-            fresh[key] = obj
+        fresh = {_key(kind, obj): obj for kind, obj in objects}
         if problems:
             self._error(path, "; ".join(problems))
         else:
