@@ -24,6 +24,22 @@ Resources = dict[str, dict[str, tuple[str, bytes]]]
 CONFIG = GatewayConfig(classes=ClassPolicy(watch_without_class=True, accept_all=True))
 
 
+class InjectedFailure(RuntimeError):
+    """Raised by FlakyCache: a failure in the real publish path, expected by the test that arms it."""
+
+
+class FlakyCache(SnapshotCache):
+    """The real cache, whose next apply raises once when armed."""
+
+    armed = False
+
+    def apply(self, changes: Any, **kw: Any) -> int:
+        if self.armed:
+            self.armed = False
+            raise InjectedFailure("injected apply failure")
+        return super().apply(changes, **kw)
+
+
 def resources(cache: SnapshotCache) -> Resources:
     """type -> name -> (content version, serialized Any), for every type the gateway gets."""
     return {t: {n: (r.version, r.any_bytes) for n, r in cache.get(t).resources.items()} for t in rt.PUSH_ORDER}

@@ -23,18 +23,21 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from controlplane import route_tables
 from controlplane.build.classes import ClassPolicy
 from controlplane.build.secrets import decode_tls_secret
 from controlplane.controller import GatewayConfig
 from controlplane.sources.files import parse_manifests
 from controlplane.store import ENDPOINT_SLICE, INGRESS, INGRESS_CLASS, SECRET, SERVICE, ClusterStore
+from controlplane.translate.partitions import RouteTable
 from tests.support.certs import issue_cert, make_ca, tls_secret
-from tests.support.snapshots import cold_build, diff, engine, resources, store_objects
+from tests.support.snapshots import FlakyCache, InjectedFailure, cold_build, diff, engine, resources, store_objects
 
 CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus" / "ingress"
 
@@ -242,6 +245,16 @@ class Op:
         return f"{what} {self.cluster} {self.kind} {'/'.join(self.key)}"
 
 
+@dataclass(frozen=True)
+class Step:
+    op: Op
+    flush: bool  # flush after it (when batching)
+    fail: bool  # that flush's publish fails (the next flush must then publish what a cold build would)
+
+    def __repr__(self) -> str:
+        return f"{self.op!r}{' | flush' if self.flush else ''}{' (fails)' if self.fail else ''}"
+
+
 def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
     meta = obj["metadata"]
     return (str(meta.get("namespace") or ""), str(meta["name"]))
@@ -303,8 +316,9 @@ def _corpus_bundle(cluster: str, obj: dict[str, Any]) -> list[Op]:
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> list[tuple[Op, bool]]:
-    """A populated world built step by step (so that most Ingresses are served), then random changes."""
+def scenarios(draw: st.DrawFn) -> list[Step]:
+    """A populated world built step by step (so that most Ingresses are served), then random changes;
+    after each, maybe a flush (batches), and maybe a failure of that flush's publish."""
     ops: list[Op] = []
     for cluster in draw(st.sampled_from((("east",), ("east", "west")))):
         for ns, name in COMMON_SERVICES:
@@ -316,7 +330,8 @@ def scenarios(draw: st.DrawFn) -> list[tuple[Op, bool]]:
     ops += draw(st.lists(st.builds(_upsert, clusters, st.just(INGRESS), generated_ingress()), min_size=2, max_size=6))
     ops += draw(st.lists(st.one_of(upserts, upserts, deletes), min_size=5, max_size=40))
     flushes = draw(st.lists(st.booleans(), min_size=len(ops), max_size=len(ops)))
-    return list(zip(ops, flushes, strict=True))
+    fails = draw(st.lists(st.integers(0, 9).map(lambda i: i == 0), min_size=len(ops), max_size=len(ops)))
+    return [Step(*s) for s in zip(ops, flushes, fails, strict=True)]
 
 
 # -- running a sequence ----------------------------------------------------------------------------------------
@@ -357,24 +372,31 @@ def _uid(obj: Mapping[str, Any]) -> str:
 CONFIG = GatewayConfig(classes=ClassPolicy(frozenset({"meridian", "nginx"}), watch_without_class=False))
 
 
-def run(steps: list[tuple[Op, bool]], every_event: bool, config: GatewayConfig = CONFIG) -> None:
+class _RouteTableNoLinger(RouteTable):
+    def __init__(self, base: str, **kw: Any) -> None:
+        super().__init__(base, **{**kw, "linger": 0.0})
+
+
+def run(steps: list[Step], every_event: bool, config: GatewayConfig = CONFIG) -> None:
     uids = itertools.count(1)
-    with engine(CLUSTERS, config) as e:
-        # An old partition layout stays published for draining listeners (RETIRED_LINGER_S, time-bound by
-        # design); compare at a time after that, as a cold build is.
-        for table in e.controller.routes.all:
-            table.linger = 0.0
+    cache = FlakyCache()
+    # An old partition layout stays published for draining listeners (RETIRED_LINGER_S, time-bound by
+    # design); compare at a time after that, as a cold build is.
+    with mock.patch.object(route_tables, "RouteTable", _RouteTableNoLinger), engine(CLUSTERS, config, cache) as e:
         model = LastGood()
         touched: set[tuple[str, str, str]] = set()
         deleted: set[tuple[str, str, str]] = set()
 
-        def flush() -> None:
+        def flush(fail: bool = False) -> None:
+            cache.armed = fail
             e.controller.flush()
+            # An injected failure is in the publish, after the certificates were read: the model follows too.
             model.after_flush(e.stores, touched, deleted)
             touched.clear()
             deleted.clear()
 
-        for op, flush_after in steps:
+        for step in steps:
+            op = step.op
             store = e.stores[op.cluster]
             if op.kind == SECRET:
                 touched.add((op.cluster, *op.key))
@@ -388,8 +410,8 @@ def run(steps: list[tuple[Op, bool]], every_event: bool, config: GatewayConfig =
                     old = store.get(op.kind, *op.key)
                     obj["metadata"]["uid"] = old["metadata"]["uid"] if old else f"uid-{next(uids)}"
                 store.upsert(op.kind, obj)
-            if every_event or flush_after:
-                flush()
+            if every_event or step.flush:
+                flush(step.fail)
         flush()
         got = resources(e.cache)
         want = cold_build(model.effective(store_objects(e.stores)), config)
@@ -418,12 +440,13 @@ def test_pool_uses_the_corpus() -> None:
 @DIFFERENTIAL
 @given(steps=scenarios())
 def test_incremental_equals_cold_build(
-    partitions: int | None, steps: list[tuple[Op, bool]], no_errors: list[logging.LogRecord]
+    partitions: int | None, steps: list[Step], no_errors: list[logging.LogRecord]
 ) -> None:
     config = dataclasses.replace(CONFIG, route_partitions=partitions)
     try:
         run(steps, every_event=True, config=config)
         run(steps, every_event=False, config=config)
-        assert not no_errors, f"the controller failed: {no_errors[0].getMessage()}"
+        unexpected = [r for r in no_errors if not (r.exc_info and isinstance(r.exc_info[1], InjectedFailure))]
+        assert not unexpected, f"the controller failed: {unexpected[0].getMessage()}"
     finally:
         no_errors.clear()

@@ -18,7 +18,7 @@ from controlplane.xds import resources as rt
 from controlplane.xds.cache import SnapshotCache
 from tests.support.certs import issue_cert, make_ca, tls_secret
 from tests.support.gateway import dump_manifests, ingress, rule
-from tests.support.snapshots import CONFIG, cold_build, diff, engine, resources, store_objects
+from tests.support.snapshots import CONFIG, FlakyCache, cold_build, diff, engine, resources, store_objects
 
 N = "nginx.ingress.kubernetes.io/"
 CA = make_ca("one truth CA")
@@ -190,18 +190,6 @@ def test_file_mode_ages_are_not_file_times_and_ties_break_as_ingress_nginx(tmp_p
 
 
 # -- a batch that fails half-way ---------------------------------------------------------------------------------
-class FlakyCache(SnapshotCache):
-    """The real cache, whose next apply raises once when armed (a failure in the real publish path)."""
-
-    armed = False
-
-    def apply(self, changes: Any, **kw: Any) -> int:
-        if self.armed:
-            self.armed = False
-            raise RuntimeError("injected apply failure")
-        return super().apply(changes, **kw)
-
-
 def test_failed_batch_leaves_no_marker_set_next_batch_publishes_what_a_cold_build_would() -> None:
     cache = FlakyCache()
     with engine(cache=cache) as e:
