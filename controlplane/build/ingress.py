@@ -65,31 +65,21 @@ class IngressIR:
     def hosts(self) -> frozenset[str]:  # asked for many times per change; the IR never changes
         return frozenset(r.host for r in self.rules)
 
-    def order_key(self) -> tuple[str, _Descending, str]:
+    def order_key(self) -> tuple[str, bytes, str]:
         """Conflict order, first wins: ingress-nginx's `sortIngressSlice`
         (internal/ingress/controller/store/store.go): creationTimestamp, oldest first, a missing one
         being Go's zero time (older than any); equal times put the *greater* "namespace/name" string
         first (`return in > jn`). The source cluster breaks what is left (Meridian only)."""
-        return (self.created, _Descending(f"{self.ref.namespace}/{self.ref.name}"), self.ref.cluster)
+        return (self.created, descending(f"{self.ref.namespace}/{self.ref.name}"), self.ref.cluster)
 
 
-@functools.total_ordering
-class _Descending:
-    """A string that sorts in reverse (ingress-nginx breaks timestamp ties by name, descending)."""
+_INVERTED = bytes(255 - b for b in range(256))
 
-    __slots__ = ("value",)
 
-    def __init__(self, value: str) -> None:
-        self.value = value
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Descending) and self.value == other.value
-
-    def __lt__(self, other: _Descending) -> bool:
-        return self.value > other.value
-
-    def __hash__(self) -> int:
-        return hash(self.value)
+def descending(text: str) -> bytes:
+    """A key that sorts strings in reverse byte order (as Go compares them), in C: each UTF-8 byte
+    inverted, then 0xff so that a string sorts after the longer strings it is a prefix of."""
+    return text.encode().translate(_INVERTED) + b"\xff"
 
 
 def creation_time(value: Any) -> tuple[str, str | None]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from controlplane.build.ingress import creation_time
+from controlplane.build.ingress import creation_time, descending
 from controlplane.controller import Controller
 from controlplane.offline import translate_paths
 from controlplane.store import INGRESS, SECRET, SERVICE
@@ -150,6 +150,9 @@ def test_creation_time_normalized_missing_is_oldest() -> None:
     assert creation_time(dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC)) == ("2024-01-02T03:04:05Z", None)
     created, problem = creation_time("yesterday")
     assert created == "" and problem is not None and "yesterday" in problem
+    # Ties: "namespace/name" in reverse byte order, as Go's `in > jn` (prefixes and '-' < '/' included).
+    names = ["a/x", "a/xy", "a-b/x", "ab/x", "b/a", "default/é", "default/e"]
+    assert sorted(names, key=descending) == sorted(names, key=str.encode, reverse=True)
 
 
 def _winner(directory: Path) -> str:
