@@ -89,6 +89,7 @@ class FileSource:
         self.directory = Path(directory)
         self.store = store
         self._by_file: dict[Path, dict[tuple[str, str, str], KubeObject]] = {}
+        self._files_of: dict[tuple[str, str, str], set[Path]] = {}  # object -> the files defining it
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
@@ -123,24 +124,32 @@ class FileSource:
         old = self._by_file.get(path, {})
         self._by_file[path] = fresh
         for key in old.keys() - fresh.keys():
-            if not self._defined_elsewhere(key, path):
-                self.store.delete(*key)
-        for key, obj in fresh.items():
-            self.store.upsert(key[0], obj)
+            self._files_of[key].discard(path)
+        for key in fresh:
+            self._files_of.setdefault(key, set()).add(path)
+        for key in old.keys() | fresh.keys():
+            self._publish(key)
 
     def remove_file(self, path: Path) -> None:
         old = self._by_file.pop(path, {})
         self.store.status.errors.pop(str(path), None)
         for key in old:
-            if not self._defined_elsewhere(key, path):
-                self.store.delete(*key)
+            self._files_of[key].discard(path)
+            self._publish(key)
 
-    def _defined_elsewhere(self, key: tuple[str, str, str], path: Path) -> bool:
-        for other, objs in self._by_file.items():
-            if other != path and key in objs:
-                self.store.upsert(key[0], objs[key])
-                return True
-        return False
+    def _publish(self, key: tuple[str, str, str]) -> None:
+        """Store the object as the files define it now. Defined in several files, the last file in
+        path order wins, not the last one edited: a restart reads the same."""
+        files = self._files_of.get(key)
+        if not files:
+            self._files_of.pop(key, None)
+            self.store.delete(*key)
+            return
+        winner = max(files)
+        if len(files) > 1:
+            log.warning("cluster %s: %s %s/%s is defined in %d files; %s is used", self.store.cluster_id,
+                        key[0], key[1], key[2], len(files), winner)  # fmt: skip
+        self.store.upsert(key[0], self._by_file[winner][key])
 
     def _error(self, path: Path, message: str) -> None:
         log.warning("cluster %s: %s: %s", self.store.cluster_id, path, message)

@@ -13,7 +13,8 @@ import pytest
 from controlplane.build.ingress import creation_time, descending
 from controlplane.controller import Controller
 from controlplane.offline import translate_paths
-from controlplane.store import INGRESS, SECRET, SERVICE
+from controlplane.sources.files import FileSource
+from controlplane.store import INGRESS, SECRET, SERVICE, ClusterStore
 from controlplane.xds import resources as rt
 from controlplane.xds.cache import SnapshotCache
 from tests.support.certs import issue_cert, make_ca, tls_secret
@@ -190,6 +191,36 @@ def test_file_mode_ages_are_not_file_times_and_ties_break_as_ingress_nginx(tmp_p
     unquoted = "name: a\n  creationTimestamp: 2023-01-01T00:00:00Z\n"
     a.write_text(dump_manifests([_conflicting("a")]).replace("name: a\n", unquoted))
     assert _winner(tmp_path) == "a"
+
+
+def test_file_mode_object_in_two_files_last_path_wins_not_last_edit(tmp_path: Path) -> None:
+    def svc(origin: str) -> str:
+        return dump_manifests([{**service("web"), "metadata": {"name": "web", "namespace": "default",
+                                                              "labels": {"from": origin}}}])  # fmt: skip
+
+    def labels(store: ClusterStore) -> Any:
+        obj = store.get(SERVICE, "default", "web")
+        return obj and obj["metadata"]["labels"]
+
+    a, z = tmp_path / "a.yaml", tmp_path / "z.yaml"
+    a.write_text(svc("a"))
+    z.write_text(svc("z"))
+    running = ClusterStore("c1", primary=True)
+    source = FileSource(tmp_path, running)
+    source.load_all()
+    assert labels(running) == {"from": "z"}
+    a.write_text(svc("a2"))  # editing the other definition does not make it win
+    source.load_file(a)
+    assert labels(running) == {"from": "z"}
+    restarted = ClusterStore("c1", primary=True)
+    FileSource(tmp_path, restarted).load_all()
+    assert labels(restarted) == labels(running)
+    z.unlink()
+    source.load_file(z)
+    assert labels(running) == {"from": "a2"}
+    a.unlink()
+    source.load_file(a)
+    assert running.get(SERVICE, "default", "web") is None
 
 
 # -- a batch that fails half-way ---------------------------------------------------------------------------------
