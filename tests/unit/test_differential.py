@@ -4,8 +4,10 @@ Random sequences of adds, edits and deletes of Ingresses (generated ones with TL
 hosts and paths, timestamps that tie, annotations of many families; and the real-world manifests of
 ../shared/corpus/ingress), IngressClasses, Services, EndpointSlices and TLS Secrets (valid, invalid,
 deleted) over two clusters are applied to one running controller, flushed after every event and in
-random batches. Its resources (names, content versions, bytes) must equal those of a fresh controller
-fed the final objects at once: what a new replica or a restart would serve.
+random batches, with one route table and with 4 partitions, while about one flush in ten fails in
+the real publish path (the batch after it must make up for it). Its resources (names, content
+versions, bytes) must equal those of a fresh controller fed the final objects at once: what a new
+replica or a restart would serve.
 
 The one deliberate history dependence is modelled, not ignored: a Secret that became invalid while
 still the same object (same uid, not deleted) keeps serving the last good content the engine saw at
