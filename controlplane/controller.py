@@ -25,14 +25,15 @@ from controlplane.annotations.base import ParsedAnnotations
 from controlplane.annotations.passthrough import SslPassthrough
 from controlplane.build.classes import ClassPolicy, ClassView, is_accepted
 from controlplane.build.hosts import HostResult, merge_host
-from controlplane.build.ingress import IngressIR, Lookups, build_ingress
+from controlplane.build.ingress import IngressIR, Lookups, build_ingress, creation_time
 from controlplane.build.names import cluster_name, eds_name, parse_cluster_name, secret_name
-from controlplane.build.secrets import decode_tls_secret
 from controlplane.build.services import ServiceIndex, ServiceKey
-from controlplane.build.tls import TlsPlan, plan_tls
+from controlplane.build.tls import TlsPlan, plan_tls, tls_findings
+from controlplane.certificates import CertificateBook
 from controlplane.eastwest import east_west_vhosts
-from controlplane.ir import CertificateSecret, Finding, Forward, IngressRef, ServiceCluster
+from controlplane.ir import Finding, Forward, IngressRef, ServiceCluster
 from controlplane.metrics import Metrics
+from controlplane.recovery import FailedBatchRecovery, remove_unlisted
 from controlplane.route_tables import RouteTables
 from controlplane.store import (
     ENDPOINT_SLICE,
@@ -81,6 +82,19 @@ class Controller:
         self.cache = cache
         self.metrics = metrics
         self.config = config
+        self.certificates = CertificateBook()  # usable certificates; kept across rebuilds (certificates.py)
+        self._reset_derived_state()
+        self._events: deque[StoreEvent] = deque()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduled = False
+        self._first_event_at: float | None = None
+        self.last_build_seconds = 0.0
+        self.ready = asyncio.Event()
+        self._recovery = FailedBatchRecovery()
+
+    def _reset_derived_state(self) -> None:
+        """Everything computed from the objects: empty at start, emptied again for a full rebuild."""
         self.services = ServiceIndex()
         self.ingress_objs: dict[IngressRef, Mapping[str, Any]] = {}
         self.irs: dict[IngressRef, IngressIR] = {}
@@ -92,7 +106,7 @@ class Controller:
         self.host_results: dict[str, HostResult] = {}
         # Per-host VirtualHost bytes, framed as RouteConfiguration.virtual_hosts fields, kept per route
         # table (split into hash partitions at scale): a change re-assembles one partition with one join.
-        self.routes = RouteTables(config.route_partitions, metrics)
+        self.routes = RouteTables(self.config.route_partitions, self.metrics)
         # Only hosts that use a feature / need extra clusters are listed, so per-change scans stay small.
         self.host_features: dict[str, dict[str, frozenset[str]]] = {}  # host -> feature -> filter keys
         # (feature, filter key) -> number of hosts needing it, kept by _set_host_features so the listener
@@ -110,17 +124,9 @@ class Controller:
         self._touched_variants: set[str] = set()  # variant clusters whose users changed this batch
         self.tls_refs: set[IngressRef] = set()  # Ingresses with TLS bindings or ssl-passthrough
         self._tls_dirty = True
-        self.good_certs: dict[str, CertificateSecret] = {}
         self.tls = TlsPlan()  # certificates, TLS policies and passthrough per host
         self._listener_inputs: tuple[Any, ...] | None = None
         self._extra_cluster_names: set[str] = set()
-        self._events: deque[StoreEvent] = deque()
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._scheduled = False
-        self._first_event_at: float | None = None
-        self.last_build_seconds = 0.0
-        self.ready = asyncio.Event()
 
     # -- intake ----------------------------------------------------------------
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -166,10 +172,16 @@ class Controller:
         # cyclic GC would otherwise run dozens of times during a cold build of 10,000 Ingresses.
         gc_was_enabled = gc.isenabled()
         gc.disable()
+        full = self._recovery.pending
         try:
-            self._process(events, seen_at)
+            if full:  # the last batch failed half-way: start again from the objects, not from its leftovers
+                self._reset_derived_state()
+                events = self._recovery.events(events, self.registry)
+            self._process(events, seen_at, full=full)
+            self._recovery.succeeded()
         except Exception:  # never let one bad batch kill the control plane
-            log.exception("snapshot build failed; keeping the previous snapshot")
+            log.exception("snapshot build failed; keeping the previous snapshot, the next build is a full one")
+            self._recovery.failed(events, self._loop, self.request_flush)
         finally:
             if gc_was_enabled:
                 gc.enable()
@@ -183,11 +195,11 @@ class Controller:
             self.ready.set()
 
     # -- the batch -------------------------------------------------------------
-    def _process(self, events: list[StoreEvent], seen_at: float) -> None:
+    def _process(self, events: list[StoreEvent], seen_at: float, *, full: bool = False) -> None:
         dirty_ing: set[IngressRef] = set()
         dirty_svc: set[ServiceKey] = set()
         dirty_eds: set[ServiceKey] = set()
-        dirty_secrets: set[tuple[str, str, str]] = set()
+        dirty_secrets: dict[tuple[str, str, str], bool] = {}  # -> a delete of it was seen in this batch
         for ev in events:
             ref, obj = ev.ref, ev.new
             if ref.kind == INGRESS:
@@ -206,7 +218,7 @@ class Controller:
                 dirty_eds |= self.services.set_slice(ref.cluster, ref.namespace, ref.name, obj)
             elif ref.kind == SECRET:
                 skey = (ref.cluster, ref.namespace, ref.name)
-                dirty_secrets.add(skey)
+                dirty_secrets[skey] = dirty_secrets.get(skey, False) or obj is None
                 dirty_ing |= self.secret_deps.get(skey, set())
             elif ref.kind == INGRESS_CLASS:
                 store = self.registry.get(ref.cluster)
@@ -226,6 +238,8 @@ class Controller:
         self.routes.render(changes, filters, https_listener=bool(tls_hosts))
         self.routes.schedule_retirement(self._loop, self.request_flush)
         self._rebuild_listeners(changes, filters, tls_hosts, passthrough)
+        if full:  # built from nothing, `changes` holds every resource: whatever else is cached goes
+            remove_unlisted(changes, self.cache)
         self.cache.apply(changes, seen_at=seen_at)
         self._update_ingress_metrics()
 
@@ -328,33 +342,24 @@ class Controller:
 
     # -- TLS -----------------------------------------------------------------------
     def _rebuild_tls(
-        self, changes: dict[str, dict[str, Resource | None]], dirty_secrets: set[tuple[str, str, str]]
+        self, changes: dict[str, dict[str, Resource | None]], dirty_secrets: dict[tuple[str, str, str], bool]
     ) -> set[str]:
-        """Host -> certificate map, SDS secrets; a broken Secret keeps its last good certificate.
+        """Host -> certificate map, SDS secrets; a deleted Secret is no longer served, a broken one
+        keeps its last good certificate (see certificates.py).
 
         Recomputed only when a TLS-bearing Ingress or a Secret changed in this batch.
         """
         if not dirty_secrets and not self._tls_dirty:
             return set()
         self._tls_dirty = False
-        for skey in dirty_secrets:
-            name = secret_name(*skey)
-            obj = self._get_secret(*skey)
-            if obj is None:
-                continue
-            try:
-                cert, key = decode_tls_secret(obj)
-            except ValueError as exc:
-                if name in self.good_certs:
-                    log.warning("secret %s is unusable (%s); keeping its previous certificate", name, exc)
-                continue
-            self.good_certs[name] = CertificateSecret(name, cert, key)
+        for skey, deleted in dirty_secrets.items():
+            self.certificates.update(secret_name(*skey), self._get_secret(*skey), deleted=deleted)
         tls_irs = (self.irs[r] for r in self.tls_refs if r in self.irs and self.irs[r].served)
-        plan = plan_tls(sorted(tls_irs, key=IngressIR.order_key), self.good_certs)
+        plan = plan_tls(sorted(tls_irs, key=IngressIR.order_key), self.certificates)
         used = set(plan.certs.values())
         sds = changes[rt.SECRET]
         for name in used:
-            sds[name] = make_resource(name, rt.SECRET, certificate_secret(self.good_certs[name]))
+            sds[name] = make_resource(name, rt.SECRET, certificate_secret(self.certificates[name]))
         for name in set(self.cache.get(rt.SECRET).resources) - used:
             sds[name] = None
         old = self.tls.certs
@@ -575,6 +580,7 @@ class Controller:
     # -- reports ----------------------------------------------------------------------------
     def ingress_report(self, ir: IngressIR) -> dict[str, Any]:
         findings: list[Finding] = list(ir.findings)
+        findings.extend(tls_findings(ir, self.tls, self.certificates))  # Secrets missing or unusable now
         for host in ir.hosts | ({""} if ir.default_backend else set()):
             result = self.host_results.get(host)
             if result:
@@ -611,7 +617,7 @@ def _failed_ingress(obj: Mapping[str, Any], ref: IngressRef, exc: Exception) -> 
     meta = obj.get("metadata") or {}
     return IngressIR(
         ref=ref,
-        created=str(meta.get("creationTimestamp") or ""),
+        created=creation_time(meta.get("creationTimestamp"))[0],
         class_accepted=True,
         rules=(),
         default_backend=None,

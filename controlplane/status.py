@@ -448,6 +448,8 @@ class StatusWriter:
             if reason is None:
                 continue
             key, text = str(finding.get("key") or ""), str(finding.get("message") or "")
+            if key.startswith("tls[") and reason == "AnnotationInvalid":
+                reason = "TLSSecretUnusable"  # a missing or broken Secret, not an annotation
             message = (f"{key}: {text}" if key and text else key or text)[:1000]
             name = event_name(ref.name, uid, meta.get("generation"), reason, message)
             if name in emitted:

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controlplane.annotations.passthrough import SslPassthrough
+from controlplane.annotations.sslredirect import SslRedirect
 from controlplane.build.ingress import IngressIR
 from controlplane.build.names import secret_name
-from controlplane.ir import Forward, Passthrough, TlsHost
+from controlplane.ir import Finding, Forward, Passthrough, TlsHost
 
 
 @dataclass(frozen=True)
@@ -61,3 +62,34 @@ def plan_tls(ordered: Iterable[IngressIR], usable: Container[str]) -> TlsPlan:
         plan.certs.pop(host, None)
         plan.policies.pop(host, None)
     return plan
+
+
+def tls_findings(ir: IngressIR, plan: TlsPlan, usable: Container[str]) -> list[Finding]:
+    """What each missing or unusable TLS Secret of `ir` means for its hosts right now.
+
+    Computed when reported, not when built: it depends on other Ingresses (one may give the host a
+    certificate) and on whether a last good certificate is kept (`usable`). A host with no
+    certificate is served as ingress-nginx serves a host without one: no HTTPS filter chain for it
+    and no ssl-redirect (that needs a certificate for the host); force-ssl-redirect still redirects.
+    """
+    out: list[Finding] = []
+    ssl = ir.annotations.get(SslRedirect)
+    for binding in ir.tls:
+        if binding.problem is None:
+            continue
+        _cluster, namespace, name = binding.secret_ref
+        what = f"secret {namespace}/{name}: {binding.problem}"
+        if secret_name(*binding.secret_ref) in usable:
+            out.append(Finding("warning", binding.location,
+                               f"{what}; its last good certificate is still served until the Secret is fixed or "
+                               "deleted"))  # fmt: skip
+            continue
+        bare = [h for h in binding.hosts if h not in plan.certs and h not in plan.passthrough]
+        if not bare:
+            message = f"{what}; its hosts are served with another Ingress's certificate"
+        else:
+            message = f"{what}; no certificate for {', '.join(bare)}: served over plain HTTP only"
+            if ssl is not None and ssl.force:
+                message += " (force-ssl-redirect still redirects them to HTTPS, which has no certificate for them)"
+        out.append(Finding("warning", binding.location, message))
+    return out
