@@ -21,7 +21,7 @@ from controlplane.ingress.convert import IngressIR, Lookups, build_ingress
 from controlplane.ingress.hosts import HostResult, merge_host
 from controlplane.ingress.reports import failed_ingress, ingress_report
 from controlplane.ingress.secrets import decode_tls_secret
-from controlplane.ingress.tls import plan_tls
+from controlplane.ingress.tls import TlsPlan, plan_tls
 from controlplane.ingress.variants import ClusterVariants
 from controlplane.ir import CertificateSecret, IngressRef, ServiceCluster, VirtualHost
 from controlplane.ir.gateway import ClusterEndpoints, GatewayIR, RouteTableIR
@@ -61,8 +61,9 @@ def compile(objects: SourceObjects, config: GatewayConfig) -> Compiled:
     body = translate_gateway(gw)
     resources = {t: {n: make_resource(n, t, m) for n, m in by_name.items()} for t, by_name in body.items()}
     address = config.publish_address or config.listen_address
-    reports = [ingress_report(frontend.irs[r], frontend.host_results, frontend.host_errors, address)
-               for r in sorted(frontend.irs)]  # fmt: skip
+    f = frontend
+    reports = [ingress_report(f.irs[r], f.host_results, f.host_errors, address, f.plan, f.certs)
+               for r in sorted(f.irs)]  # fmt: skip
     return Compiled(gw, resources, reports, frontend.irs, frontend.host_results)
 
 
@@ -91,6 +92,8 @@ class _Frontend:
         self.irs: dict[IngressRef, IngressIR] = {}
         self.host_results: dict[str, HostResult] = {}
         self.host_errors: dict[str, str] = {}
+        self.plan = TlsPlan()
+        self.certs: dict[str, CertificateSecret] = {}  # usable certificates, by SDS name
 
     def _secret(self, cluster: str, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self.by_kind.get(cluster, {}).get(SECRET, {}).get((namespace, name))
@@ -113,7 +116,7 @@ class _Frontend:
         served = sorted((ir for ir in self.irs.values() if ir.served), key=IngressIR.order_key)
 
         # TLS: certificates that decode, then which host gets which (oldest Ingress wins).
-        certs: dict[str, CertificateSecret] = {}
+        certs = self.certs
         for cluster, kinds in self.by_kind.items():
             for (ns, name), obj in kinds.get(SECRET, {}).items():
                 try:
@@ -123,7 +126,7 @@ class _Frontend:
                 sds = f"{cluster}/{ns}/{name}"
                 certs[sds] = CertificateSecret(sds, chain, key)
         tls_irs = [ir for ir in served if ir.tls or registry.passes_tls_through(ir.annotations)]
-        plan = plan_tls(tls_irs, certs)
+        plan = self.plan = plan_tls(tls_irs, certs)
         tls_hosts, passthrough = plan.chains()
 
         # Hosts: every host an Ingress names, plus the catch-all when a default backend exists.
