@@ -15,6 +15,9 @@ from typing import Any
 
 from controlplane.config import GatewayConfig
 from controlplane.eastwest import east_west_vhosts
+from controlplane.gatewayapi.build import GatewayApiResult
+from controlplane.gatewayapi.frontend import add_certificates, gateway_api
+from controlplane.gatewayapi.merge import merge_gateway_routes
 from controlplane.ingress import registry
 from controlplane.ingress.classes import ClassView, is_accepted
 from controlplane.ingress.convert import IngressIR, Lookups, build_ingress
@@ -52,6 +55,7 @@ class Compiled:
     reports: list[dict[str, Any]]
     irs: dict[IngressRef, IngressIR] = field(default_factory=dict)
     host_results: dict[str, HostResult] = field(default_factory=dict)
+    gateway_api: GatewayApiResult = field(default_factory=GatewayApiResult)
 
 
 def compile(objects: SourceObjects, config: GatewayConfig) -> Compiled:
@@ -64,7 +68,7 @@ def compile(objects: SourceObjects, config: GatewayConfig) -> Compiled:
     f = frontend
     reports = [ingress_report(f.irs[r], f.host_results, f.host_errors, address, f.plan, f.certs)
                for r in sorted(f.irs)]  # fmt: skip
-    return Compiled(gw, resources, reports, frontend.irs, frontend.host_results)
+    return Compiled(gw, resources, reports, frontend.irs, frontend.host_results, frontend.gateway_api)
 
 
 def translate_resources(gw: GatewayIR) -> Resources:
@@ -94,6 +98,7 @@ class _Frontend:
         self.host_errors: dict[str, str] = {}
         self.plan = TlsPlan()
         self.certs: dict[str, CertificateSecret] = {}  # usable certificates, by SDS name
+        self.gateway_api = GatewayApiResult()
 
     def _secret(self, cluster: str, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self.by_kind.get(cluster, {}).get(SECRET, {}).get((namespace, name))
@@ -127,6 +132,11 @@ class _Frontend:
                 certs[sds] = CertificateSecret(sds, chain, key)
         tls_irs = [ir for ir in served if ir.tls or registry.passes_tls_through(ir.annotations)]
         plan = self.plan = plan_tls(tls_irs, certs)
+        # Gateway API: its routes per host, and its HTTPS listeners' certificates (hosts no Ingress binds);
+        # such a certificate is the host's TLS for an Ingress's ssl-redirect too.
+        self.gateway_api = gateway_api(self.by_kind, self.services, self.config, self._secret)
+        add_certificates(self.gateway_api, plan.certs)
+        host_tls = frozenset(plan.certs)
         tls_hosts, passthrough = plan.chains()
 
         # Hosts: every host an Ingress names, plus the catch-all when a default backend exists.
@@ -138,19 +148,23 @@ class _Frontend:
         defaults = [ir for ir in served if ir.default_backend is not None]
         http: list[tuple[VirtualHost, ...]] = []
         https: list[tuple[VirtualHost, ...]] = []
-        for host in sorted(hosts):
+        created = {ir.ref: ir.created for ir in served}
+        for host in sorted(hosts | set(self.gateway_api.hosts)):
             irs = [ir for ir in served if host in ir.hosts] + ([ir for ir in defaults if host not in ir.hosts]
                                                                 if host == "" else [])  # fmt: skip
-            if not irs:
+            entries = self.gateway_api.hosts.get(host)
+            if not irs and entries is None:
                 continue
             try:
-                result = merge_host(host, irs, tls_hosts=frozenset(plan.certs), https_port=self.config.https_port)
+                result = merge_host(host, irs, tls_hosts=host_tls, https_port=self.config.https_port)
+                if entries is not None:
+                    result = merge_gateway_routes(host, result if irs else None, entries, created) or result
             except Exception as exc:  # as the controller: this host is not served, the others are
                 log.exception("building virtual host %r failed", host or "*")
                 self.host_errors[host] = f"internal error building host {host or '*'}: {exc}"
                 continue
             self.host_results[host] = result
-            if result.https.routes:
+            if result.https.routes or result.http.routes:
                 https.append((result.https,))
                 http.append((result.http,))
 

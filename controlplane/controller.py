@@ -20,6 +20,7 @@ from controlplane.config import GatewayConfig
 from controlplane.engine.backends import ServiceBackends
 from controlplane.engine.batcher import Batcher
 from controlplane.engine.dependencies import SecretKey
+from controlplane.engine.gatewayapi import GatewayApiState
 from controlplane.engine.host_routes import HostRoutes
 from controlplane.engine.ingresses import IngressState
 from controlplane.engine.tls import TlsState
@@ -74,6 +75,8 @@ class Controller:
         # table (split into hash partitions at scale): a change re-assembles one partition with one join.
         self.routes = RouteTables(self.config.route_partitions, self._partitions_metric)
         self.hosts = HostRoutes(self.routes, self.config.https_port)
+        self.gateway_api = GatewayApiState(self.registry, self.services, self.config, self._get_secret)
+        self.hosts.gateway = self.gateway_api.entries
         self.backends = ServiceBackends(self.services, self.ingresses.variants)
         self.tls_state = TlsState(self._get_secret, self.certificates)
         self._listener_inputs: tuple[Any, ...] | None = None
@@ -189,10 +192,13 @@ class Controller:
 
         changes: Changes = {t: {} for t in rt.PUSH_ORDER}
         hosts = ing.rebuild(dirty_ing)
-        if dirty_secrets or ing.deps.tls_dirty:  # the TLS plan: only when a Secret or a TLS Ingress changed
+        gw_hosts, gw_tls = self.gateway_api.rebuild({ev.ref.kind for ev in events}, full=full)
+        hosts |= gw_hosts
+        if dirty_secrets or ing.deps.tls_dirty or gw_tls:  # the TLS plan: a Secret or a TLS binding changed
             ing.deps.tls_dirty = False
             published = self.cache.get(rt.SECRET).resources
-            hosts |= self.tls_state.rebuild(changes, dirty_secrets, ing.served_with_tls(), published)
+            hosts |= self.tls_state.rebuild(changes, dirty_secrets, ing.served_with_tls(), published,
+                                            self.gateway_api.add_certificates)  # fmt: skip
         cluster_keys = dirty_svc | ing.variants.take_touched()
         self.backends.rebuild_clusters(changes, cluster_keys)
         self.backends.rebuild_endpoints(changes, dirty_eds | cluster_keys, self.registry.primary_id())

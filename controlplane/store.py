@@ -21,7 +21,17 @@ SERVICE = "Service"
 ENDPOINT_SLICE = "EndpointSlice"
 SECRET = "Secret"
 
-KINDS: tuple[str, ...] = (INGRESS, INGRESS_CLASS, SERVICE, ENDPOINT_SLICE, SECRET)
+# Gateway API (controlplane/gatewayapi), plus Namespaces for allowedRoutes selectors; in Kubernetes
+# mode they are watched only when the API server serves gateway.networking.k8s.io.
+GATEWAY_CLASS = "GatewayClass"
+GATEWAY = "Gateway"
+HTTP_ROUTE = "HTTPRoute"
+REFERENCE_GRANT = "ReferenceGrant"
+NAMESPACE = "Namespace"
+GATEWAY_API_KINDS: tuple[str, ...] = (GATEWAY_CLASS, GATEWAY, HTTP_ROUTE, REFERENCE_GRANT, NAMESPACE)
+
+INGRESS_KINDS: tuple[str, ...] = (INGRESS, INGRESS_CLASS, SERVICE, ENDPOINT_SLICE, SECRET)
+KINDS: tuple[str, ...] = INGRESS_KINDS + GATEWAY_API_KINDS
 
 KubeObject = dict[str, Any]
 ObjectName = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped kinds

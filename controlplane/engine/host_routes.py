@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from controlplane.eastwest import east_west_vhosts
+from controlplane.gatewayapi.build import HostEntries
+from controlplane.gatewayapi.merge import merge_gateway_routes
 from controlplane.ingress.convert import IngressIR
 from controlplane.ingress.hosts import HostResult, merge_host
 from controlplane.services import ServiceIndex, ServiceKey
@@ -36,6 +38,8 @@ class HostRoutes:
         # scanning every host when most hosts use some feature (e.g. retries).
         self._feature_key_hosts: Counter[tuple[str, str]] = Counter()
         self.extra_clusters: dict[str, dict[str, Any]] = {}  # host -> cluster name -> Cluster message
+        # The Gateway API routes of a host (engine/gatewayapi.py), merged with its Ingress routes.
+        self.gateway: Callable[[str], HostEntries | None] = lambda host: None
 
     def rebuild(self, hosts: Iterable[str], served: Callable[[str], list[IngressIR]], tls: frozenset[str]) -> None:
         """Rebuild `hosts`; `served(host)`: the served Ingresses that may contribute to it."""
@@ -65,11 +69,15 @@ class HostRoutes:
 
         Everything is computed before any table is touched, so a failure leaves the host as it was.
         """
-        if not irs:
+        entries = self.gateway(host)
+        if not irs and entries is None:
             self._drop(host)
             return
         result = merge_host(host, irs, tls_hosts=tls, https_port=self.https_port)
-        if not result.https.routes:
+        if entries is not None:
+            created = {ir.ref: ir.created for ir in irs}
+            result = merge_gateway_routes(host, result if irs else None, entries, created) or result
+        if not (result.https.routes or result.http.routes):
             self._drop(host)
             self.results[host] = result  # keeps its findings (conflicts) for the reports
             return
@@ -77,11 +85,12 @@ class HostRoutes:
         http = https if result.http is result.https else framed_vhost(vhost_bytes(result.http))
         needs: dict[str, frozenset[str]] = {}
         extra: dict[str, Any] = {}
+        routes = result.https.routes + (() if result.http is result.https else result.http.routes)
         for f in FEATURES:
-            keys = frozenset().union(*(f.filter_keys(r) for r in result.https.routes))
+            keys = frozenset().union(*(f.filter_keys(r) for r in routes))
             if keys:
                 needs[f.name] = keys
-            for r in result.https.routes:
+            for r in routes:
                 for c in f.extra_clusters(r):
                     extra[c.name] = c
         self.results[host] = result

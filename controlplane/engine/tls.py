@@ -34,17 +34,23 @@ class TlsState:
         dirty_secrets: Mapping[SecretKey, bool],
         ordered: list[IngressIR],
         published: Iterable[str],
+        extra: Callable[[dict[str, str]], None] | None = None,
     ) -> set[str]:
         """Host -> certificate map and SDS secrets; a deleted Secret is no longer served, a broken one
         keeps its last good certificate (see certificates.py).
 
         `dirty_secrets`: Secret -> whether a delete of it was seen in the batch; `ordered`: served
         Ingresses with TLS or passthrough, in conflict order; `published`: the SDS names the cache
-        holds. Returns the hosts whose certificate changed.
+        holds; `extra` adds other frontends' host -> SDS name bindings (Gateway API listeners).
+        Returns the hosts whose certificate changed.
         """
         for skey, deleted in dirty_secrets.items():
             self.certificates.update(secret_name(*skey), self.get_secret(*skey), deleted=deleted)
         plan = plan_tls(ordered, self.certificates)
+        if extra is not None:
+            bound = dict(plan.certs)
+            extra(bound)
+            plan.certs.update({h: n for h, n in bound.items() if n in self.certificates})
         used = set(plan.certs.values())
         sds = changes[rt.SECRET]
         for name in used:

@@ -40,14 +40,17 @@ class Finding:
 
 @dataclass(frozen=True, slots=True, order=True)
 class IngressRef:
-    """The object a route, finding or report comes from: (source cluster, namespace, name)."""
+    """The object a route, finding or report comes from: (source cluster, namespace, name), and its
+    kind when it is not an Ingress (a Gateway API HTTPRoute, say)."""
 
     cluster: str
     namespace: str
     name: str
+    kind: str = "Ingress"
 
     def __str__(self) -> str:
-        return f"{self.cluster}/{self.namespace}/{self.name}"
+        base = f"{self.cluster}/{self.namespace}/{self.name}"
+        return base if self.kind == "Ingress" else f"{self.kind}:{base}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,20 @@ class HeaderMatch:
 
 
 @dataclass(frozen=True, slots=True)
+class QueryMatch:
+    """A query parameter condition (Gateway API): `exact` value, or RE2 full match `regex`."""
+
+    name: str
+    exact: str | None = None
+    regex: str | None = None
+
+    def problems(self) -> list[str]:
+        if (self.exact is None) == (self.regex is None):
+            return [f"query parameter {self.name!r} needs exactly one of an exact value or a regex"]
+        return []
+
+
+@dataclass(frozen=True, slots=True)
 class WeightedCluster:
     """One backend of a Forward and its share of `Forward.total_weight`."""
 
@@ -117,13 +134,16 @@ class Forward:
 
 @dataclass(frozen=True, slots=True)
 class Redirect:
-    """Answer with a redirect: to https (ssl-redirect), to a full URL, or to a path (app-root)."""
+    """Answer with a redirect: to https (ssl-redirect), to a full URL, or to a path (app-root); Gateway
+    API's RequestRedirect may also set the host and replace the matched path prefix."""
 
     code: int = 301
     scheme: str | None = None  # "https" for ssl-redirect
     url: str | None = None  # a full URL (permanent/temporal redirect)
     path: str | None = None  # app-root
     port: int | None = None
+    host: str | None = None
+    prefix: str | None = None  # replaces the matched path prefix (the route's match is a prefix)
 
     def problems(self) -> list[str]:
         out = [] if self.code in (301, 302, 303, 307, 308) else [f"redirect code {self.code} Envoy cannot send"]
@@ -157,6 +177,7 @@ class Route:
     headers: tuple[HeaderMatch, ...] = ()
     policies: tuple[RoutePolicy, ...] = ()
     case_insensitive: bool = False  # regex paths in ingress-nginx are case-insensitive
+    query: tuple[QueryMatch, ...] = ()
 
     def policy(self, kind: type[P]) -> P | None:
         return find_policy(self.policies, kind)
@@ -165,6 +186,8 @@ class Route:
         out = [f"route {self.name}: {p}" for p in self.match.problems() + self.action.problems()]
         for h in self.headers:
             out.extend(f"route {self.name}: {p}" for p in h.problems())
+        for q in self.query:
+            out.extend(f"route {self.name}: {p}" for p in q.problems())
         kinds = [type(p) for p in self.policies]
         if len(set(kinds)) != len(kinds):
             out.append(f"route {self.name}: two policies of one type")

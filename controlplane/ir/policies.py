@@ -496,6 +496,62 @@ class ExtAuth:
         return self.host == SELF_HOST
 
 
+# -- Gateway API HTTPRoute filters ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderEdits:
+    """Headers to set (replace), add (append) and remove, in that order of precedence."""
+
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHeaderEdits:
+    """Edits of the request headers sent upstream (RequestHeaderModifier)."""
+
+    scope: ClassVar[Scope] = "route"
+    edits: HeaderEdits
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHeaderEdits:
+    """Edits of the response headers sent to the client (ResponseHeaderModifier)."""
+
+    scope: ClassVar[Scope] = "route"
+    edits: HeaderEdits
+
+
+@dataclass(frozen=True, slots=True)
+class PathRewrite:
+    """URLRewrite's path: replace the whole path (`full`), or the route's matched prefix (`prefix`)."""
+
+    scope: ClassVar[Scope] = "route"
+    full: str | None = None
+    prefix: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTimeout:
+    """Gateway API `timeouts`: the whole request (`request`) and each upstream try (`backend`), seconds;
+    0 means no timeout."""
+
+    scope: ClassVar[Scope] = "route"
+    request: float | None = None
+    backend: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterMirrors:
+    """RequestMirror: copies of each request go to these Service clusters (answers ignored), each with
+    the share of requests in percent."""
+
+    scope: ClassVar[Scope] = "route"
+    targets: tuple[tuple[str, float], ...]
+
+
 RoutePolicy = (
     RewriteTarget
     | UrlRedirect
@@ -515,6 +571,11 @@ RoutePolicy = (
     | BasicAuth
     | PassClientCert
     | ExtAuth
+    | RequestHeaderEdits
+    | ResponseHeaderEdits
+    | PathRewrite
+    | RequestTimeout
+    | ClusterMirrors
 )
 """Policies attached to routes."""
 

@@ -18,12 +18,13 @@ from typing import Any
 import yaml
 from watchfiles import awatch
 
-from controlplane.store import KINDS, ClusterStore, KubeObject
+from controlplane.store import GATEWAY_API_KINDS, KINDS, ClusterStore, KubeObject
 
 log = logging.getLogger("controlplane.sources.files")
 
 SUFFIXES = (".yaml", ".yml", ".json")
-CLUSTER_SCOPED = frozenset({"IngressClass"})
+CLUSTER_SCOPED = frozenset({"IngressClass", "GatewayClass", "Namespace"})
+GATEWAY_APIS = frozenset({"gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"})
 INGRESS_APIS = frozenset({"networking.k8s.io/v1", "networking.k8s.io/v1beta1", "extensions/v1beta1"})
 
 
@@ -62,6 +63,9 @@ def parse_manifests(text: str) -> tuple[list[tuple[str, KubeObject]], list[str]]
             continue
         if kind == "Ingress" and doc.get("apiVersion") not in INGRESS_APIS:
             problems.append(f"document {i} (Ingress {meta.get('name')}): unknown apiVersion {doc.get('apiVersion')!r}")
+            continue
+        if kind in GATEWAY_API_KINDS and kind != "Namespace" and doc.get("apiVersion") not in GATEWAY_APIS:
+            problems.append(f"document {i} ({kind} {meta.get('name')}): unknown apiVersion {doc.get('apiVersion')!r}")
             continue
         if kind not in CLUSTER_SCOPED:
             meta.setdefault("namespace", "default")

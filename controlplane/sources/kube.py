@@ -31,9 +31,15 @@ from kubernetes import config as k8s_config
 from controlplane.metrics import Metrics
 from controlplane.store import (
     ENDPOINT_SLICE,
+    GATEWAY,
+    GATEWAY_API_KINDS,
+    GATEWAY_CLASS,
+    HTTP_ROUTE,
     INGRESS,
     INGRESS_CLASS,
     KINDS,
+    NAMESPACE,
+    REFERENCE_GRANT,
     SECRET,
     SERVICE,
     ClusterStore,
@@ -43,6 +49,7 @@ from controlplane.store import (
 log = logging.getLogger(__name__)
 
 TLS_SECRETS = "type=kubernetes.io/tls"
+GATEWAY_API_PATH = "/apis/gateway.networking.k8s.io/v1"
 
 # kind -> (API group path, resource plural, field selector). Lists and watches are plain GETs on
 # these paths (see `RawLister`), so the generated API classes are never needed.
@@ -52,8 +59,13 @@ _KIND_API: dict[str, tuple[str, str, str | None]] = {
     SERVICE: ("/api/v1", "services", None),
     ENDPOINT_SLICE: ("/apis/discovery.k8s.io/v1", "endpointslices", None),
     SECRET: ("/api/v1", "secrets", TLS_SECRETS),
+    GATEWAY_CLASS: (GATEWAY_API_PATH, "gatewayclasses", None),
+    GATEWAY: (GATEWAY_API_PATH, "gateways", None),
+    HTTP_ROUTE: (GATEWAY_API_PATH, "httproutes", None),
+    REFERENCE_GRANT: (GATEWAY_API_PATH, "referencegrants", None),
+    NAMESPACE: ("/api/v1", "namespaces", None),
 }
-_CLUSTER_SCOPED = frozenset({INGRESS_CLASS})
+_CLUSTER_SCOPED = frozenset({INGRESS_CLASS, GATEWAY_CLASS, NAMESPACE})
 _QUERY_NAMES = {
     "_continue": "continue",
     "allow_watch_bookmarks": "allowWatchBookmarks",
@@ -448,9 +460,27 @@ class KubeSource:
     def reflectors(self) -> dict[str, Reflector]:
         return dict(self._reflectors)
 
+    def _group_missing(self, path: str) -> bool:
+        """Whether the API server answers 404 for an API group version (its CRDs are not installed).
+        Any other failure counts as present: the reflectors retry and report it."""
+        try:
+            request = self.api_client.param_serialize(method="GET", resource_path=path, auth_settings=["BearerToken"])
+            resp = self.api_client.call_api(*request, _request_timeout=self._connect_timeout)
+            status = resp.status
+            _shutdown(resp)
+        except k8s.ApiException as exc:
+            status = exc.status
+        except Exception:  # unreachable now: the reflectors will say so
+            return False
+        return status == 404
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._synced = asyncio.Event()
+        if set(GATEWAY_API_KINDS) & set(self.kinds) and await asyncio.to_thread(self._group_missing, GATEWAY_API_PATH):
+            # No Gateway API CRDs: watch the Ingress kinds only, never fail them for a missing group.
+            log.info("%s: %s is not served; Gateway API kinds are not watched", self.cluster_id, GATEWAY_API_PATH)
+            self.kinds = tuple(k for k in self.kinds if k not in GATEWAY_API_KINDS)
         for kind in self.kinds:
             field_selector = _KIND_API[kind][2]
             list_fn = RawLister.for_kind(self.api_client, kind, self.namespace)

@@ -28,8 +28,10 @@ def translate_gateway(gw: GatewayIR) -> Resources:
 
     # What the north-south routes need: HTTP filters (by feature and key) and extra clusters.
     needs: dict[str, frozenset[str]] = {}
-    https = next((t for t in gw.route_tables if t.name == lst.HTTPS_ROUTES), None)
-    routes = [r for vh in (https.virtual_hosts if https else ()) for r in vh.routes]
+    # (The HTTP table's routes are the HTTPS table's, or their redirects to HTTPS, for Ingresses; a
+    # Gateway API host may route differently on its HTTP listener, so both count.)
+    north_south = [t for t in gw.route_tables if t.name in (lst.HTTPS_ROUTES, lst.HTTP_ROUTES)]
+    routes = [r for t in north_south for vh in t.virtual_hosts for r in vh.routes]
     for f in FEATURES:
         keys = frozenset().union(*(f.filter_keys(r) for r in routes))
         if keys:

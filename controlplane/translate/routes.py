@@ -14,7 +14,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.type.matcher.v3 import regex_pb2
 
-from controlplane.ir import DirectResponse, Forward, HeaderMatch, Redirect, Route, VirtualHost
+from controlplane.ir import DirectResponse, Forward, HeaderMatch, QueryMatch, Redirect, Route, VirtualHost
 from controlplane.protowire import varint
 from controlplane.translate.common import url_redirect
 from controlplane.translate.policies import FEATURES
@@ -45,6 +45,15 @@ def _header(h: HeaderMatch) -> rc_pb2.HeaderMatcher:
     return m
 
 
+def _query(q: QueryMatch) -> rc_pb2.QueryParameterMatcher:
+    m = rc_pb2.QueryParameterMatcher(name=q.name)
+    if q.exact is not None:
+        m.string_match.exact = q.exact
+    else:
+        m.string_match.safe_regex.CopyFrom(_regex(q.regex or ""))
+    return m
+
+
 def route_message(route: Route, vhost: VirtualHost, *, default_idle_timeout: int = 60) -> rc_pb2.Route:
     pb = rc_pb2.Route(name=route.name)
     match = pb.match
@@ -65,6 +74,8 @@ def route_message(route: Route, vhost: VirtualHost, *, default_idle_timeout: int
         match.headers.append(_header(HeaderMatch(":authority", regex=vhost.authority_regex)))
     for h in route.headers:
         match.headers.append(_header(h))
+    for q in route.query:
+        match.query_parameters.append(_query(q))
 
     action = route.action
     if isinstance(action, Forward):
@@ -84,6 +95,14 @@ def route_message(route: Route, vhost: VirtualHost, *, default_idle_timeout: int
             rd.https_redirect = True
             if action.port:
                 rd.port_redirect = action.port
+        elif action.scheme is not None:
+            rd.scheme_redirect = action.scheme
+        if action.port and action.scheme != "https":
+            rd.port_redirect = action.port
+        if action.host:
+            rd.host_redirect = action.host
+        if action.prefix is not None:
+            rd.prefix_rewrite = action.prefix
         if action.path:
             rd.path_redirect = action.path
         if action.url:

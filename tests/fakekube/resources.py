@@ -54,6 +54,11 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("IngressClass", "networking.k8s.io", "v1", "ingressclasses", False),
     Resource("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", True),
     Resource("Lease", "coordination.k8s.io", "v1", "leases", True),
+    # Gateway API (standard channel v1.6.1): served unless a test removes the group (see server options).
+    Resource("GatewayClass", "gateway.networking.k8s.io", "v1", "gatewayclasses", False, status=True),
+    Resource("Gateway", "gateway.networking.k8s.io", "v1", "gateways", True, status=True),
+    Resource("HTTPRoute", "gateway.networking.k8s.io", "v1", "httproutes", True, status=True),
+    Resource("ReferenceGrant", "gateway.networking.k8s.io", "v1", "referencegrants", True),
 )
 
 BY_KIND: dict[str, Resource] = {r.kind: r for r in RESOURCES}

@@ -104,7 +104,9 @@ class FakeKube:
         require_auth: bool = True,
         max_list_snapshots: int = 64,
         version: str = "v1.30.0",
+        gateway_api: bool = True,
     ) -> None:
+        self.gateway_api = gateway_api  # False: gateway.networking.k8s.io is not served (no CRDs)
         self.bookmark_interval = bookmark_interval
         self.history_size = history_size
         self.token = token or f"fake-{uuid.uuid4().hex}"
@@ -367,6 +369,8 @@ class FakeKube:
             if self.require_auth and auth != f"Bearer {self.token}" and token not in self._users:
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             parts = [p for p in request.path.split("/") if p]
+            if not self.gateway_api and parts[:2] == ["apis", "gateway.networking.k8s.io"]:
+                raise ApiError(404, "NotFound", "the server could not find the requested resource")
             if parts == ["apis", "authentication.k8s.io", "v1", "tokenreviews"]:
                 if request.method != "POST":
                     raise ApiError(405, "MethodNotAllowed", f"{request.method} is not supported on tokenreviews")

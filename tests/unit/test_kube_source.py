@@ -262,3 +262,28 @@ async def test_invalid_kubeconfig_is_rejected_without_leaking_it() -> None:
     with pytest.raises(KubeconfigError) as err:
         api_client_from_kubeconfig(text)
     assert "s3cr3t" not in str(err.value)
+
+
+async def test_gateway_api_kinds_are_watched_when_served_and_skipped_when_not() -> None:
+    route = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+             "metadata": {"name": "r", "namespace": "default"}, "spec": {"rules": [{}]}}  # fmt: skip
+    for served in (True, False):
+        fk = FakeKube(bookmark_interval=0.05, gateway_api=served)
+        await asyncio.to_thread(fk.start)
+        try:
+            fk.apply(ingress("web"))
+            if served:
+                fk.apply(route)
+            store = ClusterStore("c1")
+            source = await start_source(fk, store)  # a missing API group must not block the sync
+            try:
+                assert store.get("Ingress", "default", "web") is not None
+                assert ("HTTPRoute" in source.kinds) is served
+                if served:
+                    assert store.get("HTTPRoute", "default", "r") is not None
+                    fk.delete("HTTPRoute", "default", "r")
+                    await eventually(lambda: store.get("HTTPRoute", "default", "r") is None)
+            finally:
+                await source.stop()
+        finally:
+            await asyncio.to_thread(fk.close)

@@ -16,7 +16,7 @@ from controlplane.metrics import Metrics
 from controlplane.remote_secret import create_remote_secret, secret_name
 from controlplane.sources.kube import Backoff, api_client_from_kubeconfig
 from controlplane.sources.remote import PROBLEM_KEY, RemoteClusterManager
-from controlplane.store import ClusterRegistry, ClusterStore, StoreEvent
+from controlplane.store import KINDS, ClusterRegistry, ClusterStore, StoreEvent
 from tests.fakekube import FakeKube
 from tests.support.wait import wait_until_async
 
@@ -128,7 +128,7 @@ async def test_same_kubeconfig_update_does_not_restart(env: Env) -> None:
     manager = await env.start()
     await eventually(lambda: env.state("east") == "synced")
     # "synced" means every kind is listed; the watches that follow the lists open just after.
-    await eventually(lambda: env.east.active_watches() == 5)
+    await eventually(lambda: env.east.active_watches() == len(KINDS))
     store = env.registry.get("east")
     watches = len(env.east.watch_requests())
     updated = kube_secret("remote-east", {"east": env.east.kubeconfig()})
@@ -140,7 +140,7 @@ async def test_same_kubeconfig_update_does_not_restart(env: Env) -> None:
     assert manager.clusters()["east"]["state"] == "synced"
     assert env.registry.get("east") is store
     assert len(env.east.watch_requests()) == watches  # no new list/watch: nothing restarted
-    assert env.east.active_watches() == 5
+    assert env.east.active_watches() == len(KINDS)
 
 
 async def test_changed_kubeconfig_swaps_without_gap(env: Env) -> None:
@@ -186,7 +186,7 @@ async def test_changed_kubeconfig_that_never_syncs_keeps_the_old_one_serving(env
     # reverting the Secret abandons the pending switch
     env.primary.apply(kube_secret("remote-east", {"east": env.east.kubeconfig()}))
     await eventually(lambda: not manager.clusters()["east"]["updating"])
-    assert env.east.active_watches() == 5
+    assert env.east.active_watches() == len(KINDS)
 
 
 async def test_removed_key_and_deleted_secret_remove_clusters(env: Env) -> None:

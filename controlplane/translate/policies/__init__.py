@@ -15,6 +15,12 @@ from controlplane.translate.policies.clientcert import ClientCertFeature
 from controlplane.translate.policies.cors import CorsFeature
 from controlplane.translate.policies.errors import ErrorsFeature
 from controlplane.translate.policies.extauth import AuthResponsesFeature, ExtAuthFeature
+from controlplane.translate.policies.httproute import (
+    ClusterMirrorFeature,
+    HeaderEditsFeature,
+    PathRewriteFeature,
+    RequestTimeoutFeature,
+)
 from controlplane.translate.policies.ipaccess import IpAccessFeature
 from controlplane.translate.policies.loadbalancing import LoadBalancingFeature
 from controlplane.translate.policies.mirror import MirrorFeature
@@ -43,6 +49,10 @@ FEATURES: list[Feature] = sorted(
         RedirectFeature(),
         TimeoutsFeature(),
         BodySizeFeature(),
+        HeaderEditsFeature(),
+        PathRewriteFeature(),
+        RequestTimeoutFeature(),
+        ClusterMirrorFeature(),
     ],
     key=lambda f: f.filter_order,
 )

@@ -1,0 +1,57 @@
+"""The engine's Gateway API step: rebuild the Gateway API frontend when one of its objects (or a
+Service or Secret it may refer to) changed, and say which hosts and certificates changed.
+
+The frontend is recomputed whole (controlplane/gatewayapi/build.py is linear in its objects, which
+are few next to Ingresses); only hosts whose entries differ are re-merged and re-rendered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from controlplane.config import GatewayConfig
+from controlplane.gatewayapi.build import GatewayApiResult, HostEntries
+from controlplane.gatewayapi.frontend import add_certificates, gateway_api
+from controlplane.services import ServiceIndex
+from controlplane.store import GATEWAY_API_KINDS, SECRET, SERVICE, ClusterRegistry, object_name
+
+_TOUCHES = frozenset(GATEWAY_API_KINDS) | {SERVICE, SECRET}
+
+
+class GatewayApiState:
+    def __init__(self, registry: ClusterRegistry, services: ServiceIndex, config: GatewayConfig,
+                 get_secret: Callable[[str, str, str], Mapping[str, Any] | None]) -> None:  # fmt: skip
+        self.registry = registry
+        self.services = services
+        self.config = config
+        self.get_secret = get_secret
+        self.result = GatewayApiResult()
+        self._any = False  # some Gateway API object exists (else Service/Secret changes cost nothing)
+
+    @staticmethod
+    def touched_by(kind: str) -> bool:
+        return kind in _TOUCHES
+
+    def rebuild(self, kinds: set[str], *, full: bool) -> tuple[set[str], bool]:
+        """(hosts whose Gateway API routes changed, whether listener certificates changed)."""
+        if not full and not (kinds & set(GATEWAY_API_KINDS)) and not (self._any and kinds & _TOUCHES):
+            return set(), False
+        objects = {
+            store.cluster_id: {kind: {object_name(o): o for o in store.list(kind)} for kind in GATEWAY_API_KINDS}
+            for store in self.registry.stores()
+        }
+        self._any = any(objs for kinds_ in objects.values() for k, objs in kinds_.items() if k != "Namespace")
+        new = gateway_api(objects, self.services, self.config, self.get_secret)
+        old, self.result = self.result, new
+        hosts = {h for h in set(new.hosts) | set(old.hosts) if new.hosts.get(h) != old.hosts.get(h)}
+        return hosts, new.tls != old.tls
+
+    def entries(self, host: str) -> HostEntries | None:
+        return self.result.hosts.get(host)
+
+    def hosts(self) -> set[str]:
+        return set(self.result.hosts)
+
+    def add_certificates(self, certs: dict[str, str]) -> None:
+        add_certificates(self.result, certs)

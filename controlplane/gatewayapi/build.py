@@ -1,0 +1,231 @@
+"""Every Gateway API object of every source cluster -> per-host route entries, TLS bindings and
+what the status of each object should say. Pure: the objects and the Service index in, values out.
+
+Routes attach to Gateways of their own source cluster (parentRefs name a Gateway, optionally a
+listener by sectionName or port); backendRefs name Services, whose clusters (ir.names.ClusterName
+`ns/svc:port`) merge endpoints of every cluster exactly as Ingress backends do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from controlplane.gatewayapi.httproute import RouteEntry, rule_routes
+from controlplane.gatewayapi.kinds import (
+    GATEWAY,
+    GATEWAY_CLASS,
+    GROUP,
+    HTTP_ROUTE,
+    NAMESPACE,
+    REFERENCE_GRANT,
+    generation,
+    meta,
+    spec,
+)
+from controlplane.gatewayapi.listeners import (
+    Condition,
+    GatewayInfo,
+    Listener,
+    SecretRef,
+    accepted_classes,
+    gateway_info,
+)
+from controlplane.gatewayapi.refs import Grants
+from controlplane.ingress.convert import creation_time
+from controlplane.ir import IngressRef
+from controlplane.ir.names import cluster_name
+from controlplane.services import ServiceIndex
+
+Objects = Mapping[str, Mapping[str, Mapping[tuple[str, str], Mapping[str, Any]]]]  # cluster -> kind -> name -> obj
+
+
+@dataclass(frozen=True)
+class HostEntries:
+    """The Gateway API routes of one host, per shared listener, in precedence order."""
+
+    http: tuple[RouteEntry, ...] = ()
+    https: tuple[RouteEntry, ...] = ()
+
+
+@dataclass(frozen=True)
+class ParentStatus:
+    parent_ref: Mapping[str, Any] = field(compare=False)
+    gateway: IngressRef
+    conditions: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class RouteStatus:
+    ref: IngressRef
+    generation: int
+    parents: tuple[ParentStatus, ...]
+
+
+@dataclass
+class GatewayApiResult:
+    hosts: dict[str, HostEntries] = field(default_factory=dict)
+    tls: list[tuple[tuple[str, ...], SecretRef]] = field(default_factory=list)  # SNI names -> certificate
+    gateways: dict[IngressRef, GatewayInfo] = field(default_factory=dict)
+    attached: dict[tuple[IngressRef, str], int] = field(default_factory=dict)  # (gateway, listener) -> routes
+    routes: dict[IngressRef, RouteStatus] = field(default_factory=dict)
+    classes: dict[tuple[str, str], tuple[bool, int]] = field(default_factory=dict)  # (cluster, name) -> ours, gen
+
+
+def intersect(listener: str | None, route_hosts: list[str]) -> list[str]:
+    """The hostnames a route serves on a listener ("" = every host); empty when they never meet."""
+    if not route_hosts:
+        return [listener or ""]
+    if listener is None:
+        return list(route_hosts)
+    out = []
+    for h in route_hosts:
+        if h == listener:
+            out.append(h)
+        elif listener.startswith("*.") and h.endswith(listener[1:]):
+            out.append(h)  # a name (or narrower wildcard) under the listener's wildcard
+        elif h.startswith("*.") and listener.endswith(h[1:]):
+            out.append(listener)
+    return out
+
+
+class _Builder:
+    def __init__(self, objects: Objects, services: ServiceIndex, http_ports: frozenset[int],
+                 https_ports: frozenset[int], secret_problem: Callable[[SecretRef], str | None]) -> None:  # fmt: skip
+        self.objects = objects
+        self.services = services
+        self.http_ports, self.https_ports = http_ports, https_ports
+        self.secret_problem = secret_problem
+        self.result = GatewayApiResult()
+        self._http: dict[str, dict[str, RouteEntry]] = {}
+        self._https: dict[str, dict[str, RouteEntry]] = {}
+
+    def build(self) -> GatewayApiResult:
+        for cluster, kinds in sorted(self.objects.items()):
+            classes = kinds.get(GATEWAY_CLASS, {})
+            ours = accepted_classes(classes)
+            for (_ns, name), obj in classes.items():
+                self.result.classes[(cluster, name)] = (name in ours, generation(obj))
+            grants = Grants(kinds.get(REFERENCE_GRANT, {}).values())
+            gateways: dict[tuple[str, str], GatewayInfo] = {}
+            for key, obj in sorted(kinds.get(GATEWAY, {}).items()):
+                if str(spec(obj).get("gatewayClassName") or "") not in ours:
+                    continue
+                created, _ = creation_time(meta(obj).get("creationTimestamp"))
+                info = gateway_info(cluster, obj, http_ports=self.http_ports, https_ports=self.https_ports,
+                                    grants=grants, secret_ok=self.secret_problem, created=created)  # fmt: skip
+                gateways[key] = info
+                self.result.gateways[info.ref] = info
+                for lst in info.listeners:
+                    self.result.attached[(info.ref, lst.name)] = 0
+                    if lst.table == "https" and lst.certificate is not None:
+                        self.result.tls.append(((lst.hostname or "*",), lst.certificate))
+            namespaces = kinds.get(NAMESPACE, {})
+
+            def labels(ns: str, namespaces: Mapping[tuple[str, str], Mapping[str, Any]] = namespaces) -> Any:
+                obj = namespaces.get(("", ns))
+                return None if obj is None else (meta(obj).get("labels") or {})
+
+            for key, obj in sorted(kinds.get(HTTP_ROUTE, {}).items()):
+                self._route(cluster, key, obj, gateways, grants, labels)
+        for host in sorted(set(self._http) | set(self._https)):
+            order = RouteEntry.precedence
+            self.result.hosts[host] = HostEntries(
+                tuple(sorted(self._http.get(host, {}).values(), key=order)),
+                tuple(sorted(self._https.get(host, {}).values(), key=order)),
+            )
+        return self.result
+
+    def _resolver(self, cluster: str, ns: str, grants: Grants) -> Callable[[Mapping[str, Any]], Any]:
+        def resolve(ref: Mapping[str, Any]) -> tuple[str | None, tuple[str, str] | None]:
+            group, kind = str(ref.get("group") or ""), str(ref.get("kind") or "Service")
+            if group != "" or kind != "Service":
+                return None, ("InvalidKind", f"backend kind {group or 'core'}/{kind} is not supported")
+            name, bns = str(ref.get("name") or ""), str(ref.get("namespace") or ns)
+            if not grants.allows(GROUP, HTTP_ROUTE, ns, "", "Service", bns, name):
+                return None, ("RefNotPermitted", f"no ReferenceGrant in {bns} allows a reference to Service {name}")
+            port = ref.get("port")
+            if (bns, name) not in self.services.services:
+                return None, ("BackendNotFound", f"Service {bns}/{name} not found")
+            if not isinstance(port, int) or not any(p.port == port for p in self.services.ports((bns, name))):
+                return None, ("BackendNotFound", f"Service {bns}/{name} has no port {port}")
+            return cluster_name(bns, name, port), None
+
+        return resolve
+
+    def _route(self, cluster: str, key: tuple[str, str], obj: Mapping[str, Any],
+               gateways: Mapping[tuple[str, str], GatewayInfo], grants: Grants,
+               labels: Callable[[str], Any]) -> None:  # fmt: skip
+        ns, name = key
+        ref = IngressRef(cluster, ns, name, kind=HTTP_ROUTE)
+        created, _ = creation_time(meta(obj).get("creationTimestamp"))
+        s = spec(obj)
+        resolve = self._resolver(cluster, ns, grants)
+        entries: list[RouteEntry] = []
+        problems: list[tuple[str, str, str]] = []
+        for i, rule in enumerate(s.get("rules") or [{}]):
+            if isinstance(rule, Mapping):
+                res = rule_routes(ref, created, i, rule, resolve)
+                entries.extend(res.entries)
+                problems.extend(res.problems)
+        route_hosts = [str(h) for h in s.get("hostnames") or []]
+        parents: list[ParentStatus] = []
+        for pref in s.get("parentRefs") or []:
+            if not isinstance(pref, Mapping):
+                continue
+            if str(pref.get("group") or GROUP) != GROUP or str(pref.get("kind") or GATEWAY) != GATEWAY:
+                continue
+            gw_key = (str(pref.get("namespace") or ns), str(pref.get("name") or ""))
+            info = gateways.get(gw_key)
+            if info is None:
+                continue  # not a Gateway of ours: its controller writes this parent's status
+            accepted = self._attach(info, pref, ref, route_hosts, entries, labels)
+            conds = [accepted]
+            refs = [p for p in problems if p[0] == "ResolvedRefs"]
+            if refs:
+                conds.append(("ResolvedRefs", "False", refs[0][1], "; ".join(p[2] for p in refs)))
+            else:
+                conds.append(("ResolvedRefs", "True", "ResolvedRefs", "every reference resolved"))
+            partial = [p for p in problems if p[0] == "Accepted"]
+            if partial:
+                conds.append(("PartiallyInvalid", "True", "UnsupportedValue", "; ".join(p[2] for p in partial)))
+            parents.append(ParentStatus(dict(pref), info.ref, tuple(conds)))
+        self.result.routes[ref] = RouteStatus(ref, generation(obj), tuple(parents))
+
+    def _attach(self, info: GatewayInfo, pref: Mapping[str, Any], ref: IngressRef, route_hosts: list[str],
+                entries: list[RouteEntry], labels: Callable[[str], Any]) -> Condition:  # fmt: skip
+        section, port = pref.get("sectionName"), pref.get("port")
+        candidates = [lst for lst in info.listeners
+                      if (section is None or lst.name == section) and (port is None or lst.port == port)]  # fmt: skip
+        if not candidates:
+            return ("Accepted", "False", "NoMatchingParent", "no listener matches sectionName/port")
+        allowed = [lst for lst in candidates
+                   if lst.admits_namespace(ref.namespace, labels) and HTTP_ROUTE in lst.kinds]  # fmt: skip
+        if not allowed:
+            return ("Accepted", "False", "NotAllowedByListeners", "no listener allows this route")
+        attached = False
+        for lst in allowed:
+            hosts = intersect(lst.hostname, route_hosts)
+            if not hosts:
+                continue
+            attached = True
+            self.result.attached[(info.ref, lst.name)] += 1
+            if lst.table is not None:
+                self._add(lst, hosts, entries)
+        if not attached:
+            return ("Accepted", "False", "NoMatchingListenerHostname", "no listener hostname matches the route's")
+        return ("Accepted", "True", "Accepted", "attached")
+
+    def _add(self, lst: Listener, hosts: list[str], entries: list[RouteEntry]) -> None:
+        table = self._http if lst.table == "http" else self._https
+        for host in hosts:
+            bucket = table.setdefault(host, {})
+            for e in entries:
+                bucket.setdefault(e.route.name, e)
+
+
+def build(objects: Objects, services: ServiceIndex, *, http_ports: frozenset[int], https_ports: frozenset[int],
+          secret_problem: Callable[[SecretRef], str | None]) -> GatewayApiResult:  # fmt: skip
+    """See the module docstring."""
+    return _Builder(objects, services, http_ports, https_ports, secret_problem).build()

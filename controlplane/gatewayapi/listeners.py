@@ -1,0 +1,157 @@
+"""Which Gateways are ours, and their listeners: table (the fleet's shared HTTP or HTTPS listener),
+hostname, which routes may attach (allowedRoutes) and the certificate of an HTTPS listener.
+
+A listener shares the fleet's HTTP listener when its port is 80 or --http-port and its protocol
+HTTP; the HTTPS listener when its port is 443 or --https-port and its protocol HTTPS (TLS
+Terminate). Any other port is not served (Accepted=False, PortUnavailable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from controlplane.gatewayapi.kinds import CONTROLLER_NAME, GROUP, HTTP_ROUTE, generation, meta, spec
+from controlplane.gatewayapi.refs import Grants
+from controlplane.ir import IngressRef
+
+Condition = tuple[str, str, str, str]  # (type, status "True"/"False", reason, message)
+SecretRef = tuple[str, str, str]  # (cluster, namespace, name)
+
+
+@dataclass(frozen=True)
+class Listener:
+    gateway: IngressRef
+    name: str
+    protocol: str
+    port: int
+    hostname: str | None
+    table: Literal["http", "https"] | None  # None: not served
+    namespaces: str = "Same"
+    selector: Mapping[str, Any] | None = field(default=None, compare=False)
+    kinds: tuple[str, ...] = (HTTP_ROUTE,)
+    certificate: SecretRef | None = None
+    conditions: tuple[Condition, ...] = ()
+
+    def admits_namespace(self, namespace: str, labels: Callable[[str], Mapping[str, str] | None]) -> bool:
+        if self.namespaces == "All":
+            return True
+        if self.namespaces == "Selector":
+            found = labels(namespace)
+            return found is not None and self.selector is not None and selector_matches(self.selector, found)
+        return namespace == self.gateway.namespace
+
+
+@dataclass(frozen=True)
+class GatewayInfo:
+    ref: IngressRef
+    class_name: str
+    created: str
+    generation: int
+    listeners: tuple[Listener, ...]
+    conditions: tuple[Condition, ...] = ()
+
+
+def accepted_classes(classes: Mapping[tuple[str, str], Mapping[str, Any]]) -> set[str]:
+    """Names of the GatewayClasses this controller owns."""
+    return {name for (_ns, name), obj in classes.items() if spec(obj).get("controllerName") == CONTROLLER_NAME}
+
+
+def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """A metav1.LabelSelector against labels (matchLabels and matchExpressions)."""
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        present = key in labels
+        if op == "In" and not (present and labels[key] in values):
+            return False
+        if op == "NotIn" and present and labels[key] in values:
+            return False
+        if op == "Exists" and not present:
+            return False
+        if op == "DoesNotExist" and present:
+            return False
+    return True
+
+
+_PROTOCOL_TABLE = {"HTTP": "http", "HTTPS": "https"}
+
+
+def gateway_info(
+    cluster: str,
+    obj: Mapping[str, Any],
+    *,
+    http_ports: frozenset[int],
+    https_ports: frozenset[int],
+    grants: Grants,
+    secret_ok: Callable[[SecretRef], str | None],
+    created: str,
+) -> GatewayInfo:
+    """One Gateway's listeners with their conditions. `secret_ok` says why a Secret cannot serve."""
+    m = meta(obj)
+    ref = IngressRef(cluster, str(m.get("namespace") or ""), str(m.get("name") or ""), kind="Gateway")
+    listeners = []
+    names: set[str] = set()
+    for i, raw in enumerate(spec(obj).get("listeners") or []):
+        if not isinstance(raw, Mapping):
+            continue
+        name = str(raw.get("name") or f"listener-{i}")
+        conds: list[Condition] = []
+        protocol = str(raw.get("protocol") or "")
+        port = raw.get("port") if isinstance(raw.get("port"), int) else 0
+        table = _PROTOCOL_TABLE.get(protocol)
+        if name in names:
+            conds.append(("Conflicted", "True", "HostnameConflict", f"listener name {name!r} is used twice"))
+        names.add(name)
+        if table is None:
+            conds.append(("Accepted", "False", "UnsupportedProtocol", f"protocol {protocol!r} is not supported"))
+        elif port not in (http_ports if table == "http" else https_ports):
+            served = sorted(http_ports if table == "http" else https_ports)
+            conds.append(("Accepted", "False", "PortUnavailable", f"{protocol} is served on ports {served}"))
+            table = None
+        allowed = raw.get("allowedRoutes") or {}
+        ns_from = str(((allowed.get("namespaces") or {}).get("from")) or "Same")
+        selector = (allowed.get("namespaces") or {}).get("selector")
+        kinds = [(str(k.get("group", GROUP)), str(k.get("kind") or "")) for k in allowed.get("kinds") or []
+                 if isinstance(k, Mapping)]  # fmt: skip
+        supported = tuple(k for g, k in kinds if g == GROUP and k == HTTP_ROUTE) if kinds else (HTTP_ROUTE,)
+        if kinds and len(supported) != len(kinds):
+            conds.append(("ResolvedRefs", "False", "InvalidRouteKinds", "only HTTPRoute is supported"))
+        cert: SecretRef | None = None
+        if table == "https":
+            cert, problem = _certificate(cluster, ref, raw, grants, secret_ok)
+            if problem is not None:
+                conds.append(("ResolvedRefs", "False", problem[0], problem[1]))
+        hostname = raw.get("hostname") if isinstance(raw.get("hostname"), str) and raw.get("hostname") else None
+        usable = table is not None and not any(c[1] == "False" and c[0] in ("Accepted", "ResolvedRefs")
+                                               and c[2] != "InvalidRouteKinds" for c in conds)  # fmt: skip
+        listeners.append(Listener(ref, name, protocol, port, hostname, table if usable else None, ns_from,
+                                  selector if isinstance(selector, Mapping) else None, supported, cert,
+                                  tuple(conds)))  # fmt: skip
+    return GatewayInfo(ref, str(spec(obj).get("gatewayClassName") or ""), created, generation(obj), tuple(listeners))
+
+
+def _certificate(
+    cluster: str, gw: IngressRef, raw: Mapping[str, Any], grants: Grants, secret_ok: Callable[[SecretRef], str | None]
+) -> tuple[SecretRef | None, tuple[str, str] | None]:
+    tls = raw.get("tls") or {}
+    if str(tls.get("mode") or "Terminate") != "Terminate":
+        return None, ("InvalidCertificateRef", "only TLS mode Terminate is supported")
+    refs = [r for r in tls.get("certificateRefs") or [] if isinstance(r, Mapping)]
+    if not refs:
+        return None, ("InvalidCertificateRef", "an HTTPS listener needs a certificateRef")
+    r = refs[0]
+    if str(r.get("group") or "") != "" or str(r.get("kind") or "Secret") != "Secret":
+        return None, ("InvalidCertificateRef", "certificateRefs must name a core Secret")
+    ns = str(r.get("namespace") or gw.namespace)
+    name = str(r.get("name") or "")
+    if not grants.allows(GROUP, "Gateway", gw.namespace, "", "Secret", ns, name):
+        return None, ("RefNotPermitted", f"no ReferenceGrant in {ns} allows this Gateway to use Secret {name}")
+    ref = (cluster, ns, name)
+    problem = secret_ok(ref)
+    if problem is not None:
+        return None, ("InvalidCertificateRef", f"Secret {ns}/{name}: {problem}")
+    return ref, None

@@ -1,0 +1,240 @@
+"""The Gateway API frontend through `compile` and through the incremental engine: attachment,
+matches and filters in the IR, the spec's status reasons, the conflict rule with Ingresses, and the
+engine serving exactly what a cold build serves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controlplane.compile import SourceObjects, compile
+from controlplane.controller import GatewayConfig
+from controlplane.gatewayapi.build import intersect
+from controlplane.ir import DirectResponse, Forward, Redirect
+from controlplane.ir.policies import PathRewrite, RequestHeaderEdits, RequestTimeout
+from controlplane.sources.files import parse_manifests
+from tests.support.snapshots import cold_build, diff, engine, resources
+
+CONFIG = GatewayConfig(http_port=18080, https_port=18443)
+
+BASE = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: meridian}
+spec: {controllerName: meridian.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: infra, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  gatewayClassName: meridian
+  listeners:
+  - {name: http, protocol: HTTP, port: 80, allowedRoutes: {namespaces: {from: Same}}}
+  - {name: web, protocol: HTTP, port: 80, hostname: "*.example.com", allowedRoutes: {namespaces: {from: All}}}
+  - {name: odd, protocol: HTTP, port: 9999}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: v1, namespace: infra}
+spec: {ports: [{port: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: v2, namespace: infra}
+spec: {ports: [{port: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: app, namespace: apps}
+spec: {ports: [{port: 80}]}
+"""
+
+ROUTES = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: main, namespace: infra, creationTimestamp: "2024-01-02T00:00:00Z"}
+spec:
+  parentRefs: [{name: gw, sectionName: http}]
+  rules:
+  - matches: [{path: {type: Exact, value: /one}}]
+    backendRefs: [{name: v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /v2/}, headers: [{name: Version, value: two}], method: GET,
+                queryParams: [{name: q, value: x}]}]
+    filters:
+    - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: X-A, value: a}], remove: [x-b]}}
+    - {type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}}
+    timeouts: {request: 10s}
+    backendRefs: [{name: v1, port: 8080, weight: 3}, {name: v2, port: 8080, weight: 1}]
+  - name: redirect
+    matches: [{path: {type: PathPrefix, value: /old}}]
+    filters: [{type: RequestRedirect, requestRedirect: {hostname: new.example.org, statusCode: 301}}]
+  - matches: [{path: {type: PathPrefix, value: /missing}}]
+    backendRefs: [{name: nowhere, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: other-ns, namespace: apps, creationTimestamp: "2024-01-02T00:00:00Z"}
+spec:
+  parentRefs: [{name: gw, namespace: infra, sectionName: http}]
+  rules: [{backendRefs: [{name: app, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: apps, creationTimestamp: "2024-01-02T00:00:00Z"}
+spec:
+  parentRefs: [{name: gw, namespace: infra, sectionName: web}]
+  hostnames: [shop.example.com, other.org]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /}}]
+    backendRefs: [{name: app, port: 80}, {name: v1, namespace: infra, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: lost, namespace: apps}
+spec:
+  parentRefs: [{name: gw, namespace: infra, sectionName: web}]
+  hostnames: [elsewhere.org]
+  rules: [{backendRefs: [{name: app, port: 80}]}]
+"""
+
+
+def objects(*texts: str) -> dict[str, list[tuple[str, Any]]]:
+    out: list[tuple[str, Any]] = []
+    for text in texts:
+        parsed, problems = parse_manifests(text)
+        assert not problems, problems
+        out += parsed
+    return {"c1": out}
+
+
+def compiled(*texts: str) -> Any:
+    objs = objects(*texts)
+    by_kind: dict[str, list[Any]] = {}
+    for kind, obj in objs["c1"]:
+        by_kind.setdefault(kind, []).append(obj)
+    return compile(SourceObjects({"c1": by_kind}, "c1"), CONFIG)
+
+
+def conditions(result: Any, name: str, namespace: str = "infra") -> list[dict[str, tuple[str, str]]]:
+    (status,) = [s for r, s in result.routes.items() if (r.namespace, r.name) == (namespace, name)]
+    return [{c[0]: (c[1], c[2]) for c in p.conditions} for p in status.parents]
+
+
+def test_hostname_intersection_follows_the_spec() -> None:
+    assert intersect(None, []) == [""]
+    assert intersect("*.example.com", []) == ["*.example.com"]
+    assert intersect("*.example.com", ["a.example.com", "a.b.example.com", "example.com"]) == [
+        "a.example.com", "a.b.example.com"]  # fmt: skip
+    assert intersect("a.example.com", ["*.example.com"]) == ["a.example.com"]
+    assert intersect("a.example.com", ["b.example.com"]) == []
+
+
+def test_routes_in_the_ir_with_precedence_filters_and_backends() -> None:
+    c = compiled(BASE, ROUTES)
+    vhost = c.host_results[""].http
+    names = [r.name for r in vhost.routes]
+    # Exact first, then the longest prefix first.
+    assert names[0].endswith("#rules[0].matches[0]") and names[0].startswith("HTTPRoute:c1/infra/main")
+    assert [r.match.value for r in vhost.routes] == ["/one", "/missing", "/old", "/v2"]
+    first = vhost.routes[3]
+    assert first.match.value == "/v2" and {h.name for h in first.headers} == {":method", "version"}
+    assert [(q.name, q.exact) for q in first.query] == [("q", "x")]
+    assert isinstance(first.action, Forward) and [(w.cluster, w.weight) for w in first.action.clusters] == [
+        ("infra/v1:8080", 3), ("infra/v2:8080", 1)]  # fmt: skip
+    assert first.policy(PathRewrite) == PathRewrite(prefix="/new")
+    assert first.policy(RequestTimeout) == RequestTimeout(10.0, None)
+    edits = first.policy(RequestHeaderEdits)
+    assert edits is not None and edits.edits.set == (("X-A", "a"),) and edits.edits.remove == ("x-b",)
+    by_name = {r.name.rpartition("#")[2]: r for r in vhost.routes}
+    assert by_name["redirect.matches[0]"].action == Redirect(code=301, host="new.example.org")
+    assert by_name["rules[3].matches[0]"].action == DirectResponse(500)  # BackendNotFound
+    # The route from another namespace is not allowed on the Same listener: not in the table.
+    assert not any("other-ns" in n for n in names)
+    # The Gateway API routes are rendered (HTTP only: no HTTPS listener).
+    assert any("infra/main" in n for n in str(c.resources).split("'"))
+
+
+def test_status_reasons() -> None:
+    c = compiled(BASE, ROUTES)
+    gw = c.gateway_api
+    (main,) = conditions(gw, "main")
+    assert main["Accepted"] == ("True", "Accepted") and main["ResolvedRefs"] == ("False", "BackendNotFound")
+    (other,) = conditions(gw, "other-ns", "apps")
+    assert other["Accepted"] == ("False", "NotAllowedByListeners")
+    (web,) = conditions(gw, "web", "apps")
+    assert web["ResolvedRefs"] == ("False", "RefNotPermitted")  # infra/v1 without a ReferenceGrant
+    (lost,) = conditions(gw, "lost", "apps")
+    assert lost["Accepted"] == ("False", "NoMatchingListenerHostname")
+    (info,) = gw.gateways.values()
+    assert {lst.name: lst.table for lst in info.listeners} == {"http": "http", "web": "http", "odd": None}
+    assert gw.attached[(info.ref, "http")] == 1 and gw.attached[(info.ref, "web")] == 1
+    # shop.example.com only: other.org does not meet the listener's wildcard.
+    assert "shop.example.com" in gw.hosts and "other.org" not in gw.hosts
+
+
+def test_reference_grant_permits_the_cross_namespace_backend() -> None:
+    grant = """
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: allow-apps, namespace: infra}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: apps}]
+  to: [{group: "", kind: Service}]
+"""
+    c = compiled(BASE, ROUTES, grant)
+    (web,) = conditions(c.gateway_api, "web", "apps")
+    assert web["ResolvedRefs"] == ("True", "ResolvedRefs")
+    (route,) = c.host_results["shop.example.com"].http.routes
+    assert isinstance(route.action, Forward) and len(route.action.clusters) == 2
+
+
+INGRESS = """
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shop, namespace: apps, creationTimestamp: "%s"}
+spec:
+  ingressClassName: meridian
+  rules:
+  - host: shop.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}
+      - {path: /ingress-only, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: meridian}
+spec: {controller: meridian.io/ingress-controller}
+"""
+
+
+def test_conflict_with_an_ingress_older_object_wins() -> None:
+    older_ingress = compiled(BASE, ROUTES, INGRESS % "2023-01-01T00:00:00Z")
+    result = older_ingress.host_results["shop.example.com"]
+    names = [r.name for r in result.http.routes]
+    assert not any(n.startswith("HTTPRoute:") for n in names), names
+    assert any(ref.kind == "HTTPRoute" and f.level == "conflict" for ref, f in result.findings)
+
+    newer_ingress = compiled(BASE, ROUTES, INGRESS % "2025-01-01T00:00:00Z")
+    result = newer_ingress.host_results["shop.example.com"]
+    names = [r.name for r in result.http.routes]
+    assert names[0].endswith("ingress-only") is False and any(n.startswith("HTTPRoute:") for n in names)
+    assert any("ingress-only" in n or "paths[1]" in n for n in names)  # the Ingress keeps its other path
+    (loser,) = [(ref, f) for ref, f in result.findings if f.level == "conflict"]
+    assert loser[0].kind == "Ingress" and loser[0].name == "shop"
+
+
+def test_the_engine_serves_what_compile_serves() -> None:
+    steps = [BASE, ROUTES, INGRESS % "2025-01-01T00:00:00Z"]
+    with engine(["c1"], CONFIG) as e:
+        applied: list[str] = []
+        for text in steps:
+            applied.append(text)
+            for kind, obj in objects(text)["c1"]:
+                e.stores["c1"].upsert(kind, obj)
+            e.controller.flush()
+            assert diff(resources(e.cache), cold_build(objects(*applied), CONFIG)) == ""
+        for kind, obj in objects(ROUTES)["c1"]:
+            meta = obj["metadata"]
+            e.stores["c1"].delete(kind, meta.get("namespace", ""), meta["name"])
+        e.controller.flush()
+        assert diff(resources(e.cache), cold_build(objects(BASE, INGRESS % "2025-01-01T00:00:00Z"), CONFIG)) == ""
