@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import re
 import signal
 import ssl
 import sys
@@ -163,6 +164,10 @@ class EchoServer:
         if "X-Echo-Delay" in request.headers:
             with contextlib.suppress(ValueError):
                 delay = float(request.headers["X-Echo-Delay"])
+        elif "delay" in request.query:  # as the Gateway API conformance echo server: ?delay=1s / 500ms
+            found = re.fullmatch(r"([0-9.]+)(ms|s)", request.query["delay"])
+            if found:
+                delay = float(found.group(1)) / (1000 if found.group(2) == "ms" else 1)
         if delay > 0:
             await asyncio.sleep(delay)
         status = 200
