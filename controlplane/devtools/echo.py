@@ -179,6 +179,11 @@ class EchoServer:
             with contextlib.suppress(ValueError):
                 status = int(request.headers["X-Echo-Status"])
         resp_headers = {"X-Echo-Service": self.service, "X-Echo-Pod": self.pod}
+        # As the Gateway API conformance echo server: "X-Echo-Set-Header: Name:value,Name2:value2".
+        for item in request.headers.get("X-Echo-Set-Header", "").split(","):
+            name, sep, value = item.partition(":")
+            if sep and name.strip():
+                resp_headers[name.strip()] = value.strip()
         if status in _NO_BODY_STATUSES or status < 200:
             return web.Response(status=status, headers=resp_headers)
         payload = orjson.dumps(self._describe(request, body, headers))

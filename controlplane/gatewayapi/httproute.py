@@ -158,11 +158,15 @@ def _filters(raw: list[Any], resolve: ResolveBackend, problems: list[Problem]) -
             r = f.get("requestRedirect") or {}
             path = r.get("path") or {}
             ptype = path.get("type")
+            scheme, port = r.get("scheme"), r.get("port")
+            if port is None and scheme is not None:  # the spec: the scheme's well-known port
+                port = {"http": 80, "https": 443}.get(str(scheme))
+            # Neither: the listener's port, which is the port the client used (kept from its Host).
             out.redirect = Redirect(
                 code=int(r.get("statusCode") or 302),
-                scheme=r.get("scheme"),
+                scheme=scheme,
                 host=r.get("hostname"),
-                port=r.get("port"),
+                port=port,
                 path=path.get("replaceFullPath") if ptype == "ReplaceFullPath" else None,
                 prefix=path.get("replacePrefixMatch") if ptype == "ReplacePrefixMatch" else None,
             )

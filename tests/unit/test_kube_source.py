@@ -282,7 +282,7 @@ async def test_gateway_api_kinds_are_watched_when_served_and_skipped_when_not() 
                 if served:
                     assert store.get("HTTPRoute", "default", "r") is not None
                     fk.delete("HTTPRoute", "default", "r")
-                    await eventually(lambda: store.get("HTTPRoute", "default", "r") is None)
+                    await eventually(lambda s=store: s.get("HTTPRoute", "default", "r") is None)
             finally:
                 await source.stop()
         finally:
