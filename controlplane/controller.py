@@ -25,6 +25,7 @@ from controlplane.engine.host_routes import HostRoutes
 from controlplane.engine.ingresses import IngressState
 from controlplane.engine.tls import TlsState
 from controlplane.engine.view import IngressView
+from controlplane.gatewayapi.build import GatewayApiResult
 from controlplane.ingress.convert import IngressIR
 from controlplane.ingress.hosts import HostResult
 from controlplane.ingress.tls import TlsPlan
@@ -66,6 +67,7 @@ class Controller:
         self.batcher = Batcher(self._build, self._may_build, self._built)
         self._recovery = FailedBatchRecovery()
         self.view = IngressView(self)
+        self._built_listeners: list[Callable[[], None]] = []
 
     def _reset_derived_state(self) -> None:
         """Everything computed from the objects: empty at start, emptied again for a full rebuild."""
@@ -101,6 +103,10 @@ class Controller:
     @property
     def tls(self) -> TlsPlan:
         return self.tls_state.plan
+
+    @property
+    def gateway_api_result(self) -> GatewayApiResult:
+        return self.gateway_api.result
 
     @property
     def publish_address(self) -> str:
@@ -141,7 +147,12 @@ class Controller:
     def _may_build(self) -> bool:
         return self.ready.is_set() or self.registry.primary_synced()
 
+    def add_built_listener(self, listener: Callable[[], None]) -> None:
+        self._built_listeners.append(listener)
+
     def _built(self, took: float) -> None:
+        for listener in self._built_listeners:
+            listener()
         self.last_build_seconds = took
         self.metrics.build_duration.observe(took)
         self.metrics.snapshot_version.set(self.cache.version)

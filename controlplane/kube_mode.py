@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controlplane.engine.view import IngressView
+from controlplane.gatewayapi.status import GatewayApiStatusWriter
 from controlplane.metrics import Metrics
 from controlplane.sources.kube import KubeSource, api_client_from_file, in_cluster_api_client
 from controlplane.sources.remote import RemoteClusterManager
@@ -47,6 +48,7 @@ class KubeMode:
         namespace = settings.status.namespace
         self.remotes = RemoteClusterManager(self.api, registry, namespace, self.cluster_id, metrics)
         self.status_writer: StatusWriter | None = None
+        self.gateway_status: GatewayApiStatusWriter | None = None
         self._sync_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -61,7 +63,23 @@ class KubeMode:
             self.metrics.registry,
             remote_client=self.remotes.api_client,
         )
-        await self.status_writer.start()
+        writer = self.status_writer
+        self.gateway_status = GatewayApiStatusWriter(
+            self.registry,
+            self.view.gateway_api,
+            self.view.host_findings,
+            writer.addresses,
+            lambda: writer.is_leader,
+            writer.client_for,
+        )
+        writer.elector.add_listener(self._leadership)
+        self.view.on_built(self.gateway_status.kick)  # status follows what the engine serves
+        await self.gateway_status.start()
+        await writer.start()
+
+    def _leadership(self, leading: bool) -> None:
+        if leading and self.gateway_status is not None:
+            self.gateway_status.kick()
 
     async def _flush_when_synced(self) -> None:
         # Readiness needs a snapshot built after the initial lists, even if they were empty.
@@ -74,6 +92,8 @@ class KubeMode:
     async def stop(self) -> None:
         if self._sync_task is not None:
             self._sync_task.cancel()
+        if self.gateway_status is not None:
+            await self.gateway_status.stop()
         if self.status_writer is not None:
             await self.status_writer.stop()
         await self.remotes.stop()

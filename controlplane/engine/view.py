@@ -6,10 +6,11 @@ app: what they may depend on is exactly this.
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping
+from collections.abc import Callable, Container, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from controlplane.gatewayapi.build import GatewayApiResult
 from controlplane.ingress.convert import IngressIR
 from controlplane.ingress.hosts import HostResult
 from controlplane.ingress.reports import ingress_report
@@ -43,6 +44,11 @@ class ViewSource(Protocol):
 
     def built_once(self) -> bool: ...
 
+    @property
+    def gateway_api_result(self) -> GatewayApiResult: ...
+
+    def add_built_listener(self, listener: Callable[[], None]) -> None: ...
+
 
 class IngressView:
     """Live and read-only: it always shows the state after the engine's last batch."""
@@ -57,6 +63,18 @@ class IngressView:
     @property
     def host_results(self) -> Mapping[str, HostResult]:
         return MappingProxyType(self._source.host_results)
+
+    def on_built(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (on the event loop) after every batch the engine builds."""
+        self._source.add_built_listener(listener)
+
+    def gateway_api(self) -> GatewayApiResult:
+        """The Gateway API frontend's last result (routes per host, statuses to write)."""
+        return self._source.gateway_api_result
+
+    def host_findings(self) -> list[tuple[IngressRef, Any]]:
+        """Every finding of every merged host (conflicts between Ingresses and HTTPRoutes among them)."""
+        return [f for r in self._source.host_results.values() for f in r.findings]
 
     def built_once(self) -> bool:
         """The engine has built the primary cluster's first full list (what is served is real)."""

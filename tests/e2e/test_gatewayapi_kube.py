@@ -1,0 +1,112 @@
+"""Gateway API on the fleet, in Kubernetes mode (fake API servers, `meridian serve --kubeconfig`, a
+real Envoy): routes from every cluster with backends merged across clusters, status written by the
+leader with the spec's reasons, and the conflict rule with an Ingress on the same host and path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.kubegateway import PRIMARY, KubeGateway
+from tests.support.wait import wait_until
+
+NS = "shop"
+GROUP = "gateway.networking.k8s.io/v1"
+
+
+def gateway_objects() -> list[dict[str, Any]]:
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {"team": "shop"}}},
+        {"apiVersion": GROUP, "kind": "GatewayClass", "metadata": {"name": "meridian"},
+         "spec": {"controllerName": "meridian.io/gateway-controller"}},
+        {"apiVersion": GROUP, "kind": "GatewayClass", "metadata": {"name": "someone-else"},
+         "spec": {"controllerName": "example.com/other"}},
+        {"apiVersion": GROUP, "kind": "Gateway", "metadata": {"name": "web", "namespace": "infra", "generation": 1},
+         "spec": {"gatewayClassName": "meridian", "listeners": [
+             {"name": "http", "protocol": "HTTP", "port": 80, "hostname": "*.example.com",
+              "allowedRoutes": {"namespaces": {"from": "Selector", "selector": {"matchLabels": {"team": "shop"}}}}},
+             {"name": "odd", "protocol": "HTTP", "port": 9000}]}},
+    ]  # fmt: skip
+
+
+def route(name: str, hostnames: list[str], backend: dict[str, Any], path: str = "/") -> dict[str, Any]:
+    return {"apiVersion": GROUP, "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": NS, "generation": 2,
+                         "creationTimestamp": "2025-01-01T00:00:00Z"},
+            "spec": {"parentRefs": [{"name": "web", "namespace": "infra", "sectionName": "http"}],
+                     "hostnames": hostnames,
+                     "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": path}}],
+                                "backendRefs": [backend]}]}}  # fmt: skip
+
+
+def parents(gw: KubeGateway, name: str) -> dict[str, tuple[str, str]]:
+    obj = gw.kubes[PRIMARY].get("HTTPRoute", NS, name) or {}
+    ps = (obj.get("status") or {}).get("parents") or []
+    return {c["type"]: (c["status"], c["reason"]) for p in ps for c in p.get("conditions") or []}
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeGateway]:
+    g = KubeGateway(Path(tmp_path_factory.mktemp("gatewayapi-kube")), remotes=("west",))
+    try:
+        g.start()
+        g.register("west")
+        yield g
+    finally:
+        g.stop()
+
+
+def test_routes_serve_backends_merged_across_clusters_and_status_is_written(gw: KubeGateway) -> None:
+    gw.backend("app", namespace=NS)
+    gw.backend("app", namespace=NS, cluster="west")
+    gw.apply(gateway_objects())
+    gw.apply(route("shop", ["shop.example.com"], {"name": "app", "port": 80}))
+    gw.wait_served_by("shop.example.com", "/", "app")
+    # One cluster name for the Service, endpoints of both clusters: as Ingress backends.
+    gw.wait_clusters_served("shop.example.com", {PRIMARY, "west"})
+
+    wait_until(lambda: parents(gw, "shop").get("Accepted") == ("True", "Accepted"), timeout=15,
+               message=f"route never Accepted: {parents(gw, 'shop')}")  # fmt: skip
+    assert parents(gw, "shop")["ResolvedRefs"] == ("True", "ResolvedRefs")
+    fk = gw.kubes[PRIMARY]
+    cls = fk.get("GatewayClass", None, "meridian") or {}
+    assert [(c["type"], c["status"]) for c in cls["status"]["conditions"]] == [("Accepted", "True")]
+    assert "status" not in (fk.get("GatewayClass", None, "someone-else") or {})  # not ours: untouched
+    status = (fk.get("Gateway", "infra", "web") or {})["status"]
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {"Accepted": "True", "Programmed": "True"}
+    assert status["addresses"] == [{"type": "IPAddress", "value": "127.0.0.1"}]
+    listeners = {x["name"]: x for x in status["listeners"]}
+    assert listeners["http"]["attachedRoutes"] == 1
+    assert {c["type"]: c["reason"] for c in listeners["odd"]["conditions"]}["Accepted"] == "PortUnavailable"
+
+
+def test_status_reasons_for_routes_that_do_not_attach_or_resolve(gw: KubeGateway) -> None:
+    gw.apply(route("elsewhere", ["shop.example.org"], {"name": "app", "port": 80}))
+    gw.apply(route("missing", ["missing.example.com"], {"name": "nope", "port": 80}))
+    gw.apply(route("foreign", ["foreign.example.com"], {"name": "app", "namespace": "infra", "port": 80}))
+    for name, ctype, want in [("elsewhere", "Accepted", ("False", "NoMatchingListenerHostname")),
+                              ("missing", "ResolvedRefs", ("False", "BackendNotFound")),
+                              ("foreign", "ResolvedRefs", ("False", "RefNotPermitted"))]:  # fmt: skip
+        wait_until(lambda n=name, c=ctype, w=want: parents(gw, n).get(c) == w, timeout=15,
+                   message=f"{name}: {parents(gw, name)}")  # fmt: skip
+    assert gw.wait_status("missing.example.com", "/", 500).status == 500  # the spec's answer
+
+
+def test_an_older_ingress_wins_the_same_host_and_path_and_the_route_is_told(gw: KubeGateway) -> None:
+    gw.backend("legacy", namespace=NS)
+    gw.apply({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+              "metadata": {"name": "legacy", "namespace": NS, "creationTimestamp": "2020-01-01T00:00:00Z"},
+              "spec": {"rules": [{"host": "both.example.com", "http": {"paths": [
+                  {"path": "/", "pathType": "Prefix",
+                   "backend": {"service": {"name": "legacy", "port": {"number": 80}}}}]}}]}})  # fmt: skip
+    gw.apply(route("newer", ["both.example.com"], {"name": "app", "port": 80}))
+    gw.apply(route("newer-api", ["both.example.com"], {"name": "app", "port": 80}, path="/api"))
+    gw.wait_served_by("both.example.com", "/api/x", "app")  # a path the Ingress does not claim
+    assert gw.get("both.example.com", "/").json()["service"] == "legacy"
+    wait_until(lambda: parents(gw, "newer").get("Accepted") == ("False", "Conflicted"), timeout=15,
+               message=f"newer: {parents(gw, 'newer')}")  # fmt: skip
+    wait_until(lambda: parents(gw, "newer-api").get("Accepted") == ("True", "Accepted"), timeout=15,
+               message=f"newer-api: {parents(gw, 'newer-api')}")  # fmt: skip
