@@ -220,6 +220,9 @@ class _Builder:
     def _add(self, lst: Listener, hosts: list[str], entries: list[RouteEntry]) -> None:
         table = self._http if lst.table == "http" else self._https
         for host in hosts:
+            if lst.table == "https" and lst.hostname is None and host and lst.certificate is not None:
+                # A listener without a hostname serves its certificate for the hosts its routes name.
+                self.result.tls.append(((host,), lst.certificate))
             bucket = table.setdefault(host, {})
             for e in entries:
                 bucket.setdefault(e.route.name, e)

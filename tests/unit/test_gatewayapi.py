@@ -12,6 +12,8 @@ from controlplane.gatewayapi.build import intersect
 from controlplane.ir import DirectResponse, Forward, Redirect
 from controlplane.ir.policies import PathRewrite, RequestHeaderEdits, RequestTimeout
 from controlplane.sources.files import parse_manifests
+from tests.support.certs import issue_cert, make_ca, tls_secret
+from tests.support.gateway import dump_manifests
 from tests.support.snapshots import cold_build, diff, engine, resources
 
 CONFIG = GatewayConfig(http_port=18080, https_port=18443)
@@ -238,3 +240,44 @@ def test_the_engine_serves_what_compile_serves() -> None:
             e.stores["c1"].delete(kind, meta.get("namespace", ""), meta["name"])
         e.controller.flush()
         assert diff(resources(e.cache), cold_build(objects(BASE, INGRESS % "2025-01-01T00:00:00Z"), CONFIG)) == ""
+
+
+def test_https_listeners_bind_certificates_in_both_engines() -> None:
+    ca = make_ca()
+    leaf = issue_cert(ca, ["secure.example.com", "plain.example.com"])
+    secret = dump_manifests([tls_secret("cert", "infra", leaf.cert, leaf.key)])
+    https = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: tls, namespace: infra}
+spec:
+  gatewayClassName: meridian
+  listeners:
+  - {name: named, protocol: HTTPS, port: 443, hostname: secure.example.com, tls: {certificateRefs: [{name: cert}]}}
+  - {name: any, protocol: HTTPS, port: 443, tls: {certificateRefs: [{name: cert}]}}
+  - {name: broken, protocol: HTTPS, port: 443, hostname: x.example.com, tls: {certificateRefs: [{name: nope}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: secure, namespace: infra}
+spec:
+  parentRefs: [{name: tls}]
+  hostnames: [secure.example.com, plain.example.com]
+  rules: [{backendRefs: [{name: v1, port: 8080}]}]
+"""
+    c = compiled(BASE, https, secret)
+    (tls_gw,) = [g for g in c.gateway_api.gateways.values() if g.ref.name == "tls"]
+    broken = {lst.name: lst for lst in tls_gw.listeners}["broken"]
+    assert broken.table is None and broken.conditions[0][2] == "InvalidCertificateRef"
+    hosts = {h for t in c.gateway.tls_hosts for h in t.hosts}
+    assert hosts == {"secure.example.com", "plain.example.com"}
+    assert [r.name for r in c.host_results["plain.example.com"].https.routes]
+    assert not c.host_results["plain.example.com"].http.routes  # HTTPS listeners only
+    with engine(["c1"], CONFIG) as e:
+        for kind, obj in objects(BASE, https, secret)["c1"]:
+            e.stores["c1"].upsert(kind, obj)
+        e.controller.flush()
+        assert diff(resources(e.cache), cold_build(objects(BASE, https, secret), CONFIG)) == ""
+        e.stores["c1"].delete("Secret", "infra", "cert")
+        e.controller.flush()
+        assert diff(resources(e.cache), cold_build(objects(BASE, https), CONFIG)) == ""
