@@ -460,27 +460,40 @@ class KubeSource:
     def reflectors(self) -> dict[str, Reflector]:
         return dict(self._reflectors)
 
-    def _group_missing(self, path: str) -> bool:
-        """Whether the API server answers 404 for an API group version (its CRDs are not installed).
-        Any other failure counts as present: the reflectors retry and report it."""
+    def _probe(self, path: str) -> int:
+        """The status of a one-item list of `path` (0 when the API server cannot be reached now)."""
         try:
-            request = self.api_client.param_serialize(method="GET", resource_path=path, auth_settings=["BearerToken"])
+            request = self.api_client.param_serialize(method="GET", resource_path=path, query_params=[("limit", "1")],
+                                                      auth_settings=["BearerToken"])  # fmt: skip
             resp = self.api_client.call_api(*request, _request_timeout=self._connect_timeout)
             status = resp.status
             _shutdown(resp)
         except k8s.ApiException as exc:
             status = exc.status
         except Exception:  # unreachable now: the reflectors will say so
-            return False
-        return status == 404
+            return 0
+        return int(status)
+
+    def _unwatchable(self) -> set[str]:
+        """Gateway API kinds this source cannot watch: all of them when the group is not served (no
+        CRDs, 404) or not permitted (403: the chart's gatewayAPI.enabled is off); Namespaces alone
+        when only they are forbidden. Never blocks the Ingress kinds."""
+        status = self._probe(f"{GATEWAY_API_PATH}/gatewayclasses")
+        if status in (403, 404):
+            why = "not served" if status == 404 else "not permitted"
+            log.info("%s: %s is %s; Gateway API kinds are not watched", self.cluster_id, GATEWAY_API_PATH, why)
+            return set(GATEWAY_API_KINDS)
+        if self._probe("/api/v1/namespaces") == 403:
+            log.info("%s: Namespaces may not be listed; allowedRoutes selectors match no namespace", self.cluster_id)
+            return {NAMESPACE}
+        return set()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._synced = asyncio.Event()
-        if set(GATEWAY_API_KINDS) & set(self.kinds) and await asyncio.to_thread(self._group_missing, GATEWAY_API_PATH):
-            # No Gateway API CRDs: watch the Ingress kinds only, never fail them for a missing group.
-            log.info("%s: %s is not served; Gateway API kinds are not watched", self.cluster_id, GATEWAY_API_PATH)
-            self.kinds = tuple(k for k in self.kinds if k not in GATEWAY_API_KINDS)
+        if set(GATEWAY_API_KINDS) & set(self.kinds):
+            skip = await asyncio.to_thread(self._unwatchable)
+            self.kinds = tuple(k for k in self.kinds if k not in skip)
         for kind in self.kinds:
             field_selector = _KIND_API[kind][2]
             list_fn = RawLister.for_kind(self.api_client, kind, self.namespace)

@@ -29,7 +29,7 @@ from tests.support.k8s_schema import ManifestInvalid, validate_object  # noqa: E
 CHART = ROOT / "charts" / "meridian"
 # The chart's kubeVersion floor and the newest schemas the validator ships.
 KUBE_VERSIONS = ["1.25", kubernetes_validate.utils.major_minor(kubernetes_validate.utils.latest_version())]
-CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "IngressClass"}
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "IngressClass", "GatewayClass", "CustomResourceDefinition"}
 
 Objects = dict[tuple[str, str], dict[str, Any]]
 
@@ -414,18 +414,40 @@ def test_gateway_bootstrap_resolves_every_controlplane_replica(default: Objects,
         }
 
 
-def test_rbac_is_least_privilege(default: Objects) -> None:
-    def triples(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
-        out = set()
-        for rule in rules:
-            assert set(rule) == {"apiGroups", "resources", "verbs"}, rule  # no resourceNames/nonResourceURLs
-            for g in rule["apiGroups"]:
-                for r in rule["resources"]:
-                    for v in rule["verbs"]:
-                        assert "*" not in (g, r, v), rule
-                        out.add((g, r, v))
-        return out
+def triples(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    out = set()
+    for rule in rules:
+        assert set(rule) == {"apiGroups", "resources", "verbs"}, rule  # no resourceNames/nonResourceURLs
+        for g in rule["apiGroups"]:
+            for r in rule["resources"]:
+                for v in rule["verbs"]:
+                    assert "*" not in (g, r, v), rule
+                    out.add((g, r, v))
+    return out
 
+
+def test_gateway_api_value_adds_its_rbac_class_and_optional_crds(default: Objects) -> None:
+    assert not any(kind in ("GatewayClass", "CustomResourceDefinition") for kind, _ in default)
+    objs = _objects(_render({"gatewayAPI": {"enabled": True}}, "meridian", "meridian-system"))
+    cls = objs[("GatewayClass", "meridian")]
+    assert cls["spec"]["controllerName"] == "meridian.io/gateway-controller"
+    rules = triples(objs[("ClusterRole", "meridian")]["rules"]) - triples(default[("ClusterRole", "meridian")]["rules"])
+    group = "gateway.networking.k8s.io"
+    assert rules == (
+        {(group, r, v) for r in ("gatewayclasses", "gateways", "httproutes", "referencegrants")
+         for v in ("get", "list", "watch")}
+        | {(group, f"{r}/status", v) for r in ("gatewayclasses", "gateways", "httproutes") for v in ("update", "patch")}
+        | {("", "namespaces", v) for v in ("get", "list", "watch")}
+    )  # fmt: skip
+    assert not any(kind == "CustomResourceDefinition" for kind, _ in objs)
+    with_crds = _objects(_render({"gatewayAPI": {"enabled": True, "installCRDs": True}}, "meridian", "meridian-system"))
+    crds = {name: o for (kind, name), o in with_crds.items() if kind == "CustomResourceDefinition"}
+    assert set(crds) == {f"{p}.{group}" for p in ("gatewayclasses", "gateways", "httproutes", "referencegrants")}
+    assert {o["metadata"]["annotations"]["gateway.networking.k8s.io/bundle-version"] for o in crds.values()} == {
+        "v1.6.1"}  # fmt: skip
+
+
+def test_rbac_is_least_privilege(default: Objects) -> None:
     read = {"get", "list", "watch"}
     expected = (
         {("networking.k8s.io", r, v) for r in ("ingresses", "ingressclasses") for v in read}
