@@ -2,8 +2,8 @@
 
 Precedence (the spec's order, HTTPRouteRule docs): Exact path, then the longest prefix, then a
 method match, then more header matches, then more query matches, then the oldest route, then
-"namespace/name" alphabetically, then rule and match order. RegularExpression paths come after
-every prefix (implementation-specific in the spec).
+"namespace/name" alphabetically, then rule and match order. RegularExpression paths (their place is
+implementation-specific) come after Exact and before every prefix, longer patterns first.
 """
 
 from __future__ import annotations
@@ -59,11 +59,17 @@ class RouteEntry:
         return (merge_key(r), self.created, f"{r.source.namespace}/{r.source.name}", self.rule, self.match)
 
 
+_RANK = {"exact": 0, "regex": 1, "prefix": 2}
+
+
 def merge_key(route: Route) -> tuple[Any, ...]:
-    """The part of the precedence that also orders an HTTPRoute's routes among an Ingress's."""
+    """The part of the precedence that also orders an HTTPRoute's routes among an Ingress's: exact,
+    then regular expressions (longer first; before prefixes, as Envoy Gateway orders them, else a
+    PathPrefix "/" would hide every one), then longer prefixes; then method, header, query counts."""
     method = any(h.name == ":method" for h in route.headers)
     headers = sum(1 for h in route.headers if h.name != ":method")
-    return (route.match.sort_key(), not method, -headers, -len(route.query))
+    m = route.match
+    return (_RANK[m.kind], -len(m.value), m.value, not method, -headers, -len(route.query))
 
 
 @dataclass(frozen=True)
