@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-f", "--filename", action="append", required=True, metavar="PATH")
     t.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     t.add_argument("--report", action="store_true", help="print what was converted, warned, rejected")
+    t.add_argument("--to", choices=["envoy", "gateway-api"], default="envoy",
+                   help="envoy: the Envoy resources (default); gateway-api: Gateway API objects for the Ingresses")
+    t.add_argument("--verify", action="store_true",
+                   help="with --to gateway-api: check that the exported objects route like the Ingresses")
+    t.add_argument("--gateway-namespace", default="default", metavar="NS",
+                   help="namespace of the Gateway --to gateway-api writes (default: default)")  # fmt: skip
     t.add_argument(
         "--ingress-class",
         action="append",
@@ -276,6 +282,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
         watch_without_class=not args.ingress_class,
         accept_all=not args.ingress_class,
     )
+    if args.to == "gateway-api":
+        return _to_gateway_api(GatewayConfig(classes=classes), args)
     compiled = translate_paths(args.filename, GatewayConfig(classes=classes))
     if args.report:
         sys.stdout.write(format_report(compiled.reports))
@@ -285,6 +293,33 @@ def cmd_translate(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     else:
         sys.stdout.write(yaml.safe_dump(doc, sort_keys=False))
+    return 0
+
+
+def _to_gateway_api(config: Any, args: argparse.Namespace) -> int:
+    from controlplane.gatewayapi.verify import verify
+    from controlplane.offline import export_gateway_api_paths
+    from controlplane.report import format_report
+
+    compiled, out, exported = export_gateway_api_paths(args.filename, config, namespace=args.gateway_namespace)
+    if args.verify:  # the exported objects route like the Ingresses? (per Ingress, exit 1 if not)
+        verdicts = verify(compiled, exported)
+        for ref, v in sorted(verdicts.items()):
+            sys.stdout.write(f"{ref}  {v.equal}/{v.checked} requests equal  [{'equal' if v.ok else 'DIFFERENT'}]\n")
+            for d in v.differences:
+                sys.stdout.write(f"  ! {d}\n")
+        equal, checked = sum(v.equal for v in verdicts.values()), sum(v.checked for v in verdicts.values())
+        sys.stdout.write(f"total: {equal}/{checked} requests route the same\n")
+        return 0 if equal == checked else 1
+    if args.report:  # the same levels as --report, for what the conversion kept and lost
+        reports = []
+        for r in compiled.reports:
+            ref = next(x for x in compiled.irs if (x.cluster, x.namespace, x.name) == (r["cluster"], r["namespace"],
+                                                                                        r["name"]))  # fmt: skip
+            reports.append({**r, "findings": [f.as_dict() for f in out.findings.get(ref, [])]})
+        sys.stdout.write(format_report(reports))
+        return 0
+    sys.stdout.write(yaml.safe_dump_all(out.objects, sort_keys=False))
     return 0
 
 

@@ -48,3 +48,23 @@ def snapshot_dict(resources: Mapping[str, Mapping[str, Resource]]) -> dict[str, 
         by_name = resources.get(type_url, {})
         out[rt.SHORT_NAMES[type_url]] = [rt.decode(type_url, by_name[n].any_bytes) for n in sorted(by_name)]
     return out
+
+
+def export_gateway_api_paths(
+    paths: Sequence[str | Path], config: GatewayConfig | None = None, *, namespace: str = "default"
+) -> tuple[Compiled, Any, Compiled]:
+    """`translate --to gateway-api`: the Ingresses compiled, their Gateway API export, and that export
+    compiled with the same Services, EndpointSlices and Secrets (for `--verify`)."""
+    from controlplane.compile import SourceObjects
+    from controlplane.gatewayapi.export import export_gateway_api
+    from controlplane.store import INGRESS, INGRESS_CLASS, KINDS
+
+    config = config or GatewayConfig()
+    store = load_paths(paths)
+    original = compile(objects_of([store]), config)
+    out = export_gateway_api(original.irs, original.host_results, original.gateway.tls_hosts, namespace=namespace)
+    kinds: dict[str, list[Any]] = {k: store.list(k) for k in KINDS if k not in (INGRESS, INGRESS_CLASS)}
+    for obj in out.objects:
+        kinds.setdefault(obj["kind"], []).append(obj)
+    exported = compile(SourceObjects({store.cluster_id: kinds}, store.cluster_id), config)
+    return original, out, exported
