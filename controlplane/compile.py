@@ -27,7 +27,7 @@ from controlplane.ir import CertificateSecret, IngressRef, ServiceCluster, Virtu
 from controlplane.ir.gateway import ClusterEndpoints, GatewayIR, RouteTableIR
 from controlplane.services import ServiceIndex
 from controlplane.store import ENDPOINT_SLICE, INGRESS, INGRESS_CLASS, SECRET, SERVICE, KubeObject, object_name
-from controlplane.translate.gateway import Resources, translate_gateway
+from controlplane.translate.gateway import translate_gateway
 from controlplane.translate.listeners import EAST_WEST_ROUTES, HTTP_ROUTES, HTTPS_ROUTES
 from controlplane.xds.cache import Resource, make_resource
 
@@ -65,11 +65,6 @@ def compile(objects: SourceObjects, config: GatewayConfig) -> Compiled:
     reports = [ingress_report(f.irs[r], f.host_results, f.host_errors, address, f.plan, f.certs)
                for r in sorted(f.irs)]  # fmt: skip
     return Compiled(gw, resources, reports, frontend.irs, frontend.host_results)
-
-
-def translate_resources(gw: GatewayIR) -> Resources:
-    """The second stage alone (IR -> Envoy messages), for the golden tests."""
-    return translate_gateway(gw)
 
 
 class _Frontend:
