@@ -58,6 +58,9 @@ def compile(objects: SourceObjects, config: GatewayConfig) -> Compiled:
     """Every resource and report for `objects` (see the module docstring)."""
     frontend = _Frontend(objects, config)
     gw = frontend.gateway()
+    problems = gw.problems()
+    if problems:  # a frontend bug: say so loudly (tests fail on it), still translate what there is
+        log.error("the gateway IR is inconsistent:\n  %s", "\n  ".join(problems))
     body = translate_gateway(gw)
     resources = {t: {n: make_resource(n, t, m) for n, m in by_name.items()} for t, by_name in body.items()}
     address = config.publish_address or config.listen_address
