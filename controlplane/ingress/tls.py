@@ -8,23 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from controlplane.ingress import registry
 from controlplane.ingress.convert import IngressIR
 from controlplane.ir import Finding, Passthrough, TlsHost
 from controlplane.ir.names import secret_name
+from controlplane.ir.policies import TlsPolicy
 
 
 @dataclass(frozen=True)
 class TlsPlan:
     certs: dict[str, str] = field(default_factory=dict)  # host -> SDS secret name
-    policies: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # host -> TLS policies
+    policies: dict[str, tuple[TlsPolicy, ...]] = field(default_factory=dict)  # host -> TLS policies
     passthrough: dict[str, str] = field(default_factory=dict)  # host -> cluster
 
     def chains(self) -> tuple[list[TlsHost], list[Passthrough]]:
         """One filter chain per (certificate, TLS policies), and one per passthrough cluster."""
-        grouped: dict[tuple[str, tuple[Any, ...]], list[str]] = {}
+        grouped: dict[tuple[str, tuple[TlsPolicy, ...]], list[str]] = {}
         for host, secret in sorted(self.certs.items()):
             grouped.setdefault((secret, self.policies.get(host, ())), []).append(host)
         tls_hosts = [
