@@ -168,8 +168,12 @@ def _filters(raw: list[Any], resolve: ResolveBackend, problems: list[Problem]) -
             if port is None and scheme is not None:  # the spec: the scheme's well-known port
                 port = {"http": 80, "https": 443}.get(str(scheme))
             # Neither: the listener's port, which is the port the client used (kept from its Host).
+            code = r.get("statusCode") or 302
+            if code not in (301, 302, 303, 307, 308):
+                problems.append(("Accepted", "UnsupportedValue", f"redirect statusCode {code!r}; 302 sent"))
+                code = 302
             out.redirect = Redirect(
-                code=int(r.get("statusCode") or 302),
+                code=code,
                 scheme=scheme,
                 host=r.get("hostname"),
                 port=port,
