@@ -110,3 +110,22 @@ def test_an_older_ingress_wins_the_same_host_and_path_and_the_route_is_told(gw: 
                message=f"newer: {parents(gw, 'newer')}")  # fmt: skip
     wait_until(lambda: parents(gw, "newer-api").get("Accepted") == ("True", "Accepted"), timeout=15,
                message=f"newer-api: {parents(gw, 'newer-api')}")  # fmt: skip
+
+
+def test_an_older_httproute_wins_and_the_ingress_gets_a_conflict_event(gw: KubeGateway) -> None:
+    old_route = route("first", ["first.example.com"], {"name": "app", "port": 80})
+    old_route["metadata"]["creationTimestamp"] = "2019-01-01T00:00:00Z"
+    gw.apply(old_route)
+    gw.apply({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+              "metadata": {"name": "late", "namespace": NS, "creationTimestamp": "2024-01-01T00:00:00Z"},
+              "spec": {"rules": [{"host": "first.example.com", "http": {"paths": [
+                  {"path": "/", "pathType": "Prefix",
+                   "backend": {"service": {"name": "legacy", "port": {"number": 80}}}}]}}]}})  # fmt: skip
+    gw.wait_served_by("first.example.com", "/", "app")
+
+    def conflict_event() -> bool:
+        return any(e.get("involvedObject", {}).get("name") == "late" and e.get("reason") == "Conflict"
+                   and "HTTPRoute" in e.get("message", "") for e in gw.kubes[PRIMARY].objects("Event"))  # fmt: skip
+
+    wait_until(conflict_event, timeout=15, message="no Conflict Event on the Ingress that lost")
+    assert parents(gw, "first").get("Accepted") == ("True", "Accepted")
