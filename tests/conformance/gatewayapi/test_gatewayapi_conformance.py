@@ -43,7 +43,6 @@ NOT_RUN: dict[str, str] = {
     "HTTPRouteRedirectPortAndScheme": "needs Gateway listeners on ports other than the fleet's (SupportGatewayPort)",
     "HTTPRouteMultipleGateways": "needs one address per Gateway: Meridian serves every Gateway of its class on the "
     "fleet's shared listeners, so two Gateways' catch-all routes meet on one host",
-    "HTTPRouteWeight": "statistical: asserts a traffic split over many requests, not one ExpectedResponse",
 }
 TIMEOUT = 15.0
 SKIPPED_REQUESTS: list[str] = []  # requests of run cases marked `Skip` in their transcription (README.md)
@@ -198,9 +197,31 @@ def test_conformance(gw: Gateway, name: str) -> None:
                 if time.monotonic() > deadline:
                     pytest.fail(f"{name} request {i} {expected.get('Request')}: {problem}")
                 time.sleep(0.1)
+        if case.get("distribution"):
+            _check_distribution(gw, case["distribution"])
     finally:
         gw.remove("case.yaml")
         gw.wait_converged()
+
+
+def _check_distribution(gw: Gateway, want: dict[str, Any]) -> None:
+    """Upstream's weight.TestWeightedDistribution: the share of each backend within the tolerance, and
+    no request for a backend of weight 0 (a few attempts, as upstream retries)."""
+    problem = ""
+    for _ in range(int(want.get("attempts", 1))):
+        seen: dict[str, int] = {}
+        for _ in range(int(want["requests"])):
+            r = gw.get("127.0.0.1:80", "/")
+            name = r.json().get("service") if r.status == 200 else f"status {r.status}"
+            seen[name] = seen.get(name, 0) + 1
+        total = sum(seen.values())
+        problems = [f"{svc}: {seen.get(svc, 0) / total:.3f}, want {share}" for svc, share in want["weights"].items()
+                    if abs(seen.get(svc, 0) / total - share) > want["tolerance"] or (share == 0 and seen.get(svc))]
+        problems += [f"unexpected {svc}" for svc in seen if svc not in want["weights"]]
+        if not problems:
+            return
+        problem = "; ".join(problems)
+    pytest.fail(f"weighted distribution: {problem}")
 
 
 def _names(doc: dict[str, Any], ref: dict[str, str]) -> bool:
