@@ -8,6 +8,7 @@ listener by sectionName or port); backendRefs name Services, whose clusters (ir.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from controlplane.gatewayapi.kinds import (
     HTTP_ROUTE,
     NAMESPACE,
     REFERENCE_GRANT,
+    as_list,
     generation,
     meta,
     spec,
@@ -37,6 +39,8 @@ from controlplane.ingress.convert import creation_time
 from controlplane.ir import IngressRef
 from controlplane.ir.names import cluster_name
 from controlplane.services import ServiceIndex
+
+log = logging.getLogger("controlplane.gatewayapi")
 
 Objects = Mapping[str, Mapping[str, Mapping[tuple[str, str], Mapping[str, Any]]]]  # cluster -> kind -> name -> obj
 
@@ -100,6 +104,7 @@ class _Builder:
         self.result = GatewayApiResult()
         self._http: dict[str, dict[str, RouteEntry]] = {}
         self._https: dict[str, dict[str, RouteEntry]] = {}
+        self._attached_by: dict[IngressRef, list[tuple[IngressRef, str]]] = {}
 
     def build(self) -> GatewayApiResult:
         for cluster, kinds in sorted(self.objects.items()):
@@ -113,8 +118,12 @@ class _Builder:
                 if str(spec(obj).get("gatewayClassName") or "") not in ours:
                     continue
                 created, _ = creation_time(meta(obj).get("creationTimestamp"))
-                info = gateway_info(cluster, obj, http_ports=self.http_ports, https_ports=self.https_ports,
-                                    grants=grants, secret_ok=self.secret_problem, created=created)  # fmt: skip
+                try:
+                    info = gateway_info(cluster, obj, http_ports=self.http_ports, https_ports=self.https_ports,
+                                        grants=grants, secret_ok=self.secret_problem, created=created)  # fmt: skip
+                except Exception:  # malformed beyond what the CRD schema allows (file mode): this Gateway only
+                    log.exception("Gateway %s/%s/%s cannot be read; it is not served", cluster, *key)
+                    continue
                 gateways[key] = info
                 self.result.gateways[info.ref] = info
                 for lst in info.listeners:
@@ -128,7 +137,11 @@ class _Builder:
                 return None if obj is None else (meta(obj).get("labels") or {})
 
             for key, obj in sorted(kinds.get(HTTP_ROUTE, {}).items()):
-                self._route(cluster, key, obj, gateways, grants, labels)
+                try:
+                    self._route(cluster, key, obj, gateways, grants, labels)
+                except Exception:  # as above: a route the schema would have refused costs itself only
+                    log.exception("HTTPRoute %s/%s/%s cannot be read; it is not served", cluster, *key)
+                    self._drop_route(IngressRef(cluster, key[0], key[1], kind=HTTP_ROUTE))
         for host in sorted(set(self._http) | set(self._https)):
             order = RouteEntry.precedence
             self.result.hosts[host] = HostEntries(
@@ -164,14 +177,14 @@ class _Builder:
         resolve = self._resolver(cluster, ns, grants)
         entries: list[RouteEntry] = []
         problems: list[tuple[str, str, str]] = []
-        for i, rule in enumerate(s.get("rules") or [{}]):
+        for i, rule in enumerate(as_list(s.get("rules")) or [{}]):
             if isinstance(rule, Mapping):
                 res = rule_routes(ref, created, i, rule, resolve)
                 entries.extend(res.entries)
                 problems.extend(res.problems)
-        route_hosts = [str(h) for h in s.get("hostnames") or []]
+        route_hosts = [str(h) for h in as_list(s.get("hostnames"))]
         parents: list[ParentStatus] = []
-        for pref in s.get("parentRefs") or []:
+        for pref in as_list(s.get("parentRefs")):
             if not isinstance(pref, Mapping):
                 continue
             if str(pref.get("group") or GROUP) != GROUP or str(pref.get("kind") or GATEWAY) != GATEWAY:
@@ -193,6 +206,16 @@ class _Builder:
             parents.append(ParentStatus(dict(pref), info.ref, tuple(conds)))
         self.result.routes[ref] = RouteStatus(ref, generation(obj), tuple(parents))
 
+    def _drop_route(self, ref: IngressRef) -> None:
+        """Undo what a route that failed half-way added (its entries, its attachments)."""
+        for table in (self._http, self._https):
+            for bucket in table.values():
+                for name in [n for n, e in bucket.items() if e.route.source == ref]:
+                    del bucket[name]
+        for key in self._attached_by.pop(ref, []):
+            self.result.attached[key] -= 1
+        self.result.routes.pop(ref, None)
+
     def _attach(self, info: GatewayInfo, pref: Mapping[str, Any], ref: IngressRef, route_hosts: list[str],
                 entries: list[RouteEntry], labels: Callable[[str], Any]) -> Condition:  # fmt: skip
         section, port = pref.get("sectionName"), pref.get("port")
@@ -211,6 +234,7 @@ class _Builder:
                 continue
             attached = True
             self.result.attached[(info.ref, lst.name)] += 1
+            self._attached_by.setdefault(ref, []).append((info.ref, lst.name))
             if lst.table is not None:
                 self._add(lst, hosts, entries)
         if not attached:

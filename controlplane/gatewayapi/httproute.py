@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from controlplane.gatewayapi.kinds import parse_duration
+from controlplane.gatewayapi.kinds import as_list, as_map, parse_duration
 from controlplane.ingress.hosts import valid_path_regex
 from controlplane.ir import (
     DirectResponse,
@@ -132,13 +132,13 @@ def _query(raw: list[Any]) -> tuple[tuple[QueryMatch, ...], str | None]:
 
 
 def _edits(raw: Mapping[str, Any] | None) -> HeaderEdits:
-    raw = raw or {}
+    raw = as_map(raw)
 
     def pairs(key: str) -> tuple[tuple[str, str], ...]:
-        return tuple((str(h.get("name") or ""), str(h.get("value") or "")) for h in raw.get(key) or []
+        return tuple((str(h.get("name") or ""), str(h.get("value") or "")) for h in as_list(raw.get(key))
                      if isinstance(h, Mapping) and h.get("name"))  # fmt: skip
 
-    return HeaderEdits(pairs("set"), pairs("add"), tuple(str(n) for n in raw.get("remove") or []))
+    return HeaderEdits(pairs("set"), pairs("add"), tuple(str(n) for n in as_list(raw.get("remove"))))
 
 
 @dataclass
@@ -161,8 +161,8 @@ def _filters(raw: list[Any], resolve: ResolveBackend, problems: list[Problem]) -
         elif kind == "ResponseHeaderModifier":
             out.policies.append(ResponseHeaderEdits(_edits(f.get("responseHeaderModifier"))))
         elif kind == "RequestRedirect":
-            r = f.get("requestRedirect") or {}
-            path = r.get("path") or {}
+            r = as_map(f.get("requestRedirect"))
+            path = as_map(r.get("path"))
             ptype = path.get("type")
             scheme, port = r.get("scheme"), r.get("port")
             if port is None and scheme is not None:  # the spec: the scheme's well-known port
@@ -181,17 +181,17 @@ def _filters(raw: list[Any], resolve: ResolveBackend, problems: list[Problem]) -
                 prefix=path.get("replacePrefixMatch") if ptype == "ReplacePrefixMatch" else None,
             )
         elif kind == "URLRewrite":
-            r = f.get("urlRewrite") or {}
+            r = as_map(f.get("urlRewrite"))
             if r.get("hostname"):
                 out.policies.append(HostRewrite(str(r["hostname"])))
-            path = r.get("path") or {}
+            path = as_map(r.get("path"))
             if path.get("type") == "ReplaceFullPath":
                 out.policies.append(PathRewrite(full=str(path.get("replaceFullPath") or "/")))
             elif path.get("type") == "ReplacePrefixMatch":
                 out.policies.append(PathRewrite(prefix=str(path.get("replacePrefixMatch") or "/")))
         elif kind == "RequestMirror":
-            m = f.get("requestMirror") or {}
-            cluster, problem = resolve(m.get("backendRef") or {})
+            m = as_map(f.get("requestMirror"))
+            cluster, problem = resolve(as_map(m.get("backendRef")))
             if cluster is None:
                 problems.append(("ResolvedRefs", *(problem or ("BackendNotFound", "mirror backend not found"))))
                 continue
@@ -239,9 +239,9 @@ def rule_routes(
     """The routes of `rule` (one per match; a rule without matches matches every path)."""
     problems: list[Problem] = []
     label = str(rule.get("name") or f"rules[{index}]")
-    filters = _filters(list(rule.get("filters") or []), resolve, problems)
+    filters = _filters(as_list(rule.get("filters")), resolve, problems)
     policies = list(filters.policies)
-    timeouts = rule.get("timeouts") or {}
+    timeouts = as_map(rule.get("timeouts"))
     if timeouts:
         request, backend = parse_duration(timeouts.get("request")), parse_duration(timeouts.get("backendRequest"))
         if (timeouts.get("request") and request is None) or (timeouts.get("backendRequest") and backend is None):
@@ -256,15 +256,15 @@ def rule_routes(
         action = filters.redirect
         policies = [p for p in policies if not isinstance(p, ClusterMirrors)]
     else:
-        action = _backends(list(rule.get("backendRefs") or []), resolve, problems)
+        action = _backends(as_list(rule.get("backendRefs")), resolve, problems)
     entries: list[RouteEntry] = []
-    matches = list(rule.get("matches") or []) or [{}]
+    matches = as_list(rule.get("matches")) or [{}]
     for j, m in enumerate(matches):
         if not isinstance(m, Mapping):
             continue
-        path, bad = _path(m.get("path"))
-        headers, bad_h = _headers(list(m.get("headers") or []))
-        query, bad_q = _query(list(m.get("queryParams") or []))
+        path, bad = _path(as_map(m.get("path")))
+        headers, bad_h = _headers([h for h in as_list(m.get("headers")) if isinstance(h, Mapping)])
+        query, bad_q = _query([q for q in as_list(m.get("queryParams")) if isinstance(q, Mapping)])
         if path is None or bad_h or bad_q:
             problems.append(("Accepted", "UnsupportedValue", str(bad or bad_h or bad_q)))
             continue

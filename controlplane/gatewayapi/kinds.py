@@ -44,3 +44,13 @@ def spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 def generation(obj: Mapping[str, Any]) -> int:
     g = meta(obj).get("generation")
     return g if isinstance(g, int) else 0
+
+
+def as_list(value: Any) -> list[Any]:
+    """A list field as a list: anything else (a hand-written manifest's mistake) counts as empty."""
+    return value if isinstance(value, list) else []
+
+
+def as_map(value: Any) -> Mapping[str, Any]:
+    """A mapping field as a mapping (anything else counts as empty)."""
+    return value if isinstance(value, Mapping) else {}

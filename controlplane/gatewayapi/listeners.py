@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from controlplane.gatewayapi.kinds import CONTROLLER_NAME, GROUP, HTTP_ROUTE, generation, meta, spec
+from controlplane.gatewayapi.kinds import CONTROLLER_NAME, GROUP, HTTP_ROUTE, as_list, as_map, generation, meta, spec
 from controlplane.gatewayapi.refs import Grants
 from controlplane.ir import IngressRef
 
@@ -60,11 +60,13 @@ def accepted_classes(classes: Mapping[tuple[str, str], Mapping[str, Any]]) -> se
 
 def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     """A metav1.LabelSelector against labels (matchLabels and matchExpressions)."""
-    for k, v in (selector.get("matchLabels") or {}).items():
+    for k, v in as_map(selector.get("matchLabels")).items():
         if labels.get(k) != v:
             return False
-    for expr in selector.get("matchExpressions") or []:
-        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+    for expr in as_list(selector.get("matchExpressions")):
+        if not isinstance(expr, Mapping):
+            return False
+        key, op, values = expr.get("key"), expr.get("operator"), as_list(expr.get("values"))
         present = key in labels
         if op == "In" and not (present and labels[key] in values):
             return False
@@ -95,7 +97,7 @@ def gateway_info(
     ref = IngressRef(cluster, str(m.get("namespace") or ""), str(m.get("name") or ""), kind="Gateway")
     listeners = []
     names: set[str] = set()
-    for i, raw in enumerate(spec(obj).get("listeners") or []):
+    for i, raw in enumerate(as_list(spec(obj).get("listeners"))):
         if not isinstance(raw, Mapping):
             continue
         name = str(raw.get("name") or f"listener-{i}")
@@ -112,10 +114,10 @@ def gateway_info(
             served = sorted(http_ports if table == "http" else https_ports)
             conds.append(("Accepted", "False", "PortUnavailable", f"{protocol} is served on ports {served}"))
             table = None
-        allowed = raw.get("allowedRoutes") or {}
-        ns_from = str(((allowed.get("namespaces") or {}).get("from")) or "Same")
-        selector = (allowed.get("namespaces") or {}).get("selector")
-        kinds = [(str(k.get("group", GROUP)), str(k.get("kind") or "")) for k in allowed.get("kinds") or []
+        allowed = as_map(raw.get("allowedRoutes"))
+        ns_from = str(as_map(allowed.get("namespaces")).get("from") or "Same")
+        selector = as_map(allowed.get("namespaces")).get("selector")
+        kinds = [(str(k.get("group", GROUP)), str(k.get("kind") or "")) for k in as_list(allowed.get("kinds"))
                  if isinstance(k, Mapping)]  # fmt: skip
         supported = tuple(k for g, k in kinds if g == GROUP and k == HTTP_ROUTE) if kinds else (HTTP_ROUTE,)
         if kinds and len(supported) != len(kinds):
@@ -137,10 +139,10 @@ def gateway_info(
 def _certificate(
     cluster: str, gw: IngressRef, raw: Mapping[str, Any], grants: Grants, secret_ok: Callable[[SecretRef], str | None]
 ) -> tuple[SecretRef | None, tuple[str, str] | None]:
-    tls = raw.get("tls") or {}
+    tls = as_map(raw.get("tls"))
     if str(tls.get("mode") or "Terminate") != "Terminate":
         return None, ("InvalidCertificateRef", "only TLS mode Terminate is supported")
-    refs = [r for r in tls.get("certificateRefs") or [] if isinstance(r, Mapping)]
+    refs = [r for r in as_list(tls.get("certificateRefs")) if isinstance(r, Mapping)]
     if not refs:
         return None, ("InvalidCertificateRef", "an HTTPS listener needs a certificateRef")
     r = refs[0]

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from controlplane.gatewayapi.kinds import meta, spec
+from controlplane.gatewayapi.kinds import as_list, meta, spec
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +30,8 @@ class Grants:
         for obj in objects:
             ns = str(meta(obj).get("namespace") or "")
             s = spec(obj)
-            for f in s.get("from") or []:
-                for t in s.get("to") or []:
+            for f in as_list(s.get("from")):
+                for t in as_list(s.get("to")):
                     if not isinstance(f, Mapping) or not isinstance(t, Mapping):
                         continue
                     self.grants.append(Grant(ns, str(f.get("group") or ""), str(f.get("kind") or ""),

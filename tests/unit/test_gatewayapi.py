@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from controlplane.compile import SourceObjects, compile
 from controlplane.controller import GatewayConfig
 from controlplane.gatewayapi.build import intersect
@@ -281,3 +284,39 @@ spec:
         e.stores["c1"].delete("Secret", "infra", "cert")
         e.controller.flush()
         assert diff(resources(e.cache), cold_build(objects(BASE, https), CONFIG)) == ""
+
+
+JUNK = st.one_of(st.none(), st.integers(-5, 70000), st.text(max_size=8), st.lists(st.integers(), max_size=2),
+                 st.dictionaries(st.text(max_size=5), st.integers(), max_size=2), st.booleans())  # fmt: skip
+
+
+def _mutate(doc: Any, draw: Any) -> Any:
+    """`doc` with one value somewhere replaced by junk (as a file in file mode may hold)."""
+    if isinstance(doc, dict) and doc:
+        key = draw(st.sampled_from(sorted(doc, key=str)))
+        out = dict(doc)
+        out[key] = draw(JUNK) if draw(st.booleans()) else _mutate(doc[key], draw)
+        return out
+    if isinstance(doc, list) and doc:
+        i = draw(st.integers(0, len(doc) - 1))
+        return [*doc[:i], _mutate(doc[i], draw), *doc[i + 1:]]
+    return draw(JUNK)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(st.data())
+def test_malformed_gateway_api_objects_never_break_the_build(data: st.DataObject) -> None:
+    """Whatever a Gateway or an HTTPRoute holds, both engines build, agree, and the IR is consistent."""
+    parsed = [obj for _kind, obj in objects(BASE, ROUTES)["c1"]]
+    i = data.draw(st.sampled_from([n for n, o in enumerate(parsed) if o["kind"] in ("Gateway", "HTTPRoute")]))
+    spec_ = _mutate(parsed[i].get("spec"), data.draw)
+    parsed[i] = {**parsed[i], "spec": spec_}
+    text = dump_manifests(parsed)
+    objs = objects(text)
+    c = compiled(text)
+    assert c.gateway.problems() == []
+    with engine(["c1"], CONFIG) as e:
+        for kind, obj in objs["c1"]:
+            e.stores["c1"].upsert(kind, obj)
+        e.controller.flush()
+        assert diff(resources(e.cache), cold_build(objs, CONFIG)) == ""
