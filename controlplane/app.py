@@ -148,7 +148,8 @@ class MeridianApp:
             status = StatusSettings(opts.namespace, opts.lease_duration, opts.lease_renew_interval,
                                     opts.publish_address, opts.publish_service)  # fmt: skip
             settings = KubeSettings(opts.kubeconfig, opts.cluster_id, status)
-            self.kube = KubeMode(settings, self.registry, self.metrics, self.controller.view, self.request_flush)
+            self.kube = KubeMode(settings, self.registry, self.metrics, self.controller.view, self.request_flush,
+                                 fleet=lambda: self.xds.fleet_settled() if self.xds else (0, True))
             await self.kube.start()
         self.xds = self._xds_server()
         self.xds_port = await self.xds.start(self.opts.xds_address)

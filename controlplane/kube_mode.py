@@ -35,7 +35,10 @@ class KubeMode:
         metrics: Metrics,
         view: IngressView,
         request_flush: Callable[[], None],
+        *,
+        fleet: Callable[[], tuple[int, bool]] = lambda: (0, True),
     ) -> None:
+        self.fleet = fleet  # (gateways connected, all ACKed the current routes): Gateway `Programmed`
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
@@ -71,6 +74,7 @@ class KubeMode:
             writer.addresses,
             lambda: writer.is_leader,
             writer.client_for,
+            fleet=self.fleet,
         )
         writer.elector.add_listener(self._leadership)
         self.view.on_built(self.gateway_status.kick)  # status follows what the engine serves

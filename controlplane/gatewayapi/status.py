@@ -9,7 +9,8 @@ parentRef naming a Gateway of ours, with Accepted and ResolvedRefs (NotAllowedBy
 NoMatchingListenerHostname, NoMatchingParent, BackendNotFound, RefNotPermitted, InvalidKind ...).
 Parents written by other controllers are kept. A route whose every path lost to an Ingress is
 Accepted=False (Conflicted); one that lost some is PartiallyInvalid=True (Conflicted).
-Programmed means the configuration is in the snapshot served to the fleet (not yet: acknowledged).
+Programmed means the gateways connected to this replica have ACKed the current listeners and
+routes (Pending until then; with none connected here, that the configuration is served).
 
 A pass runs after store changes (debounced) and writes only statuses that differ from the stored
 ones, ignoring lastTransitionTime (kept while a condition's status and reason stay the same).
@@ -75,8 +76,19 @@ def gateway_addresses(addresses: list[dict[str, str]]) -> list[dict[str, str]]:
     return out
 
 
+def gateway_programmed(fleet: tuple[int, bool]) -> Condition:
+    """`Programmed` of a served Gateway: the gateways connected to this replica have ACKed the
+    current listeners and routes (with none connected here, being in the served snapshot counts)."""
+    connected, settled = fleet
+    if connected and not settled:
+        return ("Programmed", "False", "Pending", f"waiting for {connected} gateway(s) to acknowledge")
+    if connected:
+        return ("Programmed", "True", "Programmed", f"acknowledged by {connected} gateway(s)")
+    return ("Programmed", "True", "Programmed", "in the served configuration (no gateway connected here)")
+
+
 def gateway_status(info: GatewayInfo, result: GatewayApiResult, addresses: list[dict[str, str]],
-                   old: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
+                   old: Mapping[str, Any], fleet: tuple[int, bool] = (0, True)) -> dict[str, Any]:  # fmt: skip
     """The whole `status` of one of our Gateways."""
     old_listeners = {x.get("name"): x for x in old.get("listeners") or [] if isinstance(x, Mapping)}
     listeners = []
@@ -97,8 +109,7 @@ def gateway_status(info: GatewayInfo, result: GatewayApiResult, addresses: list[
         })  # fmt: skip
     served = any(lst.table for lst in info.listeners)
     wanted = [("Accepted", "True", "Accepted", "accepted by " + CONTROLLER_NAME),
-              ("Programmed", "True", "Programmed", "served by the fleet") if served
-              else ("Programmed", "False", "Invalid", "no listener can be served")]  # fmt: skip
+              gateway_programmed(fleet) if served else ("Programmed", "False", "Invalid", "no listener can be served")]
     return {"addresses": gateway_addresses(addresses),
             "conditions": conditions(wanted, info.generation, old.get("conditions")),
             "listeners": listeners}  # fmt: skip
@@ -149,9 +160,11 @@ class GatewayApiStatusWriter:
         is_leader: Callable[[], bool],
         client_for: Callable[[str], k8s.ApiClient | None],
         *,
+        fleet: Callable[[], tuple[int, bool]] = lambda: (0, True),
         debounce: float = 0.05,
         retry_delay: float = 1.0,
     ) -> None:
+        self.fleet = fleet
         self.registry = registry
         self.result = result
         self.findings = findings
@@ -202,7 +215,9 @@ class GatewayApiStatusWriter:
 
     def plan(self) -> list[tuple[str, str, str, str, dict[str, Any]]]:
         """(cluster, kind, namespace, name, status) of every object whose status should change."""
-        result, findings, addresses = self.result(), self.findings(), self.addresses()
+        result, findings, addresses, fleet = self.result(), self.findings(), self.addresses(), self.fleet()
+        if fleet[0] and not fleet[1] and result.gateways and self._loop is not None:
+            self._loop.call_later(0.5, self._kick.set)  # look again once the gateways have ACKed
         out = []
         for store in self.registry.stores():
             cid = store.cluster_id
@@ -218,7 +233,7 @@ class GatewayApiStatusWriter:
                 if ref.cluster == cid:
                     obj = store.get(GATEWAY, ref.namespace, ref.name) or {}
                     old = obj.get("status") or {}
-                    want = gateway_status(info, result, addresses, old)
+                    want = gateway_status(info, result, addresses, old, fleet)
                     out.append((cid, GATEWAY, ref.namespace, ref.name, want, old))
             for ref in result.routes:
                 if ref.cluster == cid:

@@ -180,6 +180,12 @@ class XdsServer:
     def connected(self) -> int:
         return len(self._streams)
 
+    def fleet_settled(self) -> tuple[int, bool]:
+        """(gateways connected to this server, whether every one has ACKed the current listeners and
+        routes): what Gateway API `Programmed` reports."""
+        streams = [s for s in self._streams.values() if s.node_id and not s.closed]
+        return len(streams), all(s.routes_settled(self._cache) for s in streams)
+
     def syncz(self) -> list[dict[str, Any]]:
         """Per stream and type: sent/ACKed versions, nonce, last NACK (for /debug/syncz)."""
         return [s.syncz() for s in sorted(self._streams.values(), key=lambda s: s.id)]

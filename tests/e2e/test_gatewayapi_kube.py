@@ -77,6 +77,8 @@ def test_routes_serve_backends_merged_across_clusters_and_status_is_written(gw: 
     assert "status" not in (fk.get("GatewayClass", None, "someone-else") or {})  # not ours: untouched
     status = (fk.get("Gateway", "infra", "web") or {})["status"]
     assert {c["type"]: c["status"] for c in status["conditions"]} == {"Accepted": "True", "Programmed": "True"}
+    # Programmed: the Envoy connected to this control plane has ACKed the listeners and routes.
+    assert "acknowledged by 1 gateway" in {c["type"]: c["message"] for c in status["conditions"]}["Programmed"]
     assert status["addresses"] == [{"type": "IPAddress", "value": "127.0.0.1"}]
     listeners = {x["name"]: x for x in status["listeners"]}
     assert listeners["http"]["attachedRoutes"] == 1

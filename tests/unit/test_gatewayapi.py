@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from controlplane.compile import SourceObjects, compile
 from controlplane.controller import GatewayConfig
 from controlplane.gatewayapi.build import intersect
+from controlplane.gatewayapi.status import gateway_programmed
 from controlplane.ir import DirectResponse, Forward, Redirect
 from controlplane.ir.policies import PathRewrite, RequestHeaderEdits, RequestTimeout
 from controlplane.sources.files import parse_manifests
@@ -320,3 +321,9 @@ def test_malformed_gateway_api_objects_never_break_the_build(data: st.DataObject
             e.stores["c1"].upsert(kind, obj)
         e.controller.flush()
         assert diff(resources(e.cache), cold_build(objs, CONFIG)) == ""
+
+
+def test_programmed_waits_for_the_connected_gateways_to_acknowledge() -> None:
+    assert gateway_programmed((2, False))[1:3] == ("False", "Pending")
+    assert gateway_programmed((2, True))[1:3] == ("True", "Programmed")
+    assert gateway_programmed((0, True))[1:3] == ("True", "Programmed")
