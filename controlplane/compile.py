@@ -17,6 +17,7 @@ from controlplane.config import GatewayConfig
 from controlplane.eastwest import east_west_vhosts
 from controlplane.gatewayapi.build import GatewayApiResult
 from controlplane.gatewayapi.frontend import add_certificates, gateway_api
+from controlplane.gatewayapi.grpcroute import GRPC_UPSTREAM
 from controlplane.gatewayapi.merge import merge_gateway_routes
 from controlplane.ingress import registry
 from controlplane.ingress.classes import ClassView, is_accepted
@@ -28,6 +29,7 @@ from controlplane.ingress.tls import TlsPlan, plan_tls
 from controlplane.ingress.variants import ClusterVariants
 from controlplane.ir import CertificateSecret, IngressRef, ServiceCluster, VirtualHost
 from controlplane.ir.gateway import ClusterEndpoints, GatewayIR, RouteTableIR
+from controlplane.ir.names import ClusterName
 from controlplane.services import ServiceIndex
 from controlplane.store import ENDPOINT_SLICE, INGRESS, INGRESS_CLASS, SECRET, SERVICE, KubeObject, object_name
 from controlplane.translate.gateway import translate_gateway
@@ -166,7 +168,7 @@ class _Frontend:
                 https.append((result.https,))
                 http.append((result.http,))
 
-        clusters, endpoints, east_west = self._backends(served)
+        clusters, endpoints, east_west = self._backends(served, self.gateway_api.variant_users)
         return GatewayIR(
             listeners=self.config.listeners(tls=bool(tls_hosts or passthrough)),
             route_tables=(
@@ -183,13 +185,15 @@ class _Frontend:
         )
 
     def _backends(
-        self, served: list[IngressIR]
+        self, served: list[IngressIR], other_users: Mapping[IngressRef, Iterable[ClusterName]] = {}
     ) -> tuple[tuple[ServiceCluster, ...], tuple[ClusterEndpoints, ...], tuple[tuple[VirtualHost, ...], ...]]:
         """Service clusters (base per port, plus the variants served Ingresses use), their endpoint
         assignments and the east-west virtual hosts."""
         variants = ClusterVariants()
         for ir in served:
             variants.add(ir)
+        for ref, names in other_users.items():  # GRPCRoutes' HTTP/2 variants
+            variants.add_users(ref, names, GRPC_UPSTREAM)
         clusters: list[ServiceCluster] = []
         endpoints: list[ClusterEndpoints] = []
         east_west: list[tuple[VirtualHost, ...]] = []

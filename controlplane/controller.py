@@ -77,7 +77,8 @@ class Controller:
         # table (split into hash partitions at scale): a change re-assembles one partition with one join.
         self.routes = RouteTables(self.config.route_partitions, self._partitions_metric)
         self.hosts = HostRoutes(self.routes, self.config.https_port)
-        self.gateway_api = GatewayApiState(self.registry, self.services, self.config, self._get_secret)
+        self.gateway_api = GatewayApiState(self.registry, self.services, self.config, self._get_secret,
+                                           self.ingresses.variants)  # fmt: skip
         self.hosts.gateway = self.gateway_api.entries
         self.backends = ServiceBackends(self.services, self.ingresses.variants)
         self.tls_state = TlsState(self._get_secret, self.certificates)

@@ -13,6 +13,8 @@ from typing import Any
 from controlplane.config import GatewayConfig
 from controlplane.gatewayapi.build import GatewayApiResult, HostEntries
 from controlplane.gatewayapi.frontend import add_certificates, gateway_api
+from controlplane.gatewayapi.grpcroute import GRPC_UPSTREAM
+from controlplane.ingress.variants import ClusterVariants
 from controlplane.services import ServiceIndex
 from controlplane.store import GATEWAY_API_KINDS, SECRET, SERVICE, ClusterRegistry, object_name
 
@@ -21,7 +23,9 @@ _TOUCHES = frozenset(GATEWAY_API_KINDS) | {SERVICE, SECRET}
 
 class GatewayApiState:
     def __init__(self, registry: ClusterRegistry, services: ServiceIndex, config: GatewayConfig,
-                 get_secret: Callable[[str, str, str], Mapping[str, Any] | None]) -> None:  # fmt: skip
+                 get_secret: Callable[[str, str, str], Mapping[str, Any] | None],
+                 variants: ClusterVariants | None = None) -> None:  # fmt: skip
+        self.variants = variants if variants is not None else ClusterVariants()  # shared with the Ingresses
         self.registry = registry
         self.services = services
         self.config = config
@@ -44,6 +48,12 @@ class GatewayApiState:
         self._any = any(objs for kinds_ in objects.values() for k, objs in kinds_.items() if k != "Namespace")
         new = gateway_api(objects, self.services, self.config, self.get_secret)
         old, self.result = self.result, new
+        for ref, names in old.variant_users.items():  # GRPCRoutes' HTTP/2 clusters follow their users
+            if new.variant_users.get(ref) != names:
+                self.variants.remove_users(ref, names)
+        for ref, names in new.variant_users.items():
+            if old.variant_users.get(ref) != names:
+                self.variants.add_users(ref, names, GRPC_UPSTREAM)
         hosts = {h for h in set(new.hosts) | set(old.hosts) if new.hosts.get(h) != old.hosts.get(h)}
         return hosts, new.tls != old.tls
 

@@ -13,11 +13,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from controlplane.gatewayapi.grpcroute import GRPC_UPSTREAM, grpc_rule_routes
 from controlplane.gatewayapi.httproute import RouteEntry, rule_routes
 from controlplane.gatewayapi.kinds import (
     GATEWAY,
     GATEWAY_CLASS,
     GROUP,
+    GRPC_ROUTE,
     HTTP_ROUTE,
     NAMESPACE,
     REFERENCE_GRANT,
@@ -37,7 +39,8 @@ from controlplane.gatewayapi.listeners import (
 from controlplane.gatewayapi.refs import Grants
 from controlplane.ingress.convert import creation_time
 from controlplane.ir import IngressRef
-from controlplane.ir.names import cluster_name
+from controlplane.ir.names import ClusterName, cluster_name
+from controlplane.ir.policies import cluster_variant
 from controlplane.services import ServiceIndex
 
 log = logging.getLogger("controlplane.gatewayapi")
@@ -75,6 +78,8 @@ class GatewayApiResult:
     attached: dict[tuple[IngressRef, str], int] = field(default_factory=dict)  # (gateway, listener) -> routes
     routes: dict[IngressRef, RouteStatus] = field(default_factory=dict)
     classes: dict[tuple[str, str], tuple[bool, int]] = field(default_factory=dict)  # (cluster, name) -> ours, gen
+    # GRPCRoutes -> the HTTP/2 cluster variants they forward to (made of grpcroute.GRPC_UPSTREAM).
+    variant_users: dict[IngressRef, frozenset[ClusterName]] = field(default_factory=dict)
 
 
 def intersect(listener: str | None, route_hosts: list[str]) -> list[str]:
@@ -136,12 +141,13 @@ class _Builder:
                 obj = namespaces.get(("", ns))
                 return None if obj is None else (meta(obj).get("labels") or {})
 
-            for key, obj in sorted(kinds.get(HTTP_ROUTE, {}).items()):
-                try:
-                    self._route(cluster, key, obj, gateways, grants, labels)
-                except Exception:  # as above: a route the schema would have refused costs itself only
-                    log.exception("HTTPRoute %s/%s/%s cannot be read; it is not served", cluster, *key)
-                    self._drop_route(IngressRef(cluster, key[0], key[1], kind=HTTP_ROUTE))
+            for kind in (HTTP_ROUTE, GRPC_ROUTE):
+                for key, obj in sorted(kinds.get(kind, {}).items()):
+                    try:
+                        self._route(cluster, kind, key, obj, gateways, grants, labels)
+                    except Exception:  # as above: a route the schema would have refused costs itself only
+                        log.exception("%s %s/%s/%s cannot be read; it is not served", kind, cluster, *key)
+                        self._drop_route(IngressRef(cluster, key[0], key[1], kind=kind))
         for host in sorted(set(self._http) | set(self._https)):
             order = RouteEntry.precedence
             self.result.hosts[host] = HostEntries(
@@ -150,36 +156,43 @@ class _Builder:
             )
         return self.result
 
-    def _resolver(self, cluster: str, ns: str, grants: Grants) -> Callable[[Mapping[str, Any]], Any]:
+    def _resolver(self, cluster: str, ns: str, grants: Grants, kind: str = HTTP_ROUTE,
+                  used: set[ClusterName] | None = None) -> Callable[[Mapping[str, Any]], Any]:  # fmt: skip
+        variant = cluster_variant(GRPC_UPSTREAM) if kind == GRPC_ROUTE else ""
+
         def resolve(ref: Mapping[str, Any]) -> tuple[str | None, tuple[str, str] | None]:
-            group, kind = str(ref.get("group") or ""), str(ref.get("kind") or "Service")
-            if group != "" or kind != "Service":
-                return None, ("InvalidKind", f"backend kind {group or 'core'}/{kind} is not supported")
+            group, target = str(ref.get("group") or ""), str(ref.get("kind") or "Service")
+            if group != "" or target != "Service":
+                return None, ("InvalidKind", f"backend kind {group or 'core'}/{target} is not supported")
             name, bns = str(ref.get("name") or ""), str(ref.get("namespace") or ns)
-            if not grants.allows(GROUP, HTTP_ROUTE, ns, "", "Service", bns, name):
+            if not grants.allows(GROUP, kind, ns, "", "Service", bns, name):
                 return None, ("RefNotPermitted", f"no ReferenceGrant in {bns} allows a reference to Service {name}")
             port = ref.get("port")
             if (bns, name) not in self.services.services:
                 return None, ("BackendNotFound", f"Service {bns}/{name} not found")
             if not isinstance(port, int) or not any(p.port == port for p in self.services.ports((bns, name))):
                 return None, ("BackendNotFound", f"Service {bns}/{name} has no port {port}")
-            return cluster_name(bns, name, port), None
+            if variant and used is not None:
+                used.add(ClusterName(bns, name, port, variant))
+            return cluster_name(bns, name, port, variant), None
 
         return resolve
 
-    def _route(self, cluster: str, key: tuple[str, str], obj: Mapping[str, Any],
+    def _route(self, cluster: str, kind: str, key: tuple[str, str], obj: Mapping[str, Any],
                gateways: Mapping[tuple[str, str], GatewayInfo], grants: Grants,
                labels: Callable[[str], Any]) -> None:  # fmt: skip
         ns, name = key
-        ref = IngressRef(cluster, ns, name, kind=HTTP_ROUTE)
+        ref = IngressRef(cluster, ns, name, kind=kind)
         created, _ = creation_time(meta(obj).get("creationTimestamp"))
         s = spec(obj)
-        resolve = self._resolver(cluster, ns, grants)
+        used: set[ClusterName] = set()
+        resolve = self._resolver(cluster, ns, grants, kind, used)
+        convert = grpc_rule_routes if kind == GRPC_ROUTE else rule_routes
         entries: list[RouteEntry] = []
         problems: list[tuple[str, str, str]] = []
         for i, rule in enumerate(as_list(s.get("rules")) or [{}]):
             if isinstance(rule, Mapping):
-                res = rule_routes(ref, created, i, rule, resolve)
+                res = convert(ref, created, i, rule, resolve)
                 entries.extend(res.entries)
                 problems.extend(res.problems)
         route_hosts = [str(h) for h in as_list(s.get("hostnames"))]
@@ -205,6 +218,9 @@ class _Builder:
                 conds.append(("PartiallyInvalid", "True", "UnsupportedValue", "; ".join(p[2] for p in partial)))
             parents.append(ParentStatus(dict(pref), info.ref, tuple(conds)))
         self.result.routes[ref] = RouteStatus(ref, generation(obj), tuple(parents))
+        if used and any(e.route.source == ref for t in (self._http, self._https) for b in t.values()
+                        for e in b.values()):  # fmt: skip
+            self.result.variant_users[ref] = frozenset(used)  # served: its HTTP/2 clusters must exist
 
     def _drop_route(self, ref: IngressRef) -> None:
         """Undo what a route that failed half-way added (its entries, its attachments)."""
@@ -215,6 +231,7 @@ class _Builder:
         for key in self._attached_by.pop(ref, []):
             self.result.attached[key] -= 1
         self.result.routes.pop(ref, None)
+        self.result.variant_users.pop(ref, None)
 
     def _attach(self, info: GatewayInfo, pref: Mapping[str, Any], ref: IngressRef, route_hosts: list[str],
                 entries: list[RouteEntry], labels: Callable[[str], Any]) -> Condition:  # fmt: skip
@@ -224,7 +241,7 @@ class _Builder:
         if not candidates:
             return ("Accepted", "False", "NoMatchingParent", "no listener matches sectionName/port")
         allowed = [lst for lst in candidates
-                   if lst.admits_namespace(ref.namespace, labels) and HTTP_ROUTE in lst.kinds]  # fmt: skip
+                   if lst.admits_namespace(ref.namespace, labels) and ref.kind in lst.kinds]  # fmt: skip
         if not allowed:
             return ("Accepted", "False", "NotAllowedByListeners", "no listener allows this route")
         attached = False

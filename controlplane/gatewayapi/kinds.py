@@ -13,10 +13,11 @@ CONTROLLER_NAME = "meridian.io/gateway-controller"
 GATEWAY_CLASS = "GatewayClass"
 GATEWAY = "Gateway"
 HTTP_ROUTE = "HTTPRoute"
+GRPC_ROUTE = "GRPCRoute"
 REFERENCE_GRANT = "ReferenceGrant"
 NAMESPACE = "Namespace"
 
-ROUTE_KINDS = (HTTP_ROUTE,)
+ROUTE_KINDS = (HTTP_ROUTE, GRPC_ROUTE)
 CLUSTER_SCOPED = frozenset({GATEWAY_CLASS, NAMESPACE})
 API_VERSIONS = frozenset({f"{GROUP}/v1", f"{GROUP}/v1beta1"})
 

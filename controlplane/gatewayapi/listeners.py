@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from controlplane.gatewayapi.kinds import CONTROLLER_NAME, GROUP, HTTP_ROUTE, as_list, as_map, generation, meta, spec
+from controlplane.gatewayapi.kinds import CONTROLLER_NAME, GROUP, ROUTE_KINDS, as_list, as_map, generation, meta, spec
 from controlplane.gatewayapi.refs import Grants
 from controlplane.ir import IngressRef
 
@@ -30,7 +30,7 @@ class Listener:
     table: Literal["http", "https"] | None  # None: not served
     namespaces: str = "Same"
     selector: Mapping[str, Any] | None = field(default=None, compare=False)
-    kinds: tuple[str, ...] = (HTTP_ROUTE,)
+    kinds: tuple[str, ...] = ROUTE_KINDS
     certificate: SecretRef | None = None
     conditions: tuple[Condition, ...] = ()
 
@@ -119,9 +119,9 @@ def gateway_info(
         selector = as_map(allowed.get("namespaces")).get("selector")
         kinds = [(str(k.get("group", GROUP)), str(k.get("kind") or "")) for k in as_list(allowed.get("kinds"))
                  if isinstance(k, Mapping)]  # fmt: skip
-        supported = tuple(k for g, k in kinds if g == GROUP and k == HTTP_ROUTE) if kinds else (HTTP_ROUTE,)
+        supported = tuple(k for g, k in kinds if g == GROUP and k in ROUTE_KINDS) if kinds else ROUTE_KINDS
         if kinds and len(supported) != len(kinds):
-            conds.append(("ResolvedRefs", "False", "InvalidRouteKinds", "only HTTPRoute is supported"))
+            conds.append(("ResolvedRefs", "False", "InvalidRouteKinds", "only HTTPRoute and GRPCRoute are supported"))
         cert: SecretRef | None = None
         if table == "https":
             cert, problem = _certificate(cluster, ref, raw, grants, secret_ok)

@@ -29,14 +29,14 @@ import orjson
 from kubernetes import client as k8s
 
 from controlplane.gatewayapi.build import GatewayApiResult
-from controlplane.gatewayapi.kinds import CONTROLLER_NAME, GATEWAY, GATEWAY_CLASS, GROUP, HTTP_ROUTE, meta
+from controlplane.gatewayapi.kinds import CONTROLLER_NAME, GATEWAY, GATEWAY_CLASS, GROUP, GRPC_ROUTE, HTTP_ROUTE, meta
 from controlplane.gatewayapi.listeners import Condition, GatewayInfo
 from controlplane.ir import Finding, IngressRef
 from controlplane.store import GATEWAY_API_KINDS, ClusterRegistry, StoreEvent
 
 log = logging.getLogger(__name__)
 
-_PLURAL = {GATEWAY_CLASS: "gatewayclasses", GATEWAY: "gateways", HTTP_ROUTE: "httproutes"}
+_PLURAL = {GATEWAY_CLASS: "gatewayclasses", GATEWAY: "gateways", HTTP_ROUTE: "httproutes", GRPC_ROUTE: "grpcroutes"}
 Findings = Callable[[], list[tuple[IngressRef, Finding]]]
 
 
@@ -237,11 +237,11 @@ class GatewayApiStatusWriter:
                     out.append((cid, GATEWAY, ref.namespace, ref.name, want, old))
             for ref in result.routes:
                 if ref.cluster == cid:
-                    obj = store.get(HTTP_ROUTE, ref.namespace, ref.name) or {}
+                    obj = store.get(ref.kind, ref.namespace, ref.name) or {}
                     old = obj.get("status") or {}
                     want = route_status(ref, result, findings, old)
                     if want is not None:
-                        out.append((cid, HTTP_ROUTE, ref.namespace, ref.name, want, old))
+                        out.append((cid, ref.kind, ref.namespace, ref.name, want, old))
         return [(c, k, ns, n, want) for c, k, ns, n, want, old in out if _strip_times(want) != _strip_times(old)]
 
     async def run_pass(self) -> int:

@@ -8,6 +8,8 @@ A variant exists while a served Ingress uses it and its Service has the port.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from controlplane.ingress import registry
 from controlplane.ingress.convert import IngressIR
 from controlplane.ir import IngressRef, ServiceCluster
@@ -28,17 +30,25 @@ class ClusterVariants:
     def add(self, ir: IngressIR) -> None:
         if not (ir.variant and ir.served):
             return
-        self.policies[ir.variant] = ir.annotations.upstream
-        for name in _variants_of(ir):
-            self.users.setdefault(name, set()).add(ir.ref)
+        self.add_users(ir.ref, _variants_of(ir), ir.annotations.upstream)
+
+    def add_users(self, ref: IngressRef, names: Iterable[ClusterName], upstream: tuple[UpstreamPolicy, ...]) -> None:
+        """`ref` (an Ingress, or a route of another frontend) forwards to these variants, made of
+        `upstream` (every name's variant is `cluster_variant(upstream)`)."""
+        for name in names:
+            self.policies[name.variant] = upstream
+            self.users.setdefault(name, set()).add(ref)
             self.touched.add(name)
             self.by_service.setdefault(name.service_key, set()).add(name)
 
     def remove(self, ir: IngressIR) -> None:
-        for name in _variants_of(ir):
+        self.remove_users(ir.ref, _variants_of(ir))
+
+    def remove_users(self, ref: IngressRef, names: Iterable[ClusterName]) -> None:
+        for name in names:
             users = self.users.get(name)
             if users is not None:
-                users.discard(ir.ref)
+                users.discard(ref)
                 self.touched.add(name)
 
     def take_touched(self) -> set[ServiceKey]:

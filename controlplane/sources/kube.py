@@ -34,6 +34,7 @@ from controlplane.store import (
     GATEWAY,
     GATEWAY_API_KINDS,
     GATEWAY_CLASS,
+    GRPC_ROUTE,
     HTTP_ROUTE,
     INGRESS,
     INGRESS_CLASS,
@@ -62,6 +63,7 @@ _KIND_API: dict[str, tuple[str, str, str | None]] = {
     GATEWAY_CLASS: (GATEWAY_API_PATH, "gatewayclasses", None),
     GATEWAY: (GATEWAY_API_PATH, "gateways", None),
     HTTP_ROUTE: (GATEWAY_API_PATH, "httproutes", None),
+    GRPC_ROUTE: (GATEWAY_API_PATH, "grpcroutes", None),
     REFERENCE_GRANT: (GATEWAY_API_PATH, "referencegrants", None),
     NAMESPACE: ("/api/v1", "namespaces", None),
 }

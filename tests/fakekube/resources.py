@@ -58,6 +58,7 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("GatewayClass", "gateway.networking.k8s.io", "v1", "gatewayclasses", False, status=True),
     Resource("Gateway", "gateway.networking.k8s.io", "v1", "gateways", True, status=True),
     Resource("HTTPRoute", "gateway.networking.k8s.io", "v1", "httproutes", True, status=True),
+    Resource("GRPCRoute", "gateway.networking.k8s.io", "v1", "grpcroutes", True, status=True),
     Resource("ReferenceGrant", "gateway.networking.k8s.io", "v1", "referencegrants", True),
 )
 

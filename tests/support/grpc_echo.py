@@ -37,8 +37,10 @@ class GrpcEcho:
         self._server.stop(0)
 
 
-def call(port: int, authority: str, payload: bytes, timeout: float = 5.0) -> bytes:
+def call(
+    port: int, authority: str, payload: bytes, timeout: float = 5.0, metadata: tuple[tuple[str, str], ...] = ()
+) -> bytes:
     """One unary call through 127.0.0.1:port with the given :authority (h2c prior knowledge)."""
     with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.default_authority", authority)]) as ch:
         say = ch.unary_unary(METHOD, request_serializer=None, response_deserializer=None)
-        return say(payload, timeout=timeout)
+        return say(payload, timeout=timeout, metadata=metadata or None)

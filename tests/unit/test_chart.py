@@ -434,15 +434,17 @@ def test_gateway_api_value_adds_its_rbac_class_and_optional_crds(default: Object
     rules = triples(objs[("ClusterRole", "meridian")]["rules"]) - triples(default[("ClusterRole", "meridian")]["rules"])
     group = "gateway.networking.k8s.io"
     assert rules == (
-        {(group, r, v) for r in ("gatewayclasses", "gateways", "httproutes", "referencegrants")
+        {(group, r, v) for r in ("gatewayclasses", "gateways", "httproutes", "grpcroutes", "referencegrants")
          for v in ("get", "list", "watch")}
-        | {(group, f"{r}/status", v) for r in ("gatewayclasses", "gateways", "httproutes") for v in ("update", "patch")}
+        | {(group, f"{r}/status", v) for r in ("gatewayclasses", "gateways", "httproutes", "grpcroutes")
+           for v in ("update", "patch")}
         | {("", "namespaces", v) for v in ("get", "list", "watch")}
     )  # fmt: skip
     assert not any(kind == "CustomResourceDefinition" for kind, _ in objs)
     with_crds = _objects(_render({"gatewayAPI": {"enabled": True, "installCRDs": True}}, "meridian", "meridian-system"))
     crds = {name: o for (kind, name), o in with_crds.items() if kind == "CustomResourceDefinition"}
-    assert set(crds) == {f"{p}.{group}" for p in ("gatewayclasses", "gateways", "httproutes", "referencegrants")}
+    kinds = ("gatewayclasses", "gateways", "httproutes", "grpcroutes", "referencegrants")
+    assert set(crds) == {f"{p}.{group}" for p in kinds}
     assert {o["metadata"]["annotations"]["gateway.networking.k8s.io/bundle-version"] for o in crds.values()} == {
         "v1.6.1"}  # fmt: skip
 

@@ -327,3 +327,38 @@ def test_programmed_waits_for_the_connected_gateways_to_acknowledge() -> None:
     assert gateway_programmed((2, False))[1:3] == ("False", "Pending")
     assert gateway_programmed((2, True))[1:3] == ("True", "Programmed")
     assert gateway_programmed((0, True))[1:3] == ("True", "Programmed")
+
+
+GRPC = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: echo, namespace: infra}
+spec:
+  parentRefs: [{name: gw, sectionName: http}]
+  rules:
+  - matches: [{method: {service: echo.Echo, method: Say}, headers: [{name: x-pool, value: b}]}]
+    backendRefs: [{name: v2, port: 8080}]
+  - matches: [{method: {service: echo.Echo}}, {method: {type: RegularExpression, method: "S.*"}}]
+    backendRefs: [{name: v1, port: 8080}]
+"""
+
+
+def test_grpcroute_matches_and_http2_clusters_in_both_engines() -> None:
+    c = compiled(BASE, GRPC)
+    routes = [r for r in c.host_results[""].http.routes if r.source.kind == "GRPCRoute"]
+    assert [(r.match.kind, r.match.value) for r in routes] == [
+        ("exact", "/echo.Echo/Say"), ("regex", "/[^/]+/S.*"), ("prefix", "/echo.Echo")]  # fmt: skip
+    assert [h.name for h in routes[0].headers] == ["x-pool"]
+    (variant,) = {wc.cluster for r in routes if isinstance(r.action, Forward) for wc in r.action.clusters
+                  if wc.cluster.startswith("infra/v2")}  # fmt: skip
+    assert "~" in variant  # the GRPC upstream variant: HTTP/2 to the backend
+    (cluster,) = [sc for sc in c.gateway.clusters if sc.name == variant]
+    assert cluster.policies[0].protocol == "GRPC"
+    with engine(["c1"], CONFIG) as e:
+        for kind, obj in objects(BASE, GRPC)["c1"]:
+            e.stores["c1"].upsert(kind, obj)
+        e.controller.flush()
+        assert diff(resources(e.cache), cold_build(objects(BASE, GRPC), CONFIG)) == ""
+        e.stores["c1"].delete("GRPCRoute", "infra", "echo")  # its HTTP/2 clusters go with it
+        e.controller.flush()
+        assert diff(resources(e.cache), cold_build(objects(BASE), CONFIG)) == ""
