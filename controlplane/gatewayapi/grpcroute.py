@@ -13,7 +13,14 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from controlplane.gatewayapi.httproute import ResolveBackend, RouteEntry, RuleResult, _backends, _filters, _headers
+from controlplane.gatewayapi.httproute import (
+    ResolveBackend,
+    RouteEntry,
+    RuleResult,
+    backend_action,
+    header_matches,
+    parse_filters,
+)
 from controlplane.gatewayapi.kinds import as_list, as_map
 from controlplane.ingress.hosts import valid_path_regex
 from controlplane.ir import DirectResponse, IngressRef, PathMatch, Route, RouteAction
@@ -50,16 +57,16 @@ def grpc_rule_routes(
     known = [f for f in raw_filters if as_map(f).get("type") in _FILTERS]
     if len(known) != len(raw_filters):
         problems.append(("Accepted", "UnsupportedValue", "only header modifier and mirror filters are supported"))
-    policies = [p for p in _filters(known, resolve, problems).policies
+    policies = [p for p in parse_filters(known, resolve, problems).policies
                 if isinstance(p, RequestHeaderEdits | ResponseHeaderEdits | ClusterMirrors)]  # fmt: skip
-    action: RouteAction = _backends(as_list(rule.get("backendRefs")), resolve, problems)
+    action: RouteAction = backend_action(as_list(rule.get("backendRefs")), resolve, problems)
     if isinstance(action, DirectResponse):
         action = DirectResponse(500)
     entries = []
     for j, m in enumerate(as_list(rule.get("matches")) or [{}]):
         m = as_map(m)
         path, bad = method_match(as_map(m.get("method")))
-        headers, bad_h = _headers([h for h in as_list(m.get("headers")) if isinstance(h, Mapping)])
+        headers, bad_h = header_matches([h for h in as_list(m.get("headers")) if isinstance(h, Mapping)])
         if path is None or bad_h:
             problems.append(("Accepted", "UnsupportedValue", str(bad or bad_h)))
             continue

@@ -95,7 +95,7 @@ def _path(raw: Mapping[str, Any] | None) -> tuple[PathMatch | None, str | None]:
     return None, f"path match type {kind!r} is not supported"
 
 
-def _headers(raw: list[Any]) -> tuple[tuple[HeaderMatch, ...], str | None]:
+def header_matches(raw: list[Any]) -> tuple[tuple[HeaderMatch, ...], str | None]:
     out: list[HeaderMatch] = []
     seen: set[str] = set()
     for h in raw:
@@ -142,15 +142,15 @@ def _edits(raw: Mapping[str, Any] | None) -> HeaderEdits:
 
 
 @dataclass
-class _Filters:
+class Filters:
     policies: list[RoutePolicy]
     redirect: Redirect | None = None
     rewrite_prefix: str | None = None
     unsupported: str | None = None
 
 
-def _filters(raw: list[Any], resolve: ResolveBackend, problems: list[Problem]) -> _Filters:
-    out = _Filters([])
+def parse_filters(raw: list[Any], resolve: ResolveBackend, problems: list[Problem]) -> Filters:
+    out = Filters([])
     mirrors: list[tuple[str, float]] = []
     for f in raw:
         if not isinstance(f, Mapping):
@@ -209,7 +209,7 @@ def _filters(raw: list[Any], resolve: ResolveBackend, problems: list[Problem]) -
     return out
 
 
-def _backends(raw: list[Any], resolve: ResolveBackend, problems: list[Problem]) -> RouteAction:
+def backend_action(raw: list[Any], resolve: ResolveBackend, problems: list[Problem]) -> RouteAction:
     clusters: list[WeightedCluster] = []
     for b in raw:
         if not isinstance(b, Mapping):
@@ -239,7 +239,7 @@ def rule_routes(
     """The routes of `rule` (one per match; a rule without matches matches every path)."""
     problems: list[Problem] = []
     label = str(rule.get("name") or f"rules[{index}]")
-    filters = _filters(as_list(rule.get("filters")), resolve, problems)
+    filters = parse_filters(as_list(rule.get("filters")), resolve, problems)
     policies = list(filters.policies)
     timeouts = as_map(rule.get("timeouts"))
     if timeouts:
@@ -256,14 +256,14 @@ def rule_routes(
         action = filters.redirect
         policies = [p for p in policies if not isinstance(p, ClusterMirrors)]
     else:
-        action = _backends(as_list(rule.get("backendRefs")), resolve, problems)
+        action = backend_action(as_list(rule.get("backendRefs")), resolve, problems)
     entries: list[RouteEntry] = []
     matches = as_list(rule.get("matches")) or [{}]
     for j, m in enumerate(matches):
         if not isinstance(m, Mapping):
             continue
         path, bad = _path(as_map(m.get("path")))
-        headers, bad_h = _headers([h for h in as_list(m.get("headers")) if isinstance(h, Mapping)])
+        headers, bad_h = header_matches([h for h in as_list(m.get("headers")) if isinstance(h, Mapping)])
         query, bad_q = _query([q for q in as_list(m.get("queryParams")) if isinstance(q, Mapping)])
         if path is None or bad_h or bad_q:
             problems.append(("Accepted", "UnsupportedValue", str(bad or bad_h or bad_q)))

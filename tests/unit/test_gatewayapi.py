@@ -308,8 +308,9 @@ def _mutate(doc: Any, draw: Any) -> Any:
 @given(st.data())
 def test_malformed_gateway_api_objects_never_break_the_build(data: st.DataObject) -> None:
     """Whatever a Gateway or an HTTPRoute holds, both engines build, agree, and the IR is consistent."""
-    parsed = [obj for _kind, obj in objects(BASE, ROUTES)["c1"]]
-    i = data.draw(st.sampled_from([n for n, o in enumerate(parsed) if o["kind"] in ("Gateway", "HTTPRoute")]))
+    parsed = [obj for _kind, obj in objects(BASE, ROUTES, GRPC)["c1"]]
+    kinds = ("Gateway", "HTTPRoute", "GRPCRoute")
+    i = data.draw(st.sampled_from([n for n, o in enumerate(parsed) if o["kind"] in kinds]))
     spec_ = _mutate(parsed[i].get("spec"), data.draw)
     parsed[i] = {**parsed[i], "spec": spec_}
     text = dump_manifests(parsed)
