@@ -209,6 +209,7 @@ class ControlPlane:
             "--https-port", str(self.https_port),
             "--east-west-port", str(self.east_west_port),
             "--watch-ingress-without-class",
+            "--state-dir", f"{self.directory}.state",
             *self.extra_args,
         ]  # fmt: skip
 

@@ -46,6 +46,11 @@ class AdminServer:
         a.router.add_get("/debug/snapshot", self.snapshot)
         for path, fn in self.extra.items():
             a.router.add_get(path, self._wrap(fn))
+        history = getattr(self.app, "history", None)
+        if history is not None:
+            from controlplane.history.api import HistoryApi
+
+            HistoryApi(history).register(a)
         return a
 
     @staticmethod

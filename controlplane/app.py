@@ -12,6 +12,8 @@ from typing import Any
 from controlplane.admin import AdminServer
 from controlplane.build.classes import ClassPolicy
 from controlplane.controller import Controller, GatewayConfig
+from controlplane.history.service import HistoryService
+from controlplane.history.wiring import start_history
 from controlplane.metrics import Metrics
 from controlplane.sources.files import FileSource
 from controlplane.store import ClusterRegistry, ClusterStore
@@ -41,6 +43,10 @@ class ServeOptions:
     lease_duration: float = 15.0  # leader election (status and Events writer)
     lease_renew_interval: float = 5.0
     route_partitions: int | None = None  # None: automatic (one table until ~1,000 hosts)
+    history_size: int = 200  # versions kept in the history
+    state_dir: str | None = None  # file mode: history, pin (and admin token) live here; None: memory only
+    admin_token_file: str | None = None  # token for mutating admin endpoints (rollback, resume)
+    rollback_max_age: float = 86400.0  # rolling back to an older version needs --yes
 
 
 class MeridianApp:
@@ -48,10 +54,13 @@ class MeridianApp:
         self.opts = opts
         self.metrics = Metrics()
         self.registry = ClusterRegistry()
-        self.cache = SnapshotCache()
+        self.cache = SnapshotCache()  # what the xDS server serves
+        self.history = HistoryService(
+            self.cache, self.metrics, size=opts.history_size, max_age=opts.rollback_max_age
+        )  # the controller writes the sources' view to history.sources; history decides what is served
         self.controller = Controller(
             self.registry,
-            self.cache,
+            self.history.sources,
             self.metrics,
             GatewayConfig(
                 listen_address=opts.listen_address,
@@ -104,6 +113,7 @@ class MeridianApp:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.controller.attach(loop)
+        await start_history(self)  # before any source: a replica starting while pinned serves the pin
         self._startup_gc = asyncio.create_task(self._collect_after_startup(), name="startup-gc")
         for cluster_id, directory in self.opts.clusters:
             store = self.registry.add(ClusterStore(cluster_id, primary=not self.file_sources))
@@ -133,6 +143,7 @@ class MeridianApp:
             await self.kube.stop()
         if self.xds is not None:
             await self.xds.stop()
+        await self.history.stop()
         await self.admin.stop()
 
 

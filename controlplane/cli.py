@@ -7,10 +7,12 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import yaml
+
+from controlplane.history import cli as history_cli
 
 if TYPE_CHECKING:
     from controlplane.app import ServeOptions
@@ -21,6 +23,9 @@ def _cluster_arg(value: str) -> tuple[str, str]:
     if not sep or not cluster_id or not directory:
         raise argparse.ArgumentTypeError("expected ID=DIR")
     return cluster_id, directory
+
+
+HISTORY_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--lease-duration", type=float, default=15.0, help="leader election lease duration (seconds)")
     s.add_argument("--lease-renew-interval", type=float, default=5.0, help="leader lease renew interval (seconds)")
+    history_cli.add_serve_flags(s)
 
     b = sub.add_parser("bootstrap", help="print an Envoy bootstrap (ADS over gRPC)")
     b.add_argument("--xds-address", default="127.0.0.1:18000")
@@ -94,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cluster-id", required=True)
     r.add_argument("--namespace", default="meridian-system")
     r.add_argument("--context")
+    HISTORY_COMMANDS.update(history_cli.add_commands(sub))
     return p
 
 
@@ -108,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bootstrap": cmd_bootstrap,
         "translate": cmd_translate,
         "create-remote-secret": cmd_create_remote_secret,
+        **HISTORY_COMMANDS,
     }[args.command](args)
 
 
@@ -148,6 +156,10 @@ def serve_options(args: argparse.Namespace) -> ServeOptions:
         lease_duration=args.lease_duration,
         lease_renew_interval=args.lease_renew_interval,
         route_partitions=args.route_partitions,
+        history_size=args.history_size,
+        state_dir=args.state_dir,
+        admin_token_file=args.admin_token_file,
+        rollback_max_age=args.rollback_max_age * 3600,
     )
 
 

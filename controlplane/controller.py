@@ -226,7 +226,7 @@ class Controller:
         self.routes.render(changes, filters, https_listener=bool(tls_hosts))
         self.routes.schedule_retirement(self._loop, self.request_flush)
         self._rebuild_listeners(changes, filters, tls_hosts, passthrough)
-        self.cache.apply(changes, seen_at=seen_at)
+        self.cache.apply(changes, seen_at=seen_at, trigger=events)
         self._update_ingress_metrics()
 
     # -- ingresses ---------------------------------------------------------------

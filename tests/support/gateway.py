@@ -198,6 +198,7 @@ class Gateway:
             "--https-port", str(self.https_port),
             "--east-west-port", str(self.east_west_port),
             "--publish-address", "127.0.0.1",
+            "--state-dir", str(self.root / "state"),  # history, pin, admin token: one per gateway
             *self.serve_args,
         ]  # fmt: skip
         return args

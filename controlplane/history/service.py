@@ -1,0 +1,271 @@
+"""The history service: records every published version, persists it, and serves a pin.
+
+The controller writes to `sources` (a SourcesCache); the xDS server reads `served`. Unpinned,
+every change is mirrored to `served` as it is. Pinned to version V, `served` holds V's
+resources (replaced, so the xDS server's own diffing sends Envoy only what differs) while the
+sources keep syncing and every new version is recorded as pending. Only the writer (the leader
+in Kubernetes mode, the process in file mode) records and persists; other replicas load what
+the writer stored and follow the pin document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from prometheus_client import Gauge
+
+from controlplane.history.persist import Persister
+from controlplane.history.recorder import History
+from controlplane.history.records import PinEvent
+from controlplane.history.sources_cache import Effective, SourcesCache
+from controlplane.metrics import Metrics
+from controlplane.store import StoreEvent
+from controlplane.xds import resources as rt
+from controlplane.xds.cache import SnapshotCache
+
+log = logging.getLogger("controlplane.history")
+
+
+@dataclass(frozen=True)
+class Pin:
+    version: int
+    reason: str
+    at: float
+    by: str = ""
+
+    def banner(self) -> str:
+        return f"configuration pinned to version {self.version} since {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(self.at))}" + (  # noqa: E501
+            f": {self.reason}" if self.reason else ""
+        )
+
+
+class RollbackRefused(Exception):
+    def __init__(self, status: int, message: str, reasons: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reasons = list(reasons)
+
+
+class HistoryService:
+    def __init__(self, served: SnapshotCache, metrics: Metrics, *, size: int = 200, max_age: float = 86400.0) -> None:
+        self.served = served
+        self.sources = SourcesCache(self._on_change, self._on_ready)
+        self.history = History(size)
+        self.max_age = max_age
+        self.pin: Pin | None = None
+        self.pin_missing: list[str] = []  # what the served pinned version lacks
+        self.persister: Persister | None = None
+        self.is_writer: Callable[[], bool] = lambda: True
+        self.fleet: Callable[[], list[dict[str, Any]]] = lambda: []
+        self.warn: Callable[[str, str], None] = lambda _reason, _message: None  # Warning Event (Kubernetes)
+        self.find_secret: Callable[[str], tuple[bytes, bytes] | None] | None = None  # by fingerprint
+        self.admin_token: str | None = None  # mutating admin endpoints need it; None: they are disabled
+        self.poll_interval = 0.5
+        self.gauge = Gauge(
+            "meridian_config_pinned", "1 while the served configuration is pinned to an earlier version",
+            registry=metrics.registry,
+        )  # fmt: skip
+        self.pinned_version = Gauge(
+            "meridian_config_pinned_version", "The version served while pinned (0 when not pinned)",
+            registry=metrics.registry,
+        )  # fmt: skip
+        self._writing = False  # recorded as the writer since the last load
+        self._resync_note = ""  # set when the next record must be a full resync
+        self._blobs: dict[str, bytes] = {}
+        self._waiter: asyncio.Future[None] | None = None  # the background loop's sleep, cut short by _wake()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- startup and the background loop ---------------------------------------------------------
+    async def start(self, persister: Persister | None, is_writer: Callable[[], bool] | None = None) -> None:
+        """Load what is stored (history and pin) before any source is read, so a replica starting
+        while pinned never serves anything but the pinned version."""
+        self.persister = persister
+        if is_writer is not None:
+            self.is_writer = is_writer
+        if persister is not None:
+            try:
+                await self._reload()
+            except Exception:  # unreadable history: start a new one rather than not start
+                log.exception("stored history could not be read; starting a new one")
+            self._writing = self.is_writer()
+            pin = await asyncio.to_thread(persister.read_pin)
+            self._set_pin(Pin(**pin) if pin else None, note=False)
+        self._task = asyncio.create_task(self._run(), name="history")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write what is not stored yet (writer only)."""
+        if self.persister is not None and self._writing and self.is_writer():
+            plan = self.persister.snapshot(self.history)
+            if plan is not None:
+                await asyncio.to_thread(self.persister.write, plan)
+
+    async def _reload(self) -> bool:
+        assert self.persister is not None
+        fresh = History(self.history.size)
+        blobs = dict(self._blobs)
+        ok = await asyncio.to_thread(self.persister.load, fresh, blobs)
+        if ok:
+            self.history, self._blobs = fresh, blobs
+            self._resync_note = "first publish after a restart or leader change"
+        return ok
+
+    async def _run(self) -> None:
+        last_fleet = 0.0
+        while True:
+            await self._sleep()
+            try:
+                await self._tick()
+                if time.monotonic() - last_fleet >= 1.0 and self._writing:
+                    last_fleet = time.monotonic()
+                    self.history.update_fleet(self.fleet())
+            except Exception:  # the history must never take the control plane down
+                log.exception("history background step failed; retrying")
+
+    async def _sleep(self) -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._waiter = fut
+        timer = loop.call_later(self.poll_interval, self._wake)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _tick(self) -> None:
+        writer = self.is_writer()
+        if self.persister is None:
+            self._writing = writer
+            return
+        if writer and not self._writing:
+            await self._reload()  # take over from where the last writer stopped
+            self._writing = True
+            if self.sources.ready:
+                self._record(self.sources_changes(), ())
+        elif not writer:
+            self._writing = False
+            head = await asyncio.to_thread(self.persister.read_head)
+            if head and self.persister.changed(head):
+                await self._reload()
+        pin_doc = await asyncio.to_thread(self.persister.read_pin)
+        pin = Pin(**pin_doc) if pin_doc else None
+        if pin != self.pin:
+            self._set_pin(pin, note=writer)
+        await self.flush()
+
+    # -- the controller's changes ---------------------------------------------------------------
+    def _on_change(self, effective: Effective, trigger: Sequence[object], seen_at: float | None) -> None:
+        served_version = None
+        if self.pin is None:
+            served_version = self.served.apply(effective, seen_at=seen_at)
+        elif rt.SECRET in effective:
+            self._serve_pin()  # a Secret the pinned version needs may have (re)appeared
+        if self.is_writer() and (self._writing or self.persister is None):
+            rec = self._record(effective, trigger)
+            if rec is not None and served_version is not None:
+                self.history.served_versions[rec.version] = served_version
+            self._wake()
+
+    def _record(self, effective: Effective, trigger: Sequence[object]) -> Any:
+        events = [e for e in trigger if isinstance(e, StoreEvent)]
+        served = self.pin is None
+        if self._resync_note:
+            note, self._resync_note = self._resync_note, ""
+            return self.history.resync(self.sources, served=served, note=note, events=events)
+        return self.history.record(effective, self.sources, events, served=served)
+
+    def sources_changes(self) -> Effective:
+        return {t: dict(self.sources.get(t).resources) for t in rt.PUSH_ORDER}
+
+    def _on_ready(self, ready: bool) -> None:
+        if ready and self.pin is not None:
+            self._serve_pin()
+        self.served.ready = ready
+
+    # -- pin ------------------------------------------------------------------------------------
+    def _set_pin(self, pin: Pin | None, *, note: bool) -> None:
+        if pin is not None and self.history.get(pin.version) is None and self.history.manifest(pin.version) is None:
+            log.error("pinned version %s is not in the history; serving the sources", pin.version)
+            pin = None
+        was = self.pin
+        self.pin = pin
+        self.gauge.set(1 if pin else 0)
+        self.pinned_version.set(pin.version if pin else 0)
+        if note:
+            if pin is not None:
+                self.history.note_pin(PinEvent("rollback", pin.version, pin.at, pin.reason))
+            elif was is not None:
+                self.history.note_pin(PinEvent("resume", self.history.latest, time.time()))
+        if not self.sources.ready:
+            return
+        if pin is not None:
+            self._serve_pin()
+        elif was is not None:
+            self.served.replace({t: dict(self.sources.get(t).resources) for t in rt.PUSH_ORDER})
+
+    def _serve_pin(self) -> None:
+        assert self.pin is not None
+        resources, missing = self.history.pinned_resources(
+            self.pin.version, self.sources.get(rt.SECRET).resources, self.find_secret
+        )
+        self.pin_missing = missing
+        if resources:
+            self.served.replace(resources)
+
+    def check_rollback(self, version: int) -> tuple[list[str], list[str]]:
+        """(reasons that need --yes, reasons that forbid it) for pinning `version`."""
+        rec = self.history.get(version)
+        if rec is None:
+            kept = f"{self.history.oldest}..{self.history.latest}" if self.history.records else "none"
+            raise RollbackRefused(404, f"version {version} is not in the history (kept: {kept})")
+        confirm: list[str] = []
+        age = time.time() - rec.at
+        if age > self.max_age:
+            confirm.append(f"version {version} is {age / 3600:.1f} h old (over the {self.max_age / 3600:g} h limit)")
+        _, missing = self.history.pinned_resources(version, self.sources.get(rt.SECRET).resources, self.find_secret)
+        fatal = [m for m in missing if "not stored" in m or "no longer kept" in m]
+        confirm += [m for m in missing if m not in fatal]
+        return confirm, fatal
+
+    async def rollback(self, version: int, reason: str = "", yes: bool = False, by: str = "") -> dict[str, Any]:
+        confirm, fatal = self.check_rollback(version)
+        if fatal:
+            raise RollbackRefused(409, f"cannot serve version {version}", fatal)
+        if confirm and not yes:
+            raise RollbackRefused(409, f"rolling back to version {version} needs --yes", confirm)
+        pin = Pin(version, reason, time.time(), by)
+        if self.persister is not None:
+            await asyncio.to_thread(self.persister.write_pin, asdict(pin))
+        started = time.perf_counter()
+        self._set_pin(pin, note=self.is_writer())
+        self.warn("ConfigPinned", pin.banner())
+        self._wake()
+        return {"pin": asdict(pin), "confirmed": confirm, "missing": self.pin_missing,
+                "seconds": round(time.perf_counter() - started, 6)}  # fmt: skip
+
+    async def resume(self) -> dict[str, Any]:
+        was = self.pin
+        if self.persister is not None:
+            await asyncio.to_thread(self.persister.write_pin, None)
+        self._set_pin(None, note=self.is_writer())
+        if was is not None:
+            self.warn("ConfigResumed", f"configuration pin on version {was.version} dropped; serving the sources")
+        self._wake()
+        return {"resumed_from": was.version if was else None, "serving": self.history.latest}

@@ -1,0 +1,114 @@
+"""Hooks the history service into a running Meridian: where it persists, who writes, the token."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import os
+import secrets
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from controlplane.history.backends import PREFIX, ConfigMapBackend, FileBackend
+from controlplane.history.persist import Persister
+from controlplane.history.secrets import SecretFinder
+
+if TYPE_CHECKING:
+    from controlplane.app import MeridianApp
+
+log = logging.getLogger("controlplane.history")
+TOKEN_FILE = "admin-token"
+
+
+def default_state_dir() -> str:
+    """`$XDG_CACHE_HOME/meridian`, else `~/.cache/meridian`."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "meridian")
+
+
+def load_token(token_file: str | None, state_dir: str | None) -> str | None:
+    """The admin token: from `--admin-token-file`, else `<state-dir>/admin-token` (created 0600 on first
+    use, so the CLI on the same machine finds it). None: mutating endpoints stay disabled."""
+    if token_file:
+        return Path(token_file).read_text(encoding="utf-8").strip() or None
+    if not state_dir:
+        return None
+    path = Path(state_dir) / TOKEN_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{TOKEN_FILE}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32) + "\n")
+        try:
+            os.link(tmp, path)  # atomic and never replaces a token another process made first
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    return path.read_text(encoding="utf-8").strip() or None
+
+
+def _is_leader(app: MeridianApp) -> bool:
+    writer = getattr(app.kube, "status_writer", None)
+    elector = getattr(writer, "elector", None)
+    return bool(elector is not None and elector.is_leader)
+
+
+async def start_history(app: MeridianApp) -> None:
+    opts = app.opts
+    svc = app.history
+    svc.fleet = lambda: app.xds.syncz() if app.xds is not None else []
+    svc.admin_token = load_token(opts.admin_token_file, opts.state_dir)
+    svc.find_secret = SecretFinder(app.registry).find
+    if opts.kubeconfig or opts.in_cluster:
+        from controlplane.leader import default_identity
+        from controlplane.sources.kube import api_client_from_file, in_cluster_api_client
+
+        api = api_client_from_file(opts.kubeconfig) if opts.kubeconfig else in_cluster_api_client()
+        writer = f"{default_identity()}/{uuid.uuid4().hex[:6]}"
+        persister = Persister(ConfigMapBackend(api, opts.namespace), writer=writer)
+        svc.warn = _event_writer(api, opts.namespace)
+        await svc.start(persister, lambda: _is_leader(app))
+    elif opts.state_dir:
+        persister = Persister(FileBackend(Path(opts.state_dir) / "history"), writer=f"pid-{os.getpid()}")
+        await svc.start(persister)
+    else:
+        await svc.start(None)
+
+
+def _event_writer(api: Any, namespace: str) -> Any:
+    """A Warning Event on the pin ConfigMap, written in the background (a failed write is logged)."""
+    from kubernetes import client as k8s
+
+    core = k8s.CoreV1Api(api)
+    tasks: set[asyncio.Task[None]] = set()
+
+    def create(reason: str, message: str) -> None:
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{PREFIX}pin.{uuid.uuid4().hex[:12]}", "namespace": namespace},
+            "involvedObject": {"apiVersion": "v1", "kind": "ConfigMap", "name": f"{PREFIX}pin", "namespace": namespace},
+            "reason": reason,
+            "message": message,
+            "type": "Warning",
+            "source": {"component": "meridian"},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            core.create_namespaced_event(namespace, body, _preload_content=False)
+        except Exception as exc:
+            log.warning("could not write the %s Event: %s", reason, exc)
+
+    def warn(reason: str, message: str) -> None:
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(create, reason, message))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    return warn
