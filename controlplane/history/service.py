@@ -30,6 +30,7 @@ from controlplane.xds import resources as rt
 from controlplane.xds.cache import SnapshotCache
 
 log = logging.getLogger("controlplane.history")
+HOLD_LIMIT = 30.0  # seconds a starting replica waits for a pinned version's content before serving the sources
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class HistoryService:
             "meridian_config_pinned_version", "The version served while pinned (0 when not pinned)",
             registry=metrics.registry,
         )  # fmt: skip
+        self._held_since: float | None = None  # ready, but waiting for the pinned version's content
         self._writing = False  # recorded as the writer since the last load
         self._resync_note = ""  # set when the next record must be a full resync
         self._blobs: dict[str, bytes] = {}
@@ -89,10 +91,14 @@ class HistoryService:
         if is_writer is not None:
             self.is_writer = is_writer
         if persister is not None:
-            try:
-                await self._reload()
-            except Exception:  # unreadable history: start a new one rather than not start
-                log.exception("stored history could not be read; starting a new one")
+            for _ in range(50):  # a set written while we read it is inconsistent: read again
+                try:
+                    if await self._reload() or await asyncio.to_thread(persister.read_head) is None:
+                        break
+                except Exception:  # unreadable history: start a new one rather than not start
+                    log.exception("stored history could not be read; starting a new one")
+                    break
+                await asyncio.sleep(0.05)
             self._writing = self.is_writer()
             pin = await asyncio.to_thread(persister.read_pin)
             self._set_pin(Pin(**pin) if pin else None, note=False)
@@ -167,7 +173,10 @@ class HistoryService:
         pin_doc = await asyncio.to_thread(self.persister.read_pin)
         pin = Pin(**pin_doc) if pin_doc else None
         if pin != self.pin:
+            if pin is not None and not writer and self.history.manifest(pin.version) is None:
+                await self._reload()  # pinned by another replica to a version we have not loaded
             self._set_pin(pin, note=writer)
+        await self._release_held()
         await self.flush()
 
     # -- the controller's changes ---------------------------------------------------------------
@@ -195,15 +204,30 @@ class HistoryService:
         return {t: dict(self.sources.get(t).resources) for t in rt.PUSH_ORDER}
 
     def _on_ready(self, ready: bool) -> None:
-        if ready and self.pin is not None:
-            self._serve_pin()
+        if ready and self.pin is not None and not self._serve_pin():
+            # Pinned to a version this replica has not loaded yet: serve nothing rather than the
+            # sources; the background loop reloads the history and then serves the pin.
+            self._held_since = time.monotonic()
+            return
         self.served.ready = ready
+
+    async def _release_held(self) -> None:
+        if self._held_since is None:
+            return
+        if self.pin is None or self._serve_pin():
+            self._held_since = None
+            self.served.ready = True
+            return
+        if self.persister is not None:
+            await self._reload()
+        if time.monotonic() - self._held_since > HOLD_LIMIT:
+            log.error("pinned version %s is not in the stored history; serving the sources", self.pin.version)
+            self._held_since = None
+            self.served.replace({t: dict(self.sources.get(t).resources) for t in rt.PUSH_ORDER})
+            self.served.ready = True
 
     # -- pin ------------------------------------------------------------------------------------
     def _set_pin(self, pin: Pin | None, *, note: bool) -> None:
-        if pin is not None and self.history.get(pin.version) is None and self.history.manifest(pin.version) is None:
-            log.error("pinned version %s is not in the history; serving the sources", pin.version)
-            pin = None
         was = self.pin
         self.pin = pin
         self.gauge.set(1 if pin else 0)
@@ -216,18 +240,22 @@ class HistoryService:
         if not self.sources.ready:
             return
         if pin is not None:
-            self._serve_pin()
+            if not self._serve_pin():
+                log.error("pinned version %s is not in this replica's history yet", pin.version)
         elif was is not None:
             self.served.replace({t: dict(self.sources.get(t).resources) for t in rt.PUSH_ORDER})
 
-    def _serve_pin(self) -> None:
+    def _serve_pin(self) -> bool:
+        """Put the pinned version in the served cache; False if this replica does not have it."""
         assert self.pin is not None
+        if self.history.manifest(self.pin.version) is None:
+            return False
         resources, missing = self.history.pinned_resources(
             self.pin.version, self.sources.get(rt.SECRET).resources, self.find_secret
         )
         self.pin_missing = missing
-        if resources:
-            self.served.replace(resources)
+        self.served.replace(resources)
+        return True
 
     def check_rollback(self, version: int) -> tuple[list[str], list[str]]:
         """(reasons that need --yes, reasons that forbid it) for pinning `version`."""
