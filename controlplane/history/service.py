@@ -15,14 +15,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from prometheus_client import Gauge
 
 from controlplane.history.persist import Persister
+from controlplane.history.pin import Pin, PinControl, RollbackRefused
 from controlplane.history.recorder import History
-from controlplane.history.records import PinEvent
 from controlplane.history.sources_cache import Effective, SourcesCache
 from controlplane.metrics import Metrics
 from controlplane.store import StoreEvent
@@ -33,34 +32,12 @@ log = logging.getLogger("controlplane.history")
 HOLD_LIMIT = 30.0  # seconds a starting replica waits for a pinned version's content before serving the sources
 
 
-@dataclass(frozen=True)
-class Pin:
-    version: int
-    reason: str
-    at: float
-    by: str = ""
-
-    def banner(self) -> str:
-        return f"configuration pinned to version {self.version} since {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(self.at))}" + (  # noqa: E501
-            f": {self.reason}" if self.reason else ""
-        )
-
-
-class RollbackRefused(Exception):
-    def __init__(self, status: int, message: str, reasons: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reasons = list(reasons)
-
-
 class HistoryService:
     def __init__(self, served: SnapshotCache, metrics: Metrics, *, size: int = 200, max_age: float = 86400.0) -> None:
         self.served = served
         self.sources = SourcesCache(self._on_change, self._on_ready)
         self.history = History(size)
         self.max_age = max_age
-        self.pin: Pin | None = None
-        self.pin_missing: list[str] = []  # what the served pinned version lacks
         self.persister: Persister | None = None
         self.is_writer: Callable[[], bool] = lambda: True
         self.fleet: Callable[[], list[dict[str, Any]]] = lambda: []
@@ -68,20 +45,41 @@ class HistoryService:
         self.find_secret: Callable[[str], tuple[bytes, bytes] | None] | None = None  # by fingerprint
         self.admin_token: str | None = None  # mutating admin endpoints need it; None: they are disabled
         self.poll_interval = 0.5
-        self.gauge = Gauge(
-            "meridian_config_pinned", "1 while the served configuration is pinned to an earlier version",
-            registry=metrics.registry,
-        )  # fmt: skip
-        self.pinned_version = Gauge(
-            "meridian_config_pinned_version", "The version served while pinned (0 when not pinned)",
-            registry=metrics.registry,
-        )  # fmt: skip
+        self.pins = PinControl(self, metrics)
         self._held_since: float | None = None  # ready, but waiting for the pinned version's content
         self._writing = False  # recorded as the writer since the last load
         self._resync_note = ""  # set when the next record must be a full resync
         self._blobs: dict[str, bytes] = {}
         self._waiter: asyncio.Future[None] | None = None  # the background loop's sleep, cut short by _wake()
         self._task: asyncio.Task[None] | None = None
+
+    # -- the pin (see pin.py) -------------------------------------------------------------------
+    @property
+    def pin(self) -> Pin | None:
+        return self.pins.pin
+
+    @property
+    def pin_missing(self) -> list[str]:
+        return self.pins.missing
+
+    @property
+    def gauge(self) -> Gauge:
+        return self.pins.gauge
+
+    def _set_pin(self, pin: Pin | None, *, note: bool) -> None:
+        self.pins.set(pin, note=note)
+
+    def _serve_pin(self) -> bool:
+        return self.pins.serve()
+
+    def check_rollback(self, version: int) -> tuple[list[str], list[str]]:
+        return self.pins.check(version)
+
+    async def rollback(self, version: int, reason: str = "", yes: bool = False, by: str = "") -> dict[str, Any]:
+        return await self.pins.rollback(version, reason, yes, by)
+
+    async def resume(self) -> dict[str, Any]:
+        return await self.pins.resume()
 
     # -- startup and the background loop ---------------------------------------------------------
     async def start(self, persister: Persister | None, is_writer: Callable[[], bool] | None = None) -> None:
@@ -226,74 +224,5 @@ class HistoryService:
             self.served.replace({t: dict(self.sources.get(t).resources) for t in rt.PUSH_ORDER})
             self.served.ready = True
 
-    # -- pin ------------------------------------------------------------------------------------
-    def _set_pin(self, pin: Pin | None, *, note: bool) -> None:
-        was = self.pin
-        self.pin = pin
-        self.gauge.set(1 if pin else 0)
-        self.pinned_version.set(pin.version if pin else 0)
-        if note:
-            if pin is not None:
-                self.history.note_pin(PinEvent("rollback", pin.version, pin.at, pin.reason))
-            elif was is not None:
-                self.history.note_pin(PinEvent("resume", self.history.latest, time.time()))
-        if not self.sources.ready:
-            return
-        if pin is not None:
-            if not self._serve_pin():
-                log.error("pinned version %s is not in this replica's history yet", pin.version)
-        elif was is not None:
-            self.served.replace({t: dict(self.sources.get(t).resources) for t in rt.PUSH_ORDER})
 
-    def _serve_pin(self) -> bool:
-        """Put the pinned version in the served cache; False if this replica does not have it."""
-        assert self.pin is not None
-        if self.history.manifest(self.pin.version) is None:
-            return False
-        resources, missing = self.history.pinned_resources(
-            self.pin.version, self.sources.get(rt.SECRET).resources, self.find_secret
-        )
-        self.pin_missing = missing
-        self.served.replace(resources)
-        return True
-
-    def check_rollback(self, version: int) -> tuple[list[str], list[str]]:
-        """(reasons that need --yes, reasons that forbid it) for pinning `version`."""
-        rec = self.history.get(version)
-        if rec is None:
-            kept = f"{self.history.oldest}..{self.history.latest}" if self.history.records else "none"
-            raise RollbackRefused(404, f"version {version} is not in the history (kept: {kept})")
-        confirm: list[str] = []
-        age = time.time() - rec.at
-        if age > self.max_age:
-            confirm.append(f"version {version} is {age / 3600:.1f} h old (over the {self.max_age / 3600:g} h limit)")
-        _, missing = self.history.pinned_resources(version, self.sources.get(rt.SECRET).resources, self.find_secret)
-        fatal = [m for m in missing if "not stored" in m or "no longer kept" in m]
-        confirm += [m for m in missing if m not in fatal]
-        return confirm, fatal
-
-    async def rollback(self, version: int, reason: str = "", yes: bool = False, by: str = "") -> dict[str, Any]:
-        confirm, fatal = self.check_rollback(version)
-        if fatal:
-            raise RollbackRefused(409, f"cannot serve version {version}", fatal)
-        if confirm and not yes:
-            raise RollbackRefused(409, f"rolling back to version {version} needs --yes", confirm)
-        pin = Pin(version, reason, time.time(), by)
-        if self.persister is not None:
-            await asyncio.to_thread(self.persister.write_pin, asdict(pin))
-        started = time.perf_counter()
-        self._set_pin(pin, note=self.is_writer())
-        self.warn("ConfigPinned", pin.banner())
-        self._wake()
-        return {"pin": asdict(pin), "confirmed": confirm, "missing": self.pin_missing,
-                "seconds": round(time.perf_counter() - started, 6)}  # fmt: skip
-
-    async def resume(self) -> dict[str, Any]:
-        was = self.pin
-        if self.persister is not None:
-            await asyncio.to_thread(self.persister.write_pin, None)
-        self._set_pin(None, note=self.is_writer())
-        if was is not None:
-            self.warn("ConfigResumed", f"configuration pin on version {was.version} dropped; serving the sources")
-        self._wake()
-        return {"resumed_from": was.version if was else None, "serving": self.history.latest}
+__all__ = ["HistoryService", "Pin", "RollbackRefused"]

@@ -80,7 +80,7 @@ def options(fake: FakeKube, tmp: Path, name: str) -> ServeOptions:
     return ServeOptions(
         kubeconfig=str(kubeconfig), cluster_id="primary", namespace=NS,
         xds_address="127.0.0.1:0", admin_address="127.0.0.1:0", watch_ingress_without_class=True,
-        lease_duration=1.0, lease_renew_interval=0.1, admin_token_file=str(token),
+        lease_duration=4.0, lease_renew_interval=0.1, admin_token_file=str(token),  # steady under load
     )  # fmt: skip
 
 
