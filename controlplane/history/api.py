@@ -62,9 +62,9 @@ class HistoryApi:
         records = list(h.records.values())[-limit:] if limit > 0 else list(h.records.values())
         rows = []
         for r in records:
-            d = r.to_dict()
+            d = h.record_dict(r)
             d["summary"] = r.summary()
-            d["resource_changes"] = len(r.resources)
+            d["resource_changes"] = r.resource_changes
             del d["resources"]
             rows.append(d)
         return _json(

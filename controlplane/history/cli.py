@@ -180,7 +180,10 @@ def _show(args: argparse.Namespace, doc: dict[str, Any]) -> int:
         print(f"  {t['action']:8} {t['cluster']}:{t['kind']}/{ns}{t['name']}")
         for d in t.get("diff") or ():
             print(f"      {d}")
-    print(f"resources: {len(rec['resources'])} changed")
+    total = rec.get("resource_total", -1)
+    listed = len(rec["resources"])
+    shown = f" ({listed} listed)" if 0 <= listed < total else ""
+    print(f"resources: {listed if total < 0 else total} changed{shown}")
     for r in rec["resources"]:
         print(f"  {r['action']:8} {r['type']:4} {r['name']}  {r['version'] or ''}")
     for group, counts in (rec.get("fleet") or {}).items():

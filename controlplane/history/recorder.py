@@ -11,6 +11,7 @@ from controlplane.history.records import (
     ADDED,
     CHANGED,
     DELETED,
+    MAX_RESOURCE_ROWS,
     HistoryRecord,
     PinEvent,
     ResourceChange,
@@ -35,6 +36,7 @@ class History:
         self.fingerprints = Fingerprints()
         self.served_versions: dict[int, int] = {}  # history version -> served cache version (this replica)
         self.generation = 0  # bumped on every change, so persistence knows what to write
+        self._dicts: dict[int, dict[str, Any]] = {}  # record -> its JSON form (records never change in place)
 
     @property
     def latest(self) -> int:
@@ -76,10 +78,13 @@ class History:
         version = self.latest + 1
         self.timeline.add(version, delta, blobs)
         counts = {rt.SHORT_NAMES[t]: len(sources.get(t).resources) for t in rt.PUSH_ORDER}
-        rec = HistoryRecord(version, time.time(), triggers, count, tuple(rows), counts, served, note)
+        total = len(rows)
+        rows = rows[:MAX_RESOURCE_ROWS]
+        rec = HistoryRecord(version, time.time(), triggers, count, tuple(rows), counts, served, note, {}, total)
         self.records[version] = rec
         for dropped in self.timeline.trim(self.size):
             self.records.pop(dropped, None)
+            self._dicts.pop(dropped, None)
             self.served_versions.pop(dropped, None)
         self.generation += 1
         return rec
@@ -186,11 +191,17 @@ class History:
             self.generation += 1
         return changed
 
+    def record_dict(self, rec: HistoryRecord) -> dict[str, Any]:
+        d = self._dicts.get(rec.version)
+        if d is None or d["_id"] != id(rec):
+            d = self._dicts[rec.version] = {**rec.to_dict(), "_id": id(rec)}
+        return {k: v for k, v in d.items() if k != "_id"}
+
     # -- persistence -------------------------------------------------------------------------
     def document(self) -> dict[str, Any]:
         return {
             "size": self.size,
-            "records": [r.to_dict() for r in self.records.values()],
+            "records": [self.record_dict(r) for r in self.records.values()],
             "timeline": self.timeline.state(),
             "pin_events": [e.__dict__ for e in self.pin_events],
         }

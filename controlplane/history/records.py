@@ -15,6 +15,7 @@ from controlplane.store import INGRESS, SECRET, StoreEvent
 ADDED, CHANGED, DELETED = "added", "changed", "deleted"
 MAX_TRIGGERS = 200  # objects listed per record (a cold start lists thousands; the count stays exact)
 MAX_DIFF_LINES = 40
+MAX_RESOURCE_ROWS = 500  # resource changes listed per record (the timeline keeps all of them)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,11 @@ class HistoryRecord:
     served: bool = True  # False: recorded while a pin was set ("pending, not served")
     note: str = ""  # e.g. "resync after restart"
     fleet: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # group -> acked/nacked/streams
+    resource_total: int = -1  # resources changed, including those not listed (-1: all are listed)
+
+    @property
+    def resource_changes(self) -> int:
+        return len(self.resources) if self.resource_total < 0 else self.resource_total
 
     def summary(self) -> str:
         if self.note and not self.triggers:
@@ -94,6 +100,7 @@ class HistoryRecord:
             served=bool(d.get("served", True)),
             note=str(d.get("note") or ""),
             fleet={g: dict(v) for g, v in (d.get("fleet") or {}).items()},
+            resource_total=int(d.get("resource_total", -1)),
         )
 
 
