@@ -138,6 +138,7 @@ def test_default_render_has_every_object(default: Objects) -> None:
         ("ClusterRoleBinding", "meridian"),
         ("Role", "meridian-leader-election"),
         ("RoleBinding", "meridian-leader-election"),
+        ("Secret", "meridian-admin-token"),
         ("IngressClass", "meridian"),
         ("Deployment", "meridian"),
         ("Service", "meridian"),
@@ -230,8 +231,18 @@ def test_controlplane_deployment_defaults(default: Objects) -> None:
         "--http-port", "80",
         "--https-port", "443",
         "--east-west-port", "15080",
+        "--history-size", "200",
+        "--rollback-max-age", "24",
+        "--admin-token-file", "/etc/meridian/admin-token/token",
     ]  # fmt: skip
     assert "--kubeconfig" not in c["args"]  # in-cluster config
+    # The admin token comes from a Secret with a random token, mounted read-only.
+    token = default[("Secret", "meridian-admin-token")]
+    assert len(base64.b64decode(token["data"]["token"])) == 40
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["admin-token"]["secret"]["secretName"] == "meridian-admin-token"
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["admin-token"] == {"name": "admin-token", "mountPath": "/etc/meridian/admin-token", "readOnly": True}
     env = {e["name"]: e for e in c["env"]}
     assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert _port_number(c, "grpc-xds") == 18000
@@ -308,7 +319,7 @@ def test_rbac_is_least_privilege(default: Objects) -> None:
     assert role["metadata"]["namespace"] == "meridian-system"
     assert triples(role["rules"]) == {
         ("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")
-    }
+    } | {("", "configmaps", v) for v in ("get", "list", "create", "update", "delete")}  # history, pin
 
     subject = {"kind": "ServiceAccount", "name": "meridian", "namespace": "meridian-system"}
     crb = default[("ClusterRoleBinding", "meridian")]
@@ -340,7 +351,7 @@ def test_ingress_class(default: Objects, custom: Objects) -> None:
 
 
 def test_remote_cluster_secret(custom: Objects, default: Objects) -> None:
-    assert not [k for k in default if k[0] == "Secret"]
+    assert not [k for k in default if k[0] == "Secret" and k[1] != "meridian-admin-token"]  # no remote Secret
     secret = custom[("Secret", "edge-meridian-remote-clusters")]
     assert secret["metadata"]["namespace"] == "gw"
     assert secret["metadata"]["labels"]["meridian.io/cluster"] == "true"
