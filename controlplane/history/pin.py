@@ -8,6 +8,7 @@ current Secrets with the same certificate fingerprint, since keys are never stor
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -81,13 +82,25 @@ class PinControl:
     def serve(self) -> bool:
         """Put the pinned version in the served cache; False if this replica does not have it."""
         assert self.pin is not None
-        if self.svc.history.manifest(self.pin.version) is None:
+        if self.pin.version not in self.svc.history.timeline.deltas and self.svc.history.manifest(
+            self.pin.version
+        ) is None:
             return False
-        resources, missing = self.svc.history.pinned_resources(
-            self.pin.version, self.svc.sources.get(rt.SECRET).resources, self.svc.find_secret
-        )
-        self.missing = missing
-        self.svc.served.replace(resources)
+        served = self.svc.served
+        # Like a controller batch: many short-lived objects, no cycles worth a collection of the
+        # whole (large, long-lived) heap in the middle of a rollback.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            resources, missing = self.svc.history.pinned_resources(
+                self.pin.version, self.svc.sources.get(rt.SECRET).resources, self.svc.find_secret,
+                current=lambda t: served.get(t).resources,
+            )  # fmt: skip
+            self.missing = missing
+            served.replace(resources)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         return True
 
     def check(self, version: int) -> tuple[list[str], list[str]]:
@@ -102,8 +115,9 @@ class PinControl:
         if age > limit:
             confirm.append(f"version {version} is {age / 3600:.1f} h old (over the {limit / 3600:g} h limit)")
         _, missing = self.svc.history.pinned_resources(
-            version, self.svc.sources.get(rt.SECRET).resources, self.svc.find_secret
-        )
+            version, self.svc.sources.get(rt.SECRET).resources, self.svc.find_secret, build=False,
+            current=lambda t: self.svc.served.get(t).resources,
+        )  # fmt: skip
         fatal = [m for m in missing if "not stored" in m or "no longer kept" in m]
         confirm += [m for m in missing if m not in fatal]
         return confirm, fatal

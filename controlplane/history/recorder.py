@@ -124,11 +124,17 @@ class History:
         version: int,
         live_secrets: Mapping[str, Resource],
         find_secret: Callable[[str], tuple[bytes, bytes] | None] | None = None,
+        *,
+        current: Callable[[str], Mapping[str, Resource]] | None = None,
+        build: bool = True,
     ) -> tuple[dict[str, dict[str, Resource]], list[str]]:
         """The resources of `version` ready to serve, and what is missing from them.
 
         Secrets come from the current ones with the same certificate fingerprint (keys are never
-        stored); a certificate no current Secret carries is reported missing and left out.
+        stored); a certificate no current Secret carries is reported missing and left out. A
+        resource whose content is what `current` (type -> name -> Resource) holds is that very
+        object, so rolling back one change of 10,000 Ingresses allocates almost nothing.
+        `build=False` only checks what would be missing.
         """
         manifest = self.manifest(version)
         if manifest is None:
@@ -136,8 +142,10 @@ class History:
         by_fp = self.fingerprints.index(live_secrets)
         out: dict[str, dict[str, Resource]] = {}
         missing: list[str] = []
+        blobs = self.timeline.blobs
         for type_url, entries in manifest.items():
             dest = out.setdefault(type_url, {})
+            have = current(type_url) if current is not None and type_url != rt.SECRET else {}
             for name, cid in entries.items():
                 if type_url == rt.SECRET:
                     current = live_secrets.get(name)
@@ -150,11 +158,15 @@ class History:
                     else:
                         missing.append(f"SDS {name}: no current Secret has certificate {cid}")
                     continue
-                data = self.blob(cid)
+                res = have.get(name)
+                if res is not None and res.version == cid:
+                    dest[name] = res
+                    continue
+                data = blobs.get(cid)
                 if data is None:
                     missing.append(f"{rt.SHORT_NAMES.get(type_url, type_url)} {name}: content {cid} not stored")
-                    continue
-                dest[name] = Resource(name, cid, data)
+                elif build:
+                    dest[name] = Resource(name, cid, data)
         return out, missing
 
     @property
