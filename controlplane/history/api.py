@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import time
 from dataclasses import asdict
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from controlplane.history.service import HistoryService
 
 PINNED_HEADER = "X-Meridian-Pinned"
+UI_FILES = {"index.html": "text/html", "console.js": "text/javascript", "console.css": "text/css"}
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -41,6 +43,16 @@ class HistoryApi:
         a.router.add_get("/debug/history/{version}", self.show)
         a.router.add_post("/history/rollback", self.rollback)
         a.router.add_post("/history/resume", self.resume)
+        a.router.add_get("/ui", self.ui)
+        a.router.add_get("/ui/{file}", self.ui)
+
+    async def ui(self, request: web.Request) -> web.StreamResponse:
+        """The console: static files shipped in the package (no build step), reading this API."""
+        name = request.match_info.get("file") or "index.html"
+        if name not in UI_FILES:
+            raise web.HTTPNotFound()
+        data = resources.files("controlplane.history").joinpath("ui", name).read_bytes()
+        return web.Response(body=data, content_type=UI_FILES[name], headers={"Cache-Control": "no-store"})
 
     @web.middleware
     async def _banner(self, request: web.Request, handler: Any) -> web.StreamResponse:
