@@ -103,6 +103,10 @@ def test_bad_change_rollback_restart_resume(make_gateway) -> None:
     gw.wait_converged()
     bad = gw.admin("/debug/history")["latest"]
     assert bad > good
+    # How the fleet took each version: the one Envoy (group meridian-gateway) ACKed both.
+    for v in (good, bad):
+        wait_until(lambda v=v: history_rows(gw)[v]["fleet"].get("meridian-gateway", {}).get("acked") == 1,
+                   timeout=10, message=f"no ACK recorded for version {v}")  # fmt: skip
 
     # 3. `meridian history` shows both versions; `meridian diff` shows the change.
     table = meridian(gw, "history").stdout

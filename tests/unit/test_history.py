@@ -248,3 +248,44 @@ def test_persistence_shards_under_the_limit_and_loads_back(tmp_path: Path) -> No
         assert loaded.timeline.blobs == mine.timeline.blobs
     finally:
         h.close()
+
+
+def test_fleet_counts_acks_and_nacks_per_group_from_syncz(harness: Harness) -> None:
+    v = harness.apply(*backend(), web())
+    served_at = harness.svc.history.served_versions[v]
+    rec = harness.svc.history.get(v)
+    types = {r.type for r in rec.resources}
+    acked = {t: {"current_version": served_at, "last_nack": None} for t in types}
+    behind = {t: {"current_version": served_at - 1, "last_nack": None} for t in types}
+    nacked = {**behind, "RDS": {"current_version": served_at - 1, "last_nack": {"at": rec.at + 1, "error": "bad"}}}
+    streams = [
+        {"node_cluster": "edge", "types": acked},
+        {"node_cluster": "edge", "types": nacked},
+        {"node_cluster": "internal", "types": behind},
+    ]
+    assert harness.svc.history.update_fleet(streams)
+    fleet = harness.svc.history.get(v).fleet
+    assert fleet == {
+        "edge": {"streams": 2, "acked": 1, "nacked": 1},
+        "internal": {"streams": 1, "acked": 0, "nacked": 0},
+    }
+    # An Envoy that disconnects does not take its ACK back.
+    assert not harness.svc.history.update_fleet(streams[1:])
+    assert harness.svc.history.get(v).fleet["edge"]["acked"] == 1
+
+
+def test_diff_shows_secrets_as_fingerprints_only(harness: Harness) -> None:
+    from controlplane.history.render import manifest_diff
+
+    ca = make_ca()
+    first, second = issue_cert(ca, ["tls.example.com"]), issue_cert(ca, ["tls.example.com"])
+    tls_ing = ingress("web", [rule("tls.example.com", ("/", "Prefix", "web", 80))],
+                      tls=[{"hosts": ["tls.example.com"], "secretName": "tls"}])  # fmt: skip
+    v1 = harness.apply(*backend(), tls_secret("tls", "default", first.cert, first.key), tls_ing)
+    v2 = harness.apply(tls_secret("tls", "default", second.cert, second.key))
+    h = harness.svc.history
+    text, summary = manifest_diff("a", h.manifest(v1), "b", h.manifest(v2), h.blob)
+    assert summary == {"SDS": {"changed": ["c1/default/tls"]}}, summary  # only the certificate changed
+    assert "certificate_fingerprint: sha256:" in text and "[redacted]" in text
+    for pem in (first.key, second.key, first.cert, second.cert):
+        assert pem.decode().splitlines()[1] not in text
