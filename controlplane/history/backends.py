@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
+
+log = logging.getLogger("controlplane.history")
 
 PREFIX = "meridian-history-"
 LABEL = "meridian.io/history"
@@ -113,6 +117,39 @@ class ConfigMapBackend:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    def watch(self, name: str, on_change: Any, stop: threading.Event) -> None:
+        """Blocking: calls `on_change()` whenever the ConfigMap for `name` may have changed (and on each
+        (re)connect), until `stop` is set. Lets every replica follow a pin within a round trip."""
+        while not stop.is_set():
+            resp = None
+            try:
+                resp = self.core.list_namespaced_config_map(
+                    self.namespace, field_selector=f"metadata.name={PREFIX}{name}", watch=True,
+                    timeout_seconds=30, _preload_content=False, _request_timeout=(5, 45),
+                )  # fmt: skip
+                self._watching = resp
+                on_change()
+                for chunk in resp.stream(None, decode_content=False):
+                    if stop.is_set():
+                        return
+                    if chunk.strip():
+                        on_change()
+            except Exception as exc:  # reconnect after a pause; polling still covers the gap
+                if not stop.is_set():
+                    log.debug("watch of %s%s failed: %s", PREFIX, name, exc)
+                    stop.wait(1.0)
+            finally:
+                self._watching = None
+                if resp is not None:
+                    with contextlib.suppress(Exception):
+                        resp.release_conn()
+
+    def stop_watch(self) -> None:
+        resp = getattr(self, "_watching", None)
+        if resp is not None:
+            with contextlib.suppress(Exception):
+                resp.shutdown()
 
     def names(self) -> set[str]:
         resp = self.core.list_namespaced_config_map(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -52,6 +53,8 @@ class HistoryService:
         self._blobs: dict[str, bytes] = {}
         self._waiter: asyncio.Future[None] | None = None  # the background loop's sleep, cut short by _wake()
         self._task: asyncio.Task[None] | None = None
+        self._watch_stop: threading.Event | None = None
+        self._watcher: Any = None
 
     # -- the pin (see pin.py) -------------------------------------------------------------------
     @property
@@ -102,7 +105,21 @@ class HistoryService:
             self._set_pin(Pin(**pin) if pin else None, note=False)
         self._task = asyncio.create_task(self._run(), name="history")
 
+    def follow(self, backend: Any) -> None:
+        """Watch the pin document (Kubernetes), so a rollback taken by another replica is served here
+        within a round trip rather than the next poll."""
+        loop = asyncio.get_running_loop()
+        self._watcher = backend
+        self._watch_stop = threading.Event()
+        threading.Thread(
+            target=backend.watch, args=("pin", lambda: loop.call_soon_threadsafe(self._wake), self._watch_stop),
+            name="history-pin-watch", daemon=True,
+        ).start()  # fmt: skip
+
     async def stop(self) -> None:
+        if self._watch_stop is not None:
+            self._watch_stop.set()
+            self._watcher.stop_watch()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

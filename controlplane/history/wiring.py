@@ -69,9 +69,11 @@ async def start_history(app: MeridianApp) -> None:
 
         api = api_client_from_file(opts.kubeconfig) if opts.kubeconfig else in_cluster_api_client()
         writer = f"{default_identity()}/{uuid.uuid4().hex[:6]}"
-        persister = Persister(ConfigMapBackend(api, opts.namespace), writer=writer)
+        backend = ConfigMapBackend(api, opts.namespace)
+        persister = Persister(backend, writer=writer)
         svc.warn = _event_writer(api, opts.namespace)
         await svc.start(persister, lambda: _is_leader(app))
+        svc.follow(backend)
     elif opts.state_dir:
         persister = Persister(FileBackend(Path(opts.state_dir) / "history"), writer=f"pid-{os.getpid()}")
         await svc.start(persister)

@@ -5,6 +5,7 @@ while pinned, and a new replica starting while pinned."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -98,9 +99,9 @@ def leader(apps: list[MeridianApp]) -> MeridianApp | None:
     return leaders[0] if len(leaders) == 1 else None
 
 
-async def start(fake: FakeKube, tmp: Path, name: str) -> MeridianApp:
+async def start(fake: FakeKube, tmp: Path, name: str, poll: float = 0.05) -> MeridianApp:
     app = MeridianApp(options(fake, tmp, name))
-    app.history.poll_interval = 0.05
+    app.history.poll_interval = poll
     await app.start()
     return app
 
@@ -111,8 +112,9 @@ async def test_leader_writes_followers_follow_and_the_pin_survives_a_leader_chan
     for obj in service_manifests("web", [SimpleNamespace(port=18080)]):  # type: ignore[list-item]
         fake.apply(obj)
     fake.apply(ingress("web", [rule("web.example.com", ("/", "Prefix", "web", 80))]))
-    a = await start(fake, tmp_path, "a")
-    b = await start(fake, tmp_path, "b")
+    # Polling is slow here: the pin must reach the other replica through its watch.
+    a = await start(fake, tmp_path, "a", poll=2.0)
+    b = await start(fake, tmp_path, "b", poll=2.0)
     apps = [a, b]
     try:
         first = await wait_until_async(lambda: leader(apps), timeout=15, message="no history writer")
@@ -129,9 +131,11 @@ async def test_leader_writes_followers_follow_and_the_pin_survives_a_leader_chan
 
         # A rollback asked of the follower pins every replica (through the pin ConfigMap).
         result = await follower.history.rollback(good, "typo", by="test")
+        pinned_at = time.monotonic()
         assert result["pin"]["version"] == good
         assert served(follower) == manifest(follower, good)
         await wait_until_async(lambda: served(first) == manifest(first, good), timeout=10, message="leader not pinned")
+        assert time.monotonic() - pinned_at < 1.5  # well inside the 2 s poll: the watch delivered it
         await wait_until_async(
             lambda: [e for e in fake.objects("Event") if e["involvedObject"]["name"] == PREFIX + "pin"],
             timeout=10, message="no Warning Event",
