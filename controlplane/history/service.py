@@ -51,6 +51,7 @@ class HistoryService:
         self._writing = False  # recorded as the writer since the last load
         self._resync_note = ""  # set when the next record must be a full resync
         self._blobs: dict[str, bytes] = {}
+        self._woken = False  # a wake-up that came while no sleep was waiting
         self._waiter: asyncio.Future[None] | None = None  # the background loop's sleep, cut short by _wake()
         self._task: asyncio.Task[None] | None = None
         self._watch_stop: threading.Event | None = None
@@ -156,6 +157,9 @@ class HistoryService:
                 log.exception("history background step failed; retrying")
 
     async def _sleep(self) -> None:
+        if self._woken:  # woken while the last step ran: go again at once
+            self._woken = False
+            return
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._waiter = fut
@@ -165,8 +169,10 @@ class HistoryService:
         finally:
             timer.cancel()
             self._waiter = None
+            self._woken = False
 
     def _wake(self) -> None:
+        self._woken = True
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
