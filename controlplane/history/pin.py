@@ -20,6 +20,7 @@ from prometheus_client import Gauge
 from controlplane.history.records import PinEvent
 from controlplane.metrics import Metrics
 from controlplane.xds import resources as rt
+from controlplane.xds.cache import Resource
 
 if TYPE_CHECKING:
     from controlplane.history.service import HistoryService
@@ -52,6 +53,7 @@ class PinControl:
         self.svc = svc
         self.pin: Pin | None = None
         self.missing: list[str] = []  # what the served pinned version lacks
+        self.endpoints: set[str] = set()  # the pinned version's ClusterLoadAssignments (they follow the sources)
         self.gauge = Gauge(
             "meridian_config_pinned", "1 while the served configuration is pinned to an earlier version",
             registry=metrics.registry,
@@ -95,13 +97,21 @@ class PinControl:
             resources, missing = self.svc.history.pinned_resources(
                 self.pin.version, self.svc.sources.get(rt.SECRET).resources, self.svc.find_secret,
                 current=lambda t: served.get(t).resources,
+                live_endpoints=self.svc.sources.get(rt.ENDPOINT).resources,
             )  # fmt: skip
             self.missing = missing
+            self.endpoints = set(resources.get(rt.ENDPOINT, ()))
             served.replace(resources)
         finally:
             if gc_was_enabled:
                 gc.enable()
         return True
+
+    def follow_endpoints(self, changed: dict[str, Resource | None], seen_at: float | None) -> None:
+        """While pinned, endpoint changes of the pinned version's clusters still reach Envoy."""
+        upserts = {n: r for n, r in changed.items() if r is not None and n in self.endpoints}
+        if upserts:
+            self.svc.served.apply({rt.ENDPOINT: upserts}, seen_at=seen_at)
 
     def check(self, version: int) -> tuple[list[str], list[str]]:
         """(reasons that need --yes, reasons that forbid it) for pinning `version`."""
@@ -117,6 +127,7 @@ class PinControl:
         _, missing = self.svc.history.pinned_resources(
             version, self.svc.sources.get(rt.SECRET).resources, self.svc.find_secret, build=False,
             current=lambda t: self.svc.served.get(t).resources,
+            live_endpoints=self.svc.sources.get(rt.ENDPOINT).resources,
         )  # fmt: skip
         fatal = [m for m in missing if "not stored" in m or "no longer kept" in m]
         confirm += [m for m in missing if m not in fatal]

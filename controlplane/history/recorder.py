@@ -126,6 +126,7 @@ class History:
         find_secret: Callable[[str], tuple[bytes, bytes] | None] | None = None,
         *,
         current: Callable[[str], Mapping[str, Resource]] | None = None,
+        live_endpoints: Mapping[str, Resource] | None = None,
         build: bool = True,
     ) -> tuple[dict[str, dict[str, Resource]], list[str]]:
         """The resources of `version` ready to serve, and what is missing from them.
@@ -134,6 +135,9 @@ class History:
         stored); a certificate no current Secret carries is reported missing and left out. A
         resource whose content is what `current` (type -> name -> Resource) holds is that very
         object, so rolling back one change of 10,000 Ingresses allocates almost nothing.
+        Endpoints are discovery state, not configuration: a ClusterLoadAssignment the sources still
+        have (`live_endpoints`) is served as it is now, so a rollback never sends traffic to pods
+        that are gone; one whose Service is gone is served as recorded, and reported.
         `build=False` only checks what would be missing.
         """
         manifest = self.manifest(version)
@@ -147,10 +151,16 @@ class History:
             dest = out.setdefault(type_url, {})
             have = current(type_url) if current is not None and type_url != rt.SECRET else {}
             for name, cid in entries.items():
+                if type_url == rt.ENDPOINT and live_endpoints is not None:
+                    live = live_endpoints.get(name)
+                    if live is not None:
+                        dest[name] = live
+                        continue
+                    missing.append(f"EDS {name}: its Service is gone; serving the endpoints recorded in {version}")
                 if type_url == rt.SECRET:
-                    current = live_secrets.get(name)
-                    if current is not None and self.fingerprints.of(current) == cid:
-                        dest[name] = current
+                    secret = live_secrets.get(name)
+                    if secret is not None and self.fingerprints.of(secret) == cid:
+                        dest[name] = secret
                     elif cid in by_fp:
                         dest[name] = _renamed(by_fp[cid], name)
                     elif find_secret is not None and (pair := find_secret(cid)) is not None:

@@ -207,6 +207,8 @@ class HistoryService:
             served_version = self.served.apply(effective, seen_at=seen_at)
         elif rt.SECRET in effective:
             self._serve_pin()  # a Secret the pinned version needs may have (re)appeared
+        elif rt.ENDPOINT in effective:
+            self.pins.follow_endpoints(effective[rt.ENDPOINT], seen_at)
         if self.is_writer() and (self._writing or self.persister is None):
             rec = self._record(effective, trigger)
             if rec is not None and served_version is not None:

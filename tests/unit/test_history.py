@@ -289,3 +289,25 @@ def test_diff_shows_secrets_as_fingerprints_only(harness: Harness) -> None:
     assert "certificate_fingerprint: sha256:" in text and "[redacted]" in text
     for pem in (first.key, second.key, first.cert, second.cert):
         assert pem.decode().splitlines()[1] not in text
+
+
+def test_pinned_version_keeps_live_endpoints(harness: Harness) -> None:
+    """A rollback pins configuration, not pod addresses: endpoints keep following the sources."""
+    good = harness.apply(*backend(), web(), *service_manifests("api", [SimpleNamespace(port=18090)]))  # type: ignore[list-item]
+    harness.apply(web("wbe"))
+    harness.run(harness.svc.rollback(good))
+    routes = harness.served_versions()[rt.ROUTE]
+    moved = service_manifests("web", [SimpleNamespace(port=18081)])  # type: ignore[list-item]
+    harness.apply(*moved)  # the pods moved while pinned
+    served = harness.served_versions()
+    assert served[rt.ENDPOINT] == harness.source_versions()[rt.ENDPOINT]  # the new endpoints are served
+    assert served[rt.ROUTE] == routes  # the pinned routes are not
+    # A version whose Service is gone since needs --yes: its recorded endpoints may be stale.
+    harness.run(harness.svc.resume())
+    harness.delete("Service", "api")
+    harness.delete("EndpointSlice", "api-0")
+    with pytest.raises(RollbackRefused) as err:
+        harness.run(harness.svc.rollback(good))
+    assert any(r.startswith("EDS default/api:80: its Service is gone") for r in err.value.reasons), err.value.reasons
+    harness.run(harness.svc.rollback(good, yes=True))
+    assert "default/api:80" in harness.served_versions()[rt.ENDPOINT]
