@@ -30,6 +30,7 @@ from controlplane.xds import resources as rt
 from controlplane.xds.cache import SnapshotCache
 
 log = logging.getLogger("controlplane.history")
+MIN_SAVE_INTERVAL = 0.25  # seconds between saves: a burst of versions is written once, not once each
 HOLD_LIMIT = 30.0  # seconds a starting replica waits for a pinned version's content before serving the sources
 
 
@@ -51,6 +52,7 @@ class HistoryService:
         self._writing = False  # recorded as the writer since the last load
         self._resync_note = ""  # set when the next record must be a full resync
         self._blobs: dict[str, bytes] = {}
+        self._saved_at = 0.0
         self._woken = False  # a wake-up that came while no sleep was waiting
         self._waiter: asyncio.Future[None] | None = None  # the background loop's sleep, cut short by _wake()
         self._task: asyncio.Task[None] | None = None
@@ -198,7 +200,9 @@ class HistoryService:
                 await self._reload()  # pinned by another replica to a version we have not loaded
             self._set_pin(pin, note=writer)
         await self._release_held()
-        await self.flush()
+        if time.monotonic() - self._saved_at >= MIN_SAVE_INTERVAL:
+            self._saved_at = time.monotonic()
+            await self.flush()
 
     # -- the controller's changes ---------------------------------------------------------------
     def _on_change(self, effective: Effective, trigger: Sequence[object], seen_at: float | None) -> None:

@@ -61,9 +61,15 @@ async def start_history(app: MeridianApp) -> None:
     opts = app.opts
     svc = app.history
     svc.fleet = lambda: app.xds.syncz() if app.xds is not None else []
-    svc.admin_token = load_token(opts.admin_token_file, opts.state_dir)
+    kube = bool(opts.kubeconfig or opts.in_cluster)
+    try:  # a token is generated only in file mode; in Kubernetes mode it comes from a Secret
+        svc.admin_token = load_token(opts.admin_token_file, None if kube else opts.state_dir)
+    except OSError as exc:
+        if opts.admin_token_file:
+            raise
+        log.warning("no admin token (%s): rollback and resume are disabled", exc)
     svc.find_secret = SecretFinder(app.registry).find
-    if opts.kubeconfig or opts.in_cluster:
+    if kube:
         from controlplane.leader import default_identity
         from controlplane.sources.kube import api_client_from_file, in_cluster_api_client
 
