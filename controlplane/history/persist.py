@@ -193,7 +193,10 @@ class Persister:
     # -- the pin ------------------------------------------------------------------------------------
     def read_pin(self) -> dict[str, Any] | None:
         data = self.backend.read("pin")
-        return orjson.loads(data) if data else None
+        doc = orjson.loads(data) if data else None  # orjson.JSONDecodeError is a ValueError
+        if doc is not None and not isinstance(doc, dict):
+            raise ValueError("pin document is not a JSON object")
+        return doc
 
     def write_pin(self, pin: Mapping[str, Any] | None) -> None:
         if pin is None:

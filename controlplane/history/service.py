@@ -53,6 +53,7 @@ class HistoryService:
         self._resync_note = ""  # set when the next record must be a full resync
         self._blobs: dict[str, bytes] = {}
         self._saved_at = 0.0
+        self._pin_error = ""
         self._woken = False  # a wake-up that came while no sleep was waiting
         self._waiter: asyncio.Future[None] | None = None  # the background loop's sleep, cut short by _wake()
         self._task: asyncio.Task[None] | None = None
@@ -104,9 +105,22 @@ class HistoryService:
                     break
                 await asyncio.sleep(0.05)
             self._writing = self.is_writer()
-            pin = await asyncio.to_thread(persister.read_pin)
-            self._set_pin(Pin(**pin) if pin else None, note=False)
+            self._set_pin(await self._read_pin(), note=False)
         self._task = asyncio.create_task(self._run(), name="history")
+
+    async def _read_pin(self) -> Pin | None:
+        """The stored pin; a malformed one (hand-edited) is reported and ignored, never fatal."""
+        assert self.persister is not None
+        try:
+            doc = await asyncio.to_thread(self.persister.read_pin)
+            if not doc:
+                return None
+            return Pin(int(doc["version"]), str(doc.get("reason", "")), float(doc["at"]), str(doc.get("by", "")))
+        except (ValueError, TypeError, KeyError) as exc:
+            if str(exc) != self._pin_error:
+                log.error("the stored pin is malformed (%s); ignoring it", exc)
+            self._pin_error = str(exc)
+            return self.pin
 
     def follow(self, backend: Any) -> None:
         """Watch the pin document (Kubernetes), so a rollback taken by another replica is served here
@@ -193,8 +207,7 @@ class HistoryService:
             head = await asyncio.to_thread(self.persister.read_head)
             if head and self.persister.changed(head):
                 await self._reload()
-        pin_doc = await asyncio.to_thread(self.persister.read_pin)
-        pin = Pin(**pin_doc) if pin_doc else None
+        pin = await self._read_pin()
         if pin != self.pin:
             if pin is not None and not writer and self.history.manifest(pin.version) is None:
                 await self._reload()  # pinned by another replica to a version we have not loaded

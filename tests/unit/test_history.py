@@ -311,3 +311,14 @@ def test_pinned_version_keeps_live_endpoints(harness: Harness) -> None:
     assert any(r.startswith("EDS default/api:80: its Service is gone") for r in err.value.reasons), err.value.reasons
     harness.run(harness.svc.rollback(good, yes=True))
     assert "default/api:80" in harness.served_versions()[rt.ENDPOINT]
+
+
+def test_a_malformed_stored_pin_is_ignored_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "pin").write_text('{"version": "not a number"}')
+    h = Harness(tmp_path)
+    try:
+        assert h.svc.pin is None and "stored pin is malformed" in caplog.text
+        v = h.apply(*backend(), web())
+        assert h.served_versions() == h.source_versions() and v >= 1  # serving the sources
+    finally:
+        h.close()
