@@ -70,7 +70,10 @@ class HistoryApi:
     # -- reading ----------------------------------------------------------------------------------
     async def list(self, request: web.Request) -> web.Response:
         h = self.svc.history
-        limit = int(request.query.get("limit", "0") or 0)
+        try:
+            limit = int(request.query.get("limit", "0") or 0)
+        except ValueError:
+            return _json({"error": "limit must be a number"}, 400)
         records = list(h.records.values())[-limit:] if limit > 0 else list(h.records.values())
         rows = []
         for r in records:
