@@ -76,10 +76,16 @@ def test_routes_serve_backends_merged_across_clusters_and_status_is_written(gw: 
     cls = fk.get("GatewayClass", None, "meridian") or {}
     assert [(c["type"], c["status"]) for c in cls["status"]["conditions"]] == [("Accepted", "True")]
     assert "status" not in (fk.get("GatewayClass", None, "someone-else") or {})  # not ours: untouched
-    status = (fk.get("Gateway", "infra", "web") or {})["status"]
-    assert {c["type"]: c["status"] for c in status["conditions"]} == {"Accepted": "True", "Programmed": "True"}
+    def gateway_conditions() -> dict[str, tuple[str, str]]:
+        status = (fk.get("Gateway", "infra", "web") or {}).get("status") or {}
+        return {c["type"]: (c["status"], c["message"]) for c in status.get("conditions") or []}
+
     # Programmed: the Envoy connected to this control plane has ACKed the listeners and routes.
-    assert "acknowledged by 1 gateway" in {c["type"]: c["message"] for c in status["conditions"]}["Programmed"]
+    wait_until(lambda: gateway_conditions().get("Programmed", ("", ""))[0] == "True", timeout=15,
+               message=f"Gateway never Programmed: {gateway_conditions()}")  # fmt: skip
+    assert gateway_conditions()["Accepted"][0] == "True"
+    assert "acknowledged by 1 gateway" in gateway_conditions()["Programmed"][1]
+    status = (fk.get("Gateway", "infra", "web") or {})["status"]
     assert status["addresses"] == [{"type": "IPAddress", "value": "127.0.0.1"}]
     listeners = {x["name"]: x for x in status["listeners"]}
     # Every route of these tests names this listener; it attaches unless its hostnames miss the listener's
@@ -135,4 +141,5 @@ def test_an_older_httproute_wins_and_the_ingress_gets_a_conflict_event(gw: KubeG
                    and "HTTPRoute" in e.get("message", "") for e in gw.kubes[PRIMARY].objects("Event"))  # fmt: skip
 
     wait_until(conflict_event, timeout=15, message="no Conflict Event on the Ingress that lost")
-    assert parents(gw, "first").get("Accepted") == ("True", "Accepted")
+    wait_until(lambda: parents(gw, "first").get("Accepted") == ("True", "Accepted"), timeout=15,
+               message=f"first: {parents(gw, 'first')}")  # fmt: skip
