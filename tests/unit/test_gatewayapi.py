@@ -363,3 +363,44 @@ def test_grpcroute_matches_and_http2_clusters_in_both_engines() -> None:
         e.stores["c1"].delete("GRPCRoute", "infra", "echo")  # its HTTP/2 clusters go with it
         e.controller.flush()
         assert diff(resources(e.cache), cold_build(objects(BASE), CONFIG)) == ""
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
+@given(st.data())
+def test_the_engine_follows_any_sequence_of_changes(data: st.DataObject) -> None:
+    """Adds and deletes of Gateway API objects, Ingresses, Services and Secrets in any order, flushed one
+    by one or in batches: the engine always serves what a cold build of the objects that exist serves."""
+    leaf = issue_cert(make_ca(), ["shop.example.com", "plain.example.com"])
+    secret = dump_manifests([tls_secret("cert", "infra", leaf.cert, leaf.key)])
+    https = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: tls, namespace: infra}
+spec:
+  gatewayClassName: meridian
+  listeners:
+  - name: any
+    protocol: HTTPS
+    port: 443
+    allowedRoutes: {namespaces: {from: All}}
+    tls: {certificateRefs: [{name: cert}]}
+"""
+    pool = [o for _kind, o in objects(BASE, ROUTES, GRPC, INGRESS % "2024-06-01T00:00:00Z", https, secret)["c1"]]
+    present: dict[int, dict[str, Any]] = {}
+    with engine(["c1"], CONFIG) as e:
+        for _ in range(data.draw(st.integers(4, 14))):
+            i = data.draw(st.integers(0, len(pool) - 1))
+            obj = pool[i]
+            meta = obj["metadata"]
+            if i in present and data.draw(st.booleans()):
+                e.stores["c1"].delete(obj["kind"], meta.get("namespace", ""), meta["name"])
+                del present[i]
+            else:
+                e.stores["c1"].upsert(obj["kind"], obj)
+                present[i] = obj
+            if data.draw(st.booleans()):
+                e.controller.flush()
+                want = cold_build({"c1": [(o["kind"], o) for o in present.values()]}, CONFIG)
+                assert diff(resources(e.cache), want) == ""
+        e.controller.flush()
+        assert diff(resources(e.cache), cold_build({"c1": [(o["kind"], o) for o in present.values()]}, CONFIG)) == ""
