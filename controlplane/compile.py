@@ -141,7 +141,8 @@ class _Frontend:
             if not irs:
                 continue
             try:
-                result = merge_host(host, irs, tls_hosts=frozenset(plan.certs), https_port=self.config.https_port)
+                result = merge_host(host, irs, tls_hosts=frozenset(plan.certs),
+                                    https_port=self.config.public_https_port)  # fmt: skip
             except Exception as exc:  # as the controller: this host is not served, the others are
                 log.exception("building virtual host %r failed", host or "*")
                 self.host_errors[host] = f"internal error building host {host or '*'}: {exc}"

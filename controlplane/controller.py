@@ -65,7 +65,7 @@ class Controller:
         # Per-host VirtualHost bytes, framed as RouteConfiguration.virtual_hosts fields, kept per route
         # table (split into hash partitions at scale): a change re-assembles one partition with one join.
         self.routes = RouteTables(config.route_partitions, self._partitions_metric)
-        self.hosts = HostRoutes(self.routes, config.https_port)
+        self.hosts = HostRoutes(self.routes, config.public_https_port)
         self._ingress_states: dict[IngressRef, str] = {}  # accepted | rejected | ignored, counted incrementally
         self._state_counts: Counter[str] = Counter()
         self.backends = ServiceBackends(self.services, self.variants)

@@ -16,9 +16,19 @@ from dataclasses import dataclass, replace
 from controlplane.ingress import registry
 from controlplane.ingress.annotations.base import Family, valid_re2
 from controlplane.ingress.convert import IngressIR, PathRule
-from controlplane.ir import Finding, Forward, IngressRef, PathMatch, Redirect, Route, VirtualHost
+from controlplane.ir import (
+    DirectResponse,
+    Finding,
+    Forward,
+    HeaderMatch,
+    IngressRef,
+    PathMatch,
+    Redirect,
+    Route,
+    VirtualHost,
+)
 from controlplane.ir.names import vhost_name
-from controlplane.ir.policies import Policy, RegexPaths
+from controlplane.ir.policies import Policy, RegexPaths, SslRedirect
 
 
 @dataclass(frozen=True)
@@ -148,13 +158,50 @@ def merge_host(
 
     https_vhost = VirtualHost(vhost_name(host), domains, tuple(routes), authority)
     if any(redirects.values()):
-        port = None if https_port == 443 else https_port
-        to_https = Redirect(code=308, scheme="https", port=port)
-        http_routes = tuple(replace(r, action=to_https, policies=()) if redirects.get(r.source) else r for r in routes)
-        http_vhost = VirtualHost(vhost_name(host), domains, http_routes, authority)
+        preserve = {ir.ref: _preserves_trailing_slash(ir) for ir in ordered}
+        http_routes: list[Route] = []
+        for r in routes:
+            if redirects.get(r.source):
+                http_routes.extend(https_redirect_routes(r, host, https_port, preserve.get(r.source, False)))
+            else:
+                http_routes.append(r)
+        http_vhost = VirtualHost(vhost_name(host), domains, tuple(http_routes), authority)
     else:
         http_vhost = https_vhost
     return HostResult(http=http_vhost, https=https_vhost, findings=tuple(findings))
+
+
+def https_redirect_routes(route: Route, host: str, https_port: int, preserve_slash: bool) -> list[Route]:
+    """The plain-HTTP routes that send `route`'s requests to HTTPS, as ingress-nginx's lua_ingress:
+    Location `https://<host without port>[:public port]<request URI>`, 308, and unless
+    preserve-trailing-slash one trailing "/" of the request URI (`:path`, query included) dropped."""
+    port = None if https_port == 443 else https_port
+    # A named host replaces the request's Host with its port (nginx drops the port); a wildcard or
+    # catch-all host keeps the request's Host, whose port Envoy drops only when it is :80.
+    named = host if host and not host.startswith("*.") else None
+    to_https = Redirect(code=308, scheme="https", port=port, host=named)
+    plain = replace(route, action=to_https, policies=())
+    if preserve_slash:
+        return [plain]
+    out: list[Route] = []
+    if route.match.kind == "regex" or route.match.value == "/":
+        # "/" becomes the bare origin, which Envoy's redirect action cannot spell (it always sends a path).
+        origin = named or "%REQ(:authority)%"
+        where = f"https://{origin}" + (f":{port}" if port else "")
+        only_root = HeaderMatch(":path", exact="/")
+        # A wildcard/catch-all Host carrying a port keeps the Envoy redirect (nginx would drop the port).
+        guard = () if named else (HeaderMatch(":authority", regex="[^:]*"),)
+        out.append(replace(plain, name=f"{route.name}#root", action=DirectResponse(308, headers=(("location", where),)),
+                           headers=(*route.headers, only_root, *guard)))  # fmt: skip
+    out.append(replace(plain, name=f"{route.name}#slash", action=replace(to_https, strip_trailing_slash=True),
+                       headers=(*route.headers, HeaderMatch(":path", regex=".*/"))))  # fmt: skip
+    out.append(plain)
+    return out
+
+
+def _preserves_trailing_slash(ir: IngressIR) -> bool:
+    ssl = ir.annotations.get(SslRedirect)
+    return ssl is not None and ssl.preserve_trailing_slash
 
 
 def _with_alternative(primary: Route, alt: tuple[IngressIR, PathRule, tuple[Family, Policy]] | None) -> list[Route]:

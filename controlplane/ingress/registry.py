@@ -130,7 +130,6 @@ NOT_APPLICABLE = frozenset(
         "enable-access-log",
         "enable-rewrite-log",
         "service-weight",
-        "preserve-trailing-slash",
     }
 )
 

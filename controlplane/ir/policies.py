@@ -51,11 +51,13 @@ class RewriteTarget:
 
 @dataclass(frozen=True, slots=True)
 class SslRedirect:
-    """`enabled` applies when the host has TLS; `force` even without TLS."""
+    """`enabled` applies when the host has TLS; `force` even without TLS. nginx drops one trailing
+    "/" of the request URI in the Location unless `preserve_trailing_slash`."""
 
     scope: ClassVar[Scope] = "ingress"
     enabled: bool = True
     force: bool = False
+    preserve_trailing_slash: bool = False
 
 
 # -- canary ------------------------------------------------------------------------------------

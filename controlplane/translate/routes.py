@@ -84,8 +84,13 @@ def route_message(route: Route, vhost: VirtualHost, *, default_idle_timeout: int
             rd.https_redirect = True
             if action.port:
                 rd.port_redirect = action.port
+        if action.host:
+            rd.host_redirect = action.host
         if action.path:
             rd.path_redirect = action.path
+        elif action.strip_trailing_slash:
+            rd.regex_rewrite.pattern.regex = "^(.*)/$"
+            rd.regex_rewrite.substitution = "\\1"
         if action.url:
             url_redirect(rd, action.url)
         rd.response_code = _REDIRECT_CODES.get(action.code, rc_pb2.RedirectAction.MOVED_PERMANENTLY)
@@ -93,6 +98,9 @@ def route_message(route: Route, vhost: VirtualHost, *, default_idle_timeout: int
         pb.direct_response.status = action.status
         if action.body:
             pb.direct_response.body.inline_string = action.body
+        for name, value in action.headers:
+            added = pb.response_headers_to_add.add(header={"key": name, "value": value})
+            added.append_action = added.OVERWRITE_IF_EXISTS_OR_ADD
     for feature in FEATURES:
         feature.patch_route(route, pb, vhost)
     return pb

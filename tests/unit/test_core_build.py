@@ -125,7 +125,10 @@ def test_default_backend_is_fallback_of_its_hosts_and_catch_all() -> None:
 def test_ssl_redirect_only_for_tls_hosts_and_forced() -> None:
     ir = build(ingress("r", [rule("h.com", ("/", "Prefix", "s", 80))]))
     res = merge_host("h.com", [ir], tls_hosts=frozenset({"h.com"}), https_port=8443)
-    assert isinstance(res.http.routes[0].action, Redirect) and res.http.routes[0].action.port == 8443
+    root, slash, plain = res.http.routes
+    assert isinstance(root.action, DirectResponse) and root.action.headers == (("location", "https://h.com:8443"),)
+    assert isinstance(slash.action, Redirect) and slash.action.strip_trailing_slash
+    assert isinstance(plain.action, Redirect) and (plain.action.port, plain.action.host) == (8443, "h.com")
     assert isinstance(res.https.routes[0].action, Forward)
     off = build(ingress("r", [rule("h.com", ("/", "Prefix", "s", 80))], annotations={N + "ssl-redirect": "false"}))
     assert isinstance(merge_host("h.com", [off], tls_hosts=frozenset({"h.com"})).http.routes[0].action, Forward)
@@ -133,7 +136,8 @@ def test_ssl_redirect_only_for_tls_hosts_and_forced() -> None:
         ingress("f", [rule("h.com", ("/", "Prefix", "s", 80))], annotations={N + "force-ssl-redirect": "true"})
     )
     res = merge_host("h.com", [forced], tls_hosts=frozenset(), https_port=443)
-    assert isinstance(res.http.routes[0].action, Redirect) and res.http.routes[0].action.port is None
+    assert res.http.routes[0].action == DirectResponse(308, headers=(("location", "https://h.com"),))
+    assert isinstance(res.http.routes[-1].action, Redirect) and res.http.routes[-1].action.port is None
 
 
 def test_regex_mode_spreads_to_the_whole_host() -> None:

@@ -1,0 +1,90 @@
+"""ingress-nginx parity, round 2, end to end through a real Envoy: the exact status, Location and
+headers ingress-nginx gives for HTTPS redirects, permanent/temporal redirects, CORS, invalid canary
+patterns, spec.defaultBackend, the default-backend annotation, regex ordering and server-alias.
+
+One gateway for the module; it runs with the default `--public-https-port` (443), as behind a
+LoadBalancer, so redirect Locations carry no port. Each case has its own host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.certs import issue_cert, make_ca, tls_secret
+from tests.support.gateway import Gateway, ingress, rule
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.e2e
+
+NGINX = "nginx.ingress.kubernetes.io/"
+CA = make_ca("parity CA")
+
+
+def ann(values: dict[str, str]) -> dict[str, str]:
+    return {NGINX + k: v for k, v in values.items()}
+
+
+def simple(name: str, host: str, annotations: dict[str, str], *paths: tuple[str, str, str, int], **kw: Any) -> Any:
+    return ingress(name, [rule(host, *(paths or (("/", "Prefix", "web", 80),)))], annotations=ann(annotations), **kw)
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    g = Gateway(Path(tmp_path_factory.mktemp("parity")))
+    try:
+        g.start()
+        g.backend("web")
+        g.backend("other")
+        cert = issue_cert(CA, ["tls.example.com", "mixed.example.com", "keep.example.com"])
+        g.write("secret.yaml", [tls_secret("parity-tls", "default", cert.cert, cert.key)])
+        tls = [{"hosts": ["tls.example.com", "mixed.example.com", "keep.example.com"], "secretName": "parity-tls"}]
+        g.write("ssl.yaml", [
+            simple("tls", "tls.example.com", {}, tls=tls),
+            simple("keep", "keep.example.com", {"preserve-trailing-slash": "true"}, tls=tls),
+            simple("force", "force.example.com", {"force-ssl-redirect": "true"}),
+            # Per path: one Ingress of the host turns the redirect off for its own path only.
+            simple("mixed", "mixed.example.com", {}, ("/secure", "Prefix", "web", 80), tls=tls),
+            simple("mixed-open", "mixed.example.com", {"ssl-redirect": "false"}, ("/open", "Prefix", "other", 80)),
+        ])  # fmt: skip
+        g.wait_status("force.example.com", "/", 308)
+        yield g
+    finally:
+        g.stop()
+
+
+def location(gw: Gateway, host: str, path: str, status: int = 308, **kw: Any) -> str:
+    r = wait_until(lambda: (x := gw.get(host, path, **kw)).status == status and x, timeout=15,
+                   message=f"{host}{path} never answered {status}")  # fmt: skip
+    return r.headers["Location"]
+
+
+# -- 1. HTTPS redirects name the public HTTPS port (443: no port) ------------------------------------
+def test_ssl_redirect_location_is_https_host_and_request_uri(gw: Gateway) -> None:
+    assert location(gw, "tls.example.com", "/a/b?x=1&y=2") == "https://tls.example.com/a/b?x=1&y=2"
+    # As ingress-nginx (lua_ingress.lua): one trailing "/" of the request URI is dropped...
+    assert location(gw, "tls.example.com", "/dir/") == "https://tls.example.com/dir"
+    assert location(gw, "tls.example.com", "/") == "https://tls.example.com"
+    # ...but not when the URI ends in the query.
+    assert location(gw, "tls.example.com", "/dir/?q=1") == "https://tls.example.com/dir/?q=1"
+    # The client's port in Host is not kept: the public HTTPS port is 443.
+    assert location(gw, "tls.example.com:8080", "/p") == "https://tls.example.com/p"
+
+
+def test_preserve_trailing_slash_keeps_the_uri(gw: Gateway) -> None:
+    assert location(gw, "keep.example.com", "/dir/") == "https://keep.example.com/dir/"
+    assert location(gw, "keep.example.com", "/") == "https://keep.example.com/"
+
+
+def test_force_ssl_redirect_without_tls(gw: Gateway) -> None:
+    assert location(gw, "force.example.com", "/f/?a=b") == "https://force.example.com/f/?a=b"
+    assert location(gw, "force.example.com", "/f/") == "https://force.example.com/f"
+
+
+def test_ssl_redirect_per_path(gw: Gateway) -> None:
+    assert location(gw, "mixed.example.com", "/secure/x") == "https://mixed.example.com/secure/x"
+    r = gw.get("mixed.example.com", "/open/x")
+    assert r.status == 200 and r.json()["service"] == "other"
