@@ -50,6 +50,22 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             simple("mixed", "mixed.example.com", {}, ("/secure", "Prefix", "web", 80), tls=tls),
             simple("mixed-open", "mixed.example.com", {"ssl-redirect": "false"}, ("/open", "Prefix", "other", 80)),
         ])  # fmt: skip
+        g.write("redirects.yaml", [
+            simple("r-bare", "r-bare.example.com", {"permanent-redirect": "http://redirect.example.com"}),
+            simple("r-exact", "r-exact.example.com", {"permanent-redirect": "https://new.example.com/a/?x=1&y=%20"}),
+            simple("r-308", "r-308.example.com", {"permanent-redirect": "https://new.example.com/p",
+                                                  "permanent-redirect-code": "308"}),
+            simple("r-bad-code", "r-bad-code.example.com", {"permanent-redirect": "https://new.example.com",
+                                                            "permanent-redirect-code": "399"}),
+            simple("r-temp", "r-temp.example.com", {"temporal-redirect": "https://t.example.com/t?q",
+                                                    "permanent-redirect": "https://p.example.com"}),
+            simple("r-temp-307", "r-temp-307.example.com", {"temporal-redirect": "https://t.example.com",
+                                                            "temporal-redirect-code": "307"}),
+            simple("r-temp-bad", "r-temp-bad.example.com", {"temporal-redirect": "https://t.example.com",
+                                                            "temporal-redirect-code": "308"}),
+            simple("r-300", "r-300.example.com", {"permanent-redirect": "https://new.example.com",
+                                                  "permanent-redirect-code": "300"}),
+        ])  # fmt: skip
         g.wait_status("force.example.com", "/", 308)
         yield g
     finally:
@@ -88,3 +104,26 @@ def test_ssl_redirect_per_path(gw: Gateway) -> None:
     assert location(gw, "mixed.example.com", "/secure/x") == "https://mixed.example.com/secure/x"
     r = gw.get("mixed.example.com", "/open/x")
     assert r.status == 200 and r.json()["service"] == "other"
+
+
+# -- 2. permanent-redirect / temporal-redirect: `return <code> <URL>` -------------------------------
+@pytest.mark.parametrize(
+    ("host", "status", "where"),
+    [
+        ("r-bare", 301, "http://redirect.example.com"),  # no "/" added
+        ("r-exact", 301, "https://new.example.com/a/?x=1&y=%20"),  # path and query as written
+        ("r-308", 308, "https://new.example.com/p"),
+        ("r-bad-code", 301, "https://new.example.com"),  # 399 is outside 300-308: the default
+        ("r-temp", 302, "https://t.example.com/t?q"),  # temporal wins over permanent
+        ("r-temp-307", 307, "https://t.example.com"),
+        ("r-temp-bad", 302, "https://t.example.com"),  # 308 is outside 300-307: the default
+    ],
+)
+def test_url_redirect_location_is_the_annotation(gw: Gateway, host: str, status: int, where: str) -> None:
+    # The request's own path and query never leak into the Location.
+    assert location(gw, f"{host}.example.com", "/some/path?z=9", status) == where
+
+
+def test_url_redirect_code_without_location_sends_the_url_as_body(gw: Gateway) -> None:
+    r = wait_until(lambda: (x := gw.get("r-300.example.com", "/")).status == 300 and x, timeout=15)
+    assert "Location" not in r.headers and r.text == "https://new.example.com"

@@ -9,7 +9,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 
 from controlplane.ingress.annotations.base import ParseContext
-from controlplane.ingress.annotations.redirects import app_root_routes, nearest_envoy_code
+from controlplane.ingress.annotations.redirects import app_root_routes
 from controlplane.ingress.registry import parse_annotations, uses_service_address
 from controlplane.ir import Forward, IngressRef, PathMatch, Route, ServiceCluster, VirtualHost, WeightedCluster
 from controlplane.ir.policies import (
@@ -69,7 +69,7 @@ def test_redirect_codes_and_precedence() -> None:
     p = parse({"permanent-redirect": "https://a.example.com/x"})
     assert p.get(UrlRedirect) == UrlRedirect("https://a.example.com/x", 301)
     p = parse({"permanent-redirect": "https://a.example.com/", "permanent-redirect-code": "305"})
-    assert p.get(UrlRedirect).code == 307 and levels(p, "permanent-redirect-code") == ["warning"]
+    assert p.get(UrlRedirect).code == 305 and levels(p, "permanent-redirect-code") == ["converted"]
     p = parse({"permanent-redirect": "https://a.example.com/", "permanent-redirect-code": "399"})
     assert p.get(UrlRedirect).code == 301 and "warning" in levels(p, "permanent-redirect-code")
     p = parse({"temporal-redirect": "http://t.example.com/", "permanent-redirect": "https://p.example.com/"})
@@ -78,20 +78,18 @@ def test_redirect_codes_and_precedence() -> None:
     p = parse({"temporal-redirect": "http://t.example.com/", "temporal-redirect-code": "308"})
     assert p.get(UrlRedirect).code == 302  # 308 is outside 300-307: default
     assert parse({"permanent-redirect": "not a url"}).get(UrlRedirect) is None
-    assert [nearest_envoy_code(c) for c in (300, 304, 305, 306)] == [301, 303, 307, 307]
 
 
 def test_redirect_route_and_app_root() -> None:
-    pb = route_pb(parse({"permanent-redirect": "https://a.example.com:8443/x?y=1", "permanent-redirect-code": "308"}))
-    assert pb.WhichOneof("action") == "redirect"
-    rd = pb.redirect
-    assert (rd.scheme_redirect, rd.host_redirect, rd.port_redirect, rd.path_redirect) == (
-        "https",
-        "a.example.com",
-        8443,
-        "/x?y=1",
-    )
-    assert rd.response_code == rc_pb2.RedirectAction.PERMANENT_REDIRECT
+    pb = route_pb(parse({"permanent-redirect": "https://a.example.com:8443/x?y=1%20",
+                         "permanent-redirect-code": "308"}))  # fmt: skip
+    assert pb.WhichOneof("action") == "direct_response" and pb.direct_response.status == 308
+    (loc,) = pb.response_headers_to_add
+    assert (loc.header.key, loc.header.value) == ("location", "https://a.example.com:8443/x?y=1%%20")
+    # nginx `return 305 URL` sends the URL as the body, without Location.
+    pb = route_pb(parse({"permanent-redirect": "http://a.example.com", "permanent-redirect-code": "305"}))
+    assert pb.direct_response.status == 305 and pb.direct_response.body.inline_string == "http://a.example.com"
+    assert list(pb.response_headers_to_remove) == ["location"] and not pb.response_headers_to_add
     p = parse({"app-root": "/app"})
     root = p.get(AppRoot)
     (extra,) = app_root_routes(root, "h", REF)
