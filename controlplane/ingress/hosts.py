@@ -28,7 +28,7 @@ from controlplane.ir import (
     VirtualHost,
 )
 from controlplane.ir.names import vhost_name
-from controlplane.ir.policies import Policy, RegexPaths, SslRedirect
+from controlplane.ir.policies import Cors, Policy, RegexPaths, SslRedirect
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,9 @@ def https_redirect_routes(route: Route, host: str, https_port: int, preserve_sla
     # catch-all host keeps the request's Host, whose port Envoy drops only when it is :80.
     named = host if host and not host.startswith("*.") else None
     to_https = Redirect(code=308, scheme="https", port=port, host=named)
-    plain = replace(route, action=to_https, policies=())
+    # CORS stays: nginx answers its preflight (a rewrite-phase `return`) before lua_ingress redirects,
+    # and sets its headers on the redirect too.
+    plain = replace(route, action=to_https, policies=tuple(p for p in route.policies if isinstance(p, Cors)))
     if preserve_slash:
         return [plain]
     out: list[Route] = []

@@ -53,7 +53,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry(CanaryFamily()),  # hooks: alternative, alternative_routes
     Entry(SslPassthroughFamily()),  # hook: passes_tls_through
     Entry(RedirectFamily(), ("redirects",)),  # hook: extra_routes (app-root)
-    Entry(CorsFamily(), ("cors",)),
+    Entry(CorsFamily(), ("cors", "response-headers")),
     Entry(TimeoutsFamily(), ("timeouts",)),
     Entry(LoadBalancingFamily(), ("load-balancing",)),
     Entry(BackendFamily(), ("backend",)),  # hook: uses_service_address (service-upstream)

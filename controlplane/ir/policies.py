@@ -230,14 +230,15 @@ DEFAULT_HEADERS = (
 DEFAULT_MAX_AGE = 1728000
 
 
-ORIGIN = re.compile(r"^(https?)://(\*\.)?([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)(:\d{1,5})?$")
-
-
 @dataclass(frozen=True, slots=True)
 class Cors:
-    """`origins` empty means any origin; otherwise each is exact or has a one-label `*.` wildcard."""
+    """CORS as ingress-nginx's nginx.tmpl: when the request's Origin is allowed (any origin when
+    `any_origin`, else a listed one, `*.` standing for one label, matched case-insensitively at the end
+    of the Origin as nginx's `~* (...)$`), every response of the route carries the CORS headers and an
+    OPTIONS request is answered 204 by the gateway. With no allowed origin nothing is added."""
 
     scope: ClassVar[Scope] = "route"
+    any_origin: bool = True
     origins: tuple[str, ...] = ()
     methods: str = DEFAULT_METHODS
     headers: str = DEFAULT_HEADERS
@@ -245,19 +246,32 @@ class Cors:
     credentials: bool = True
     max_age: int = DEFAULT_MAX_AGE
 
-    def origin_patterns(self) -> tuple[tuple[str, str], ...]:
-        """(kind, value) matchers: ("any", ""), ("exact", origin) or ("regex", RE2 full match)."""
-        if not self.origins:
-            return (("any", ""),)
-        out = []
-        for o in self.origins:
-            m = ORIGIN.match(o)
-            if m and m.group(2):
-                rest = re.escape(m.group(3)) + re.escape(m.group(4) or "")
-                out.append(("regex", f"{m.group(1)}://[^.]+\\.{rest}"))
-            else:
-                out.append(("exact", o))
+    def origin_regex(self) -> str | None:
+        """RE2 full-match pattern for the Origin header (nginx's regex search), or None for any origin."""
+        if self.any_origin:
+            return None
+        alternatives = "|".join(f"({re.escape(o).replace(re.escape('*'), '[A-Za-z0-9-]+', 1)})" for o in self.origins)
+        return f"(?i).*(?:{alternatives})"
+
+    def response_headers(self, allow_origin: str) -> tuple[tuple[str, str], ...]:
+        """The headers nginx sets on every response, in its order (`allow_origin` is `*` or the Origin)."""
+        out = [("Access-Control-Allow-Origin", allow_origin)]
+        if self.credentials:
+            out.append(("Access-Control-Allow-Credentials", "true"))
+        out += [("Access-Control-Allow-Methods", self.methods), ("Access-Control-Allow-Headers", self.headers)]
+        if self.expose_headers:
+            out.append(("Access-Control-Expose-Headers", self.expose_headers))
+        out.append(("Access-Control-Max-Age", str(self.max_age)))
         return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHeaders:
+    """Headers set on every response of the route, replacing the backend's (nginx more_set_headers).
+    A value may use Envoy's %REQ(...)% formatters."""
+
+    scope: ClassVar[Scope] = "route"
+    headers: tuple[tuple[str, str], ...]
 
 
 # -- errors ------------------------------------------------------------------------------------

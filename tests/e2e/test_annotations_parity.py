@@ -66,6 +66,13 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             simple("r-300", "r-300.example.com", {"permanent-redirect": "https://new.example.com",
                                                   "permanent-redirect-code": "300"}),
         ])  # fmt: skip
+        g.write("cors.yaml", [
+            simple("cors-any", "cors-any.example.com", {"enable-cors": "true"}),
+            simple("cors-list", "cors-list.example.com", {
+                "enable-cors": "true", "cors-allow-origin": "https://a.example.com, https://*.b.example.com:8443",
+                "cors-allow-methods": "GET, POST", "cors-expose-headers": "X-Echo-Pod, X-Other",
+                "cors-allow-credentials": "false", "cors-max-age": "600"}),
+        ])  # fmt: skip
         g.wait_status("force.example.com", "/", 308)
         yield g
     finally:
@@ -127,3 +134,61 @@ def test_url_redirect_location_is_the_annotation(gw: Gateway, host: str, status:
 def test_url_redirect_code_without_location_sends_the_url_as_body(gw: Gateway) -> None:
     r = wait_until(lambda: (x := gw.get("r-300.example.com", "/")).status == 300 and x, timeout=15)
     assert "Location" not in r.headers and r.text == "https://new.example.com"
+
+
+# -- 3. CORS as nginx.tmpl's CORS template ---------------------------------------------------------
+DEFAULT_CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Credentials": "true",
+    "Access-Control-Allow-Methods": "GET, PUT, POST, DELETE, PATCH, OPTIONS",
+    "Access-Control-Allow-Headers": "DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,"
+    "Content-Type,Range,Authorization",
+    "Access-Control-Max-Age": "1728000",
+}
+
+
+def cors_headers(headers: Any) -> dict[str, str]:
+    """The CORS headers by lower-case name (HTTP/1 header names are case-insensitive)."""
+    return {k.lower(): v for k, v in headers.items() if k.lower().startswith("access-control-")}
+
+
+def lower(headers: dict[str, str]) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}
+
+
+def test_cors_any_origin_on_every_response(gw: Gateway) -> None:
+    r = wait_until(lambda: (x := gw.get("cors-any.example.com", "/x")).status == 200 and x, timeout=15)
+    assert r.json()["service"] == "web" and cors_headers(r.headers) == lower(DEFAULT_CORS)  # no Origin needed
+    r = gw.get("cors-any.example.com", "/x", headers={"Origin": "https://anything.example.org"})
+    assert cors_headers(r.headers) == lower(DEFAULT_CORS)
+    # Any OPTIONS is a preflight the gateway answers: 204, no body, never the backend.
+    pre = gw.get("cors-any.example.com", "/x", method="OPTIONS", headers={"Origin": "https://o.example.org"})
+    assert pre.status == 204 and pre.body == b"" and "X-Echo-Service" not in pre.headers
+    assert cors_headers(pre.headers) == lower(DEFAULT_CORS)
+    # nginx.tmpl sets Content-Type and Content-Length: 0, but nginx's header filter drops both from a 204
+    # (ngx_http_header_filter: NO_CONTENT nulls content_type and content_length); so does Envoy.
+    assert "Content-Length" not in pre.headers and "Content-Type" not in pre.headers
+
+
+def test_cors_listed_origins(gw: Gateway) -> None:
+    want = {
+        "Access-Control-Allow-Methods": "GET, POST",
+        "Access-Control-Allow-Headers": DEFAULT_CORS["Access-Control-Allow-Headers"],
+        "Access-Control-Expose-Headers": "X-Echo-Pod, X-Other",  # verbatim
+        "Access-Control-Max-Age": "600",
+    }  # and no Allow-Credentials: cors-allow-credentials is false
+    host = "cors-list.example.com"
+    wait_until(lambda: gw.get(host, "/").status == 200, timeout=15)
+    for origin in ("https://a.example.com", "HTTPS://A.Example.COM", "https://x.b.example.com:8443"):
+        r = gw.get(host, "/p", headers={"Origin": origin})
+        assert r.status == 200 and cors_headers(r.headers) == lower({"Access-Control-Allow-Origin": origin, **want}), origin
+        pre = gw.get(host, "/p", method="OPTIONS", headers={"Origin": origin})
+        assert pre.status == 204 and cors_headers(pre.headers) == lower({"Access-Control-Allow-Origin": origin, **want})
+    # Other origins (a second label, another port, none at all) get no CORS headers, and their OPTIONS
+    # goes to the backend like any request.
+    for headers in ({"Origin": "https://evil.example.com"}, {"Origin": "https://x.y.b.example.com:8443"},
+                    {"Origin": "https://x.b.example.com"}, {}):  # fmt: skip
+        r = gw.get(host, "/p", headers=headers)
+        assert r.status == 200 and cors_headers(r.headers) == {}, headers
+        r = gw.get(host, "/p", method="OPTIONS", headers=headers)
+        assert r.status == 200 and r.json()["service"] == "web" and cors_headers(r.headers) == {}, headers

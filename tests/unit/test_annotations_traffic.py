@@ -13,6 +13,7 @@ from controlplane.ingress.annotations.redirects import app_root_routes
 from controlplane.ingress.registry import parse_annotations, uses_service_address
 from controlplane.ir import Forward, IngressRef, PathMatch, Route, ServiceCluster, VirtualHost, WeightedCluster
 from controlplane.ir.policies import (
+    DEFAULT_HEADERS,
     DEFAULT_MAX_AGE,
     AppRoot,
     ConnectTimeout,
@@ -100,21 +101,34 @@ def test_redirect_route_and_app_root() -> None:
 # -- CORS ---------------------------------------------------------------------------------------
 def test_cors_defaults_and_origins() -> None:
     assert parse({"cors-allow-origin": "*"}).get(Cors) is None  # needs enable-cors
-    p = parse({"enable-cors": "true"})
+    cors = parse({"enable-cors": "true", "cors-allow-origin": "   "}).get(Cors)
+    assert cors.any_origin and cors.credentials is True and cors.max_age == DEFAULT_MAX_AGE
+    p = parse({"enable-cors": "true", "cors-allow-origin": "https://a.com, https://*.b.com:8443, b.com,"})
     cors = p.get(Cors)
-    assert cors.origins == () and cors.credentials is True and cors.max_age == DEFAULT_MAX_AGE
-    p = parse({"enable-cors": "true", "cors-allow-origin": "https://a.com, https://*.b.com:8443, bad origin"})
+    assert not cors.any_origin and cors.origins == ("https://a.com", "https://*.b.com:8443")
+    assert levels(p, "cors-allow-origin") == ["warning"]  # b.com has no scheme: skipped
+    assert cors.origin_regex() == r"(?i).*(?:(https://a\.com)|(https://[A-Za-z0-9-]+\.b\.com:8443))"
+    # A list that fails ingress-nginx's validation as a whole means any origin.
+    assert parse({"enable-cors": "true", "cors-allow-origin": "https://a.com/path"}).get(Cors).any_origin
+    p = parse({"enable-cors": "true", "cors-allow-origin": "https://a.com, *", "cors-max-age": "x",
+               "cors-allow-methods": "GET, POST", "cors-allow-headers": "X-A;", "cors-expose-headers": "X-B, X-C"})
     cors = p.get(Cors)
-    assert cors.origins == ("https://a.com", "https://*.b.com:8443")
-    assert levels(p, "cors-allow-origin") == ["warning"]
-    assert cors.origin_patterns() == (("exact", "https://a.com"), ("regex", r"https://[^.]+\.b\.com:8443"))
-    p = parse({"enable-cors": "true", "cors-allow-origin": "https://a.com, *", "cors-max-age": "x"})
-    assert p.get(Cors).origins == () and p.get(Cors).max_age == DEFAULT_MAX_AGE
-    assert levels(p, "cors-max-age") == ["warning"]
-    pb = route_pb(parse({"enable-cors": "true", "cors-allow-credentials": "false"}))
-    assert "envoy.filters.http.cors" in pb.typed_per_filter_config
+    assert cors.any_origin and cors.max_age == DEFAULT_MAX_AGE and levels(p, "cors-max-age") == ["warning"]
+    assert (cors.methods, cors.headers, cors.expose_headers) == ("GET, POST", DEFAULT_HEADERS, "X-B, X-C")
 
 
+def test_cors_routes_answer_preflights_and_add_headers() -> None:
+    route = Route("r", PathMatch("prefix", "/"), Forward((WeightedCluster("c", 100),)), REF,
+                  policies=parse({"enable-cors": "true", "cors-allow-credentials": "false",
+                                  "cors-allow-origin": "https://a.com"}).route)  # fmt: skip
+    pb = vhost_message(VirtualHost("h", ("h",), (route,)))
+    pre, allowed, plain = pb.routes
+    assert [h.name for h in pre.match.headers] == [":method", "origin"] and pre.direct_response.status == 204
+    got = {h.header.key: h.header.value for h in pre.response_headers_to_add}
+    assert got["Access-Control-Allow-Origin"] == "%REQ(origin)%" and "Access-Control-Allow-Credentials" not in got
+    assert got["Content-Length"] == "0" and got["Access-Control-Max-Age"] == str(DEFAULT_MAX_AGE)
+    assert allowed.route.cluster == "c" and len(allowed.response_headers_to_add) == 4
+    assert plain.route.cluster == "c" and not plain.match.headers and not plain.response_headers_to_add
 # -- timeouts and retries -------------------------------------------------------------------------------
 def test_timeouts_and_retries() -> None:
     p = parse({"proxy-connect-timeout": "2", "proxy-read-timeout": "30s", "proxy-send-timeout": "1m"})
