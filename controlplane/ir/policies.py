@@ -69,6 +69,9 @@ class Canary:
     header: str | None = None
     header_value: str | None = None
     header_pattern: str | None = None
+    # The pattern does not compile: as ingress-nginx's balancer.lua (ngx.re.match returns an error),
+    # a request carrying the header stays on the main Service and skips the cookie and weight rules.
+    header_pattern_invalid: bool = False
     cookie: str | None = None
     weight: int = 0
     weight_total: int = 100

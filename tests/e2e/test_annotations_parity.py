@@ -73,6 +73,20 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
                 "cors-allow-methods": "GET, POST", "cors-expose-headers": "X-Echo-Pod, X-Other",
                 "cors-allow-credentials": "false", "cors-max-age": "600"}),
         ])  # fmt: skip
+        canary = {"canary": "true", "canary-by-header": "X-Canary"}
+        g.write("canary.yaml", [
+            simple("cb-main", "canary-bad.example.com", {}),
+            simple("cb-canary", "canary-bad.example.com", {**canary, "canary-by-header-pattern": "foo(",
+                                                           "canary-by-cookie": "beta", "canary-weight": "100"},
+                   ("/", "Prefix", "other", 80)),
+            simple("cn-main", "canary-never.example.com", {}),
+            simple("cn-canary", "canary-never.example.com", {**canary, "canary-by-header-pattern": "[a-"},
+                   ("/", "Prefix", "other", 80)),
+            simple("cv-main", "canary-valid.example.com", {}),
+            simple("cv-canary", "canary-valid.example.com", {**canary, "canary-by-header-pattern": "^(beta|gamma)$",
+                                                            "canary-by-cookie": "beta"},
+                   ("/", "Prefix", "other", 80)),
+        ])  # fmt: skip
         g.wait_status("force.example.com", "/", 308)
         yield g
     finally:
@@ -193,3 +207,40 @@ def test_cors_listed_origins(gw: Gateway) -> None:
         assert r.status == 200 and cors_headers(r.headers) == {}, headers
         r = gw.get(host, "/p", method="OPTIONS", headers=headers)
         assert r.status == 200 and r.json()["service"] == "web" and cors_headers(r.headers) == {}, headers
+
+
+# -- 8. canary-by-header-pattern that is not a valid regex ---------------------------------------------
+def served_by(gw: Gateway, host: str, headers: dict[str, str]) -> str:
+    r = gw.get(host, "/", headers=headers)
+    assert r.status == 200, r
+    return str(r.json()["service"])
+
+
+def test_invalid_canary_pattern_keeps_requests_with_the_header_on_main(gw: Gateway) -> None:
+    host = "canary-bad.example.com"
+    gw.wait_served_by(host, "/", "other")  # no header, no cookie: canary-weight 100
+    # balancer.lua: ngx.re.match fails -> `return false`, before the cookie and weight are looked at.
+    for value in ("foo(", "always", "anything"):
+        assert served_by(gw, host, {"X-Canary": value}) == "web", value
+        assert served_by(gw, host, {"X-Canary": value, "Cookie": "beta=always"}) == "web", value
+    # Without the header the cookie and the weight still decide.
+    assert served_by(gw, host, {"Cookie": "a=1; beta=always"}) == "other"
+    assert served_by(gw, host, {"Cookie": "beta=never"}) == "web"
+    assert served_by(gw, host, {}) == "other"
+    # Without cookie or weight the canary never gets traffic at all.
+    host = "canary-never.example.com"
+    gw.wait_served_by(host, "/", "web")
+    for headers in ({"X-Canary": "always"}, {"X-Canary": "[a-"}, {}):
+        assert served_by(gw, host, headers) == "web", headers
+    report = gw.wait_report("cb-canary", lambda r: any(f["key"] == "canary-by-header-pattern" for f in r["findings"]))
+    finding = next(f for f in report["findings"] if f["key"] == "canary-by-header-pattern")
+    assert finding["level"] == "warning" and "main Service" in finding["message"]
+
+
+def test_valid_canary_pattern_falls_through_to_cookie(gw: Gateway) -> None:
+    host = "canary-valid.example.com"
+    gw.wait_served_by(host, "/", "other", headers={"X-Canary": "beta"})
+    assert served_by(gw, host, {"X-Canary": "gamma"}) == "other"
+    assert served_by(gw, host, {"X-Canary": "always"}) == "web"  # a pattern replaces always/never
+    assert served_by(gw, host, {"X-Canary": "delta", "Cookie": "beta=always"}) == "other"  # no match: cookie
+    assert served_by(gw, host, {}) == "web"

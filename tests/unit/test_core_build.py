@@ -14,7 +14,7 @@ from controlplane.controller import Controller, GatewayConfig
 from controlplane.ingress.classes import ClassPolicy
 from controlplane.ingress.convert import Lookups, build_ingress
 from controlplane.ingress.hosts import host_domains, merge_host, path_match
-from controlplane.ir import DirectResponse, Forward, IngressRef, Redirect
+from controlplane.ir import DirectResponse, Forward, HeaderMatch, IngressRef, Redirect
 from controlplane.metrics import Metrics
 from controlplane.services import ServiceIndex
 from controlplane.sources.files import FileSource, ManifestError, parse_manifests
@@ -166,6 +166,18 @@ def test_canary_weight_and_header_routes() -> None:
     split = routes[2].action
     assert isinstance(split, Forward) and split.total_weight == 200
     assert [(w.cluster, w.weight) for w in split.clusters] == [("default/s:80", 170), ("default/t:80", 30)]
+    # A pattern that does not compile: the header keeps requests on the primary, before cookie and weight.
+    bad = build(ingress("c", [rule("h.com", ("/", "Prefix", "t", 80))], created="2024-02-01T00:00:00Z",
+                        annotations={N + "canary": "true", N + "canary-by-header": "X-C", N + "canary-weight": "50",
+                                     N + "canary-by-header-pattern": "a(", N + "canary-by-cookie": "k"}))  # fmt: skip
+    first, *rest = merge_host("h.com", [bad, primary], tls_hosts=frozenset()).https.routes
+    assert first.headers == (HeaderMatch("x-c", present=True),) and clusters_of(first) == ["default/s:80"]
+    assert [r.headers[0].name for r in rest if r.headers] == ["cookie", "cookie"] and len(rest) == 3
+    # Characters ingress-nginx's validator refuses: the pattern is dropped, always/never apply.
+    odd = build(ingress("c", [rule("h.com", ("/", "Prefix", "t", 80))], annotations={
+        N + "canary": "true", N + "canary-by-header": "X-C", N + "canary-by-header-pattern": "a b"}))  # fmt: skip
+    assert [r.headers[0].exact for r in merge_host("h.com", [odd, primary], tls_hosts=frozenset()).https.routes
+            if r.headers] == ["always", "never"]  # fmt: skip
     # The canary alone creates nothing.
     lonely = merge_host("h.com", [canary], tls_hosts=frozenset())
     assert lonely.https.routes == () and lonely.findings[0][1].level == "warning"

@@ -24,6 +24,18 @@ CANARY_KEYS = (
 )
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+# ingress-nginx's validators (parser.BasicCharsRegex, parser.IsValidRegex): other values are dropped.
+_BASIC_CHARS = re.compile(r"^[/\-._~a-zA-Z0-9/:]*$")
+_REGEX_CHARS = re.compile(r"^[/\-._~a-zA-Z0-9/:^$\[\](){}*+?|&=\\]*$")
+
+
+def _compiles(pattern: str) -> bool:
+    """Whether a PCRE-like engine accepts the pattern (Python's re stands in for PCRE)."""
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
 
 
 class CanaryFamily(Family):
@@ -48,18 +60,30 @@ class CanaryFamily(Family):
             ctx.warn("canary-by-header", f"invalid header name {header!r}; ignored")
             header = None
         value = ann.get("canary-by-header-value") or None
+        if value is not None and not _BASIC_CHARS.match(value):
+            ctx.warn(
+                "canary-by-header-value", f"invalid value {value!r} (ingress-nginx allows [-._~a-zA-Z0-9/:]); ignored"
+            )
+            value = None
         pattern = ann.get("canary-by-header-pattern") or None
-        if pattern is not None and not valid_re2(pattern):
-            ctx.warn("canary-by-header-pattern", f"invalid regular expression {pattern!r}; ignored")
+        pattern_invalid = False
+        if pattern is not None and not _REGEX_CHARS.match(pattern):
+            ctx.warn("canary-by-header-pattern", f"invalid characters in {pattern!r}; ignored")
             pattern = None
-        if value and pattern:
+        elif pattern is not None and not valid_re2(pattern):
+            pattern_invalid = True
+            why = "is not a valid regular expression" if not _compiles(pattern) else "is not RE2 (Envoy cannot run it)"
+            ctx.warn("canary-by-header-pattern", f"{pattern!r} {why}: as ingress-nginx, a request with the header "
+                     "stays on the main Service (cookie and weight are not consulted)")  # fmt: skip
+        if value and (pattern or pattern_invalid):
             ctx.warn("canary-by-header-pattern", "ignored because canary-by-header-value is set")
-            pattern = None
+            pattern, pattern_invalid = None, False
         if header is None:
             for k in ("canary-by-header-value", "canary-by-header-pattern"):
                 if ann.has(k):
                     ctx.warn(k, "ignored without canary-by-header")
             value = pattern = None
+            pattern_invalid = False
         cookie = ann.get("canary-by-cookie") or None
         total = ctx.integer(ann, "canary-weight-total", 100, minimum=1, maximum=1_000_000)
         weight = ctx.integer(ann, "canary-weight", 0, minimum=0)
@@ -74,6 +98,7 @@ class CanaryFamily(Family):
                 header=header,
                 header_value=value,
                 header_pattern=pattern,
+                header_pattern_invalid=pattern_invalid,
                 cookie=cookie,
                 weight=weight,
                 weight_total=total,
@@ -95,6 +120,10 @@ class CanaryFamily(Family):
             h = spec.header.lower()
             if spec.header_value:
                 out.append(replace(to_canary, headers=(HeaderMatch(h, exact=spec.header_value),)))
+            elif spec.header_pattern_invalid:
+                out.append(
+                    replace(primary, name=primary.name + "~pattern-error", headers=(HeaderMatch(h, present=True),))
+                )
             elif spec.header_pattern:
                 out.append(replace(to_canary, headers=(HeaderMatch(h, regex=f".*(?:{spec.header_pattern}).*"),)))
             else:
