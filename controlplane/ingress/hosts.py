@@ -3,7 +3,8 @@
 Implements the ingress-nginx rules users rely on: oldest Ingress wins a
 host+path+pathType conflict (the loser is reported), regex mode spreads to the
 whole host, canaries attach to the primary with the same host/path/pathType,
-`spec.defaultBackend` is the fallback of the hosts its Ingress names, and
+`spec.defaultBackend` is the fallback of the hosts its Ingress names (the catch-all only
+without rules), and
 plain-HTTP requests for TLS hosts are redirected.
 """
 
@@ -103,17 +104,23 @@ def merge_host(
             else:
                 primaries[key] = (ir, rule)
 
-    # spec.defaultBackend: fallback of the hosts its Ingress names (and of the catch-all).
+    # spec.defaultBackend, as ingress-nginx's createServers: a host's root location is the default backend
+    # of the oldest (non-canary) Ingress naming the host, if it has one; the catch-all's is that of the
+    # oldest Ingress with a default backend and no rules at all (unknown hosts otherwise get a 404).
     if ("/", "Prefix") not in primaries:
         for ir in ordered:
-            if ir.default_backend is None or alternatives[ir.ref]:
+            if alternatives[ir.ref]:
                 continue
-            if host in ir.hosts or host == "":
+            if host == "" and (ir.rules or ir.default_backend is None):
+                continue
+            if host != "" and host not in ir.hosts:
+                continue
+            if ir.default_backend is not None:
                 primaries[("/", "Prefix")] = (
                     ir,
                     PathRule(host, "/", "Prefix", ir.default_backend, "defaultBackend", ir.default_backend_cluster),
                 )
-                break
+            break
 
     canary_by_key: dict[tuple[str, str], tuple[IngressIR, PathRule, tuple[Family, Policy]]] = {}
     for ir, rule, canary in canaries:

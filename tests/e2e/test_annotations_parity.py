@@ -244,3 +244,29 @@ def test_valid_canary_pattern_falls_through_to_cookie(gw: Gateway) -> None:
     assert served_by(gw, host, {"X-Canary": "always"}) == "web"  # a pattern replaces always/never
     assert served_by(gw, host, {"X-Canary": "delta", "Cookie": "beta=always"}) == "other"  # no match: cookie
     assert served_by(gw, host, {}) == "web"
+
+
+# -- 7. spec.defaultBackend: the catch-all only without rules ------------------------------------------
+def test_default_backend_with_rules_is_the_fallback_of_its_hosts_only(gw: Gateway) -> None:
+    gw.write("default-backend.yaml", [
+        ingress("db-rules", [rule("db.example.com", ("/app", "Prefix", "web", 80))], default_backend=("other", 80)),
+    ])  # fmt: skip
+    gw.wait_served_by("db.example.com", "/elsewhere", "other")
+    assert served_by_path(gw, "db.example.com", "/app/x") == "web"
+    # Unknown hosts get the controller's 404, not this Ingress's default backend.
+    r = gw.get("unknown.example.com", "/app")
+    assert r.status == 404 and "X-Echo-Service" not in r.headers
+    try:
+        # An Ingress with a default backend and no rules is the catch-all.
+        gw.write("catch-all.yaml", [ingress("catch-all", default_backend=("web", 80))])
+        gw.wait_served_by("unknown.example.com", "/anything", "web")
+        assert served_by_path(gw, "db.example.com", "/elsewhere") == "other"  # its own fallback still wins
+    finally:
+        gw.remove("catch-all.yaml")
+        gw.wait_status("unknown.example.com", "/", 404)
+
+
+def served_by_path(gw: Gateway, host: str, path: str) -> str:
+    r = gw.get(host, path)
+    assert r.status == 200, r
+    return str(r.json()["service"])

@@ -116,8 +116,14 @@ def test_default_backend_is_fallback_of_its_hosts_and_catch_all() -> None:
     ir = build(ingress("d", [rule("h.com", ("/app", "Prefix", "s", 80))], default_backend=("t", 80)))
     h = merge_host("h.com", [ir], tls_hosts=frozenset()).https.routes
     assert [(r.match.value, clusters_of(r)) for r in h] == [("/app", ["default/s:80"]), ("/", ["default/t:80"])]
-    c = merge_host("", [ir], tls_hosts=frozenset()).https.routes
-    assert [clusters_of(r) for r in c] == [["default/t:80"]]
+    # With rules it is not the catch-all (ingress-nginx: only an Ingress without rules configures "_").
+    assert merge_host("", [ir], tls_hosts=frozenset()).https.routes == ()
+    only = build(ingress("o", default_backend=("u", 80), created="2030-01-01T00:00:00Z"), index_with(*svc("u")))
+    c = merge_host("", [ir, only], tls_hosts=frozenset()).https.routes
+    assert [clusters_of(r) for r in c] == [["default/u:80"]]
+    # The oldest Ingress naming a host decides its root location, even without a default backend.
+    older = build(ingress("a", [rule("h.com", ("/x", "Prefix", "s", 80))], created="2000-01-01T00:00:00Z"))
+    assert "/" not in [r.match.value for r in merge_host("h.com", [ir, older], tls_hosts=frozenset()).https.routes]
     other = merge_host("other.com", [ir], tls_hosts=frozenset()).https.routes
     assert other == ()
 
