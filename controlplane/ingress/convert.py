@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from controlplane.ingress.annotations.base import ParseContext, ParsedAnnotations
 from controlplane.ingress.registry import parse_annotations
 from controlplane.ir import DirectResponse, Finding, Forward, IngressRef, WeightedCluster
 from controlplane.ir.names import ClusterName, secret_name
-from controlplane.ir.policies import cluster_variant
+from controlplane.ir.policies import DefaultBackendService, FallbackBackend, cluster_variant
 
 PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
 DEPRECATED_APIS = ("extensions/v1beta1", "networking.k8s.io/v1beta1")
@@ -56,6 +56,7 @@ class IngressIR:
     services: frozenset[tuple[str, str]] = frozenset()  # (namespace, name) it depends on
     secrets: frozenset[tuple[str, str, str]] = frozenset()  # (cluster, namespace, name)
     default_backend_cluster: ClusterName | None = None
+    fallback_cluster: ClusterName | None = None  # default-backend annotation
     variant: str = ""  # ClusterName.variant of every cluster it forwards to (its upstream policies)
 
     def backends(self) -> set[ClusterName]:
@@ -63,6 +64,8 @@ class IngressIR:
         out = {r.backend for r in self.rules if r.backend is not None}
         if isinstance(self.default_backend, Forward) and self.default_backend_cluster is not None:
             out.add(self.default_backend_cluster)
+        if self.fallback_cluster is not None:
+            out.add(self.fallback_cluster)
         return out
 
     @property
@@ -178,6 +181,13 @@ def build_ingress(
     parsed = parse_annotations(meta.get("annotations") or {}, ctx)
     findings.extend(parsed.findings)
     variant = cluster_variant(parsed.upstream)
+    fallback: ClusterName | None = None
+    dbs = parsed.get(DefaultBackendService)
+    if dbs is not None:
+        # default-backend: the cluster of its Service with this Ingress's upstream policies (nginx copies
+        # the location's upstream), used by every route while the route's own Service has no endpoint.
+        fallback = ClusterName(dbs.namespace, dbs.service, dbs.port, variant)
+        parsed = replace(parsed, route=(*parsed.route, FallbackBackend(str(fallback))))
 
     rules: list[PathRule] = []
     for i, rule in enumerate(spec.get("rules") or []):
@@ -205,6 +215,11 @@ def build_ingress(
             res = resolve_backend(path.get("backend"), ref.namespace, ref.cluster, where, lookups, findings, variant)
             if res is None:
                 continue
+            if fallback is not None and isinstance(res[0], DirectResponse):
+                # No such Service (port): the default-backend serves the path.
+                res = (Forward((WeightedCluster(str(fallback), 100),)), fallback)
+                findings[-1] = replace(findings[-1], message=findings[-1].message.replace(
+                    "requests get 503", f"served by default-backend {dbs.service}"))  # fmt: skip
             rules.append(PathRule(host, value, path_type, res[0], where, res[1]))
 
     default: Forward | DirectResponse | None = None
@@ -264,6 +279,7 @@ def build_ingress(
         secrets=frozenset(lookups.secrets),
         variant=variant,
         default_backend_cluster=default_cluster,
+        fallback_cluster=fallback,
     )
 
 

@@ -57,7 +57,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry(TimeoutsFamily(), ("timeouts",)),
     Entry(LoadBalancingFamily(), ("load-balancing",)),
     Entry(BackendFamily(), ("backend",)),  # hook: uses_service_address (service-upstream)
-    Entry(ErrorsFamily(), ("custom-errors",)),  # hook: extra_routes (error pages)
+    Entry(ErrorsFamily(), ("custom-errors", "fallback")),  # hook: extra_routes (error pages)
     Entry(MirrorFamily(), ("mirror",)),
     Entry(IpAccessFamily(), ("ip-access",)),
     Entry(RateLimitFamily(), ("rate-limit",)),

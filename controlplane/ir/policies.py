@@ -279,6 +279,27 @@ class ResponseHeaders:
 
 # -- errors ------------------------------------------------------------------------------------
 
+
+@dataclass(frozen=True, slots=True)
+class DefaultBackendService:
+    """default-backend as the frontend reads it: the Service port whose cluster (with the Ingress's
+    upstream policies) becomes the routes' FallbackBackend."""
+
+    scope: ClassVar[Scope] = "ingress"
+    namespace: str
+    service: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackBackend:
+    """default-backend: requests of the route go to `cluster` while the route's own Service has no
+    ready endpoint (ingress-nginx's custom default backend of a location)."""
+
+    scope: ClassVar[Scope] = "route"
+    cluster: str
+
+
 ERROR_PATH_PREFIX = "/.meridian-errors/"
 
 
@@ -523,6 +544,8 @@ RoutePolicy = (
     | BasicAuth
     | PassClientCert
     | ExtAuth
+    | ResponseHeaders
+    | FallbackBackend
 )
 """Policies attached to routes."""
 
@@ -532,7 +555,7 @@ UpstreamPolicy = UpstreamProtocol | ServiceUpstream | ConnectTimeout | LoadBalan
 TlsPolicy = ClientCert | TlsParams
 """Policies of an HTTPS filter chain."""
 
-SourcePolicy = RegexPaths | SslRedirect | Canary | SslPassthrough | AppRoot
+SourcePolicy = RegexPaths | SslRedirect | Canary | SslPassthrough | AppRoot | DefaultBackendService
 """Policies the frontend reads while merging the routes of a host (never rendered directly)."""
 
 Policy = RoutePolicy | UpstreamPolicy | TlsPolicy | SourcePolicy

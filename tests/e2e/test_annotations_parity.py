@@ -270,3 +270,23 @@ def served_by_path(gw: Gateway, host: str, path: str) -> str:
     r = gw.get(host, path)
     assert r.status == 200, r
     return str(r.json()["service"])
+
+
+# -- 4. the default-backend annotation serves paths whose Service has no endpoint ----------------------
+def test_default_backend_annotation_serves_paths_without_endpoints(gw: Gateway) -> None:
+    empty = gw.fleet.add(service="empty", pod="empty-0")
+    gw.publish("empty", [empty], ready=[False])
+    gw.write("dflt.yaml", [
+        simple("dflt", "dflt.example.com", {"default-backend": "other"},
+               ("/ready", "Prefix", "web", 80), ("/empty", "Prefix", "empty", 80), ("/missing", "Prefix", "ghost", 80)),
+        simple("nodflt", "nodflt.example.com", {}, ("/missing", "Prefix", "ghost", 80)),
+    ])  # fmt: skip
+    gw.wait_served_by("dflt.example.com", "/missing", "other")  # no such Service
+    assert served_by_path(gw, "dflt.example.com", "/empty/x") == "other"  # no ready endpoint
+    assert served_by_path(gw, "dflt.example.com", "/ready") == "web"
+    assert gw.get("nodflt.example.com", "/missing").status == 503  # without the annotation
+    # Once the Service has a ready endpoint it serves its own path again, and loses it again.
+    gw.publish("empty", [empty], ready=[True])
+    gw.wait_served_by("dflt.example.com", "/empty/x", "empty")
+    gw.publish("empty", [empty], ready=[False])
+    gw.wait_served_by("dflt.example.com", "/empty/x", "other")

@@ -15,6 +15,7 @@ from controlplane.translate.policies.clientcert import ClientCertFeature
 from controlplane.translate.policies.cors import CorsFeature
 from controlplane.translate.policies.errors import ErrorsFeature
 from controlplane.translate.policies.extauth import AuthResponsesFeature, ExtAuthFeature
+from controlplane.translate.policies.fallback import FallbackFeature
 from controlplane.translate.policies.headers import ResponseHeadersFeature
 from controlplane.translate.policies.ipaccess import IpAccessFeature
 from controlplane.translate.policies.loadbalancing import LoadBalancingFeature
@@ -45,6 +46,7 @@ FEATURES: list[Feature] = sorted(
         TimeoutsFeature(),
         BodySizeFeature(),
         ResponseHeadersFeature(),
+        FallbackFeature(),
     ],
     key=lambda f: f.filter_order,
 )
