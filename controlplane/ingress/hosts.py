@@ -15,15 +15,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from controlplane.ingress import registry
-from controlplane.ingress.annotations.base import Family, valid_re2
+from controlplane.ingress.annotations.base import Family
 from controlplane.ingress.convert import IngressIR, PathRule
+from controlplane.ingress.locations import locations, valid_path_regex
 from controlplane.ir import (
     DirectResponse,
     Finding,
     Forward,
     HeaderMatch,
     IngressRef,
-    PathMatch,
     Redirect,
     Route,
     VirtualHost,
@@ -47,23 +47,6 @@ def host_domains(host: str) -> tuple[tuple[str, ...], str | None]:
         suffix = re.escape(host[1:])
         return (host,), f"[^.:]+{suffix}(:[0-9]+)?"
     return (host,), None
-
-
-def valid_path_regex(pattern: str) -> bool:
-    """What Envoy's RE2 compiles: Python re syntax minus lookarounds/backrefs, repeats up to 1000."""
-    for low, high in re.findall(r"\{(\d+)(?:,(\d*))?\}", pattern):
-        if int(low) > 1000 or (high and int(high) > 1000):
-            return False
-    return valid_re2(pattern)
-
-
-def path_match(rule_path: str, path_type: str, regex_mode: bool) -> PathMatch:
-    if path_type == "Exact":
-        return PathMatch("exact", rule_path)
-    if regex_mode:
-        return PathMatch("regex", f"(?i)^{rule_path}.*")
-    trimmed = rule_path.rstrip("/")
-    return PathMatch("prefix", trimmed or "/")
 
 
 def _conflict_key(rule: PathRule) -> tuple[str, str]:
@@ -138,20 +121,16 @@ def merge_host(
         if host in ir.hosts and not alternatives[ir.ref]:
             extra.extend(registry.extra_routes(ir.annotations, host, ir.ref))
 
-    entries = sorted(
-        primaries.items(), key=lambda kv: path_match(kv[1][1].path, kv[1][1].path_type, regex_mode).sort_key()
-    )
     routes: list[Route] = list(extra)
     redirects: dict[IngressRef, bool] = {}
-    for key, (ir, rule) in entries:
-        match = path_match(rule.path, rule.path_type, regex_mode)
+    for key, (ir, rule), match, suffix in locations(primaries, regex_mode):
         if match.kind == "regex" and not valid_path_regex(match.value):
             # Envoy would reject the whole route table over one bad pattern: drop the path, say why.
             findings.append(
                 (ir.ref, Finding("warning", rule.location, f"path {rule.path!r} is not a valid RE2 regex; not served"))
             )
             continue
-        name = f"{ir.ref}#{rule.location}"
+        name = f"{ir.ref}#{rule.location}{suffix}"
         base = Route(
             name=name,
             match=match,

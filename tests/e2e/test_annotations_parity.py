@@ -290,3 +290,29 @@ def test_default_backend_annotation_serves_paths_without_endpoints(gw: Gateway) 
     gw.wait_served_by("dflt.example.com", "/empty/x", "empty")
     gw.publish("empty", [empty], ready=[False])
     gw.wait_served_by("dflt.example.com", "/empty/x", "other")
+
+
+# -- 6. regex ordering: ingress-nginx's location sort, first matching regex wins -----------------------
+def test_regex_mode_orders_locations_as_ingress_nginx(gw: Gateway) -> None:
+    host = "rx.example.com"
+    rx = {"use-regex": "true"}
+    gw.write("regex.yaml", [
+        simple("rx-a", host, rx, ("/foo.", "ImplementationSpecific", "web", 80),
+               ("/aa", "ImplementationSpecific", "web", 80)),
+        simple("rx-b", host, rx, ("/a.", "ImplementationSpecific", "other", 80)),
+        # No use-regex here: regex mode spreads to these paths of the same host.
+        simple("rx-c", host, {}, ("/foo", "Prefix", "other", 80), ("/exact", "Exact", "web", 80)),
+    ])  # fmt: skip
+    gw.wait_served_by(host, "/foo", "other")
+    want = {
+        "/fooX": "web",  # ^/foo. (length 5) comes before ^/foo/ and ^/foo (the Prefix /foo, length 4)
+        "/foo/x": "web",  # the same: the longer regex is tried first and matches
+        "/foo": "other",  # only ^/foo matches
+        "/FOO": "other",  # case-insensitive
+        "/aa": "web",  # equal lengths: the path sorting last (descending) is tried first: /aa before /a.
+        "/ab": "other",
+        "/exact/sub": "web",  # an Exact path is `~* "^/exact"` in regex mode
+        "/EXACT": "web",
+    }
+    got = {path: served_by_path(gw, host, path) for path in want}
+    assert got == want

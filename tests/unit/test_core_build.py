@@ -13,7 +13,8 @@ import pytest
 from controlplane.controller import Controller, GatewayConfig
 from controlplane.ingress.classes import ClassPolicy
 from controlplane.ingress.convert import Lookups, build_ingress
-from controlplane.ingress.hosts import host_domains, merge_host, path_match
+from controlplane.ingress.hosts import host_domains, merge_host
+from controlplane.ingress.locations import path_match
 from controlplane.ir import DirectResponse, Forward, HeaderMatch, IngressRef, Redirect
 from controlplane.metrics import Metrics
 from controlplane.services import ServiceIndex
