@@ -16,6 +16,7 @@ from typing import Any
 from controlplane.config import GatewayConfig
 from controlplane.eastwest import east_west_vhosts
 from controlplane.ingress import registry
+from controlplane.ingress.aliases import assign_aliases
 from controlplane.ingress.classes import ClassView, is_accepted
 from controlplane.ingress.convert import IngressIR, Lookups, build_ingress
 from controlplane.ingress.hosts import HostResult, merge_host
@@ -133,6 +134,8 @@ class _Frontend:
             if ir.default_backend is not None:
                 hosts.add("")
         defaults = [ir for ir in served if ir.default_backend is not None]
+        served_hosts = {h for ir in served for h in ir.hosts}
+        alias_plan = assign_aliases(served, served_hosts.__contains__)
         http: list[tuple[VirtualHost, ...]] = []
         https: list[tuple[VirtualHost, ...]] = []
         for host in sorted(hosts):
@@ -141,8 +144,10 @@ class _Frontend:
             if not irs:
                 continue
             try:
+                aliases, alias_findings = alias_plan.get(host, ((), ()))
                 result = merge_host(host, irs, tls_hosts=frozenset(plan.certs),
-                                    https_port=self.config.public_https_port)  # fmt: skip
+                                    https_port=self.config.public_https_port,
+                                    aliases=aliases, alias_findings=alias_findings)  # fmt: skip
             except Exception as exc:  # as the controller: this host is not served, the others are
                 log.exception("building virtual host %r failed", host or "*")
                 self.host_errors[host] = f"internal error building host {host or '*'}: {exc}"

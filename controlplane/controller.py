@@ -22,6 +22,7 @@ from controlplane.engine.dependencies import DependencyIndex, SecretKey, hosts_o
 from controlplane.engine.host_routes import HostRoutes
 from controlplane.engine.tls import TlsState
 from controlplane.engine.view import IngressView
+from controlplane.ingress.aliases import AliasPlan, assign_aliases
 from controlplane.ingress.classes import ClassView, is_accepted
 from controlplane.ingress.convert import IngressIR, Lookups, build_ingress
 from controlplane.ingress.hosts import HostResult
@@ -70,6 +71,7 @@ class Controller:
         self._state_counts: Counter[str] = Counter()
         self.backends = ServiceBackends(self.services, self.variants)
         self.tls_state = TlsState(self._get_secret)
+        self.alias_plan: AliasPlan = {}
         self._listener_inputs: tuple[Any, ...] | None = None
         self.last_build_seconds = 0.0
         self.ready = asyncio.Event()
@@ -170,12 +172,14 @@ class Controller:
 
         changes: Changes = {t: {} for t in rt.PUSH_ORDER}
         hosts = self._rebuild_ingresses(dirty_ing)
+        if dirty_ing:
+            hosts |= self._rebuild_aliases()
         hosts |= self._rebuild_tls(changes, dirty_secrets)
         cluster_keys = dirty_svc | self.variants.take_touched()
         self.backends.rebuild_clusters(changes, cluster_keys)
         self.backends.rebuild_endpoints(changes, dirty_eds | cluster_keys, self.registry.primary_id())
         if hosts:
-            self.hosts.rebuild(hosts, self._served_for_host, frozenset(self.tls.certs))
+            self.hosts.rebuild(hosts, self._served_for_host, frozenset(self.tls.certs), self.alias_plan)
             self.backends.set_extra_clusters(changes, self.hosts.wanted_extra_clusters())
         self.hosts.rebuild_east_west(self.services, dirty_svc)
         filters = self.hosts.http_filters()
@@ -228,6 +232,17 @@ class Controller:
             self.variants.add(ir)
             hosts |= hosts_of(ir)
         return hosts
+
+    def _rebuild_aliases(self) -> set[str]:
+        """Re-assign server-alias names (they depend on every host); returns the hosts whose changed."""
+        irs = self.irs
+        alias_irs = [irs[r] for r in self.deps.alias_refs if r in irs and irs[r].served]
+        plan = assign_aliases(alias_irs, self._is_served_host) if alias_irs else {}
+        old, self.alias_plan = self.alias_plan, plan
+        return {h for h in old.keys() | plan.keys() if old.get(h) != plan.get(h)}
+
+    def _is_served_host(self, host: str) -> bool:
+        return any(r in self.irs and self.irs[r].served for r in self.deps.by_host.get(host, ()))
 
     def _served_for_host(self, host: str) -> list[IngressIR]:
         irs = self.irs

@@ -61,10 +61,13 @@ def merge_host(
     *,
     tls_hosts: frozenset[str],
     https_port: int = 443,
+    aliases: tuple[str, ...] = (),
+    alias_findings: tuple[tuple[IngressRef, Finding], ...] = (),
 ) -> HostResult:
-    """All routes of `host` from the served Ingresses in `irs` (any order)."""
+    """All routes of `host` from the served Ingresses in `irs` (any order); `aliases` (from
+    aliases.assign_aliases) are more names of the same virtual host."""
     ordered = sorted((ir for ir in irs if ir.served), key=IngressIR.order_key)
-    findings: list[tuple[IngressRef, Finding]] = []
+    findings: list[tuple[IngressRef, Finding]] = list(alias_findings)
     regex_mode = any(ir.annotations.get(RegexPaths) for ir in ordered if host in ir.hosts)
 
     # Alternative backends (canaries) attach to the primary with the same host, path and type.
@@ -116,6 +119,10 @@ def merge_host(
             canary_by_key[key] = (ir, rule, canary)
 
     domains, authority = host_domains(host)
+    if aliases:
+        domains = (*domains, *aliases)
+        if authority is not None:  # a wildcard host's one-label rule must not refuse its aliases
+            authority = "|".join([authority, *(host_domains(a)[1] or re.escape(a) + "(:[0-9]+)?" for a in aliases)])
     extra: list[Route] = []
     for ir in ordered:
         if host in ir.hosts and not alternatives[ir.ref]:
@@ -148,7 +155,9 @@ def merge_host(
         http_routes: list[Route] = []
         for r in routes:
             if redirects.get(r.source):
-                http_routes.extend(https_redirect_routes(r, host, https_port, preserve.get(r.source, False)))
+                http_routes.extend(
+                    https_redirect_routes(r, "" if aliases else host, https_port, preserve.get(r.source, False))
+                )
             else:
                 http_routes.append(r)
         http_vhost = VirtualHost(vhost_name(host), domains, tuple(http_routes), authority)

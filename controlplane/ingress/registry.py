@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from controlplane.ingress.annotations.alias import ServerAliasFamily
 from controlplane.ingress.annotations.backend import BackendFamily
 from controlplane.ingress.annotations.base import Annotations, Family, ParseContext, ParsedAnnotations
 from controlplane.ingress.annotations.basicauth import BasicAuthFamily
@@ -66,6 +67,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry(BasicAuthFamily(), ("basic-auth", "auth-responses")),
     Entry(ClientCertFamily(), ("client-cert",)),
     Entry(TlsParamsFamily(), ("tls-params",)),
+    Entry(ServerAliasFamily()),  # read while hosts are merged (controlplane/ingress/aliases.py)
 )
 
 FAMILIES: tuple[Family, ...] = tuple(e.family for e in REGISTRY)
@@ -126,7 +128,6 @@ NOT_APPLICABLE = frozenset(
         "ssl-prefer-server-ciphers",
         "proxy-cookie-domain",
         "proxy-cookie-path",
-        "server-alias",
         "enable-access-log",
         "enable-rewrite-log",
         "service-weight",

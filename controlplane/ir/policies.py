@@ -77,6 +77,17 @@ class Canary:
     weight_total: int = 100
 
 
+# -- alias -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServerAlias:
+    """server-alias: more names for every host of the Ingress (nginx `server_name host alias...`)."""
+
+    scope: ClassVar[Scope] = "ingress"
+    aliases: tuple[str, ...]
+
+
 # -- passthrough -------------------------------------------------------------------------------
 
 
@@ -555,7 +566,7 @@ UpstreamPolicy = UpstreamProtocol | ServiceUpstream | ConnectTimeout | LoadBalan
 TlsPolicy = ClientCert | TlsParams
 """Policies of an HTTPS filter chain."""
 
-SourcePolicy = RegexPaths | SslRedirect | Canary | SslPassthrough | AppRoot | DefaultBackendService
+SourcePolicy = RegexPaths | SslRedirect | Canary | SslPassthrough | AppRoot | DefaultBackendService | ServerAlias
 """Policies the frontend reads while merging the routes of a host (never rendered directly)."""
 
 Policy = RoutePolicy | UpstreamPolicy | TlsPolicy | SourcePolicy

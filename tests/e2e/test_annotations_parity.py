@@ -316,3 +316,32 @@ def test_regex_mode_orders_locations_as_ingress_nginx(gw: Gateway) -> None:
     }
     got = {path: served_by_path(gw, host, path) for path in want}
     assert got == want
+
+
+# -- 5. server-alias serves every path of its host ------------------------------------------------------
+def test_server_alias_serves_every_path_of_the_host(gw: Gateway) -> None:
+    host = "alias-main.example.com"
+    gw.write("alias.yaml", [
+        simple("al-a", host, {"server-alias": "www.alias.example.com, alias-real.example.com"},
+               ("/a", "Prefix", "web", 80)),
+        simple("al-b", host, {}, ("/b", "Prefix", "other", 80)),  # another Ingress of the same host
+        simple("al-real", "alias-real.example.com", {}, ("/", "Prefix", "other", 80)),
+    ])  # fmt: skip
+    gw.wait_served_by("www.alias.example.com", "/a", "web")
+    assert served_by_path(gw, "www.alias.example.com", "/b/x") == "other"
+    assert served_by_path(gw, "WWW.Alias.example.com:8080", "/a") == "web"
+    assert gw.get("www.alias.example.com", "/c").status == 404  # the host has no /c either
+    # An alias that is a real host is dropped (that host keeps its own routes) and reported.
+    assert served_by_path(gw, "alias-real.example.com", "/a") == "other"
+    report = gw.wait_report("al-a", lambda r: any(f["key"] == "server-alias" for f in r["findings"]))
+    assert any(f["level"] == "warning" and "alias-real.example.com" in f["message"] for f in report["findings"])
+    # The alias follows the host's routes as they change.
+    gw.write("alias-c.yaml", [simple("al-c", host, {}, ("/c", "Prefix", "web", 80))])
+    gw.wait_served_by("www.alias.example.com", "/c", "web")
+    # Removing the real host frees the name: it becomes an alias.
+    gw.write("alias.yaml", [
+        simple("al-a", host, {"server-alias": "www.alias.example.com, alias-real.example.com"},
+               ("/a", "Prefix", "web", 80)),
+        simple("al-b", host, {}, ("/b", "Prefix", "other", 80)),
+    ])  # fmt: skip
+    gw.wait_served_by("alias-real.example.com", "/a", "web")

@@ -433,3 +433,20 @@ def test_service_appearing_recomputes_dependent_ingress(harness: Harness) -> Non
     harness.store.delete("Ingress", "default", "g")
     harness.controller.flush()
     assert "g.com" not in harness.controller.routes.http
+
+
+# -- ingress/aliases.py ----------------------------------------------------------------------------------
+def test_server_alias_assignment() -> None:
+    from controlplane.ingress.aliases import assign_aliases
+
+    a = build(ingress("a", [rule("a.com", ("/", "Prefix", "s", 80))], created="2024-01-01T00:00:00Z",
+                      annotations={N + "server-alias": "x.com, b.com, A.com, x.com"}))  # fmt: skip
+    later = build(ingress("a2", [rule("a.com", ("/z", "Prefix", "s", 80))], created="2024-02-01T00:00:00Z",
+                          annotations={N + "server-alias": "late.com"}))  # fmt: skip
+    b = build(ingress("b", [rule("b.com", ("/", "Prefix", "t", 80))], annotations={N + "server-alias": "x.com"}))
+    plan = assign_aliases([b, later, a], {"a.com", "b.com"}.__contains__)
+    assert plan["a.com"][0] == ("x.com",)  # the oldest Ingress with aliases gives them; b.com is a host
+    assert [f.message for _ref, f in plan["a.com"][1]] == ["alias b.com of a.com is a host of an Ingress; dropped"]
+    assert plan["b.com"][0] == () and "already an alias of a.com" in plan["b.com"][1][0][1].message
+    res = merge_host("a.com", [a, later], tls_hosts=frozenset(), aliases=plan["a.com"][0])
+    assert res.https.domains == ("a.com", "x.com") and len(res.https.routes) == 2
