@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
+from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext
 from controlplane.ir.policies import ServerAlias
 
 
@@ -26,7 +26,18 @@ def _valid_name(name: str) -> bool:
 
 class ServerAliasFamily(Family):
     name = "server-alias"
-    keys = ("server-alias",)
+    fields = (
+        Key(
+            ("server-alias",),
+            (
+                "comma list of host names added to the domains of each host of the Ingress, so an alias serves "
+                "every path of that host, other Ingresses' paths included (nginx `server_name host alias…`); the "
+                "oldest Ingress with aliases on a host gives them; an alias that is a host of an Ingress, or "
+                "already an alias of another host (hosts in name order), is dropped and reported; names that are "
+                "not host names (nginx regex names) are ignored with a warning"
+            ),
+        ),
+    )
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
         raw = ann.get("server-alias") or ""

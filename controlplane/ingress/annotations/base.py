@@ -132,14 +132,38 @@ class ParseContext:
         return float(m.group(1)) * scale
 
 
+@dataclass(frozen=True)
+class Key:
+    """The declaration of one annotation key (or of keys that share one row), in the way of
+    ingress-nginx's parser.AnnotationFields: what Envoy gets, the default, and what differs from
+    ingress-nginx ("none" when nothing does). docs/annotations.md's key tables are generated from
+    these (controlplane/ingress/annotation_docs.py; tests/unit/test_annotation_docs.py checks it)."""
+
+    names: tuple[str, ...]
+    envoy: str
+    default: str = "none"
+    difference: str = "none"
+    label: str | None = None  # the table's key cell when it says more than the names (`auth-type: basic`)
+
+    def cell(self) -> str:
+        return self.label or ", ".join(f"`{n}`" for n in self.names)
+
+
 class Family:
-    """An annotation family: the keys it owns, how it parses them, and hooks for policies that
-    change how the frontend merges hosts. Every hook's default has no effect; a family overrides
-    only what it needs (the registry calls a hook only on the families that override it).
+    """An annotation family: the keys it owns (declared once, in `fields`), how it parses them, and
+    hooks for policies that change how the frontend merges hosts. Every hook's default has no
+    effect; a family overrides only what it needs (the registry calls a hook only on the families
+    that override it).
     """
 
     name: ClassVar[str] = ""
-    keys: ClassVar[tuple[str, ...]] = ()
+    fields: ClassVar[tuple[Key, ...]] = ()
+    keys: ClassVar[tuple[str, ...]] = ()  # derived from `fields`, in their order
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if "fields" in cls.__dict__:
+            cls.keys = tuple(n for key in cls.fields for n in key.names)
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Policy]:
         raise NotImplementedError

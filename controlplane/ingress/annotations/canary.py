@@ -9,19 +9,9 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, ParseContext, ParsedAnnotations, valid_re2
+from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext, ParsedAnnotations, valid_re2
 from controlplane.ir import Forward, HeaderMatch, Route, WeightedCluster
 from controlplane.ir.policies import Canary, Policy
-
-CANARY_KEYS = (
-    "canary",
-    "canary-by-header",
-    "canary-by-header-value",
-    "canary-by-header-pattern",
-    "canary-by-cookie",
-    "canary-weight",
-    "canary-weight-total",
-)
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 # ingress-nginx's validators (parser.BasicCharsRegex, parser.IsValidRegex): other values are dropped.
@@ -40,10 +30,51 @@ def _compiles(pattern: str) -> bool:
 
 class CanaryFamily(Family):
     name = "canary"
-    keys = CANARY_KEYS
+    fields = (
+        Key(
+            ("canary",),
+            (
+                "the Ingress becomes the alternative backend of the non-canary Ingress with the same "
+                "host+path+pathType; without a primary it does nothing (warning)"
+            ),
+            default="`false`",
+        ),
+        Key(
+            ("canary-by-header",), "header match routes before the primary: value `always` → canary, `never` → primary"
+        ),
+        Key(
+            ("canary-by-header-value",),
+            (
+                "canary only when the header equals the value exactly; any other value falls through to the cookie "
+                "and the weight; a value outside `[-._~a-zA-Z0-9/:]` is ignored (warning)"
+            ),
+        ),
+        Key(
+            ("canary-by-header-pattern",),
+            (
+                "header regex `.*(?:P).*` (unanchored, as `ngx.re.match`); no match falls through to the cookie "
+                "and the weight; ignored when a value is also set, or (warning) when it has characters "
+                "ingress-nginx's validator refuses. A pattern that does not compile makes a request carrying the "
+                "header stay on the main Service without looking at the cookie or the weight (balancer.lua returns "
+                "false on the match error); requests without the header still follow the cookie and the weight"
+            ),
+            difference=(
+                "a pattern only PCRE accepts (lookarounds, backreferences) is treated like one that does not "
+                "compile (warning)"
+            ),
+        ),
+        Key(("canary-by-cookie",), "cookie `always` → canary, `never` → primary"),
+        Key(
+            ("canary-weight",),
+            "`weighted_clusters` with the primary",
+            default="`0`",
+            difference="weight above the total is clamped (warning)",
+        ),
+        Key(("canary-weight-total",), "total weight", default="`100`"),
+    )
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
-        present = [k for k in CANARY_KEYS if ann.has(k)]
+        present = [k for k in self.keys if ann.has(k)]
         if not present:
             return []
         enabled = ctx.boolean(ann, "canary", False)

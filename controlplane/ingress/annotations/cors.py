@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
+from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext
 from controlplane.ir.policies import DEFAULT_HEADERS, DEFAULT_MAX_AGE, DEFAULT_METHODS, Cors
 
 ORIGIN_LIST = re.compile(r"^((((([a-z]+://)?(\*\.)?[A-Za-z0-9\-.]*(:\d+)?,?)|null)+)|\*)?$")
@@ -34,14 +34,37 @@ def _text(ctx: ParseContext, ann: Annotations, key: str, pattern: re.Pattern[str
 
 class CorsFamily(Family):
     name = "cors"
-    keys = (
-        "enable-cors",
-        "cors-allow-origin",
-        "cors-allow-methods",
-        "cors-allow-headers",
-        "cors-expose-headers",
-        "cors-allow-credentials",
-        "cors-max-age",
+    fields = (
+        Key(
+            ("enable-cors",),
+            "turns the above on for the Ingress's routes (plain-HTTP redirect routes included)",
+            default="`false`",
+        ),
+        Key(
+            ("cors-allow-origin",),
+            (
+                "comma list of `scheme://[*.]host[:port]` or `null`; `*` (or blank, or a list that fails "
+                "validation) means any origin and `Access-Control-Allow-Origin: *`; otherwise the request's "
+                "`Origin` is echoed when it ends with a listed origin (case-insensitive, `*.` = one label, as "
+                "nginx's `~* (...)$`); entries without a scheme are skipped"
+            ),
+            default="`*`",
+        ),
+        Key(("cors-allow-methods",), "sent as written", default="`GET, PUT, POST, DELETE, PATCH, OPTIONS`"),
+        Key(
+            ("cors-allow-headers",),
+            "sent as written",
+            default=(
+                "`DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Range,Authorization`"
+            ),
+        ),
+        Key(("cors-expose-headers",), "sent as written"),
+        Key(
+            ("cors-allow-credentials",),
+            "`Access-Control-Allow-Credentials: true`; `false` leaves the header out",
+            default="`true`",
+        ),
+        Key(("cors-max-age",), "`Access-Control-Max-Age`", default="`1728000`"),
     )
 
     def _origins(self, ann: Annotations, ctx: ParseContext) -> tuple[bool, tuple[str, ...]]:

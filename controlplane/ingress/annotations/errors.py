@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, ParseContext, ParsedAnnotations
+from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext, ParsedAnnotations
 from controlplane.ir import Forward, IngressRef, PathMatch, Route, WeightedCluster
 from controlplane.ir.policies import CustomErrors, DefaultBackendService, ErrorRoute
 
@@ -51,7 +51,26 @@ def parse_codes(raw: str) -> tuple[tuple[int, ...], list[str]]:
 
 class ErrorsFamily(Family):
     name = "custom-errors"
-    keys = ("default-backend", "custom-http-errors")
+    fields = (
+        Key(
+            ("default-backend",),
+            (
+                "Service (same namespace, its first port) that serves every path of the Ingress whose own Service "
+                "has no ready endpoint or does not exist (an Envoy aggregate cluster: the path's cluster first, "
+                "this one while the first has no healthy endpoint), and answers the listed error codes"
+            ),
+            difference="none (a missing default-backend Service: warning, ignored, as nginx)",
+        ),
+        Key(
+            ("custom-http-errors",),
+            (
+                "upstream responses with these codes (400-599) are redirected internally (Envoy `custom_response` "
+                "filter) to the error Service with `X-Code`, `X-Original-URI`, `X-Namespace`… headers; its answer "
+                "and status go back to the client"
+            ),
+            difference="ignored without `default-backend` (no global error service)",
+        ),
+    )
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
         raw_codes = ann.get("custom-http-errors")

@@ -10,7 +10,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from controlplane.ingress.annotations.base import Annotations, Family, ParseContext, ParsedAnnotations
+from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext, ParsedAnnotations
 from controlplane.ir import IngressRef, PathMatch, Redirect, Route
 from controlplane.ir.policies import AppRoot, UrlRedirect
 
@@ -36,7 +36,31 @@ def _valid_url(url: str) -> bool:
 
 class RedirectFamily(Family):
     name = "redirects"
-    keys = ("permanent-redirect", "permanent-redirect-code", "temporal-redirect", "temporal-redirect-code", "app-root")
+    fields = (
+        Key(
+            ("permanent-redirect",),
+            (
+                "nginx `return <code> <URL>`: a route direct response whose `Location` is the URL exactly as "
+                "written (no `/` added, its own path and query kept, the request's never appended); must be "
+                "`http(s)://host…`"
+            ),
+        ),
+        Key(
+            ("permanent-redirect-code",),
+            (
+                "300-308, else 301; 301/302/303/307/308 carry the `Location`, other codes send the URL as the body "
+                "without `Location` (as nginx's `return`)"
+            ),
+            default="`301`",
+        ),
+        Key(("temporal-redirect",), "as `permanent-redirect`; wins over it"),
+        Key(("temporal-redirect-code",), "300-307, else 302", default="`302`"),
+        Key(
+            ("app-root",),
+            "a request for exactly `/` gets a 302 to the path (an extra route)",
+            difference="`/` or an invalid path: warning, ignored",
+        ),
+    )
 
     def _code(self, ann: Annotations, ctx: ParseContext, key: str, default: int, top: int) -> int:
         code = ctx.integer(ann, key, default, minimum=300, maximum=top)

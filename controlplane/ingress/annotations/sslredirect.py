@@ -9,13 +9,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, ParseContext, ParsedAnnotations
+from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext, ParsedAnnotations
 from controlplane.ir.policies import SslRedirect
 
 
 class SslRedirectFamily(Family):
     name = "ssl-redirect"
-    keys = ("ssl-redirect", "force-ssl-redirect", "preserve-trailing-slash")
+    fields = (
+        Key(
+            ("ssl-redirect",),
+            (
+                "plain-HTTP requests for a host with a served TLS certificate get a 308 to `https://<host>[:public "
+                "port]<request URI>`, the host without the request's port, the port only when "
+                "`--public-https-port` is not 443 (the HTTP route's action becomes a redirect; access rules do not "
+                "run first, as in nginx where the redirect happens in the rewrite phase)"
+            ),
+            default="`true`",
+        ),
+        Key(("force-ssl-redirect",), "the same 308 even without TLS on the host", default="`false`"),
+        Key(
+            ("preserve-trailing-slash",),
+            (
+                "without it, one trailing `/` of the request URI is dropped from the Location (`/dir/` → "
+                "`https://host/dir`, `/` → `https://host`; `/dir/?q=1` is kept), as nginx's `lua_ingress.lua` "
+                "does; with it the URI is kept"
+            ),
+            default="`false`",
+        ),
+    )
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
         enabled = ctx.boolean(ann, "ssl-redirect", True)

@@ -1,0 +1,50 @@
+"""docs/annotations.md agrees with the families' key declarations (Family.fields)."""
+
+from __future__ import annotations
+
+import re
+
+from controlplane.ingress.annotation_docs import DOC, families_in, render, update
+from controlplane.ingress.registry import FAMILIES, NOT_APPLICABLE, UNSUPPORTED
+
+
+def test_every_family_has_exactly_one_generated_table() -> None:
+    assert sorted(families_in(DOC.read_text())) == sorted(f.name for f in FAMILIES)
+
+
+def test_tables_equal_the_declarations() -> None:
+    text = DOC.read_text()
+    assert update(text) == text, "docs/annotations.md is stale: run python -m controlplane.ingress.annotation_docs"
+
+
+def test_declarations_are_complete() -> None:
+    seen: set[str] = set()
+    for family in FAMILIES:
+        assert family.fields, family.name
+        for key in family.fields:
+            assert key.names and key.envoy and key.default and key.difference, (family.name, key)
+            assert all(f"`{n}" in key.cell() for n in key.names), key  # a label still names its keys
+        names = [n for k in family.fields for n in k.names]
+        assert len(set(names)) == len(names) and not seen & set(names), family.name
+        assert not set(names) & (NOT_APPLICABLE | UNSUPPORTED), family.name
+        seen |= set(names)
+
+
+def test_a_changed_declaration_shows_in_the_rendered_table() -> None:
+    family = FAMILIES[0]
+    table = render(family)
+    assert all(k.envoy in table for k in family.fields)
+    stale = DOC.read_text().replace(family.fields[0].envoy, "something else", 1)
+    assert update(stale) != stale
+
+
+def test_parity_items_list_no_difference() -> None:
+    """Issue 9's behaviours are exactly ingress-nginx's: their keys declare no difference."""
+    keys = {"ssl-redirect", "force-ssl-redirect", "preserve-trailing-slash", "permanent-redirect",
+            "permanent-redirect-code", "temporal-redirect", "temporal-redirect-code", "enable-cors",
+            "cors-allow-origin", "cors-allow-methods", "cors-allow-headers", "cors-expose-headers",
+            "cors-allow-credentials", "cors-max-age", "default-backend", "server-alias"}  # fmt: skip
+    declared = {n: k for f in FAMILIES for k in f.fields for n in k.names}
+    assert {n: declared[n].difference for n in keys if not declared[n].difference.startswith("none")} == {}
+    rows = re.findall(r"^\| (Route order in a host|`spec.defaultBackend`) \|.*\| (.*) \|$", DOC.read_text(), re.M)
+    assert [d for _what, d in rows] == ["none", "none"]
