@@ -48,3 +48,48 @@ def test_parity_items_list_no_difference() -> None:
     assert {n: declared[n].difference for n in keys if not declared[n].difference.startswith("none")} == {}
     rows = re.findall(r"^\| (Route order in a host|`spec.defaultBackend`) \|.*\| (.*) \|$", DOC.read_text(), re.M)
     assert [d for _what, d in rows] == ["none", "none"]
+
+
+# Annotations a family needs before it reads the key under test (as ingress-nginx: cors-* only with
+# enable-cors, canary-* only on a canary, auth-tls-* with a CA Secret).
+CONTEXT = {
+    "cors": {"enable-cors": "true"},
+    "canary": {"canary": "true"},
+    "client-cert": {"auth-tls-secret": "default/ca"},
+    "rate-limit": {"limit-rps": "5"},
+}
+
+
+def _ca_secret() -> dict:
+    import yaml
+
+    path = DOC.parents[1] / "tests" / "golden" / "cases" / "family-client-cert" / "input.yaml"
+    return next(d for d in yaml.safe_load_all(path.read_text()) if d["metadata"]["name"] == "client-ca")
+
+
+def _levels(family_name: str, key: str, value: str) -> list[str]:
+    from controlplane.ingress.annotations.base import ParseContext
+    from controlplane.ingress.registry import parse_annotations
+    from controlplane.ir import IngressRef
+
+    ctx = ParseContext(IngressRef("c", "default", "i"), {}, lookup_secret=lambda ns, name: _ca_secret())
+    raw = {f"nginx.ingress.kubernetes.io/{k}": v for k, v in {**CONTEXT.get(family_name, {}), key: value}.items()}
+    return [f.level for f in parse_annotations(raw, ctx).findings if f.key == key]
+
+
+def test_declared_validators_agree_with_the_parsers() -> None:
+    """A value the declaration refuses is reported (warning: default used); one it accepts is not."""
+    checked = 0
+    for family in FAMILIES:
+        for key in family.fields:
+            if key.validator is None:
+                continue
+            for name in key.names:
+                for value in key.validator.invalid:
+                    assert not key.validator.accepts(value), (name, value)
+                    assert "warning" in _levels(family.name, name, value), (family.name, name, value)
+                for value in key.validator.valid:
+                    assert key.validator.accepts(value), (name, value)
+                    assert "warning" not in _levels(family.name, name, value), (family.name, name, value)
+                checked += 1
+    assert checked >= 15

@@ -11,7 +11,7 @@ import hashlib
 import re
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext
+from controlplane.ingress.annotations.base import BOOLEAN, Annotations, Family, Key, ParseContext
 from controlplane.ingress.annotations.tlsnames import BORINGSSL_CIPHERS, TLS_VERSIONS
 from controlplane.ir.policies import ForwardedPrefix, HostRewrite, ServiceUpstream, UpstreamPolicy, UpstreamProtocol
 
@@ -64,7 +64,9 @@ class BackendFamily(Family):
         ),
         Key(("upstream-vhost",), "route `host_rewrite_literal`"),
         Key(("x-forwarded-prefix",), "adds `X-Forwarded-Prefix` (only with `rewrite-target`, as in nginx)"),
-        Key(("service-upstream",), "the Service's ClusterIP is the only endpoint", default="`false`"),
+        Key(
+            ("service-upstream",), "the Service's ClusterIP is the only endpoint", default="`false`", validator=BOOLEAN
+        ),
     )
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:

@@ -9,7 +9,16 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext, ParsedAnnotations, valid_re2
+from controlplane.ingress.annotations.base import (
+    BOOLEAN,
+    Annotations,
+    Family,
+    Key,
+    ParseContext,
+    ParsedAnnotations,
+    integer,
+    valid_re2,
+)
 from controlplane.ir import Forward, HeaderMatch, Route, WeightedCluster
 from controlplane.ir.policies import Canary, Policy
 
@@ -38,6 +47,7 @@ class CanaryFamily(Family):
                 "host+path+pathType; without a primary it does nothing (warning)"
             ),
             default="`false`",
+            validator=BOOLEAN,
         ),
         Key(
             ("canary-by-header",), "header match routes before the primary: value `always` → canary, `never` → primary"
@@ -69,8 +79,9 @@ class CanaryFamily(Family):
             "`weighted_clusters` with the primary",
             default="`0`",
             difference="weight above the total is clamped (warning)",
+            validator=integer(0),
         ),
-        Key(("canary-weight-total",), "total weight", default="`100`"),
+        Key(("canary-weight-total",), "total weight", default="`100`", validator=integer(1, 1_000_000)),
     )
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext
+from controlplane.ingress.annotations.base import BOOLEAN, Annotations, Family, Key, ParseContext, integer
 from controlplane.ingress.secrets import decode_ca_bundle
 from controlplane.ir.policies import ClientCert, PassClientCert
 
@@ -20,11 +20,12 @@ class ClientCertFamily(Family):
             difference="missing or invalid Secret **rejects** the Ingress",
         ),
         Key(("auth-tls-verify-client",), "`on`, `optional`, `optional_no_ca`, `off`", default="`on`"),
-        Key(("auth-tls-verify-depth",), "verification depth", default="`1`"),
+        Key(("auth-tls-verify-depth",), "verification depth", default="`1`", validator=integer(1, 100)),
         Key(
             ("auth-tls-pass-certificate-to-upstream",),
             "certificate forwarded in header `ssl-client-cert`",
             default="`false`",
+            validator=BOOLEAN,
         ),
         Key(
             ("auth-tls-error-page", "auth-tls-match-cn"),

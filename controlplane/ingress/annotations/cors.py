@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext
+from controlplane.ingress.annotations.base import BOOLEAN, Annotations, Family, Key, ParseContext, integer
 from controlplane.ir.policies import DEFAULT_HEADERS, DEFAULT_MAX_AGE, DEFAULT_METHODS, Cors
 
 ORIGIN_LIST = re.compile(r"^((((([a-z]+://)?(\*\.)?[A-Za-z0-9\-.]*(:\d+)?,?)|null)+)|\*)?$")
@@ -39,6 +39,7 @@ class CorsFamily(Family):
             ("enable-cors",),
             "turns the above on for the Ingress's routes (plain-HTTP redirect routes included)",
             default="`false`",
+            validator=BOOLEAN,
         ),
         Key(
             ("cors-allow-origin",),
@@ -63,8 +64,9 @@ class CorsFamily(Family):
             ("cors-allow-credentials",),
             "`Access-Control-Allow-Credentials: true`; `false` leaves the header out",
             default="`true`",
+            validator=BOOLEAN,
         ),
-        Key(("cors-max-age",), "`Access-Control-Max-Age`", default="`1728000`"),
+        Key(("cors-max-age",), "`Access-Control-Max-Age`", default="`1728000`", validator=integer()),
     )
 
     def _origins(self, ann: Annotations, ctx: ParseContext) -> tuple[bool, tuple[str, ...]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext, ParsedAnnotations
+from controlplane.ingress.annotations.base import BOOLEAN, Annotations, Family, Key, ParseContext, ParsedAnnotations
 from controlplane.ir.policies import SslPassthrough
 
 
@@ -18,6 +18,7 @@ class SslPassthroughFamily(Family):
                 "annotations do not apply to it"
             ),
             default="`false`",
+            validator=BOOLEAN,
         ),
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext
+from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext, integer
 from controlplane.ingress.annotations.ipaccess import parse_cidrs
 from controlplane.ir.policies import RateLimit, RateLimitRule
 
@@ -21,7 +21,7 @@ class RateLimitFamily(Family):
                 "(nginx default)"
             ),
         ),
-        Key(("limit-burst-multiplier",), "burst factor", default="`5`"),
+        Key(("limit-burst-multiplier",), "burst factor", default="`5`", validator=integer(1, 1_000_000)),
         Key(("limit-whitelist", "limit-allowlist"), "exempt CIDRs", difference="invalid entries dropped (warning)"),
         Key(("limit-connections",), "reported: not reproduced exactly", default="—", difference="partial"),
         Key(

@@ -10,7 +10,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext, ParsedAnnotations
+from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext, ParsedAnnotations, integer
 from controlplane.ir import IngressRef, PathMatch, Redirect, Route
 from controlplane.ir.policies import AppRoot, UrlRedirect
 
@@ -52,9 +52,10 @@ class RedirectFamily(Family):
                 "without `Location` (as nginx's `return`)"
             ),
             default="`301`",
+            validator=integer(300, 308),
         ),
         Key(("temporal-redirect",), "as `permanent-redirect`; wins over it"),
-        Key(("temporal-redirect-code",), "300-307, else 302", default="`302`"),
+        Key(("temporal-redirect-code",), "300-307, else 302", default="`302`", validator=integer(300, 307)),
         Key(
             ("app-root",),
             "a request for exactly `/` gets a 302 to the path (an extra route)",

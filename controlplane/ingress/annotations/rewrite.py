@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext
+from controlplane.ingress.annotations.base import BOOLEAN, Annotations, Family, Key, ParseContext
 from controlplane.ir.policies import RegexPaths, RewriteTarget
 
 
@@ -19,6 +19,7 @@ class RewriteFamily(Family):
             ),
             default="`false`",
             difference="RE2, not PCRE: lookarounds and backreferences are not available",
+            validator=BOOLEAN,
         ),
         Key(
             ("rewrite-target",),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext, ParsedAnnotations
+from controlplane.ingress.annotations.base import BOOLEAN, Annotations, Family, Key, ParseContext, ParsedAnnotations
 from controlplane.ir.policies import SslRedirect
 
 
@@ -25,8 +25,9 @@ class SslRedirectFamily(Family):
                 "run first, as in nginx where the redirect happens in the rewrite phase)"
             ),
             default="`true`",
+            validator=BOOLEAN,
         ),
-        Key(("force-ssl-redirect",), "the same 308 even without TLS on the host", default="`false`"),
+        Key(("force-ssl-redirect",), "the same 308 even without TLS on the host", default="`false`", validator=BOOLEAN),
         Key(
             ("preserve-trailing-slash",),
             (
@@ -35,6 +36,7 @@ class SslRedirectFamily(Family):
                 "does; with it the URI is kept"
             ),
             default="`false`",
+            validator=BOOLEAN,
         ),
     )
 

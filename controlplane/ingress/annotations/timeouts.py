@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext
+from controlplane.ingress.annotations.base import DURATION, Annotations, Family, Key, ParseContext, integer
 from controlplane.ir.policies import (
     DEFAULT_NEXT_UPSTREAM,
     DEFAULT_TRIES,
@@ -43,6 +43,7 @@ class TimeoutsFamily(Family):
             ("proxy-connect-timeout",),
             "cluster `connect_timeout` (a cluster variant for this Ingress's backends)",
             default="`5` s",
+            validator=DURATION,
         ),
         Key(
             ("proxy-read-timeout", "proxy-send-timeout"),
@@ -68,8 +69,13 @@ class TimeoutsFamily(Family):
                 "retried (idempotent methods only) when the annotation is given"
             ),
         ),
-        Key(("proxy-next-upstream-tries",), "total tries; Envoy `num_retries` = tries - 1", default="`3`"),
-        Key(("proxy-next-upstream-timeout",), "retry budget per request (0 = none)", default="`0`"),
+        Key(
+            ("proxy-next-upstream-tries",),
+            "total tries; Envoy `num_retries` = tries - 1",
+            default="`3`",
+            validator=integer(0, 100),
+        ),
+        Key(("proxy-next-upstream-timeout",), "retry budget per request (0 = none)", default="`0`", validator=DURATION),
     )
 
     def _seconds(self, ann: Annotations, ctx: ParseContext, key: str, default: float, note: str = "") -> float | None:
