@@ -26,6 +26,7 @@ from controlplane.ingress.tls import plan_tls
 from controlplane.ingress.variants import ClusterVariants
 from controlplane.ir import CertificateSecret, IngressRef, ServiceCluster, VirtualHost
 from controlplane.ir.gateway import ClusterEndpoints, GatewayIR, RouteTableIR
+from controlplane.ir.policies import endpoint_labels
 from controlplane.services import ServiceIndex
 from controlplane.store import ENDPOINT_SLICE, INGRESS, INGRESS_CLASS, SECRET, SERVICE, KubeObject, object_name
 from controlplane.translate.gateway import Resources, translate_gateway
@@ -190,7 +191,7 @@ class _Frontend:
                 clusters.append(sc)
                 if sc.static_address is None:
                     localities = self.services.localities(key, ports[sc.port], self.primary)
-                    endpoints.append(ClusterEndpoints(sc.eds_name, localities))
+                    endpoints.append(ClusterEndpoints(sc.eds_name, localities, endpoint_labels(sc.policies)))
             if ports:
                 east_west.append(tuple(east_west_vhosts(key[0], key[1], list(ports.values()))))
         return tuple(clusters), tuple(endpoints), tuple(east_west)

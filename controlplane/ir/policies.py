@@ -304,11 +304,41 @@ class DefaultBackendService:
 
 @dataclass(frozen=True, slots=True)
 class FallbackBackend:
-    """default-backend: requests of the route go to `cluster` while the route's own Service has no
-    ready endpoint (ingress-nginx's custom default backend of a location)."""
+    """default-backend: while a route's own cluster has no ready endpoint, its requests go to the
+    paired fallback cluster (ingress-nginx's custom default backend of a location). `pairs`:
+    (the route's cluster, the default-backend cluster standing in for it)."""
 
     scope: ClassVar[Scope] = "route"
-    cluster: str
+    pairs: tuple[tuple[str, str], ...]
+
+    def fallback_of(self, cluster: str) -> str | None:
+        return next((fb for own, fb in self.pairs if own == cluster), None)
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackHeaders:
+    """The request headers nginx sends to a custom default backend standing in for `service`:`port`
+    of an Ingress (X-Code: 503, X-Namespace, X-Ingress-Name, X-Service-Name, X-Service-Port, X-Format)."""
+
+    scope: ClassVar[Scope] = "upstream"
+    namespace: str
+    ingress: str
+    service: str
+    port: str
+
+    def variant_key(self) -> str:
+        return f"FallbackHeaders({self.namespace!r}, {self.ingress!r}, {self.service!r}, {self.port!r})"
+
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """The headers, but X-Format (the request's Accept), in nginx.tmpl's order."""
+        return (("X-Code", "503"), ("X-Namespace", self.namespace), ("X-Ingress-Name", self.ingress),
+                ("X-Service-Name", self.service), ("X-Service-Port", self.port))  # fmt: skip
+
+
+def endpoint_labels(policies: tuple[object, ...]) -> tuple[tuple[str, str], ...]:
+    """The endpoint metadata of a cluster with these upstream policies (a default-backend stand-in's)."""
+    headers = next((p for p in policies if isinstance(p, FallbackHeaders)), None)
+    return headers.headers() if headers is not None else ()
 
 
 ERROR_PATH_PREFIX = "/.meridian-errors/"
@@ -560,7 +590,7 @@ RoutePolicy = (
 )
 """Policies attached to routes."""
 
-UpstreamPolicy = UpstreamProtocol | ServiceUpstream | ConnectTimeout | LoadBalancer
+UpstreamPolicy = UpstreamProtocol | ServiceUpstream | ConnectTimeout | LoadBalancer | FallbackHeaders
 """Policies that make a cluster variant of a Service port."""
 
 TlsPolicy = ClientCert | TlsParams

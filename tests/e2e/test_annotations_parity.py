@@ -284,6 +284,17 @@ def test_default_backend_annotation_serves_paths_without_endpoints(gw: Gateway) 
     gw.wait_served_by("dflt.example.com", "/missing", "other")  # no such Service
     assert served_by_path(gw, "dflt.example.com", "/empty/x") == "other"  # no ready endpoint
     assert served_by_path(gw, "dflt.example.com", "/ready") == "web"
+    # The headers nginx sends to a custom default backend (nginx.tmpl, custom-default-backend-), the path kept.
+    for path, service in (("/missing/a?b=1", "ghost"), ("/empty/x", "empty")):
+        r = gw.get("dflt.example.com", path, headers={"Accept": "text/html"})
+        got = {k.lower(): v for k, v in r.json()["headers"].items()}
+        want = {"x-code": "503", "x-namespace": "default", "x-ingress-name": "dflt",
+                "x-service-name": service, "x-service-port": "80"}  # fmt: skip
+        if service == "ghost":  # X-Format only when the Service does not exist (docs/annotations.md)
+            want["x-format"] = "text/html"
+        assert {k: got.get(k) for k in want} == want and r.json()["path"] == path, path
+    r = gw.get("dflt.example.com", "/ready")
+    assert "x-code" not in {k.lower() for k in r.json()["headers"]}
     assert gw.get("nodflt.example.com", "/missing").status == 503  # without the annotation
     # Once the Service has a ready endpoint it serves its own path again, and loses it again.
     gw.publish("empty", [empty], ready=[True])

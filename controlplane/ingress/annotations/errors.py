@@ -57,9 +57,14 @@ class ErrorsFamily(Family):
             (
                 "Service (same namespace, its first port) that serves every path of the Ingress whose own Service "
                 "has no ready endpoint or does not exist (an Envoy aggregate cluster: the path's cluster first, "
-                "this one while the first has no healthy endpoint), and answers the listed error codes"
+                "this one while the first has no healthy endpoint), with nginx's headers `X-Code: 503`, "
+                "`X-Namespace`, `X-Ingress-Name`, `X-Service-Name`, `X-Service-Port`, `X-Format`; and answers "
+                "the listed error codes"
             ),
-            difference="none (a missing default-backend Service: warning, ignored, as nginx)",
+            difference=(
+                "`X-Format` (the request's `Accept`) is sent only when the path's Service does not exist, not "
+                "when it has no ready endpoint; a missing default-backend Service: warning, ignored, as nginx"
+            ),
         ),
         Key(
             ("custom-http-errors",),
