@@ -4,33 +4,33 @@ Store events (from any thread) are batched by the Batcher, one batch per loop tu
 changes becomes one snapshot version without any fixed delay. Each batch recomputes only what
 depends on the changed objects: an EndpointSlice rebuilds one ClusterLoadAssignment, an Ingress
 its own IR and the virtual hosts it touches; route tables are re-assembled from cached per-host
-bytes. The result must equal what `controlplane.compile.compile` gives for the same objects.
+bytes. The result must equal what `controlplane.compile.compile` gives for the same objects. A
+batch is all or nothing: after a failed one, the next rebuilds everything (recovery.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from controlplane.certificates import CertificateBook
 from controlplane.config import GatewayConfig
 from controlplane.engine.backends import ServiceBackends
 from controlplane.engine.batcher import Batcher
-from controlplane.engine.dependencies import DependencyIndex, SecretKey, hosts_of
+from controlplane.engine.dependencies import SecretKey
 from controlplane.engine.host_routes import HostRoutes
+from controlplane.engine.ingresses import IngressState
 from controlplane.engine.tls import TlsState
 from controlplane.engine.view import IngressView
-from controlplane.ingress.aliases import AliasPlan, assign_aliases
-from controlplane.ingress.classes import ClassView, is_accepted
-from controlplane.ingress.convert import IngressIR, Lookups, build_ingress
+from controlplane.ingress.aliases import AliasPlan
+from controlplane.ingress.convert import IngressIR
 from controlplane.ingress.hosts import HostResult
-from controlplane.ingress.reports import failed_ingress, ingress_state
 from controlplane.ingress.tls import TlsPlan
-from controlplane.ingress.variants import ClusterVariants
 from controlplane.ir import IngressRef
 from controlplane.metrics import Metrics
+from controlplane.recovery import FailedBatchRecovery, remove_unlisted
 from controlplane.services import ServiceIndex, ServiceKey
 from controlplane.store import ENDPOINT_SLICE, INGRESS, INGRESS_CLASS, SECRET, SERVICE, ClusterRegistry, StoreEvent
 from controlplane.translate import listeners as lst
@@ -57,30 +57,38 @@ class Controller:
         self.cache = cache
         self.metrics = metrics
         self.config = config
-        self.services = ServiceIndex()
-        self.ingress_objs: dict[IngressRef, Mapping[str, Any]] = {}
-        self.irs: dict[IngressRef, IngressIR] = {}
-        self.deps = DependencyIndex()
-        self.variants = ClusterVariants()
-        self.class_views: dict[str, ClassView] = {}
-        # Per-host VirtualHost bytes, framed as RouteConfiguration.virtual_hosts fields, kept per route
-        # table (split into hash partitions at scale): a change re-assembles one partition with one join.
-        self.routes = RouteTables(config.route_partitions, self._partitions_metric)
-        self.hosts = HostRoutes(self.routes, config.public_https_port)
-        self._ingress_states: dict[IngressRef, str] = {}  # accepted | rejected | ignored, counted incrementally
-        self._state_counts: Counter[str] = Counter()
-        self.backends = ServiceBackends(self.services, self.variants)
-        self.tls_state = TlsState(self._get_secret)
-        self.alias_plan: AliasPlan = {}
-        self._listener_inputs: tuple[Any, ...] | None = None
+        self.certificates = CertificateBook()  # usable certificates; kept across rebuilds (certificates.py)
+        self._reset_derived_state()
         self.last_build_seconds = 0.0
         self.ready = asyncio.Event()
         # Nothing is served before the primary cluster's first full list: build once from all of it
         # rather than many times from the parts that arrive while it is being read.
         self.batcher = Batcher(self._build, self._may_build, self._built)
+        self._recovery = FailedBatchRecovery()
         self.view = IngressView(self)
 
+    def _reset_derived_state(self) -> None:
+        """Everything computed from the objects: empty at start, emptied again for a full rebuild."""
+        self.services = ServiceIndex()
+        self.ingresses = IngressState(self.registry, self.services, self.config, self._get_secret)
+        # Per-host VirtualHost bytes, framed as RouteConfiguration.virtual_hosts fields, kept per route
+        # table (split into hash partitions at scale): a change re-assembles one partition with one join.
+        self.routes = RouteTables(self.config.route_partitions, self._partitions_metric)
+        self.hosts = HostRoutes(self.routes, self.config.public_https_port)
+        self.backends = ServiceBackends(self.services, self.ingresses.variants)
+        self.tls_state = TlsState(self._get_secret, self.certificates)
+        self._listener_inputs: tuple[Any, ...] | None = None
+        self.alias_plan: AliasPlan = {}  # server-alias names of every host (ingress/aliases.py)
+
     # -- what the view reads -----------------------------------------------------------
+    @property
+    def irs(self) -> dict[IngressRef, IngressIR]:
+        return self.ingresses.irs
+
+    @property
+    def ingress_objs(self) -> dict[IngressRef, Mapping[str, Any]]:
+        return self.ingresses.objects
+
     @property
     def host_results(self) -> dict[str, HostResult]:
         return self.hosts.results
@@ -88,6 +96,10 @@ class Controller:
     @property
     def host_errors(self) -> dict[str, str]:
         return self.hosts.errors
+
+    @property
+    def tls(self) -> TlsPlan:
+        return self.tls_state.plan
 
     @property
     def publish_address(self) -> str:
@@ -106,6 +118,10 @@ class Controller:
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self.batcher.attach(loop)
         self.registry.subscribe(self._on_event)
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop | None:
+        return self.batcher.loop
 
     def _on_event(self, event: StoreEvent) -> None:
         self.batcher.on_event(event)
@@ -135,51 +151,58 @@ class Controller:
             self.ready.set()
 
     def _build(self, events: list[StoreEvent], seen_at: float) -> None:
+        full = self._recovery.pending
         try:
-            self._process(events, seen_at)
+            if full:  # the last batch failed half-way: start again from the objects, not from its leftovers
+                self._reset_derived_state()
+                events = self._recovery.events(events, self.registry)
+            self._process(events, seen_at, full=full)
+            self._recovery.succeeded()
         except Exception:  # never let one bad batch kill the control plane
-            log.exception("snapshot build failed; keeping the previous snapshot")
+            log.exception("snapshot build failed; keeping the previous snapshot, the next build is a full one")
+            self._recovery.failed(events, self.batcher.loop, self.request_flush)
 
     # -- the batch -------------------------------------------------------------
-    def _process(self, events: list[StoreEvent], seen_at: float) -> None:
+    def _process(self, events: list[StoreEvent], seen_at: float, *, full: bool = False) -> None:
+        ing = self.ingresses
         dirty_ing: set[IngressRef] = set()
         dirty_svc: set[ServiceKey] = set()
         dirty_eds: set[ServiceKey] = set()
-        dirty_secrets: set[SecretKey] = set()
+        dirty_secrets: dict[SecretKey, bool] = {}  # -> a delete of it was seen in this batch
         for ev in events:
             ref, obj = ev.ref, ev.new
             if ref.kind == INGRESS:
                 iref = IngressRef(ref.cluster, ref.namespace, ref.name)
-                if obj is None:
-                    self.ingress_objs.pop(iref, None)
-                else:
-                    self.ingress_objs[iref] = obj
+                ing.set_object(iref, obj)
                 dirty_ing.add(iref)
             elif ref.kind == SERVICE:
                 key = self.services.set_service(ref.cluster, ref.namespace, ref.name, obj)
                 dirty_svc.add(key)
                 dirty_eds.add(key)
-                dirty_ing |= self.deps.of_service(key)
+                dirty_ing |= ing.deps.of_service(key)
             elif ref.kind == ENDPOINT_SLICE:
                 dirty_eds |= self.services.set_slice(ref.cluster, ref.namespace, ref.name, obj)
             elif ref.kind == SECRET:
                 skey = (ref.cluster, ref.namespace, ref.name)
-                dirty_secrets.add(skey)
-                dirty_ing |= self.deps.of_secret(skey)
+                dirty_secrets[skey] = dirty_secrets.get(skey, False) or obj is None
+                dirty_ing |= ing.deps.of_secret(skey)
             elif ref.kind == INGRESS_CLASS:
-                self.class_views.pop(ref.cluster, None)
-                dirty_ing |= {r for r in self.ingress_objs if r.cluster == ref.cluster}
+                dirty_ing |= ing.classes_changed(ref.cluster)
 
         changes: Changes = {t: {} for t in rt.PUSH_ORDER}
-        hosts = self._rebuild_ingresses(dirty_ing)
-        if dirty_ing:
-            hosts |= self._rebuild_aliases()
-        hosts |= self._rebuild_tls(changes, dirty_secrets)
-        cluster_keys = dirty_svc | self.variants.take_touched()
+        hosts = ing.rebuild(dirty_ing)
+        if dirty_ing:  # aliases depend on every host: re-assign them, rebuild the hosts whose changed
+            old, self.alias_plan = self.alias_plan, ing.alias_plan()
+            hosts |= {h for h in old.keys() | self.alias_plan.keys() if old.get(h) != self.alias_plan.get(h)}
+        if dirty_secrets or ing.deps.tls_dirty:  # the TLS plan: only when a Secret or a TLS Ingress changed
+            ing.deps.tls_dirty = False
+            published = self.cache.get(rt.SECRET).resources
+            hosts |= self.tls_state.rebuild(changes, dirty_secrets, ing.served_with_tls(), published)
+        cluster_keys = dirty_svc | ing.variants.take_touched()
         self.backends.rebuild_clusters(changes, cluster_keys)
         self.backends.rebuild_endpoints(changes, dirty_eds | cluster_keys, self.registry.primary_id())
         if hosts:
-            self.hosts.rebuild(hosts, self._served_for_host, frozenset(self.tls.certs), self.alias_plan)
+            self.hosts.rebuild(hosts, ing.served_for_host, frozenset(self.tls.certs), self.alias_plan)
             self.backends.set_extra_clusters(changes, self.hosts.wanted_extra_clusters())
         self.hosts.rebuild_east_west(self.services, dirty_svc)
         filters = self.hosts.http_filters()
@@ -189,86 +212,15 @@ class Controller:
         if when is not None:
             self.batcher.flush_at(when)
         self._rebuild_listeners(changes, filters, tls_hosts, passthrough)
+        if full:  # built from nothing, `changes` holds every resource: whatever else is cached goes
+            remove_unlisted(changes, self.cache)
         self.cache.apply(changes, seen_at=seen_at)
         for state in ("accepted", "rejected", "ignored"):
-            self.metrics.ingresses.labels(state).set(self._state_counts[state])
-
-    # -- ingresses ---------------------------------------------------------------
-    def _class_view(self, cluster: str) -> ClassView:
-        view = self.class_views.get(cluster)
-        if view is None:
-            store = self.registry.get(cluster)
-            view = ClassView.from_objects(store.list(INGRESS_CLASS) if store else [])
-            self.class_views[cluster] = view
-        return view
+            self.metrics.ingresses.labels(state).set(ing.state_counts[state])
 
     def _get_secret(self, cluster: str, namespace: str, name: str) -> Mapping[str, Any] | None:
         store = self.registry.get(cluster)
         return store.get(SECRET, namespace, name) if store else None
-
-    def _rebuild_ingresses(self, dirty: set[IngressRef]) -> set[str]:
-        """Rebuild the IRs of `dirty`; returns the hosts whose routes may have changed."""
-        hosts: set[str] = set()
-        for ref in dirty:
-            old = self.irs.pop(ref, None)
-            if old is not None:
-                self.deps.remove(old)
-                self.variants.remove(old)
-                hosts |= hosts_of(old)
-            obj = self.ingress_objs.get(ref)
-            if obj is None:
-                self._set_ingress_state(ref, None)
-                continue
-            lookups = Lookups(resolve_port=self.services.resolve_port, get_secret=self._get_secret)
-            try:
-                accepted = is_accepted(obj, self._class_view(ref.cluster), self.config.classes)
-                ir = build_ingress(obj, ref, class_accepted=accepted, lookups=lookups)
-            except Exception as exc:  # a bug must cost this Ingress only, never the batch
-                log.exception("building Ingress %s failed; it is not served", ref)
-                ir = failed_ingress(obj, ref, exc)
-            self.irs[ref] = ir
-            self._set_ingress_state(ref, ingress_state(ir))
-            self.deps.add(ir)
-            self.variants.add(ir)
-            hosts |= hosts_of(ir)
-        return hosts
-
-    def _rebuild_aliases(self) -> set[str]:
-        """Re-assign server-alias names (they depend on every host); returns the hosts whose changed."""
-        irs = self.irs
-        alias_irs = [irs[r] for r in self.deps.alias_refs if r in irs and irs[r].served]
-        plan = assign_aliases(alias_irs, self._is_served_host) if alias_irs else {}
-        old, self.alias_plan = self.alias_plan, plan
-        return {h for h in old.keys() | plan.keys() if old.get(h) != plan.get(h)}
-
-    def _is_served_host(self, host: str) -> bool:
-        return any(r in self.irs and self.irs[r].served for r in self.deps.by_host.get(host, ()))
-
-    def _served_for_host(self, host: str) -> list[IngressIR]:
-        irs = self.irs
-        return [irs[r] for r in self.deps.of_host(host) if r in irs and irs[r].served]
-
-    def _set_ingress_state(self, ref: IngressRef, state: str | None) -> None:
-        old = self._ingress_states.pop(ref, None)
-        if old is not None:
-            self._state_counts[old] -= 1
-        if state is not None:
-            self._ingress_states[ref] = state
-            self._state_counts[state] += 1
-
-    # -- TLS, clusters and endpoints ------------------------------------------------------
-    def _rebuild_tls(self, changes: Changes, dirty_secrets: set[SecretKey]) -> set[str]:
-        """Recomputed only when a TLS-bearing Ingress or a Secret changed in this batch."""
-        if not dirty_secrets and not self.deps.tls_dirty:
-            return set()
-        self.deps.tls_dirty = False
-        tls_irs = (self.irs[r] for r in self.deps.tls_refs if r in self.irs and self.irs[r].served)
-        ordered = sorted(tls_irs, key=IngressIR.order_key)
-        return self.tls_state.rebuild(changes, dirty_secrets, ordered, self.cache.get(rt.SECRET).resources)
-
-    @property
-    def tls(self) -> TlsPlan:
-        return self.tls_state.plan
 
     # -- route tables and listeners -----------------------------------------------------------
     def _partitions_metric(self, table: str, partitions: int) -> None:

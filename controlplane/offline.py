@@ -45,7 +45,20 @@ def translate_clusters(dirs: Mapping[str, Path], config: GatewayConfig | None = 
 _MAPS = frozenset({"typed_per_filter_config", "map"})  # "map": xds matcher exact_match_map
 
 
+_STRUCTS = frozenset({"filter_metadata"})  # google.protobuf.Struct values: sorted all the way down
+
+
+def _deep_sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_sorted(v) for k, v in sorted(value.items())}
+    if isinstance(value, list):
+        return [_deep_sorted(v) for v in value]
+    return value
+
+
 def _sorted_maps(value: Any) -> Any:
+    if isinstance(value, dict) and _STRUCTS & value.keys():
+        return {k: (_deep_sorted(v) if k in _STRUCTS else _sorted_maps(v)) for k, v in value.items()}
     if isinstance(value, dict):
         return {k: (dict(sorted(_sorted_maps(v).items())) if k in _MAPS and isinstance(v, dict) else _sorted_maps(v))
                 for k, v in value.items()}  # fmt: skip

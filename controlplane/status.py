@@ -424,6 +424,8 @@ def event_bodies(
         if reason is None:
             continue
         key, text = str(finding.get("key") or ""), str(finding.get("message") or "")
+        if key.startswith("tls[") and reason == "AnnotationInvalid":
+            reason = "TLSSecretUnusable"  # a missing or broken Secret, not an annotation
         message = (f"{key}: {text}" if key and text else key or text)[:1000]
         out.append(
             {

@@ -6,10 +6,9 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from controlplane.certificates import CertificateBook
 from controlplane.ingress.convert import IngressIR
-from controlplane.ingress.secrets import decode_tls_secret
 from controlplane.ingress.tls import TlsPlan, plan_tls
-from controlplane.ir import CertificateSecret
 from controlplane.ir.names import secret_name
 from controlplane.translate.resources import certificate_secret
 from controlplane.xds import resources as rt
@@ -21,40 +20,35 @@ SecretKey = tuple[str, str, str]
 
 
 class TlsState:
-    def __init__(self, get_secret: Callable[[str, str, str], Mapping[str, Any] | None]) -> None:
+    """The TLS plan of the current Ingresses; the certificates (`CertificateBook`, kept across full
+    rebuilds: a last good certificate is history) are handed in."""
+
+    def __init__(self, get_secret: Callable[[str, str, str], Mapping[str, Any] | None], book: CertificateBook) -> None:
         self.get_secret = get_secret
-        self.good_certs: dict[str, CertificateSecret] = {}
+        self.certificates = book
         self.plan = TlsPlan()  # certificates, TLS policies and passthrough per host
 
     def rebuild(
         self,
         changes: dict[str, dict[str, Resource | None]],
-        dirty_secrets: Iterable[SecretKey],
+        dirty_secrets: Mapping[SecretKey, bool],
         ordered: list[IngressIR],
         published: Iterable[str],
     ) -> set[str]:
-        """Host -> certificate map and SDS secrets; a broken Secret keeps its last good certificate.
+        """Host -> certificate map and SDS secrets; a deleted Secret is no longer served, a broken one
+        keeps its last good certificate (see certificates.py).
 
-        `ordered`: served Ingresses with TLS or passthrough, oldest first; `published`: the SDS names
-        the cache holds. Returns the hosts whose certificate changed.
+        `dirty_secrets`: Secret -> whether a delete of it was seen in the batch; `ordered`: served
+        Ingresses with TLS or passthrough, in conflict order; `published`: the SDS names the cache
+        holds. Returns the hosts whose certificate changed.
         """
-        for skey in dirty_secrets:
-            name = secret_name(*skey)
-            obj = self.get_secret(*skey)
-            if obj is None:
-                continue
-            try:
-                cert, key = decode_tls_secret(obj)
-            except ValueError as exc:
-                if name in self.good_certs:
-                    log.warning("secret %s is unusable (%s); keeping its previous certificate", name, exc)
-                continue
-            self.good_certs[name] = CertificateSecret(name, cert, key)
-        plan = plan_tls(ordered, self.good_certs)
+        for skey, deleted in dirty_secrets.items():
+            self.certificates.update(secret_name(*skey), self.get_secret(*skey), deleted=deleted)
+        plan = plan_tls(ordered, self.certificates)
         used = set(plan.certs.values())
         sds = changes[rt.SECRET]
         for name in used:
-            sds[name] = make_resource(name, rt.SECRET, certificate_secret(self.good_certs[name]))
+            sds[name] = make_resource(name, rt.SECRET, certificate_secret(self.certificates[name]))
         for name in set(published) - used:
             sds[name] = None
         old = self.plan.certs

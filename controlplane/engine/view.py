@@ -6,21 +6,25 @@ app: what they may depend on is exactly this.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
 
 from controlplane.ingress.convert import IngressIR
 from controlplane.ingress.hosts import HostResult
 from controlplane.ingress.reports import ingress_report
+from controlplane.ingress.tls import TlsPlan
 from controlplane.ir import IngressRef
 
 
 class ViewSource(Protocol):
     """What the engine exposes to build the view from (read through at every call)."""
 
-    irs: dict[IngressRef, IngressIR]
-    ingress_objs: dict[IngressRef, Mapping[str, Any]]
+    @property
+    def irs(self) -> dict[IngressRef, IngressIR]: ...
+
+    @property
+    def ingress_objs(self) -> dict[IngressRef, Mapping[str, Any]]: ...
 
     @property
     def host_results(self) -> dict[str, HostResult]: ...
@@ -30,6 +34,12 @@ class ViewSource(Protocol):
 
     @property
     def publish_address(self) -> str: ...
+
+    @property
+    def tls(self) -> TlsPlan: ...
+
+    @property
+    def certificates(self) -> Container[str]: ...
 
     def built_once(self) -> bool: ...
 
@@ -58,7 +68,7 @@ class IngressView:
 
     def report(self, ir: IngressIR) -> dict[str, Any]:
         s = self._source
-        return ingress_report(ir, s.host_results, s.host_errors, s.publish_address)
+        return ingress_report(ir, s.host_results, s.host_errors, s.publish_address, s.tls, s.certificates)
 
     def reports(self) -> list[dict[str, Any]]:
         irs = self._source.irs

@@ -8,6 +8,7 @@ controller knows what to recompute when they change.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -47,6 +48,8 @@ class TlsBinding:
     hosts: tuple[str, ...]
     secret: str | None  # SDS name, None when the Secret is missing or invalid
     secret_ref: tuple[str, str, str]  # (cluster, namespace, name)
+    problem: str | None = None  # why the Secret cannot serve now (reported with its consequence, build/tls.py)
+    location: str = ""  # e.g. "tls[0]", for reports
 
 
 @dataclass(frozen=True)
@@ -90,9 +93,38 @@ class IngressIR:
     def hosts(self) -> frozenset[str]:  # asked for many times per change; the IR never changes
         return frozenset(r.host for r in self.rules)
 
-    def order_key(self) -> tuple[str, str, str, str]:
-        """Oldest wins conflicts: creationTimestamp, then namespace/name (then cluster)."""
-        return (self.created or "9999", self.ref.namespace, self.ref.name, self.ref.cluster)
+    def order_key(self) -> tuple[str, bytes, str]:
+        """Conflict order, first wins: ingress-nginx's `sortIngressSlice`
+        (internal/ingress/controller/store/store.go): creationTimestamp, oldest first, a missing one
+        being Go's zero time (older than any); equal times put the *greater* "namespace/name" string
+        first (`return in > jn`). The source cluster breaks what is left (Meridian only)."""
+        return (self.created, descending(f"{self.ref.namespace}/{self.ref.name}"), self.ref.cluster)
+
+
+_INVERTED = bytes(255 - b for b in range(256))
+
+
+def descending(text: str) -> bytes:
+    """A key that sorts strings in reverse byte order (as Go compares them), in C: each UTF-8 byte
+    inverted, then 0xff so that a string sorts after the longer strings it is a prefix of."""
+    return text.encode().translate(_INVERTED) + b"\xff"
+
+
+def creation_time(value: Any) -> tuple[str, str | None]:
+    """metadata.creationTimestamp as a canonical UTC "YYYY-MM-DDTHH:MM:SSZ" ("" when unset), and a
+    problem when it is not a time. Seconds, as Kubernetes stores it; a YAML datetime is accepted."""
+    if value is None or value == "":
+        return "", None
+    if isinstance(value, dt.datetime):
+        when = value
+    else:
+        try:
+            when = dt.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+        except ValueError:
+            return "", f"{value!r} is not an RFC 3339 time; treated as unset"
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), None
 
 
 @dataclass
@@ -287,23 +319,17 @@ def build_ingress(
         secret_ref = (ref.cluster, ref.namespace, str(name))
         secret = _record_secret(lookups, *secret_ref)
         problem = tls_secret_problem(secret)
-        if problem:
-            findings.append(
-                Finding(
-                    "warning",
-                    f"tls[{i}]",
-                    f"secret {ref.namespace}/{name}: {problem}; until fixed, {', '.join(hosts)}: "
-                    "last good certificate, or plain HTTP only if there never was one",
-                )
-            )
-        tls.append(TlsBinding(hosts, None if problem else secret_name(*secret_ref), secret_ref))
+        tls.append(TlsBinding(hosts, None if problem else secret_name(*secret_ref), secret_ref, problem, f"tls[{i}]"))
 
+    created, created_problem = creation_time(meta.get("creationTimestamp"))
+    if created_problem:
+        findings.append(Finding("warning", "metadata.creationTimestamp", created_problem))
     rejected = parsed.rejected or any(f.level == "rejected" and f.key in ("spec",) for f in findings)
     if not rules and default is None and not rejected:
         findings.append(Finding("warning", "spec", "no rules and no defaultBackend: nothing to serve"))
     return IngressIR(
         ref=ref,
-        created=str(meta.get("creationTimestamp") or ""),
+        created=created,
         class_accepted=class_accepted,
         rules=tuple(rules),
         default_backend=default,

@@ -192,7 +192,7 @@ _OWNED = frozenset(k for family in FAMILIES for k in family.keys)
 
 
 @functools.cache
-def _defaults(family: Family) -> tuple[Any, ...]:
+def _defaults(family: Family) -> tuple[Policy, ...]:
     """What a family yields for an Ingress that sets none of its keys (e.g. ssl-redirect's default).
 
     Computed once: most Ingresses set few annotations, and running every family's parser for keys
@@ -209,7 +209,7 @@ def _defaults(family: Family) -> tuple[Any, ...]:
 def parse_annotations(raw: Mapping[str, Any] | None, ctx: ParseContext) -> ParsedAnnotations:
     """Run every family over the Ingress annotations; report every key exactly once."""
     ann = Annotations(raw)
-    policies: list[Any] = []
+    policies: list[Policy] = []
     present = ann.values.keys()
     for family in FAMILIES:
         if present.isdisjoint(family.keys):

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from typing import Any
 
 from controlplane.ingress.annotations.base import ParsedAnnotations
-from controlplane.ingress.convert import IngressIR
+from controlplane.ingress.convert import IngressIR, creation_time
 from controlplane.ingress.hosts import HostResult
+from controlplane.ingress.tls import TlsPlan, tls_findings
 from controlplane.ir import Finding, IngressRef
 
 
 def ingress_report(
-    ir: IngressIR, host_results: Mapping[str, HostResult], host_errors: Mapping[str, str], address: str
+    ir: IngressIR,
+    host_results: Mapping[str, HostResult],
+    host_errors: Mapping[str, str],
+    address: str,
+    tls: TlsPlan,
+    usable: Container[str],
 ) -> dict[str, Any]:
-    """What happened to one Ingress: its own findings plus those of the hosts it takes part in."""
+    """What happened to one Ingress: its own findings, what its missing or broken TLS Secrets mean
+    now (`tls`: the current plan, `usable`: certificates that can be served), and the findings of
+    the hosts it takes part in."""
     findings: list[Finding] = list(ir.findings)
+    findings.extend(tls_findings(ir, tls, usable))
     for host in ir.hosts | ({""} if ir.default_backend else set()):
         result = host_results.get(host)
         if result:
@@ -44,7 +53,7 @@ def failed_ingress(obj: Mapping[str, Any], ref: IngressRef, exc: Exception) -> I
     meta = obj.get("metadata") or {}
     return IngressIR(
         ref=ref,
-        created=str(meta.get("creationTimestamp") or ""),
+        created=creation_time(meta.get("creationTimestamp"))[0],
         class_accepted=True,
         rules=(),
         default_backend=None,

@@ -57,12 +57,13 @@ class ClusterVariants:
     def service_clusters(self, key: ServiceKey, services: ServiceIndex) -> dict[str, ServiceCluster]:
         """The clusters of one Service: one per port, plus each used variant of a port it has."""
         ns, name = key
-        ports = {p.port for p in services.ports(key)}
+        ports = [p.port for p in services.ports(key)]  # sorted by number
         out: dict[str, ServiceCluster] = {}
-        for port in sorted(ports):
+        for port in ports:
             base = cluster_name(ns, name, port)
             out[base] = ServiceCluster(base, eds_name(ns, name, port), ns, name, port)
-        for variant in sorted(self.by_service.get(key, ())):
+        variants = self.by_service.get(key)
+        for variant in sorted(variants) if variants else ():
             if not self.users.get(variant) or variant.port not in ports:
                 continue
             policies = self.policies.get(variant.variant, ())

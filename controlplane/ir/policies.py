@@ -65,6 +65,9 @@ class SslRedirect:
 
 @dataclass(frozen=True, slots=True)
 class Canary:
+    """This source is an alternative backend of the primary with the same host and path: chosen by
+    header, then cookie, then weight (of `weight_total`)."""
+
     scope: ClassVar[Scope] = "ingress"
     header: str | None = None
     header_value: str | None = None
@@ -93,6 +96,8 @@ class ServerAlias:
 
 @dataclass(frozen=True, slots=True)
 class SslPassthrough:
+    """TLS for the source's hosts is not terminated: SNI-routed TCP to its backend."""
+
     scope: ClassVar[Scope] = "ingress"
 
 
@@ -166,12 +171,16 @@ class ServiceUpstream:
 
 @dataclass(frozen=True, slots=True)
 class HostRewrite:
+    """The Host header sent upstream (upstream-vhost)."""
+
     scope: ClassVar[Scope] = "route"
     host: str
 
 
 @dataclass(frozen=True, slots=True)
 class ForwardedPrefix:
+    """X-Forwarded-Prefix sent upstream (with a rewritten path)."""
+
     scope: ClassVar[Scope] = "route"
     prefix: str
 
@@ -422,6 +431,8 @@ class CookieAffinity:
 
 @dataclass(frozen=True, slots=True)
 class Mirror:
+    """A copy of each request goes to scheme://host:port (its answer is ignored)."""
+
     scope: ClassVar[Scope] = "route"
     scheme: str
     host: str

@@ -2,13 +2,14 @@
 
 Each file's objects are remembered so that editing or deleting the file
 removes exactly what it used to define. A file that fails to parse is reported
-and its last good content stays served.
+and its last good content stays served. Objects are read as written: no
+creationTimestamp is made up (a file's mtime changes on every edit, and an age
+that changes would change which Ingress wins a conflict).
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -34,7 +35,7 @@ def _yaml_loader() -> type[yaml.SafeLoader]:
     return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def parse_manifests(text: str, *, created: str | None = None) -> tuple[list[tuple[str, KubeObject]], list[str]]:
+def parse_manifests(text: str) -> tuple[list[tuple[str, KubeObject]], list[str]]:
     """(kind, object) pairs of the kinds Meridian reads, and per-object problems.
 
     Raises ManifestError when the YAML itself cannot be parsed (the whole file is then kept at its
@@ -64,8 +65,6 @@ def parse_manifests(text: str, *, created: str | None = None) -> tuple[list[tupl
             continue
         if kind not in CLUSTER_SCOPED:
             meta.setdefault("namespace", "default")
-        if created and not meta.get("creationTimestamp"):
-            meta["creationTimestamp"] = created
         out.append((kind, doc))
     return out, problems
 
@@ -90,6 +89,7 @@ class FileSource:
         self.directory = Path(directory)
         self.store = store
         self._by_file: dict[Path, dict[tuple[str, str, str], KubeObject]] = {}
+        self._files_of: dict[tuple[str, str, str], set[Path]] = {}  # object -> the files defining it
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
@@ -105,27 +105,18 @@ class FileSource:
     def load_file(self, path: Path) -> None:
         try:
             text = path.read_text(encoding="utf-8")
-            mtime = path.stat().st_mtime
         except FileNotFoundError:
             self.remove_file(path)
             return
         except (OSError, UnicodeDecodeError) as exc:
             self._error(path, f"cannot read: {exc}")
             return
-        created = dt.datetime.fromtimestamp(mtime, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         try:
-            objects, problems = parse_manifests(text, created=created)
+            objects, problems = parse_manifests(text)
         except ManifestError as exc:
             self._error(path, str(exc))
             return
-        fresh: dict[tuple[str, str, str], KubeObject] = {}
-        for kind, obj in objects:
-            key = _key(kind, obj)
-            old = self._by_file.get(path, {}).get(key)
-            if old is not None:
-                # Keep the first-seen creation time: an edit is not a new object.
-                obj["metadata"]["creationTimestamp"] = old["metadata"].get("creationTimestamp")
-            fresh[key] = obj
+        fresh = {_key(kind, obj): obj for kind, obj in objects}
         if problems:
             self._error(path, "; ".join(problems))
         else:
@@ -133,24 +124,32 @@ class FileSource:
         old = self._by_file.get(path, {})
         self._by_file[path] = fresh
         for key in old.keys() - fresh.keys():
-            if not self._defined_elsewhere(key, path):
-                self.store.delete(*key)
-        for key, obj in fresh.items():
-            self.store.upsert(key[0], obj)
+            self._files_of[key].discard(path)
+        for key in fresh:
+            self._files_of.setdefault(key, set()).add(path)
+        for key in old.keys() | fresh.keys():
+            self._publish(key)
 
     def remove_file(self, path: Path) -> None:
         old = self._by_file.pop(path, {})
         self.store.status.errors.pop(str(path), None)
         for key in old:
-            if not self._defined_elsewhere(key, path):
-                self.store.delete(*key)
+            self._files_of[key].discard(path)
+            self._publish(key)
 
-    def _defined_elsewhere(self, key: tuple[str, str, str], path: Path) -> bool:
-        for other, objs in self._by_file.items():
-            if other != path and key in objs:
-                self.store.upsert(key[0], objs[key])
-                return True
-        return False
+    def _publish(self, key: tuple[str, str, str]) -> None:
+        """Store the object as the files define it now. Defined in several files, the last file in
+        path order wins, not the last one edited: a restart reads the same."""
+        files = self._files_of.get(key)
+        if not files:
+            self._files_of.pop(key, None)
+            self.store.delete(*key)
+            return
+        winner = max(files)
+        if len(files) > 1:
+            log.warning("cluster %s: %s %s/%s is defined in %d files; %s is used", self.store.cluster_id,
+                        key[0], key[1], key[2], len(files), winner)  # fmt: skip
+        self.store.upsert(key[0], self._by_file[winner][key])
 
     def _error(self, path: Path, message: str) -> None:
         log.warning("cluster %s: %s: %s", self.store.cluster_id, path, message)

@@ -2,7 +2,8 @@
 
 Certificates come over SDS, so a rotation must reach new handshakes without a restart and without
 dropping a keep-alive connection opened before it; an invalid replacement keeps the previous
-certificate; a host whose Secret never existed is plain HTTP only.
+certificate; a host whose Secret never existed is plain HTTP only; a deleted Secret stops being
+served (no HTTPS, no ssl-redirect to it; force-ssl-redirect still redirects, as in ingress-nginx).
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def test_sni_rotation_invalid_and_missing_secrets(gw: Gateway) -> None:
     gw.write("secret-b.yaml", [broken])
     rep = gw.wait_report("b", lambda r: any("secret default/b-tls" in w for w in r["warnings"]))
     assert rep["accepted"], rep
+    assert any("last good certificate is still served" in w for w in rep["warnings"]), rep
     gw.wait_converged()
     r = https(gw, "b.example.com")
     assert r.status == 200 and serial(r) == certs["b"].x509.serial_number
@@ -112,3 +114,41 @@ def test_sni_rotation_invalid_and_missing_secrets(gw: Gateway) -> None:
     gw.wait_converged()
     for stream in gw.admin("/debug/syncz"):
         assert all(t["last_nack"] is None for t in stream["types"].values()), stream
+
+
+def test_deleted_secret_stops_being_served(gw: Gateway) -> None:
+    certs = {h: issue_cert(CA, [f"{h}.example.com"]) for h in ("del", "forced")}
+    for h in ("del", "forced"):
+        gw.backend(h)
+        gw.write(f"secret-{h}.yaml", [tls_secret(f"{h}-tls", "default", certs[h].cert, certs[h].key)])
+    gw.write("ing-del.yaml", [tls_ingress("del", "del.example.com", "del-tls")])
+    forced = tls_ingress("forced", "forced.example.com", "forced-tls")
+    forced["metadata"]["annotations"]["nginx.ingress.kubernetes.io/force-ssl-redirect"] = "true"
+    gw.write("ing-forced.yaml", [forced])
+    for h in ("del", "forced"):
+        r = wait_until(lambda h=h: (x := https(gw, f"{h}.example.com")).status == 200 and x, timeout=15,
+                       message=f"{h} never served over HTTPS")  # fmt: skip
+        assert serial(r) == certs[h].x509.serial_number
+        assert gw.get(f"{h}.example.com", "/").status == 308
+
+    gw.remove("secret-del.yaml")
+    gw.remove("secret-forced.yaml")
+    # ssl-redirect (the default) needs a certificate for the host: plain HTTP is served again.
+    gw.wait_served_by("del.example.com", "/", "del")
+    gw.wait_converged()
+    for h in ("del", "forced"):
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            https(gw, f"{h}.example.com")
+    # force-ssl-redirect redirects whatever the certificate, as ingress-nginx does.
+    assert gw.get("forced.example.com", "/").status == 308
+    sds = gw.admin("/debug/snapshot")["types"]["SDS"]["resources"]
+    assert "c1/default/del-tls" not in sds and "c1/default/forced-tls" not in sds, sds
+    rep = gw.wait_report("del", lambda r: any("del-tls: not found" in w for w in r["warnings"]))
+    assert any("plain HTTP only" in w for w in rep["warnings"]), rep
+    rep = gw.wait_report("forced", lambda r: any("forced-tls: not found" in w for w in r["warnings"]))
+    assert any("force-ssl-redirect still redirects" in w for w in rep["warnings"]), rep
+
+    # The Secret back: served again, no restart.
+    gw.write("secret-del.yaml", [tls_secret("del-tls", "default", certs["del"].cert, certs["del"].key)])
+    wait_until(lambda: gw.get("del.example.com", "/").status == 308, timeout=15, message="redirect never back")
+    assert serial(https(gw, "del.example.com")) == certs["del"].x509.serial_number

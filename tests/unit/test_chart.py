@@ -765,7 +765,8 @@ def test_chart_makes_xds_certificates_meridian_accepts(
     names = server_cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     host = f"{full}.{namespace}.svc.cluster.local"
     dns = set(names.get_values_for_type(x509.DNSName))
-    assert {host, full, f"{full}.{namespace}", f"{full}.{namespace}.svc"} <= dns
+    xds_host = f"{full}-xds.{namespace}.svc.cluster.local"  # the headless Service the gateways resolve
+    assert {xds_host, host, full, f"{full}.{namespace}", f"{full}.{namespace}.svc"} <= dns
     client_der = x509.load_pem_x509_certificate(_pem(client, "tls.crt")).public_bytes(Encoding.DER)
     peer = Peer(MTLS, certificate_identities(client_der))
     assert GroupPolicy().may_claim(peer, group) and not GroupPolicy().may_claim(peer, group + "-other")
@@ -780,7 +781,7 @@ def test_chart_makes_xds_certificates_meridian_accepts(
     assert gw_volume["secret"]["secretName"] == f"{gateway}-xds-client"
     assert {"name": "xds-client", "mountPath": XDS_MOUNT, "readOnly": True} in _container(objs, gateway)["volumeMounts"]
     ctx = _bootstrap(objs, gateway)["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]
-    assert ctx["sni"] == host
+    assert ctx["sni"] == xds_host
 
 
 def test_cert_manager_mode_issues_the_same_secrets() -> None:
@@ -792,7 +793,9 @@ def test_cert_manager_mode_issues_the_same_secrets() -> None:
     assert objs[("Certificate", "meridian-xds-ca")]["spec"]["isCA"] is True
     server = objs[("Certificate", "meridian-xds-server")]["spec"]
     assert server["secretName"] == "meridian-xds-server"
-    assert "meridian.meridian-system.svc.cluster.local" in server["dnsNames"]
+    assert {"meridian-xds.meridian-system.svc.cluster.local", "meridian.meridian-system.svc.cluster.local"} <= set(
+        server["dnsNames"]
+    )
     assert "server auth" in server["usages"]
     client = objs[("Certificate", "meridian-gateway-xds-client")]["spec"]
     assert client["secretName"] == "meridian-gateway-xds-client"

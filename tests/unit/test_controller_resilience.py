@@ -79,7 +79,7 @@ def test_builder_crash_rejects_only_that_ingress(controller, monkeypatch):
             raise ValueError("builder bug")
         return real(obj, ref, **kw)
 
-    monkeypatch.setattr("controlplane.controller.build_ingress", flaky)
+    monkeypatch.setattr("controlplane.engine.ingresses.build_ingress", flaky)
     store.upsert(INGRESS, ingress("crash", [rule("crash.example.com", ("/", "Prefix", "web", 80))]))
     store.upsert(INGRESS, ingress("fine", [rule("fine.example.com", ("/", "Prefix", "web", 80))]))
     ctl.flush()

@@ -310,3 +310,34 @@ async def test_publish_service_and_remote_cluster(fake: FakeKube, start_cp: Star
         await until(lambda: lb(remote, "far") is None, what="remote status cleared")
         assert writes(app, "status", "error") == 0
         await app.stop()
+
+
+async def test_tls_secret_problems_become_events(fake: FakeKube, start_cp: Starter) -> None:
+    from controlplane.xds.resources import SECRET
+    from tests.support.certs import issue_cert, make_ca, tls_secret
+
+    good = issue_cert(make_ca(), ["tls.example.com"])
+    fake.apply(service("web"))
+    fake.apply(tls_secret("site-tls", "default", good.cert, good.key))
+    site = ingress("site", "tls.example.com")
+    site["spec"]["tls"] = [{"hosts": ["tls.example.com"], "secretName": "site-tls"}]
+    kubectl_apply(fake, site)
+    app = await start_cp(fake)
+    await until(lambda: lb(fake, "site") == [{"ip": ADDRESS}], what="site status")
+    assert not fake.events()
+
+    def about_secret() -> list[dict[str, Any]]:
+        return [e for e in fake.events() if "site-tls" in e["message"]]
+
+    # A bad edit of the same Secret: the last good certificate stays, and the Event says so.
+    fake.apply(tls_secret("site-tls", "default", b"not a certificate", good.key))
+    events = await until(about_secret, what="Event for the unusable Secret")
+    assert events[0]["reason"] == "TLSSecretUnusable", events
+    assert "last good certificate is still served" in events[0]["message"], events
+    assert app.cache.get(SECRET).resources
+
+    # Deleted: no longer served, and said.
+    fake.delete("Secret", "default", "site-tls")
+    await until(lambda: any("not found" in e["message"] and "plain HTTP only" in e["message"] for e in about_secret()),
+                what="Event for the deleted Secret")  # fmt: skip
+    assert not app.cache.get(SECRET).resources

@@ -85,11 +85,12 @@ app.kubernetes.io/component: gateway
 {{- min (int $l.http) (int $l.https) (int $l.eastWest) }}
 {{- end }}
 
-{{/* Names the xDS server certificate covers: the control plane Service, as clients dial it. */}}
+{{/* Names the xDS server certificate covers: the headless xDS Service the gateways resolve, and the
+control plane Service, as other clients dial it. */}}
 {{- define "meridian.xdsServerNames" -}}
 {{- $full := include "meridian.fullname" . -}}
 {{- $ns := .Release.Namespace -}}
-{{- $names := list (include "meridian.xdsHost" .) $full (printf "%s.%s" $full $ns) (printf "%s.%s.svc" $full $ns) -}}
+{{- $names := list (include "meridian.xdsHost" .) $full (printf "%s.%s" $full $ns) (printf "%s.%s.svc" $full $ns) (printf "%s.%s.svc.%s" $full $ns .Values.clusterDomain) -}}
 {{- concat $names .Values.xds.extraServerNames | uniq | toJson -}}
 {{- end }}
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from controlplane.ir import Finding, FindingLevel, Forward, IngressRef, Route
-from controlplane.ir.policies import Policy, UpstreamPolicy
+from controlplane.ir.policies import Policy, RoutePolicy, SourcePolicy, TlsPolicy, UpstreamPolicy
+
+P = TypeVar("P")
 
 NGINX_PREFIX = "nginx.ingress.kubernetes.io/"
 MERIDIAN_PREFIX = "meridian.io/"
@@ -237,14 +239,15 @@ class Family:
 class ParsedAnnotations:
     """Policies by scope, plus every finding."""
 
-    route: tuple[Any, ...] = ()
-    upstream: tuple[Any, ...] = ()
-    tls: tuple[Any, ...] = ()
-    ingress: tuple[Any, ...] = ()
+    route: tuple[RoutePolicy, ...] = ()
+    upstream: tuple[UpstreamPolicy, ...] = ()
+    tls: tuple[TlsPolicy, ...] = ()
+    ingress: tuple[SourcePolicy, ...] = ()
     findings: tuple[Finding, ...] = ()
     rejected: bool = False
 
-    def get(self, kind: type[Any]) -> Any | None:
+    def get(self, kind: type[P]) -> P | None:
+        """The policy of `kind` (a family attaches at most one of each type), in any scope."""
         for group in (self.ingress, self.route, self.upstream, self.tls):
             for p in group:
                 if isinstance(p, kind):

@@ -22,12 +22,23 @@ class SslRedirectFamily(Family):
                 "plain-HTTP requests for a host with a served TLS certificate get a 308 to `https://<host>[:public "
                 "port]<request URI>`, the host without the request's port, the port only when "
                 "`--public-https-port` is not 443 (the HTTP route's action becomes a redirect; access rules do not "
-                "run first, as in nginx where the redirect happens in the rewrite phase)"
+                "run first, as in nginx where the redirect happens in the rewrite phase). A host whose Secret is "
+                "missing (or invalid with no last good certificate) has no certificate, so no redirect"
             ),
             default="`true`",
+            difference=(
+                "ingress-nginx would serve such a host its default (self-signed) certificate and redirect to it; "
+                "Meridian has no default certificate, so the host stays plain HTTP rather than redirect to an "
+                "HTTPS that cannot serve it"
+            ),
             validator=BOOLEAN,
         ),
-        Key(("force-ssl-redirect",), "the same 308 even without TLS on the host", default="`false`", validator=BOOLEAN),
+        Key(
+            ("force-ssl-redirect",),
+            "the same 308 even without TLS on the host (also when its Secret is missing: reported)",
+            default="`false`",
+            validator=BOOLEAN,
+        ),
         Key(
             ("preserve-trailing-slash",),
             (
