@@ -29,7 +29,8 @@ class SslRedirectFamily(Family):
             difference=(
                 "ingress-nginx would serve such a host its default (self-signed) certificate and redirect to it; "
                 "Meridian has no default certificate, so the host stays plain HTTP rather than redirect to an "
-                "HTTPS that cannot serve it"
+                "HTTPS that cannot serve it. For a wildcard or catch-all host, a request whose Host carries a port "
+                "other than 80 keeps that port in the Location (Envoy cannot strip it; named hosts are exact)"
             ),
             validator=BOOLEAN,
         ),
