@@ -39,9 +39,14 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         g.start()
         g.backend("web")
         g.backend("other")
-        cert = issue_cert(CA, ["tls.example.com", "mixed.example.com", "keep.example.com"])
+        cert = issue_cert(CA, ["tls.example.com", "mixed.example.com", "keep.example.com", "cors-tls.example.com"])
         g.write("secret.yaml", [tls_secret("parity-tls", "default", cert.cert, cert.key)])
-        tls = [{"hosts": ["tls.example.com", "mixed.example.com", "keep.example.com"], "secretName": "parity-tls"}]
+        tls = [
+            {
+                "hosts": ["tls.example.com", "mixed.example.com", "keep.example.com", "cors-tls.example.com"],
+                "secretName": "parity-tls",
+            }
+        ]
         g.write("ssl.yaml", [
             simple("tls", "tls.example.com", {}, tls=tls),
             simple("keep", "keep.example.com", {"preserve-trailing-slash": "true"}, tls=tls),
@@ -68,6 +73,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         ])  # fmt: skip
         g.write("cors.yaml", [
             simple("cors-any", "cors-any.example.com", {"enable-cors": "true"}),
+            simple("cors-tls", "cors-tls.example.com", {"enable-cors": "true"}, tls=tls),
             simple("cors-list", "cors-list.example.com", {
                 "enable-cors": "true", "cors-allow-origin": "https://a.example.com, https://*.b.example.com:8443",
                 "cors-allow-methods": "GET, POST", "cors-expose-headers": "X-Echo-Pod, X-Other",
@@ -356,3 +362,14 @@ def test_server_alias_serves_every_path_of_the_host(gw: Gateway) -> None:
         simple("al-b", host, {}, ("/b", "Prefix", "other", 80)),
     ])  # fmt: skip
     gw.wait_served_by("alias-real.example.com", "/a", "web")
+
+
+def test_cors_on_a_redirected_plain_http_host(gw: Gateway) -> None:
+    """nginx answers the preflight in its rewrite phase, before lua_ingress redirects, and sets the CORS
+    headers on the redirect too."""
+    host = "cors-tls.example.com"
+    assert location(gw, host, "/x") == "https://cors-tls.example.com/x"
+    r = gw.get(host, "/x")
+    assert cors_headers(r.headers) == lower(DEFAULT_CORS)
+    pre = gw.get(host, "/x", method="OPTIONS", headers={"Origin": "https://o.example.org"})
+    assert pre.status == 204 and cors_headers(pre.headers) == lower(DEFAULT_CORS)
