@@ -26,6 +26,7 @@ from controlplane.engine.ingresses import IngressState
 from controlplane.engine.tls import TlsState
 from controlplane.engine.view import IngressView
 from controlplane.gatewayapi.build import GatewayApiResult
+from controlplane.ingress.aliases import AliasPlan
 from controlplane.ingress.convert import IngressIR
 from controlplane.ingress.hosts import HostResult
 from controlplane.ingress.tls import TlsPlan
@@ -76,13 +77,14 @@ class Controller:
         # Per-host VirtualHost bytes, framed as RouteConfiguration.virtual_hosts fields, kept per route
         # table (split into hash partitions at scale): a change re-assembles one partition with one join.
         self.routes = RouteTables(self.config.route_partitions, self._partitions_metric)
-        self.hosts = HostRoutes(self.routes, self.config.https_port)
+        self.hosts = HostRoutes(self.routes, self.config.public_https_port)
         self.gateway_api = GatewayApiState(self.registry, self.services, self.config, self._get_secret,
                                            self.ingresses.variants)  # fmt: skip
         self.hosts.gateway = self.gateway_api.entries
         self.backends = ServiceBackends(self.services, self.ingresses.variants)
         self.tls_state = TlsState(self._get_secret, self.certificates)
         self._listener_inputs: tuple[Any, ...] | None = None
+        self.alias_plan: AliasPlan = {}  # server-alias names of every host (ingress/aliases.py)
 
     # -- what the view reads -----------------------------------------------------------
     @property
@@ -208,6 +210,9 @@ class Controller:
 
         changes: Changes = {t: {} for t in rt.PUSH_ORDER}
         hosts = ing.rebuild(dirty_ing)
+        if dirty_ing:  # aliases depend on every host: re-assign them, rebuild the hosts whose changed
+            old, self.alias_plan = self.alias_plan, ing.alias_plan()
+            hosts |= {h for h in old.keys() | self.alias_plan.keys() if old.get(h) != self.alias_plan.get(h)}
         gw_hosts, gw_tls = self.gateway_api.rebuild({ev.ref.kind for ev in events}, full=full)
         hosts |= gw_hosts
         if dirty_secrets or ing.deps.tls_dirty or gw_tls:  # the TLS plan: a Secret or a TLS binding changed
@@ -219,7 +224,7 @@ class Controller:
         self.backends.rebuild_clusters(changes, cluster_keys)
         self.backends.rebuild_endpoints(changes, dirty_eds | cluster_keys, self.registry.primary_id())
         if hosts:
-            self.hosts.rebuild(hosts, ing.served_for_host, frozenset(self.tls.certs))
+            self.hosts.rebuild(hosts, ing.served_for_host, frozenset(self.tls.certs), self.alias_plan)
             self.backends.set_extra_clusters(changes, self.hosts.wanted_extra_clusters())
         self.hosts.rebuild_east_west(self.services, dirty_svc)
         filters = self.hosts.http_filters()

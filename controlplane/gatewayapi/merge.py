@@ -13,6 +13,7 @@ prefix first, more conditions first).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from controlplane.gatewayapi.build import HostEntries
 from controlplane.gatewayapi.httproute import RouteEntry, merge_key
@@ -87,9 +88,6 @@ def merge_gateway_routes(
     findings = list(result.findings)
     http = _merge_table(host, result.http.routes, entries.http, created, findings)
     https = _merge_table(host, result.https.routes, entries.https, created, findings)
-    return HostResult(
-        http=VirtualHost(result.http.name, result.http.domains, http, result.http.authority_regex),
-        https=VirtualHost(result.https.name, result.https.domains, https, result.https.authority_regex),
-        findings=tuple(findings),
-    )
+    return HostResult(http=replace(result.http, routes=http), https=replace(result.https, routes=https),
+                      findings=tuple(findings))  # fmt: skip
 

@@ -28,15 +28,22 @@ class ClusterVariants:
         self.touched: set[ClusterName] = set()  # variants whose users changed since take_touched()
 
     def add(self, ir: IngressIR) -> None:
-        if not (ir.variant and ir.served):
+        if not ((ir.variant or ir.extra_variants) and ir.served):
             return
-        self.add_users(ir.ref, _variants_of(ir), ir.annotations.upstream)
+        if ir.variant:
+            self.policies[ir.variant] = ir.annotations.upstream
+        self.policies.update(ir.extra_variants)
+        self.add_users(ir.ref, _variants_of(ir))
 
-    def add_users(self, ref: IngressRef, names: Iterable[ClusterName], upstream: tuple[UpstreamPolicy, ...]) -> None:
-        """`ref` (an Ingress, or a route of another frontend) forwards to these variants, made of
-        `upstream` (every name's variant is `cluster_variant(upstream)`)."""
+    def add_users(
+        self, ref: IngressRef, names: Iterable[ClusterName], upstream: tuple[UpstreamPolicy, ...] | None = None
+    ) -> None:
+        """`ref` (an Ingress, or a route of another frontend) forwards to these variants; `upstream`:
+        the policies they are made of, when not known already (every name's variant is
+        `cluster_variant(upstream)`)."""
         for name in names:
-            self.policies[name.variant] = upstream
+            if upstream is not None:
+                self.policies[name.variant] = upstream
             self.users.setdefault(name, set()).add(ref)
             self.touched.add(name)
             self.by_service.setdefault(name.service_key, set()).add(name)

@@ -15,6 +15,8 @@ from controlplane.translate.policies.clientcert import ClientCertFeature
 from controlplane.translate.policies.cors import CorsFeature
 from controlplane.translate.policies.errors import ErrorsFeature
 from controlplane.translate.policies.extauth import AuthResponsesFeature, ExtAuthFeature
+from controlplane.translate.policies.fallback import FallbackFeature
+from controlplane.translate.policies.headers import ResponseHeadersFeature
 from controlplane.translate.policies.httproute import (
     ClusterMirrorFeature,
     HeaderEditsFeature,
@@ -53,6 +55,11 @@ FEATURES: list[Feature] = sorted(
         PathRewriteFeature(),
         RequestTimeoutFeature(),
         ClusterMirrorFeature(),
+        ResponseHeadersFeature(),
+        FallbackFeature(),
     ],
     key=lambda f: f.filter_order,
 )
+
+# The features that replace a route by several (their order is the order of expansion).
+EXPANDING: list[Feature] = [f for f in FEATURES if type(f).expand_route is not Feature.expand_route]
