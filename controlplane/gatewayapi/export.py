@@ -72,7 +72,9 @@ def _match(route: Route) -> dict[str, Any]:
     return out
 
 
-def _redirect(url: str, code: int) -> dict[str, Any]:
+def _redirect(url: str, code: int, export: Export | None = None, ref: IngressRef | None = None) -> dict[str, Any]:
+    if code not in (301, 302, 303, 307, 308) and export is not None and ref is not None:
+        export.note(ref, "warning", "redirect", f"status {code} is not a Gateway API redirect code; 302 is sent")
     parts = urlsplit(url)
     r: dict[str, Any] = {"statusCode": code if code in (301, 302, 303, 307, 308) else 302}
     if parts.scheme:
@@ -92,7 +94,7 @@ def _rule(route: Route, namespace: str, export: Export) -> dict[str, Any] | None
     action = route.action
     url = route.policy(UrlRedirect)
     if url is not None:
-        filters.append(_redirect(url.url, url.code))
+        filters.append(_redirect(url.url, url.code, export, ref))
     elif isinstance(action, Redirect):
         r: dict[str, Any] = {"statusCode": action.code}
         if action.scheme:
@@ -102,7 +104,7 @@ def _rule(route: Route, namespace: str, export: Export) -> dict[str, Any] | None
         if action.path:
             r["path"] = {"type": "ReplaceFullPath", "replaceFullPath": action.path}
         if action.url:
-            filters.append(_redirect(action.url, action.code))
+            filters.append(_redirect(action.url, action.code, export, ref))
         else:
             filters.append({"type": "RequestRedirect", "requestRedirect": r})
     elif isinstance(action, Forward):
