@@ -150,7 +150,7 @@ async def test_bookmarks_advance_the_resume_version(seeded: FakeKube) -> None:
         await eventually(lambda: store.status.state == "synced")
         await eventually(lambda: any(
             r["kind"] == "Ingress" and int(r.get("resourceVersion") or 0) >= target
-            for r in fake.watch_requests()[-10:]
+            for r in fake.watch_requests()[-2 * len(KINDS):]  # one watch per kind, after the restart
         ))
         assert ing.relists == relists
         ingress_watches = [r for r in fake.watch_requests() if r["kind"] == "Ingress"]
