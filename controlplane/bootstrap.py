@@ -66,11 +66,12 @@ def render_bootstrap(
     node_cluster: str = "meridian-gateway",
     admin_port: int = 9901,
     admin_address: str = "127.0.0.1",
-    delta: bool = False,
+    delta: bool = True,
     tls: XdsClientTls | None = None,
     token: str | None = None,
 ) -> dict[str, Any]:
-    """Bootstrap dict (dump it as YAML or JSON). `delta` selects Delta ADS instead of SotW.
+    """Bootstrap dict (dump it as YAML or JSON). Delta ADS by default; `delta=False` selects
+    State-of-the-World (every change to a type re-sends the whole type: slow at thousands of Services).
 
     Several xDS addresses (control plane replicas) become endpoints of one xDS cluster: Envoy
     opens its ADS stream to one of them and, when that replica goes away, reconnects to another.
