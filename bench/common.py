@@ -266,10 +266,12 @@ class ControlPlane:
                 self.proc.wait(10)
 
 
-def start_envoy(cp: ControlPlane, workdir: Path, *, delta: bool, node_id: str = "bench-gw") -> EnvoyProcess:
+def start_envoy(
+    cp: ControlPlane, workdir: Path, *, delta: bool, node_id: str = "bench-gw", envoy_stats: str = "gateway"
+) -> EnvoyProcess:
     group = "meridian-gateway"
     boot = render_bootstrap(xds_address=f"127.0.0.1:{cp.xds_port}", node_id=node_id, node_cluster=group, delta=delta,
-                            tls=local_client_tls(cp.state_dir, group))  # fmt: skip
+                            tls=local_client_tls(cp.state_dir, group), envoy_stats=envoy_stats)  # fmt: skip
     env = EnvoyProcess(boot, workdir=workdir, log_level="warning", ready_timeout=120)
     env.start()
     return env

@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="State-of-the-World ADS instead of Delta (the default): changes re-send whole types",
     )
     api.add_argument("--delta", action="store_true", help="Delta ADS (the default; kept for old scripts)")
+    b.add_argument(
+        "--envoy-stats",
+        choices=["gateway", "full"],
+        default="gateway",
+        help="gateway (default): only the stats dashboards use, so 10,000 Services cost Envoy far less memory; "
+        "full: every stat Envoy has",
+    )
     b.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     b.add_argument("--xds-ca", metavar="FILE", help="CA that signed Meridian's server certificate (default: state dir)")
     b.add_argument("--xds-cert", metavar="FILE", help="client certificate (default: issued from the state dir's CA)")
@@ -263,6 +270,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         delta=not args.sotw,
         tls=_client_tls(args),
         token=token,
+        envoy_stats=args.envoy_stats,
     )
     sys.stdout.write(
         json.dumps(doc, indent=2) + "\n" if args.output == "json" else yaml.safe_dump(doc, sort_keys=False)

@@ -5,6 +5,7 @@ Asserts results (routes served, 404 for unknown hosts, the breakdown ordering, R
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,18 @@ def test_route_ready_blocks_serve_real_traffic(tmp_path: Path, mode: str) -> Non
             probe.close()
             envoy.stop()
             cp.stop()
+
+
+def test_envoy_memory_bench_compares_stats_variants(tmp_path: Path) -> None:
+    """bench/envoy_memory.py at N=5: each variant's Envoy serves every update; gateway holds fewer stats."""
+    from bench import envoy_memory
+
+    out = tmp_path / "mem.json"
+    assert envoy_memory.main(["--n", "5", "--variants", "full,gateway", "--rounds", "1", "--trials", "2",
+                              "--settle", "0", "--json", str(out)]) == 0  # fmt: skip
+    samples = {s["variant"]: s for s in json.loads(out.read_text())["samples"]}
+    assert set(samples) == {"full", "gateway"}
+    for s in samples.values():
+        assert len(s["updates"]) == 2 and all(u > 0 for u in s["updates"])
+        assert s["rss_mib"] > 0 and s["memory"]["allocated"] > 0
+    assert samples["gateway"]["stats"] < samples["full"]["stats"] / 2

@@ -70,6 +70,7 @@ CUSTOM_VALUES: dict[str, Any] = {
         "group": "edge-gateways",
         "replicas": 3,
         "xdsApi": "sotw",
+        "envoyStats": "full",
         "adminPort": 9902,
         "readinessPort": 19101,
         "image": {"tag": "v1.40.0", "pullPolicy": "Always"},
@@ -499,6 +500,7 @@ def test_remote_cluster_secret(custom: Objects, default: Objects) -> None:
         ({"gateway": {"replicas": "3"}}, "want integer"),
         ({"controlPlane": {"tmpSizeLimit": "lots"}}, "does not match pattern"),
         ({"gateway": {"xdsApi": "grpc"}}, "value must be one of"),
+        ({"gateway": {"envoyStats": "none"}}, "value must be one of"),
     ],
 )
 def test_bad_values_fail_the_render(values: dict[str, Any], message: str) -> None:
@@ -649,6 +651,7 @@ def _bootstrap(objs: Objects, gateway: str) -> dict[str, Any]:
                 "node_cluster": "edge-gateways",
                 "admin_port": 9902,
                 "delta": False,
+                "envoy_stats": "full",
             },
         ),
     ],

@@ -31,11 +31,18 @@ def meridian(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]
 
 @pytest.mark.parametrize(
     ("output", "flags", "delta"),
-    [("yaml", [], True), ("json", [], True), ("yaml", ["--sotw"], False), ("yaml", ["--delta"], True)],
-    ids=["yaml", "json", "sotw", "delta-alias"],
+    [
+        ("yaml", [], True),
+        ("json", [], True),
+        ("yaml", ["--sotw"], False),
+        ("yaml", ["--delta"], True),
+        ("yaml", ["--envoy-stats", "full"], True),
+    ],
+    ids=["yaml", "json", "sotw", "delta-alias", "full-stats"],
 )
 def test_bootstrap_is_accepted_by_envoy(tmp_path: Path, output: str, flags: list[str], delta: bool) -> None:
-    """Delta ADS unless --sotw; --delta is still accepted (it was the opt-in before Delta was the default)."""
+    """Delta ADS unless --sotw; --delta is still accepted (it was the opt-in before Delta was the default).
+    Envoy's stats are the gateway set unless --envoy-stats full."""
     args = ["bootstrap", "--xds-address", "127.0.0.1:18000", "--node-id", "gw-7", "--node-cluster", "edge"]
     args += ["--admin-port", "0", "-o", output, *flags]
     text = meridian(*args).stdout
@@ -45,6 +52,8 @@ def test_bootstrap_is_accepted_by_envoy(tmp_path: Path, output: str, flags: list
     )
     ads = doc["dynamic_resources"]["ads_config"]
     assert ads["api_type"] == ("DELTA_GRPC" if delta else "GRPC")
+    full = "full" in flags
+    assert ("stats_config" in doc, "deferred_stat_options" in doc) == (not full, not full)
     path = tmp_path / f"bootstrap.{output}"
     path.write_text(text)
     proc = subprocess.run(
