@@ -89,3 +89,19 @@ def test_envoy_memory_bench_compares_stats_variants(tmp_path: Path) -> None:
         assert len(s["updates"]) == 2 and all(u > 0 for u in s["updates"])
         assert s["rss_mib"] > 0 and s["memory"]["allocated"] > 0
     assert samples["gateway"]["stats"] < samples["full"]["stats"] / 2
+
+
+def test_route_breakdown_bench_takes_each_update_apart(tmp_path: Path) -> None:
+    """bench/route_breakdown.py at N=5: both kinds of change are served, and the parts of each trial
+    (from the admin API's monotonic timestamps) are in order and add up to no more than the total."""
+    from bench import route_breakdown
+
+    out = tmp_path / "bd.json"
+    assert route_breakdown.main(["--n", "5", "--modes", "delta", "--trials", "2", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["mode"], r["change"]) for r in rows] == [("delta", "route"), ("delta", "service")]
+    for r in rows:
+        for s in r["samples"]:
+            assert all(s[p] >= 0 for p in route_breakdown.PARTS), s
+            parts = s["to_seen"] + s["seen_to_built"] + s["built_to_sent"] + s["sent_to_200"]
+            assert parts == pytest.approx(s["total"])
