@@ -105,3 +105,19 @@ def test_route_breakdown_bench_takes_each_update_apart(tmp_path: Path) -> None:
             assert all(s[p] >= 0 for p in route_breakdown.PARTS), s
             parts = s["to_seen"] + s["seen_to_built"] + s["built_to_sent"] + s["sent_to_200"]
             assert parts == pytest.approx(s["total"])
+
+
+def test_fanout_bench_clients_follow_every_change(tmp_path: Path) -> None:
+    """bench/fanout.py at 3 clients and 5 Services: TLS and plaintext, SotW and Delta clients
+    subscribe like gateways, every one gets every EndpointSlice change, the numbers are read."""
+    from bench import fanout
+
+    out = tmp_path / "fanout.json"
+    assert fanout.main(["--services", "5", "--clients", "3", "--trials", "2", "--timeout", "30",
+                        "--json", str(out)]) == 0  # fmt: skip
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["xds"], r["tls"]) for r in rows} == {("sotw", True), ("delta", True), ("sotw", False), ("delta", False)}
+    for r in rows:
+        assert r["clients"] == 3 and r["connect_s"] > 0
+        assert 0 < r["all_acked_ms"]["p50"] <= r["all_acked_ms"]["p99"]
+        assert r["cp_cpu_ms_per_change"] > 0
