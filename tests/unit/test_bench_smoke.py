@@ -120,4 +120,4 @@ def test_fanout_bench_clients_follow_every_change(tmp_path: Path) -> None:
     for r in rows:
         assert r["clients"] == 3 and r["connect_s"] > 0
         assert 0 < r["all_acked_ms"]["p50"] <= r["all_acked_ms"]["p99"]
-        assert r["cp_cpu_ms_per_change"] > 0
+        assert r["cp_cpu_ms_per_change"] >= 0  # /proc counts 10 ms ticks: a tiny push may read 0
