@@ -236,27 +236,28 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 async def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """A fresh control plane for every (security, N, mode): RSS per stream is then not blurred by
+    memory the previous run freed and this one reuses."""
     rows = []
     for security in args.security.split(","):
         insecure = security == "plaintext"
-        root = Path(tempfile.mkdtemp(prefix=f"fanout-{security}-"))
-        write_initial(root / "c1", args.services, args.backend_port, style="per-file")
-        cp = ControlPlane(root / "c1", root / "meridian.log", ["--xds-insecure"] if insecure else []).start()
-        try:
-            await asyncio.to_thread(wait_for, cp.ready, 600, 0.05, "/readyz")
-            snap = cp.admin_json("/debug/snapshot")["types"]
-            names = {ENDPOINT: sorted(snap["EDS"]["resources"]), ROUTE: sorted(snap["RDS"]["resources"])}
-            flip = [0]
-            for n in (int(x) for x in args.clients.split(",")):
-                for mode in args.modes.split(","):
-                    row = await measure(cp, n, mode == "delta", insecure, args, names, flip)
+        for n in (int(x) for x in args.clients.split(",")):
+            for mode in args.modes.split(","):
+                root = Path(tempfile.mkdtemp(prefix=f"fanout-{security}-{n}-{mode}-"))
+                write_initial(root / "c1", args.services, args.backend_port, style="per-file")
+                cp = ControlPlane(root / "c1", root / "meridian.log", ["--xds-insecure"] if insecure else []).start()
+                try:
+                    await asyncio.to_thread(wait_for, cp.ready, 600, 0.05, "/readyz")
+                    snap = cp.admin_json("/debug/snapshot")["types"]
+                    names = {ENDPOINT: sorted(snap["EDS"]["resources"]), ROUTE: sorted(snap["RDS"]["resources"])}
+                    row = await measure(cp, n, mode == "delta", insecure, args, names, [0])
                     row["load_avg"] = round(os.getloadavg()[0], 2)
                     print(json.dumps(row), flush=True)
                     rows.append(row)
-        finally:
-            cp.stop()
-            if not args.keep:
-                shutil.rmtree(root, ignore_errors=True)
+                finally:
+                    cp.stop()
+                    if not args.keep:
+                        shutil.rmtree(root, ignore_errors=True)
     return rows
 
 
