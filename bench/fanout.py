@@ -30,6 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# N channels each log every GOAWAY when a control plane stops; keep the report readable.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
