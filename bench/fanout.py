@@ -14,6 +14,9 @@ measures, per (N, SotW|Delta, TLS|plaintext):
              trials, since /proc counts in 10 ms ticks);
   send       the control plane's side: the change built into the cache -> its last EDS send.
 
+`--compare-with DIR` also runs another checkout's control plane (e.g. `git archive` of an older
+commit), interleaved row by row, for before/after in one run.
+
     .venv/bin/python -m bench.fanout --services 1000 --clients 100,300 --trials 20
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -37,6 +41,7 @@ import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from bench.common import (
+    REPO,
     ControlPlane,
     dump,
     machine_facts,
@@ -226,13 +231,13 @@ def settled(cp: ControlPlane, n: int) -> bool:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| clients | xDS | TLS | connect all s | RSS per stream KiB | change -> all ACKed p50 / p99 ms |"
+        "| control plane | clients | xDS | TLS | connect all s | RSS per stream KiB | change -> all ACKed p50 / p99 ms |"
         " built -> last send p50 / p99 ms | CP CPU ms per change |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         a, s = r["all_acked_ms"], r["built_to_last_send_ms"]
-        lines.append(f"| {r['clients']:,} | {r['xds']} | {'yes' if r['tls'] else 'no'} | {r['connect_s']:.2f} | "
+        lines.append(f"| {r.get('source', 'this')} | {r['clients']:,} | {r['xds']} | {'yes' if r['tls'] else 'no'} | {r['connect_s']:.2f} | "
                      f"{r['rss_per_stream_kib']:.0f} | {a['p50']:.1f} / {a['p99']:.1f} | "
                      f"{s['p50']:.1f} / {s['p99']:.1f} | {r['cp_cpu_ms_per_change']:.1f} |")  # fmt: skip
     return "\n".join(lines)
@@ -242,19 +247,22 @@ async def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     """A fresh control plane for every (security, N, mode): RSS per stream is then not blurred by
     memory the previous run freed and this one reuses."""
     rows = []
+    sources = [("this", REPO)] + ([("before", args.compare_with.resolve())] if args.compare_with else [])
     for security in args.security.split(","):
         insecure = security == "plaintext"
         for n in (int(x) for x in args.clients.split(",")):
-            for mode in args.modes.split(","):
+            for mode, (label, source) in itertools.product(args.modes.split(","), sources):
                 root = Path(tempfile.mkdtemp(prefix=f"fanout-{security}-{n}-{mode}-"))
                 write_initial(root / "c1", args.services, args.backend_port, style="per-file")
-                cp = ControlPlane(root / "c1", root / "meridian.log", ["--xds-insecure"] if insecure else []).start()
+                cp = ControlPlane(root / "c1", root / "meridian.log", ["--xds-insecure"] if insecure else [],
+                                  source=source).start()  # fmt: skip
                 try:
                     await asyncio.to_thread(wait_for, cp.ready, 600, 0.05, "/readyz")
                     snap = cp.admin_json("/debug/snapshot")["types"]
                     names = {ENDPOINT: sorted(snap["EDS"]["resources"]), ROUTE: sorted(snap["RDS"]["resources"])}
                     row = await measure(cp, n, mode == "delta", insecure, args, names, [0])
                     row["load_avg"] = round(os.getloadavg()[0], 2)
+                    row["source"] = label
                     print(json.dumps(row), flush=True)
                     rows.append(row)
                 finally:
@@ -273,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--timeout", type=float, default=120.0)
     p.add_argument("--backend-port", type=int, default=9)  # nothing is proxied: the clients are not Envoys
+    p.add_argument("--compare-with", metavar="DIR", type=Path, help="another checkout, run interleaved as 'before'")
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--keep", action="store_true")
     args = p.parse_args(argv)

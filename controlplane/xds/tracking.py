@@ -314,22 +314,26 @@ class Convergence:
             key = (type_url, lineage(type_url, stream.group))
             versions = self._pending.get(key)
             if versions:
-                current = st.current
-                self._settle(key, versions, lambda v, sid, c=current: sid == stream.id and c >= v)
+                self._settle(key, versions, stream.id, st.current)
 
     def forget(self, stream: StreamState) -> None:
         """The stream is gone; stop waiting for it."""
         for key, versions in list(self._pending.items()):
-            self._settle(key, versions, lambda _v, sid: sid == stream.id)
+            self._settle(key, versions, stream.id, None)
 
     def _settle(
-        self, key: tuple[str, str], versions: dict[int, tuple[float, set[int]]], done: Callable[[int, int], bool]
+        self, key: tuple[str, str], versions: dict[int, tuple[float, set[int]]], sid: int, current: int | None
     ) -> None:
+        """Stream `sid` is current up to `current` (None: it is gone): it no longer holds those versions.
+
+        Costs O(pending versions) per stream event, whatever the number of streams waited for.
+        """
         now = time.monotonic()
         for version in sorted(versions):
+            if current is not None and current < version:
+                break  # newer versions are still ahead of this stream
             changed_at, waiting = versions[version]
-            for sid in [sid for sid in waiting if done(version, sid)]:
-                waiting.discard(sid)
+            waiting.discard(sid)
             if not waiting:
                 del versions[version]
                 self._histogram.observe(max(0.0, now - changed_at))
