@@ -231,13 +231,14 @@ def settled(cp: ControlPlane, n: int) -> bool:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| control plane | clients | xDS | TLS | connect all s | RSS per stream KiB | change -> all ACKed p50 / p99 ms |"
-        " built -> last send p50 / p99 ms | CP CPU ms per change |",
+        "| control plane | clients | xDS | TLS | connect all s | RSS per stream KiB |"
+        " change -> all ACKed p50 / p99 ms | built -> last send p50 / p99 ms | CP CPU ms per change |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         a, s = r["all_acked_ms"], r["built_to_last_send_ms"]
-        lines.append(f"| {r.get('source', 'this')} | {r['clients']:,} | {r['xds']} | {'yes' if r['tls'] else 'no'} | {r['connect_s']:.2f} | "
+        tls = "yes" if r["tls"] else "no"
+        lines.append(f"| {r.get('source', 'this')} | {r['clients']:,} | {r['xds']} | {tls} | {r['connect_s']:.2f} | "
                      f"{r['rss_per_stream_kib']:.0f} | {a['p50']:.1f} / {a['p99']:.1f} | "
                      f"{s['p50']:.1f} / {s['p99']:.1f} | {r['cp_cpu_ms_per_change']:.1f} |")  # fmt: skip
     return "\n".join(lines)
