@@ -49,7 +49,7 @@ def build(n: int, partitions: int | None = None) -> tuple[Controller, ClusterSto
 
 
 def _all_classes() -> Any:
-    from controlplane.build.classes import ClassPolicy
+    from controlplane.ingress.classes import ClassPolicy
 
     return ClassPolicy(frozenset({"meridian"}), True)
 

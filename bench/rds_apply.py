@@ -20,9 +20,9 @@ from pathlib import Path
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.config.route.v3 import route_pb2
 
-from controlplane.annotations.timeouts import DEFAULT_RETRIES
 from controlplane.bootstrap import render_bootstrap
 from controlplane.devtools.envoy_proc import EnvoyProcess, free_port
+from controlplane.ir.policies import DEFAULT_RETRIES
 from controlplane.metrics import Metrics
 from controlplane.translate.listeners import http_listener
 from controlplane.translate.policies.timeouts import default_policy, retry_policy

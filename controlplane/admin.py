@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from controlplane.addresses import split_host_port
+from controlplane.engine.view import IngressView
+from controlplane.store import ClusterRegistry
 from controlplane.xds import resources as rt
-
-if TYPE_CHECKING:
-    from controlplane.app import MeridianApp
+from controlplane.xds.cache import SnapshotCache
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -27,10 +27,30 @@ def _dumps(data: Any) -> str:
 
 
 class AdminServer:
-    """Binds to localhost unless told otherwise (`--admin-address`)."""
+    """Binds to localhost unless told otherwise (`--admin-address`).
 
-    def __init__(self, app: MeridianApp, extra: dict[str, Callable[[], Any]] | None = None) -> None:
-        self.app = app
+    Reads Ingresses through the engine's IngressView; everything else it shows is handed in.
+    """
+
+    def __init__(
+        self,
+        view: IngressView,
+        *,
+        ready: Callable[[], bool],
+        metrics: CollectorRegistry,
+        cache: SnapshotCache,
+        registry: ClusterRegistry,
+        syncz: Callable[[], Any] = list,
+        cluster_problems: Callable[[], list[dict[str, Any]]] = list,
+        extra: dict[str, Callable[[], Any]] | None = None,
+    ) -> None:
+        self.view = view
+        self.ready = ready
+        self.metrics_registry = metrics
+        self.cache = cache
+        self.registry = registry
+        self.syncz_source = syncz
+        self.cluster_problems = cluster_problems
         self.extra = extra or {}
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -75,23 +95,23 @@ class AdminServer:
         return web.Response(text="ok\n")
 
     async def readyz(self, _request: web.Request) -> web.Response:
-        ready = self.app.is_ready()
+        ready = self.ready()
         return web.Response(text="ready\n" if ready else "not ready\n", status=200 if ready else 503)
 
     async def metrics(self, _request: web.Request) -> web.Response:
-        body = generate_latest(self.app.metrics.registry)
+        body = generate_latest(self.metrics_registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def syncz(self, _request: web.Request) -> web.Response:
-        return _json(self.app.xds.syncz() if self.app.xds else [])
+        return _json(self.syncz_source())
 
     async def ingresses(self, _request: web.Request) -> web.Response:
-        return _json(self.app.controller.ingress_reports())
+        return _json(self.view.reports())
 
     async def clusters(self, _request: web.Request) -> web.Response:
         now = time.time()
         out = []
-        for store in sorted(self.app.registry.stores(), key=lambda s: s.cluster_id):
+        for store in sorted(self.registry.stores(), key=lambda s: s.cluster_id):
             st = store.status
             out.append(
                 {
@@ -105,12 +125,12 @@ class AdminServer:
                     "objects": store.counts(),
                 }
             )
-        for problem in self.app.cluster_problems():
+        for problem in self.cluster_problems():
             out.append(problem)
         return _json(out)
 
     async def snapshot(self, _request: web.Request) -> web.Response:
-        cache = self.app.cache
+        cache = self.cache
         # "version" is what Envoy is told (a digest of the resources: equal on every replica);
         # "generation" counts this process's changes (differs between replicas and restarts).
         return _json(

@@ -8,12 +8,12 @@ import gc
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controlplane.addresses import split_host_port
 from controlplane.admin import AdminServer
-from controlplane.build.classes import ClassPolicy
 from controlplane.controller import Controller, GatewayConfig
+from controlplane.ingress.classes import ClassPolicy
 from controlplane.metrics import Metrics
 from controlplane.sources.files import FileSource
 from controlplane.store import ClusterRegistry, ClusterStore
@@ -23,6 +23,9 @@ from controlplane.xds.identity import GroupPolicy
 from controlplane.xds.server import XdsServer
 from controlplane.xds.tlsfront import TlsFiles
 from controlplane.xds.tokenreview import DEFAULT_AUDIENCE, TokenReviewer
+
+if TYPE_CHECKING:
+    from controlplane.kube_mode import KubeMode
 
 log = logging.getLogger("controlplane.app")
 
@@ -78,9 +81,17 @@ class MeridianApp:
             ),
         )
         self.xds: XdsServer | None = None
-        self.admin = AdminServer(self)
+        self.admin = AdminServer(
+            self.controller.view,
+            ready=self.is_ready,
+            metrics=self.metrics.registry,
+            cache=self.cache,
+            registry=self.registry,
+            syncz=lambda: self.xds.syncz() if self.xds else [],
+            cluster_problems=self.cluster_problems,
+        )
         self.file_sources: list[FileSource] = []
-        self.kube: Any = None  # controlplane.kube_mode.KubeMode when watching Kubernetes
+        self.kube: KubeMode | None = None  # when watching Kubernetes
         self.xds_port: int | None = None
         self._fully_built = False
         self._startup_gc: asyncio.Task[None] | None = None
@@ -112,6 +123,9 @@ class MeridianApp:
             gc.freeze()
             gc.enable()
 
+    def request_flush(self) -> None:
+        self.controller.request_flush()
+
     def cluster_problems(self) -> list[dict[str, Any]]:
         return self.kube.problems() if self.kube is not None else []
 
@@ -125,9 +139,16 @@ class MeridianApp:
             self.file_sources.append(source)
             await source.start()
         if self.opts.kubeconfig or self.opts.in_cluster:
-            from controlplane.kube_mode import KubeMode
+            # Imported here so file mode never loads the Kubernetes client (kube_mode does not
+            # import this module: no cycle).
+            from controlplane.kube_mode import KubeMode, KubeSettings
+            from controlplane.status import StatusSettings
 
-            self.kube = KubeMode(self)
+            opts = self.opts
+            status = StatusSettings(opts.namespace, opts.lease_duration, opts.lease_renew_interval,
+                                    opts.publish_address, opts.publish_service)  # fmt: skip
+            settings = KubeSettings(opts.kubeconfig, opts.cluster_id, status)
+            self.kube = KubeMode(settings, self.registry, self.metrics, self.controller.view, self.request_flush)
             await self.kube.start()
         self.xds = self._xds_server()
         self.xds_port = await self.xds.start(self.opts.xds_address)

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from controlplane.build.secrets import decode_tls_secret
+from controlplane.ingress.secrets import decode_tls_secret
 from controlplane.ir import CertificateSecret
 
 log = logging.getLogger("controlplane.certificates")

@@ -279,8 +279,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from controlplane.build.classes import ClassPolicy
-    from controlplane.controller import GatewayConfig
+    from controlplane.config import GatewayConfig
+    from controlplane.ingress.classes import ClassPolicy
     from controlplane.offline import snapshot_dict, translate_paths
     from controlplane.report import format_report
 
@@ -290,11 +290,11 @@ def cmd_translate(args: argparse.Namespace) -> int:
         watch_without_class=not args.ingress_class,
         accept_all=not args.ingress_class,
     )
-    controller, cache = translate_paths(args.filename, GatewayConfig(classes=classes))
+    compiled = translate_paths(args.filename, GatewayConfig(classes=classes))
     if args.report:
-        sys.stdout.write(format_report(controller.ingress_reports()))
+        sys.stdout.write(format_report(compiled.reports))
         return 0
-    doc = snapshot_dict(cache)
+    doc = snapshot_dict(compiled.resources)
     if args.output == "json":
         sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     else:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from controlplane.build.names import cluster_name
 from controlplane.ir import Forward, IngressRef, PathMatch, Route, ServicePort, VirtualHost, WeightedCluster
+from controlplane.ir.names import cluster_name
 
 _SOURCE = IngressRef("", "", "east-west")
 

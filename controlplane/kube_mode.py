@@ -1,49 +1,72 @@
 """Kubernetes mode: the primary cluster from a kubeconfig (or in-cluster) plus remote clusters
-registered through labelled Secrets in Meridian's namespace."""
+registered through labelled Secrets in Meridian's namespace, and the leader's status writer."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
+from controlplane.engine.view import IngressView
+from controlplane.metrics import Metrics
 from controlplane.sources.kube import KubeSource, api_client_from_file, in_cluster_api_client
 from controlplane.sources.remote import RemoteClusterManager
-from controlplane.store import ClusterStore
-
-if TYPE_CHECKING:
-    from controlplane.app import MeridianApp
+from controlplane.status import StatusSettings, StatusWriter
+from controlplane.store import ClusterRegistry, ClusterStore
 
 log = logging.getLogger("controlplane.kube")
 
 
+@dataclass(frozen=True)
+class KubeSettings:
+    kubeconfig: str | None = None  # None: in-cluster configuration
+    cluster_id: str = "primary"
+    status: StatusSettings = field(default_factory=StatusSettings)  # its namespace is Meridian's
+
+
 class KubeMode:
-    def __init__(self, app: MeridianApp) -> None:
-        self.app = app
-        opts = app.opts
-        self.api = api_client_from_file(opts.kubeconfig) if opts.kubeconfig else in_cluster_api_client()
-        self.cluster_id = opts.cluster_id
-        self.store = app.registry.add(ClusterStore(self.cluster_id, primary=True))
-        self.source = KubeSource(self.cluster_id, self.api, self.store, metrics=app.metrics)
-        self.remotes = RemoteClusterManager(self.api, app.registry, opts.namespace, self.cluster_id, app.metrics)
-        self.status_writer: Any = None
+    def __init__(
+        self,
+        settings: KubeSettings,
+        registry: ClusterRegistry,
+        metrics: Metrics,
+        view: IngressView,
+        request_flush: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.metrics = metrics
+        self.view = view
+        self.request_flush = request_flush
+        self.api = api_client_from_file(settings.kubeconfig) if settings.kubeconfig else in_cluster_api_client()
+        self.cluster_id = settings.cluster_id
+        self.store = registry.add(ClusterStore(self.cluster_id, primary=True))
+        self.source = KubeSource(self.cluster_id, self.api, self.store, metrics=metrics)
+        namespace = settings.status.namespace
+        self.remotes = RemoteClusterManager(self.api, registry, namespace, self.cluster_id, metrics)
+        self.status_writer: StatusWriter | None = None
         self._sync_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.source.start()
         await self.remotes.start()
         self._sync_task = asyncio.create_task(self._flush_when_synced(), name="kube-initial-sync")
-        try:
-            from controlplane.status import StatusWriter
-        except ImportError:  # status writing is optional until its module exists
-            return
-        self.status_writer = StatusWriter(self.app, self.api)
+        self.status_writer = StatusWriter(
+            self.view,
+            self.registry,
+            self.api,
+            self.settings.status,
+            self.metrics.registry,
+            remote_client=self.remotes.api_client,
+        )
         await self.status_writer.start()
 
     async def _flush_when_synced(self) -> None:
         # Readiness needs a snapshot built after the initial lists, even if they were empty.
         await self.source.wait_synced()
-        self.app.controller.request_flush()
+        self.request_flush()
 
     def problems(self) -> list[dict[str, Any]]:
         return [{"cluster": p.get("cluster"), "state": "rejected", **p} for p in self.remotes.problems()]

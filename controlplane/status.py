@@ -24,31 +24,28 @@ import hashlib
 import ipaddress
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from kubernetes import client as k8s
-from prometheus_client import Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from controlplane.engine.view import IngressView
 from controlplane.ir import IngressRef
 from controlplane.leader import LeaderElector, LeaseTimings
-from controlplane.store import INGRESS, INGRESS_CLASS, SECRET, SERVICE, StoreEvent
-
-if TYPE_CHECKING:
-    from controlplane.app import MeridianApp
+from controlplane.status_tracking import RELEVANT, Address, ChangeTracker, addresses_key
+from controlplane.store import INGRESS, SERVICE, ClusterRegistry, StoreEvent
 
 log = logging.getLogger(__name__)
 
-Address = tuple[tuple[str, str], ...]  # one status.loadBalancer.ingress entry, as sorted items
 EVENT_REASONS: dict[str, str] = {
     "rejected": "Rejected",
     "conflict": "Conflict",
     "warning": "AnnotationInvalid",
     "unsupported": "AnnotationUnsupported",
 }
-_RELEVANT = frozenset((INGRESS, INGRESS_CLASS, SERVICE, SECRET))
 _MERGE = "application/merge-patch+json"
 
 
@@ -90,13 +87,32 @@ def current_addresses(obj: Mapping[str, Any]) -> list[dict[str, str]]:
     return [{k: str(v) for k, v in e.items() if k in ("ip", "hostname")} for e in lb if isinstance(e, dict)]
 
 
-def _key(entries: Iterable[Mapping[str, str]]) -> frozenset[Address]:
-    return frozenset(tuple(sorted(e.items())) for e in entries)
-
-
 def event_name(ingress_name: str, uid: str, generation: Any, reason: str, message: str) -> str:
     digest = hashlib.sha256(f"{uid}\0{generation}\0{reason}\0{message}".encode()).hexdigest()[:16]
     return f"{ingress_name[:200]}.{digest}"
+
+
+@dataclass(frozen=True)
+class StatusSettings:
+    """What the operator said about status writing (the `serve` flags of the same names)."""
+
+    namespace: str = "meridian-system"
+    lease_duration: float = 15.0
+    lease_renew_interval: float = 5.0
+    publish_address: str | None = None
+    publish_service: str | None = None  # "namespace/name" of a Service in the primary cluster
+
+
+def publish_addresses(settings: StatusSettings, registry: ClusterRegistry) -> list[dict[str, str]]:
+    """What goes into status.loadBalancer.ingress right now (empty: nothing to publish)."""
+    if settings.publish_address:
+        return parse_addresses(settings.publish_address)
+    if settings.publish_service and "/" in settings.publish_service:
+        ns, name = settings.publish_service.split("/", 1)
+        primary = registry.primary_id()
+        store = registry.get(primary) if primary is not None else None
+        return service_addresses(store.get(SERVICE, ns, name) if store is not None else None)
+    return []
 
 
 @dataclass(frozen=True)
@@ -110,58 +126,55 @@ class _Write:
 
 
 class StatusWriter:
-    """Leader-only writer of Ingress status and Events for every cluster in the registry."""
+    """Leader-only writer of Ingress status and Events for every cluster in the registry.
+
+    Reads what is served through the engine's IngressView only.
+    """
 
     def __init__(
         self,
-        app: MeridianApp,
+        view: IngressView,
+        registry: ClusterRegistry,
         api_client: k8s.ApiClient,
+        settings: StatusSettings,
+        metrics_registry: CollectorRegistry,
         *,
+        remote_client: Callable[[str], k8s.ApiClient | None] = lambda cluster: None,
         identity: str | None = None,
         concurrency: int = 8,
         debounce: float = 0.05,
         retry_delay: float = 1.0,
     ) -> None:
-        self.app = app
+        self.view = view
+        self.registry = registry
         self.api = api_client
-        self.controller = app.controller
-        self.registry = app.registry
-        opts = app.opts
+        self.settings = settings
+        self.remote_client = remote_client  # API client of a remote cluster, by id
         self.elector = LeaderElector(
             api_client,
-            opts.namespace,
+            settings.namespace,
             identity=identity,
-            timings=LeaseTimings(duration=opts.lease_duration, renew_interval=opts.lease_renew_interval),
+            timings=LeaseTimings(duration=settings.lease_duration, renew_interval=settings.lease_renew_interval),
         )
         self.elector.add_listener(self._on_leadership)
         self.concurrency = concurrency
         self.debounce = debounce
         self.retry_delay = retry_delay
-        self._seen: dict[IngressRef, tuple[Any, ...]] = {}
+        self.changes = ChangeTracker(view, registry, self._recheck_soon)
         self._inflight: dict[IngressRef, tuple[str, frozenset[Address]]] = {}
-        self._emitted: dict[IngressRef, tuple[str, set[str]]] = {}  # -> (uid, event names created)
+        self.events = EmittedEvents()
         self._published: set[Address] = set()  # every address this process has published
-        self._addresses: frozenset[Address] | None = None
-        # What changed since the last pass (filled from store events, in the writers' threads).
-        self._lock = threading.Lock()
-        self._full = True  # compare every Ingress (start, new term, IngressClass or address change)
-        self._touched: set[IngressRef] = set()
-        self._services: set[tuple[str, str]] = set()
-        self._secrets: set[tuple[str, str, str]] = set()
-        # Reverse indexes over the IRs last compared, to find who a change can affect.
-        self._by_host: dict[str, set[IngressRef]] = {}
-        self._by_service: dict[tuple[str, str], set[IngressRef]] = {}
-        self._by_secret: dict[tuple[str, str, str], set[IngressRef]] = {}
         self._kick = asyncio.Event()
+        self._wake_lock = threading.Lock()
         self._wake_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self.passes = 0
-        r = app.metrics.registry
-        self.writes = Counter(
-            "meridian_status_writes_total", "Ingress status patches and Events written", ["kind", "result"], registry=r
+        self.writes = Counter("meridian_status_writes_total", "Ingress status patches and Events written",
+                              ["kind", "result"], registry=metrics_registry)  # fmt: skip
+        self.leader_gauge = Gauge(
+            "meridian_leader", "1 while this replica holds the leader lease", registry=metrics_registry
         )
-        self.leader_gauge = Gauge("meridian_leader", "1 while this replica holds the leader lease", registry=r)
 
     # -- lifecycle -------------------------------------------------------
     async def start(self) -> None:
@@ -184,32 +197,16 @@ class StatusWriter:
 
     def addresses(self) -> list[dict[str, str]]:
         """What goes into status.loadBalancer.ingress right now (empty: nothing to publish)."""
-        opts = self.app.opts
-        if opts.publish_address:
-            return parse_addresses(opts.publish_address)
-        if opts.publish_service and "/" in opts.publish_service:
-            ns, name = opts.publish_service.split("/", 1)
-            primary = self.registry.primary_id()
-            store = self.registry.get(primary) if primary is not None else None
-            return service_addresses(store.get(SERVICE, ns, name) if store is not None else None)
-        return []
+        return publish_addresses(self.settings, self.registry)
 
     # -- triggers --------------------------------------------------------
     def _on_store_event(self, event: StoreEvent) -> None:
-        # Runs in the writer's thread, after the controller's listener queued the same event,
-        # so the controller's flush is scheduled ahead of this wake-up.
-        ref = event.ref
-        if ref.kind not in _RELEVANT or self._loop is None:
+        # Runs in the writer's thread, after the engine's listener queued the same event,
+        # so the engine's flush is scheduled ahead of this wake-up.
+        if event.ref.kind not in RELEVANT or self._loop is None:
             return
-        with self._lock:
-            if ref.kind == INGRESS:
-                self._touched.add(IngressRef(ref.cluster, ref.namespace, ref.name))
-            elif ref.kind == SERVICE:
-                self._services.add((ref.namespace, ref.name))
-            elif ref.kind == SECRET:
-                self._secrets.add((ref.cluster, ref.namespace, ref.name))
-            else:
-                self._full = True
+        self.changes.note(event)
+        with self._wake_lock:
             if self._wake_scheduled:  # one wake-up per batch, not one loop write per event
                 return
             self._wake_scheduled = True
@@ -217,9 +214,13 @@ class StatusWriter:
             self._loop.call_soon_threadsafe(self._wake)
 
     def _wake(self) -> None:
-        with self._lock:
+        with self._wake_lock:
             self._wake_scheduled = False
         self._kick.set()
+
+    def _recheck_soon(self) -> None:
+        if self._loop is not None:
+            self._loop.call_later(self.debounce, self._kick.set)
 
     def _on_leadership(self, leading: bool) -> None:
         self.leader_gauge.set(1 if leading else 0)
@@ -228,18 +229,11 @@ class StatusWriter:
             self._kick.set()
 
     def _forget_all(self) -> None:
-        self._seen.clear()
+        self.changes.forget_all()
         self._inflight.clear()
-        self._by_host.clear()
-        self._by_service.clear()
-        self._by_secret.clear()
-        with self._lock:
-            self._full = True
 
     def _retry_later(self, ref: IngressRef) -> None:
-        self._seen.pop(ref, None)
-        with self._lock:
-            self._touched.add(ref)
+        self.changes.touch(ref)
         if self._loop is not None:
             self._loop.call_later(self.retry_delay, self._kick.set)
 
@@ -248,16 +242,10 @@ class StatusWriter:
 
         Not readiness: that also waits for every remote cluster, so a remote that is slow to sync
         would hold back status for the primary cluster. Once the primary is synced this also waits
-        for the controller's first build of it: status follows what is served, and a first pass
+        for the engine's first build of it: status follows what is served, and a first pass
         over thousands of Ingresses would otherwise compete with that build for the CPU.
         """
-        controller = getattr(self.app, "controller", None)
-        while True:
-            primary = self.registry.primary_id()
-            store = self.registry.get(primary) if primary is not None else None
-            state = store.status.state if store is not None else "pending"
-            if state != "pending" and (state != "synced" or controller is None or controller.ready.is_set()):
-                return
+        while not _primary_built(self.registry, self.view):
             await asyncio.sleep(0.05)
 
     async def _run(self) -> None:
@@ -278,107 +266,19 @@ class StatusWriter:
                 self._loop.call_later(self.retry_delay, self._kick.set)
 
     # -- one pass --------------------------------------------------------
-    @staticmethod
-    def _hosts(ir: Any) -> list[str]:
-        return sorted(ir.hosts) + ([""] if ir.default_backend is not None else [])
-
-    def _token(self, ref: IngressRef, ir: Any) -> tuple[Any, ...]:
-        store = self.registry.get(ref.cluster)
-        obj = store.get(INGRESS, ref.namespace, ref.name) if store is not None else None
-        results = self.controller.host_results
-        return (ir, obj, *(results.get(h) for h in self._hosts(ir)))
-
-    def _index(self, ref: IngressRef, ir: Any, add: bool) -> None:
-        pairs: list[tuple[dict[Any, set[IngressRef]], Any]] = [(self._by_host, h) for h in self._hosts(ir)]
-        pairs += [(self._by_service, key) for key in ir.services]
-        pairs += [(self._by_secret, key) for key in ir.secrets]
-        for index, key in pairs:
-            if add:
-                index.setdefault(key, set()).add(ref)
-            else:
-                refs = index.get(key)
-                if refs is not None:
-                    refs.discard(ref)
-                    if not refs:
-                        del index[key]
-
-    def _record(self, ref: IngressRef, token: tuple[Any, ...] | None) -> None:
-        old = self._seen.pop(ref, None)
-        if old is not None:
-            self._index(ref, old[0], add=False)
-        if token is not None:
-            self._seen[ref] = token
-            self._index(ref, token[0], add=True)
-
-    def _candidates(self) -> set[IngressRef] | None:
-        """Ingresses a change since the last pass can affect; None means all of them."""
-        with self._lock:
-            full, self._full = self._full, False
-            touched, self._touched = self._touched, set()
-            services, self._services = self._services, set()
-            secrets, self._secrets = self._secrets, set()
-        # The controller builds IRs on the same loop, normally before this wakes up; if it has not
-        # caught up with a stored Ingress yet, look at that one again shortly.
-        built = self.controller.ingress_objs
-        lagging = set()
-        for ref in touched:
-            store = self.registry.get(ref.cluster)
-            if built.get(ref) is not (store.get(INGRESS, ref.namespace, ref.name) if store is not None else None):
-                lagging.add(ref)
-        if lagging:
-            with self._lock:
-                self._touched |= lagging
-            if self._loop is not None:
-                self._loop.call_later(self.debounce, self._kick.set)
-        if full:
-            return None
-        out = set(touched)
-        irs = self.controller.irs
-        for ref in touched:  # conflicts: everyone sharing a host with the old or the new version
-            for version in (self._seen.get(ref, (None,))[0], irs.get(ref)):
-                if version is not None:
-                    for h in self._hosts(version):
-                        out |= self._by_host.get(h, set())
-        for key in services:
-            out |= self._by_service.get(key, set())
-        for key in secrets:
-            out |= self._by_secret.get(key, set())
-        return out
-
     def dirty(self) -> list[IngressRef]:
         """Ingresses whose IR, stored object or host findings changed since the last pass."""
-        candidates = self._candidates()
-        addresses = _key(self.addresses())
-        if addresses != self._addresses:  # every served Ingress must say the new address
-            self._addresses = addresses
-            self._seen.clear()
-            self._by_host.clear()
-            self._by_service.clear()
-            self._by_secret.clear()
-            candidates = None
-        irs = self.controller.irs
-        if candidates is None:
-            candidates = set(irs) | set(self._seen)
-        out: list[IngressRef] = []
-        for ref in candidates:
-            ir = irs.get(ref)
-            if ir is None:
-                self._record(ref, None)
-                self._inflight.pop(ref, None)
-                self._emitted.pop(ref, None)
-                continue
-            token = self._token(ref, ir)
-            old = self._seen.get(ref)
-            if old is None or len(old) != len(token) or any(a is not b for a, b in zip(old, token, strict=True)):
-                self._record(ref, token)
-                out.append(ref)
-        return out
+        changed, gone = self.changes.dirty(addresses_key(self.addresses()))
+        for ref in gone:
+            self._inflight.pop(ref, None)
+            self.events.forget(ref)
+        return changed
 
     async def run_pass(self) -> int:
         """Compare dirty Ingresses with what they should say and write the differences."""
         self.passes += 1
         addresses = self.addresses()
-        self._published |= _key(addresses)
+        self._published |= addresses_key(addresses)
         writes: list[_Write] = []
         dirty = self.dirty()
         for ref in dirty:
@@ -396,7 +296,7 @@ class StatusWriter:
         return len(writes)
 
     def _plan(self, ref: IngressRef, addresses: list[dict[str, str]]) -> list[_Write]:
-        ir = self.controller.irs.get(ref)
+        ir = self.view.irs.get(ref)
         store = self.registry.get(ref.cluster)
         obj = store.get(INGRESS, ref.namespace, ref.name) if store is not None else None
         if ir is None or obj is None or store is None:
@@ -407,16 +307,8 @@ class StatusWriter:
         out: list[_Write] = []
         meta = obj.get("metadata") or {}
         rv = str(meta.get("resourceVersion") or "")
-        current = _key(current_addresses(obj))
-        opts = self.app.opts
-        if not (opts.publish_address or opts.publish_service):
-            desired = None  # nothing to publish: leave status alone
-        elif ir.served:
-            desired: frozenset[Address] | None = _key(addresses)
-        elif ir.class_accepted or (current and current <= self._published):
-            desired = frozenset()  # ours but rejected, or it left our class with our address on it
-        else:
-            desired = None  # another controller's Ingress: never touch its status
+        current = addresses_key(current_addresses(obj))
+        desired = self._desired(ir, current, addresses)
         inflight = self._inflight.get(ref)
         if inflight is not None and inflight[0] != rv:
             self._inflight.pop(ref, None)
@@ -427,67 +319,28 @@ class StatusWriter:
             out.append(_Write(ref, "status", body, rv))
             self._inflight[ref] = (rv, desired)
         if ir.class_accepted:
-            out.extend(self._plan_events(ref, obj))
+            report = self.view.report(ir)
+            out.extend(_Write(ref, "event", body) for body in self.events.new(ref, meta, report, self.elector.identity))
         return out
 
-    def _plan_events(self, ref: IngressRef, obj: Mapping[str, Any]) -> list[_Write]:
-        meta = obj.get("metadata") or {}
-        uid = str(meta.get("uid") or "")
-        if not uid:
-            return []
-        ir = self.controller.irs[ref]
-        report = self.controller.ingress_report(ir)
-        known = self._emitted.get(ref)
-        if known is None or known[0] != uid:  # new, or deleted and created again
-            known = self._emitted[ref] = (uid, set())
-        emitted = known[1]
-        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        out: list[_Write] = []
-        for finding in report.get("findings") or ():
-            reason = EVENT_REASONS.get(str(finding.get("level")))
-            if reason is None:
-                continue
-            key, text = str(finding.get("key") or ""), str(finding.get("message") or "")
-            if key.startswith("tls[") and reason == "AnnotationInvalid":
-                reason = "TLSSecretUnusable"  # a missing or broken Secret, not an annotation
-            message = (f"{key}: {text}" if key and text else key or text)[:1000]
-            name = event_name(ref.name, uid, meta.get("generation"), reason, message)
-            if name in emitted:
-                continue
-            emitted.add(name)
-            body = {
-                "apiVersion": "v1",
-                "kind": "Event",
-                "metadata": {"name": name, "namespace": ref.namespace},
-                "involvedObject": {
-                    "apiVersion": "networking.k8s.io/v1",
-                    "kind": "Ingress",
-                    "namespace": ref.namespace,
-                    "name": ref.name,
-                    "uid": uid,
-                    "resourceVersion": str(meta.get("resourceVersion") or ""),
-                },
-                "reason": reason,
-                "message": message,
-                "type": "Warning",
-                "source": {"component": "meridian"},
-                "reportingComponent": "meridian.io/controller",
-                "reportingInstance": self.elector.identity,
-                "firstTimestamp": now,
-                "lastTimestamp": now,
-                "count": 1,
-            }
-            out.append(_Write(ref, "event", body))
-        return out
+    def _desired(
+        self, ir: Any, current: frozenset[Address], addresses: list[dict[str, str]]
+    ) -> frozenset[Address] | None:
+        """The addresses the Ingress's status should hold; None: leave its status alone."""
+        if not (self.settings.publish_address or self.settings.publish_service):
+            return None  # nothing to publish
+        if ir.served:
+            return addresses_key(addresses)
+        if ir.class_accepted or (current and current <= self._published):
+            return frozenset()  # ours but rejected, or it left our class with our address on it
+        return None  # another controller's Ingress: never touch its status
 
     # -- API calls -------------------------------------------------------
     def client_for(self, cluster: str) -> k8s.ApiClient | None:
         """The API client of the cluster an Ingress came from."""
         if cluster == self.registry.primary_id():
             return self.api
-        kube = self.app.kube
-        remotes = getattr(kube, "remotes", None)
-        return remotes.api_client(cluster) if remotes is not None else None
+        return self.remote_client(cluster)
 
     async def _execute(self, w: _Write) -> None:
         if not self.is_leader:  # lost the lease meanwhile: the next leader does it
@@ -498,7 +351,7 @@ class StatusWriter:
             self._retry_later(w.ref)
             return
         try:
-            await asyncio.to_thread(self._call, api, w)
+            await asyncio.to_thread(_call, api, w)
         except k8s.ApiException as exc:
             if w.kind == "event" and exc.status == 409:
                 self.writes.labels(w.kind, "exists").inc()  # emitted before (another term or replica)
@@ -517,23 +370,109 @@ class StatusWriter:
         self.writes.labels(w.kind, "error").inc()
         self._inflight.pop(w.ref, None)
         if w.kind == "event":
-            known = self._emitted.get(w.ref)
-            if known is not None:
-                known[1].discard(w.body["metadata"]["name"])
+            self.events.unsent(w.ref, w.body["metadata"]["name"])
         self._retry_later(w.ref)
 
-    @staticmethod
-    def _call(api: k8s.ApiClient, w: _Write) -> None:
-        timeout = (5.0, 10.0)
-        if w.kind == "status":
-            resp = k8s.NetworkingV1Api(api).patch_namespaced_ingress_status(
-                w.ref.name, w.ref.namespace, w.body,
-                _content_type=_MERGE, _preload_content=False, _request_timeout=timeout,
-            )
-        else:
-            resp = k8s.CoreV1Api(api).create_namespaced_event(
-                w.ref.namespace, w.body, _preload_content=False, _request_timeout=timeout
-            )
-        with contextlib.suppress(Exception):
-            orjson.loads(resp.data)
-            resp.release_conn()
+
+def _primary_built(registry: ClusterRegistry, view: IngressView) -> bool:
+    primary = registry.primary_id()
+    store = registry.get(primary) if primary is not None else None
+    state = store.status.state if store is not None else "pending"
+    return state != "pending" and (state != "synced" or view.built_once())
+
+
+class EmittedEvents:
+    """The Event names created per Ingress (uid), so a finding is created once per generation."""
+
+    def __init__(self) -> None:
+        self._by_ref: dict[IngressRef, tuple[str, set[str]]] = {}  # -> (uid, event names created)
+
+    def new(self, ref: IngressRef, meta: Mapping[str, Any], report: Mapping[str, Any], identity: str) -> list[dict]:
+        """The bodies of the report's Events not created yet (now counted as created)."""
+        uid = str(meta.get("uid") or "")
+        if not uid:
+            return []
+        known = self._by_ref.get(ref)
+        if known is None or known[0] != uid:  # new, or deleted and created again
+            known = self._by_ref[ref] = (uid, set())
+        out = []
+        for body in event_bodies(ref, meta, report, identity):
+            if body["metadata"]["name"] not in known[1]:
+                known[1].add(body["metadata"]["name"])
+                out.append(body)
+        return out
+
+    def unsent(self, ref: IngressRef, name: str) -> None:
+        known = self._by_ref.get(ref)
+        if known is not None:
+            known[1].discard(name)
+
+    def forget(self, ref: IngressRef) -> None:
+        self._by_ref.pop(ref, None)
+
+
+def event_bodies(
+    ref: IngressRef, meta: Mapping[str, Any], report: Mapping[str, Any], identity: str
+) -> list[dict[str, Any]]:
+    """The Warning Events an Ingress's report asks for; names depend only on (uid, generation,
+    reason, message), so the same finding is created once across passes, restarts and leaders."""
+    uid = str(meta.get("uid") or "")
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    out: list[dict[str, Any]] = []
+    for finding in report.get("findings") or ():
+        reason = EVENT_REASONS.get(str(finding.get("level")))
+        if reason is None:
+            continue
+        key, text = str(finding.get("key") or ""), str(finding.get("message") or "")
+        if key.startswith("tls[") and reason == "AnnotationInvalid":
+            reason = "TLSSecretUnusable"  # a missing or broken Secret, not an annotation
+        message = (f"{key}: {text}" if key and text else key or text)[:1000]
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {
+                    "name": event_name(ref.name, uid, meta.get("generation"), reason, message),
+                    "namespace": ref.namespace,
+                },
+                "involvedObject": {
+                    "apiVersion": "networking.k8s.io/v1",
+                    "kind": "Ingress",
+                    "namespace": ref.namespace,
+                    "name": ref.name,
+                    "uid": uid,
+                    "resourceVersion": str(meta.get("resourceVersion") or ""),
+                },
+                "reason": reason,
+                "message": message,
+                "type": "Warning",
+                "source": {"component": "meridian"},
+                "reportingComponent": "meridian.io/controller",
+                "reportingInstance": identity,
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            }
+        )
+    return out
+
+
+def _call(api: k8s.ApiClient, w: _Write) -> None:
+    """One write, synchronously (run in a worker thread)."""
+    timeout = (5.0, 10.0)
+    if w.kind == "status":
+        resp = k8s.NetworkingV1Api(api).patch_namespaced_ingress_status(
+            w.ref.name,
+            w.ref.namespace,
+            w.body,
+            _content_type=_MERGE,
+            _preload_content=False,
+            _request_timeout=timeout,
+        )
+    else:
+        resp = k8s.CoreV1Api(api).create_namespaced_event(
+            w.ref.namespace, w.body, _preload_content=False, _request_timeout=timeout
+        )
+    with contextlib.suppress(Exception):
+        orjson.loads(resp.data)
+        resp.release_conn()

@@ -1,10 +1,16 @@
-"""Golden tests of the translator: manifests in, the Envoy resources and the report out.
+"""Golden tests in two stages, as Envoy Gateway's: manifests -> IR, and IR -> Envoy resources.
 
 Each directory under tests/golden/cases/ holds `input.yaml` (one cluster, id "local") or
 `clusters/<id>/*.yaml` (several clusters; the first id in sorted order is the primary), an optional
 `config.yaml` (`classes: [names]`, `watch_without_class: bool`, `route_partitions: N`; without it every Ingress is
-translated, as `meridian translate` does), and the expected `expected.yaml` (snapshot_dict of
-the built snapshot) and `report.txt` (`meridian translate --report`).
+translated, as `meridian translate` does), and the expected outputs:
+
+- `ir.yaml`: the GatewayIR that `compile` builds from the manifests (stage 1, readable);
+- `expected.yaml`: snapshot_dict of the Envoy resources translated from `ir.yaml` as read back
+  (stage 2), which must equal what `compile` gives for the manifests directly;
+- `report.txt`: `meridian translate --report`.
+
+The incremental Controller, fed the same manifests, must produce exactly the same resources.
 
 Regenerate after an intended change: `UPDATE_GOLDENS=1 .venv/bin/pytest tests/test_golden.py`,
 then read the diff before committing it (see tests/golden/README.md).
@@ -21,14 +27,19 @@ from typing import Any
 import pytest
 import yaml
 
-from controlplane.build.classes import ClassPolicy
-from controlplane.controller import Controller, GatewayConfig
+from controlplane.compile import Compiled
+from controlplane.config import GatewayConfig
+from controlplane.controller import Controller
+from controlplane.ingress.classes import ClassPolicy
+from controlplane.ir.gateway import GatewayIR
+from controlplane.ir.serialize import from_data, to_data
 from controlplane.metrics import Metrics
-from controlplane.offline import snapshot_dict, translate_paths
+from controlplane.offline import load_paths, snapshot_dict, translate_clusters, translate_paths
 from controlplane.report import format_report
-from controlplane.sources.files import FileSource
-from controlplane.store import ClusterRegistry, ClusterStore
-from controlplane.xds.cache import SnapshotCache
+from controlplane.store import KINDS, ClusterRegistry, ClusterStore
+from controlplane.translate.gateway import translate_gateway
+from controlplane.xds import resources as rt
+from controlplane.xds.cache import SnapshotCache, make_resource
 
 CASES_DIR = Path(__file__).parent / "golden" / "cases"
 CASES = sorted(p.name for p in CASES_DIR.iterdir() if p.is_dir())
@@ -48,8 +59,40 @@ def case_config(case: Path) -> GatewayConfig:
     )
 
 
-def translate_clusters(dirs: dict[str, Path], config: GatewayConfig) -> tuple[Controller, SnapshotCache]:
-    """offline.translate_paths for several cluster directories (first sorted id is the primary)."""
+def case_dirs(case: Path) -> dict[str, Path]:
+    if (case / "clusters").is_dir():
+        return {d.name: d for d in (case / "clusters").iterdir() if d.is_dir()}
+    return {}
+
+
+def compiled(case: Path) -> Compiled:
+    config = case_config(case)
+    dirs = case_dirs(case)
+    return translate_clusters(dirs, config) if dirs else translate_paths([case / "input.yaml"], config)
+
+
+def dump(doc: Any) -> str:
+    return yaml.safe_dump(doc, sort_keys=False, width=120)
+
+
+def render(case: Path) -> tuple[str, str, str]:
+    """(ir.yaml, expected.yaml, report.txt) as compile gives them."""
+    out = compiled(case)
+    assert out.gateway.problems() == []
+    return dump(to_data(out.gateway)), dump(snapshot_dict(out.resources)), format_report(out.reports)
+
+
+def stage_two(ir_text: str) -> str:
+    """expected.yaml from an IR file alone."""
+    gw = from_data(GatewayIR, yaml.safe_load(ir_text))
+    body = translate_gateway(gw)
+    return dump(snapshot_dict({t: {n: make_resource(n, t, m) for n, m in by.items()} for t, by in body.items()}))
+
+
+def incremental(case: Path) -> str:
+    """expected.yaml as the incremental Controller builds it from the same objects."""
+    config = case_config(case)
+    dirs = case_dirs(case) or {"local": case / "input.yaml"}
     registry = ClusterRegistry()
     cache = SnapshotCache()
     controller = Controller(registry, cache, Metrics(), config)
@@ -57,23 +100,16 @@ def translate_clusters(dirs: dict[str, Path], config: GatewayConfig) -> tuple[Co
     try:
         controller.attach(loop)
         for i, (cid, d) in enumerate(sorted(dirs.items())):
+            loaded = load_paths([d], cid, primary=i == 0)
             store = registry.add(ClusterStore(cid, primary=i == 0))
-            FileSource(d, store).load_all()
+            for kind in KINDS:
+                for obj in loaded.list(kind):
+                    store.upsert(kind, obj)
+            store.mark_synced()
         controller.flush()
     finally:
         loop.close()
-    return controller, cache
-
-
-def render(case: Path) -> tuple[str, str]:
-    config = case_config(case)
-    if (case / "clusters").is_dir():
-        dirs = {d.name: d for d in (case / "clusters").iterdir() if d.is_dir()}
-        controller, cache = translate_clusters(dirs, config)
-    else:
-        controller, cache = translate_paths([case / "input.yaml"], config)
-    expected = yaml.safe_dump(snapshot_dict(cache), sort_keys=False, width=120)
-    return expected, format_report(controller.ingress_reports())
+    return dump(snapshot_dict({t: cache.get(t).resources for t in rt.PUSH_ORDER}))
 
 
 def compare(path: Path, actual: str) -> None:
@@ -92,9 +128,16 @@ def compare(path: Path, actual: str) -> None:
 @pytest.mark.parametrize("name", CASES)
 def test_golden(name: str) -> None:
     case = CASES_DIR / name
-    expected, report = render(case)
+    ir_text, expected, report = render(case)
+    compare(case / "ir.yaml", ir_text)
     compare(case / "expected.yaml", expected)
     compare(case / "report.txt", report)
+    assert stage_two((case / "ir.yaml").read_text()) == (case / "expected.yaml").read_text()
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_incremental_controller_agrees_with_compile(name: str) -> None:
+    assert incremental(CASES_DIR / name) == (CASES_DIR / name / "expected.yaml").read_text()
 
 
 def test_goldens_are_deterministic() -> None:

@@ -17,7 +17,7 @@ import functools
 import hashlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -73,6 +73,24 @@ class _Cluster:
     source: Source | None = None
     staging: _Staging | None = None
     problems: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        """What /debug/clusters shows for it."""
+        info: dict[str, Any] = {
+            "secret": self.secret,
+            "state": self.store.status.state,
+            "errors": dict(self.store.status.errors),
+            "updating": self.staging is not None,
+        }
+        if self.staging is not None and self.staging.error:
+            info["update_error"] = self.staging.error
+        return info
+
+
+def _report_error(metrics: Metrics, store: ClusterStore, where: str, message: str) -> None:
+    store.status.errors[where] = message
+    metrics.source_errors.labels(cluster=store.cluster_id).inc()
+    log.warning("remote cluster %r: %s", store.cluster_id, message)
 
 
 def _digest(text: str) -> str:
@@ -134,21 +152,17 @@ class RemoteClusterManager:
         self._kick = asyncio.Event()
         self._idle = asyncio.Event()
         list_fn = RawLister.for_kind(self._api, SECRET, self.namespace)
-        for idx, selector in enumerate(SELECTORS):
-            self._reflectors.append(
-                Reflector(
-                    f"{self.primary_cluster_id}/secrets[{selector}]",
-                    list_fn,
-                    label_selector=selector,
-                    on_replace=functools.partial(self._on_replace, idx),
-                    on_event=functools.partial(self._on_event, idx),
-                    on_health=self._on_health,
-                    backoff=self._backoff,
-                )
-            )
+        self._reflectors = [self._reflector(list_fn, idx, selector) for idx, selector in enumerate(SELECTORS)]
         for r in self._reflectors:
             r.start()
         self._task = asyncio.create_task(self._run(), name="remote-clusters")
+
+    def _reflector(self, list_fn: Any, idx: int, selector: str) -> Reflector:
+        """The watch of the Secrets one label selector picks (both label conventions are read)."""
+        return Reflector(f"{self.primary_cluster_id}/secrets[{selector}]", list_fn, label_selector=selector,
+                         on_replace=functools.partial(self._on_replace, idx),
+                         on_event=functools.partial(self._on_event, idx),
+                         on_health=self._on_health, backoff=self._backoff)  # fmt: skip
 
     async def stop(self) -> None:
         """Stop watching Secrets and every cluster source (clusters stay registered)."""
@@ -179,18 +193,7 @@ class RemoteClusterManager:
 
     # -- views -----------------------------------------------------------
     def clusters(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        for cid, c in sorted(self._clusters.items()):
-            info: dict[str, Any] = {
-                "secret": c.secret,
-                "state": c.store.status.state,
-                "errors": dict(c.store.status.errors),
-                "updating": c.staging is not None,
-            }
-            if c.staging is not None and c.staging.error:
-                info["update_error"] = c.staging.error
-            out[cid] = info
-        return out
+        return {cid: c.describe() for cid, c in sorted(self._clusters.items())}
 
     def problems(self) -> list[dict[str, str]]:
         return [dict(p) for p in self._problems]
@@ -244,44 +247,14 @@ class RemoteClusterManager:
             if not self._kick.is_set():
                 self._idle.set()
 
-    def _desired(self) -> tuple[dict[str, tuple[str, str]], list[dict[str, str]]]:
-        """cluster ID -> (secret ref, kubeconfig) by the rules; plus the problems found."""
-        with self._lock:
-            merged: dict[tuple[str, str], KubeObject] = {}
-            for secrets in self._secrets:
-                merged.update(secrets)
-        ordered = sorted(
-            merged.values(),
-            key=lambda s: (str((s.get("metadata") or {}).get("creationTimestamp") or ""), object_name(s)),
-        )
-        desired: dict[str, tuple[str, str]] = {}
-        problems: list[dict[str, str]] = []
-        for secret in ordered:
-            ns, name = object_name(secret)
-            if ns != self.namespace:
-                continue
-            ref = f"{ns}/{name}"
-            for key, value in sorted((secret.get("data") or {}).items()):
-                try:
-                    text = base64.b64decode(str(value), validate=True).decode()
-                except (binascii.Error, UnicodeDecodeError):
-                    problems.append({"cluster": key, "secret": ref, "reason": "value is not base64 text"})
-                    continue
-                if key == self.primary_cluster_id:
-                    problems.append({"cluster": key, "secret": ref,
-                                     "reason": "the primary cluster's ID cannot be registered by a Secret"})
-                elif key in desired:
-                    problems.append({"cluster": key, "secret": ref,
-                                     "reason": f"duplicate cluster ID; already provided by {desired[key][0]}"})
-                elif key not in self._clusters and self.registry.get(key) is not None:
-                    problems.append({"cluster": key, "secret": ref,
-                                     "reason": "cluster ID is already used by another source"})
-                else:
-                    desired[key] = (ref, text)
-        return desired, problems
-
     async def _reconcile(self) -> None:
-        desired, problems = self._desired()
+        with self._lock:
+            secrets = [s for by_name in self._secrets for s in by_name.values()]
+
+        def taken(cid: str) -> bool:
+            return cid not in self._clusters and self.registry.get(cid) is not None
+
+        desired, problems = desired_clusters(secrets, self.namespace, self.primary_cluster_id, taken)
         for cid in [c for c in self._clusters if c not in desired]:
             await self._remove(cid)
         for cid, (ref, text) in desired.items():
@@ -295,29 +268,8 @@ class RemoteClusterManager:
                 await self._stop_staging(cluster)  # changed back: keep what runs
             elif cluster.staging is None or cluster.staging.digest != digest:
                 await self._update(cluster, text, digest)
-        self._record_problems(problems)
-
-    def _record_problems(self, problems: list[dict[str, str]]) -> None:
         self._problems = problems
-        by_cluster: dict[str, list[str]] = {}
-        for p in problems:
-            by_cluster.setdefault(p["cluster"], []).append(f"Secret {p['secret']}: {p['reason']}")
-            key = (p["cluster"], p["secret"], p["reason"])
-            if key not in self._reported:
-                log.warning("remote cluster %r from Secret %s: %s", p["cluster"], p["secret"], p["reason"])
-                self.metrics.source_errors.labels(cluster=p["cluster"]).inc()
-        self._reported = {(p["cluster"], p["secret"], p["reason"]) for p in problems}
-        for store in self.registry.stores():
-            messages = by_cluster.get(store.cluster_id)
-            if messages:
-                store.status.errors[PROBLEM_KEY] = "; ".join(messages)
-            else:
-                store.status.errors.pop(PROBLEM_KEY, None)
-
-    def _report_error(self, store: ClusterStore, where: str, message: str) -> None:
-        store.status.errors[where] = message
-        self.metrics.source_errors.labels(cluster=store.cluster_id).inc()
-        log.warning("remote cluster %r: %s", store.cluster_id, message)
+        self._reported = record_problems(problems, self._reported, self.registry, self.metrics)
 
     async def _add(self, cid: str, ref: str, text: str, digest: str) -> None:
         store = ClusterStore(cid)
@@ -333,7 +285,7 @@ class RemoteClusterManager:
             await source.start()
         except Exception as exc:
             store.status.state = "error"
-            self._report_error(store, "kubeconfig", _safe_message(exc))
+            _report_error(self.metrics, store, "kubeconfig", _safe_message(exc))
             return None
         store.status.errors.pop("kubeconfig", None)
         return source
@@ -367,7 +319,7 @@ class RemoteClusterManager:
         except Exception as exc:
             message = _safe_message(exc)
             cluster.staging = _Staging(digest, None, None, message)
-            self._report_error(cluster.store, "kubeconfig-update", message)
+            _report_error(self.metrics, cluster.store, "kubeconfig-update", message)
             return
         staging = _Staging(digest, source, None)
         staging.task = asyncio.create_task(self._swap_when_synced(cluster, staging))
@@ -401,3 +353,75 @@ class RemoteClusterManager:
         if staging.source is not None and staging.source is not cluster.source:
             await staging.source.stop()
         cluster.store.status.errors.pop("kubeconfig-update", None)
+
+
+def desired_clusters(
+    secrets: Iterable[KubeObject], namespace: str, primary_cluster_id: str, taken: Callable[[str], bool]
+) -> tuple[dict[str, tuple[str, str]], list[dict[str, str]]]:
+    """cluster ID -> (secret ref, kubeconfig) by the rules; plus the problems found.
+
+    `taken(id)`: another source (not a Secret of this manager) already registers that cluster ID.
+    """
+    merged = {object_name(s): s for s in secrets}
+    ordered = sorted(
+        merged.values(),
+        key=lambda s: (str((s.get("metadata") or {}).get("creationTimestamp") or ""), object_name(s)),
+    )
+    desired: dict[str, tuple[str, str]] = {}
+    problems: list[dict[str, str]] = []
+    for secret in ordered:
+        ns, name = object_name(secret)
+        if ns != namespace:
+            continue
+        ref = f"{ns}/{name}"
+        for key, value in sorted((secret.get("data") or {}).items()):
+            try:
+                text = base64.b64decode(str(value), validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                problems.append({"cluster": key, "secret": ref, "reason": "value is not base64 text"})
+                continue
+            if key == primary_cluster_id:
+                problems.append(
+                    {
+                        "cluster": key,
+                        "secret": ref,
+                        "reason": "the primary cluster's ID cannot be registered by a Secret",
+                    }
+                )
+            elif key in desired:
+                problems.append(
+                    {
+                        "cluster": key,
+                        "secret": ref,
+                        "reason": f"duplicate cluster ID; already provided by {desired[key][0]}",
+                    }
+                )
+            elif taken(key):
+                problems.append(
+                    {"cluster": key, "secret": ref, "reason": "cluster ID is already used by another source"}
+                )
+            else:
+                desired[key] = (ref, text)
+    return desired, problems
+
+
+def record_problems(
+    problems: list[dict[str, str]], reported: set[tuple[str, str, str]], registry: ClusterRegistry, metrics: Metrics
+) -> set[tuple[str, str, str]]:
+    """Log and count problems not reported yet, and show each on its cluster's store status;
+    returns what is reported now."""
+    by_cluster: dict[str, list[str]] = {}
+    for p in problems:
+        by_cluster.setdefault(p["cluster"], []).append(f"Secret {p['secret']}: {p['reason']}")
+        key = (p["cluster"], p["secret"], p["reason"])
+        if key not in reported:
+            log.warning("remote cluster %r from Secret %s: %s", p["cluster"], p["secret"], p["reason"])
+            metrics.source_errors.labels(cluster=p["cluster"]).inc()
+    out = {(p["cluster"], p["secret"], p["reason"]) for p in problems}
+    for store in registry.stores():
+        messages = by_cluster.get(store.cluster_id)
+        if messages:
+            store.status.errors[PROBLEM_KEY] = "; ".join(messages)
+        else:
+            store.status.errors.pop(PROBLEM_KEY, None)
+    return out

@@ -1,11 +1,11 @@
-"""The contract between annotation policies and Envoy resources.
+"""The contract between IR policies and Envoy resources.
 
 Each HTTP feature (as in Envoy Gateway's translator) is one object that knows
 whether a route uses it, how to patch that route, which HTTP filter the
 connection manager needs when any route uses it (and only then), how to patch a
 cluster or a TLS filter chain, and which extra clusters it needs (an auth or
-mirror target). Features register themselves in `FEATURES`, ordered by the
-position of their filter in the chain.
+mirror target). The features in use are listed in one table,
+`controlplane.translate.policies.FEATURES`, ordered by the position of their filter in the chain.
 """
 
 from __future__ import annotations
@@ -64,17 +64,3 @@ class Feature:
         self, host: TlsHost, chain: listener_components_pb2.FilterChain, ctx: tls_pb2.DownstreamTlsContext
     ) -> None:
         """Called for every HTTPS filter chain."""
-
-
-FEATURES: list[Feature] = []
-
-
-def register(feature: Feature) -> Feature:
-    FEATURES.append(feature)
-    FEATURES.sort(key=lambda f: f.filter_order)
-    return feature
-
-
-def load_builtin_features() -> None:
-    """Import every feature module so it registers itself (idempotent)."""
-    import controlplane.translate.policies  # noqa: F401

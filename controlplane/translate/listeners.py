@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
@@ -10,12 +10,13 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
-from google.protobuf import any_pb2
 
 from controlplane.ir import Passthrough, TlsHost
+from controlplane.ir.gateway import Listener
+from controlplane.protowire import pack_any
+from controlplane.translate.common import ads_source, socket_address
 from controlplane.translate.features import Feature
 from controlplane.translate.partitions import use_partitions
-from controlplane.translate.resources import ads_source, socket_address
 
 HTTP_LISTENER = "http"
 HTTPS_LISTENER = "https"
@@ -23,12 +24,6 @@ EAST_WEST_LISTENER = "east_west"
 HTTP_ROUTES = "http"
 HTTPS_ROUTES = "https"
 EAST_WEST_ROUTES = "east_west"
-
-
-def _any(msg: object) -> any_pb2.Any:
-    a = any_pb2.Any()
-    a.Pack(msg)  # type: ignore[arg-type]
-    return a
 
 
 def connection_manager(
@@ -47,13 +42,15 @@ def connection_manager(
     # nginx keeps streams open for proxy-read-timeout per route; no global request timeout.
     hcm.stream_idle_timeout.seconds = 300
     hcm.http_filters.extend(filters)
-    hcm.http_filters.add(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router()))
+    hcm.http_filters.add(name="envoy.filters.http.router", typed_config=pack_any(router_pb2.Router()))
     use_partitions(hcm, route_config, partitions)  # the scope filter goes first
     return hcm
 
 
 def _hcm_filter(hcm: hcm_pb2.HttpConnectionManager) -> listener_components_pb2.Filter:
-    return listener_components_pb2.Filter(name="envoy.filters.network.http_connection_manager", typed_config=_any(hcm))
+    return listener_components_pb2.Filter(
+        name="envoy.filters.network.http_connection_manager", typed_config=pack_any(hcm)
+    )
 
 
 def http_listener(
@@ -84,7 +81,7 @@ def https_listener(
     """One filter chain per certificate (SNI set); certificates come over SDS."""
     lst = listener_pb2.Listener(name=HTTPS_LISTENER, address=socket_address(address, port))
     lst.listener_filters.add(
-        name="envoy.filters.listener.tls_inspector", typed_config=_any(tls_inspector_pb2.TlsInspector())
+        name="envoy.filters.listener.tls_inspector", typed_config=pack_any(tls_inspector_pb2.TlsInspector())
     )
     hcm_filter = _hcm_filter(connection_manager(HTTPS_LISTENER, HTTPS_ROUTES, filters, partitions=partitions))
     for host in hosts:
@@ -104,5 +101,29 @@ def https_listener(
         chain = lst.filter_chains.add(name=f"passthrough:{','.join(pt.hosts)}")
         chain.filter_chain_match.server_names.extend(pt.hosts)
         proxy = tcp_proxy_pb2.TcpProxy(stat_prefix="passthrough", cluster=pt.cluster)
-        chain.filters.add(name="envoy.filters.network.tcp_proxy", typed_config=_any(proxy))
+        chain.filters.add(name="envoy.filters.network.tcp_proxy", typed_config=pack_any(proxy))
     return lst
+
+
+def listener_messages(
+    listeners: Sequence[Listener],
+    filters: Sequence[hcm_pb2.HttpFilter],
+    tls_hosts: Sequence[TlsHost],
+    passthrough: Sequence[Passthrough],
+    features: Sequence[Feature],
+    partitions: Mapping[str, int],
+) -> dict[str, listener_pb2.Listener]:
+    """Every listener's message; `partitions`: route table name -> its partition count."""
+    out = {}
+    for listener in listeners:
+        used = filters if listener.policy_filters else []
+        k = partitions.get(listener.route_table, 1)
+        if listener.tls:
+            out[listener.name] = https_listener(
+                listener.address, listener.port, tls_hosts, features, used, passthrough, partitions=k
+            )
+        else:
+            out[listener.name] = http_listener(
+                listener.name, listener.address, listener.port, listener.route_table, used, partitions=k
+            )
+    return out

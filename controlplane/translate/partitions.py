@@ -30,7 +30,7 @@ from envoy.config.route.v3 import route_pb2, scoped_route_pb2
 from envoy.extensions.filters.http.lua.v3 import lua_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
-from controlplane.translate.resources import ads_source
+from controlplane.translate.common import ads_source
 from controlplane.translate.routes import route_configuration_from_frames
 from controlplane.xds import resources as rt
 

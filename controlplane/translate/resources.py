@@ -5,31 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, health_check_pb2
+from envoy.config.core.v3 import base_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 
-from controlplane.ir import CertificateSecret, LocalityEndpoints, ServiceCluster, ValidationSecret
-from controlplane.translate.features import FEATURES
+from controlplane.ir import CertificateSecret, LocalityEndpoints, ServiceCluster
+from controlplane.translate.common import DEFAULT_CONNECT_TIMEOUT, ads_source, set_duration, socket_address
+from controlplane.translate.policies import FEATURES
 
-DEFAULT_CONNECT_TIMEOUT = 5.0
 # Envoy's default overprovisioning factor (percent), sent explicitly because locality weights depend on it.
 OVERPROVISIONING_FACTOR = 140
 LOCALITY_WEIGHT_SCALE = 100  # locality weight per ready endpoint (room for the correction below)
-
-
-def ads_source() -> config_source_pb2.ConfigSource:
-    return config_source_pb2.ConfigSource(ads={}, resource_api_version=config_source_pb2.V3)
-
-
-def socket_address(host: str, port: int) -> address_pb2.Address:
-    return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=host, port_value=port))
-
-
-def set_duration(field: object, seconds: float) -> None:
-    whole = int(seconds)
-    field.seconds = whole  # type: ignore[attr-defined]
-    field.nanos = round((seconds - whole) * 1e9)  # type: ignore[attr-defined]
 
 
 def service_cluster(sc: ServiceCluster) -> cluster_pb2.Cluster:
@@ -97,11 +83,4 @@ def certificate_secret(s: CertificateSecret) -> secret_pb2.Secret:
             certificate_chain=base_pb2.DataSource(inline_bytes=s.cert_chain),
             private_key=base_pb2.DataSource(inline_bytes=s.private_key),
         ),
-    )
-
-
-def validation_secret(s: ValidationSecret) -> secret_pb2.Secret:
-    return secret_pb2.Secret(
-        name=s.name,
-        validation_context=common_pb2.CertificateValidationContext(trusted_ca=base_pb2.DataSource(inline_bytes=s.ca)),
     )

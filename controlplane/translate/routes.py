@@ -15,7 +15,9 @@ from envoy.config.route.v3 import route_pb2
 from envoy.type.matcher.v3 import regex_pb2
 
 from controlplane.ir import DirectResponse, Forward, HeaderMatch, Redirect, Route, VirtualHost
-from controlplane.translate.features import FEATURES
+from controlplane.protowire import varint
+from controlplane.translate.common import url_redirect
+from controlplane.translate.policies import FEATURES
 
 _VHOST_FIELD = route_pb2.RouteConfiguration.DESCRIPTOR.fields_by_name["virtual_hosts"].number
 
@@ -96,24 +98,6 @@ def route_message(route: Route, vhost: VirtualHost, *, default_idle_timeout: int
     return pb
 
 
-def url_redirect(rd: rc_pb2.RedirectAction, url: str) -> None:
-    """Redirect to exactly `url` (nginx `return code URL`): scheme, host, port, path and query replaced."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.scheme:
-        rd.scheme_redirect = parts.scheme
-    if parts.hostname:
-        rd.host_redirect = parts.hostname
-    if parts.port:
-        rd.port_redirect = parts.port
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    rd.path_redirect = path
-    rd.strip_query = True
-
-
 def vhost_message(vhost: VirtualHost, *, default_idle_timeout: int = 60) -> rc_pb2.VirtualHost:
     pb = rc_pb2.VirtualHost(name=vhost.name, domains=list(vhost.domains))
     for r in vhost.routes:
@@ -127,19 +111,7 @@ def vhost_bytes(vhost: VirtualHost) -> bytes:
     return vhost_message(vhost).SerializeToString(deterministic=True)
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-_VHOST_TAG = _varint((_VHOST_FIELD << 3) | 2)
+_VHOST_TAG = varint((_VHOST_FIELD << 3) | 2)
 
 
 def framed_vhost(vh: bytes) -> bytes:
@@ -148,15 +120,10 @@ def framed_vhost(vh: bytes) -> bytes:
     Callers cache this per host, so assembling a 10,000-host table is one bytes join rather
     than 10,000 varint encodings per change.
     """
-    return _VHOST_TAG + _varint(len(vh)) + vh
+    return _VHOST_TAG + varint(len(vh)) + vh
 
 
 def route_configuration_from_frames(name: str, frames: Iterable[bytes], *, ignore_port: bool = True) -> bytes:
     """Serialized RouteConfiguration from `framed_vhost` outputs, in order."""
     head = route_pb2.RouteConfiguration(name=name, ignore_port_in_host_matching=ignore_port)
     return head.SerializeToString(deterministic=True) + b"".join(frames)
-
-
-def route_configuration_bytes(name: str, vhosts: Iterable[bytes], *, ignore_port: bool = True) -> bytes:
-    """Serialized RouteConfiguration from already-serialized VirtualHost messages."""
-    return route_configuration_from_frames(name, (framed_vhost(vh) for vh in vhosts), ignore_port=ignore_port)

@@ -58,7 +58,7 @@ class TypeState:
     sent_cache_version: int = 0
     sent_at: float = 0.0
     # time.monotonic() of the last response sent and of the last ACK: with /debug/snapshot's
-    # built_monotonic, where an update's time goes (bench/route_ready.py breakdown, same host).
+    # built_monotonic, where an update's time goes (bench/route_breakdown.py, same host).
     sent_monotonic: float = 0.0
     acked_monotonic: float = 0.0
     sent: dict[str, Resource] = field(default_factory=dict)  # SotW: resources of the last response

@@ -28,11 +28,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from controlplane.annotations.base import MERIDIAN_PREFIX, NGINX_PREFIX
-from controlplane.annotations.registry import FAMILIES
-from controlplane.build.classes import ClassPolicy
-from controlplane.build.ingress import normalize_host, valid_host
 from controlplane.controller import GatewayConfig
+from controlplane.ingress.annotations.base import MERIDIAN_PREFIX, NGINX_PREFIX
+from controlplane.ingress.classes import ClassPolicy
+from controlplane.ingress.convert import normalize_host, valid_host
+from controlplane.ingress.registry import FAMILIES
 from controlplane.offline import snapshot_dict, translate_paths
 from tests.support.gateway import Gateway
 from tests.support.http import Response
@@ -133,13 +133,14 @@ def corpus_ingresses() -> list[CorpusIngress]:
 def test_file_translates_offline(path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR, logger="controlplane")
     classes = ClassPolicy(frozenset(), watch_without_class=True, accept_all=True)
-    controller, cache = translate_paths([path], GatewayConfig(classes=classes))
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "the controller logged an error"
-    doc = snapshot_dict(cache)
+    compiled = translate_paths([path], GatewayConfig(classes=classes))
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "compiling logged an error"
+    assert compiled.gateway.problems() == []
+    doc = snapshot_dict(compiled.resources)
     assert doc["LDS"] and doc["RDS"], "no listeners or routes in the snapshot"
 
     expected = {(d.get("metadata") or {}).get("name") for d in load_docs(path) if d.get("kind") == "Ingress"}
-    reports = {r["name"]: r for r in controller.ingress_reports()}
+    reports = {r["name"]: r for r in compiled.reports}
     assert set(reports) == expected
     vhost_domains = {d for rc in doc["RDS"] for vh in rc.get("virtual_hosts", []) for d in vh.get("domains", [])}
     for ing in (i for i in corpus_ingresses() if i.file == path.name):
@@ -158,9 +159,9 @@ def test_file_translates_offline(path: Path, caplog: pytest.LogCaptureFixture) -
 
 def test_report_names_unsupported_and_unknown_keys() -> None:
     classes = ClassPolicy(frozenset(), watch_without_class=True, accept_all=True)
-    controller, _ = translate_paths([CORPUS], GatewayConfig(classes=classes))
+    compiled = translate_paths([CORPUS], GatewayConfig(classes=classes))
     levels: dict[tuple[str, str], dict[str, str]] = {}
-    for r in controller.ingress_reports():
+    for r in compiled.reports:
         levels[(r["namespace"], r["name"])] = {f["key"]: f["level"] for f in r["findings"]}
     by_file = {i.file[:3]: (i.namespace, i.name) for i in corpus_ingresses()}
     pluggy, vault, almyty, cccd = (levels[by_file[n]] for n in ("017", "019", "037", "006"))

@@ -1,8 +1,9 @@
 """In-process controllers for "one truth" tests: what a running engine serves vs. a cold build.
 
 `resources` is everything the snapshot cache would send (name -> content version and bytes);
-`cold_build` is a fresh controller fed the given objects at once, as a new replica or a restart
-would be. Equality of the two is the property "config is a function of the objects present".
+`cold_build` is `controlplane.compile.compile` of the given objects: the reference semantics, what a
+new replica or a restart serves. Equality of the two is the property "config is a function of the
+objects present".
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from controlplane.build.classes import ClassPolicy
+from controlplane.compile import SourceObjects, compile
 from controlplane.controller import Controller, GatewayConfig
+from controlplane.ingress.classes import ClassPolicy
 from controlplane.metrics import Metrics
-from controlplane.store import KINDS, ClusterRegistry, ClusterStore
+from controlplane.store import KINDS, ClusterRegistry, ClusterStore, object_name
 from controlplane.xds import resources as rt
 from controlplane.xds.cache import SnapshotCache
 
@@ -87,13 +89,17 @@ def engine(
 def cold_build(
     objects: Mapping[str, Iterable[tuple[str, Mapping[str, Any]]]], config: GatewayConfig = CONFIG
 ) -> Resources:
-    """Resources of a fresh controller fed `objects` (cluster -> (kind, object)) in one batch."""
-    with engine(objects.keys(), config) as e:
-        for cid, objs in objects.items():
-            for kind, obj in objs:
-                e.stores[cid].upsert(kind, dict(obj))
-        e.controller.flush()
-        return resources(e.cache)
+    """Resources `compile` gives for `objects` (cluster -> (kind, object); the first cluster is the
+    primary), as a fresh replica would serve them."""
+    clusters: dict[str, dict[str, dict[tuple[str, str], Any]]] = {}
+    for cid, objs in objects.items():
+        kinds = clusters.setdefault(cid, {})
+        for kind, obj in objs:  # as a store keeps them: the last object of a name wins
+            kinds.setdefault(kind, {})[object_name(obj)] = dict(obj)
+    source = SourceObjects({c: {k: list(v.values()) for k, v in ks.items()} for c, ks in clusters.items()},
+                           primary=next(iter(objects), None))  # fmt: skip
+    compiled = compile(source, config)
+    return {t: {n: (r.version, r.any_bytes) for n, r in compiled.resources.get(t, {}).items()} for t in rt.PUSH_ORDER}
 
 
 def store_objects(stores: Mapping[str, ClusterStore]) -> dict[str, list[tuple[str, Any]]]:

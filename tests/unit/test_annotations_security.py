@@ -18,21 +18,24 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controlplane.annotations.base import ParseContext, ParsedAnnotations
-from controlplane.annotations.basicauth import BasicAuth
-from controlplane.annotations.bodysize import BodySize, parse_size
-from controlplane.annotations.clientcert import ClientCert, PassClientCert
-from controlplane.annotations.extauth import ExtAuth
-from controlplane.annotations.ipaccess import IpAccess
-from controlplane.annotations.ratelimit import RateLimit
-from controlplane.annotations.registry import parse_annotations
-from controlplane.annotations.tlsparams import TlsParams
+from controlplane.ingress.annotations.base import ParseContext, ParsedAnnotations
+from controlplane.ingress.annotations.bodysize import parse_size
+from controlplane.ingress.registry import parse_annotations
 from controlplane.ir import Forward, IngressRef, PathMatch, Redirect, Route, TlsHost, VirtualHost, WeightedCluster
-from controlplane.translate.features import FEATURES, load_builtin_features
+from controlplane.ir.policies import (
+    BasicAuth,
+    BodySize,
+    ClientCert,
+    ExtAuth,
+    IpAccess,
+    PassClientCert,
+    RateLimit,
+    TlsParams,
+)
+from controlplane.translate.policies import FEATURES
 from controlplane.translate.routes import route_message
 from tests.support.certs import ca_secret, issue_cert, make_ca
 
-load_builtin_features()
 _FUZZ_CA = make_ca().cert
 
 N = "nginx.ingress.kubernetes.io/"
@@ -365,7 +368,7 @@ def test_certs_helper() -> None:
 
 def test_redirect_routes_are_not_access_controlled() -> None:
     """nginx returns redirects in the rewrite phase, before allow/deny, limits and auth."""
-    from controlplane.annotations.redirects import UrlRedirect
+    from controlplane.ir.policies import UrlRedirect
 
     policies = (IpAccess(allow=("10.0.0.0/8",)), BasicAuth("a:" + _sha("pw") + "\n"), BodySize(5))
     for route_pb, route in (

@@ -8,17 +8,29 @@ from typing import Any
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 
-from controlplane.annotations.backend import ForwardedPrefix, HostRewrite, ServiceUpstream, UpstreamProtocol
-from controlplane.annotations.base import ParseContext
-from controlplane.annotations.cors import DEFAULT_MAX_AGE, Cors
-from controlplane.annotations.errors import CustomErrors
-from controlplane.annotations.loadbalancing import CookieAffinity, HashBy, HashKey, LoadBalancer
-from controlplane.annotations.mirror import Mirror
-from controlplane.annotations.redirects import AppRoot, UrlRedirect, nearest_envoy_code
-from controlplane.annotations.registry import parse_annotations
-from controlplane.annotations.timeouts import ConnectTimeout, IdleTimeout, Retries
+from controlplane.ingress.annotations.base import ParseContext
+from controlplane.ingress.annotations.redirects import app_root_routes, nearest_envoy_code
+from controlplane.ingress.registry import parse_annotations, uses_service_address
 from controlplane.ir import Forward, IngressRef, PathMatch, Route, ServiceCluster, VirtualHost, WeightedCluster
-from controlplane.translate.features import load_builtin_features
+from controlplane.ir.policies import (
+    DEFAULT_MAX_AGE,
+    AppRoot,
+    ConnectTimeout,
+    CookieAffinity,
+    Cors,
+    CustomErrors,
+    ForwardedPrefix,
+    HashBy,
+    HashKey,
+    HostRewrite,
+    IdleTimeout,
+    LoadBalancer,
+    Mirror,
+    Retries,
+    ServiceUpstream,
+    UpstreamProtocol,
+    UrlRedirect,
+)
 from controlplane.translate.resources import service_cluster
 from controlplane.translate.routes import route_message, vhost_message
 
@@ -38,7 +50,6 @@ def levels(parsed: Any, key: str) -> list[str]:
 
 
 def route_pb(parsed: Any) -> rc_pb2.Route:
-    load_builtin_features()
     route = Route(
         "r",
         PathMatch("prefix", "/"),
@@ -50,7 +61,6 @@ def route_pb(parsed: Any) -> rc_pb2.Route:
 
 
 def cluster_pb(parsed: Any) -> cluster_pb2.Cluster:
-    load_builtin_features()
     return service_cluster(ServiceCluster("default/web:80~x", "default/web:80", "default", "web", 80, parsed.upstream))
 
 
@@ -84,7 +94,7 @@ def test_redirect_route_and_app_root() -> None:
     assert rd.response_code == rc_pb2.RedirectAction.PERMANENT_REDIRECT
     p = parse({"app-root": "/app"})
     root = p.get(AppRoot)
-    (extra,) = root.extra_routes("h", REF)
+    (extra,) = app_root_routes(root, "h", REF)
     assert extra.match == PathMatch("exact", "/") and extra.action.code == 302 and extra.action.path == "/app"
     assert parse({"app-root": "app"}).get(AppRoot) is None
 
@@ -124,7 +134,6 @@ def test_timeouts_and_retries() -> None:
 
 
 def vhost_pb(parsed: Any) -> rc_pb2.VirtualHost:
-    load_builtin_features()
     route = Route("r", PathMatch("prefix", "/"), Forward((WeightedCluster("default/web:80", 100),)), REF,
                   policies=parsed.route + parsed.ingress)  # fmt: skip
     return vhost_message(VirtualHost("h", ("h",), (route,)))
@@ -215,7 +224,9 @@ def test_vhost_prefix_service_upstream() -> None:
     assert pb.request_headers_to_add[0].header.key == "x-forwarded-prefix"
     p = parse({"x-forwarded-prefix": "/api"})
     assert p.get(ForwardedPrefix) is None and levels(p, "x-forwarded-prefix") == ["warning"]
-    assert getattr(parse({"service-upstream": "true"}).get(ServiceUpstream), "use_cluster_ip", False) is True
+    upstream = parse({"service-upstream": "true"}).upstream
+    assert ServiceUpstream() in upstream and uses_service_address(upstream) is True
+    assert uses_service_address(parse({"service-upstream": "false"}).upstream) is False
 
 
 # -- errors and mirror ---------------------------------------------------------------------------------------

@@ -7,13 +7,14 @@ from typing import Any
 
 import pytest
 
-from controlplane.build import ingress as ingress_builder
-from controlplane.build.classes import ClassPolicy
 from controlplane.controller import Controller, GatewayConfig
+from controlplane.ingress import convert as ingress_builder
+from controlplane.ingress.classes import ClassPolicy
 from controlplane.ir import Route, VirtualHost
 from controlplane.metrics import Metrics
 from controlplane.store import INGRESS, SERVICE, ClusterRegistry, ClusterStore
-from controlplane.translate.features import FEATURES, Feature
+from controlplane.translate.features import Feature
+from controlplane.translate.policies import FEATURES
 from controlplane.xds import resources as rt
 from controlplane.xds.cache import SnapshotCache
 from tests.support.gateway import ingress, rule
@@ -78,7 +79,7 @@ def test_builder_crash_rejects_only_that_ingress(controller, monkeypatch):
             raise ValueError("builder bug")
         return real(obj, ref, **kw)
 
-    monkeypatch.setattr("controlplane.controller.build_ingress", flaky)
+    monkeypatch.setattr("controlplane.engine.ingresses.build_ingress", flaky)
     store.upsert(INGRESS, ingress("crash", [rule("crash.example.com", ("/", "Prefix", "web", 80))]))
     store.upsert(INGRESS, ingress("fine", [rule("fine.example.com", ("/", "Prefix", "web", 80))]))
     ctl.flush()

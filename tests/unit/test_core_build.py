@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from controlplane.build.classes import ClassPolicy
-from controlplane.build.hosts import host_domains, merge_host, path_match
-from controlplane.build.ingress import Lookups, build_ingress
-from controlplane.build.services import ServiceIndex
 from controlplane.controller import Controller, GatewayConfig
+from controlplane.ingress.classes import ClassPolicy
+from controlplane.ingress.convert import Lookups, build_ingress
+from controlplane.ingress.hosts import host_domains, merge_host, path_match
 from controlplane.ir import DirectResponse, Forward, IngressRef, Redirect
 from controlplane.metrics import Metrics
+from controlplane.services import ServiceIndex
 from controlplane.sources.files import FileSource, ManifestError, parse_manifests
 from controlplane.store import ClusterRegistry, ClusterStore
 from controlplane.xds import resources as rt
@@ -67,7 +67,7 @@ def clusters_of(route: Any) -> list[str]:
     return [wc.cluster for wc in route.action.clusters]
 
 
-# -- build/hosts.py ------------------------------------------------------------------------------------
+# -- ingress/hosts.py ------------------------------------------------------------------------------------
 def test_path_match_kinds_and_order() -> None:
     assert path_match("/foo/", "Prefix", False).kind == "prefix"
     assert path_match("/foo/", "Prefix", False).value == "/foo"
@@ -171,7 +171,7 @@ def test_canary_weight_and_header_routes() -> None:
     assert lonely.https.routes == () and lonely.findings[0][1].level == "warning"
 
 
-# -- build/ingress.py ----------------------------------------------------------------------------------
+# -- ingress/convert.py ----------------------------------------------------------------------------------
 def test_build_ingress_findings() -> None:
     obj = ingress("bad", [
         rule("ok.com", ("/a", "Prefix", "s", 80), ("/b", "Regex", "s", 80), ("/c", "Prefix", "missing", 80),
@@ -217,7 +217,7 @@ def test_build_ingress_tls_binding_without_valid_secret() -> None:
     assert ir.tls[0].problem == "not found" and ir.tls[0].location == "tls[0]"  # reported with its effect
 
 
-# -- build/services.py ---------------------------------------------------------------------------------
+# -- services.py ---------------------------------------------------------------------------------
 def test_resolve_port_by_number_name_and_missing() -> None:
     idx = index_with(*svc("s", ports=(("web", 80, 8080), ("admin", 9000, 9090))))
     assert idx.resolve_port("default", "s", {"number": 9000}, "c1") == (9000, "")

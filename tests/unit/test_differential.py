@@ -31,12 +31,12 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from controlplane import route_tables
-from controlplane.build.classes import ClassPolicy
-from controlplane.build.secrets import decode_tls_secret
 from controlplane.controller import GatewayConfig
+from controlplane.ingress.classes import ClassPolicy
+from controlplane.ingress.secrets import decode_tls_secret
 from controlplane.sources.files import parse_manifests
 from controlplane.store import ENDPOINT_SLICE, INGRESS, INGRESS_CLASS, SECRET, SERVICE, ClusterStore
+from controlplane.translate import route_tables
 from controlplane.translate.partitions import RouteTable
 from tests.support.certs import issue_cert, make_ca, tls_secret
 from tests.support.snapshots import FlakyCache, InjectedFailure, cold_build, diff, engine, resources, store_objects

@@ -20,14 +20,14 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from controlplane.annotations.base import MERIDIAN_PREFIX, NGINX_PREFIX
-from controlplane.annotations.registry import FAMILIES, NOT_APPLICABLE, UNSUPPORTED
-from controlplane.build.classes import ClassPolicy
-from controlplane.build.ingress import Lookups, build_ingress, normalize_host
-from controlplane.build.services import ServiceIndex
-from controlplane.controller import Controller, GatewayConfig, upstream_variant
+from controlplane.controller import Controller, GatewayConfig
+from controlplane.ingress.annotations.base import MERIDIAN_PREFIX, NGINX_PREFIX
+from controlplane.ingress.classes import ClassPolicy
+from controlplane.ingress.convert import Lookups, build_ingress, normalize_host
+from controlplane.ingress.registry import FAMILIES, NOT_APPLICABLE, UNSUPPORTED
 from controlplane.ir import IngressRef
 from controlplane.metrics import Metrics
+from controlplane.services import ServiceIndex
 from controlplane.store import ENDPOINT_SLICE, INGRESS, SECRET, SERVICE, ClusterRegistry, ClusterStore
 from controlplane.xds import resources as rt
 from controlplane.xds.cache import SnapshotCache
@@ -394,7 +394,7 @@ LOOKUPS = _lookups()
 @given(obj=ingress_objects())
 def test_build_ingress_never_raises_nor_crashes_a_family(obj: dict[str, Any]) -> None:
     ref = IngressRef("c1", "default", "fuzzed")
-    ir = build_ingress(obj, ref, class_accepted=True, lookups=LOOKUPS, upstream_variant=upstream_variant)
+    ir = build_ingress(obj, ref, class_accepted=True, lookups=LOOKUPS)
     crashes = [f for f in ir.findings if "internal error" in f.message]
     assert not crashes, f"a family raised: {crashes}"
     # Every annotation key is accounted for in the report (nothing silently ignored).

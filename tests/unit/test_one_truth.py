@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from controlplane.build.ingress import creation_time, descending
 from controlplane.controller import Controller
+from controlplane.ingress.convert import creation_time, descending
 from controlplane.offline import translate_paths
 from controlplane.sources.files import FileSource
 from controlplane.store import INGRESS, SECRET, SERVICE, ClusterStore
@@ -157,8 +157,7 @@ def test_creation_time_normalized_missing_is_oldest() -> None:
 
 
 def _winner(directory: Path) -> str:
-    ctl, _cache = translate_paths([directory], CONFIG)
-    reports = {r["name"]: r for r in ctl.ingress_reports()}
+    reports = {r["name"]: r for r in translate_paths([directory], CONFIG).reports}
     losers = {n for n, r in reports.items() if any("is served by" in w for w in r["warnings"])}
     (winner,) = set(reports) - losers
     return winner

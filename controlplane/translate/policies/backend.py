@@ -9,9 +9,9 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_pb2
 from envoy.type.matcher.v3 import string_pb2
 
-from controlplane.annotations.backend import ForwardedPrefix, HostRewrite, UpstreamProtocol
 from controlplane.ir import Route, ServiceCluster, VirtualHost
-from controlplane.translate.features import Feature, register
+from controlplane.ir.policies import ForwardedPrefix, HostRewrite, UpstreamProtocol
+from controlplane.translate.features import Feature
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
@@ -76,6 +76,3 @@ class BackendFeature(Feature):
                     append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
                 )
             )
-
-
-register(BackendFeature())

@@ -6,10 +6,11 @@ from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.basic_auth.v3 import basic_auth_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
-from controlplane.annotations.basicauth import BasicAuth
 from controlplane.ir import Route, VirtualHost
-from controlplane.translate.features import Feature, register
-from controlplane.translate.policies.ipaccess import access_policy, pack
+from controlplane.ir.policies import BasicAuth
+from controlplane.protowire import pack_any
+from controlplane.translate.features import Feature
+from controlplane.translate.policies.ipaccess import access_policy
 
 FILTER = "envoy.filters.http.basic_auth"
 # The connection-manager config must name a user; this one's password is 32 random bytes nobody kept.
@@ -26,7 +27,7 @@ class BasicAuthFeature(Feature):
     def http_filters(self, keys: frozenset[str]) -> list[hcm_pb2.HttpFilter]:
         cfg = basic_auth_pb2.BasicAuth()
         cfg.users.inline_string = _PLACEHOLDER
-        return [hcm_pb2.HttpFilter(name=FILTER, typed_config=pack(cfg), disabled=True)]
+        return [hcm_pb2.HttpFilter(name=FILTER, typed_config=pack_any(cfg), disabled=True)]
 
     def patch_route(self, route: Route, pb: route_components_pb2.Route, vhost: VirtualHost) -> None:
         policy = access_policy(route, BasicAuth)
@@ -34,8 +35,5 @@ class BasicAuthFeature(Feature):
             return
         per_route = basic_auth_pb2.BasicAuthPerRoute()
         per_route.users.inline_string = policy.users
-        fc = route_components_pb2.FilterConfig(config=pack(per_route), disabled=False)
-        pb.typed_per_filter_config[FILTER].CopyFrom(pack(fc))
-
-
-register(BasicAuthFeature())
+        fc = route_components_pb2.FilterConfig(config=pack_any(per_route), disabled=False)
+        pb.typed_per_filter_config[FILTER].CopyFrom(pack_any(fc))

@@ -15,11 +15,10 @@ from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.lua.v3 import lua_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
-from controlplane.annotations.bodysize import DEFAULT_BODY_SIZE, BodySize
-from controlplane.annotations.redirects import UrlRedirect
 from controlplane.ir import Forward, Route, VirtualHost
-from controlplane.translate.features import Feature, register
-from controlplane.translate.policies.ipaccess import pack
+from controlplane.ir.policies import DEFAULT_BODY_SIZE, BodySize, UrlRedirect
+from controlplane.protowire import pack_any
+from controlplane.translate.features import Feature
 
 FILTER = "envoy.filters.http.lua/body-size"
 
@@ -51,7 +50,7 @@ class BodySizeFeature(Feature):
     def http_filters(self, keys: frozenset[str]) -> list[hcm_pb2.HttpFilter]:
         cfg = lua_pb2.Lua(stat_prefix="body_size")
         cfg.default_source_code.inline_string = script(DEFAULT_BODY_SIZE)
-        return [hcm_pb2.HttpFilter(name=FILTER, typed_config=pack(cfg))]
+        return [hcm_pb2.HttpFilter(name=FILTER, typed_config=pack_any(cfg))]
 
     def patch_route(self, route: Route, pb: route_components_pb2.Route, vhost: VirtualHost) -> None:
         policy = route.policy(BodySize)
@@ -62,7 +61,4 @@ class BodySizeFeature(Feature):
             per_route.disabled = True
         else:
             per_route.source_code.inline_string = script(policy.max_bytes)
-        pb.typed_per_filter_config[FILTER].CopyFrom(pack(per_route))
-
-
-register(BodySizeFeature())
+        pb.typed_per_filter_config[FILTER].CopyFrom(pack_any(per_route))

@@ -7,9 +7,9 @@ from envoy.config.listener.v3 import listener_components_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
-from controlplane.annotations.clientcert import ClientCert, PassClientCert
 from controlplane.ir import Route, TlsHost, VirtualHost
-from controlplane.translate.features import Feature, register
+from controlplane.ir.policies import ClientCert, PassClientCert
+from controlplane.translate.features import Feature
 
 
 class ClientCertFeature(Feature):
@@ -40,6 +40,3 @@ class ClientCertFeature(Feature):
             opt = pb.request_headers_to_add.add()
             opt.header.key, opt.header.value = name, value
             opt.append_action = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-
-
-register(ClientCertFeature())

@@ -7,9 +7,9 @@ from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.type.matcher.v3 import string_pb2
 
-from controlplane.annotations.cors import Cors
 from controlplane.ir import Route, VirtualHost
-from controlplane.translate.features import Feature, register
+from controlplane.ir.policies import Cors
+from controlplane.translate.features import Feature
 
 FILTER = "envoy.filters.http.cors"
 
@@ -52,6 +52,3 @@ class CorsFeature(Feature):
         if policy is None:
             return
         pb.typed_per_filter_config[FILTER].Pack(cors_policy(policy))
-
-
-register(CorsFeature())

@@ -15,9 +15,9 @@ from envoy.extensions.http.custom_response.redirect_policy.v3 import redirect_po
 from envoy.type.matcher.v3 import status_code_input_pb2
 from xds.type.matcher.v3 import matcher_pb2
 
-from controlplane.annotations.errors import CustomErrors, ErrorRoute
 from controlplane.ir import Route, VirtualHost
-from controlplane.translate.features import Feature, register
+from controlplane.ir.policies import CustomErrors, ErrorRoute
+from controlplane.translate.features import Feature
 
 FILTER = "envoy.filters.http.custom_response"
 
@@ -80,6 +80,3 @@ class ErrorsFeature(Feature):
         policy = route.policy(CustomErrors)
         if policy is not None:
             pb.typed_per_filter_config[FILTER].Pack(custom_response(policy, route))
-
-
-register(ErrorsFeature())

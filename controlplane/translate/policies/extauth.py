@@ -28,12 +28,12 @@ from envoy.type.matcher.v3 import http_inputs_pb2, status_code_input_pb2
 from envoy.type.v3 import http_status_pb2
 from xds.core.v3 import extension_pb2 as xds_extension_pb2
 
-from controlplane.annotations.basicauth import BasicAuth
-from controlplane.annotations.extauth import SELF_HOST, ExtAuth
 from controlplane.ir import Route, VirtualHost
-from controlplane.translate.features import Feature, register
-from controlplane.translate.policies.ipaccess import access_policy, pack
-from controlplane.translate.resources import set_duration, socket_address
+from controlplane.ir.policies import SELF_HOST, BasicAuth, ExtAuth
+from controlplane.protowire import pack_any
+from controlplane.translate.common import set_duration, socket_address
+from controlplane.translate.features import Feature
+from controlplane.translate.policies.ipaccess import access_policy
 
 FILTER_PREFIX = "envoy.filters.http.ext_authz"
 SIGNIN_FILTER = "envoy.filters.http.custom_response"
@@ -85,12 +85,12 @@ def auth_filter(key: str) -> hcm_pb2.HttpFilter:
         resp.allowed_client_headers_on_success.patterns.add(exact="set-cookie", ignore_case=True)
     # nginx answers 500 when the auth service fails.
     cfg.status_on_error.code = http_status_pb2.InternalServerError
-    return hcm_pb2.HttpFilter(name=filter_name(key), typed_config=pack(cfg), disabled=True)
+    return hcm_pb2.HttpFilter(name=filter_name(key), typed_config=pack_any(cfg), disabled=True)
 
 
 def _status_input() -> xds_extension_pb2.TypedExtensionConfig:
     return xds_extension_pb2.TypedExtensionConfig(
-        name="status", typed_config=pack(status_code_input_pb2.HttpResponseStatusCodeMatchInput())
+        name="status", typed_config=pack_any(status_code_input_pb2.HttpResponseStatusCodeMatchInput())
     )
 
 
@@ -103,7 +103,7 @@ def _local_response(status: int, body: str, headers: dict[str, str]) -> xds_exte
         opt = policy.response_headers_to_add.add()
         opt.header.key, opt.header.value = name, value
         opt.append_action = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-    return xds_extension_pb2.TypedExtensionConfig(name=f"status-{status}", typed_config=pack(policy))
+    return xds_extension_pb2.TypedExtensionConfig(name=f"status-{status}", typed_config=pack_any(policy))
 
 
 def on_401(action: xds_extension_pb2.TypedExtensionConfig, cr: custom_response_pb2.CustomResponse) -> None:
@@ -141,7 +141,7 @@ def auth_error_to_500(cr: custom_response_pb2.CustomResponse) -> None:
     absent.input.CopyFrom(
         xds_extension_pb2.TypedExtensionConfig(
             name="upstream-time",
-            typed_config=pack(
+            typed_config=pack_any(
                 http_inputs_pb2.HttpResponseHeaderMatchInput(header_name="x-envoy-upstream-service-time")
             ),
         )
@@ -208,7 +208,7 @@ class ExtAuthFeature(Feature):
     def http_filters(self, keys: frozenset[str]) -> list[hcm_pb2.HttpFilter]:
         out = [auth_filter(k) for k in sorted(keys)]
         if any(json.loads(k)[1] == SELF_HOST for k in keys):
-            out.insert(0, hcm_pb2.HttpFilter(name=LOOP_FILTER, typed_config=pack(rbac_pb2.RBAC())))
+            out.insert(0, hcm_pb2.HttpFilter(name=LOOP_FILTER, typed_config=pack_any(rbac_pb2.RBAC())))
         return out
 
     def patch_route(self, route: Route, pb: route_components_pb2.Route, vhost: VirtualHost) -> None:
@@ -216,8 +216,8 @@ class ExtAuthFeature(Feature):
         if p is None:
             return
         per_route = ext_authz_pb2.ExtAuthzPerRoute(check_settings=ext_authz_pb2.CheckSettings())
-        enable = route_components_pb2.FilterConfig(config=pack(per_route), disabled=False)
-        pb.typed_per_filter_config[filter_name(service_key(p))].CopyFrom(pack(enable))
+        enable = route_components_pb2.FilterConfig(config=pack_any(per_route), disabled=False)
+        pb.typed_per_filter_config[filter_name(service_key(p))].CopyFrom(pack_any(enable))
         if p.self_host:
             # A check sent back through the gateway that lands on a route needing that same kind of
             # check would recurse (nginx loops too): refuse it at once, so the outer check fails closed.
@@ -227,7 +227,7 @@ class ExtAuthFeature(Feature):
             pol.principals.add().header.name = SELF_DST_HEADER
             pol.principals[0].header.present_match = True
             per_route = rbac_pb2.RBACPerRoute(rbac=rbac_pb2.RBAC(rules=rules))
-            pb.typed_per_filter_config[LOOP_FILTER].CopyFrom(pack(per_route))
+            pb.typed_per_filter_config[LOOP_FILTER].CopyFrom(pack_any(per_route))
 
     def extra_clusters(self, route: Route) -> list[cluster_pb2.Cluster]:
         p = access_policy(route, ExtAuth)
@@ -265,13 +265,9 @@ class AuthResponsesFeature(Feature):
         return cr
 
     def http_filters(self, keys: frozenset[str]) -> list[hcm_pb2.HttpFilter]:
-        return [hcm_pb2.HttpFilter(name=SIGNIN_FILTER, typed_config=pack(custom_response_pb2.CustomResponse()))]
+        return [hcm_pb2.HttpFilter(name=SIGNIN_FILTER, typed_config=pack_any(custom_response_pb2.CustomResponse()))]
 
     def patch_route(self, route: Route, pb: route_components_pb2.Route, vhost: VirtualHost) -> None:
         cfg = self._policy(route)
         if cfg is not None:
-            pb.typed_per_filter_config[SIGNIN_FILTER].CopyFrom(pack(cfg))
-
-
-register(ExtAuthFeature())
-register(AuthResponsesFeature())
+            pb.typed_per_filter_config[SIGNIN_FILTER].CopyFrom(pack_any(cfg))

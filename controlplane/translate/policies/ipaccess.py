@@ -10,21 +10,14 @@ from envoy.config.rbac.v3 import rbac_pb2 as rbac_cfg
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from google.protobuf import any_pb2
 
-from controlplane.annotations.ipaccess import IpAccess
-from controlplane.annotations.redirects import UrlRedirect
 from controlplane.ir import Forward, Route, VirtualHost
-from controlplane.translate.features import Feature, register
+from controlplane.ir.policies import IpAccess, UrlRedirect
+from controlplane.protowire import pack_any
+from controlplane.translate.features import Feature
 
 FILTER = "envoy.filters.http.rbac"
 P = TypeVar("P")
-
-
-def pack(msg: object) -> any_pb2.Any:
-    a = any_pb2.Any()
-    a.Pack(msg)  # type: ignore[arg-type]
-    return a
 
 
 def access_policy(route: Route, kind: type[P]) -> P | None:
@@ -71,7 +64,7 @@ class IpAccessFeature(Feature):
 
     def http_filters(self, keys: frozenset[str]) -> list[hcm_pb2.HttpFilter]:
         # No rules at the connection manager: the filter only acts where a route configures it.
-        return [hcm_pb2.HttpFilter(name=FILTER, typed_config=pack(rbac_pb2.RBAC()))]
+        return [hcm_pb2.HttpFilter(name=FILTER, typed_config=pack_any(rbac_pb2.RBAC()))]
 
     def patch_route(self, route: Route, pb: route_components_pb2.Route, vhost: VirtualHost) -> None:
         policy = access_policy(route, IpAccess)
@@ -82,7 +75,4 @@ class IpAccessFeature(Feature):
         pol.permissions.add(any=True)
         pol.principals.append(access_principal(policy))
         per_route = rbac_pb2.RBACPerRoute(rbac=rbac_pb2.RBAC(rules=rules))
-        pb.typed_per_filter_config[FILTER].CopyFrom(pack(per_route))
-
-
-register(IpAccessFeature())
+        pb.typed_per_filter_config[FILTER].CopyFrom(pack_any(per_route))

@@ -5,9 +5,9 @@ from __future__ import annotations
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 
-from controlplane.annotations.loadbalancing import CookieAffinity, HashBy, LoadBalancer
 from controlplane.ir import Route, ServiceCluster, VirtualHost
-from controlplane.translate.features import Feature, register
+from controlplane.ir.policies import CookieAffinity, HashBy, LoadBalancer
+from controlplane.translate.features import Feature
 
 
 def hash_policies(route: Route) -> list[rc_pb2.RouteAction.HashPolicy]:
@@ -58,6 +58,3 @@ class LoadBalancingFeature(Feature):
         pb.lb_policy = cluster_pb2.Cluster.LbPolicy.Value(policy.policy)
         if policy.policy == "RING_HASH":
             pb.ring_hash_lb_config.minimum_ring_size.value = 1024
-
-
-register(LoadBalancingFeature())

@@ -6,10 +6,10 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
-from controlplane.annotations.mirror import Mirror
 from controlplane.ir import Route, VirtualHost
-from controlplane.translate.features import Feature, register
-from controlplane.translate.resources import DEFAULT_CONNECT_TIMEOUT, set_duration, socket_address
+from controlplane.ir.policies import Mirror
+from controlplane.translate.common import DEFAULT_CONNECT_TIMEOUT, set_duration, socket_address
+from controlplane.translate.features import Feature
 
 
 def mirror_cluster(policy: Mirror) -> cluster_pb2.Cluster:
@@ -46,6 +46,3 @@ class MirrorFeature(Feature):
     def extra_clusters(self, route: Route) -> list[cluster_pb2.Cluster]:
         policy = route.policy(Mirror)
         return [mirror_cluster(policy)] if policy is not None else []
-
-
-register(MirrorFeature())

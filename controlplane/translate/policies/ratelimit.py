@@ -15,10 +15,11 @@ from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.type.v3 import http_status_pb2, percent_pb2
 
-from controlplane.annotations.ratelimit import RateLimit
 from controlplane.ir import Route, VirtualHost
-from controlplane.translate.features import Feature, register
-from controlplane.translate.policies.ipaccess import access_policy, cidr_principals, pack
+from controlplane.ir.policies import RateLimit
+from controlplane.protowire import pack_any
+from controlplane.translate.features import Feature
+from controlplane.translate.policies.ipaccess import access_policy, cidr_principals
 
 FILTER = "envoy.filters.http.local_ratelimit"
 EXEMPT_FILTER = "envoy.filters.http.rbac/rate-limit-exempt"
@@ -49,8 +50,10 @@ class RateLimitFeature(Feature):
         out = []
         if "exempt" in keys:
             shadow = rbac_pb2.RBAC(shadow_rules_stat_prefix=EXEMPT_PREFIX)
-            out.append(hcm_pb2.HttpFilter(name=EXEMPT_FILTER, typed_config=pack(shadow)))
-        out.append(hcm_pb2.HttpFilter(name=FILTER, typed_config=pack(lrl_pb2.LocalRateLimit(stat_prefix="rate_limit"))))
+            out.append(hcm_pb2.HttpFilter(name=EXEMPT_FILTER, typed_config=pack_any(shadow)))
+        out.append(
+            hcm_pb2.HttpFilter(name=FILTER, typed_config=pack_any(lrl_pb2.LocalRateLimit(stat_prefix="rate_limit")))
+        )
         return out
 
     def patch_route(self, route: Route, pb: route_components_pb2.Route, vhost: VirtualHost) -> None:
@@ -87,7 +90,7 @@ class RateLimitFeature(Feature):
             desc.token_bucket.max_tokens = rule.burst
             desc.token_bucket.tokens_per_fill.value = rule.rate
             desc.token_bucket.fill_interval.seconds = rule.period
-        pb.typed_per_filter_config[FILTER].CopyFrom(pack(cfg))
+        pb.typed_per_filter_config[FILTER].CopyFrom(pack_any(cfg))
         if policy.exempt:
             # Shadow ALLOW policy: exempt clients come out "allowed", everyone else "denied".
             shadow = rbac_cfg.RBAC(action=rbac_cfg.RBAC.ALLOW)
@@ -97,7 +100,4 @@ class RateLimitFeature(Feature):
             per_route = rbac_pb2.RBACPerRoute(
                 rbac=rbac_pb2.RBAC(shadow_rules=shadow, shadow_rules_stat_prefix=EXEMPT_PREFIX)
             )
-            pb.typed_per_filter_config[EXEMPT_FILTER].CopyFrom(pack(per_route))
-
-
-register(RateLimitFeature())
+            pb.typed_per_filter_config[EXEMPT_FILTER].CopyFrom(pack_any(per_route))

@@ -1,16 +1,17 @@
 """permanent-redirect / temporal-redirect: the route answers with a redirect instead of forwarding.
 
-(app-root adds a route of its own through the ExtraRoutes protocol; routes.py renders it.)
+app-root is not handled here: the Ingress frontend adds an exact `/` route with a 302 Redirect
+action to each host of the Ingress (AppRoot.extra_routes), and routes.py renders that action.
 """
 
 from __future__ import annotations
 
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 
-from controlplane.annotations.redirects import UrlRedirect
 from controlplane.ir import Route, VirtualHost
-from controlplane.translate.features import Feature, register
-from controlplane.translate.routes import url_redirect
+from controlplane.ir.policies import UrlRedirect
+from controlplane.translate.common import url_redirect
+from controlplane.translate.features import Feature
 
 CODES = {
     301: rc_pb2.RedirectAction.MOVED_PERMANENTLY,
@@ -39,6 +40,3 @@ class RedirectFeature(Feature):
         if policy is None or not pb.HasField("route"):
             return
         pb.redirect.CopyFrom(redirect_action(policy.url, policy.code))  # replaces the route action (oneof)
-
-
-register(RedirectFeature())

@@ -6,9 +6,9 @@ import re
 
 from envoy.config.route.v3 import route_components_pb2
 
-from controlplane.annotations.rewrite import RewriteTarget
 from controlplane.ir import Route, VirtualHost
-from controlplane.translate.features import Feature, register
+from controlplane.ir.policies import RewriteTarget
+from controlplane.translate.features import Feature
 
 
 class RewriteFeature(Feature):
@@ -30,6 +30,3 @@ class RewriteFeature(Feature):
         rw = pb.route.regex_rewrite
         rw.pattern.regex = pattern
         rw.substitution = policy.substitution()
-
-
-register(RewriteFeature())

@@ -15,10 +15,10 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 
-from controlplane.annotations.timeouts import DEFAULT_RETRIES, ConnectTimeout, IdleTimeout, Retries
 from controlplane.ir import Route, ServiceCluster, VirtualHost
-from controlplane.translate.features import Feature, register
-from controlplane.translate.resources import set_duration
+from controlplane.ir.policies import DEFAULT_RETRIES, ConnectTimeout, IdleTimeout, Retries
+from controlplane.translate.common import set_duration
+from controlplane.translate.features import Feature
 
 # nginx does not retry POST, LOCK or PATCH unless `non_idempotent` is listed. Envoy's
 # retriable_request_headers is an allow-list (any match), so list the methods that may be
@@ -92,6 +92,3 @@ class TimeoutsFeature(Feature):
         policy = cluster.policy(ConnectTimeout)
         if policy is not None:
             set_duration(pb.connect_timeout, policy.seconds)
-
-
-register(TimeoutsFeature())

@@ -5,9 +5,9 @@ from __future__ import annotations
 from envoy.config.listener.v3 import listener_components_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
-from controlplane.annotations.tlsparams import TlsParams
 from controlplane.ir import TlsHost
-from controlplane.translate.features import Feature, register
+from controlplane.ir.policies import TlsParams
+from controlplane.translate.features import Feature
 
 
 class TlsParamsFeature(Feature):
@@ -25,6 +25,3 @@ class TlsParamsFeature(Feature):
         if policy.max_version:
             params.tls_maximum_protocol_version = common_pb2.TlsParameters.TlsProtocol.Value(policy.max_version)
         params.cipher_suites.extend(policy.ciphers)
-
-
-register(TlsParamsFeature())

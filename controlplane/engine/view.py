@@ -1,0 +1,75 @@
+"""The read-only view of what the engine serves, for status writing, admin and reports.
+
+Readers get the IRs, the merged hosts' results and the reports, never the engine's indexes or the
+app: what they may depend on is exactly this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Mapping
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from controlplane.ingress.convert import IngressIR
+from controlplane.ingress.hosts import HostResult
+from controlplane.ingress.reports import ingress_report
+from controlplane.ingress.tls import TlsPlan
+from controlplane.ir import IngressRef
+
+
+class ViewSource(Protocol):
+    """What the engine exposes to build the view from (read through at every call)."""
+
+    @property
+    def irs(self) -> dict[IngressRef, IngressIR]: ...
+
+    @property
+    def ingress_objs(self) -> dict[IngressRef, Mapping[str, Any]]: ...
+
+    @property
+    def host_results(self) -> dict[str, HostResult]: ...
+
+    @property
+    def host_errors(self) -> dict[str, str]: ...
+
+    @property
+    def publish_address(self) -> str: ...
+
+    @property
+    def tls(self) -> TlsPlan: ...
+
+    @property
+    def certificates(self) -> Container[str]: ...
+
+    def built_once(self) -> bool: ...
+
+
+class IngressView:
+    """Live and read-only: it always shows the state after the engine's last batch."""
+
+    def __init__(self, source: ViewSource) -> None:
+        self._source = source
+
+    @property
+    def irs(self) -> Mapping[IngressRef, IngressIR]:
+        return MappingProxyType(self._source.irs)
+
+    @property
+    def host_results(self) -> Mapping[str, HostResult]:
+        return MappingProxyType(self._source.host_results)
+
+    def built_once(self) -> bool:
+        """The engine has built the primary cluster's first full list (what is served is real)."""
+        return self._source.built_once()
+
+    def built_from(self, ref: IngressRef) -> Mapping[str, Any] | None:
+        """The Ingress object the current IR of `ref` was built from (None: not built, or deleted)."""
+        return self._source.ingress_objs.get(ref)
+
+    def report(self, ir: IngressIR) -> dict[str, Any]:
+        s = self._source
+        return ingress_report(ir, s.host_results, s.host_errors, s.publish_address, s.tls, s.certificates)
+
+    def reports(self) -> list[dict[str, Any]]:
+        irs = self._source.irs
+        return [self.report(irs[r]) for r in sorted(irs)]

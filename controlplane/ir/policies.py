@@ -1,0 +1,549 @@
+"""Every policy an input can attach to the gateway's routes, clusters and TLS hosts.
+
+Frontends (today the Ingress annotation families) produce these values; the translator's
+feature modules read them back by type. They are plain frozen data with no Kubernetes or Envoy
+types, so a second frontend (Gateway API filters, Knative) can produce the same policies and
+get the same Envoy configuration. `scope` says where a policy attaches:
+
+- route: to every route of its source (Route.policies);
+- upstream: to the cluster the source forwards to (a cluster variant, ServiceCluster.policies);
+- tls: to the HTTPS filter chain of the source's hosts (TlsHost.policies);
+- ingress: read by the frontend while it merges hosts (canary, regex paths, ssl-redirect, app-root,
+  ssl-passthrough); the translator never sees them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from controlplane.ir.names import cluster_name
+
+Scope = Literal["route", "upstream", "tls", "ingress"]
+
+# -- rewrite -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RegexPaths:
+    """The Ingress asks for regex paths; ingress-nginx spreads this to every path of the same host."""
+
+    scope: ClassVar[Scope] = "ingress"
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteTarget:
+    """Replace the whole path with `target`, where $1..$n refer to the path regex groups."""
+
+    scope: ClassVar[Scope] = "route"
+    target: str
+
+    def substitution(self) -> str:
+        """The RE2 substitution string: nginx `$1` becomes `\\1`."""
+        return re.sub(r"\$(\d)", r"\\\1", self.target)
+
+
+# -- sslredirect -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SslRedirect:
+    """`enabled` applies when the host has TLS; `force` even without TLS."""
+
+    scope: ClassVar[Scope] = "ingress"
+    enabled: bool = True
+    force: bool = False
+
+
+# -- canary ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Canary:
+    """This source is an alternative backend of the primary with the same host and path: chosen by
+    header, then cookie, then weight (of `weight_total`)."""
+
+    scope: ClassVar[Scope] = "ingress"
+    header: str | None = None
+    header_value: str | None = None
+    header_pattern: str | None = None
+    cookie: str | None = None
+    weight: int = 0
+    weight_total: int = 100
+
+
+# -- passthrough -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SslPassthrough:
+    """TLS for the source's hosts is not terminated: SNI-routed TCP to its backend."""
+
+    scope: ClassVar[Scope] = "ingress"
+
+
+# -- redirects ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UrlRedirect:
+    """The route answers with a redirect to `url` instead of forwarding."""
+
+    scope: ClassVar[Scope] = "route"
+    url: str
+    code: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppRoot:
+    """A request for exactly `/` gets a 302 to `path` (an extra route on every host of the Ingress)."""
+
+    scope: ClassVar[Scope] = "ingress"
+    path: str
+
+
+# -- backend -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamProtocol:
+    """How the gateway talks to the backend: `http2` for GRPC/GRPCS/HTTP2, `tls` for HTTPS/GRPCS."""
+
+    scope: ClassVar[Scope] = "upstream"
+    protocol: str = "HTTP"
+    sni: str = ""  # proxy-ssl-name
+    auto_sni: bool = False  # proxy-ssl-server-name on without a name: SNI from the Host header
+    verify: bool = False
+    ca: bytes = field(default=b"", repr=False)
+    cert: bytes = field(default=b"", repr=False)
+    key: bytes = field(default=b"", repr=False)
+    secret_version: str = ""  # content digest: a new CA or certificate makes a new cluster variant
+    verify_depth: int = 0
+    min_tls: str = ""
+    max_tls: str = ""
+    ciphers: tuple[str, ...] = ()
+
+    @property
+    def http2(self) -> bool:
+        return self.protocol in ("GRPC", "GRPCS", "HTTP2")
+
+    def variant_key(self) -> str:
+        """What tells two clusters apart (key material enters through `secret_version` only)."""
+        return (
+            f"UpstreamProtocol(protocol={self.protocol!r}, sni={self.sni!r}, auto_sni={self.auto_sni!r}, "
+            f"verify={self.verify!r}, secret_version={self.secret_version!r}, verify_depth={self.verify_depth!r}, "
+            f"min_tls={self.min_tls!r}, max_tls={self.max_tls!r}, ciphers={self.ciphers!r})"
+        )
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol in ("HTTPS", "GRPCS")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceUpstream:
+    """service-upstream: the Service's ClusterIP is the single endpoint (a cluster variant)."""
+
+    scope: ClassVar[Scope] = "upstream"
+
+    def variant_key(self) -> str:
+        return "ServiceUpstream()"
+
+
+@dataclass(frozen=True, slots=True)
+class HostRewrite:
+    """The Host header sent upstream (upstream-vhost)."""
+
+    scope: ClassVar[Scope] = "route"
+    host: str
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardedPrefix:
+    """X-Forwarded-Prefix sent upstream (with a rewritten path)."""
+
+    scope: ClassVar[Scope] = "route"
+    prefix: str
+
+
+# -- timeouts ----------------------------------------------------------------------------------
+
+DEFAULT_NEXT_UPSTREAM = ("error", "timeout")
+
+
+DEFAULT_TRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectTimeout:
+    """Cluster connect timeout (needs a cluster variant)."""
+
+    scope: ClassVar[Scope] = "upstream"
+    seconds: float
+
+    def variant_key(self) -> str:
+        return f"ConnectTimeout(seconds={self.seconds!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class IdleTimeout:
+    """Route idle timeout: nginx read/send timeouts are per read/write, as Envoy's idle timeout."""
+
+    scope: ClassVar[Scope] = "route"
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Retries:
+    """The route retry policy. `tokens` empty means `off` (no retries)."""
+
+    scope: ClassVar[Scope] = "route"
+    tokens: tuple[str, ...] = DEFAULT_NEXT_UPSTREAM
+    retries: int = DEFAULT_TRIES - 1
+    timeout: float = 0.0  # proxy-next-upstream-timeout, 0 = none
+
+    @property
+    def non_idempotent(self) -> bool:
+        return "non_idempotent" in self.tokens
+
+    def retry_on(self) -> list[str]:
+        out: list[str] = []
+        if {"error", "timeout", "invalid_header"} & set(self.tokens):
+            out += ["connect-failure", "refused-stream", "reset"]
+        if any(t.startswith("http_") for t in self.tokens):
+            out.append("retriable-status-codes")
+        return out
+
+    def status_codes(self) -> list[int]:
+        return sorted(int(t[5:]) for t in self.tokens if t.startswith("http_"))
+
+
+DEFAULT_RETRIES = Retries()
+
+
+# -- cors --------------------------------------------------------------------------------------
+
+DEFAULT_METHODS = "GET, PUT, POST, DELETE, PATCH, OPTIONS"
+
+
+DEFAULT_HEADERS = (
+    "DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Range,Authorization"
+)
+
+
+DEFAULT_MAX_AGE = 1728000
+
+
+ORIGIN = re.compile(r"^(https?)://(\*\.)?([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)(:\d{1,5})?$")
+
+
+@dataclass(frozen=True, slots=True)
+class Cors:
+    """`origins` empty means any origin; otherwise each is exact or has a one-label `*.` wildcard."""
+
+    scope: ClassVar[Scope] = "route"
+    origins: tuple[str, ...] = ()
+    methods: str = DEFAULT_METHODS
+    headers: str = DEFAULT_HEADERS
+    expose_headers: str = ""
+    credentials: bool = True
+    max_age: int = DEFAULT_MAX_AGE
+
+    def origin_patterns(self) -> tuple[tuple[str, str], ...]:
+        """(kind, value) matchers: ("any", ""), ("exact", origin) or ("regex", RE2 full match)."""
+        if not self.origins:
+            return (("any", ""),)
+        out = []
+        for o in self.origins:
+            m = ORIGIN.match(o)
+            if m and m.group(2):
+                rest = re.escape(m.group(3)) + re.escape(m.group(4) or "")
+                out.append(("regex", f"{m.group(1)}://[^.]+\\.{rest}"))
+            else:
+                out.append(("exact", o))
+        return tuple(out)
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+ERROR_PATH_PREFIX = "/.meridian-errors/"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRoute:
+    """Marks the internal route that serves error pages (path rewritten to `/`)."""
+
+    scope: ClassVar[Scope] = "route"
+    service: str
+
+
+@dataclass(frozen=True, slots=True)
+class CustomErrors:
+    """Codes in `codes` from the route's upstream are replaced by the answer of `cluster`."""
+
+    scope: ClassVar[Scope] = "route"
+    service: str
+    namespace: str
+    port: int
+    codes: tuple[int, ...]
+    ingress: str
+
+    @property
+    def cluster(self) -> str:
+        return cluster_name(self.namespace, self.service, self.port)
+
+    @property
+    def error_path(self) -> str:
+        return f"{ERROR_PATH_PREFIX}{self.namespace}/{self.service}/{self.port}"
+
+
+# -- loadbalancing -----------------------------------------------------------------------------
+
+DEFAULT_COOKIE = "INGRESSCOOKIE"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadBalancer:
+    """Cluster LB policy (an Envoy Cluster.LbPolicy name)."""
+
+    scope: ClassVar[Scope] = "upstream"
+    policy: str
+
+    def variant_key(self) -> str:
+        return f"LoadBalancer(policy={self.policy!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class HashKey:
+    """One input of the request hash: kind in source_ip | header | query | cookie."""
+
+    kind: str
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HashBy:
+    """Route hash policy from upstream-hash-by (every variable hashed together)."""
+
+    scope: ClassVar[Scope] = "route"
+    keys: tuple[HashKey, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CookieAffinity:
+    """Route cookie hash policy; Envoy generates the cookie when the request has none."""
+
+    scope: ClassVar[Scope] = "route"
+    name: str = DEFAULT_COOKIE
+    path: str = ""
+    ttl: int = 0  # seconds; 0 = session cookie
+    samesite: str = ""
+    secure: bool = False
+    mode: str = "balanced"
+
+
+# -- mirror ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Mirror:
+    """A copy of each request goes to scheme://host:port (its answer is ignored)."""
+
+    scope: ClassVar[Scope] = "route"
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def cluster(self) -> str:
+        """Stable per target, shared by every route mirroring to it."""
+        return f"mirror{'-tls' if self.scheme == 'https' else ''}:{self.host}:{self.port}"
+
+    @property
+    def is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+
+# -- ipaccess ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IpAccess:
+    """Deny clients in `deny`; when `allow` is not empty, deny everyone outside it (nginx deny-then-allow)."""
+
+    scope: ClassVar[Scope] = "route"
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+
+
+# -- ratelimit ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitRule:
+    """`rate` requests per `period` seconds per client IP, bursting to `burst` at once."""
+
+    name: str  # "rps" | "rpm"
+    rate: int
+    period: int
+    burst: int
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """Per-client-IP limits (all apply); clients in `exempt` are never limited. Rejections get 503."""
+
+    scope: ClassVar[Scope] = "route"
+    rules: tuple[RateLimitRule, ...]
+    exempt: tuple[str, ...] = ()
+
+
+# -- bodysize ----------------------------------------------------------------------------------
+
+DEFAULT_BODY_SIZE = 1024 * 1024  # nginx client_max_body_size default (1m)
+
+
+@dataclass(frozen=True, slots=True)
+class BodySize:
+    """Largest accepted request body in bytes; 0 means unlimited."""
+
+    scope: ClassVar[Scope] = "route"
+    max_bytes: int
+
+
+# -- basicauth ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BasicAuth:
+    """htpasswd lines Envoy can verify, and the realm for WWW-Authenticate."""
+
+    scope: ClassVar[Scope] = "route"
+    users: str = field(repr=False)  # "user:{SHA}...\n" lines
+    realm: str = ""
+
+
+# -- clientcert --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCert:
+    """Validate client certificates against `ca` (mode as nginx ssl_verify_client)."""
+
+    scope: ClassVar[Scope] = "tls"
+    ca: bytes = field(repr=False)
+    mode: str = "on"
+    depth: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class PassClientCert:
+    """Forward the client certificate (URL-encoded PEM) upstream in header ssl-client-cert."""
+
+    scope: ClassVar[Scope] = "route"
+
+
+# -- tlsparams ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TlsParams:
+    """Envoy TlsParameters for the host: version range (enum names) and TLS 1.2 cipher list."""
+
+    scope: ClassVar[Scope] = "tls"
+    min_version: str | None = None
+    max_version: str | None = None
+    ciphers: tuple[str, ...] = ()
+
+
+# -- extauth -----------------------------------------------------------------------------------
+
+SELF_HOST = "meridian.self"  # auth-url host `$host`: the gateway itself, same Host as the request
+
+
+@dataclass(frozen=True, slots=True)
+class ExtAuth:
+    """An HTTP auth service at scheme://host:port/path (path may carry a query); `signin` is a URL
+    template (Envoy formatter)."""
+
+    scope: ClassVar[Scope] = "route"
+    scheme: str
+    host: str
+    port: int
+    path: str
+    method: str = "GET"
+    response_headers: tuple[str, ...] = ()
+    signin: str | None = None
+    always_set_cookie: bool = False  # pass the auth service's Set-Cookie to the client on success too
+
+    @property
+    def cluster(self) -> str:
+        """Stable cluster name for the auth service."""
+        if self.self_host:
+            return f"extauth:{self.scheme}:self"
+        return f"extauth:{self.scheme}:{self.host}:{self.port}"
+
+    @property
+    def self_host(self) -> bool:
+        """auth-url on `$host`: sent back through this gateway with the request's Host."""
+        return self.host == SELF_HOST
+
+
+RoutePolicy = (
+    RewriteTarget
+    | UrlRedirect
+    | HostRewrite
+    | ForwardedPrefix
+    | IdleTimeout
+    | Retries
+    | Cors
+    | ErrorRoute
+    | CustomErrors
+    | HashBy
+    | CookieAffinity
+    | Mirror
+    | IpAccess
+    | RateLimit
+    | BodySize
+    | BasicAuth
+    | PassClientCert
+    | ExtAuth
+)
+"""Policies attached to routes."""
+
+UpstreamPolicy = UpstreamProtocol | ServiceUpstream | ConnectTimeout | LoadBalancer
+"""Policies that make a cluster variant of a Service port."""
+
+TlsPolicy = ClientCert | TlsParams
+"""Policies of an HTTPS filter chain."""
+
+SourcePolicy = RegexPaths | SslRedirect | Canary | SslPassthrough | AppRoot
+"""Policies the frontend reads while merging the routes of a host (never rendered directly)."""
+
+Policy = RoutePolicy | UpstreamPolicy | TlsPolicy | SourcePolicy
+
+ROUTE_POLICIES: tuple[type, ...] = RoutePolicy.__args__  # type: ignore[attr-defined]
+UPSTREAM_POLICIES: tuple[type, ...] = UpstreamPolicy.__args__  # type: ignore[attr-defined]
+TLS_POLICIES: tuple[type, ...] = TlsPolicy.__args__  # type: ignore[attr-defined]
+SOURCE_POLICIES: tuple[type, ...] = SourcePolicy.__args__  # type: ignore[attr-defined]
+
+
+def cluster_variant(upstream: tuple[UpstreamPolicy, ...]) -> str:
+    """The variant (ClusterName.variant) of a Service port's cluster with these upstream policies:
+    "" for none, else a short digest of their variant keys, so equal policies share a cluster.
+
+    The text hashed is the one names have always been made of (it reads like the policies' tuple
+    repr), so cluster names on the wire stay the same across versions.
+    """
+    if not upstream:
+        return ""
+    keys = [p.variant_key() for p in upstream]
+    text = "(" + ", ".join(keys) + ("," if len(keys) == 1 else "") + ")"
+    return hashlib.blake2b(text.encode(), digest_size=4).hexdigest()

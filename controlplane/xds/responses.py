@@ -1,0 +1,233 @@
+"""xDS responses: what a stream is due for one type, encoded as bytes straight from the cache.
+
+Resources are never re-serialized: a response is assembled from each resource's pre-serialized
+`Any` payload, so a resource is serialized once per version however many Envoys receive it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from controlplane.protowire import varint
+from controlplane.xds.cache import Resource, SnapshotCache, TypeSnapshot
+from controlplane.xds.resources import CLUSTER, ENDPOINT, ROUTE
+from controlplane.xds.tracking import StreamState, TypeState
+
+# Types whose SotW responses may carry only the changed resources (Envoy keeps the others).
+PARTIAL_SOTW = frozenset({ENDPOINT, ROUTE})
+
+# --------------------------------------------------------------------------
+# Wire encoding (proto3: tag byte = field_number << 3 | 2 for length-delimited)
+
+
+def _ld(field_number: int, data: bytes, parts: list[bytes]) -> None:
+    parts.append(varint(field_number << 3 | 2))
+    parts.append(varint(len(data)))
+    parts.append(data)
+
+
+def _s(field_number: int, text: str, parts: list[bytes]) -> None:
+    if text:  # proto3 leaves empty strings off the wire
+        _ld(field_number, text.encode(), parts)
+
+
+def encode_control_plane(identifier: str) -> bytes:
+    """envoy.config.core.v3.ControlPlane{identifier}."""
+    parts: list[bytes] = []
+    _s(1, identifier, parts)
+    return b"".join(parts)
+
+
+def encode_discovery_response(
+    version_info: str, resources: Iterable[bytes], type_url: str, nonce: str, control_plane: bytes = b""
+) -> bytes:
+    """DiscoveryResponse bytes from serialized Any payloads, in field-number order."""
+    parts: list[bytes] = []
+    _s(1, version_info, parts)
+    for any_bytes in resources:
+        _ld(2, any_bytes, parts)
+    _s(4, type_url, parts)
+    _s(5, nonce, parts)
+    if control_plane:
+        _ld(6, control_plane, parts)
+    return b"".join(parts)
+
+
+def encode_resource(res: Resource) -> bytes:
+    """envoy.service.discovery.v3.Resource{version=1, resource=2, name=3}."""
+    parts: list[bytes] = []
+    _s(1, res.version, parts)
+    _ld(2, res.any_bytes, parts)
+    _s(3, res.name, parts)
+    return b"".join(parts)
+
+
+def encode_delta_response(
+    system_version_info: str,
+    resources: Iterable[Resource],
+    type_url: str,
+    nonce: str,
+    removed: Sequence[str] = (),
+    control_plane: bytes = b"",
+) -> bytes:
+    """DeltaDiscoveryResponse bytes, in field-number order."""
+    parts: list[bytes] = []
+    _s(1, system_version_info, parts)
+    for res in resources:
+        _ld(2, encode_resource(res), parts)
+    _s(4, type_url, parts)
+    _s(5, nonce, parts)
+    for name in removed:
+        _ld(6, name.encode(), parts)
+    if control_plane:
+        _ld(7, control_plane, parts)
+    return b"".join(parts)
+
+
+class Responses:
+    """Builds the next SotW or Delta response of one type for one stream, and records it as sent."""
+
+    def __init__(self, cache: SnapshotCache, identifier: str, lineage: Callable[[str, str], str]) -> None:
+        """`lineage(type_url, group)`: the group whose snapshot a stream in `group` reads."""
+        self._cache = cache
+        self._control_plane = encode_control_plane(identifier)
+        self._nonces = itertools.count(1)
+        self._lineage = lineage
+
+    def _next_nonce(self) -> str:
+        return str(next(self._nonces))
+
+    def sotw(self, s: StreamState, st: TypeState, snap: TypeSnapshot) -> bytes | None:
+        if not st.wildcard and not st.names and not st.legacy_wildcard:
+            # Nothing subscribed: Envoy ignores responses for a type it no longer watches.
+            st.sent = {}
+            st.current = max(st.current, snap.version)
+            st.examined = snap.version
+            return None
+        if st.type_url in PARTIAL_SOTW and not (st.wildcard or st.force or st.nacked) and st.sent_cache_version:
+            partial = self._partial_update(s, st, snap)
+            if partial is not False:
+                st.examined = snap.version
+                return partial
+        want: Mapping[str, Resource]
+        if st.wildcard:
+            want = snap.resources
+        else:
+            want = {n: r for n in sorted(st.names) if (r := snap.resources.get(n)) is not None}
+        held: dict[str, Resource] = {}
+        if st.type_url == CLUSTER and st.wildcard:
+            gone = [n for n in st.sent if n not in want]
+            if gone and not s.routes_settled(self._cache):
+                held = {n: st.sent[n] for n in gone}
+        content = {**want, **held} if held else dict(want)
+        # Held clusters must be looked at again (when routes settle) even if the cache stays put.
+        st.examined = -1 if held else snap.version
+        if not st.force:
+            if _same(content, st.sent):  # with held clusters: Envoy keeps what it has for now
+                if not st.nacked and not held:
+                    st.current = max(st.current, snap.version)
+                return None
+            if st.nacked and snap.version <= st.nacked_cache_version:
+                return None
+        version = f"{snap.digest}+hold" if held else snap.digest
+        nonce = self._next_nonce()
+        st.sent = content
+        st.record_sent(version, snap.version, nonce, len(content))
+        return encode_discovery_response(
+            version, (r.any_bytes for r in content.values()), st.type_url, nonce, self._control_plane
+        )
+
+    def _partial_update(self, s: StreamState, st: TypeState, snap: TypeSnapshot) -> bytes | bool | None:
+        """Only the ClusterLoadAssignments / RouteConfigurations changed since the last response.
+
+        In SotW, EDS and RDS are not full-state types: a response may carry a subset of the
+        subscribed resources and omitted ones are kept by Envoy. One EndpointSlice change then
+        costs one CLA on the wire instead of every subscribed one, and one host change one route
+        table partition. Returns False when the change history does not reach back far enough
+        (the caller sends the full set).
+        """
+        names = self._cache.changed_since(st.type_url, s.group, st.sent_cache_version)
+        if names is None:
+            return False
+        update: dict[str, Resource] = {}
+        for name in names & st.names:
+            res = snap.resources.get(name)
+            if res is None:
+                st.sent.pop(name, None)  # its cluster is gone or going; nothing to send
+                continue
+            old = st.sent.get(name)
+            if old is None or old.version != res.version:
+                update[name] = res
+        if not update:
+            st.current = max(st.current, snap.version)
+            return None
+        st.sent.update(update)
+        version = snap.digest
+        nonce = self._next_nonce()
+        st.record_sent(version, snap.version, nonce, len(update))
+        return encode_discovery_response(
+            version, (r.any_bytes for r in update.values()), st.type_url, nonce, self._control_plane
+        )
+
+    def delta(self, s: StreamState, st: TypeState, snap: TypeSnapshot) -> bytes | None:
+        resources = snap.resources
+        lineage = self._lineage(st.type_url, s.group)
+        look_at = self._delta_candidates(s, st, snap, lineage)
+        if look_at is None:  # everything
+            if st.wildcard:
+                changed = [r for n, r in resources.items() if st.known.get(n) != r.version]
+                removed = [n for n in st.known if n not in resources]
+            else:
+                changed = [
+                    r for n in sorted(st.names) if (r := resources.get(n)) is not None and st.known.get(n) != r.version
+                ]
+                removed = [n for n in st.known if n not in resources or n not in st.names]
+        else:  # only names changed in the cache or subscribed since `known` was last reconciled
+            wanted = [n for n in sorted(look_at) if st.wildcard or n in st.names]
+            changed = [r for n in wanted if (r := resources.get(n)) is not None and st.known.get(n) != r.version]
+            removed = [n for n in wanted if n in st.known and n not in resources]
+        held = bool(removed) and st.type_url == CLUSTER and not s.routes_settled(self._cache)
+        if held:
+            removed = []  # until listeners and routes no longer use them
+            st.examined = -1  # look again when routes settle, whatever the cache does
+        else:
+            st.examined = snap.version
+            st.synced, st.synced_lineage = snap.version, lineage
+            st.subscribed_since.clear()
+        if not changed and not removed and not st.force:
+            if not st.nacked and not held:
+                st.current = max(st.current, snap.version)
+            return None
+        for r in changed:
+            st.known[r.name] = r.version
+        for n in removed:
+            del st.known[n]
+        version = snap.digest
+        nonce = self._next_nonce()
+        st.record_sent(version, snap.version, nonce, len(changed))
+        return encode_delta_response(version, changed, st.type_url, nonce, removed, self._control_plane)
+
+    def _delta_candidates(self, s: StreamState, st: TypeState, snap: TypeSnapshot, lineage: str) -> set[str] | None:
+        """Names that can differ between `known` and `snap`, or None when all must be compared.
+
+        Since `known` was last reconciled with version `synced` of the same group's snapshot,
+        only names the cache changed after it, and names subscribed since, can differ: a change
+        to one of 10,000 clusters then costs one comparison, not 10,000.
+        """
+        if st.force or not st.synced or st.synced_lineage != lineage:
+            return None
+        names = self._cache.changed_since(st.type_url, s.group, st.synced) if snap.version > st.synced else set()
+        if names is None:  # the cache's history does not reach back that far
+            return None
+        return names | st.subscribed_since if st.subscribed_since else names
+
+
+def _same(a: Mapping[str, Resource], b: Mapping[str, Resource]) -> bool:
+    if len(a) != len(b):
+        return False
+    for name, res in a.items():
+        other = b.get(name)
+        if other is None or (other is not res and other.version != res.version):
+            return False
+    return True
