@@ -16,8 +16,10 @@ BASE_IMAGE ?=
 PIP_NO_INDEX ?= 0
 # More `podman build` flags, e.g. --network none.
 PODMAN_BUILD_FLAGS ?=
-# Debian packages the image test needs (installed by `make test` when missing and run as root).
-SYSTEM_PACKAGES := podman runc mmdebstrap
+# Debian packages the tests need, installed by `make test` when missing and run as root: podman, runc
+# and mmdebstrap for the image test (tests/image), Debian's headless browser and its driver for the
+# console test (tests/e2e/test_console.py); nothing downloads a browser.
+SYSTEM_PACKAGES := podman runc mmdebstrap chromium chromium-driver
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,10 +60,10 @@ system-packages:
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -qx 'install ok installed' || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing $$missing (for the image test)"; \
+		echo "installing $$missing (for the image and console tests)"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	else \
-		echo "note: the image test needs $$missing (apt-get install $$missing); without podman it is skipped" >&2; \
+		echo "note: the tests need $$missing (apt-get install $$missing); without them the image or console test is skipped" >&2; \
 	fi
 
 clean:

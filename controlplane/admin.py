@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -14,6 +14,9 @@ from controlplane.engine.view import IngressView
 from controlplane.store import ClusterRegistry
 from controlplane.xds import resources as rt
 from controlplane.xds.cache import SnapshotCache
+
+if TYPE_CHECKING:
+    from controlplane.history.service import HistoryService
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -29,7 +32,8 @@ def _dumps(data: Any) -> str:
 class AdminServer:
     """Binds to localhost unless told otherwise (`--admin-address`).
 
-    Reads Ingresses through the engine's IngressView; everything else it shows is handed in.
+    Reads Ingresses through the engine's IngressView; everything else it shows (the history too) is
+    handed in.
     """
 
     def __init__(
@@ -43,6 +47,7 @@ class AdminServer:
         syncz: Callable[[], Any] = list,
         cluster_problems: Callable[[], list[dict[str, Any]]] = list,
         extra: dict[str, Callable[[], Any]] | None = None,
+        history: HistoryService | None = None,
     ) -> None:
         self.view = view
         self.ready = ready
@@ -52,6 +57,7 @@ class AdminServer:
         self.syncz_source = syncz
         self.cluster_problems = cluster_problems
         self.extra = extra or {}
+        self.history = history  # its routes (/history/*, /ui) are served when given
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -66,6 +72,10 @@ class AdminServer:
         a.router.add_get("/debug/snapshot", self.snapshot)
         for path, fn in self.extra.items():
             a.router.add_get(path, self._wrap(fn))
+        if self.history is not None:
+            from controlplane.history.api import HistoryApi
+
+            HistoryApi(self.history).register(a)
         return a
 
     @staticmethod

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from controlplane.addresses import split_host_port
 from controlplane.admin import AdminServer
 from controlplane.controller import Controller, GatewayConfig
+from controlplane.history.service import HistoryService
+from controlplane.history.wiring import HistorySettings, start_history
 from controlplane.ingress.classes import ClassPolicy
 from controlplane.metrics import Metrics
 from controlplane.sources.files import FileSource
@@ -54,21 +56,33 @@ class ServeOptions:
     xds_cert: str | None = None  # server certificate, key and client CA; default: the state dir's CA
     xds_key: str | None = None
     xds_ca: str | None = None
-    state_dir: str | None = None  # None: $XDG_CACHE_HOME/meridian or ~/.cache/meridian
+    # The local CA and, in file mode, the history, pin and admin token. None: $XDG_CACHE_HOME/meridian
+    # or ~/.cache/meridian.
+    state_dir: str | None = None
     xds_server_names: list[str] = field(default_factory=list)  # extra SANs for the local CA's server cert
     xds_allow: list[tuple[str, str]] = field(default_factory=list)  # (group, identity)
     xds_token_audience: str = DEFAULT_AUDIENCE
+    history_size: int = 200  # versions kept in the history
+    admin_token_file: str | None = None  # token for mutating admin endpoints (rollback, resume)
+    rollback_max_age: float = 86400.0  # rolling back to an older version needs --yes
 
 
 class MeridianApp:
     def __init__(self, opts: ServeOptions) -> None:
         self.opts = opts
+        from controlplane.xds.localca import default_state_dir
+
+        # One directory for the local CA and (file mode) the history, pin and admin token.
+        self.state_dir = Path(opts.state_dir) if opts.state_dir else default_state_dir()
         self.metrics = Metrics()
         self.registry = ClusterRegistry()
-        self.cache = SnapshotCache()
+        self.cache = SnapshotCache()  # what the xDS server serves
+        self.history = HistoryService(
+            self.cache, self.metrics, size=opts.history_size, max_age=opts.rollback_max_age
+        )  # the controller writes the sources' view to history.sources; history decides what is served
         self.controller = Controller(
             self.registry,
-            self.cache,
+            self.history.sources,
             self.metrics,
             GatewayConfig(
                 listen_address=opts.listen_address,
@@ -89,6 +103,7 @@ class MeridianApp:
             registry=self.registry,
             syncz=lambda: self.xds.syncz() if self.xds else [],
             cluster_problems=self.cluster_problems,
+            history=self.history,
         )
         self.file_sources: list[FileSource] = []
         self.kube: KubeMode | None = None  # when watching Kubernetes
@@ -132,6 +147,7 @@ class MeridianApp:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.controller.attach(loop)
+        await self._start_history()  # before any source: a replica starting while pinned serves the pin
         self._startup_gc = asyncio.create_task(self._collect_after_startup(), name="startup-gc")
         for cluster_id, directory in self.opts.clusters:
             store = self.registry.add(ClusterStore(cluster_id, primary=not self.file_sources))
@@ -157,6 +173,21 @@ class MeridianApp:
         self.controller.flush()
         log.info("xDS on port %s, admin on port %s", self.xds_port, self.admin_port)
 
+    async def _start_history(self) -> None:
+        opts = self.opts
+        settings = HistorySettings(
+            self.state_dir, opts.admin_token_file, opts.kubeconfig, opts.in_cluster, opts.namespace
+        )
+        await start_history(self.history, settings, self.registry,
+                            fleet=lambda: self.xds.syncz() if self.xds is not None else [],
+                            is_leader=self._is_leader)  # fmt: skip
+
+    def _is_leader(self) -> bool:
+        """The status writer's leader (Kubernetes mode) also writes the history."""
+        writer = self.kube.status_writer if self.kube is not None else None
+        elector = getattr(writer, "elector", None)
+        return bool(elector is not None and elector.is_leader)
+
     def _xds_server(self) -> XdsServer:
         """TLS with client certificates or tokens, unless --xds-insecure says plaintext."""
         opts = self.opts
@@ -172,13 +203,13 @@ class MeridianApp:
         opts = self.opts
         if opts.xds_cert and opts.xds_key and opts.xds_ca:
             return TlsFiles(Path(opts.xds_cert), Path(opts.xds_key), Path(opts.xds_ca))
-        from controlplane.xds.localca import DEFAULT_SERVER_NAMES, LocalCA, default_state_dir
+        from controlplane.xds.localca import DEFAULT_SERVER_NAMES, LocalCA
 
         names = [*DEFAULT_SERVER_NAMES, *opts.xds_server_names]
         host, _ = split_host_port(opts.xds_address, 18000)
         if host and host not in ("0.0.0.0", "::", ""):
             names.append(host)
-        state_dir = Path(opts.state_dir) if opts.state_dir else default_state_dir()
+        state_dir = self.state_dir
         try:
             issued = LocalCA(state_dir).server(list(dict.fromkeys(names)))
         except OSError as exc:
@@ -200,6 +231,7 @@ class MeridianApp:
             await self.kube.stop()
         if self.xds is not None:
             await self.xds.stop()
+        await self.history.stop()
         await self.admin.stop()
 
 

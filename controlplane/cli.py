@@ -8,10 +8,12 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import yaml
+
+from controlplane.history import cli as history_cli
 
 if TYPE_CHECKING:
     from controlplane.app import ServeOptions
@@ -23,6 +25,9 @@ def _cluster_arg(value: str) -> tuple[str, str]:
     if not sep or not cluster_id or not directory:
         raise argparse.ArgumentTypeError("expected ID=DIR")
     return cluster_id, directory
+
+
+HISTORY_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lease-duration", type=float, default=15.0, help="leader election lease duration (seconds)")
     s.add_argument("--lease-renew-interval", type=float, default=5.0, help="leader lease renew interval (seconds)")
     _xds_security_args(s)
+    history_cli.add_serve_flags(s)
 
     b = sub.add_parser("bootstrap", help="print an Envoy bootstrap (ADS over gRPC)")
     b.add_argument("--xds-address", action="append", default=None, metavar="HOST:PORT",
@@ -122,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cluster-id", required=True)
     r.add_argument("--namespace", default="meridian-system")
     r.add_argument("--context")
+    HISTORY_COMMANDS.update(history_cli.add_commands(sub))
     return p
 
 
@@ -133,8 +140,8 @@ def _xds_security_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--xds-key", metavar="FILE", help="xDS server private key")
     s.add_argument("--xds-ca", metavar="FILE", help="CA bundle client certificates must chain to")
     s.add_argument("--state-dir", default=None, metavar="DIR",
-                   help="where the local CA lives when --xds-cert is not given "
-                   "(default: $XDG_CACHE_HOME/meridian or ~/.cache/meridian)")  # fmt: skip
+                   help="where the local CA lives when --xds-cert is not given, and in file mode the history, "
+                   "pin and admin token (default: $XDG_CACHE_HOME/meridian or ~/.cache/meridian)")  # fmt: skip
     s.add_argument("--xds-server-name", action="append", default=[], metavar="NAME",
                    help="extra DNS name or IP for the local CA's server certificate (repeatable)")  # fmt: skip
     s.add_argument("--xds-allow", action="append", type=allow_rule, default=[], metavar="GROUP=IDENTITY",
@@ -162,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bootstrap": cmd_bootstrap,
         "translate": cmd_translate,
         "create-remote-secret": cmd_create_remote_secret,
+        **HISTORY_COMMANDS,
     }[args.command](args)
 
 
@@ -219,6 +227,9 @@ def serve_options(args: argparse.Namespace) -> ServeOptions:
         xds_server_names=list(args.xds_server_name),
         xds_allow=list(args.xds_allow),
         xds_token_audience=args.xds_token_audience,
+        history_size=args.history_size,
+        admin_token_file=args.admin_token_file,
+        rollback_max_age=args.rollback_max_age * 3600,
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from controlplane.certificates import CertificateBook
@@ -148,20 +148,24 @@ class Controller:
             self.cache.ready = True
             self.ready.set()
 
-    def _build(self, events: list[StoreEvent], seen_at: float) -> None:
+    def _build(self, batch: list[StoreEvent], seen_at: float) -> None:
         full = self._recovery.pending
+        events = trigger = batch  # trigger: the object changes behind this version (the history records them)
         try:
             if full:  # the last batch failed half-way: start again from the objects, not from its leftovers
                 self._reset_derived_state()
-                events = self._recovery.events(events, self.registry)
-            self._process(events, seen_at, full=full)
+                trigger = self._recovery.trigger(batch)
+                events = self._recovery.events(batch, self.registry)
+            self._process(events, seen_at, full=full, trigger=trigger)
             self._recovery.succeeded()
         except Exception:  # never let one bad batch kill the control plane
             log.exception("snapshot build failed; keeping the previous snapshot, the next build is a full one")
-            self._recovery.failed(events, self.batcher.loop, self.request_flush)
+            self._recovery.failed(batch, self.batcher.loop, self.request_flush)
 
     # -- the batch -------------------------------------------------------------
-    def _process(self, events: list[StoreEvent], seen_at: float, *, full: bool = False) -> None:
+    def _process(
+        self, events: list[StoreEvent], seen_at: float, *, full: bool = False, trigger: Sequence[StoreEvent] = ()
+    ) -> None:
         ing = self.ingresses
         dirty_ing: set[IngressRef] = set()
         dirty_svc: set[ServiceKey] = set()
@@ -209,7 +213,7 @@ class Controller:
         self._rebuild_listeners(changes, filters, tls_hosts, passthrough)
         if full:  # built from nothing, `changes` holds every resource: whatever else is cached goes
             remove_unlisted(changes, self.cache)
-        self.cache.apply(changes, seen_at=seen_at)
+        self.cache.apply(changes, seen_at=seen_at, trigger=trigger)
         for state in ("accepted", "rejected", "ignored"):
             self.metrics.ingresses.labels(state).set(ing.state_counts[state])
 

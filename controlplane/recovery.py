@@ -27,6 +27,8 @@ class FailedBatchRecovery:
         # Secret deletes of failed batches: a deleted Secret's last good certificate must not come
         # back because the batch that saw the delete failed (see certificates.py).
         self._secret_deletes: dict[ObjectRef, StoreEvent] = {}
+        # The object changes of failed batches, one per object: what the rebuild's version is due to.
+        self._missed: dict[ObjectRef, StoreEvent] = {}
         self._delay = RETRY_FIRST_S
         self._timer: asyncio.TimerHandle | None = None
 
@@ -34,7 +36,9 @@ class FailedBatchRecovery:
         self, events: Iterable[StoreEvent], loop: asyncio.AbstractEventLoop | None, flush: Callable[[], None]
     ) -> None:
         self.pending = True
+        events = list(events)
         self._secret_deletes.update(_secret_deletes(events))
+        _coalesce(self._missed, events)
         if loop is None or self._timer is not None:
             return
 
@@ -48,10 +52,18 @@ class FailedBatchRecovery:
     def succeeded(self) -> None:
         self.pending = False
         self._secret_deletes.clear()
+        self._missed.clear()
         self._delay = RETRY_FIRST_S
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def trigger(self, batch: Iterable[StoreEvent]) -> list[StoreEvent]:
+        """What a full rebuild's version is due to (the history records it): the changes of the failed
+        batches and of this one, not every object the rebuild re-reads."""
+        missed = dict(self._missed)
+        _coalesce(missed, batch)
+        return list(missed.values())
 
     def events(self, batch: Iterable[StoreEvent], registry: ClusterRegistry) -> list[StoreEvent]:
         """The input of a full rebuild: the Secret deletes seen, then every object now as an add."""
@@ -63,6 +75,13 @@ class FailedBatchRecovery:
             for key, obj in store.items(kind)
         ]
         return [*deletes.values(), *adds]
+
+
+def _coalesce(into: dict[ObjectRef, StoreEvent], events: Iterable[StoreEvent]) -> None:
+    """One change per object across batches: its state before the first, after the last."""
+    for ev in events:
+        first = into.get(ev.ref)
+        into[ev.ref] = ev if first is None else StoreEvent(ev.ref, first.old, ev.new)
 
 
 def _secret_deletes(events: Iterable[StoreEvent]) -> dict[ObjectRef, StoreEvent]:

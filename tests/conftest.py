@@ -14,8 +14,8 @@ from tests.support.gateway import Gateway
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """`meridian serve`/`bootstrap` keep their local CA under $XDG_CACHE_HOME by default: never the
-    user's own during tests (subprocesses inherit it)."""
+    """`meridian serve`/`bootstrap` keep their state (local CA, history, admin token) under
+    $XDG_CACHE_HOME by default: never the user's own during tests (subprocesses inherit it)."""
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
 
 

@@ -19,7 +19,7 @@ import asyncio
 import hashlib
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from google.protobuf import any_pb2
@@ -105,11 +105,13 @@ class SnapshotCache:
         *,
         group: str = DEFAULT_GROUP,
         seen_at: float | None = None,
+        trigger: Sequence[object] = (),
     ) -> int:
         """Apply upserts (Resource) and removals (None) per type URL; returns the new version.
 
         Unchanged resources (same content version) are dropped from the change
-        so that a no-op write does not wake any stream.
+        so that a no-op write does not wake any stream. `trigger` (the store events
+        behind the change) is for subclasses that record it (the history).
         """
         grp = self._groups.setdefault(group, _Group())
         seen = seen_at if seen_at is not None else time.monotonic()

@@ -78,6 +78,27 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+MAX_DATA_BYTES = 1024 * 1024  # what the apiserver allows in a ConfigMap's or Secret's data
+
+
+def _check_size(kind: str, obj: Mapping[str, Any]) -> None:
+    """ConfigMaps and Secrets hold at most 1 MiB of data (keys plus values; binary values decoded)."""
+    total = 0
+    for field in ("data", "stringData", "binaryData"):
+        for key, value in (obj.get(field) or {}).items():
+            total += len(key)
+            if field == "binaryData" or (kind == "Secret" and field == "data"):
+                try:
+                    total += len(base64.b64decode(str(value), validate=True))
+                except ValueError:
+                    raise ApiError(400, "BadRequest", f"{field}[{key}]: illegal base64 data") from None
+            else:
+                total += len(str(value).encode())
+    if total > MAX_DATA_BYTES:
+        raise ApiError(422, "Invalid", f"{kind} \"{(obj.get('metadata') or {}).get('name')}\" is invalid: "
+                       f"[]: Too long: must have at most {MAX_DATA_BYTES} bytes")
+
+
 def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes")
 
@@ -573,6 +594,8 @@ class FakeKube:
             if meta.get("namespace") not in (None, "", ns):
                 raise ApiError(400, "BadRequest", "the namespace of the object does not match the request")
             meta["namespace"] = ns
+        if res.kind in ("ConfigMap", "Secret"):
+            _check_size(res.kind, obj)
         return obj
 
     def _create(self, res: Resource, ns: str | None, body: Any) -> Obj:
@@ -626,6 +649,8 @@ class FakeKube:
             )
             if not res.namespaced:
                 patched["metadata"].pop("namespace", None)
+            if res.kind in ("ConfigMap", "Secret"):
+                _check_size(res.kind, patched)
             return self._commit(res, self._merge_write(res, old, patched, status), old)
 
     @staticmethod

@@ -206,7 +206,7 @@ class Gateway:
             "--https-port", str(self.https_port),
             "--east-west-port", str(self.east_west_port),
             "--publish-address", "127.0.0.1",
-            "--state-dir", str(self.state_dir),
+            "--state-dir", str(self.state_dir),  # local CA, history, pin, admin token: one per gateway
             *self.serve_args,
         ]  # fmt: skip
         return args

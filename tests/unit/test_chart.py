@@ -141,6 +141,7 @@ def test_default_render_has_every_object(default: Objects) -> None:
         ("ClusterRoleBinding", "meridian"),
         ("Role", "meridian-leader-election"),
         ("RoleBinding", "meridian-leader-election"),
+        ("Secret", "meridian-admin-token"),
         ("IngressClass", "meridian"),
         ("Deployment", "meridian"),
         ("Service", "meridian"),
@@ -249,8 +250,18 @@ def test_controlplane_deployment_defaults(default: Objects) -> None:
         "--xds-ca", "/etc/meridian/xds/ca.crt",
         "--xds-token-audience", "meridian-xds",
         "--xds-allow", "meridian-gateway=system:serviceaccount:meridian-system:meridian-gateway",
+        "--history-size", "200",
+        "--rollback-max-age", "24",
+        "--admin-token-file", "/etc/meridian/admin-token/token",
     ]  # fmt: skip
     assert "--kubeconfig" not in c["args"]  # in-cluster config
+    # The admin token comes from a Secret with a random token, mounted read-only.
+    token = default[("Secret", "meridian-admin-token")]
+    assert len(base64.b64decode(token["data"]["token"])) == 40
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["admin-token"]["secret"]["secretName"] == "meridian-admin-token"
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["admin-token"] == {"name": "admin-token", "mountPath": "/etc/meridian/admin-token", "readOnly": True}
     env = {e["name"]: e for e in c["env"]}
     assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert _port_number(c, "grpc-xds") == 18000
@@ -281,10 +292,13 @@ def test_controlplane_pod_is_hardened(default: Objects) -> None:
     assert c["volumeMounts"] == [
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "xds-certs", "mountPath": "/etc/meridian/xds", "readOnly": True},
+        {"name": "admin-token", "mountPath": "/etc/meridian/admin-token", "readOnly": True},
     ]
     assert pod["volumes"] == [
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
         {"name": "xds-certs", "secret": {"secretName": "meridian-xds-server"}},
+        {"name": "admin-token",
+         "secret": {"secretName": "meridian-admin-token", "items": [{"key": "token", "path": "token"}]}},
     ]
 
 
@@ -443,7 +457,7 @@ def test_rbac_is_least_privilege(default: Objects) -> None:
     assert role["metadata"]["namespace"] == "meridian-system"
     assert triples(role["rules"]) == {
         ("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")
-    }
+    } | {("", "configmaps", v) for v in ("get", "list", "create", "update", "delete")}  # history, pin
 
     subject = {"kind": "ServiceAccount", "name": "meridian", "namespace": "meridian-system"}
     crb = default[("ClusterRoleBinding", "meridian")]
@@ -475,7 +489,7 @@ def test_ingress_class(default: Objects, custom: Objects) -> None:
 
 
 def test_remote_cluster_secret(custom: Objects, default: Objects) -> None:
-    assert not [k for k in default if k[0] == "Secret" and "-xds-" not in k[1]]
+    assert not [k for k in default if k[0] == "Secret" and "-xds-" not in k[1] and k[1] != "meridian-admin-token"]
     secret = custom[("Secret", "edge-meridian-remote-clusters")]
     assert secret["metadata"]["namespace"] == "gw"
     assert secret["metadata"]["labels"]["meridian.io/cluster"] == "true"
@@ -804,7 +818,8 @@ def test_cert_manager_mode_issues_the_same_secrets() -> None:
     values = {"xds": {"certManager": {"enabled": True}, "allow": [
         {"group": "meridian-gateway", "identity": "system:serviceaccount:edge:envoy"}]}}  # fmt: skip
     objs = _objects(_render(values, "meridian", "meridian-system"))
-    assert not [k for k in objs if k[0] == "Secret"]  # cert-manager writes them
+    # cert-manager writes the xDS Secrets; the admin token's is the chart's own either way
+    assert [k for k in objs if k[0] == "Secret"] == [("Secret", "meridian-admin-token")]
     assert ("Issuer", "meridian-xds-selfsigned") in objs and ("Issuer", "meridian-xds-ca") in objs
     assert objs[("Certificate", "meridian-xds-ca")]["spec"]["isCA"] is True
     server = objs[("Certificate", "meridian-xds-server")]["spec"]
