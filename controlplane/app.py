@@ -44,6 +44,7 @@ class ServeOptions:
     listen_address: str = "0.0.0.0"
     http_port: int = 8080
     https_port: int = 8443
+    public_https_port: int = 443  # the port in ssl-redirect Locations (omitted when 443)
     east_west_port: int = 15080
     ingress_classes: list[str] = field(default_factory=lambda: ["meridian"])
     watch_ingress_without_class: bool = False
@@ -88,6 +89,7 @@ class MeridianApp:
                 listen_address=opts.listen_address,
                 http_port=opts.http_port,
                 https_port=opts.https_port,
+                public_https_port=opts.public_https_port,
                 east_west_port=opts.east_west_port,
                 classes=ClassPolicy(frozenset(opts.ingress_classes), opts.watch_ingress_without_class),
                 publish_address=opts.publish_address,

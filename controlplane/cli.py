@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--listen-address", default="0.0.0.0", help="address of the gateway listeners")
     s.add_argument("--http-port", type=int, default=8080)
     s.add_argument("--https-port", type=int, default=8443)
+    s.add_argument("--public-https-port", type=int, default=443,
+                   help="HTTPS port clients use, named in ssl-redirect Locations (omitted when 443)")  # fmt: skip
     s.add_argument("--east-west-port", type=int, default=15080)
     s.add_argument(
         "--ingress-class",
@@ -211,6 +213,7 @@ def serve_options(args: argparse.Namespace) -> ServeOptions:
         listen_address=args.listen_address,
         http_port=args.http_port,
         https_port=args.https_port,
+        public_https_port=args.public_https_port,
         east_west_port=args.east_west_port,
         ingress_classes=args.ingress_class or ["meridian"],
         watch_ingress_without_class=args.watch_ingress_without_class,

@@ -16,6 +16,7 @@ from typing import Any
 from controlplane.config import GatewayConfig
 from controlplane.eastwest import east_west_vhosts
 from controlplane.ingress import registry
+from controlplane.ingress.aliases import assign_aliases
 from controlplane.ingress.classes import ClassView, is_accepted
 from controlplane.ingress.convert import IngressIR, Lookups, build_ingress
 from controlplane.ingress.hosts import HostResult, merge_host
@@ -25,6 +26,7 @@ from controlplane.ingress.tls import TlsPlan, plan_tls
 from controlplane.ingress.variants import ClusterVariants
 from controlplane.ir import CertificateSecret, IngressRef, ServiceCluster, VirtualHost
 from controlplane.ir.gateway import ClusterEndpoints, GatewayIR, RouteTableIR
+from controlplane.ir.policies import endpoint_labels
 from controlplane.services import ServiceIndex
 from controlplane.store import ENDPOINT_SLICE, INGRESS, INGRESS_CLASS, SECRET, SERVICE, KubeObject, object_name
 from controlplane.translate.gateway import translate_gateway
@@ -134,6 +136,8 @@ class _Frontend:
             if ir.default_backend is not None:
                 hosts.add("")
         defaults = [ir for ir in served if ir.default_backend is not None]
+        served_hosts = {h for ir in served for h in ir.hosts}
+        alias_plan = assign_aliases(served, served_hosts.__contains__)
         http: list[tuple[VirtualHost, ...]] = []
         https: list[tuple[VirtualHost, ...]] = []
         for host in sorted(hosts):
@@ -142,7 +146,10 @@ class _Frontend:
             if not irs:
                 continue
             try:
-                result = merge_host(host, irs, tls_hosts=frozenset(plan.certs), https_port=self.config.https_port)
+                aliases, alias_findings = alias_plan.get(host, ((), ()))
+                result = merge_host(host, irs, tls_hosts=frozenset(plan.certs),
+                                    https_port=self.config.public_https_port,
+                                    aliases=aliases, alias_findings=alias_findings)  # fmt: skip
             except Exception as exc:  # as the controller: this host is not served, the others are
                 log.exception("building virtual host %r failed", host or "*")
                 self.host_errors[host] = f"internal error building host {host or '*'}: {exc}"
@@ -185,7 +192,7 @@ class _Frontend:
                 clusters.append(sc)
                 if sc.static_address is None:
                     localities = self.services.localities(key, ports[sc.port], self.primary)
-                    endpoints.append(ClusterEndpoints(sc.eds_name, localities))
+                    endpoints.append(ClusterEndpoints(sc.eds_name, localities, endpoint_labels(sc.policies)))
             if ports:
                 east_west.append(tuple(east_west_vhosts(key[0], key[1], list(ports.values()))))
         return tuple(clusters), tuple(endpoints), tuple(east_west)

@@ -14,6 +14,9 @@ class GatewayConfig:
     listen_address: str = "0.0.0.0"
     http_port: int = 8080
     https_port: int = 8443
+    # The HTTPS port clients use (a LoadBalancer's 443 in front of the listener's 8443): the port of
+    # ssl-redirect Locations, left out when it is 443 (as ingress-nginx does).
+    public_https_port: int = 443
     east_west_port: int = 15080
     classes: ClassPolicy = field(default_factory=ClassPolicy)
     publish_address: str | None = None

@@ -24,6 +24,7 @@ from controlplane.engine.host_routes import HostRoutes
 from controlplane.engine.ingresses import IngressState
 from controlplane.engine.tls import TlsState
 from controlplane.engine.view import IngressView
+from controlplane.ingress.aliases import AliasPlan
 from controlplane.ingress.convert import IngressIR
 from controlplane.ingress.hosts import HostResult
 from controlplane.ingress.tls import TlsPlan
@@ -73,10 +74,11 @@ class Controller:
         # Per-host VirtualHost bytes, framed as RouteConfiguration.virtual_hosts fields, kept per route
         # table (split into hash partitions at scale): a change re-assembles one partition with one join.
         self.routes = RouteTables(self.config.route_partitions, self._partitions_metric)
-        self.hosts = HostRoutes(self.routes, self.config.https_port)
+        self.hosts = HostRoutes(self.routes, self.config.public_https_port)
         self.backends = ServiceBackends(self.services, self.ingresses.variants)
         self.tls_state = TlsState(self._get_secret, self.certificates)
         self._listener_inputs: tuple[Any, ...] | None = None
+        self.alias_plan: AliasPlan = {}  # server-alias names of every host (ingress/aliases.py)
 
     # -- what the view reads -----------------------------------------------------------
     @property
@@ -193,6 +195,9 @@ class Controller:
 
         changes: Changes = {t: {} for t in rt.PUSH_ORDER}
         hosts = ing.rebuild(dirty_ing)
+        if dirty_ing:  # aliases depend on every host: re-assign them, rebuild the hosts whose changed
+            old, self.alias_plan = self.alias_plan, ing.alias_plan()
+            hosts |= {h for h in old.keys() | self.alias_plan.keys() if old.get(h) != self.alias_plan.get(h)}
         if dirty_secrets or ing.deps.tls_dirty:  # the TLS plan: only when a Secret or a TLS Ingress changed
             ing.deps.tls_dirty = False
             published = self.cache.get(rt.SECRET).resources
@@ -201,7 +206,7 @@ class Controller:
         self.backends.rebuild_clusters(changes, cluster_keys)
         self.backends.rebuild_endpoints(changes, dirty_eds | cluster_keys, self.registry.primary_id())
         if hosts:
-            self.hosts.rebuild(hosts, ing.served_for_host, frozenset(self.tls.certs))
+            self.hosts.rebuild(hosts, ing.served_for_host, frozenset(self.tls.certs), self.alias_plan)
             self.backends.set_extra_clusters(changes, self.hosts.wanted_extra_clusters())
         self.hosts.rebuild_east_west(self.services, dirty_svc)
         filters = self.hosts.http_filters()

@@ -41,10 +41,38 @@ def translate_clusters(dirs: Mapping[str, Path], config: GatewayConfig | None = 
     return compile(objects_of(stores), config or GatewayConfig())
 
 
+# Protobuf maps whose decoded key order follows hashing, not the (deterministic) bytes.
+_MAPS = frozenset({"typed_per_filter_config", "map"})  # "map": xds matcher exact_match_map
+
+
+_STRUCTS = frozenset({"filter_metadata"})  # google.protobuf.Struct values: sorted all the way down
+
+
+def _deep_sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_sorted(v) for k, v in sorted(value.items())}
+    if isinstance(value, list):
+        return [_deep_sorted(v) for v in value]
+    return value
+
+
+def _sorted_maps(value: Any) -> Any:
+    if isinstance(value, dict) and _STRUCTS & value.keys():
+        return {k: (_deep_sorted(v) if k in _STRUCTS else _sorted_maps(v)) for k, v in value.items()}
+    if isinstance(value, dict):
+        return {k: (dict(sorted(_sorted_maps(v).items())) if k in _MAPS and isinstance(v, dict) else _sorted_maps(v))
+                for k, v in value.items()}  # fmt: skip
+    if isinstance(value, list):
+        return [_sorted_maps(v) for v in value]
+    return value
+
+
 def snapshot_dict(resources: Mapping[str, Mapping[str, Resource]]) -> dict[str, Any]:
-    """Every resource decoded, grouped by short type name, sorted by name (stable for goldens)."""
+    """Every resource decoded, grouped by short type name, sorted by name, protobuf maps sorted by key
+    (stable for goldens)."""
     out: dict[str, Any] = {}
     for type_url in rt.PUSH_ORDER:
         by_name = resources.get(type_url, {})
-        out[rt.SHORT_NAMES[type_url]] = [rt.decode(type_url, by_name[n].any_bytes) for n in sorted(by_name)]
+        decoded = (rt.decode(type_url, by_name[n].any_bytes) for n in sorted(by_name))
+        out[rt.SHORT_NAMES[type_url]] = [_sorted_maps(d) for d in decoded]
     return out

@@ -125,6 +125,7 @@ def main() -> int:
                  "--cluster", f"west={ROOT / 'examples/clusters/west'}",
                  "--xds-address", f"127.0.0.1:{XDS}", "--admin-address", f"127.0.0.1:{ADMIN}",
                  "--listen-address", "127.0.0.1", "--http-port", str(HTTP), "--https-port", str(HTTPS),
+                 "--public-https-port", str(HTTPS),
                  "--east-west-port", str(EAST_WEST), "--state-dir", str(state)],
                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
             )

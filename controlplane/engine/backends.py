@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from controlplane.ingress.variants import ClusterVariants
+from controlplane.ir.policies import endpoint_labels
 from controlplane.services import ServiceIndex, ServiceKey
 from controlplane.translate.resources import load_assignment, service_cluster
 from controlplane.xds import resources as rt
@@ -46,12 +47,13 @@ class ServiceBackends:
             ports = {p.port: p for p in self.services.ports(key)}
             # One assignment per EDS cluster of the Service (the base per port, plus its variants).
             clusters = self.variants.service_clusters(key, self.services).values()
-            want = {sc.eds_name: sc.port for sc in clusters if sc.static_address is None}
+            want = {sc.eds_name: sc for sc in clusters if sc.static_address is None}
             for name in self.assignments.get(key, set()) - want.keys():
                 eds[name] = None
             localities = {n: self.services.localities(key, p, primary) for n, p in ports.items()}
-            for name, port_no in want.items():
-                eds[name] = make_resource(name, rt.ENDPOINT, load_assignment(name, localities[port_no]))
+            for name, sc in want.items():
+                cla = load_assignment(name, localities[sc.port], endpoint_labels(sc.policies))
+                eds[name] = make_resource(name, rt.ENDPOINT, cla)
             if want:
                 self.assignments[key] = set(want)
             else:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from controlplane.eastwest import east_west_vhosts
+from controlplane.ingress.aliases import AliasFindings, AliasPlan
 from controlplane.ingress.convert import IngressIR
 from controlplane.ingress.hosts import HostResult, merge_host
 from controlplane.services import ServiceIndex, ServiceKey
@@ -37,11 +38,14 @@ class HostRoutes:
         self._feature_key_hosts: Counter[tuple[str, str]] = Counter()
         self.extra_clusters: dict[str, dict[str, Any]] = {}  # host -> cluster name -> Cluster message
 
-    def rebuild(self, hosts: Iterable[str], served: Callable[[str], list[IngressIR]], tls: frozenset[str]) -> None:
-        """Rebuild `hosts`; `served(host)`: the served Ingresses that may contribute to it."""
+    def rebuild(
+        self, hosts: Iterable[str], served: Callable[[str], list[IngressIR]], tls: frozenset[str], aliases: AliasPlan
+    ) -> None:
+        """Rebuild `hosts`; `served(host)`: the served Ingresses that may contribute to it; `aliases`:
+        the server-alias names of every host."""
         for host in hosts:
             try:
-                self._build(host, served(host), tls)
+                self._build(host, served(host), tls, aliases.get(host, ((), ())))
                 self.errors.pop(host, None)
             except Exception as exc:  # keep this host's last good routes; every other host goes on
                 log.exception("building virtual host %r failed; keeping its previous routes", host or "*")
@@ -60,7 +64,9 @@ class HostRoutes:
         self._set_features(host, {})
         self.extra_clusters.pop(host, None)
 
-    def _build(self, host: str, irs: list[IngressIR], tls: frozenset[str]) -> None:
+    def _build(
+        self, host: str, irs: list[IngressIR], tls: frozenset[str], aliases: tuple[tuple[str, ...], AliasFindings]
+    ) -> None:
         """Merge and translate one host; cache its framed vhost bytes, filter needs and extra clusters.
 
         Everything is computed before any table is touched, so a failure leaves the host as it was.
@@ -68,7 +74,8 @@ class HostRoutes:
         if not irs:
             self._drop(host)
             return
-        result = merge_host(host, irs, tls_hosts=tls, https_port=self.https_port)
+        result = merge_host(host, irs, tls_hosts=tls, https_port=self.https_port, aliases=aliases[0],
+                            alias_findings=aliases[1])  # fmt: skip
         if not result.https.routes:
             self._drop(host)
             self.results[host] = result  # keeps its findings (conflicts) for the reports
@@ -85,8 +92,8 @@ class HostRoutes:
                 for c in f.extra_clusters(r):
                     extra[c.name] = c
         self.results[host] = result
-        self.routes.https.put(host, https, (host,))
-        self.routes.http.put(host, http, (host,))
+        self.routes.https.put(host, https, result.https.domains)
+        self.routes.http.put(host, http, result.https.domains)
         self._set_features(host, needs)
         if extra:
             self.extra_clusters[host] = extra

@@ -9,6 +9,7 @@ from typing import Any
 
 from controlplane.config import GatewayConfig
 from controlplane.engine.dependencies import DependencyIndex, hosts_of
+from controlplane.ingress.aliases import AliasPlan, assign_aliases
 from controlplane.ingress.classes import ClassView, is_accepted
 from controlplane.ingress.convert import IngressIR, Lookups, build_ingress
 from controlplane.ingress.reports import failed_ingress, ingress_state
@@ -87,6 +88,15 @@ class IngressState:
     def served_for_host(self, host: str) -> list[IngressIR]:
         irs = self.irs
         return [irs[r] for r in self.deps.of_host(host) if r in irs and irs[r].served]
+
+    def alias_plan(self) -> AliasPlan:
+        """Which host gets which server-alias names (only Ingresses with aliases are looked at)."""
+        irs = self.irs
+        alias_irs = [irs[r] for r in self.deps.alias_refs if r in irs and irs[r].served]
+        return assign_aliases(alias_irs, self._is_served_host) if alias_irs else {}
+
+    def _is_served_host(self, host: str) -> bool:
+        return any(r in self.irs and self.irs[r].served for r in self.deps.by_host.get(host, ()))
 
     def served_with_tls(self) -> list[IngressIR]:
         """Served Ingresses with TLS bindings or ssl-passthrough, in conflict order."""

@@ -11,14 +11,21 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from controlplane.ingress.annotations.base import ParseContext, ParsedAnnotations
 from controlplane.ingress.registry import parse_annotations
 from controlplane.ir import DirectResponse, Finding, Forward, IngressRef, WeightedCluster
+from controlplane.ir.model import find_policy
 from controlplane.ir.names import ClusterName, secret_name
-from controlplane.ir.policies import cluster_variant
+from controlplane.ir.policies import (
+    DefaultBackendService,
+    FallbackBackend,
+    FallbackHeaders,
+    UpstreamPolicy,
+    cluster_variant,
+)
 
 PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
 DEPRECATED_APIS = ("extensions/v1beta1", "networking.k8s.io/v1beta1")
@@ -59,13 +66,23 @@ class IngressIR:
     services: frozenset[tuple[str, str]] = frozenset()  # (namespace, name) it depends on
     secrets: frozenset[tuple[str, str, str]] = frozenset()  # (cluster, namespace, name)
     default_backend_cluster: ClusterName | None = None
-    variant: str = ""  # ClusterName.variant of every cluster it forwards to (its upstream policies)
+    fallback_cluster: ClusterName | None = None  # default-backend annotation
+    variant: str = ""
+    # Variants besides `variant` (default-backend stand-ins): variant -> its upstream policies.
+    extra_variants: tuple[
+        tuple[str, tuple[UpstreamPolicy, ...]], ...
+    ] = ()  # ClusterName.variant of every cluster it forwards to (its upstream policies)
 
     def backends(self) -> set[ClusterName]:
         """The clusters its rules and default backend forward to."""
         out = {r.backend for r in self.rules if r.backend is not None}
         if isinstance(self.default_backend, Forward) and self.default_backend_cluster is not None:
             out.add(self.default_backend_cluster)
+        if self.fallback_cluster is not None:
+            out.add(self.fallback_cluster)
+        policy = find_policy(self.annotations.route, FallbackBackend)
+        if policy is not None:
+            out |= {ClusterName.parse(fb) for _own, fb in policy.pairs}
         return out
 
     @property
@@ -210,8 +227,25 @@ def build_ingress(
     parsed = parse_annotations(meta.get("annotations") or {}, ctx)
     findings.extend(parsed.findings)
     variant = cluster_variant(parsed.upstream)
+    fallback: ClusterName | None = None
+    dbs = parsed.get(DefaultBackendService)
+    if dbs is not None:
+        # default-backend: its Service's cluster, with this Ingress's upstream policies (nginx copies the
+        # location's upstream); each path's own Service gets a stand-in variant carrying nginx's headers.
+        fallback = ClusterName(dbs.namespace, dbs.service, dbs.port, variant)
+    stand_ins: dict[tuple[str, str], ClusterName] = {}
+
+    def stand_in(service: str, port: str) -> ClusterName:
+        assert dbs is not None
+        if (service, port) not in stand_ins:
+            headers = FallbackHeaders(ref.namespace, ref.name, service, port)
+            stand_ins[(service, port)] = ClusterName(
+                dbs.namespace, dbs.service, dbs.port, cluster_variant((*parsed.upstream, headers))
+            )
+        return stand_ins[(service, port)]
 
     rules: list[PathRule] = []
+    fallback_pairs: list[tuple[str, str]] = []
     for i, rule in enumerate(spec.get("rules") or []):
         if not isinstance(rule, Mapping):
             findings.append(Finding("rejected", f"rules[{i}]", "rule is not an object"))
@@ -237,8 +271,25 @@ def build_ingress(
             res = resolve_backend(path.get("backend"), ref.namespace, ref.cluster, where, lookups, findings, variant)
             if res is None:
                 continue
+            if fallback is not None:
+                port_ref, service = _backend(path.get("backend"), ref.namespace, ref.cluster, where, lookups, [])
+                port_text = str((port_ref or {}).get("number") or (port_ref or {}).get("name") or "")
+                fb = stand_in(service or "", port_text)
+                if isinstance(res[0], DirectResponse):
+                    # No such Service (port): the default-backend serves the path.
+                    res = (Forward((WeightedCluster(str(fb), 100),)), fb)
+                    findings[-1] = replace(findings[-1], message=findings[-1].message.replace(
+                        "requests get 503", f"served by default-backend {dbs.service}"))  # fmt: skip
+                elif res[1] is not None:
+                    fallback_pairs.append((str(res[1]), str(fb)))
             rules.append(PathRule(host, value, path_type, res[0], where, res[1]))
 
+    if dbs is not None:
+        parsed = replace(parsed, route=(*parsed.route, FallbackBackend(tuple(sorted(set(fallback_pairs))))))
+    extra_variants = tuple(
+        (fb.variant, (*parsed.upstream, FallbackHeaders(ref.namespace, ref.name, svc, port)))
+        for (svc, port), fb in sorted(stand_ins.items())
+    )
     default: Forward | DirectResponse | None = None
     default_cluster: ClusterName | None = None
     if spec.get("defaultBackend") or spec.get("backend"):
@@ -290,6 +341,8 @@ def build_ingress(
         secrets=frozenset(lookups.secrets),
         variant=variant,
         default_backend_cluster=default_cluster,
+        fallback_cluster=fallback,
+        extra_variants=extra_variants,
     )
 
 

@@ -3,7 +3,8 @@
 Implements the ingress-nginx rules users rely on: oldest Ingress wins a
 host+path+pathType conflict (the loser is reported), regex mode spreads to the
 whole host, canaries attach to the primary with the same host/path/pathType,
-`spec.defaultBackend` is the fallback of the hosts its Ingress names, and
+`spec.defaultBackend` is the fallback of the hosts its Ingress names (the catch-all only
+without rules), and
 plain-HTTP requests for TLS hosts are redirected.
 """
 
@@ -14,11 +15,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from controlplane.ingress import registry
-from controlplane.ingress.annotations.base import Family, valid_re2
+from controlplane.ingress.annotations.base import Family
 from controlplane.ingress.convert import IngressIR, PathRule
-from controlplane.ir import Finding, Forward, IngressRef, PathMatch, Redirect, Route, VirtualHost
+from controlplane.ingress.locations import locations, valid_path_regex
+from controlplane.ir import (
+    DirectResponse,
+    Finding,
+    Forward,
+    HeaderMatch,
+    IngressRef,
+    Redirect,
+    Route,
+    VirtualHost,
+)
 from controlplane.ir.names import vhost_name
-from controlplane.ir.policies import Policy, RegexPaths
+from controlplane.ir.policies import Cors, Policy, RegexPaths, SslRedirect
 
 
 @dataclass(frozen=True)
@@ -38,23 +49,6 @@ def host_domains(host: str) -> tuple[tuple[str, ...], str | None]:
     return (host,), None
 
 
-def valid_path_regex(pattern: str) -> bool:
-    """What Envoy's RE2 compiles: Python re syntax minus lookarounds/backrefs, repeats up to 1000."""
-    for low, high in re.findall(r"\{(\d+)(?:,(\d*))?\}", pattern):
-        if int(low) > 1000 or (high and int(high) > 1000):
-            return False
-    return valid_re2(pattern)
-
-
-def path_match(rule_path: str, path_type: str, regex_mode: bool) -> PathMatch:
-    if path_type == "Exact":
-        return PathMatch("exact", rule_path)
-    if regex_mode:
-        return PathMatch("regex", f"(?i)^{rule_path}.*")
-    trimmed = rule_path.rstrip("/")
-    return PathMatch("prefix", trimmed or "/")
-
-
 def _conflict_key(rule: PathRule) -> tuple[str, str]:
     ptype = "Prefix" if rule.path_type == "ImplementationSpecific" else rule.path_type
     path = rule.path.rstrip("/") or "/" if ptype == "Prefix" else rule.path
@@ -67,10 +61,13 @@ def merge_host(
     *,
     tls_hosts: frozenset[str],
     https_port: int = 443,
+    aliases: tuple[str, ...] = (),
+    alias_findings: tuple[tuple[IngressRef, Finding], ...] = (),
 ) -> HostResult:
-    """All routes of `host` from the served Ingresses in `irs` (any order)."""
+    """All routes of `host` from the served Ingresses in `irs` (any order); `aliases` (from
+    aliases.assign_aliases) are more names of the same virtual host."""
     ordered = sorted((ir for ir in irs if ir.served), key=IngressIR.order_key)
-    findings: list[tuple[IngressRef, Finding]] = []
+    findings: list[tuple[IngressRef, Finding]] = list(alias_findings)
     regex_mode = any(ir.annotations.get(RegexPaths) for ir in ordered if host in ir.hosts)
 
     # Alternative backends (canaries) attach to the primary with the same host, path and type.
@@ -93,17 +90,23 @@ def merge_host(
             else:
                 primaries[key] = (ir, rule)
 
-    # spec.defaultBackend: fallback of the hosts its Ingress names (and of the catch-all).
+    # spec.defaultBackend, as ingress-nginx's createServers: a host's root location is the default backend
+    # of the oldest (non-canary) Ingress naming the host, if it has one; the catch-all's is that of the
+    # oldest Ingress with a default backend and no rules at all (unknown hosts otherwise get a 404).
     if ("/", "Prefix") not in primaries:
         for ir in ordered:
-            if ir.default_backend is None or alternatives[ir.ref]:
+            if alternatives[ir.ref]:
                 continue
-            if host in ir.hosts or host == "":
+            if host == "" and (ir.rules or ir.default_backend is None):
+                continue
+            if host != "" and host not in ir.hosts:
+                continue
+            if ir.default_backend is not None:
                 primaries[("/", "Prefix")] = (
                     ir,
                     PathRule(host, "/", "Prefix", ir.default_backend, "defaultBackend", ir.default_backend_cluster),
                 )
-                break
+            break
 
     canary_by_key: dict[tuple[str, str], tuple[IngressIR, PathRule, tuple[Family, Policy]]] = {}
     for ir, rule, canary in canaries:
@@ -116,25 +119,25 @@ def merge_host(
             canary_by_key[key] = (ir, rule, canary)
 
     domains, authority = host_domains(host)
+    if aliases:
+        domains = (*domains, *aliases)
+        if authority is not None:  # a wildcard host's one-label rule must not refuse its aliases
+            authority = "|".join([authority, *(host_domains(a)[1] or re.escape(a) + "(:[0-9]+)?" for a in aliases)])
     extra: list[Route] = []
     for ir in ordered:
         if host in ir.hosts and not alternatives[ir.ref]:
             extra.extend(registry.extra_routes(ir.annotations, host, ir.ref))
 
-    entries = sorted(
-        primaries.items(), key=lambda kv: path_match(kv[1][1].path, kv[1][1].path_type, regex_mode).sort_key()
-    )
     routes: list[Route] = list(extra)
     redirects: dict[IngressRef, bool] = {}
-    for key, (ir, rule) in entries:
-        match = path_match(rule.path, rule.path_type, regex_mode)
+    for key, (ir, rule), match, suffix in locations(primaries, regex_mode):
         if match.kind == "regex" and not valid_path_regex(match.value):
             # Envoy would reject the whole route table over one bad pattern: drop the path, say why.
             findings.append(
                 (ir.ref, Finding("warning", rule.location, f"path {rule.path!r} is not a valid RE2 regex; not served"))
             )
             continue
-        name = f"{ir.ref}#{rule.location}"
+        name = f"{ir.ref}#{rule.location}{suffix}"
         base = Route(
             name=name,
             match=match,
@@ -148,13 +151,54 @@ def merge_host(
 
     https_vhost = VirtualHost(vhost_name(host), domains, tuple(routes), authority)
     if any(redirects.values()):
-        port = None if https_port == 443 else https_port
-        to_https = Redirect(code=308, scheme="https", port=port)
-        http_routes = tuple(replace(r, action=to_https, policies=()) if redirects.get(r.source) else r for r in routes)
-        http_vhost = VirtualHost(vhost_name(host), domains, http_routes, authority)
+        preserve = {ir.ref: _preserves_trailing_slash(ir) for ir in ordered}
+        http_routes: list[Route] = []
+        for r in routes:
+            if redirects.get(r.source):
+                http_routes.extend(
+                    https_redirect_routes(r, "" if aliases else host, https_port, preserve.get(r.source, False))
+                )
+            else:
+                http_routes.append(r)
+        http_vhost = VirtualHost(vhost_name(host), domains, tuple(http_routes), authority)
     else:
         http_vhost = https_vhost
     return HostResult(http=http_vhost, https=https_vhost, findings=tuple(findings))
+
+
+def https_redirect_routes(route: Route, host: str, https_port: int, preserve_slash: bool) -> list[Route]:
+    """The plain-HTTP routes that send `route`'s requests to HTTPS, as ingress-nginx's lua_ingress:
+    Location `https://<host without port>[:public port]<request URI>`, 308, and unless
+    preserve-trailing-slash one trailing "/" of the request URI (`:path`, query included) dropped."""
+    port = None if https_port == 443 else https_port
+    # A named host replaces the request's Host with its port (nginx drops the port); a wildcard or
+    # catch-all host keeps the request's Host, whose port Envoy drops only when it is :80.
+    named = host if host and not host.startswith("*.") else None
+    to_https = Redirect(code=308, scheme="https", port=port, host=named)
+    # CORS stays: nginx answers its preflight (a rewrite-phase `return`) before lua_ingress redirects,
+    # and sets its headers on the redirect too.
+    plain = replace(route, action=to_https, policies=tuple(p for p in route.policies if isinstance(p, Cors)))
+    if preserve_slash:
+        return [plain]
+    out: list[Route] = []
+    if route.match.kind == "regex" or route.match.value == "/":
+        # "/" becomes the bare origin, which Envoy's redirect action cannot spell (it always sends a path).
+        origin = named or "%REQ(:authority)%"
+        where = f"https://{origin}" + (f":{port}" if port else "")
+        only_root = HeaderMatch(":path", exact="/")
+        # A wildcard/catch-all Host carrying a port keeps the Envoy redirect (nginx would drop the port).
+        guard = () if named else (HeaderMatch(":authority", regex="[^:]*"),)
+        out.append(replace(plain, name=f"{route.name}#root", action=DirectResponse(308, headers=(("location", where),)),
+                           headers=(*route.headers, only_root, *guard)))  # fmt: skip
+    out.append(replace(plain, name=f"{route.name}#slash", action=replace(to_https, strip_trailing_slash=True),
+                       headers=(*route.headers, HeaderMatch(":path", regex=".*/"))))  # fmt: skip
+    out.append(plain)
+    return out
+
+
+def _preserves_trailing_slash(ir: IngressIR) -> bool:
+    ssl = ir.annotations.get(SslRedirect)
+    return ssl is not None and ssl.preserve_trailing_slash
 
 
 def _with_alternative(primary: Route, alt: tuple[IngressIR, PathRule, tuple[Family, Policy]] | None) -> list[Route]:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from controlplane.ingress.annotations.alias import ServerAliasFamily
 from controlplane.ingress.annotations.backend import BackendFamily
 from controlplane.ingress.annotations.base import Annotations, Family, ParseContext, ParsedAnnotations
 from controlplane.ingress.annotations.basicauth import BasicAuthFamily
@@ -53,11 +54,11 @@ REGISTRY: tuple[Entry, ...] = (
     Entry(CanaryFamily()),  # hooks: alternative, alternative_routes
     Entry(SslPassthroughFamily()),  # hook: passes_tls_through
     Entry(RedirectFamily(), ("redirects",)),  # hook: extra_routes (app-root)
-    Entry(CorsFamily(), ("cors",)),
+    Entry(CorsFamily(), ("cors", "response-headers")),
     Entry(TimeoutsFamily(), ("timeouts",)),
     Entry(LoadBalancingFamily(), ("load-balancing",)),
     Entry(BackendFamily(), ("backend",)),  # hook: uses_service_address (service-upstream)
-    Entry(ErrorsFamily(), ("custom-errors",)),  # hook: extra_routes (error pages)
+    Entry(ErrorsFamily(), ("custom-errors", "fallback")),  # hook: extra_routes (error pages)
     Entry(MirrorFamily(), ("mirror",)),
     Entry(IpAccessFamily(), ("ip-access",)),
     Entry(RateLimitFamily(), ("rate-limit",)),
@@ -66,6 +67,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry(BasicAuthFamily(), ("basic-auth", "auth-responses")),
     Entry(ClientCertFamily(), ("client-cert",)),
     Entry(TlsParamsFamily(), ("tls-params",)),
+    Entry(ServerAliasFamily()),  # read while hosts are merged (controlplane/ingress/aliases.py)
 )
 
 FAMILIES: tuple[Family, ...] = tuple(e.family for e in REGISTRY)
@@ -126,11 +128,9 @@ NOT_APPLICABLE = frozenset(
         "ssl-prefer-server-ciphers",
         "proxy-cookie-domain",
         "proxy-cookie-path",
-        "server-alias",
         "enable-access-log",
         "enable-rewrite-log",
         "service-weight",
-        "preserve-trailing-slash",
     }
 )
 

@@ -26,9 +26,11 @@ class ClusterVariants:
         self.touched: set[ClusterName] = set()  # variants whose users changed since take_touched()
 
     def add(self, ir: IngressIR) -> None:
-        if not (ir.variant and ir.served):
+        if not ((ir.variant or ir.extra_variants) and ir.served):
             return
-        self.policies[ir.variant] = ir.annotations.upstream
+        if ir.variant:
+            self.policies[ir.variant] = ir.annotations.upstream
+        self.policies.update(ir.extra_variants)
         for name in _variants_of(ir):
             self.users.setdefault(name, set()).add(ir.ref)
             self.touched.add(name)

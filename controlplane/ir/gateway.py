@@ -56,6 +56,9 @@ class ClusterEndpoints:
 
     name: str
     localities: tuple[LocalityEndpoints, ...]
+    # Metadata of every endpoint (namespace meridian.fallback): what a default-backend stand-in's
+    # endpoints tell the aggregate cluster's header filter (translate/policies/fallback.py).
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,10 @@ class Redirect:
     url: str | None = None  # a full URL (permanent/temporal redirect)
     path: str | None = None  # app-root
     port: int | None = None
+    host: str | None = None  # replaces the request's Host (and its port, unless `port` is set)
+    # Drop one trailing "/" of the path (ingress-nginx's ssl-redirect without preserve-trailing-slash;
+    # its route matches only request URIs that end in "/").
+    strip_trailing_slash: bool = False
 
     def problems(self) -> list[str]:
         out = [] if self.code in (301, 302, 303, 307, 308) else [f"redirect code {self.code} Envoy cannot send"]
@@ -134,13 +138,19 @@ class Redirect:
 
 @dataclass(frozen=True, slots=True)
 class DirectResponse:
-    """Answer with a fixed status and body (e.g. 503 for a backend that does not exist)."""
+    """Answer with a fixed status, body and response headers (503 for a backend that does not exist,
+    a CORS preflight's 204, a redirect whose Location Envoy's redirect action cannot spell).
+    A header value may use Envoy's %REQ(...)% formatters."""
 
     status: int
     body: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
 
     def problems(self) -> list[str]:
-        return [] if 200 <= self.status <= 599 else [f"direct response status {self.status} out of range"]
+        out = [] if 200 <= self.status <= 599 else [f"direct response status {self.status} out of range"]
+        if any(not name or any(c in value for c in "\r\n\0") for name, value in self.headers):
+            out.append("direct response header without a name or with a control character")
+        return out
 
 
 RouteAction = Forward | Redirect | DirectResponse

@@ -21,6 +21,14 @@ class ClusterName:
     def __str__(self) -> str:
         return cluster_name(self.namespace, self.service, self.port, self.variant)
 
+    @classmethod
+    def parse(cls, name: str) -> ClusterName:
+        """The inverse of str(): `ns/svc:port` or `ns/svc:port~variant`."""
+        base, _, variant = name.partition("~")
+        namespace, _, rest = base.partition("/")
+        service, _, port = rest.rpartition(":")
+        return cls(namespace, service, int(port), variant)
+
     @property
     def base(self) -> ClusterName:
         """The plain cluster of the same Service port (what TCP passthrough uses)."""

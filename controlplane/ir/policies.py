@@ -51,11 +51,13 @@ class RewriteTarget:
 
 @dataclass(frozen=True, slots=True)
 class SslRedirect:
-    """`enabled` applies when the host has TLS; `force` even without TLS."""
+    """`enabled` applies when the host has TLS; `force` even without TLS. nginx drops one trailing
+    "/" of the request URI in the Location unless `preserve_trailing_slash`."""
 
     scope: ClassVar[Scope] = "ingress"
     enabled: bool = True
     force: bool = False
+    preserve_trailing_slash: bool = False
 
 
 # -- canary ------------------------------------------------------------------------------------
@@ -70,9 +72,23 @@ class Canary:
     header: str | None = None
     header_value: str | None = None
     header_pattern: str | None = None
+    # The pattern does not compile: as ingress-nginx's balancer.lua (ngx.re.match returns an error),
+    # a request carrying the header stays on the main Service and skips the cookie and weight rules.
+    header_pattern_invalid: bool = False
     cookie: str | None = None
     weight: int = 0
     weight_total: int = 100
+
+
+# -- alias -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServerAlias:
+    """server-alias: more names for every host of the Ingress (nginx `server_name host alias...`)."""
+
+    scope: ClassVar[Scope] = "ingress"
+    aliases: tuple[str, ...]
 
 
 # -- passthrough -------------------------------------------------------------------------------
@@ -237,14 +253,15 @@ DEFAULT_HEADERS = (
 DEFAULT_MAX_AGE = 1728000
 
 
-ORIGIN = re.compile(r"^(https?)://(\*\.)?([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)(:\d{1,5})?$")
-
-
 @dataclass(frozen=True, slots=True)
 class Cors:
-    """`origins` empty means any origin; otherwise each is exact or has a one-label `*.` wildcard."""
+    """CORS as ingress-nginx's nginx.tmpl: when the request's Origin is allowed (any origin when
+    `any_origin`, else a listed one, `*.` standing for one label, matched case-insensitively at the end
+    of the Origin as nginx's `~* (...)$`), every response of the route carries the CORS headers and an
+    OPTIONS request is answered 204 by the gateway. With no allowed origin nothing is added."""
 
     scope: ClassVar[Scope] = "route"
+    any_origin: bool = True
     origins: tuple[str, ...] = ()
     methods: str = DEFAULT_METHODS
     headers: str = DEFAULT_HEADERS
@@ -252,22 +269,86 @@ class Cors:
     credentials: bool = True
     max_age: int = DEFAULT_MAX_AGE
 
-    def origin_patterns(self) -> tuple[tuple[str, str], ...]:
-        """(kind, value) matchers: ("any", ""), ("exact", origin) or ("regex", RE2 full match)."""
-        if not self.origins:
-            return (("any", ""),)
-        out = []
-        for o in self.origins:
-            m = ORIGIN.match(o)
-            if m and m.group(2):
-                rest = re.escape(m.group(3)) + re.escape(m.group(4) or "")
-                out.append(("regex", f"{m.group(1)}://[^.]+\\.{rest}"))
-            else:
-                out.append(("exact", o))
+    def origin_regex(self) -> str | None:
+        """RE2 full-match pattern for the Origin header (nginx's regex search), or None for any origin."""
+        if self.any_origin:
+            return None
+        alternatives = "|".join(f"({re.escape(o).replace(re.escape('*'), '[A-Za-z0-9-]+', 1)})" for o in self.origins)
+        return f"(?i).*(?:{alternatives})"
+
+    def response_headers(self, allow_origin: str) -> tuple[tuple[str, str], ...]:
+        """The headers nginx sets on every response, in its order (`allow_origin` is `*` or the Origin)."""
+        out = [("Access-Control-Allow-Origin", allow_origin)]
+        if self.credentials:
+            out.append(("Access-Control-Allow-Credentials", "true"))
+        out += [("Access-Control-Allow-Methods", self.methods), ("Access-Control-Allow-Headers", self.headers)]
+        if self.expose_headers:
+            out.append(("Access-Control-Expose-Headers", self.expose_headers))
+        out.append(("Access-Control-Max-Age", str(self.max_age)))
         return tuple(out)
 
 
+@dataclass(frozen=True, slots=True)
+class ResponseHeaders:
+    """Headers set on every response of the route, replacing the backend's (nginx more_set_headers).
+    A value may use Envoy's %REQ(...)% formatters."""
+
+    scope: ClassVar[Scope] = "route"
+    headers: tuple[tuple[str, str], ...]
+
+
 # -- errors ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DefaultBackendService:
+    """default-backend as the frontend reads it: the Service port whose cluster (with the Ingress's
+    upstream policies) becomes the routes' FallbackBackend."""
+
+    scope: ClassVar[Scope] = "ingress"
+    namespace: str
+    service: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackBackend:
+    """default-backend: while a route's own cluster has no ready endpoint, its requests go to the
+    paired fallback cluster (ingress-nginx's custom default backend of a location). `pairs`:
+    (the route's cluster, the default-backend cluster standing in for it)."""
+
+    scope: ClassVar[Scope] = "route"
+    pairs: tuple[tuple[str, str], ...]
+
+    def fallback_of(self, cluster: str) -> str | None:
+        return next((fb for own, fb in self.pairs if own == cluster), None)
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackHeaders:
+    """The request headers nginx sends to a custom default backend standing in for `service`:`port`
+    of an Ingress (X-Code: 503, X-Namespace, X-Ingress-Name, X-Service-Name, X-Service-Port, X-Format)."""
+
+    scope: ClassVar[Scope] = "upstream"
+    namespace: str
+    ingress: str
+    service: str
+    port: str
+
+    def variant_key(self) -> str:
+        return f"FallbackHeaders({self.namespace!r}, {self.ingress!r}, {self.service!r}, {self.port!r})"
+
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """The headers, but X-Format (the request's Accept), in nginx.tmpl's order."""
+        return (("X-Code", "503"), ("X-Namespace", self.namespace), ("X-Ingress-Name", self.ingress),
+                ("X-Service-Name", self.service), ("X-Service-Port", self.port))  # fmt: skip
+
+
+def endpoint_labels(policies: tuple[object, ...]) -> tuple[tuple[str, str], ...]:
+    """The endpoint metadata of a cluster with these upstream policies (a default-backend stand-in's)."""
+    headers = next((p for p in policies if isinstance(p, FallbackHeaders)), None)
+    return headers.headers() if headers is not None else ()
+
 
 ERROR_PATH_PREFIX = "/.meridian-errors/"
 
@@ -515,16 +596,18 @@ RoutePolicy = (
     | BasicAuth
     | PassClientCert
     | ExtAuth
+    | ResponseHeaders
+    | FallbackBackend
 )
 """Policies attached to routes."""
 
-UpstreamPolicy = UpstreamProtocol | ServiceUpstream | ConnectTimeout | LoadBalancer
+UpstreamPolicy = UpstreamProtocol | ServiceUpstream | ConnectTimeout | LoadBalancer | FallbackHeaders
 """Policies that make a cluster variant of a Service port."""
 
 TlsPolicy = ClientCert | TlsParams
 """Policies of an HTTPS filter chain."""
 
-SourcePolicy = RegexPaths | SslRedirect | Canary | SslPassthrough | AppRoot
+SourcePolicy = RegexPaths | SslRedirect | Canary | SslPassthrough | AppRoot | DefaultBackendService | ServerAlias
 """Policies the frontend reads while merging the routes of a host (never rendered directly)."""
 
 Policy = RoutePolicy | UpstreamPolicy | TlsPolicy | SourcePolicy

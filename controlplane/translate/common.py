@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2, config_source_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 
@@ -38,3 +39,19 @@ def url_redirect(rd: rc_pb2.RedirectAction, url: str) -> None:
         path += "?" + parts.query
     rd.path_redirect = path
     rd.strip_query = True
+
+
+def eds_cluster(name: str, eds_name: str) -> cluster_pb2.Cluster:
+    """A cluster of a Service port fed by EDS (`eds_name`: the assignment shared by its variants)."""
+    pb = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.EDS)
+    set_duration(pb.connect_timeout, DEFAULT_CONNECT_TIMEOUT)
+    pb.eds_cluster_config.eds_config.CopyFrom(ads_source())
+    pb.eds_cluster_config.service_name = eds_name
+    # Localities (one per source cluster) are weighted by their ready endpoint count.
+    pb.common_lb_config.locality_weighted_lb_config.SetInParent()
+    # Not-ready endpoints must never get traffic: Envoy's panic mode (default below 50% healthy)
+    # would send requests to them, so it is off. No ready endpoint means 503, as in Kubernetes.
+    pb.common_lb_config.healthy_panic_threshold.value = 0.0
+    # Keep serving from known endpoints while health information is missing.
+    pb.ignore_health_on_host_removal = True
+    return pb

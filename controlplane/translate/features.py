@@ -31,6 +31,11 @@ class Feature:
     def route_uses(self, route: Route) -> bool:
         return False
 
+    def expand_route(self, route: Route) -> list[Route] | None:
+        """The routes that replace `route` in its virtual host, in match order (None: unchanged).
+        For behaviour one Envoy route cannot express (CORS preflights answered by the gateway)."""
+        return None
+
     def patch_route(self, route: Route, pb: route_components_pb2.Route, vhost: VirtualHost) -> None:
         """Called for every route; return early when the route does not use the feature."""
 

@@ -22,7 +22,7 @@ def translate_gateway(gw: GatewayIR) -> Resources:
     for sc in gw.clusters:
         out[rt.CLUSTER][sc.name] = service_cluster(sc)
     for ep in gw.endpoints:
-        out[rt.ENDPOINT][ep.name] = load_assignment(ep.name, ep.localities)
+        out[rt.ENDPOINT][ep.name] = load_assignment(ep.name, ep.localities, ep.labels)
     for secret in gw.secrets:
         out[rt.SECRET][secret.name] = certificate_secret(secret)
 

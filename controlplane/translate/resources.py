@@ -10,7 +10,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 
 from controlplane.ir import CertificateSecret, LocalityEndpoints, ServiceCluster
-from controlplane.translate.common import DEFAULT_CONNECT_TIMEOUT, ads_source, set_duration, socket_address
+from controlplane.translate.common import DEFAULT_CONNECT_TIMEOUT, eds_cluster, set_duration, socket_address
 from controlplane.translate.policies import FEATURES
 
 # Envoy's default overprovisioning factor (percent), sent explicitly because locality weights depend on it.
@@ -19,24 +19,16 @@ LOCALITY_WEIGHT_SCALE = 100  # locality weight per ready endpoint (room for the 
 
 
 def service_cluster(sc: ServiceCluster) -> cluster_pb2.Cluster:
-    pb = cluster_pb2.Cluster(name=sc.name)
-    set_duration(pb.connect_timeout, DEFAULT_CONNECT_TIMEOUT)
-    if sc.static_address is not None:
-        pb.type = cluster_pb2.Cluster.STATIC
+    if sc.static_address is None:
+        pb = eds_cluster(sc.name, sc.eds_name)
+    else:
+        pb = cluster_pb2.Cluster(name=sc.name, type=cluster_pb2.Cluster.STATIC)
+        set_duration(pb.connect_timeout, DEFAULT_CONNECT_TIMEOUT)
         host, port = sc.static_address
         pb.load_assignment.cluster_name = sc.name
         pb.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.CopyFrom(socket_address(host, port))
-    else:
-        pb.type = cluster_pb2.Cluster.EDS
-        pb.eds_cluster_config.eds_config.CopyFrom(ads_source())
-        pb.eds_cluster_config.service_name = sc.eds_name
-        # Localities (one per source cluster) are weighted by their ready endpoint count.
-        pb.common_lb_config.locality_weighted_lb_config.SetInParent()
-        # Not-ready endpoints must never get traffic: Envoy's panic mode (default below 50% healthy)
-        # would send requests to them, so it is off. No ready endpoint means 503, as in Kubernetes.
-        pb.common_lb_config.healthy_panic_threshold.value = 0.0
-    # Keep serving from known endpoints while health information is missing.
-    pb.ignore_health_on_host_removal = True
+        # Keep serving from known endpoints while health information is missing.
+        pb.ignore_health_on_host_removal = True
     for feature in FEATURES:
         feature.patch_cluster(sc, pb)
     return pb
@@ -55,8 +47,11 @@ def locality_weight(ready: int, total: int) -> int:
     return max(1, round(LOCALITY_WEIGHT_SCALE * ready / availability))
 
 
-def load_assignment(name: str, localities: Sequence[LocalityEndpoints]) -> endpoint_pb2.ClusterLoadAssignment:
-    """Only ready endpoints get traffic: others are sent as UNHEALTHY (or DRAINING if terminating)."""
+def load_assignment(
+    name: str, localities: Sequence[LocalityEndpoints], labels: Sequence[tuple[str, str]] = ()
+) -> endpoint_pb2.ClusterLoadAssignment:
+    """Only ready endpoints get traffic: others are sent as UNHEALTHY (or DRAINING if terminating).
+    `labels` become every endpoint's metadata under `meridian.fallback`."""
     cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
     cla.policy.overprovisioning_factor.value = OVERPROVISIONING_FACTOR
     for loc in localities:
@@ -67,6 +62,8 @@ def load_assignment(name: str, localities: Sequence[LocalityEndpoints]) -> endpo
         for ep in loc.endpoints:
             lb = group.lb_endpoints.add()
             lb.endpoint.address.CopyFrom(socket_address(ep.address, ep.port))
+            if labels:
+                lb.metadata.filter_metadata["meridian.fallback"].update(dict(labels))
             if ep.ready:
                 lb.health_status = health_check_pb2.HEALTHY
             elif ep.terminating and ep.serving:

@@ -17,7 +17,7 @@ from envoy.type.matcher.v3 import regex_pb2
 from controlplane.ir import DirectResponse, Forward, HeaderMatch, Redirect, Route, VirtualHost
 from controlplane.protowire import varint
 from controlplane.translate.common import url_redirect
-from controlplane.translate.policies import FEATURES
+from controlplane.translate.policies import EXPANDING, FEATURES
 
 _VHOST_FIELD = route_pb2.RouteConfiguration.DESCRIPTOR.fields_by_name["virtual_hosts"].number
 
@@ -84,8 +84,13 @@ def route_message(route: Route, vhost: VirtualHost, *, default_idle_timeout: int
             rd.https_redirect = True
             if action.port:
                 rd.port_redirect = action.port
+        if action.host:
+            rd.host_redirect = action.host
         if action.path:
             rd.path_redirect = action.path
+        elif action.strip_trailing_slash:
+            rd.regex_rewrite.pattern.regex = "^(.*)/$"
+            rd.regex_rewrite.substitution = "\\1"
         if action.url:
             url_redirect(rd, action.url)
         rd.response_code = _REDIRECT_CODES.get(action.code, rc_pb2.RedirectAction.MOVED_PERMANENTLY)
@@ -93,15 +98,27 @@ def route_message(route: Route, vhost: VirtualHost, *, default_idle_timeout: int
         pb.direct_response.status = action.status
         if action.body:
             pb.direct_response.body.inline_string = action.body
+        for name, value in action.headers:
+            added = pb.response_headers_to_add.add(header={"key": name, "value": value})
+            added.append_action = added.OVERWRITE_IF_EXISTS_OR_ADD
     for feature in FEATURES:
         feature.patch_route(route, pb, vhost)
     return pb
 
 
+def expanded_routes(route: Route) -> list[Route]:
+    """`route`, or the routes features put in its place (CORS preflights)."""
+    routes = [route]
+    for feature in EXPANDING:
+        routes = [out for r in routes for out in (feature.expand_route(r) or [r])]
+    return routes
+
+
 def vhost_message(vhost: VirtualHost, *, default_idle_timeout: int = 60) -> rc_pb2.VirtualHost:
     pb = rc_pb2.VirtualHost(name=vhost.name, domains=list(vhost.domains))
     for r in vhost.routes:
-        pb.routes.append(route_message(r, vhost, default_idle_timeout=default_idle_timeout))
+        for out in expanded_routes(r):
+            pb.routes.append(route_message(out, vhost, default_idle_timeout=default_idle_timeout))
     for feature in FEATURES:
         feature.patch_vhost(vhost, pb)
     return pb

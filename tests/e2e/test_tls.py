@@ -27,6 +27,7 @@ CA = make_ca("TLS test CA")
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     g = Gateway(Path(tmp_path_factory.mktemp("tls")))
+    g.serve_args += ["--public-https-port", str(g.https_port)]  # clients connect straight to the listener
     try:
         g.start()
         yield g

@@ -9,10 +9,11 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 
 from controlplane.ingress.annotations.base import ParseContext
-from controlplane.ingress.annotations.redirects import app_root_routes, nearest_envoy_code
+from controlplane.ingress.annotations.redirects import app_root_routes
 from controlplane.ingress.registry import parse_annotations, uses_service_address
 from controlplane.ir import Forward, IngressRef, PathMatch, Route, ServiceCluster, VirtualHost, WeightedCluster
 from controlplane.ir.policies import (
+    DEFAULT_HEADERS,
     DEFAULT_MAX_AGE,
     AppRoot,
     ConnectTimeout,
@@ -69,7 +70,7 @@ def test_redirect_codes_and_precedence() -> None:
     p = parse({"permanent-redirect": "https://a.example.com/x"})
     assert p.get(UrlRedirect) == UrlRedirect("https://a.example.com/x", 301)
     p = parse({"permanent-redirect": "https://a.example.com/", "permanent-redirect-code": "305"})
-    assert p.get(UrlRedirect).code == 307 and levels(p, "permanent-redirect-code") == ["warning"]
+    assert p.get(UrlRedirect).code == 305 and levels(p, "permanent-redirect-code") == ["converted"]
     p = parse({"permanent-redirect": "https://a.example.com/", "permanent-redirect-code": "399"})
     assert p.get(UrlRedirect).code == 301 and "warning" in levels(p, "permanent-redirect-code")
     p = parse({"temporal-redirect": "http://t.example.com/", "permanent-redirect": "https://p.example.com/"})
@@ -78,20 +79,18 @@ def test_redirect_codes_and_precedence() -> None:
     p = parse({"temporal-redirect": "http://t.example.com/", "temporal-redirect-code": "308"})
     assert p.get(UrlRedirect).code == 302  # 308 is outside 300-307: default
     assert parse({"permanent-redirect": "not a url"}).get(UrlRedirect) is None
-    assert [nearest_envoy_code(c) for c in (300, 304, 305, 306)] == [301, 303, 307, 307]
 
 
 def test_redirect_route_and_app_root() -> None:
-    pb = route_pb(parse({"permanent-redirect": "https://a.example.com:8443/x?y=1", "permanent-redirect-code": "308"}))
-    assert pb.WhichOneof("action") == "redirect"
-    rd = pb.redirect
-    assert (rd.scheme_redirect, rd.host_redirect, rd.port_redirect, rd.path_redirect) == (
-        "https",
-        "a.example.com",
-        8443,
-        "/x?y=1",
-    )
-    assert rd.response_code == rc_pb2.RedirectAction.PERMANENT_REDIRECT
+    pb = route_pb(parse({"permanent-redirect": "https://a.example.com:8443/x?y=1%20",
+                         "permanent-redirect-code": "308"}))  # fmt: skip
+    assert pb.WhichOneof("action") == "direct_response" and pb.direct_response.status == 308
+    (loc,) = pb.response_headers_to_add
+    assert (loc.header.key, loc.header.value) == ("location", "https://a.example.com:8443/x?y=1%%20")
+    # nginx `return 305 URL` sends the URL as the body, without Location.
+    pb = route_pb(parse({"permanent-redirect": "http://a.example.com", "permanent-redirect-code": "305"}))
+    assert pb.direct_response.status == 305 and pb.direct_response.body.inline_string == "http://a.example.com"
+    assert list(pb.response_headers_to_remove) == ["location"] and not pb.response_headers_to_add
     p = parse({"app-root": "/app"})
     root = p.get(AppRoot)
     (extra,) = app_root_routes(root, "h", REF)
@@ -102,21 +101,34 @@ def test_redirect_route_and_app_root() -> None:
 # -- CORS ---------------------------------------------------------------------------------------
 def test_cors_defaults_and_origins() -> None:
     assert parse({"cors-allow-origin": "*"}).get(Cors) is None  # needs enable-cors
-    p = parse({"enable-cors": "true"})
+    cors = parse({"enable-cors": "true", "cors-allow-origin": "   "}).get(Cors)
+    assert cors.any_origin and cors.credentials is True and cors.max_age == DEFAULT_MAX_AGE
+    p = parse({"enable-cors": "true", "cors-allow-origin": "https://a.com, https://*.b.com:8443, b.com,"})
     cors = p.get(Cors)
-    assert cors.origins == () and cors.credentials is True and cors.max_age == DEFAULT_MAX_AGE
-    p = parse({"enable-cors": "true", "cors-allow-origin": "https://a.com, https://*.b.com:8443, bad origin"})
+    assert not cors.any_origin and cors.origins == ("https://a.com", "https://*.b.com:8443")
+    assert levels(p, "cors-allow-origin") == ["warning"]  # b.com has no scheme: skipped
+    assert cors.origin_regex() == r"(?i).*(?:(https://a\.com)|(https://[A-Za-z0-9-]+\.b\.com:8443))"
+    # A list that fails ingress-nginx's validation as a whole means any origin.
+    assert parse({"enable-cors": "true", "cors-allow-origin": "https://a.com/path"}).get(Cors).any_origin
+    p = parse({"enable-cors": "true", "cors-allow-origin": "https://a.com, *", "cors-max-age": "x",
+               "cors-allow-methods": "GET, POST", "cors-allow-headers": "X-A;", "cors-expose-headers": "X-B, X-C"})
     cors = p.get(Cors)
-    assert cors.origins == ("https://a.com", "https://*.b.com:8443")
-    assert levels(p, "cors-allow-origin") == ["warning"]
-    assert cors.origin_patterns() == (("exact", "https://a.com"), ("regex", r"https://[^.]+\.b\.com:8443"))
-    p = parse({"enable-cors": "true", "cors-allow-origin": "https://a.com, *", "cors-max-age": "x"})
-    assert p.get(Cors).origins == () and p.get(Cors).max_age == DEFAULT_MAX_AGE
-    assert levels(p, "cors-max-age") == ["warning"]
-    pb = route_pb(parse({"enable-cors": "true", "cors-allow-credentials": "false"}))
-    assert "envoy.filters.http.cors" in pb.typed_per_filter_config
+    assert cors.any_origin and cors.max_age == DEFAULT_MAX_AGE and levels(p, "cors-max-age") == ["warning"]
+    assert (cors.methods, cors.headers, cors.expose_headers) == ("GET, POST", DEFAULT_HEADERS, "X-B, X-C")
 
 
+def test_cors_routes_answer_preflights_and_add_headers() -> None:
+    route = Route("r", PathMatch("prefix", "/"), Forward((WeightedCluster("c", 100),)), REF,
+                  policies=parse({"enable-cors": "true", "cors-allow-credentials": "false",
+                                  "cors-allow-origin": "https://a.com"}).route)  # fmt: skip
+    pb = vhost_message(VirtualHost("h", ("h",), (route,)))
+    pre, allowed, plain = pb.routes
+    assert [h.name for h in pre.match.headers] == [":method", "origin"] and pre.direct_response.status == 204
+    got = {h.header.key: h.header.value for h in pre.response_headers_to_add}
+    assert got["Access-Control-Allow-Origin"] == "%REQ(origin)%" and "Access-Control-Allow-Credentials" not in got
+    assert got["Content-Length"] == "0" and got["Access-Control-Max-Age"] == str(DEFAULT_MAX_AGE)
+    assert allowed.route.cluster == "c" and len(allowed.response_headers_to_add) == 4
+    assert plain.route.cluster == "c" and not plain.match.headers and not plain.response_headers_to_add
 # -- timeouts and retries -------------------------------------------------------------------------------
 def test_timeouts_and_retries() -> None:
     p = parse({"proxy-connect-timeout": "2", "proxy-read-timeout": "30s", "proxy-send-timeout": "1m"})

@@ -244,6 +244,7 @@ def test_controlplane_deployment_defaults(default: Objects) -> None:
         "--publish-service", "meridian-system/meridian-gateway",
         "--http-port", "80",
         "--https-port", "443",
+        "--public-https-port", "443",
         "--east-west-port", "15080",
         "--xds-cert", "/etc/meridian/xds/tls.crt",
         "--xds-key", "/etc/meridian/xds/tls.key",
@@ -334,6 +335,9 @@ def test_controlplane_deployment_custom(custom: Objects) -> None:
     assert args[args.index("--publish-service") + 1] == "gw/edge-meridian-gateway"
     assert args[args.index("--http-port") + 1] == "8080"
     assert args[args.index("--https-port") + 1] == "8443"
+    # Redirects name the port clients use: the gateway Service's, not the listener's.
+    want_public = str(CUSTOM_VALUES.get("gateway", {}).get("service", {}).get("ports", {}).get("https", 443))
+    assert args[args.index("--public-https-port") + 1] == want_public
     assert args[args.index("--east-west-port") + 1] == "15081"
     assert _port_number(c, "http-admin") == 19090
     assert c["resources"] == CUSTOM_VALUES["controlPlane"]["resources"]

@@ -13,8 +13,9 @@ import pytest
 from controlplane.controller import Controller, GatewayConfig
 from controlplane.ingress.classes import ClassPolicy
 from controlplane.ingress.convert import Lookups, build_ingress
-from controlplane.ingress.hosts import host_domains, merge_host, path_match
-from controlplane.ir import DirectResponse, Forward, IngressRef, Redirect
+from controlplane.ingress.hosts import host_domains, merge_host
+from controlplane.ingress.locations import path_match
+from controlplane.ir import DirectResponse, Forward, HeaderMatch, IngressRef, Redirect
 from controlplane.metrics import Metrics
 from controlplane.services import ServiceIndex
 from controlplane.sources.files import FileSource, ManifestError, parse_manifests
@@ -117,11 +118,18 @@ def test_merge_same_timestamp_breaks_tie_by_namespace_name() -> None:
 
 
 def test_default_backend_is_fallback_of_its_hosts_and_catch_all() -> None:
-    ir = build(ingress("d", [rule("h.com", ("/app", "Prefix", "s", 80))], default_backend=("t", 80)))
+    ir = build(ingress("d", [rule("h.com", ("/app", "Prefix", "s", 80))], default_backend=("t", 80),
+                       created="2024-01-01T00:00:00Z"))  # fmt: skip
     h = merge_host("h.com", [ir], tls_hosts=frozenset()).https.routes
     assert [(r.match.value, clusters_of(r)) for r in h] == [("/app", ["default/s:80"]), ("/", ["default/t:80"])]
-    c = merge_host("", [ir], tls_hosts=frozenset()).https.routes
-    assert [clusters_of(r) for r in c] == [["default/t:80"]]
+    # With rules it is not the catch-all (ingress-nginx: only an Ingress without rules configures "_").
+    assert merge_host("", [ir], tls_hosts=frozenset()).https.routes == ()
+    only = build(ingress("o", default_backend=("u", 80), created="2030-01-01T00:00:00Z"), index_with(*svc("u")))
+    c = merge_host("", [ir, only], tls_hosts=frozenset()).https.routes
+    assert [clusters_of(r) for r in c] == [["default/u:80"]]
+    # The oldest Ingress naming a host decides its root location, even without a default backend.
+    older = build(ingress("a", [rule("h.com", ("/x", "Prefix", "s", 80))], created="2000-01-01T00:00:00Z"))
+    assert "/" not in [r.match.value for r in merge_host("h.com", [ir, older], tls_hosts=frozenset()).https.routes]
     other = merge_host("other.com", [ir], tls_hosts=frozenset()).https.routes
     assert other == ()
 
@@ -129,7 +137,10 @@ def test_default_backend_is_fallback_of_its_hosts_and_catch_all() -> None:
 def test_ssl_redirect_only_for_tls_hosts_and_forced() -> None:
     ir = build(ingress("r", [rule("h.com", ("/", "Prefix", "s", 80))]))
     res = merge_host("h.com", [ir], tls_hosts=frozenset({"h.com"}), https_port=8443)
-    assert isinstance(res.http.routes[0].action, Redirect) and res.http.routes[0].action.port == 8443
+    root, slash, plain = res.http.routes
+    assert isinstance(root.action, DirectResponse) and root.action.headers == (("location", "https://h.com:8443"),)
+    assert isinstance(slash.action, Redirect) and slash.action.strip_trailing_slash
+    assert isinstance(plain.action, Redirect) and (plain.action.port, plain.action.host) == (8443, "h.com")
     assert isinstance(res.https.routes[0].action, Forward)
     off = build(ingress("r", [rule("h.com", ("/", "Prefix", "s", 80))], annotations={N + "ssl-redirect": "false"}))
     assert isinstance(merge_host("h.com", [off], tls_hosts=frozenset({"h.com"})).http.routes[0].action, Forward)
@@ -137,7 +148,8 @@ def test_ssl_redirect_only_for_tls_hosts_and_forced() -> None:
         ingress("f", [rule("h.com", ("/", "Prefix", "s", 80))], annotations={N + "force-ssl-redirect": "true"})
     )
     res = merge_host("h.com", [forced], tls_hosts=frozenset(), https_port=443)
-    assert isinstance(res.http.routes[0].action, Redirect) and res.http.routes[0].action.port is None
+    assert res.http.routes[0].action == DirectResponse(308, headers=(("location", "https://h.com"),))
+    assert isinstance(res.http.routes[-1].action, Redirect) and res.http.routes[-1].action.port is None
 
 
 def test_regex_mode_spreads_to_the_whole_host() -> None:
@@ -166,6 +178,18 @@ def test_canary_weight_and_header_routes() -> None:
     split = routes[2].action
     assert isinstance(split, Forward) and split.total_weight == 200
     assert [(w.cluster, w.weight) for w in split.clusters] == [("default/s:80", 170), ("default/t:80", 30)]
+    # A pattern that does not compile: the header keeps requests on the primary, before cookie and weight.
+    bad = build(ingress("c", [rule("h.com", ("/", "Prefix", "t", 80))], created="2024-02-01T00:00:00Z",
+                        annotations={N + "canary": "true", N + "canary-by-header": "X-C", N + "canary-weight": "50",
+                                     N + "canary-by-header-pattern": "a(", N + "canary-by-cookie": "k"}))  # fmt: skip
+    first, *rest = merge_host("h.com", [bad, primary], tls_hosts=frozenset()).https.routes
+    assert first.headers == (HeaderMatch("x-c", present=True),) and clusters_of(first) == ["default/s:80"]
+    assert [r.headers[0].name for r in rest if r.headers] == ["cookie", "cookie"] and len(rest) == 3
+    # Characters ingress-nginx's validator refuses: the pattern is dropped, always/never apply.
+    odd = build(ingress("c", [rule("h.com", ("/", "Prefix", "t", 80))], annotations={
+        N + "canary": "true", N + "canary-by-header": "X-C", N + "canary-by-header-pattern": "a b"}))  # fmt: skip
+    assert [r.headers[0].exact for r in merge_host("h.com", [odd, primary], tls_hosts=frozenset()).https.routes
+            if r.headers] == ["always", "never"]  # fmt: skip
     # The canary alone creates nothing.
     lonely = merge_host("h.com", [canary], tls_hosts=frozenset())
     assert lonely.https.routes == () and lonely.findings[0][1].level == "warning"
@@ -413,3 +437,20 @@ def test_service_appearing_recomputes_dependent_ingress(harness: Harness) -> Non
     harness.store.delete("Ingress", "default", "g")
     harness.controller.flush()
     assert "g.com" not in harness.controller.routes.http
+
+
+# -- ingress/aliases.py ----------------------------------------------------------------------------------
+def test_server_alias_assignment() -> None:
+    from controlplane.ingress.aliases import assign_aliases
+
+    a = build(ingress("a", [rule("a.com", ("/", "Prefix", "s", 80))], created="2024-01-01T00:00:00Z",
+                      annotations={N + "server-alias": "x.com, b.com, A.com, x.com"}))  # fmt: skip
+    later = build(ingress("a2", [rule("a.com", ("/z", "Prefix", "s", 80))], created="2024-02-01T00:00:00Z",
+                          annotations={N + "server-alias": "late.com"}))  # fmt: skip
+    b = build(ingress("b", [rule("b.com", ("/", "Prefix", "t", 80))], annotations={N + "server-alias": "x.com"}))
+    plan = assign_aliases([b, later, a], {"a.com", "b.com"}.__contains__)
+    assert plan["a.com"][0] == ("x.com",)  # the oldest Ingress with aliases gives them; b.com is a host
+    assert [f.message for _ref, f in plan["a.com"][1]] == ["alias b.com of a.com is a host of an Ingress; dropped"]
+    assert plan["b.com"][0] == () and "already an alias of a.com" in plan["b.com"][1][0][1].message
+    res = merge_host("a.com", [a, later], tls_hosts=frozenset(), aliases=plan["a.com"][0])
+    assert res.https.domains == ("a.com", "x.com") and len(res.https.routes) == 2

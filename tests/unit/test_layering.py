@@ -145,10 +145,12 @@ def test_cycle_finder_finds_a_cycle() -> None:
 
 
 def test_status_admin_and_kube_mode_read_the_view_not_the_app() -> None:
-    """Status, admin and Kubernetes mode depend on the engine's IngressView, never on the app or
-    the controller's internals."""
+    """Status, admin, history and Kubernetes mode depend on the engine's IngressView (or the cache),
+    never on the app or the controller's internals."""
     g = graph()
-    for m in ("controlplane.status", "controlplane.status_tracking", "controlplane.admin", "controlplane.kube_mode"):
+    readers = ["controlplane.status", "controlplane.status_tracking", "controlplane.admin", "controlplane.kube_mode"]
+    readers += [m for m in g if _within(m, "controlplane.history")]
+    for m in readers:
         assert not g[m] & {"controlplane.app", "controlplane.controller"}, (m, sorted(g[m]))
 
 

@@ -53,7 +53,8 @@ def http_action(cache: SnapshotCache, host: str) -> str:
     """'redirect' or 'route' for `host` on the plain-HTTP listener's table."""
     table = rt.decode(rt.ROUTE, cache.get(rt.ROUTE).resources["http"].any_bytes)
     vhost = next(v for v in table["virtual_hosts"] if host in v["domains"])
-    return "redirect" if "redirect" in vhost["routes"][0] else "route"
+    first = vhost["routes"][0]  # the 308 for "/" itself is a direct response (the bare origin as Location)
+    return "redirect" if "redirect" in first or first.get("direct_response", {}).get("status") == 308 else "route"
 
 
 def agrees_with_cold_build(e: Any) -> None:

@@ -11,7 +11,7 @@ import hashlib
 import re
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
+from controlplane.ingress.annotations.base import BOOLEAN, Annotations, Family, Key, ParseContext
 from controlplane.ingress.annotations.tlsnames import BORINGSSL_CIPHERS, TLS_VERSIONS
 from controlplane.ir.policies import ForwardedPrefix, HostRewrite, ServiceUpstream, UpstreamPolicy, UpstreamProtocol
 
@@ -34,18 +34,39 @@ def _secret_bytes(secret: Any, key: str) -> bytes:
 
 class BackendFamily(Family):
     name = "backend"
-    keys = (
-        "backend-protocol",
-        "proxy-ssl-verify",
-        "proxy-ssl-secret",
-        "proxy-ssl-name",
-        "proxy-ssl-server-name",
-        "proxy-ssl-verify-depth",
-        "proxy-ssl-protocols",
-        "proxy-ssl-ciphers",
-        "upstream-vhost",
-        "x-forwarded-prefix",
-        "service-upstream",
+    fields = (
+        Key(
+            ("backend-protocol",),
+            (
+                "`HTTP`; `HTTPS` → TLS transport socket (no verification unless `proxy-ssl-verify`); "
+                "`GRPC`/`HTTP2` → HTTP/2 cleartext; `GRPCS` → HTTP/2 over TLS (cluster variant)"
+            ),
+            default="`HTTP`",
+            difference="`AUTO_HTTP`, `FCGI`: unsupported, HTTP used",
+        ),
+        Key(
+            ("proxy-ssl-verify",),
+            "verify the backend certificate with `ca.crt` of `proxy-ssl-secret`",
+            default="`off`",
+            difference="needs `ca.crt`, else warning",
+        ),
+        Key(
+            ("proxy-ssl-secret",),
+            "`ns/name`: CA and client certificate for upstream TLS",
+            difference="missing secret: warning",
+        ),
+        Key(("proxy-ssl-name", "proxy-ssl-server-name"), "upstream SNI"),
+        Key(
+            ("proxy-ssl-verify-depth", "proxy-ssl-protocols", "proxy-ssl-ciphers"),
+            "upstream TLS parameters",
+            default="Envoy defaults",
+            difference="ciphers BoringSSL lacks are dropped (warning)",
+        ),
+        Key(("upstream-vhost",), "route `host_rewrite_literal`"),
+        Key(("x-forwarded-prefix",), "adds `X-Forwarded-Prefix` (only with `rewrite-target`, as in nginx)"),
+        Key(
+            ("service-upstream",), "the Service's ClusterIP is the only endpoint", default="`false`", validator=BOOLEAN
+        ),
     )
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:

@@ -134,14 +134,75 @@ class ParseContext:
         return float(m.group(1)) * scale
 
 
+@dataclass(frozen=True)
+class Validator:
+    """What a key accepts (ingress-nginx's parser validators): `accepts` decides, `valid`/`invalid` are
+    examples a test feeds the family to check its parser agrees with the declaration."""
+
+    description: str
+    accepts: Callable[[str], bool]
+    valid: tuple[str, ...]
+    invalid: tuple[str, ...]
+
+
+def _is_int(value: str, low: int | None, high: int | None) -> bool:
+    try:
+        n = int(value)
+    except ValueError:
+        return False
+    return (low is None or n >= low) and (high is None or n <= high)
+
+
+def integer(low: int | None = None, high: int | None = None) -> Validator:
+    """An integer, within [low, high] when given (outside: a warning and the default)."""
+    span = f" {low if low is not None else ''}..{high if high is not None else ''}" if low or high else ""
+    valid = str(low if low is not None else 0 if high is None or high >= 0 else high)
+    invalid = ("x", *((str(low - 1),) if low is not None else ()), *((str(high + 1),) if high is not None else ()))
+    return Validator(f"integer{span}", lambda v: _is_int(v, low, high), (valid,), invalid)
+
+
+BOOLEAN = Validator("true|false", lambda v: v.lower() in ("true", "false"), ("true", "false"), ("yes", "1"))
+DURATION = Validator(
+    "seconds, or with ms/s/m/h",
+    lambda v: re.fullmatch(r"\d+(\.\d+)?(ms|s|m|h)?", v) is not None,
+    ("5", "1m"),
+    ("soon",),
+)
+
+
+@dataclass(frozen=True)
+class Key:
+    """The declaration of one annotation key (or of keys that share one row), in the way of
+    ingress-nginx's parser.AnnotationFields: what Envoy gets, the default, and what differs from
+    ingress-nginx ("none" when nothing does). docs/annotations.md's key tables are generated from
+    these (controlplane/ingress/annotation_docs.py; tests/unit/test_annotation_docs.py checks it)."""
+
+    names: tuple[str, ...]
+    envoy: str
+    default: str = "none"
+    difference: str = "none"
+    label: str | None = None  # the table's key cell when it says more than the names (`auth-type: basic`)
+    validator: Validator | None = None  # checked against the family's parser by tests/unit/test_annotation_docs.py
+
+    def cell(self) -> str:
+        return self.label or ", ".join(f"`{n}`" for n in self.names)
+
+
 class Family:
-    """An annotation family: the keys it owns, how it parses them, and hooks for policies that
-    change how the frontend merges hosts. Every hook's default has no effect; a family overrides
-    only what it needs (the registry calls a hook only on the families that override it).
+    """An annotation family: the keys it owns (declared once, in `fields`), how it parses them, and
+    hooks for policies that change how the frontend merges hosts. Every hook's default has no
+    effect; a family overrides only what it needs (the registry calls a hook only on the families
+    that override it).
     """
 
     name: ClassVar[str] = ""
-    keys: ClassVar[tuple[str, ...]] = ()
+    fields: ClassVar[tuple[Key, ...]] = ()
+    keys: ClassVar[tuple[str, ...]] = ()  # derived from `fields`, in their order
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if "fields" in cls.__dict__:
+            cls.keys = tuple(n for key in cls.fields for n in key.names)
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Policy]:
         raise NotImplementedError

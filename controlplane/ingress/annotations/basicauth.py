@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
+from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext
 from controlplane.ingress.secrets import secret_bytes
 from controlplane.ir.policies import BasicAuth
 
@@ -52,7 +52,24 @@ def usable_htpasswd(text: str) -> tuple[list[str], list[str]]:
 
 class BasicAuthFamily(Family):
     name = "basic-auth"
-    keys = ("auth-type", "auth-secret", "auth-secret-type", "auth-realm")
+    fields = (
+        Key(
+            ("auth-type",),
+            'Envoy basic auth; 401 with `WWW-Authenticate: Basic realm="…"`',
+            difference="`digest` **rejects** the Ingress",
+            label="`auth-type: basic`",
+        ),
+        Key(
+            ("auth-secret", "auth-secret-type"),
+            "htpasswd Secret (key `auth`, or `auth-map`)",
+            default="`auth-file`",
+            difference=(
+                "Envoy verifies only `{SHA}` entries; others dropped (warning); missing Secret or no usable entry "
+                "**rejects** the Ingress (never served unauthenticated)"
+            ),
+        ),
+        Key(("auth-realm",), "realm in the challenge", difference="quotes/control characters removed"),
+    )
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
         out = self._parse(ann, ctx)

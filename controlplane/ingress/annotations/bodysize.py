@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
+from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext
 from controlplane.ir.policies import BodySize
 
 # Larger limits are clamped (and reported).
@@ -24,7 +24,17 @@ def parse_size(raw: str) -> int | None:
 
 class BodySizeFamily(Family):
     name = "body-size"
-    keys = ("proxy-body-size",)
+    fields = (
+        Key(
+            ("proxy-body-size",),
+            (
+                "413 when `Content-Length` exceeds the size (`8m`, `1k`, `0` = unlimited); applied to every route "
+                "with nginx's default"
+            ),
+            default="`1m`",
+            difference="bodies without `Content-Length` (chunked) are not counted",
+        ),
+    )
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
         raw = ann.get("proxy-body-size")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
+from controlplane.ingress.annotations.base import BOOLEAN, Annotations, Family, Key, ParseContext, integer
 from controlplane.ingress.secrets import decode_ca_bundle
 from controlplane.ir.policies import ClientCert, PassClientCert
 
@@ -13,13 +13,26 @@ MODES = ("on", "off", "optional", "optional_no_ca")
 
 class ClientCertFamily(Family):
     name = "client-cert"
-    keys = (
-        "auth-tls-secret",
-        "auth-tls-verify-client",
-        "auth-tls-verify-depth",
-        "auth-tls-pass-certificate-to-upstream",
-        "auth-tls-error-page",
-        "auth-tls-match-cn",
+    fields = (
+        Key(
+            ("auth-tls-secret",),
+            "client-certificate validation (CA from the Secret) on the host's TLS filter chain",
+            difference="missing or invalid Secret **rejects** the Ingress",
+        ),
+        Key(("auth-tls-verify-client",), "`on`, `optional`, `optional_no_ca`, `off`", default="`on`"),
+        Key(("auth-tls-verify-depth",), "verification depth", default="`1`", validator=integer(1, 100)),
+        Key(
+            ("auth-tls-pass-certificate-to-upstream",),
+            "certificate forwarded in header `ssl-client-cert`",
+            default="`false`",
+            validator=BOOLEAN,
+        ),
+        Key(
+            ("auth-tls-error-page", "auth-tls-match-cn"),
+            "unsupported (the TLS handshake fails instead; CN not matched)",
+            default="—",
+            difference="ignored",
+        ),
     )
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:

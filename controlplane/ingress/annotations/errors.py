@@ -1,6 +1,10 @@
-"""default-backend + custom-http-errors: upstream error codes answered by another Service.
+"""default-backend + custom-http-errors: another Service for a location without a backend, and for
+upstream error codes.
 
-The request is redirected internally (Envoy custom_response filter) to a route of the same
+default-backend (as ingress-nginx's getBackendServers): while the path's own Service has no ready
+endpoint, or does not exist, its requests go to the annotation's Service (its first port).
+
+custom-http-errors: the request is redirected internally (Envoy custom_response filter) to a route of the same
 host that only the gateway uses; that route sends `/` to the error Service with the headers
 ingress-nginx sends (X-Code, X-Original-URI, X-Namespace, ...). The error Service's answer,
 status included, goes back to the client, as with nginx `error_page code = @custom`.
@@ -11,9 +15,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, ParseContext, ParsedAnnotations
+from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext, ParsedAnnotations
 from controlplane.ir import Forward, IngressRef, PathMatch, Route, WeightedCluster
-from controlplane.ir.policies import CustomErrors, ErrorRoute
+from controlplane.ir.policies import CustomErrors, DefaultBackendService, ErrorRoute
 
 _SERVICE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -47,7 +51,31 @@ def parse_codes(raw: str) -> tuple[tuple[int, ...], list[str]]:
 
 class ErrorsFamily(Family):
     name = "custom-errors"
-    keys = ("default-backend", "custom-http-errors")
+    fields = (
+        Key(
+            ("default-backend",),
+            (
+                "Service (same namespace, its first port) that serves every path of the Ingress whose own Service "
+                "has no ready endpoint or does not exist (an Envoy aggregate cluster: the path's cluster first, "
+                "this one while the first has no healthy endpoint), with nginx's headers `X-Code: 503`, "
+                "`X-Namespace`, `X-Ingress-Name`, `X-Service-Name`, `X-Service-Port`, `X-Format`; and answers "
+                "the listed error codes"
+            ),
+            difference=(
+                "`X-Format` (the request's `Accept`) is sent only when the path's Service does not exist, not "
+                "when it has no ready endpoint; a missing default-backend Service: warning, ignored, as nginx"
+            ),
+        ),
+        Key(
+            ("custom-http-errors",),
+            (
+                "upstream responses with these codes (400-599) are redirected internally (Envoy `custom_response` "
+                "filter) to the error Service with `X-Code`, `X-Original-URI`, `X-Namespace`… headers; its answer "
+                "and status go back to the client"
+            ),
+            difference="ignored without `default-backend` (no global error service)",
+        ),
+    )
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
         raw_codes = ann.get("custom-http-errors")
@@ -69,14 +97,17 @@ class ErrorsFamily(Family):
         if port is None:
             ctx.warn("default-backend", f"{problem}; ignored")
             return []
+        fallback = DefaultBackendService(ns, service, port)
         if not codes:
-            ctx.warn("default-backend", "without custom-http-errors only error codes are served by it: "
-                     "serving a Service without endpoints from it is not supported")  # fmt: skip
-            return []
-        ctx.converted("default-backend", f"errors served by {ns}/{service}:{port}")
+            ctx.converted(
+                "default-backend", f"serves the paths whose Service has no ready endpoint: {ns}/{service}:{port}"
+            )
+            return [fallback]
+        ctx.converted("default-backend", f"serves the paths whose Service has no ready endpoint, and errors: "
+                      f"{ns}/{service}:{port}")  # fmt: skip
         if raw_codes is not None and not any(f.key == "custom-http-errors" for f in ctx.findings):
             ctx.converted("custom-http-errors", ", ".join(map(str, codes)))
-        return [CustomErrors(service, ns, port, codes, ctx.ingress.name)]
+        return [fallback, CustomErrors(service, ns, port, codes, ctx.ingress.name)]
 
     def extra_routes(self, parsed: ParsedAnnotations, host: str, source: IngressRef) -> list[Route]:
         errors = parsed.get(CustomErrors)

@@ -11,7 +11,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
+from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext
 from controlplane.ir.policies import SELF_HOST, ExtAuth
 
 _HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
@@ -57,14 +57,30 @@ def signin_template(url: str, param: str = "rd") -> tuple[str | None, list[str]]
 
 class ExtAuthFamily(Family):
     name = "ext-auth"
-    keys = (
-        "auth-url",
-        "auth-signin",
-        "auth-response-headers",
-        "auth-method",
-        "auth-request-redirect",
-        "auth-signin-redirect-param",
-        "auth-always-set-cookie",
+    fields = (
+        Key(
+            ("auth-url",),
+            "ext_authz HTTP service (a cluster for the URL): 2xx passes, 401/403 returned to the client",
+            difference="invalid URL **rejects** the Ingress; nginx variables in the auth path are dropped (warning)",
+        ),
+        Key(
+            ("auth-signin",),
+            "a 401 from the auth service becomes a 302 to this URL with `rd`",
+            difference="unsupported variables left empty (warning)",
+        ),
+        Key(("auth-response-headers",), "listed auth-response headers copied upstream"),
+        Key(
+            ("auth-method",),
+            "—",
+            default="`GET`",
+            difference="Envoy sends the client's method to the auth service (warning if another is set)",
+        ),
+        Key(
+            ("auth-request-redirect", "auth-signin-redirect-param", "auth-always-set-cookie"),
+            "unsupported with Envoy ext_authz",
+            default="—",
+            difference="ignored",
+        ),
     )
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:

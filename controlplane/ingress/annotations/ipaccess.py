@@ -6,7 +6,7 @@ import ipaddress
 import re
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
+from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext
 from controlplane.ir.policies import IpAccess
 
 
@@ -33,7 +33,20 @@ def parse_cidrs(raw: str) -> tuple[tuple[str, ...], list[str]]:
 
 class IpAccessFamily(Family):
     name = "ip-access"
-    keys = ("whitelist-source-range", "allowlist-source-range", "denylist-source-range")
+    fields = (
+        Key(
+            ("whitelist-source-range", "allowlist-source-range"),
+            "per-route RBAC: only these CIDRs/IPs; others get 403",
+            difference=(
+                "an unparsable list **rejects** the Ingress (nginx answers 503); `allowlist` wins over `whitelist`"
+            ),
+        ),
+        Key(
+            ("denylist-source-range",),
+            "per-route RBAC deny list (403)",
+            difference="unparsable list rejects the Ingress",
+        ),
+    )
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
         allow: tuple[str, ...] = ()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
+from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext
 from controlplane.ir.policies import DEFAULT_COOKIE, CookieAffinity, HashBy, HashKey, LoadBalancer
 
 LB_POLICIES = {"round_robin": "ROUND_ROBIN", "ewma": "LEAST_REQUEST", "least_conn": "LEAST_REQUEST",
@@ -44,22 +44,55 @@ def parse_hash_by(value: str) -> tuple[HashKey, ...] | None:
 
 class LoadBalancingFamily(Family):
     name = "load-balancing"
-    keys = (
-        "load-balance",
-        "upstream-hash-by",
-        "upstream-hash-by-subset",
-        "upstream-hash-by-subset-size",
-        "affinity",
-        "affinity-mode",
-        "session-cookie-name",
-        "session-cookie-path",
-        "session-cookie-max-age",
-        "session-cookie-expires",
-        "session-cookie-samesite",
-        "session-cookie-secure",
-        "session-cookie-conditional-samesite-none",
-        "session-cookie-change-on-failure",
-        "session-cookie-domain",
+    fields = (
+        Key(
+            ("load-balance",),
+            (
+                "cluster `lb_policy`: `round_robin` → ROUND_ROBIN, `least_conn` → LEAST_REQUEST, `ewma` → "
+                "LEAST_REQUEST (approximation), `random` → RANDOM"
+            ),
+            default="`round_robin`",
+            difference="EWMA is approximated; ignored (warning) when consistent hashing is on",
+        ),
+        Key(
+            ("upstream-hash-by",),
+            (
+                "ring-hash cluster variant + route hash policy: `$remote_addr` → source IP, `$host` → authority, "
+                "`$request_uri` → path, `$http_<name>` → header, `$arg_<name>` → query parameter, `$cookie_<name>` "
+                "→ cookie"
+            ),
+            difference="other nginx variables: warning, ignored",
+        ),
+        Key(
+            ("upstream-hash-by-subset", "upstream-hash-by-subset-size"),
+            "not reproduced: plain consistent hashing is used (warning)",
+            default="—",
+            difference="subsets unsupported",
+        ),
+        Key(
+            ("affinity",),
+            "cookie hash policy on a ring-hash cluster; Envoy generates the cookie",
+            difference="only `cookie` (others warn)",
+            label="`affinity: cookie`",
+        ),
+        Key(
+            ("affinity-mode",),
+            "`balanced`/`persistent`: consistent hashing, sessions move only when endpoints change",
+            default="`balanced`",
+            difference="`persistent` is not strictly sticky across endpoint changes",
+        ),
+        Key(("session-cookie-name",), "name of the generated cookie", default="`INGRESSCOOKIE`"),
+        Key(("session-cookie-path",), "cookie path", default="request path"),
+        Key(
+            ("session-cookie-max-age", "session-cookie-expires"), "cookie TTL (max-age wins)", default="session cookie"
+        ),
+        Key(("session-cookie-samesite", "session-cookie-secure"), "cookie attributes", default="not set"),
+        Key(
+            ("session-cookie-conditional-samesite-none", "session-cookie-change-on-failure", "session-cookie-domain"),
+            "not supported with Envoy-generated cookies (warning)",
+            default="—",
+            difference="ignored",
+        ),
     )
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from controlplane.addresses import is_ip
-from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
+from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext
 from controlplane.ir.policies import Mirror
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
@@ -40,7 +40,16 @@ def parse_target(url: str) -> tuple[Mirror | None, str]:
 
 class MirrorFamily(Family):
     name = "mirror"
-    keys = ("mirror-target",)
+    fields = (
+        Key(
+            ("mirror-target",),
+            "route `request_mirror_policies` to a cluster made for the URL; mirror responses ignored",
+            difference=(
+                "Envoy keeps the request's path: a target path other than `$request_uri` cannot be reproduced "
+                "(reported)"
+            ),
+        ),
+    )
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
         url = ann.get("mirror-target")

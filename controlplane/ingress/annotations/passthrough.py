@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, ParseContext, ParsedAnnotations
+from controlplane.ingress.annotations.base import BOOLEAN, Annotations, Family, Key, ParseContext, ParsedAnnotations
 from controlplane.ir.policies import SslPassthrough
 
 
 class SslPassthroughFamily(Family):
     name = "ssl-passthrough"
-    keys = ("ssl-passthrough",)
+    fields = (
+        Key(
+            ("ssl-passthrough",),
+            (
+                "the host's TLS is not terminated: an SNI-matched TCP proxy filter chain to the Service; HTTP "
+                "annotations do not apply to it"
+            ),
+            default="`false`",
+            validator=BOOLEAN,
+        ),
+    )
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
         if not ctx.boolean(ann, "ssl-passthrough", False):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
+from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext, integer
 from controlplane.ingress.annotations.ipaccess import parse_cidrs
 from controlplane.ir.policies import RateLimit, RateLimitRule
 
@@ -13,15 +13,23 @@ MAX_TOKENS = 2**32 - 1
 
 class RateLimitFamily(Family):
     name = "rate-limit"
-    keys = (
-        "limit-rps",
-        "limit-rpm",
-        "limit-burst-multiplier",
-        "limit-whitelist",
-        "limit-allowlist",
-        "limit-connections",
-        "limit-rate",
-        "limit-rate-after",
+    fields = (
+        Key(
+            ("limit-rps", "limit-rpm"),
+            (
+                "local rate limit, one token bucket per client IP; burst = limit x multiplier; 503 when empty "
+                "(nginx default)"
+            ),
+        ),
+        Key(("limit-burst-multiplier",), "burst factor", default="`5`", validator=integer(1, 1_000_000)),
+        Key(("limit-whitelist", "limit-allowlist"), "exempt CIDRs", difference="invalid entries dropped (warning)"),
+        Key(("limit-connections",), "reported: not reproduced exactly", default="—", difference="partial"),
+        Key(
+            ("limit-rate", "limit-rate-after"),
+            "response bandwidth throttling: unsupported",
+            default="—",
+            difference="ignored",
+        ),
     )
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:

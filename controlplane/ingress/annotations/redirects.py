@@ -1,8 +1,7 @@
 """permanent-redirect, temporal-redirect and app-root: answers the gateway gives without a backend.
 
-Envoy can only send 301/302/303/307/308; ingress-nginx accepts any 3xx up to 308, so other
-codes are mapped to the nearest code Envoy can send (ties go to the method-preserving one)
-and reported.
+As ingress-nginx: temporal wins over permanent; permanent-redirect-code outside 300-308 and
+temporal-redirect-code outside 300-307 fall back to 301 / 302; the URL is sent exactly as written.
 """
 
 from __future__ import annotations
@@ -11,16 +10,9 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from controlplane.ingress.annotations.base import Annotations, Family, ParseContext, ParsedAnnotations
+from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext, ParsedAnnotations, integer
 from controlplane.ir import IngressRef, PathMatch, Redirect, Route
 from controlplane.ir.policies import AppRoot, UrlRedirect
-
-ENVOY_REDIRECT_CODES = (301, 302, 303, 307, 308)
-
-
-def nearest_envoy_code(code: int) -> int:
-    """The redirect code Envoy can send that is closest to `code` (ties: the higher one)."""
-    return min(ENVOY_REDIRECT_CODES, key=lambda c: (abs(c - code), -c))
 
 
 def app_root_routes(policy: AppRoot, host: str, source: IngressRef) -> list[Route]:
@@ -44,14 +36,35 @@ def _valid_url(url: str) -> bool:
 
 class RedirectFamily(Family):
     name = "redirects"
-    keys = ("permanent-redirect", "permanent-redirect-code", "temporal-redirect", "temporal-redirect-code", "app-root")
+    fields = (
+        Key(
+            ("permanent-redirect",),
+            (
+                "nginx `return <code> <URL>`: a route direct response whose `Location` is the URL exactly as "
+                "written (no `/` added, its own path and query kept, the request's never appended); must be "
+                "`http(s)://host…`"
+            ),
+        ),
+        Key(
+            ("permanent-redirect-code",),
+            (
+                "300-308, else 301; 301/302/303/307/308 carry the `Location`, other codes send the URL as the body "
+                "without `Location` (as nginx's `return`)"
+            ),
+            default="`301`",
+            validator=integer(300, 308),
+        ),
+        Key(("temporal-redirect",), "as `permanent-redirect`; wins over it"),
+        Key(("temporal-redirect-code",), "300-307, else 302", default="`302`", validator=integer(300, 307)),
+        Key(
+            ("app-root",),
+            "a request for exactly `/` gets a 302 to the path (an extra route)",
+            difference="`/` or an invalid path: warning, ignored",
+        ),
+    )
 
     def _code(self, ann: Annotations, ctx: ParseContext, key: str, default: int, top: int) -> int:
         code = ctx.integer(ann, key, default, minimum=300, maximum=top)
-        if code not in ENVOY_REDIRECT_CODES:
-            sent = nearest_envoy_code(code)
-            ctx.warn(key, f"Envoy cannot send {code}; sending {sent}")
-            return sent
         if ann.has(key) and not any(f.key == key for f in ctx.findings):
             ctx.converted(key)
         return code

@@ -4,13 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
+from controlplane.ingress.annotations.base import BOOLEAN, Annotations, Family, Key, ParseContext
 from controlplane.ir.policies import RegexPaths, RewriteTarget
 
 
 class RewriteFamily(Family):
     name = "rewrite"
-    keys = ("rewrite-target", "use-regex")
+    fields = (
+        Key(
+            ("use-regex",),
+            (
+                "paths become regular expressions, case-insensitive, anchored at the start (`(?i)^<path>.*`, RE2 "
+                "full match); spreads to every path of the same host, as in nginx"
+            ),
+            default="`false`",
+            difference="RE2, not PCRE: lookarounds and backreferences are not available",
+            validator=BOOLEAN,
+        ),
+        Key(
+            ("rewrite-target",),
+            "implies regex paths; route `regex_rewrite` of the whole path, `$1..$n` become RE2 groups",
+        ),
+    )
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
         out: list[Any] = []

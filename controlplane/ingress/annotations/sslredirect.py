@@ -1,24 +1,65 @@
-"""ssl-redirect / force-ssl-redirect: plain-HTTP requests get 308 to https."""
+"""ssl-redirect / force-ssl-redirect / preserve-trailing-slash: plain-HTTP requests get 308 to https.
+
+As ingress-nginx's lua_ingress.rewrite: the Location is `https://<host without port><request URI>`
+with one trailing "/" of the request URI dropped unless preserve-trailing-slash is true, and the
+port only when the public HTTPS port is not 443.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, ParseContext, ParsedAnnotations
+from controlplane.ingress.annotations.base import BOOLEAN, Annotations, Family, Key, ParseContext, ParsedAnnotations
 from controlplane.ir.policies import SslRedirect
 
 
 class SslRedirectFamily(Family):
     name = "ssl-redirect"
-    keys = ("ssl-redirect", "force-ssl-redirect")
+    fields = (
+        Key(
+            ("ssl-redirect",),
+            (
+                "plain-HTTP requests for a host with a served TLS certificate get a 308 to `https://<host>[:public "
+                "port]<request URI>`, the host without the request's port, the port only when "
+                "`--public-https-port` is not 443 (the HTTP route's action becomes a redirect; access rules do not "
+                "run first, as in nginx where the redirect happens in the rewrite phase). A host whose Secret is "
+                "missing (or invalid with no last good certificate) has no certificate, so no redirect"
+            ),
+            default="`true`",
+            difference=(
+                "ingress-nginx would serve such a host its default (self-signed) certificate and redirect to it; "
+                "Meridian has no default certificate, so the host stays plain HTTP rather than redirect to an "
+                "HTTPS that cannot serve it. For a wildcard or catch-all host, a request whose Host carries a port "
+                "other than 80 keeps that port in the Location (Envoy cannot strip it; named hosts are exact)"
+            ),
+            validator=BOOLEAN,
+        ),
+        Key(
+            ("force-ssl-redirect",),
+            "the same 308 even without TLS on the host (also when its Secret is missing: reported)",
+            default="`false`",
+            validator=BOOLEAN,
+        ),
+        Key(
+            ("preserve-trailing-slash",),
+            (
+                "without it, one trailing `/` of the request URI is dropped from the Location (`/dir/` → "
+                "`https://host/dir`, `/` → `https://host`; `/dir/?q=1` is kept), as nginx's `lua_ingress.lua` "
+                "does; with it the URI is kept"
+            ),
+            default="`false`",
+            validator=BOOLEAN,
+        ),
+    )
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
         enabled = ctx.boolean(ann, "ssl-redirect", True)
         force = ctx.boolean(ann, "force-ssl-redirect", False)
+        preserve = ctx.boolean(ann, "preserve-trailing-slash", False)
         for key in self.keys:
-            if ann.has(key):
+            if ann.has(key) and not any(f.key == key for f in ctx.findings):
                 ctx.converted(key)
-        return [SslRedirect(enabled=enabled, force=force)]
+        return [SslRedirect(enabled=enabled, force=force, preserve_trailing_slash=preserve)]
 
     def redirect_to_https(self, parsed: ParsedAnnotations, host_has_tls: bool) -> bool | None:
         ssl = parsed.get(SslRedirect) or SslRedirect()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
+from controlplane.ingress.annotations.base import DURATION, Annotations, Family, Key, ParseContext, integer
 from controlplane.ir.policies import (
     DEFAULT_NEXT_UPSTREAM,
     DEFAULT_TRIES,
@@ -38,13 +38,44 @@ UNLIMITED_TRIES_RETRIES = 10  # nginx tries=0 means "no limit"; Envoy needs a nu
 
 class TimeoutsFamily(Family):
     name = "timeouts"
-    keys = (
-        "proxy-connect-timeout",
-        "proxy-read-timeout",
-        "proxy-send-timeout",
-        "proxy-next-upstream",
-        "proxy-next-upstream-tries",
-        "proxy-next-upstream-timeout",
+    fields = (
+        Key(
+            ("proxy-connect-timeout",),
+            "cluster `connect_timeout` (a cluster variant for this Ingress's backends)",
+            default="`5` s",
+            validator=DURATION,
+        ),
+        Key(
+            ("proxy-read-timeout", "proxy-send-timeout"),
+            (
+                "route `idle_timeout` (the longer of the two); the route's total timeout is disabled (nginx has "
+                "none; Envoy's 15 s default never applies)"
+            ),
+            default="`60` s",
+            difference="Envoy has one idle timer for both directions",
+        ),
+        Key(
+            ("proxy-next-upstream",),
+            (
+                "route `retry_policy.retry_on` (`error` → connect-failure, refused-stream, reset; `timeout`; "
+                "`http_5xx` codes as retriable status codes; `non_idempotent` allows POST/PATCH/LOCK retries; "
+                "`off` → none)"
+            ),
+            default="`error timeout`",
+            difference=(
+                "`invalid_header` is approximated by retrying on reset. Without the annotation, the default is set "
+                "once per virtual host and retries only connect failures and refused streams (safe for every "
+                "method, and cheap for Envoy to build at 10,000 hosts); resets after the request was sent are "
+                "retried (idempotent methods only) when the annotation is given"
+            ),
+        ),
+        Key(
+            ("proxy-next-upstream-tries",),
+            "total tries; Envoy `num_retries` = tries - 1",
+            default="`3`",
+            validator=integer(0, 100),
+        ),
+        Key(("proxy-next-upstream-timeout",), "retry budget per request (0 = none)", default="`0`", validator=DURATION),
     )
 
     def _seconds(self, ann: Annotations, ctx: ParseContext, key: str, default: float, note: str = "") -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from controlplane.ingress.annotations.base import Annotations, Family, ParseContext
+from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext
 from controlplane.ingress.annotations.tlsnames import BORINGSSL_CIPHERS, TLS_VERSION_ORDER, TLS_VERSIONS
 from controlplane.ir.policies import TlsParams
 
@@ -16,7 +16,23 @@ def _pretty(version: str) -> str:
 
 class TlsParamsFamily(Family):
     name = "tls-params"
-    keys = ("ssl-protocols", "ssl-ciphers")
+    fields = (
+        Key(
+            ("ssl-protocols",),
+            "TLS versions of the host's filter chain (e.g. `TLSv1.2 TLSv1.3`)",
+            default="`TLSv1.2 TLSv1.3`",
+            difference=(
+                "a per-Ingress key in Meridian (ConfigMap-only in nginx); Envoy takes a min..max range, so a list "
+                "with gaps or SSLv2/SSLv3 is narrowed to the versions it can express (warning)"
+            ),
+        ),
+        Key(
+            ("ssl-ciphers",),
+            "TLS 1.2 cipher suites of the host",
+            default="Envoy defaults",
+            difference="TLS 1.3 suites are fixed; ciphers BoringSSL lacks are dropped (warning)",
+        ),
+    )
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
         lo: str | None = None

@@ -15,6 +15,8 @@ from controlplane.translate.policies.clientcert import ClientCertFeature
 from controlplane.translate.policies.cors import CorsFeature
 from controlplane.translate.policies.errors import ErrorsFeature
 from controlplane.translate.policies.extauth import AuthResponsesFeature, ExtAuthFeature
+from controlplane.translate.policies.fallback import FallbackFeature
+from controlplane.translate.policies.headers import ResponseHeadersFeature
 from controlplane.translate.policies.ipaccess import IpAccessFeature
 from controlplane.translate.policies.loadbalancing import LoadBalancingFeature
 from controlplane.translate.policies.mirror import MirrorFeature
@@ -43,6 +45,11 @@ FEATURES: list[Feature] = sorted(
         RedirectFeature(),
         TimeoutsFeature(),
         BodySizeFeature(),
+        ResponseHeadersFeature(),
+        FallbackFeature(),
     ],
     key=lambda f: f.filter_order,
 )
+
+# The features that replace a route by several (their order is the order of expansion).
+EXPANDING: list[Feature] = [f for f in FEATURES if type(f).expand_route is not Feature.expand_route]

@@ -1,54 +1,55 @@
-"""enable-cors -> the CORS HTTP filter (only when some route uses it) and a per-route CorsPolicy."""
+"""Cors -> routes that do what ingress-nginx's CORS template does, without Envoy's CORS filter.
+
+Envoy's filter echoes the origin, answers preflights 200 and adds nothing when a request has no
+Origin. nginx instead (nginx.tmpl, `define "CORS"`) sets the headers on every response once the
+origin is allowed (always, for `*`) and answers any OPTIONS 204. So a route with a Cors policy
+becomes, in this order:
+  1. OPTIONS [+ allowed Origin] -> direct response 204 with the CORS headers, Content-Type and
+     Content-Length: 0 (before any access rule, as nginx returns in its rewrite phase);
+  2. [allowed Origin] -> the route itself with the CORS headers set on its responses;
+  3. (listed origins only) the route unchanged, for requests from other origins.
+"""
 
 from __future__ import annotations
 
-from envoy.config.route.v3 import route_components_pb2
-from envoy.extensions.filters.http.cors.v3 import cors_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from envoy.type.matcher.v3 import string_pb2
+from dataclasses import replace
 
-from controlplane.ir import Route, VirtualHost
-from controlplane.ir.policies import Cors
+from controlplane.ir import DirectResponse, HeaderMatch, Route
+from controlplane.ir.policies import Cors, ResponseHeaders
 from controlplane.translate.features import Feature
 
-FILTER = "envoy.filters.http.cors"
+PREFLIGHT_HEADERS = (("Content-Type", "text/plain charset=UTF-8"), ("Content-Length", "0"))
 
 
-def cors_policy(policy: Cors) -> cors_pb2.CorsPolicy:
-    pb = cors_pb2.CorsPolicy(
-        allow_methods=policy.methods,
-        allow_headers=policy.headers,
-        max_age=str(policy.max_age),
+def cors_routes(route: Route, policy: Cors) -> list[Route]:
+    others = tuple(p for p in route.policies if not isinstance(p, Cors))
+    plain = replace(route, policies=others)
+    pattern = policy.origin_regex()
+    if pattern is None:
+        allow, origin_match = "*", ()
+    elif policy.origins:
+        allow, origin_match = "%REQ(origin)%", (HeaderMatch("origin", regex=pattern),)
+    else:
+        return [plain]  # no valid origin: nginx never sets $cors
+    headers = policy.response_headers(allow)
+    preflight = replace(
+        route,
+        name=f"{route.name}#cors-preflight",
+        headers=(*route.headers, HeaderMatch(":method", exact="OPTIONS"), *origin_match),
+        action=DirectResponse(204, headers=headers + PREFLIGHT_HEADERS),
+        policies=(),
     )
-    if policy.expose_headers:
-        pb.expose_headers = policy.expose_headers
-    pb.allow_credentials.value = policy.credentials
-    for kind, value in policy.origin_patterns():
-        m = string_pb2.StringMatcher()
-        if kind == "any":
-            m.safe_regex.regex = ".*"
-        elif kind == "exact":
-            m.exact = value
-        else:
-            m.safe_regex.regex = value
-        pb.allow_origin_string_match.append(m)
-    return pb
+    allowed = replace(route, name=f"{route.name}#cors", headers=(*route.headers, *origin_match),
+                      policies=(*others, ResponseHeaders(headers)))  # fmt: skip
+    return [preflight, allowed] + ([plain] if origin_match else [])
 
 
 class CorsFeature(Feature):
     name = "cors"
-    filter_order = 100  # preflights are answered before auth or rate limits see them
 
     def route_uses(self, route: Route) -> bool:
         return route.policy(Cors) is not None
 
-    def http_filters(self, keys: frozenset[str]) -> list[hcm_pb2.HttpFilter]:
-        f = hcm_pb2.HttpFilter(name=FILTER)
-        f.typed_config.Pack(cors_pb2.Cors())
-        return [f]
-
-    def patch_route(self, route: Route, pb: route_components_pb2.Route, vhost: VirtualHost) -> None:
+    def expand_route(self, route: Route) -> list[Route] | None:
         policy = route.policy(Cors)
-        if policy is None:
-            return
-        pb.typed_per_filter_config[FILTER].Pack(cors_policy(policy))
+        return None if policy is None else cors_routes(route, policy)

@@ -1,4 +1,9 @@
-"""permanent-redirect / temporal-redirect: the route answers with a redirect instead of forwarding.
+"""permanent-redirect / temporal-redirect: the route answers `return <code> <URL>` as nginx does.
+
+A direct response rather than Envoy's redirect action: the redirect action always spells a path
+(`http://a.example.com` would become `http://a.example.com/`) and sends only 301/302/303/307/308.
+nginx sends the URL verbatim as Location for 301/302/303/307/308; for other codes `return` takes
+its argument as the body, so 300/305/306 answer with the URL as body and no Location (304 none).
 
 app-root is not handled here: the Ingress frontend adds an exact `/` route with a 302 Redirect
 action to each host of the Ingress (AppRoot.extra_routes), and routes.py renders that action.
@@ -10,23 +15,26 @@ from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 
 from controlplane.ir import Route, VirtualHost
 from controlplane.ir.policies import UrlRedirect
-from controlplane.translate.common import url_redirect
 from controlplane.translate.features import Feature
 
-CODES = {
-    301: rc_pb2.RedirectAction.MOVED_PERMANENTLY,
-    302: rc_pb2.RedirectAction.FOUND,
-    303: rc_pb2.RedirectAction.SEE_OTHER,
-    307: rc_pb2.RedirectAction.TEMPORARY_REDIRECT,
-    308: rc_pb2.RedirectAction.PERMANENT_REDIRECT,
-}
+LOCATION_CODES = frozenset({301, 302, 303, 307, 308})
 
 
-def redirect_action(url: str, code: int) -> rc_pb2.RedirectAction:
-    """nginx `return code URL`: the Location is exactly URL (no request path or query appended)."""
-    rd = rc_pb2.RedirectAction(response_code=CODES.get(code, rc_pb2.RedirectAction.MOVED_PERMANENTLY))
-    url_redirect(rd, url)
-    return rd
+def literal_header_value(value: str) -> str:
+    """A header value Envoy's formatter leaves as written (`%` starts a command)."""
+    return value.replace("%", "%%")
+
+
+def url_redirect_response(pb: rc_pb2.Route, url: str, code: int) -> None:
+    """Replace the route's action (a oneof) with nginx's `return code URL`."""
+    pb.direct_response.status = code
+    if code in LOCATION_CODES:
+        added = pb.response_headers_to_add.add(header={"key": "location", "value": literal_header_value(url)})
+        added.append_action = added.OVERWRITE_IF_EXISTS_OR_ADD
+        return
+    if code != 304:
+        pb.direct_response.body.inline_string = url
+    pb.response_headers_to_remove.append("location")  # Envoy adds one to every 3xx direct response
 
 
 class RedirectFeature(Feature):
@@ -39,4 +47,4 @@ class RedirectFeature(Feature):
         policy = route.policy(UrlRedirect)
         if policy is None or not pb.HasField("route"):
             return
-        pb.redirect.CopyFrom(redirect_action(policy.url, policy.code))  # replaces the route action (oneof)
+        url_redirect_response(pb, policy.url, policy.code)
