@@ -186,7 +186,9 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.0
 class ControlPlane:
     """`meridian serve --cluster c1=DIR` as a subprocess, with loopback ports chosen at run time."""
 
-    def __init__(self, directory: Path, log_path: Path, extra_args: Sequence[str] = ()) -> None:
+    def __init__(self, directory: Path, log_path: Path, extra_args: Sequence[str] = (), source: Path = REPO) -> None:
+        """`source`: the checkout whose `controlplane` package runs (another commit, for A/B runs)."""
+        self.source = source
         self.directory = directory
         self.log_path = log_path
         self.xds_port = free_port()
@@ -218,7 +220,7 @@ class ControlPlane:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(self.log_path, "ab") as log:
             self.started_at = time.monotonic()
-            self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+            self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, cwd=self.source, env=env)
         return self
 
     @property
@@ -266,10 +268,12 @@ class ControlPlane:
                 self.proc.wait(10)
 
 
-def start_envoy(cp: ControlPlane, workdir: Path, *, delta: bool, node_id: str = "bench-gw") -> EnvoyProcess:
+def start_envoy(
+    cp: ControlPlane, workdir: Path, *, delta: bool, node_id: str = "bench-gw", envoy_stats: str = "gateway"
+) -> EnvoyProcess:
     group = "meridian-gateway"
     boot = render_bootstrap(xds_address=f"127.0.0.1:{cp.xds_port}", node_id=node_id, node_cluster=group, delta=delta,
-                            tls=local_client_tls(cp.state_dir, group))  # fmt: skip
+                            tls=local_client_tls(cp.state_dir, group), envoy_stats=envoy_stats)  # fmt: skip
     env = EnvoyProcess(boot, workdir=workdir, log_level="warning", ready_timeout=120)
     env.start()
     return env

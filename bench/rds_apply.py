@@ -84,7 +84,7 @@ async def run(n: int, trials: int) -> dict[str, list[float]]:
     variants = ("plain", "vhost-bare", "vhost-default", "vhost-no-methods", "vhost-exact", "route-regex")
     results: dict[str, list[float]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
-        boot = render_bootstrap(xds_address=f"127.0.0.1:{xds_port}", node_id="rds-bench")
+        boot = render_bootstrap(xds_address=f"127.0.0.1:{xds_port}", node_id="rds-bench", delta=False)
         envoy = EnvoyProcess(boot, workdir=Path(tmp))
         envoy.start()
         await asyncio.to_thread(envoy.wait_ready, 60)

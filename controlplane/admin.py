@@ -150,6 +150,10 @@ class AdminServer:
                     rt.SHORT_NAMES[t]: {
                         "version": cache.get(t).digest,
                         "generation": cache.get(t).version,
+                        # time.monotonic() of the change first seen and of this version built
+                        # (for benchmarks on the same host; see bench/route_ready.py)
+                        "seen_monotonic": cache.get(t).changed_at,
+                        "built_monotonic": cache.get(t).built_at,
                         "resources": {n: r.version for n, r in sorted(cache.get(t).resources.items())},
                     }
                     for t in rt.PUSH_ORDER

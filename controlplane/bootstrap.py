@@ -18,6 +18,51 @@ from controlplane.addresses import is_ip, split_host_port
 XDS_CLUSTER = "meridian_xds"
 TLS_SOCKET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 
+ENVOY_STATS = ("gateway", "full")
+# `--envoy-stats gateway` (the default): only the stats a gateway's dashboards and alerts use are
+# created; every other stat is a no-op. At 10,000 Services Envoy would otherwise hold about 115
+# stats per cluster, 1.1 million in all (BENCHMARKS.md, "Envoy's memory"). As Istio does for its
+# proxies, families that stay small whatever the number of Services are kept whole by prefix (a
+# prefix ending in "." is also the cheapest test Envoy has); per cluster only request and
+# connection outcomes, latency, endpoint health and the EDS update count are kept, and those
+# traffic stats are created when the cluster first gets traffic (`deferred_stat_options`).
+# `full` keeps every stat, created eagerly.
+GATEWAY_STATS_PREFIXES = (
+    "server.",  # uptime, memory, state, concurrency, hot restart
+    "cluster_manager.",  # CDS: update_success/rejected, active/warming clusters
+    "listener_manager.",  # LDS, listeners active/draining/warming
+    "control_plane.",  # the xDS stream: connected_state, pending requests, rate limiting
+    "runtime.",
+    "overload.",
+    "workers.",
+    "http.",  # per connection manager: downstream_rq_xx/time/active, RDS/SRDS, filters
+    "listener.",  # per listener (three): downstream_cx_*, TLS handshakes, no filter chain
+    "tls_inspector.",
+    "sds.",  # certificate updates
+    "cluster.meridian_xds.",  # the connection to Meridian itself
+)
+GATEWAY_STATS_CLUSTER_SUFFIXES = (
+    ".upstream_rq_total",
+    ".upstream_rq_completed",
+    ".upstream_rq_1xx",
+    ".upstream_rq_2xx",
+    ".upstream_rq_3xx",
+    ".upstream_rq_4xx",
+    ".upstream_rq_5xx",
+    ".upstream_rq_time",
+    ".upstream_rq_timeout",
+    ".upstream_rq_retry",
+    ".upstream_rq_pending_overflow",
+    ".upstream_rq_active",
+    ".upstream_cx_active",
+    ".upstream_cx_total",
+    ".upstream_cx_connect_fail",
+    ".upstream_cx_connect_timeout",
+    ".membership_healthy",
+    ".membership_total",
+    ".update_success",
+)
+
 
 @dataclass(frozen=True)
 class XdsClientTls:
@@ -66,11 +111,13 @@ def render_bootstrap(
     node_cluster: str = "meridian-gateway",
     admin_port: int = 9901,
     admin_address: str = "127.0.0.1",
-    delta: bool = False,
+    delta: bool = True,
     tls: XdsClientTls | None = None,
     token: str | None = None,
+    envoy_stats: str = "gateway",
 ) -> dict[str, Any]:
-    """Bootstrap dict (dump it as YAML or JSON). `delta` selects Delta ADS instead of SotW.
+    """Bootstrap dict (dump it as YAML or JSON). Delta ADS by default; `delta=False` selects
+    State-of-the-World (every change to a type re-sends the whole type: slow at thousands of Services).
 
     Several xDS addresses (control plane replicas) become endpoints of one xDS cluster: Envoy
     opens its ADS stream to one of them and, when that replica goes away, reconnects to another.
@@ -80,8 +127,11 @@ def render_bootstrap(
     `tls` None means plaintext (only for a server run with --xds-insecure). `token` is sent as
     `authorization: Bearer` metadata; Envoy reads it once, so it must outlive the Envoy process.
     The server name checked defaults to the first address's host (set `tls.server_name` when
-    the replicas are reached by different names).
+    the replicas are reached by different names). `envoy_stats` is `gateway` (the stats
+    dashboards use, see GATEWAY_STATS_PREFIXES) or `full` (every stat Envoy has).
     """
+    if envoy_stats not in ENVOY_STATS:
+        raise ValueError(f"envoy_stats must be one of {', '.join(ENVOY_STATS)}, not {envoy_stats!r}")
     addresses = [xds_address] if isinstance(xds_address, str) else list(xds_address)
     if not addresses:
         raise ValueError("at least one xDS address is needed")
@@ -94,7 +144,7 @@ def render_bootstrap(
     xds_cluster = _xds_cluster(hosts)
     if tls is not None:
         xds_cluster["transport_socket"] = transport_socket(tls, hosts[0][0])
-    return {
+    boot: dict[str, Any] = {
         "node": {"id": node_id, "cluster": node_cluster},
         "admin": {"address": {"socket_address": {"address": admin_address, "port_value": admin_port}}},
         "dynamic_resources": {
@@ -121,6 +171,20 @@ def render_bootstrap(
             ]
         },
     }
+    if envoy_stats == "gateway":
+        boot["stats_config"] = gateway_stats_config()
+        boot["deferred_stat_options"] = dict(GATEWAY_DEFERRED_STATS)
+    return boot
+
+
+def gateway_stats_config() -> dict[str, Any]:
+    """`stats_config` keeping only the stats a gateway's dashboards use (see GATEWAY_STATS_PREFIXES)."""
+    patterns = [{"prefix": p} for p in GATEWAY_STATS_PREFIXES]
+    patterns += [{"suffix": s} for s in GATEWAY_STATS_CLUSTER_SUFFIXES]
+    return {"stats_matcher": {"inclusion_list": {"patterns": patterns}}}
+
+
+GATEWAY_DEFERRED_STATS = {"enable_deferred_creation_stats": True}
 
 
 def _xds_cluster(hosts: Sequence[tuple[str, int]]) -> dict[str, Any]:

@@ -87,7 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--node-id", required=True)
     b.add_argument("--node-cluster", default="meridian-gateway")
     b.add_argument("--admin-port", type=int, default=9901)
-    b.add_argument("--delta", action="store_true", help="use Delta ADS instead of State-of-the-World")
+    api = b.add_mutually_exclusive_group()
+    api.add_argument(
+        "--sotw",
+        action="store_true",
+        help="State-of-the-World ADS instead of Delta (the default): changes re-send whole types",
+    )
+    api.add_argument("--delta", action="store_true", help="Delta ADS (the default; kept for old scripts)")
+    b.add_argument(
+        "--envoy-stats",
+        choices=["gateway", "full"],
+        default="gateway",
+        help="gateway (default): only the stats dashboards use, so 10,000 Services cost Envoy far less memory; "
+        "full: every stat Envoy has",
+    )
     b.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     b.add_argument("--xds-ca", metavar="FILE", help="CA that signed Meridian's server certificate (default: state dir)")
     b.add_argument("--xds-cert", metavar="FILE", help="client certificate (default: issued from the state dir's CA)")
@@ -274,9 +287,10 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         node_id=args.node_id,
         node_cluster=args.node_cluster,
         admin_port=args.admin_port,
-        delta=args.delta,
+        delta=not args.sotw,
         tls=_client_tls(args),
         token=token,
+        envoy_stats=args.envoy_stats,
     )
     sys.stdout.write(
         json.dumps(doc, indent=2) + "\n" if args.output == "json" else yaml.safe_dump(doc, sort_keys=False)

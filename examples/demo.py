@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,6 +98,13 @@ def check_curls() -> list[str]:
     return problems
 
 
+def gateway_protocol() -> str:
+    """The xDS flavour the demo's Envoy streams with, as the control plane reports it."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{ADMIN}/debug/syncz", timeout=5) as resp:
+        streams = json.load(resp)
+    return ",".join(sorted({s["protocol"] for s in streams if s["node_id"] == "demo-gateway"})) or "none"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--check", action="store_true", help="exit after checking the curl lines")
@@ -124,7 +132,7 @@ def main() -> int:
         )  # fmt: skip
         envoy = EnvoyProcess(
             render_bootstrap(xds_address=f"127.0.0.1:{XDS}", node_id="demo-gateway", admin_port=ENVOY_ADMIN,
-                             tls=local_client_tls(state, "meridian-gateway")),
+                             delta=True, tls=local_client_tls(state, "meridian-gateway")),
             keep_admin=True,
             workdir=work / "envoy",
         )
@@ -135,11 +143,13 @@ def main() -> int:
         while problems and time.monotonic() < deadline:
             time.sleep(0.2)
             problems = check_curls()
+        if not problems and gateway_protocol() != "delta":  # what `meridian bootstrap` gives users
+            problems = [f"the demo Envoy streams {gateway_protocol()} xDS, not delta"]
         if problems:
             print("demo self-check failed:", *problems, sep="\n  ", file=sys.stderr)
             print(f"control plane log: {work / 'meridian.log'}", file=sys.stderr)
             return 1
-        print("\nMeridian demo is up: two clusters (east, west), one Envoy gateway.\n")
+        print("\nMeridian demo is up: two clusters (east, west), one Envoy gateway (Delta xDS).\n")
         for what, cmd in CURLS:
             print(f"# {what}\n{cmd}\n")
         print(f"Admin: http://127.0.0.1:{ADMIN}/debug/ingresses  /debug/clusters  /debug/syncz  /metrics")

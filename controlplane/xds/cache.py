@@ -71,6 +71,7 @@ class TypeSnapshot:
     # Sum of the (name, version) hashes mod 2**64: independent of order and history, and
     # updated per changed resource (a change to one of 10,000 clusters costs two hashes).
     checksum: int = 0
+    built_at: float = 0.0  # time.monotonic() when this version went into the cache
 
     @property
     def digest(self) -> str:
@@ -142,8 +143,9 @@ class SnapshotCache:
         if not touched:
             return self._version
         self._version += 1
+        built = time.monotonic()
         for type_url, (resources, checksum) in touched.items():
-            grp.types[type_url] = TypeSnapshot(self._version, resources, seen, checksum)
+            grp.types[type_url] = TypeSnapshot(self._version, resources, seen, checksum, built)
             hist = grp.history.setdefault(type_url, deque(maxlen=HISTORY))
             hist.append((self._version, frozenset(names[type_url])))
         self._wake()

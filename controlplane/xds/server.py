@@ -109,11 +109,11 @@ class XdsServer:
         self._front = TlsFront(tls, auth.refused) if tls is not None else None
         auth.front = self._front
         self._keyless = KeylessView()
-        self._responses = Responses(cache, identifier)
+        self._lineage = lineage_of(cache)
+        self._responses = Responses(cache, identifier, self._lineage)
         self._streams: dict[int, StreamState] = {}
         self._ids = itertools.count(1)
         self._convergence = Convergence(metrics.convergence)
-        self._lineage = lineage_of(cache)
         self._server: grpc.aio.Server | None = None
         self.grpc_port = 0  # behind the TLS front: the loopback port only the front should dial
         self._watcher: asyncio.Task[None] | None = None
@@ -295,12 +295,14 @@ class XdsServer:
             if clusters_due and type_url in _NAME_CLUSTERS:
                 continue  # make-before-break: these wait for the clusters they may name
             snap = self._cache.get(type_url, s.group)
-            if s.keyless:
-                snap = self._keyless.snapshot(type_url, snap)
             if st.pending:
                 if type_url == CLUSTER and snap.version > st.sent_cache_version:
                     clusters_due = True
                 continue
+            if snap.version == st.examined and not st.force:
+                continue  # nothing due at this version: skip without touching its resources
+            if s.keyless:
+                snap = self._keyless.snapshot(type_url, snap)
             respond = self._responses.sotw if s.protocol == SOTW else self._responses.delta
             before = st.sent_resources
             body = respond(s, st, snap)

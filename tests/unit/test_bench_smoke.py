@@ -5,6 +5,7 @@ Asserts results (routes served, 404 for unknown hosts, the breakdown ordering, R
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,50 @@ def test_route_ready_blocks_serve_real_traffic(tmp_path: Path, mode: str) -> Non
             probe.close()
             envoy.stop()
             cp.stop()
+
+
+def test_envoy_memory_bench_compares_stats_variants(tmp_path: Path) -> None:
+    """bench/envoy_memory.py at N=5: each variant's Envoy serves every update; gateway holds fewer stats."""
+    from bench import envoy_memory
+
+    out = tmp_path / "mem.json"
+    assert envoy_memory.main(["--n", "5", "--variants", "full,gateway", "--rounds", "1", "--trials", "2",
+                              "--settle", "0", "--json", str(out)]) == 0  # fmt: skip
+    samples = {s["variant"]: s for s in json.loads(out.read_text())["samples"]}
+    assert set(samples) == {"full", "gateway"}
+    for s in samples.values():
+        assert len(s["updates"]) == 2 and all(u > 0 for u in s["updates"])
+        assert s["rss_mib"] > 0 and s["memory"]["allocated"] > 0
+    assert samples["gateway"]["stats"] < samples["full"]["stats"] / 2
+
+
+def test_route_breakdown_bench_takes_each_update_apart(tmp_path: Path) -> None:
+    """bench/route_breakdown.py at N=5: both kinds of change are served, and the parts of each trial
+    (from the admin API's monotonic timestamps) are in order and add up to no more than the total."""
+    from bench import route_breakdown
+
+    out = tmp_path / "bd.json"
+    assert route_breakdown.main(["--n", "5", "--modes", "delta", "--trials", "2", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["mode"], r["change"]) for r in rows] == [("delta", "route"), ("delta", "service")]
+    for r in rows:
+        for s in r["samples"]:
+            assert all(s[p] >= 0 for p in route_breakdown.PARTS), s
+            parts = s["to_seen"] + s["seen_to_built"] + s["built_to_sent"] + s["sent_to_200"]
+            assert parts == pytest.approx(s["total"])
+
+
+def test_fanout_bench_clients_follow_every_change(tmp_path: Path) -> None:
+    """bench/fanout.py at 3 clients and 5 Services: TLS and plaintext, SotW and Delta clients
+    subscribe like gateways, every one gets every EndpointSlice change, the numbers are read."""
+    from bench import fanout
+
+    out = tmp_path / "fanout.json"
+    assert fanout.main(["--services", "5", "--clients", "3", "--trials", "2", "--timeout", "30",
+                        "--json", str(out)]) == 0  # fmt: skip
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["xds"], r["tls"]) for r in rows} == {("sotw", True), ("delta", True), ("sotw", False), ("delta", False)}
+    for r in rows:
+        assert r["clients"] == 3 and r["connect_s"] > 0
+        assert 0 < r["all_acked_ms"]["p50"] <= r["all_acked_ms"]["p99"]
+        assert r["cp_cpu_ms_per_change"] >= 0  # /proc counts 10 ms ticks: a tiny push may read 0

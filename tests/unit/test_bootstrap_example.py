@@ -17,4 +17,4 @@ def test_example_bootstrap_matches_the_command():
     tls = XdsClientTls(ca=f"{state}/xds-ca.pem", cert=f"{state}/clients/group-edge.pem",
                        key=f"{state}/clients/group-edge-key.pem")  # fmt: skip
     assert example == render_bootstrap(xds_address="127.0.0.1:18000", node_id="gw-1", node_cluster="edge", tls=tls)
-    assert example["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"
+    assert example["dynamic_resources"]["ads_config"]["api_type"] == "DELTA_GRPC"

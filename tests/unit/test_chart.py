@@ -69,7 +69,8 @@ CUSTOM_VALUES: dict[str, Any] = {
     "gateway": {
         "group": "edge-gateways",
         "replicas": 3,
-        "deltaXds": True,
+        "xdsApi": "sotw",
+        "envoyStats": "full",
         "adminPort": 9902,
         "readinessPort": 19101,
         "image": {"tag": "v1.40.0", "pullPolicy": "Always"},
@@ -540,6 +541,8 @@ def test_remote_cluster_secret(custom: Objects, default: Objects) -> None:
         ({"controlplane": {"replicas": 3}}, "'controlplane' not allowed"),
         ({"gateway": {"replicas": "3"}}, "want integer"),
         ({"controlPlane": {"tmpSizeLimit": "lots"}}, "does not match pattern"),
+        ({"gateway": {"xdsApi": "grpc"}}, "value must be one of"),
+        ({"gateway": {"envoyStats": "none"}}, "value must be one of"),
     ],
 )
 def test_bad_values_fail_the_render(values: dict[str, Any], message: str) -> None:
@@ -689,7 +692,8 @@ def _bootstrap(objs: Objects, gateway: str) -> dict[str, Any]:
                 "xds_address": "edge-meridian-xds.gw.svc.cluster.local:18001",
                 "node_cluster": "edge-gateways",
                 "admin_port": 9902,
-                "delta": True,
+                "delta": False,
+                "envoy_stats": "full",
             },
         ),
     ],
@@ -711,6 +715,22 @@ def test_bootstrap_matches_render_bootstrap(
     (ready,) = listeners
     port = ready["address"]["socket_address"]["port_value"]
     assert _port_number(_container(objs, gateway), "http-ready") == port
+
+
+@pytest.mark.parametrize(
+    ("gateway", "api_type"),
+    [
+        ({}, "DELTA_GRPC"),
+        ({"xdsApi": "sotw"}, "GRPC"),
+        ({"deltaXds": False}, "GRPC"),  # the older boolean, when set, still decides
+        ({"deltaXds": True, "xdsApi": "sotw"}, "DELTA_GRPC"),
+    ],
+)
+def test_gateway_xds_api(gateway: dict[str, Any], api_type: str) -> None:
+    """Delta by default; `gateway.xdsApi: sotw` (or the older `deltaXds: false`) selects SotW."""
+    rendered = _render({"gateway": gateway}, "meridian", "meridian-system")
+    text = yaml.safe_load(rendered["meridian/templates/gateway-bootstrap.yaml"])["data"]["bootstrap.yaml"]
+    assert yaml.safe_load(text)["dynamic_resources"]["ads_config"]["api_type"] == api_type
 
 
 XDS_MOUNT = "/etc/meridian/xds"

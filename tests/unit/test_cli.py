@@ -30,11 +30,21 @@ def meridian(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]
 
 
 @pytest.mark.parametrize(
-    ("output", "delta"), [("yaml", False), ("json", False), ("yaml", True)], ids=["yaml", "json", "delta"]
+    ("output", "flags", "delta"),
+    [
+        ("yaml", [], True),
+        ("json", [], True),
+        ("yaml", ["--sotw"], False),
+        ("yaml", ["--delta"], True),
+        ("yaml", ["--envoy-stats", "full"], True),
+    ],
+    ids=["yaml", "json", "sotw", "delta-alias", "full-stats"],
 )
-def test_bootstrap_is_accepted_by_envoy(tmp_path: Path, output: str, delta: bool) -> None:
+def test_bootstrap_is_accepted_by_envoy(tmp_path: Path, output: str, flags: list[str], delta: bool) -> None:
+    """Delta ADS unless --sotw; --delta is still accepted (it was the opt-in before Delta was the default).
+    Envoy's stats are the gateway set unless --envoy-stats full."""
     args = ["bootstrap", "--xds-address", "127.0.0.1:18000", "--node-id", "gw-7", "--node-cluster", "edge"]
-    args += ["--admin-port", "0", "-o", output] + (["--delta"] if delta else [])
+    args += ["--admin-port", "0", "-o", output, *flags]
     text = meridian(*args).stdout
     doc = json.loads(text) if output == "json" else yaml.safe_load(text)
     assert doc["node"] == {"id": "gw-7", "cluster": "edge"} or (
@@ -42,6 +52,8 @@ def test_bootstrap_is_accepted_by_envoy(tmp_path: Path, output: str, delta: bool
     )
     ads = doc["dynamic_resources"]["ads_config"]
     assert ads["api_type"] == ("DELTA_GRPC" if delta else "GRPC")
+    full = "full" in flags
+    assert ("stats_config" in doc, "deferred_stat_options" in doc) == (not full, not full)
     path = tmp_path / f"bootstrap.{output}"
     path.write_text(text)
     proc = subprocess.run(
@@ -81,6 +93,11 @@ def test_bootstrap_repeated_xds_address_gives_one_endpoint_each(
     proc = subprocess.run([str(ENVOY), "--mode", "validate", "-c", str(path), "--log-level", "error"],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert proc.returncode == 0, f"envoy rejected the bootstrap: {proc.stdout}{proc.stderr}"
+
+
+def test_bootstrap_sotw_and_delta_are_exclusive() -> None:
+    proc = meridian("bootstrap", "--node-id", "x", "--sotw", "--delta", check=False)
+    assert proc.returncode == 2 and "not allowed with argument" in proc.stderr
 
 
 def test_bootstrap_garbage_address_fails_validation(tmp_path: Path) -> None:

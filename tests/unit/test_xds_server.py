@@ -859,6 +859,53 @@ async def test_delta_cluster_removal_waits_for_routes(env: Env) -> None:
     assert removal.type_url == CLUSTER and list(removal.removed_resources) == ["old"]
 
 
+async def test_delta_catches_up_when_the_cache_history_ran_out(env: Env) -> None:
+    """A Delta stream compares only names changed since it last reconciled; when more versions
+    than the cache keeps history for passed meanwhile (a response in flight, not ACKed), it falls
+    back to comparing everything and still sends every difference."""
+    from controlplane.xds.cache import HISTORY
+
+    client = Delta(env, "d-gap")
+    await delta_subscribe_all(client)
+    first = env.cache.apply({CLUSTER: {"first": cluster("first")}})
+    in_flight = await client.recv()  # not ACKed yet: nothing more of CDS goes out meanwhile
+    assert in_flight.type_url == CLUSTER and set(delta_names(in_flight)) == {"first"}
+    added = {f"c{i}": cluster(f"c{i}") for i in range(HISTORY + 10)}
+    for name, res in added.items():  # one cache version each
+        env.cache.apply({CLUSTER: {name: res}})
+    assert env.cache.changed_since(CLUSTER, "gw", first) is None  # the history no longer reaches back
+    await client.ack(in_flight)
+    got: dict[str, str] = {}
+    while len(got) < len(added):
+        r = await client.recv()
+        assert r.type_url == CLUSTER
+        got.update(delta_names(r))
+        await client.ack(r)
+    assert got == {n: r.version for n, r in added.items()}
+
+
+async def test_delta_unchanged_types_are_skipped_and_changed_ones_still_sent(env: Env) -> None:
+    """After an ACK nothing is re-sent for types the cache did not move; a later change to one
+    resource goes out alone, and a new subscription is answered without any cache change."""
+    env.cache.apply({ENDPOINT: {"other": cla("other", 9200)}})
+    client = Delta(env, "d-skip")
+    await delta_subscribe_all(client)
+    env.cache.apply({ROUTE: {"local": route("local", "v2")}})
+    r = await client.recv()
+    assert r.type_url == ROUTE and set(delta_names(r)) == {"local"}
+    await client.ack(r)
+    await client.send(ENDPOINT, ["other"])  # subscribe one more name; the cache does not change
+    r = await client.recv()
+    assert r.type_url == ENDPOINT and set(delta_names(r)) == {"other"}
+    await client.ack(r)
+    newer = cla("backend", 9300)
+    env.cache.apply({ENDPOINT: {"backend": newer}})
+    r = await client.recv()
+    assert r.type_url == ENDPOINT and delta_names(r) == {"backend": newer.version}
+    sent = env.stream("d-skip")["types"]
+    assert sent["CDS"]["sent_resources"] == 1 and sent["LDS"]["sent_resources"] == 1
+
+
 # ---------------------------------------------------------------------------
 # Real Envoy
 

@@ -1,0 +1,183 @@
+"""Envoy's own memory and update time at N Ingresses, per `meridian bootstrap --envoy-stats` variant.
+
+One control plane serves N Ingresses, each with its own Service (so N clusters). For every round
+and every variant, in turn (A/B/A/B, so machine load hits both alike), one Envoy starts with that
+variant's bootstrap and
+  (a) cold: Envoy start -> every sampled host (incl. the last) answers 200;
+  (b) RSS (VmRSS) and tcmalloc's allocated bytes (admin /memory) once xDS has settled;
+  (c) update time: write one new Ingress + Service + EndpointSlice (a new cluster, so its stats are
+      created) -> first 200 through Envoy, `--trials` times, p50/p99;
+  (d) how many stats Envoy holds (admin /stats, counted after the timings).
+then stops. A variant is `full` or `gateway` (`meridian bootstrap --envoy-stats`), optionally with
+experiments appended: `+eager` (gateway stats created with the cluster, not on first use),
+`+lazyclusters` (`cluster_manager.enable_deferred_cluster_creation`), `+release<MiB>` (tcmalloc
+gives freed memory back at that rate), `+nostats` (reject every stat: the floor).
+
+    .venv/bin/python -m bench.envoy_memory --n 10000 --variants full,gateway --rounds 2 --trials 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    ControlPlane,
+    HostProbe,
+    host_of,
+    machine_facts,
+    proc_status,
+    summary_ms,
+    wait_for,
+    write_initial,
+)
+from bench.route_ready import new_route_trial, wait_settled
+from controlplane.bootstrap import local_client_tls, render_bootstrap
+from controlplane.devtools.echo import EchoFleet
+from controlplane.devtools.envoy_proc import EnvoyProcess
+
+
+@dataclass
+class Sample:
+    variant: str
+    round: int
+    cold_s: float = 0.0
+    rss_mib: float = 0.0
+    allocated_mib: float = 0.0
+    rss_after_mib: float = 0.0
+    stats: int = 0
+    memory: dict[str, float] = field(default_factory=dict)  # admin /memory, MiB
+    updates: list[float] = field(default_factory=list)
+
+
+def bootstrap_for(cp: ControlPlane, variant: str, delta: bool, node_id: str) -> dict[str, Any]:
+    stats, *extras = variant.split("+")
+    group = "meridian-gateway"
+    boot = render_bootstrap(xds_address=f"127.0.0.1:{cp.xds_port}", node_id=node_id, node_cluster=group,
+                            delta=delta, tls=local_client_tls(cp.state_dir, group), envoy_stats=stats)  # fmt: skip
+    for extra in extras:
+        if extra == "eager":  # gateway stats, but created with the cluster rather than on first use
+            boot.pop("deferred_stat_options", None)
+        elif extra == "lazyclusters":  # a worker builds its copy of a cluster when it first uses it
+            boot["cluster_manager"] = {"enable_deferred_cluster_creation": True}
+        elif extra.startswith("release"):  # release<MiB>: give freed heap back to the OS, per second
+            mib = int(extra[len("release"):] or 100)
+            boot["memory_allocator_manager"] = {"bytes_to_release": mib << 20, "memory_release_interval": "1s"}
+        elif extra == "nostats":  # the floor: no stats at all
+            boot["stats_config"] = {"stats_matcher": {"reject_all": True}}
+        else:
+            raise ValueError(f"unknown variant option {extra!r}")
+    return boot
+
+
+def measure(cp: ControlPlane, root: Path, variant: str, rnd: int, n: int, args: argparse.Namespace,
+            next_index: int) -> Sample:  # fmt: skip
+    sample = Sample(variant, rnd)
+    workdir = root / f"envoy-{variant}-{rnd}"
+    envoy = EnvoyProcess(bootstrap_for(cp, variant, args.mode == "delta", f"mem-{rnd}-{variant}"), workdir=workdir,
+                         log_level="warning", ready_timeout=300)  # fmt: skip
+    probe = HostProbe(cp.http_port)
+    t0 = time.monotonic()
+    envoy.start()
+    try:
+        for i in [n - 1, *range(0, n, max(1, n // 7))]:
+            probe.wait_status(host_of(i), 200, timeout=600)
+        sample.cold_s = round(time.monotonic() - t0, 2)
+        wait_settled(cp)
+        assert envoy.pid is not None
+        time.sleep(args.settle)  # what a variant gives back to the OS over time counts too
+        sample.rss_mib = round(proc_status(envoy.pid)["VmRSS"] / 1024, 1)
+        memory = json.loads(envoy.admin_get("/memory"))
+        sample.allocated_mib = round(int(memory["allocated"]) / 2**20, 1)
+        sample.memory = {k: round(int(v) / 2**20, 1) for k, v in memory.items() if str(v).isdigit()}
+        directory = root / "c1"
+        for t in range(args.trials):
+            sample.updates.append(new_route_trial(directory, probe, next_index + t, args.backend_port))
+            wait_settled(cp)
+        sample.rss_after_mib = round(proc_status(envoy.pid)["VmRSS"] / 1024, 1)
+        sample.stats = sum(1 for line in envoy.admin_get("/stats", timeout=120).splitlines() if ": " in line)
+    finally:
+        probe.close()
+        envoy.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return sample
+
+
+def markdown(samples: list[Sample]) -> str:
+    lines = [
+        "| variant | round | Envoy cold s | RSS MiB | tcmalloc allocated MiB | RSS after trials MiB | stats |"
+        " update p50 ms | p99 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in samples:
+        u = summary_ms(s.updates) if s.updates else {"p50": 0.0, "p99": 0.0}
+        lines.append(
+            f"| {s.variant} | {s.round} | {s.cold_s:.1f} | {s.rss_mib:.0f} | {s.allocated_mib:.0f} | "
+            f"{s.rss_after_mib:.0f} | {s.stats:,} | {u['p50']:.1f} | {u['p99']:.1f} |"
+        )
+    variants = list(dict.fromkeys(s.variant for s in samples))
+    lines += ["", "| variant | RSS MiB (rounds) | update p50 ms | p99 | trials |", "|---|---|---|---|---|"]
+    for v in variants:
+        mine = [s for s in samples if s.variant == v]
+        updates = [u for s in mine for u in s.updates]
+        u = summary_ms(updates) if updates else {"p50": 0.0, "p99": 0.0}
+        rss = ", ".join(f"{s.rss_mib:.0f}" for s in mine)
+        lines.append(f"| {v} | {rss} | {u['p50']:.1f} | {u['p99']:.1f} | {len(updates)} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Envoy RSS and update time per --envoy-stats variant")
+    p.add_argument("--n", type=int, default=10000, help="Ingresses, each with its own Service (= clusters)")
+    p.add_argument("--variants", default="full,gateway", help="comma-separated, e.g. full,gateway,gateway+nostats")
+    p.add_argument("--rounds", type=int, default=2, help="each round runs every variant once, in turn")
+    p.add_argument("--trials", type=int, default=20, help="new Ingress+Service updates per Envoy")
+    p.add_argument("--mode", choices=["delta", "sotw"], default="delta")
+    p.add_argument("--settle", type=float, default=5.0, help="seconds between settled and reading RSS")
+    p.add_argument("--json", metavar="PATH")
+    p.add_argument("--keep", action="store_true")
+    args = p.parse_args(argv)
+    variants = args.variants.split(",")
+    root = Path(tempfile.mkdtemp(prefix=f"envoy-memory-{args.n}-"))
+    fleet = EchoFleet()
+    backend = fleet.add("shared", "shared-0")
+    args.backend_port = backend.port
+    samples: list[Sample] = []
+    cp = None
+    try:
+        write_initial(root / "c1", args.n, backend.port, style="bulk")
+        cp = ControlPlane(root / "c1", root / "meridian.log").start()
+        wait_for(cp.ready, timeout=600, interval=0.05, what="/readyz")
+        next_index = args.n
+        for rnd in range(1, args.rounds + 1):
+            for variant in variants:
+                samples.append(measure(cp, root, variant, rnd, args.n, args, next_index))
+                next_index += args.trials
+                print(json.dumps(samples[-1].__dict__ | {"updates": summary_ms(samples[-1].updates)}), flush=True)
+        nacks = cp.metric("meridian_xds_nacks_total")
+        if nacks:
+            raise RuntimeError(f"Envoy NACKed {nacks} responses; see {root}")
+    finally:
+        if cp is not None:
+            cp.stop()
+        fleet.close()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    facts = machine_facts() | {"load_avg": os.getloadavg(), "n": args.n, "mode": args.mode}
+    print(json.dumps(facts))
+    print(markdown(samples))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": facts, "samples": [s.__dict__ for s in samples]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,164 @@
+"""Where a route update's time goes, SotW against Delta, at N Ingresses (one real Envoy).
+
+Two kinds of change, each timed from the file's rename to the first 200 through Envoy:
+  route    a new Ingress for a new host, to an existing Service (only a route table changes);
+  service  a new Ingress with its own new Service + EndpointSlice (clusters, endpoints, routes).
+Each trial is then taken apart after the fact, from the control plane's admin API (its
+`*_monotonic` fields share the benchmark's clock on one host), so nothing polls it while the
+clock runs:
+  write -> seen     the file watcher noticed the change;
+  seen -> built     the controller built it into the snapshot cache (RDS's version);
+  built -> sent     the xDS server wrote the RouteConfiguration to this Envoy's stream;
+  sent -> ACK       Envoy applied it and said so;
+  sent -> 200       Envoy applied it and the first request for the new host was answered.
+`--compare-with DIR` runs a second control plane checkout (e.g. `git archive` of another commit)
+interleaved with this one, for before/after in one run.
+
+    .venv/bin/python -m bench.route_breakdown --n 10000 --trials 20 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    REPO,
+    ControlPlane,
+    HostProbe,
+    dump,
+    host_of,
+    machine_facts,
+    objects_for,
+    start_envoy,
+    summary_ms,
+    wait_for,
+    write_initial,
+)
+from bench.route_ready import wait_settled
+from controlplane.devtools.echo import EchoFleet
+
+PARTS = ("to_seen", "seen_to_built", "built_to_sent", "sent_to_ack", "sent_to_200")
+
+
+def change_objects(kind: str, i: int, backend_port: int) -> list[dict[str, Any]]:
+    objs = objects_for(i, backend_port)
+    if kind == "service":
+        return objs
+    (ing,) = [o for o in objs if o["kind"] == "Ingress"]
+    ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] = "svc-0"  # exists since the start
+    return [ing]
+
+
+def trial(cp: ControlPlane, probe: HostProbe, directory: Path, kind: str, i: int, port: int) -> dict[str, float]:
+    path = directory / f"change-{i}.yaml"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(dump(change_objects(kind, i, port)))
+    t0 = time.monotonic()
+    os.replace(tmp, path)
+    t200 = probe.wait_status(host_of(i), 200, timeout=60)
+    out = {"total": t200 - t0}
+    wait_settled(cp)
+    rds = cp.admin_json("/debug/snapshot")["types"]["RDS"]
+    (stream,) = cp.admin_json("/debug/syncz")
+    st = stream["types"]["RDS"]
+    if "built_monotonic" in rds and "sent_monotonic" in st:  # a checkout without them: totals only
+        seen, built = rds["seen_monotonic"], rds["built_monotonic"]
+        sent, acked = st["sent_monotonic"], st["acked_monotonic"]
+        out |= {"to_seen": seen - t0, "seen_to_built": built - seen, "built_to_sent": sent - built,
+                "sent_to_ack": acked - sent, "sent_to_200": t200 - sent}  # fmt: skip
+    return out
+
+
+def run(source: Path, label: str, mode: str, args: argparse.Namespace, backend_port: int) -> list[dict[str, Any]]:
+    root = Path(tempfile.mkdtemp(prefix=f"route-breakdown-{label}-{mode}-"))
+    directory = root / "c1"
+    write_initial(directory, args.n, backend_port, style="bulk")
+    cp = ControlPlane(directory, root / "meridian.log", source=source).start()
+    envoy = probe = None
+    rows = []
+    try:
+        envoy = start_envoy(cp, root / "envoy", delta=mode == "delta")
+        wait_for(cp.ready, timeout=600, interval=0.05, what="/readyz")
+        probe = HostProbe(cp.http_port)
+        probe.wait_status(host_of(args.n - 1), 200, timeout=600)
+        wait_settled(cp)
+        index = args.n
+        for kind in args.changes.split(","):
+            samples = []
+            for _ in range(args.trials):
+                samples.append(trial(cp, probe, directory, kind, index, backend_port))
+                index += 1
+            rows.append({"source": label, "mode": mode, "change": kind, "samples": samples})
+            print(json.dumps({k: v for k, v in rows[-1].items() if k != "samples"}
+                             | {"total_ms": summary_ms([s["total"] for s in samples])}), flush=True)  # fmt: skip
+        if cp.metric("meridian_xds_nacks_total"):
+            raise RuntimeError(f"Envoy NACKed; see {root}")
+    finally:
+        if probe is not None:
+            probe.close()
+        if envoy is not None:
+            envoy.stop()
+        cp.stop()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| control plane | xDS | change | trials | total p50 / p99 ms | write->seen | seen->built | built->sent |"
+        " sent->ACK | sent->200 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[str, str, str], list[dict[str, float]]] = {}
+    for r in rows:
+        groups.setdefault((r["source"], r["mode"], r["change"]), []).extend(r["samples"])
+    for (source, mode, change), samples in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0])):
+        total = summary_ms([s["total"] for s in samples])
+        cells = []
+        for part in PARTS:
+            values = [s[part] for s in samples if part in s]
+            cells.append(f"{summary_ms(values)['p50']:.1f}" if values else "-")
+        lines.append(f"| {source} | {mode} | {change} | {len(samples)} | {total['p50']:.1f} / {total['p99']:.1f} | "
+                     + " | ".join(cells) + " |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Route update breakdown, SotW vs Delta, optionally before/after")
+    p.add_argument("--n", type=int, default=10000)
+    p.add_argument("--modes", default="sotw,delta")
+    p.add_argument("--changes", default="route,service")
+    p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=1, help="each round runs every control plane and mode once")
+    p.add_argument("--compare-with", metavar="DIR", type=Path, help="another checkout, run interleaved as 'before'")
+    p.add_argument("--json", metavar="PATH")
+    p.add_argument("--keep", action="store_true")
+    args = p.parse_args(argv)
+    sources = [("this", REPO)] + ([("before", args.compare_with.resolve())] if args.compare_with else [])
+    rows: list[dict[str, Any]] = []
+    load = [os.getloadavg()]
+    with EchoFleet() as fleet:
+        backend = fleet.add("shared", "shared-0")
+        for _ in range(args.rounds):
+            for mode in args.modes.split(","):
+                for label, source in sources:
+                    rows += run(source, label, mode, args, backend.port)
+                    load.append(os.getloadavg())
+    facts = machine_facts() | {"load_avg_during": [round(x[0], 2) for x in load], "n": args.n}
+    print(json.dumps(facts))
+    print(markdown(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": facts, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
