@@ -29,7 +29,15 @@ from controlplane.ir import (
     VirtualHost,
 )
 from controlplane.ir.names import vhost_name
-from controlplane.ir.policies import Cors, Policy, RegexPaths, SslRedirect
+from controlplane.ir.policies import (
+    Cors,
+    HttpsLocation,
+    Policy,
+    RegexPaths,
+    RewriteTarget,
+    SslRedirect,
+    UrlRedirect,
+)
 
 
 @dataclass(frozen=True)
@@ -40,12 +48,13 @@ class HostResult:
 
 
 def host_domains(host: str) -> tuple[tuple[str, ...], str | None]:
-    """Envoy domains for a host, and the authority regex that limits a wildcard to one label."""
+    """Envoy domains for a host, and the authority regex that limits a wildcard to one label (host names
+    match case-insensitively, as Envoy's domains and nginx's server_name do)."""
     if host == "":
         return ("*",), None
     if host.startswith("*."):
         suffix = re.escape(host[1:])
-        return (host,), f"[^.:]+{suffix}(:[0-9]+)?"
+        return (host,), f"(?i)[^.:]+{suffix}(:[0-9]+)?"
     return (host,), None
 
 
@@ -68,7 +77,7 @@ def merge_host(
     aliases.assign_aliases) are more names of the same virtual host."""
     ordered = sorted((ir for ir in irs if ir.served), key=IngressIR.order_key)
     findings: list[tuple[IngressRef, Finding]] = list(alias_findings)
-    regex_mode = any(ir.annotations.get(RegexPaths) for ir in ordered if host in ir.hosts)
+    regex_mode = any(ir.annotations.get(RegexPaths) for ir in ordered if host in ir.hosts and not _catch_all(host, ir))
 
     # Alternative backends (canaries) attach to the primary with the same host, path and type.
     alternatives = {ir.ref: registry.alternative(ir.annotations) for ir in ordered}
@@ -122,10 +131,11 @@ def merge_host(
     if aliases:
         domains = (*domains, *aliases)
         if authority is not None:  # a wildcard host's one-label rule must not refuse its aliases
-            authority = "|".join([authority, *(host_domains(a)[1] or re.escape(a) + "(:[0-9]+)?" for a in aliases)])
+            named = (host_domains(a)[1] or "(?i)" + re.escape(a) + "(:[0-9]+)?" for a in aliases)
+            authority = "|".join([authority, *named])
     extra: list[Route] = []
     for ir in ordered:
-        if host in ir.hosts and not alternatives[ir.ref]:
+        if host in ir.hosts and not alternatives[ir.ref] and not _catch_all(host, ir):
             extra.extend(registry.extra_routes(ir.annotations, host, ir.ref))
 
     routes: list[Route] = list(extra)
@@ -138,16 +148,20 @@ def merge_host(
             )
             continue
         name = f"{ir.ref}#{rule.location}{suffix}"
+        catch_all = _catch_all(host, ir)
+        policies = ir.annotations.route
+        if catch_all:
+            policies = tuple(p for p in policies if not isinstance(p, (UrlRedirect, RewriteTarget)))
         base = Route(
             name=name,
             match=match,
             action=rule.action,
             source=ir.ref,
-            policies=ir.annotations.route,
+            policies=policies,
             case_insensitive=match.kind == "regex",
         )
         routes.extend(_with_alternative(base, canary_by_key.get(key)))
-        redirects[ir.ref] = registry.redirect_to_https(ir.annotations, host in tls_hosts)
+        redirects[ir.ref] = not catch_all and registry.redirect_to_https(ir.annotations, host in tls_hosts)
 
     https_vhost = VirtualHost(vhost_name(host), domains, tuple(routes), authority)
     if any(redirects.values()):
@@ -169,15 +183,19 @@ def merge_host(
 def https_redirect_routes(route: Route, host: str, https_port: int, preserve_slash: bool) -> list[Route]:
     """The plain-HTTP routes that send `route`'s requests to HTTPS, as ingress-nginx's lua_ingress:
     Location `https://<host without port>[:public port]<request URI>`, 308, and unless
-    preserve-trailing-slash one trailing "/" of the request URI (`:path`, query included) dropped."""
+    preserve-trailing-slash one trailing "/" of the request URI (`:path`, query included) dropped.
+
+    The HttpsLocation policy makes Envoy compute that Location from the request (the Host as the
+    client spelled it, any port dropped); the redirect actions below say the same for readers of
+    the IR (and are what Envoy would send without the policy)."""
     port = None if https_port == 443 else https_port
-    # A named host replaces the request's Host with its port (nginx drops the port); a wildcard or
-    # catch-all host keeps the request's Host, whose port Envoy drops only when it is :80.
     named = host if host and not host.startswith("*.") else None
     to_https = Redirect(code=308, scheme="https", port=port, host=named)
     # CORS stays: nginx answers its preflight (a rewrite-phase `return`) before lua_ingress redirects,
     # and sets its headers on the redirect too.
-    plain = replace(route, action=to_https, policies=tuple(p for p in route.policies if isinstance(p, Cors)))
+    kept = tuple(p for p in route.policies if isinstance(p, Cors))
+    location = HttpsLocation(port=port, strip_trailing_slash=not preserve_slash)
+    plain = replace(route, action=to_https, policies=(*kept, location))
     if preserve_slash:
         return [plain]
     out: list[Route] = []
@@ -186,14 +204,20 @@ def https_redirect_routes(route: Route, host: str, https_port: int, preserve_sla
         origin = named or "%REQ(:authority)%"
         where = f"https://{origin}" + (f":{port}" if port else "")
         only_root = HeaderMatch(":path", exact="/")
-        # A wildcard/catch-all Host carrying a port keeps the Envoy redirect (nginx would drop the port).
-        guard = () if named else (HeaderMatch(":authority", regex="[^:]*"),)
         out.append(replace(plain, name=f"{route.name}#root", action=DirectResponse(308, headers=(("location", where),)),
-                           headers=(*route.headers, only_root, *guard)))  # fmt: skip
+                           headers=(*route.headers, only_root)))  # fmt: skip
     out.append(replace(plain, name=f"{route.name}#slash", action=replace(to_https, strip_trailing_slash=True),
                        headers=(*route.headers, HeaderMatch(":path", regex=".*/"))))  # fmt: skip
     out.append(plain)
     return out
+
+
+def _catch_all(host: str, ir: IngressIR) -> bool:
+    """The Ingress is the catch-all's (a default backend, no rules). ingress-nginx applies its
+    annotations to the catch-all location but keeps that location's own redirect and rewrite settings
+    ("Redirect and rewrite can affect the catch all behavior, skip for now"): no ssl-redirect,
+    permanent/temporal redirect, rewrite-target, use-regex or app-root there."""
+    return host == "" and not ir.rules
 
 
 def _preserves_trailing_slash(ir: IngressIR) -> bool:

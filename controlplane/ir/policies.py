@@ -60,6 +60,18 @@ class SslRedirect:
     preserve_trailing_slash: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class HttpsLocation:
+    """The Location of an HTTPS redirect, computed from the request as ingress-nginx's lua_ingress does:
+    `https://<Host up to its first ":">[:port]<request URI>`, the client's spelling of the host kept,
+    one trailing "/" of the URI dropped when `strip_trailing_slash` (no preserve-trailing-slash).
+    Envoy's redirect action keeps a Host port other than 80 and cannot drop a lone "/"."""
+
+    scope: ClassVar[Scope] = "route"
+    port: int | None = None  # the public HTTPS port; None for 443 (no port in the Location)
+    strip_trailing_slash: bool = True
+
+
 # -- canary ------------------------------------------------------------------------------------
 
 
@@ -659,6 +671,7 @@ RoutePolicy = (
     | ClusterMirrors
     | ResponseHeaders
     | FallbackBackend
+    | HttpsLocation
 )
 """Policies attached to routes."""
 

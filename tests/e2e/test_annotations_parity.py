@@ -51,6 +51,11 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             simple("tls", "tls.example.com", {}, tls=tls),
             simple("keep", "keep.example.com", {"preserve-trailing-slash": "true"}, tls=tls),
             simple("force", "force.example.com", {"force-ssl-redirect": "true"}),
+            simple("wild", "*.wild.example.com", {"force-ssl-redirect": "true"}),
+            simple("wild-keep", "*.wild-keep.example.com", {"force-ssl-redirect": "true",
+                                                            "preserve-trailing-slash": "true"}),
+            simple("aliased", "aliased.example.com", {"force-ssl-redirect": "true",
+                                                      "server-alias": "www.aliased.example.com"}),
             # Per path: one Ingress of the host turns the redirect off for its own path only.
             simple("mixed", "mixed.example.com", {}, ("/secure", "Prefix", "web", 80), tls=tls),
             simple("mixed-open", "mixed.example.com", {"ssl-redirect": "false"}, ("/open", "Prefix", "other", 80)),
@@ -115,6 +120,23 @@ def test_ssl_redirect_location_is_https_host_and_request_uri(gw: Gateway) -> Non
     assert location(gw, "tls.example.com", "/dir/?q=1") == "https://tls.example.com/dir/?q=1"
     # The client's port in Host is not kept: the public HTTPS port is 443.
     assert location(gw, "tls.example.com:8080", "/p") == "https://tls.example.com/p"
+
+
+def test_ssl_redirect_location_takes_the_host_as_sent_without_its_port(gw: Gateway) -> None:
+    """lua_ingress's redirect_host(): the Host header up to its first ":", spelled as the client did,
+    for named, wildcard and alias hosts alike."""
+    assert location(gw, "TLS.Example.COM", "/a") == "https://TLS.Example.COM/a"
+    assert location(gw, "TLS.Example.COM:8443", "/") == "https://TLS.Example.COM"
+    for host in ("a.wild.example.com", "A.Wild.Example.com"):
+        for port in ("", ":80", ":8080", ":443"):
+            assert location(gw, host + port, "/x/?q=1") == f"https://{host}/x/?q=1", port
+            assert location(gw, host + port, "/x/") == f"https://{host}/x", port
+            assert location(gw, host + port, "/") == f"https://{host}", port
+    assert location(gw, "b.wild-keep.example.com:8080", "/") == "https://b.wild-keep.example.com/"
+    assert location(gw, "b.wild-keep.example.com:8080", "/y/") == "https://b.wild-keep.example.com/y/"
+    for host in ("aliased.example.com:8080", "www.aliased.example.com:8080"):
+        assert location(gw, host, "/z/") == f"https://{host.split(':')[0]}/z"
+        assert location(gw, host, "/") == f"https://{host.split(':')[0]}"
 
 
 def test_preserve_trailing_slash_keeps_the_uri(gw: Gateway) -> None:
@@ -185,9 +207,10 @@ def test_cors_any_origin_on_every_response(gw: Gateway) -> None:
     pre = gw.get("cors-any.example.com", "/x", method="OPTIONS", headers={"Origin": "https://o.example.org"})
     assert pre.status == 204 and pre.body == b"" and "X-Echo-Service" not in pre.headers
     assert cors_headers(pre.headers) == lower(DEFAULT_CORS)
-    # nginx.tmpl sets Content-Type and Content-Length: 0, but nginx's header filter drops both from a 204
-    # (ngx_http_header_filter: NO_CONTENT nulls content_type and content_length); so does Envoy.
-    assert "Content-Length" not in pre.headers and "Content-Type" not in pre.headers
+    # nginx.tmpl sets Content-Type and Content-Length: 0 with more_set_headers. nginx's header filter
+    # drops the Content-Type of a 204 (it nulls content_type), but headers-more put Content-Length in
+    # the header list, which it still prints.
+    assert pre.headers.get("Content-Length") == "0" and "Content-Type" not in pre.headers
 
 
 def test_cors_listed_origins(gw: Gateway) -> None:
@@ -264,8 +287,14 @@ def test_default_backend_with_rules_is_the_fallback_of_its_hosts_only(gw: Gatewa
     assert r.status == 404 and "X-Echo-Service" not in r.headers
     try:
         # An Ingress with a default backend and no rules is the catch-all.
-        gw.write("catch-all.yaml", [ingress("catch-all", default_backend=("web", 80))])
+        # ingress-nginx keeps the catch-all location's own redirect and rewrite settings: these do nothing.
+        catch_all = {"force-ssl-redirect": "true", "permanent-redirect": "https://away.example.com",
+                     "app-root": "/app", "rewrite-target": "/rewritten"}  # fmt: skip
+        gw.write("catch-all.yaml", [ingress("catch-all", default_backend=("web", 80), annotations=ann(catch_all))])
         gw.wait_served_by("unknown.example.com", "/anything", "web")
+        for path in ("/", "/x/"):
+            r = gw.get("unknown.example.com:8080", path)
+            assert r.status == 200 and r.json()["path"] == path, path
         assert served_by_path(gw, "db.example.com", "/elsewhere") == "other"  # its own fallback still wins
     finally:
         gw.remove("catch-all.yaml")

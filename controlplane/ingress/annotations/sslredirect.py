@@ -20,17 +20,18 @@ class SslRedirectFamily(Family):
             ("ssl-redirect",),
             (
                 "plain-HTTP requests for a host with a served TLS certificate get a 308 to `https://<host>[:public "
-                "port]<request URI>`, the host without the request's port, the port only when "
-                "`--public-https-port` is not 443 (the HTTP route's action becomes a redirect; access rules do not "
-                "run first, as in nginx where the redirect happens in the rewrite phase). A host whose Secret is "
-                "missing (or invalid with no last good certificate) has no certificate, so no redirect"
+                "port]<request URI>`: the request's Host as the client spelled it, up to its first `:` (any port "
+                "dropped, for named, wildcard, alias and catch-all hosts alike), the port only when "
+                "`--public-https-port` is not 443 (a small Lua step computes the Location as nginx's "
+                "`lua_ingress.lua`; the HTTP route's action becomes a redirect; access rules do not run first, as "
+                "in nginx where the redirect happens in the rewrite phase). A host whose Secret is missing (or "
+                "invalid with no last good certificate) has no certificate, so no redirect"
             ),
             default="`true`",
             difference=(
                 "ingress-nginx would serve such a host its default (self-signed) certificate and redirect to it; "
                 "Meridian has no default certificate, so the host stays plain HTTP rather than redirect to an "
-                "HTTPS that cannot serve it. For a wildcard or catch-all host, a request whose Host carries a port "
-                "other than 80 keeps that port in the Location (Envoy cannot strip it; named hosts are exact)"
+                "HTTPS that cannot serve it"
             ),
             validator=BOOLEAN,
         ),

@@ -23,6 +23,7 @@ from controlplane.translate.policies.httproute import (
     PathRewriteFeature,
     RequestTimeoutFeature,
 )
+from controlplane.translate.policies.httpslocation import HttpsLocationFeature
 from controlplane.translate.policies.ipaccess import IpAccessFeature
 from controlplane.translate.policies.loadbalancing import LoadBalancingFeature
 from controlplane.translate.policies.mirror import MirrorFeature
@@ -57,6 +58,7 @@ FEATURES: list[Feature] = sorted(
         ClusterMirrorFeature(),
         ResponseHeadersFeature(),
         FallbackFeature(),
+        HttpsLocationFeature(),
     ],
     key=lambda f: f.filter_order,
 )
