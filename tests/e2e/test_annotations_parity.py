@@ -323,13 +323,14 @@ def test_default_backend_annotation_serves_paths_without_endpoints(gw: Gateway) 
     for path, service in (("/missing/a?b=1", "ghost"), ("/empty/x", "empty")):
         r = gw.get("dflt.example.com", path, headers={"Accept": "text/html"})
         got = {k.lower(): v for k, v in r.json()["headers"].items()}
-        want = {"x-code": "503", "x-namespace": "default", "x-ingress-name": "dflt",
+        want = {"x-code": "503", "x-format": "text/html", "x-namespace": "default", "x-ingress-name": "dflt",
                 "x-service-name": service, "x-service-port": "80"}  # fmt: skip
-        if service == "ghost":  # X-Format only when the Service does not exist (docs/annotations.md)
-            want["x-format"] = "text/html"
         assert {k: got.get(k) for k in want} == want and r.json()["path"] == path, path
-    r = gw.get("dflt.example.com", "/ready")
-    assert "x-code" not in {k.lower() for k in r.json()["headers"]}
+        # Without an Accept, nginx's empty $http_accept sends no X-Format.
+        r = gw.get("dflt.example.com", path, headers={"Accept": ""})
+        assert "x-format" not in {k.lower() for k in r.json()["headers"]}, path
+    r = gw.get("dflt.example.com", "/ready", headers={"Accept": "text/html"})
+    assert not {"x-code", "x-format"} & {k.lower() for k in r.json()["headers"]}
     assert gw.get("nodflt.example.com", "/missing").status == 503  # without the annotation
     # Once the Service has a ready endpoint it serves its own path again, and loses it again.
     gw.publish("empty", [empty], ready=[True])

@@ -58,12 +58,11 @@ class ErrorsFamily(Family):
                 "Service (same namespace, its first port) that serves every path of the Ingress whose own Service "
                 "has no ready endpoint or does not exist (an Envoy aggregate cluster: the path's cluster first, "
                 "this one while the first has no healthy endpoint), with nginx's headers `X-Code: 503`, "
-                "`X-Namespace`, `X-Ingress-Name`, `X-Service-Name`, `X-Service-Port`, `X-Format`; and answers "
-                "the listed error codes"
-            ),
-            difference=(
-                "`X-Format` (the request's `Accept`) is sent only when the path's Service does not exist, not "
-                "when it has no ready endpoint; a missing default-backend Service: warning, ignored, as nginx"
+                "`X-Format` (the request's `Accept`, when it has one), `X-Namespace`, `X-Ingress-Name`, "
+                "`X-Service-Name`, `X-Service-Port` (set by the aggregate cluster's upstream header mutation from "
+                "the serving endpoint's metadata, X-Format with a `%CEL%` formatter); and answers the listed error "
+                "codes. A default-backend Service that does not exist: warning, ignored (the path answers 503), "
+                "as nginx"
             ),
         ),
         Key(

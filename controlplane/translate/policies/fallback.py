@@ -29,6 +29,15 @@ from controlplane.translate.features import Feature
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
+# X-Format is the request's Accept, sent only when the stand-in serves: a CEL expression (Envoy's built-in
+# %CEL% formatter) that reads the serving endpoint's metadata; an empty value adds no header, as nginx's
+# proxy_set_header with an empty $http_accept.
+X_FORMAT_IF_STAND_IN = (
+    "%CEL('meridian.fallback' in xds.upstream_host_metadata.filter_metadata && 'accept' in request.headers"
+    " ? request.headers['accept'] : '')%"
+)
+
+
 def aggregate_name(primary: str, fallback: str) -> str:
     return f"{primary}|or|{fallback}"
 
@@ -36,15 +45,18 @@ def aggregate_name(primary: str, fallback: str) -> str:
 def aggregate_cluster(primary: str, fallback: str) -> cluster_pb2.Cluster:
     """Envoy runs the route cluster's (this one's) upstream filters whichever cluster serves: the
     headers come from the serving endpoint's metadata, which only the stand-in's endpoints have
-    (an empty value adds no header)."""
+    (an empty value adds no header), and X-Format from the request when that metadata is there."""
     pb = cluster_pb2.Cluster(name=aggregate_name(primary, fallback), lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED)
     set_duration(pb.connect_timeout, DEFAULT_CONNECT_TIMEOUT)
     pb.cluster_type.name = "envoy.clusters.aggregate"
     pb.cluster_type.typed_config.Pack(aggregate_pb2.ClusterConfig(clusters=[primary, fallback]))
     mutation = header_mutation_pb2.HeaderMutation()
-    for key, _value in FallbackHeaders("", "", "", "").headers():
+    keys = [key for key, _ in FallbackHeaders("", "", "", "").headers()]
+    values = [(key, f"%UPSTREAM_METADATA(meridian.fallback:{key})%") for key in keys]
+    values.insert(1, ("X-Format", X_FORMAT_IF_STAND_IN))
+    for key, value in values:
         add = mutation.mutations.request_mutations.add().append
-        add.header.key, add.header.value = key, f"%UPSTREAM_METADATA(meridian.fallback:{key})%"
+        add.header.key, add.header.value = key, value
         add.append_action = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
     opts = hpo_pb2.HttpProtocolOptions()
     opts.use_downstream_protocol_config.SetInParent()
