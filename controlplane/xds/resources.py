@@ -55,7 +55,24 @@ def decode(type_url: str, any_bytes: bytes) -> dict:
     out = json.loads(json_format.MessageToJson(msg, preserving_proto_field_name=True, indent=None))
     if type_url == SECRET:
         redact_secret(out)
+    elif type_url == ROUTE:
+        redact_users(out)
     return out
+
+
+_PER_ROUTE_USERS = "type.googleapis.com/envoy.extensions.filters.http.basic_auth.v3.BasicAuthPerRoute"
+
+
+def redact_users(obj: object) -> None:
+    """Basic-auth password hashes (a route's BasicAuthPerRoute users) are never shown."""
+    if isinstance(obj, dict):
+        if obj.get("@type") == _PER_ROUTE_USERS and "users" in obj:
+            obj["users"] = {"inline_string": "[redacted]"}
+        for value in obj.values():
+            redact_users(value)
+    elif isinstance(obj, list):
+        for value in obj:
+            redact_users(value)
 
 
 def redact_secret(obj: dict) -> None:

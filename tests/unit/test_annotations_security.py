@@ -335,6 +335,26 @@ def test_translate_basic_auth_per_route_users_and_realm() -> None:
     assert all(f.disabled for f in _feature("basic-auth").http_filters(frozenset({""})))
 
 
+def test_decoded_routes_never_show_basic_auth_users() -> None:
+    """Debug output, history and goldens decode resources with xds.resources.decode: the users
+    (password hashes) of a route are redacted, everything else is kept."""
+    from envoy.config.route.v3 import route_pb2
+    from google.protobuf import any_pb2
+
+    from controlplane.xds import resources as rt
+
+    pb, _ = _route(BasicAuth("alice:" + _sha("pw") + "\n", "Zone"))
+    config = route_pb2.RouteConfiguration(name="r")
+    config.virtual_hosts.add(name="v", domains=["*"]).routes.append(pb)
+    wrapped = any_pb2.Any()
+    wrapped.Pack(config)
+    doc = rt.decode(rt.ROUTE, wrapped.SerializeToString())
+    text = repr(doc)
+    assert _sha("pw") not in text and "alice" not in text
+    per_route = doc["virtual_hosts"][0]["routes"][0]["typed_per_filter_config"]["envoy.filters.http.basic_auth"]
+    assert per_route["config"]["users"] == {"inline_string": "[redacted]"}
+
+
 def test_translate_tls_policies() -> None:
     ca = make_ca()
     host = TlsHost(("a.example.com",), "default/site", (ClientCert(ca.cert, "on", 2), TlsParams("TLSv1_3", "TLSv1_3")))
