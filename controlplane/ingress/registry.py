@@ -51,7 +51,7 @@ class Entry:
 REGISTRY: tuple[Entry, ...] = (
     Entry(RewriteFamily(), ("rewrite",)),
     Entry(SslRedirectFamily(), ("https-location",)),  # hook: redirect_to_https
-    Entry(CanaryFamily()),  # hooks: alternative, alternative_routes
+    Entry(CanaryFamily(), ("header-pattern",)),  # hooks: alternative, alternative_routes
     Entry(SslPassthroughFamily()),  # hook: passes_tls_through
     Entry(RedirectFamily(), ("redirects",)),  # hook: extra_routes (app-root)
     Entry(CorsFamily(), ("cors", "response-headers")),

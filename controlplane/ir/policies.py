@@ -87,9 +87,26 @@ class Canary:
     # The pattern does not compile: as ingress-nginx's balancer.lua (ngx.re.match returns an error),
     # a request carrying the header stays on the main Service and skips the cookie and weight rules.
     header_pattern_invalid: bool = False
+    # The pattern is valid PCRE that RE2 cannot run (controlplane.ir.pcre): a Lua step evaluates it.
+    header_pattern_pcre: bool = False
     cookie: str | None = None
     weight: int = 0
     weight_total: int = 100
+
+
+PATTERN_VERDICT_HEADER = "x-meridian-pattern"
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderPattern:
+    """The route is one of a canary's routes whose header pattern only PCRE can run: before routing, a
+    Lua step sets PATTERN_VERDICT_HEADER to `match` or `error` (or removes it) from `pattern` searched
+    in the request's `header` (as ngx.re.match), and routing is done again with it; the routes that
+    depend on it match on that header. The header never reaches a backend."""
+
+    scope: ClassVar[Scope] = "route"
+    header: str
+    pattern: str
 
 
 # -- alias -------------------------------------------------------------------------------------
@@ -672,6 +689,7 @@ RoutePolicy = (
     | ResponseHeaders
     | FallbackBackend
     | HttpsLocation
+    | HeaderPattern
 )
 """Policies attached to routes."""
 

@@ -97,6 +97,15 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             simple("cv-canary", "canary-valid.example.com", {**canary, "canary-by-header-pattern": "^(beta|gamma)$",
                                                             "canary-by-cookie": "beta"},
                    ("/", "Prefix", "other", 80)),
+            # Patterns only PCRE runs (lookahead, backreference): a Lua step evaluates them as ngx.re.match.
+            simple("cp-main", "canary-pcre.example.com", {}),
+            simple("cp-canary", "canary-pcre.example.com", {**canary, "canary-by-header-pattern": "^(?=.*beta)(?=.*eu)",
+                                                           "canary-by-cookie": "beta"},
+                   ("/", "Prefix", "other", 80)),
+            simple("cr-main", "canary-backref.example.com", {}),
+            simple("cr-canary", "canary-backref.example.com", {**canary, "canary-by-cookie": "beta",
+                                                              "canary-by-header-pattern": "^(\\w+)-\\1$|^(a|a)+$"},
+                   ("/", "Prefix", "other", 80)),
         ])  # fmt: skip
         g.wait_status("force.example.com", "/", 308)
         yield g
@@ -273,6 +282,32 @@ def test_valid_canary_pattern_falls_through_to_cookie(gw: Gateway) -> None:
     assert served_by(gw, host, {"X-Canary": "always"}) == "web"  # a pattern replaces always/never
     assert served_by(gw, host, {"X-Canary": "delta", "Cookie": "beta=always"}) == "other"  # no match: cookie
     assert served_by(gw, host, {}) == "web"
+
+
+def test_pcre_only_canary_patterns_run_as_ngx_re_match(gw: Gateway) -> None:
+    host = "canary-pcre.example.com"
+    gw.wait_served_by(host, "/", "other", headers={"X-Canary": "beta-eu"})
+    assert served_by(gw, host, {"X-Canary": "eu,beta"}) == "other"  # both lookaheads, any order
+    assert served_by(gw, host, {"X-Canary": "beta"}) == "web"  # no match, no cookie, no weight
+    assert served_by(gw, host, {"X-Canary": "beta", "Cookie": "beta=always"}) == "other"  # no match: the cookie
+    r = gw.get(host, "/", headers=[("X-Canary", "beta"), ("X-Canary", "eu")])  # joined as nginx does
+    assert r.status == 200 and r.json()["service"] == "other"
+    # A client cannot send the verdict itself, and the backend never sees it.
+    r = gw.get(host, "/", headers={"X-Meridian-Pattern": "match"})
+    assert r.json()["service"] == "web" and "x-meridian-pattern" not in {k.lower() for k in r.json()["headers"]}
+    r = gw.get(host, "/", headers={"X-Canary": "beta-eu", "X-Meridian-Pattern": "error"})
+    assert r.json()["service"] == "other" and "x-meridian-pattern" not in {k.lower() for k in r.json()["headers"]}
+    host = "canary-backref.example.com"
+    gw.wait_served_by(host, "/", "other", headers={"X-Canary": "ab-ab"})
+    assert served_by(gw, host, {"X-Canary": "ab-ac"}) == "web"
+    assert served_by(gw, host, {"X-Canary": "x ab-ab"}) == "web"  # anchored at the start
+    assert served_by(gw, host, {"X-Canary": "aaaa"}) == "other"
+    # Exponential backtracking ((a|a)+ on 30 a's and a "!": 2^30 steps) is past PCRE's match limit and
+    # the matcher's: ngx.re.match's error keeps the request on the main Service, the cookie unread.
+    assert served_by(gw, host, {"X-Canary": "a" * 30 + "!", "Cookie": "beta=always"}) == "web"
+    assert served_by(gw, host, {"Cookie": "beta=always"}) == "other"
+    report = gw.ingress_report("cp-canary")
+    assert report is not None and not any(f["level"] == "warning" for f in report["findings"])
 
 
 # -- 7. spec.defaultBackend: the catch-all only without rules ------------------------------------------

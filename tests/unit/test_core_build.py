@@ -16,6 +16,8 @@ from controlplane.ingress.convert import Lookups, build_ingress
 from controlplane.ingress.hosts import host_domains, merge_host
 from controlplane.ingress.locations import path_match
 from controlplane.ir import DirectResponse, Forward, HeaderMatch, IngressRef, Redirect
+from controlplane.ir.pcre import classify
+from controlplane.ir.policies import HeaderPattern
 from controlplane.metrics import Metrics
 from controlplane.services import ServiceIndex
 from controlplane.sources.files import FileSource, ManifestError, parse_manifests
@@ -190,9 +192,41 @@ def test_canary_weight_and_header_routes() -> None:
         N + "canary": "true", N + "canary-by-header": "X-C", N + "canary-by-header-pattern": "a b"}))  # fmt: skip
     assert [r.headers[0].exact for r in merge_host("h.com", [odd, primary], tls_hosts=frozenset()).https.routes
             if r.headers] == ["always", "never"]  # fmt: skip
+    # A pattern only PCRE runs: every route of the rule carries the Lua step, the canary and the error
+    # routes match on its verdict, then cookie and weight as usual.
+    pcre_ann = {N + "canary": "true", N + "canary-by-header": "X-C", N + "canary-weight": "50",
+                N + "canary-by-header-pattern": "^(a)\\1", N + "canary-by-cookie": "k"}  # fmt: skip
+    pcre = build(ingress("c", [rule("h.com", ("/", "Prefix", "t", 80))], created="2024-02-01T00:00:00Z",
+                         annotations=pcre_ann))  # fmt: skip
+    assert not [f for f in pcre.findings if f.level == "warning"]
+    routes = merge_host("h.com", [pcre, primary], tls_hosts=frozenset()).https.routes
+    assert all(r.policy(HeaderPattern) == HeaderPattern("x-c", "^(a)\\1") for r in routes)
+    assert [r.headers[0].exact for r in routes[:2]] == ["match", "error"]
+    assert clusters_of(routes[0]) == ["default/t:80"] and clusters_of(routes[1]) == ["default/s:80"]
+    assert [r.headers[0].name for r in routes[2:4]] == ["cookie", "cookie"] and len(routes) == 5
     # The canary alone creates nothing.
     lonely = merge_host("h.com", [canary], tls_hosts=frozenset())
     assert lonely.https.routes == () and lonely.findings[0][1].level == "warning"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "kind"),
+    [
+        ("^(?=.*a)(?=.*b)", "pcre"),  # lookahead
+        ("(a|b)\\1", "pcre"),  # backreference
+        ("a*+b", "pcre"),  # possessive
+        ("(a)?(?(1)b|c)", "pcre"),  # conditional
+        ("foo(", "invalid"),
+        ("(a)\\2", "invalid"),  # no group 2
+        ("\\u0041(a)\\1", "invalid"),  # PCRE refuses \u
+        ("\\h(a)\\1", "unsupported"),  # PCRE-only escape
+        ("[[:alpha:]](a)\\1", "unsupported"),
+        ("a{,3}\\1", "unsupported"),
+        ("(?R)", "unsupported"),
+    ],
+)
+def test_header_patterns_are_classified_as_pcre_reads_them(pattern: str, kind: str) -> None:
+    assert classify(pattern, re2_valid=False).kind == kind
 
 
 # -- ingress/convert.py ----------------------------------------------------------------------------------

@@ -20,21 +20,13 @@ from controlplane.ingress.annotations.base import (
     valid_re2,
 )
 from controlplane.ir import Forward, HeaderMatch, Route, WeightedCluster
-from controlplane.ir.policies import Canary, Policy
+from controlplane.ir.pcre import classify
+from controlplane.ir.policies import PATTERN_VERDICT_HEADER, Canary, HeaderPattern, Policy
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 # ingress-nginx's validators (parser.BasicCharsRegex, parser.IsValidRegex): other values are dropped.
 _BASIC_CHARS = re.compile(r"^[/\-._~a-zA-Z0-9/:]*$")
 _REGEX_CHARS = re.compile(r"^[/\-._~a-zA-Z0-9/:^$\[\](){}*+?|&=\\]*$")
-
-
-def _compiles(pattern: str) -> bool:
-    """Whether a PCRE-like engine accepts the pattern (Python's re stands in for PCRE)."""
-    try:
-        re.compile(pattern)
-    except re.error:
-        return False
-    return True
 
 
 class CanaryFamily(Family):
@@ -62,15 +54,23 @@ class CanaryFamily(Family):
         Key(
             ("canary-by-header-pattern",),
             (
-                "header regex `.*(?:P).*` (unanchored, as `ngx.re.match`); no match falls through to the cookie "
+                "the header's value searched with the pattern as `ngx.re.match` does (PCRE, unanchored, "
+                "case-sensitive, ASCII classes): a pattern RE2 runs the same is an Envoy header regex `.*(?:P).*`; "
+                "one only PCRE runs (lookahead, backreferences, possessive repeats, conditionals) is searched by a "
+                "small backtracking matcher in a Lua step before routing. No match falls through to the cookie "
                 "and the weight; ignored when a value is also set, or (warning) when it has characters "
-                "ingress-nginx's validator refuses. A pattern that does not compile makes a request carrying the "
-                "header stay on the main Service without looking at the cookie or the weight (balancer.lua returns "
-                "false on the match error); requests without the header still follow the cookie and the weight"
+                "ingress-nginx's validator refuses. A pattern PCRE refuses, or a search that fails, makes a request "
+                "carrying the header stay on the main Service without looking at the cookie or the weight "
+                "(balancer.lua returns false on ngx.re.match's error); requests without the header still follow "
+                "the cookie and the weight"
             ),
             difference=(
-                "a pattern only PCRE accepts (lookarounds, backreferences) is treated like one that does not "
-                "compile (warning)"
+                "valid PCRE that Meridian cannot evaluate exactly is treated like a pattern PCRE refuses "
+                "(warning): PCRE-only escapes (`\\h`, `\\R`, `\\K`, `\\G`, `\\g`, `\\k`, `\\e`, "
+                "`\\c`, `\\N`, `\\Q…\\E`, `\\p`…), POSIX classes, recursion, and `{,n}`, when the "
+                "pattern also needs PCRE (RE2 runs them otherwise). The matcher gives up (an error, as PCRE's "
+                "match limit) after 200,000 steps, where PCRE, with its own optimisations and a 10 million "
+                "limit, may still answer"
             ),
         ),
         Key(("canary-by-cookie",), "cookie `always` → canary, `never` → primary"),
@@ -108,24 +108,28 @@ class CanaryFamily(Family):
             )
             value = None
         pattern = ann.get("canary-by-header-pattern") or None
-        pattern_invalid = False
+        pattern_invalid = pattern_pcre = False
         if pattern is not None and not _REGEX_CHARS.match(pattern):
             ctx.warn("canary-by-header-pattern", f"invalid characters in {pattern!r}; ignored")
             pattern = None
-        elif pattern is not None and not valid_re2(pattern):
-            pattern_invalid = True
-            why = "is not a valid regular expression" if not _compiles(pattern) else "is not RE2 (Envoy cannot run it)"
-            ctx.warn("canary-by-header-pattern", f"{pattern!r} {why}: as ingress-nginx, a request with the header "
-                     "stays on the main Service (cookie and weight are not consulted)")  # fmt: skip
+        elif pattern is not None:
+            kind = classify(pattern, re2_valid=valid_re2(pattern))
+            pattern_pcre = kind.kind == "pcre"
+            if kind.kind in ("invalid", "unsupported"):
+                pattern_invalid = True
+                why = (f"is not a valid PCRE regular expression ({kind.why})" if kind.kind == "invalid"
+                       else f"uses {kind.why}, which Meridian cannot evaluate exactly; treated as invalid")
+                ctx.warn("canary-by-header-pattern", f"{pattern!r} {why}: as ingress-nginx with a pattern that fails, "
+                         "a request with the header stays on the main Service (cookie and weight are not consulted)")
         if value and (pattern or pattern_invalid):
             ctx.warn("canary-by-header-pattern", "ignored because canary-by-header-value is set")
-            pattern, pattern_invalid = None, False
+            pattern, pattern_invalid, pattern_pcre = None, False, False
         if header is None:
             for k in ("canary-by-header-value", "canary-by-header-pattern"):
                 if ann.has(k):
                     ctx.warn(k, "ignored without canary-by-header")
             value = pattern = None
-            pattern_invalid = False
+            pattern_invalid = pattern_pcre = False
         cookie = ann.get("canary-by-cookie") or None
         total = ctx.integer(ann, "canary-weight-total", 100, minimum=1, maximum=1_000_000)
         weight = ctx.integer(ann, "canary-weight", 0, minimum=0)
@@ -141,6 +145,7 @@ class CanaryFamily(Family):
                 header_value=value,
                 header_pattern=pattern,
                 header_pattern_invalid=pattern_invalid,
+                header_pattern_pcre=pattern_pcre,
                 cookie=cookie,
                 weight=weight,
                 weight_total=total,
@@ -156,12 +161,21 @@ class CanaryFamily(Family):
         if not isinstance(policy, Canary) or not isinstance(primary.action, Forward):
             return [primary]
         spec = policy
+        if spec.header and spec.header_pattern and spec.header_pattern_pcre:
+            # Every route of the rule runs the Lua step (whichever Envoy picks first), then routing
+            # is done again on its verdict.
+            step = HeaderPattern(spec.header.lower(), spec.header_pattern)
+            primary = replace(primary, policies=(*primary.policies, step))
         to_canary = replace(primary, name=primary.name + "~canary", action=alternative)
         out: list[Route] = []
         if spec.header:
             h = spec.header.lower()
             if spec.header_value:
                 out.append(replace(to_canary, headers=(HeaderMatch(h, exact=spec.header_value),)))
+            elif spec.header_pattern and spec.header_pattern_pcre:
+                out.append(replace(to_canary, headers=(HeaderMatch(PATTERN_VERDICT_HEADER, exact="match"),)))
+                out.append(replace(primary, name=primary.name + "~pattern-error",
+                                   headers=(HeaderMatch(PATTERN_VERDICT_HEADER, exact="error"),)))  # fmt: skip
             elif spec.header_pattern_invalid:
                 out.append(
                     replace(primary, name=primary.name + "~pattern-error", headers=(HeaderMatch(h, present=True),))

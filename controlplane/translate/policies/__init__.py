@@ -16,6 +16,7 @@ from controlplane.translate.policies.cors import CorsFeature
 from controlplane.translate.policies.errors import ErrorsFeature
 from controlplane.translate.policies.extauth import AuthResponsesFeature, ExtAuthFeature
 from controlplane.translate.policies.fallback import FallbackFeature
+from controlplane.translate.policies.headerpattern import HeaderPatternFeature
 from controlplane.translate.policies.headers import ResponseHeadersFeature
 from controlplane.translate.policies.httproute import (
     ClusterMirrorFeature,
@@ -59,6 +60,7 @@ FEATURES: list[Feature] = sorted(
         ResponseHeadersFeature(),
         FallbackFeature(),
         HttpsLocationFeature(),
+        HeaderPatternFeature(),
     ],
     key=lambda f: f.filter_order,
 )
