@@ -71,7 +71,7 @@ local function rep(min, max, greedy, body)
       step()
       if n >= min and not greedy and k(j) then return true end
       if n < max and body(j, function(x)
-        if x == j and n >= min then return false end
+        if x == j then return k(x) end -- an empty iteration ends the loop (as PCRE)
         return try(n + 1, x)
       end) then return true end
       if n >= min and greedy then return k(j) end
