@@ -32,8 +32,9 @@ class Feature:
         return False
 
     def expand_route(self, route: Route) -> list[Route] | None:
-        """The routes that replace `route` in its virtual host, in match order (None: unchanged).
-        For behaviour one Envoy route cannot express (CORS preflights answered by the gateway)."""
+        """The routes that replace `route` in its virtual host, in match order (None: unchanged; []:
+        dropped). For behaviour one Envoy route cannot express (CORS preflights answered by the
+        gateway), or routes another one already covers."""
         return None
 
     def patch_route(self, route: Route, pb: route_components_pb2.Route, vhost: VirtualHost) -> None:

@@ -17,6 +17,7 @@ from envoy.type.matcher.v3 import regex_pb2
 from controlplane.ir import DirectResponse, Forward, HeaderMatch, QueryMatch, Redirect, Route, VirtualHost
 from controlplane.protowire import varint
 from controlplane.translate.common import url_redirect
+from controlplane.translate.features import Feature
 from controlplane.translate.policies import EXPANDING, FEATURES
 
 _VHOST_FIELD = route_pb2.RouteConfiguration.DESCRIPTOR.fields_by_name["virtual_hosts"].number
@@ -127,8 +128,13 @@ def expanded_routes(route: Route) -> list[Route]:
     """`route`, or the routes features put in its place (CORS preflights)."""
     routes = [route]
     for feature in EXPANDING:
-        routes = [out for r in routes for out in (feature.expand_route(r) or [r])]
+        routes = [out for r in routes for out in _expand(feature, r)]
     return routes
+
+
+def _expand(feature: Feature, route: Route) -> list[Route]:
+    out = feature.expand_route(route)
+    return [route] if out is None else out
 
 
 def vhost_message(vhost: VirtualHost, *, default_idle_timeout: int = 60) -> rc_pb2.VirtualHost:

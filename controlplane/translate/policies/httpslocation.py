@@ -7,6 +7,10 @@ and cannot send a bare origin, so a small Lua step (per route, by name: the filt
 per port and slash mode in use) computes the Location into dynamic metadata, and the route's
 response header replaces the redirect action's Location with it. Without the metadata (no Lua ran)
 the header is empty, so Envoy's own Location stays.
+
+The frontend spells the redirect for readers of the IR as up to three routes (the bare origin for
+`/`, the trailing-slash one, the rest); the step computes all three cases, so only the last one, which
+matches every request the others match, goes to Envoy.
 """
 
 from __future__ import annotations
@@ -59,6 +63,11 @@ class HttpsLocationFeature(Feature):
 
     def route_uses(self, route: Route) -> bool:
         return _policy(route) is not None
+
+    def expand_route(self, route: Route) -> list[Route] | None:
+        action = route.action
+        covered = isinstance(action, DirectResponse) or (isinstance(action, Redirect) and action.strip_trailing_slash)
+        return [] if covered and _policy(route) is not None else None
 
     def filter_keys(self, route: Route) -> frozenset[str]:
         policy = _policy(route)
