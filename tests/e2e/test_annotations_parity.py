@@ -97,6 +97,11 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             simple("cv-canary", "canary-valid.example.com", {**canary, "canary-by-header-pattern": "^(beta|gamma)$",
                                                             "canary-by-cookie": "beta"},
                    ("/", "Prefix", "other", 80)),
+            # balancer.lua: a canary-weight-total below 100 counts as 100, so 10 of "10" is 10%, not all.
+            simple("ct-main", "canary-total.example.com", {}),
+            simple("ct-canary", "canary-total.example.com",
+                   {"canary": "true", "canary-weight": "10", "canary-weight-total": "10"},
+                   ("/", "Prefix", "other", 80)),
             # Patterns only PCRE runs (lookahead, backreference): a Lua step evaluates them as ngx.re.match.
             simple("cp-main", "canary-pcre.example.com", {}),
             simple("cp-canary", "canary-pcre.example.com", {**canary, "canary-by-header-pattern": "^(?=.*beta)(?=.*eu)",
@@ -308,6 +313,17 @@ def test_pcre_only_canary_patterns_run_as_ngx_re_match(gw: Gateway) -> None:
     assert served_by(gw, host, {"Cookie": "beta=always"}) == "other"
     report = gw.ingress_report("cp-canary")
     assert report is not None and not any(f["level"] == "warning" for f in report["findings"])
+
+
+def test_canary_weight_total_below_100_counts_as_100(gw: Gateway) -> None:
+    host = "canary-total.example.com"
+    gw.wait_served_by(host, "/", "web")
+    gw.wait_served_by(host, "/", "other")
+    served = [served_by(gw, host, {}) for _ in range(150)]
+    # 10% canary: both answer (all 150 on one side: probability below 1e-6), and not all canary.
+    assert 0 < served.count("other") < 60, served.count("other")
+    report = gw.wait_report("ct-canary", lambda r: any(f["key"] == "canary-weight-total" for f in r["findings"]))
+    assert any(f["level"] == "warning" and "100" in f["message"] for f in report["findings"])
 
 
 # -- 7. spec.defaultBackend: the catch-all only without rules ------------------------------------------

@@ -76,12 +76,20 @@ class CanaryFamily(Family):
         Key(("canary-by-cookie",), "cookie `always` → canary, `never` → primary"),
         Key(
             ("canary-weight",),
-            "`weighted_clusters` with the primary",
+            (
+                "`weighted_clusters` with the primary: the canary gets weight/total of the requests (all of "
+                "them when the weight reaches the total: a larger weight is clamped, with a warning, as "
+                "balancer.lua's `math.random(total) <= weight` is then always true)"
+            ),
             default="`0`",
-            difference="weight above the total is clamped (warning)",
             validator=integer(0),
         ),
-        Key(("canary-weight-total",), "total weight", default="`100`", validator=integer(1, 1_000_000)),
+        Key(
+            ("canary-weight-total",),
+            "total weight; a total below 100 counts as 100, as ingress-nginx's balancer.lua does",
+            default="`100`",
+            validator=integer(1, 1_000_000),
+        ),
     )
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
@@ -132,6 +140,10 @@ class CanaryFamily(Family):
             pattern_invalid = pattern_pcre = False
         cookie = ann.get("canary-by-cookie") or None
         total = ctx.integer(ann, "canary-weight-total", 100, minimum=1, maximum=1_000_000)
+        if total < 100:
+            # balancer.lua: `local weightTotal = 100; if weightTotal ~= nil and weightTotal > 100 then ...`
+            ctx.warn("canary-weight-total", f"{total} is below 100: ingress-nginx's balancer uses 100, as here")
+            total = 100
         weight = ctx.integer(ann, "canary-weight", 0, minimum=0)
         if weight > total:
             ctx.warn("canary-weight", f"weight {weight} exceeds total {total}; using {total}")
