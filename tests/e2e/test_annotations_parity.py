@@ -323,7 +323,8 @@ def test_canary_weight_total_below_100_counts_as_100(gw: Gateway) -> None:
     # 10% canary: both answer (all 150 on one side: probability below 1e-6), and not all canary.
     assert 0 < served.count("other") < 60, served.count("other")
     report = gw.wait_report("ct-canary", lambda r: any(f["key"] == "canary-weight-total" for f in r["findings"]))
-    assert any(f["level"] == "warning" and "100" in f["message"] for f in report["findings"])
+    assert [f["level"] for f in report["findings"] if f["key"] == "canary-weight-total"] == ["converted"]
+    assert any("below 100" in f["message"] for f in report["findings"])
 
 
 # -- 7. spec.defaultBackend: the catch-all only without rules ------------------------------------------

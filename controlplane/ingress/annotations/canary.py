@@ -142,14 +142,14 @@ class CanaryFamily(Family):
         total = ctx.integer(ann, "canary-weight-total", 100, minimum=1, maximum=1_000_000)
         if total < 100:
             # balancer.lua: `local weightTotal = 100; if weightTotal ~= nil and weightTotal > 100 then ...`
-            ctx.warn("canary-weight-total", f"{total} is below 100: ingress-nginx's balancer uses 100, as here")
+            ctx.converted("canary-weight-total", f"{total} is below 100: ingress-nginx's balancer uses 100, as here")
             total = 100
         weight = ctx.integer(ann, "canary-weight", 0, minimum=0)
         if weight > total:
             ctx.warn("canary-weight", f"weight {weight} exceeds total {total}; using {total}")
             weight = total
         for k in present:
-            if k != "canary" and not any(f.key == k and f.level == "warning" for f in ctx.findings):
+            if k != "canary" and not any(f.key == k for f in ctx.findings):
                 ctx.converted(k)
         return [
             Canary(
