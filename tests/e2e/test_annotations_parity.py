@@ -62,7 +62,10 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         ])  # fmt: skip
         g.write("redirects.yaml", [
             simple("r-bare", "r-bare.example.com", {"permanent-redirect": "http://redirect.example.com"}),
-            simple("r-exact", "r-exact.example.com", {"permanent-redirect": "https://new.example.com/a/?x=1&y=%20"}),
+            simple("r-exact", "r-exact.example.com", {"permanent-redirect": "https://new.example.com/a/?x=1&y=2,3"}),
+            # Characters ingress-nginx's URL validator refuses: it does not serve the Ingress at all.
+            simple("r-refused", "r-refused.example.com", {"permanent-redirect": "https://new.example.com/a%20b"}),
+            simple("r-bad-code-text", "r-bad-code-text.example.com", {"permanent-redirect-code": "moved"}),
             simple("r-308", "r-308.example.com", {"permanent-redirect": "https://new.example.com/p",
                                                   "permanent-redirect-code": "308"}),
             simple("r-bad-code", "r-bad-code.example.com", {"permanent-redirect": "https://new.example.com",
@@ -165,8 +168,7 @@ def test_force_ssl_redirect_without_tls(gw: Gateway) -> None:
 
 def test_ssl_redirect_per_path(gw: Gateway) -> None:
     assert location(gw, "mixed.example.com", "/secure/x") == "https://mixed.example.com/secure/x"
-    r = gw.get("mixed.example.com", "/open/x")
-    assert r.status == 200 and r.json()["service"] == "other"
+    gw.wait_served_by("mixed.example.com", "/open/x", "other")
 
 
 # -- 2. permanent-redirect / temporal-redirect: `return <code> <URL>` -------------------------------
@@ -174,7 +176,7 @@ def test_ssl_redirect_per_path(gw: Gateway) -> None:
     ("host", "status", "where"),
     [
         ("r-bare", 301, "http://redirect.example.com"),  # no "/" added
-        ("r-exact", 301, "https://new.example.com/a/?x=1&y=%20"),  # path and query as written
+        ("r-exact", 301, "https://new.example.com/a/?x=1&y=2,3"),  # path and query as written
         ("r-308", 308, "https://new.example.com/p"),
         ("r-bad-code", 301, "https://new.example.com"),  # 399 is outside 300-308: the default
         ("r-temp", 302, "https://t.example.com/t?q"),  # temporal wins over permanent
@@ -185,6 +187,13 @@ def test_ssl_redirect_per_path(gw: Gateway) -> None:
 def test_url_redirect_location_is_the_annotation(gw: Gateway, host: str, status: int, where: str) -> None:
     # The request's own path and query never leak into the Location.
     assert location(gw, f"{host}.example.com", "/some/path?z=9", status) == where
+
+
+def test_url_redirect_values_ingress_nginx_refuses_reject_the_ingress(gw: Gateway) -> None:
+    for name, key in (("r-refused", "permanent-redirect"), ("r-bad-code-text", "permanent-redirect-code")):
+        report = gw.wait_report(name, lambda r: r.get("status") is not None or r["findings"])
+        assert any(f["key"] == key and f["level"] == "rejected" for f in report["findings"]), report
+        assert gw.get(f"{name}.example.com", "/").status == 404
 
 
 def test_url_redirect_code_without_location_sends_the_url_as_body(gw: Gateway) -> None:

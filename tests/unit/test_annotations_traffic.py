@@ -82,11 +82,18 @@ def test_redirect_codes_and_precedence() -> None:
 
 
 def test_redirect_route_and_app_root() -> None:
-    pb = route_pb(parse({"permanent-redirect": "https://a.example.com:8443/x?y=1%20",
+    pb = route_pb(parse({"permanent-redirect": "https://a.example.com:8443/x?y=1,2",
                          "permanent-redirect-code": "308"}))  # fmt: skip
     assert pb.WhichOneof("action") == "direct_response" and pb.direct_response.status == 308
     (loc,) = pb.response_headers_to_add
-    assert (loc.header.key, loc.header.value) == ("location", "https://a.example.com:8443/x?y=1%%20")
+    assert (loc.header.key, loc.header.value) == ("location", "https://a.example.com:8443/x?y=1,2")
+    # ingress-nginx's validator refuses "%" (and a code that is no integer): the Ingress is not served.
+    assert levels(parse({"permanent-redirect": "https://a.example.com/%20"}), "permanent-redirect") == ["rejected"]
+    assert levels(parse({"permanent-redirect-code": "x"}), "permanent-redirect-code") == ["rejected"]
+    # A valid temporal-redirect wins before permanent-redirect is even read.
+    p = parse({"temporal-redirect": "https://t.example.com", "permanent-redirect": "https://p/%"})
+    assert p.get(UrlRedirect) == UrlRedirect("https://t.example.com", 302)
+    assert levels(p, "permanent-redirect") == ["warning"]
     # nginx `return 305 URL` sends the URL as the body, without Location.
     pb = route_pb(parse({"permanent-redirect": "http://a.example.com", "permanent-redirect-code": "305"}))
     assert pb.direct_response.status == 305 and pb.direct_response.body.inline_string == "http://a.example.com"

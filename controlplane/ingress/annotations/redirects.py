@@ -10,7 +10,15 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext, ParsedAnnotations, integer
+from controlplane.ingress.annotations.base import (
+    Annotations,
+    Family,
+    Key,
+    ParseContext,
+    ParsedAnnotations,
+    Validator,
+    integer,
+)
 from controlplane.ir import IngressRef, PathMatch, Redirect, Route
 from controlplane.ir.policies import AppRoot, UrlRedirect
 
@@ -21,17 +29,28 @@ def app_root_routes(policy: AppRoot, host: str, source: IngressRef) -> list[Rout
                   source=source)]  # fmt: skip
 
 
-def _valid_url(url: str) -> bool:
-    if any(c.isspace() for c in url):
-        return False
+# ingress-nginx's validator for the URLs (parser.URLIsValidRegex): a value with any other character
+# fails validation, and its redirect parser then fails the whole Ingress, which is not served.
+_URL_CHARS = re.compile(r"^[\-._~a-zA-Z0-9/:,?&=]*$")
+_INT = re.compile(r"^[+-]?[0-9]+$")  # Go's strconv.Atoi (parser.ValidateInt)
+
+
+def _http_url(url: str) -> bool:
+    """ingress-nginx's isValidURL for temporal-redirect: Go parses it and its scheme starts with http.
+    The port must be a number here too (Envoy and the Gateway API export read it)."""
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return False
     try:
         _ = parts.port
     except ValueError:
         return False
-    return True
+    return parts.scheme.startswith("http")
+
+
+def _code_validator(low: int, high: int) -> Validator:
+    """Out of range: the default (a warning). Not an integer at all: rejected (not a warning), so the
+    examples of values it refuses are the out-of-range ones."""
+    within = integer(low, high)
+    return Validator(f"integer {low}..{high}", within.accepts, within.valid, (str(low - 1), str(high + 1)))
 
 
 class RedirectFamily(Family):
@@ -41,21 +60,34 @@ class RedirectFamily(Family):
             ("permanent-redirect",),
             (
                 "nginx `return <code> <URL>`: a route direct response whose `Location` is the URL exactly as "
-                "written (no `/` added, its own path and query kept, the request's never appended); must be "
-                "`http(s)://host…`"
+                "written (no `/` added, its own path and query kept, the request's never appended). A value with "
+                "characters ingress-nginx's validator refuses (other than letters, digits and `-._~/:,?&=`) "
+                "**rejects** the Ingress, as ingress-nginx then does not serve it"
             ),
         ),
         Key(
             ("permanent-redirect-code",),
             (
                 "300-308, else 301; 301/302/303/307/308 carry the `Location`, other codes send the URL as the body "
-                "without `Location` (as nginx's `return`)"
+                "without `Location` (as nginx's `return`). Not an integer: the Ingress is rejected (read even "
+                "without permanent-redirect, as ingress-nginx)"
             ),
             default="`301`",
-            validator=integer(300, 308),
+            validator=_code_validator(300, 308),
         ),
-        Key(("temporal-redirect",), "as `permanent-redirect`; wins over it"),
-        Key(("temporal-redirect-code",), "300-307, else 302", default="`302`", validator=integer(300, 307)),
+        Key(
+            ("temporal-redirect",),
+            (
+                "as `permanent-redirect`; wins over it (permanent-redirect and its code are then not read); must "
+                "be `http(s)://…`, else no redirect at all (warning), as ingress-nginx"
+            ),
+        ),
+        Key(
+            ("temporal-redirect-code",),
+            "300-307, else 302 (not an integer: the Ingress is rejected, as ingress-nginx does not serve it)",
+            default="`302`",
+            validator=_code_validator(300, 307),
+        ),
         Key(
             ("app-root",),
             "a request for exactly `/` gets a 302 to the path (an extra route)",
@@ -63,35 +95,68 @@ class RedirectFamily(Family):
         ),
     )
 
-    def _code(self, ann: Annotations, ctx: ParseContext, key: str, default: int, top: int) -> int:
+    def _code(self, ann: Annotations, ctx: ParseContext, key: str, default: int, top: int) -> int | None:
+        """The code, or None when ingress-nginx's validation fails (the Ingress is not served)."""
+        raw = ann.get(key)
+        if raw is not None and raw and not _INT.match(raw):
+            ctx.reject(key, f"{raw!r} is not an integer: ingress-nginx does not serve the Ingress")
+            return None
         code = ctx.integer(ann, key, default, minimum=300, maximum=top)
         if ann.has(key) and not any(f.key == key for f in ctx.findings):
             ctx.converted(key)
         return code
 
     def _url(self, ann: Annotations, ctx: ParseContext, key: str) -> str | None:
-        url = ann.get(key)
-        if url is None:
-            return None
-        if not _valid_url(url):
-            ctx.warn(key, f"invalid redirect URL {url!r} (need http(s)://host[/path]); ignored")
+        """The URL, "" when absent or empty, None when its characters fail validation (rejected)."""
+        url = ann.get(key) or ""
+        if url and not _URL_CHARS.match(url):
+            ctx.reject(key, f"{url!r} has characters ingress-nginx's validator refuses (allowed: letters, digits, "
+                       "-._~/:,?&=): it does not serve the Ingress")  # fmt: skip
             return None
         return url
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
-        out: list[Any] = []
-        permanent = self._url(ann, ctx, "permanent-redirect")
+        """In the order of ingress-nginx's redirect parser: temporal-redirect (and its code) first; only
+        without it permanent-redirect-code (read even without a URL) and permanent-redirect."""
+        out: list[Any] = self._app_root(ann, ctx)
         temporal = self._url(ann, ctx, "temporal-redirect")
-        p_code = self._code(ann, ctx, "permanent-redirect-code", 301, 308)
-        t_code = self._code(ann, ctx, "temporal-redirect-code", 302, 307)
-        if temporal is not None:
+        if temporal is None:
+            return out
+        if not temporal and ann.has("temporal-redirect"):
+            # ingress-nginx: an empty value is an error of the whole redirect group (permanent-redirect too).
+            ctx.warn("temporal-redirect", "empty: ingress-nginx skips the redirect annotations; ignored")
+            return out
+        if temporal:
+            t_code = self._code(ann, ctx, "temporal-redirect-code", 302, 307)
+            if t_code is None:
+                return out
+            for key in ("permanent-redirect", "permanent-redirect-code"):
+                if ann.has(key):
+                    ctx.warn(key, "ignored: temporal-redirect wins")
+            if not _http_url(temporal):
+                ctx.warn("temporal-redirect", f"invalid redirect URL {temporal!r} (need http(s)://…); ignored, as "
+                         "ingress-nginx skips the redirect")  # fmt: skip
+                return out
             out.append(UrlRedirect(temporal, t_code))
             ctx.converted("temporal-redirect", f"{t_code} to {temporal}")
-            if permanent is not None:
-                ctx.warn("permanent-redirect", "ignored: temporal-redirect wins")
-        elif permanent is not None:
+            return out
+        if ann.has("temporal-redirect-code"):  # not read by ingress-nginx then: reported only
+            ctx.integer(ann, "temporal-redirect-code", 302, minimum=300, maximum=307)
+            if not any(f.key == "temporal-redirect-code" for f in ctx.findings):
+                ctx.converted("temporal-redirect-code", "no effect without temporal-redirect")
+        permanent = self._url(ann, ctx, "permanent-redirect")
+        p_code = self._code(ann, ctx, "permanent-redirect-code", 301, 308)
+        if permanent is None or p_code is None:
+            return out
+        if permanent:
             out.append(UrlRedirect(permanent, p_code))
             ctx.converted("permanent-redirect", f"{p_code} to {permanent}")
+        elif ann.has("permanent-redirect"):
+            ctx.warn("permanent-redirect", "empty; ignored")
+        return out
+
+    def _app_root(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
+        out: list[Any] = []
         root = ann.get("app-root")
         if root is not None:
             if not re.fullmatch(r"/[^\s?#]*(\?[^\s#]*)?", root) or root == "/":
