@@ -35,15 +35,18 @@ _URL_CHARS = re.compile(r"^[\-._~a-zA-Z0-9/:,?&=]*$")
 _INT = re.compile(r"^[+-]?[0-9]+$")  # Go's strconv.Atoi (parser.ValidateInt)
 
 
-def _http_url(url: str) -> bool:
-    """ingress-nginx's isValidURL for temporal-redirect: Go parses it and its scheme starts with http.
-    The port must be a number here too (Envoy and the Gateway API export read it)."""
-    parts = urlsplit(url)
+def _numeric_port(url: str) -> bool:
+    """Go's url.Parse refuses a port that is not a number (and Meridian's Gateway API export reads it)."""
     try:
-        _ = parts.port
+        _ = urlsplit(url).port
     except ValueError:
         return False
-    return parts.scheme.startswith("http")
+    return True
+
+
+def _http_url(url: str) -> bool:
+    """ingress-nginx's isValidURL for temporal-redirect: Go parses it and its scheme starts with http."""
+    return _numeric_port(url) and urlsplit(url).scheme.startswith("http")
 
 
 def _code_validator(low: int, high: int) -> Validator:
@@ -63,6 +66,10 @@ class RedirectFamily(Family):
                 "written (no `/` added, its own path and query kept, the request's never appended). A value with "
                 "characters ingress-nginx's validator refuses (other than letters, digits and `-._~/:,?&=`) "
                 "**rejects** the Ingress, as ingress-nginx then does not serve it"
+            ),
+            difference=(
+                "a URL whose port is not a number (`http://h:x`) is ignored (warning); nginx would send it as "
+                "written"
             ),
         ),
         Key(
@@ -148,7 +155,9 @@ class RedirectFamily(Family):
         p_code = self._code(ann, ctx, "permanent-redirect-code", 301, 308)
         if permanent is None or p_code is None:
             return out
-        if permanent:
+        if permanent and not _numeric_port(permanent):
+            ctx.warn("permanent-redirect", f"{permanent!r} has a port that is not a number; ignored")
+        elif permanent:
             out.append(UrlRedirect(permanent, p_code))
             ctx.converted("permanent-redirect", f"{p_code} to {permanent}")
         elif ann.has("permanent-redirect"):
