@@ -165,12 +165,12 @@ def merge_host(
 
     https_vhost = VirtualHost(vhost_name(host), domains, tuple(routes), authority)
     if any(redirects.values()):
-        preserve = {ir.ref: _preserves_trailing_slash(ir) for ir in ordered}
+        ssl = {ir.ref: ir.annotations.get(SslRedirect) or SslRedirect() for ir in ordered}
         http_routes: list[Route] = []
         for r in routes:
             if redirects.get(r.source):
                 http_routes.extend(
-                    https_redirect_routes(r, "" if aliases else host, https_port, preserve.get(r.source, False))
+                    https_redirect_routes(r, "" if aliases else host, https_port, ssl.get(r.source, SslRedirect()))
                 )
             else:
                 http_routes.append(r)
@@ -180,7 +180,7 @@ def merge_host(
     return HostResult(http=http_vhost, https=https_vhost, findings=tuple(findings))
 
 
-def https_redirect_routes(route: Route, host: str, https_port: int, preserve_slash: bool) -> list[Route]:
+def https_redirect_routes(route: Route, host: str, https_port: int, ssl: SslRedirect) -> list[Route]:
     """The plain-HTTP routes that send `route`'s requests to HTTPS, as ingress-nginx's lua_ingress:
     Location `https://<host without port>[:public port]<request URI>`, 308, and unless
     preserve-trailing-slash one trailing "/" of the request URI (`:path`, query included) dropped.
@@ -188,7 +188,8 @@ def https_redirect_routes(route: Route, host: str, https_port: int, preserve_sla
     The HttpsLocation policy makes Envoy compute that Location from the request (the Host as the
     client spelled it, any port dropped); the redirect actions below say the same for readers of
     the IR (and are what Envoy would send without the policy)."""
-    port = None if https_port == 443 else https_port
+    port = None if https_port == 443 and not ssl.port_in_redirects else https_port
+    preserve_slash = ssl.preserve_trailing_slash
     named = host if host and not host.startswith("*.") else None
     to_https = Redirect(code=308, scheme="https", port=port, host=named)
     # CORS stays: nginx answers its preflight (a rewrite-phase `return`) before lua_ingress redirects,
@@ -218,11 +219,6 @@ def _catch_all(host: str, ir: IngressIR) -> bool:
     ("Redirect and rewrite can affect the catch all behavior, skip for now"): no ssl-redirect,
     permanent/temporal redirect, rewrite-target, use-regex or app-root there."""
     return host == "" and not ir.rules
-
-
-def _preserves_trailing_slash(ir: IngressIR) -> bool:
-    ssl = ir.annotations.get(SslRedirect)
-    return ssl is not None and ssl.preserve_trailing_slash
 
 
 def _with_alternative(primary: Route, alt: tuple[IngressIR, PathRule, tuple[Family, Policy]] | None) -> list[Route]:

@@ -58,6 +58,7 @@ class SslRedirect:
     enabled: bool = True
     force: bool = False
     preserve_trailing_slash: bool = False
+    port_in_redirects: bool = False  # use-port-in-redirects: the port even when it is 443
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             simple("keep", "keep.example.com", {"preserve-trailing-slash": "true"}, tls=tls),
             simple("force", "force.example.com", {"force-ssl-redirect": "true"}),
             simple("wild", "*.wild.example.com", {"force-ssl-redirect": "true"}),
+            simple("portin", "portin.example.com", {"force-ssl-redirect": "true", "use-port-in-redirects": "true"}),
             simple("wild-keep", "*.wild-keep.example.com", {"force-ssl-redirect": "true",
                                                             "preserve-trailing-slash": "true"}),
             simple("aliased", "aliased.example.com", {"force-ssl-redirect": "true",
@@ -154,6 +155,11 @@ def test_ssl_redirect_location_takes_the_host_as_sent_without_its_port(gw: Gatew
     for host in ("aliased.example.com:8080", "www.aliased.example.com:8080"):
         assert location(gw, host, "/z/") == f"https://{host.split(':')[0]}/z"
         assert location(gw, host, "/") == f"https://{host.split(':')[0]}"
+
+
+def test_use_port_in_redirects_names_the_port_even_443(gw: Gateway) -> None:
+    assert location(gw, "portin.example.com:8080", "/p/") == "https://portin.example.com:443/p"
+    assert location(gw, "portin.example.com", "/") == "https://portin.example.com:443"
 
 
 def test_preserve_trailing_slash_keeps_the_uri(gw: Gateway) -> None:

@@ -51,16 +51,26 @@ class SslRedirectFamily(Family):
             default="`false`",
             validator=BOOLEAN,
         ),
+        Key(
+            ("use-port-in-redirects",),
+            (
+                "the ssl-redirect Location always names the public HTTPS port, `:443` included "
+                "(`https://host:443/uri`), as nginx's `lua_ingress.lua` with `use_port_in_redirects`"
+            ),
+            default="`false`",
+            validator=BOOLEAN,
+        ),
     )
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
         enabled = ctx.boolean(ann, "ssl-redirect", True)
         force = ctx.boolean(ann, "force-ssl-redirect", False)
         preserve = ctx.boolean(ann, "preserve-trailing-slash", False)
+        port_in = ctx.boolean(ann, "use-port-in-redirects", False)
         for key in self.keys:
             if ann.has(key) and not any(f.key == key for f in ctx.findings):
                 ctx.converted(key)
-        return [SslRedirect(enabled=enabled, force=force, preserve_trailing_slash=preserve)]
+        return [SslRedirect(enabled=enabled, force=force, preserve_trailing_slash=preserve, port_in_redirects=port_in)]
 
     def redirect_to_https(self, parsed: ParsedAnnotations, host_has_tls: bool) -> bool | None:
         ssl = parsed.get(SslRedirect) or SslRedirect()

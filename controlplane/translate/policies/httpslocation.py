@@ -43,7 +43,7 @@ _STRIP = """  if string.byte(uri, -1) == 47 then
 
 
 def script_name(policy: HttpsLocation) -> str:
-    return f"https-{policy.port or 443}-{'strip' if policy.strip_trailing_slash else 'keep'}"
+    return f"https-{policy.port or 'noport'}-{'strip' if policy.strip_trailing_slash else 'keep'}"
 
 
 def script(policy: HttpsLocation) -> str:
@@ -77,7 +77,7 @@ class HttpsLocationFeature(Feature):
         cfg = lua_pb2.Lua(stat_prefix="https_location")
         for key in sorted(keys):
             _, port, mode = key.split("-")
-            policy = HttpsLocation(port=None if port == "443" else int(port), strip_trailing_slash=mode == "strip")
+            policy = HttpsLocation(port=None if port == "noport" else int(port), strip_trailing_slash=mode == "strip")
             cfg.source_codes[key].inline_string = script(policy)
         return [hcm_pb2.HttpFilter(name=FILTER, typed_config=pack_any(cfg))]
 
