@@ -66,7 +66,7 @@ class CanaryFamily(Family):
             ),
             difference=(
                 "valid PCRE that Meridian cannot evaluate exactly is treated like a pattern PCRE refuses "
-                "(warning): PCRE-only escapes (`\\h`, `\\R`, `\\K`, `\\G`, `\\g`, `\\k`, `\\e`, "
+                "(warning): PCRE-only escapes (`\\h`, `\\R`, `\\K`, `\\G`, `\\g`, `\\e`, "
                 "`\\c`, `\\N`, `\\Q…\\E`, `\\p`…), POSIX classes, recursion, and `{,n}`, when the "
                 "pattern also needs PCRE (RE2 runs them otherwise). The matcher gives up (an error, as PCRE's "
                 "match limit) after 200,000 steps, where PCRE, with its own optimisations and a 10 million "
