@@ -470,3 +470,27 @@ def test_cors_on_a_redirected_plain_http_host(gw: Gateway) -> None:
     assert cors_headers(r.headers) == lower(DEFAULT_CORS)
     pre = gw.get(host, "/x", method="OPTIONS", headers={"Origin": "https://o.example.org"})
     assert pre.status == 204 and cors_headers(pre.headers) == lower(DEFAULT_CORS)
+
+
+def test_lua_steps_behind_route_partitions(tmp_path: Path) -> None:
+    """With scoped route tables (a first Lua filter picks the partition), the steps that settle a route
+    again (PCRE canary pattern) or compute a Location (ssl-redirect) and the preflight's Content-Length
+    work the same."""
+    g = Gateway(tmp_path, serve_args=["--watch-ingress-without-class", "--route-partitions", "4"])
+    try:
+        g.start()
+        g.backend("web")
+        g.backend("other")
+        canary = {"canary": "true", "canary-by-header": "X-Canary", "canary-by-header-pattern": "^(\\w+)-\\1$"}
+        g.write("p.yaml", [
+            simple("main", "pcre.example.com", {}),
+            simple("canary", "pcre.example.com", canary, ("/", "Prefix", "other", 80)),
+            simple("wild", "*.wild.example.com", {"force-ssl-redirect": "true", "enable-cors": "true"}),
+        ])  # fmt: skip
+        g.wait_served_by("pcre.example.com", "/", "other", headers={"X-Canary": "ab-ab"})
+        assert served_by(g, "pcre.example.com", {"X-Canary": "ab-ac"}) == "web"
+        assert location(g, "A.wild.example.com:8080", "/x/") == "https://A.wild.example.com/x"
+        pre = g.get("a.wild.example.com", "/x", method="OPTIONS", headers={"Origin": "https://o.example.org"})
+        assert pre.status == 204 and pre.headers.get("Content-Length") == "0"
+    finally:
+        g.stop()
