@@ -44,8 +44,10 @@ def gateway_api(
 
 def add_certificates(result: GatewayApiResult, certs: dict[str, str]) -> None:
     """Add HTTPS listener certificates to a TLS plan's host -> SDS name map (an Ingress's TLS wins a
-    host both name). A listener without a hostname has no SNI name to bind and gets none."""
+    host both name). A listener without a hostname binds its certificate to the hostnames of its
+    routes and, as "*" (translate.listeners.CATCH_ALL), to any other SNI: the spec's listener
+    without a hostname matches every name. The first such listener (oldest cluster/namespace/name
+    order of Gateways) holds the catch-all."""
     for hosts, (cluster, ns, name) in result.tls:
         for host in hosts:
-            if host != "*":
-                certs.setdefault(host, secret_name(cluster, ns, name))
+            certs.setdefault(host, secret_name(cluster, ns, name))

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from envoy.config.listener.v3 import listener_pb2
+from google.protobuf import any_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +18,7 @@ from controlplane.gatewayapi.status import gateway_programmed
 from controlplane.ir import DirectResponse, Forward, Redirect
 from controlplane.ir.policies import PathRewrite, RequestHeaderEdits, RequestTimeout
 from controlplane.sources.files import parse_manifests
+from controlplane.xds import resources as rt
 from tests.support.certs import issue_cert, make_ca, tls_secret
 from tests.support.gateway import dump_manifests
 from tests.support.snapshots import cold_build, diff, engine, resources
@@ -274,7 +277,14 @@ spec:
     broken = {lst.name: lst for lst in tls_gw.listeners}["broken"]
     assert broken.table is None and broken.conditions[0][2] == "InvalidCertificateRef"
     hosts = {h for t in c.gateway.tls_hosts for h in t.hosts}
-    assert hosts == {"secure.example.com", "plain.example.com"}
+    # The listener without a hostname serves its certificate for any SNI: "*", a chain without server_names.
+    assert hosts == {"secure.example.com", "plain.example.com", "*"}
+    https_listener = listener_pb2.Listener()
+    any_msg = any_pb2.Any.FromString(c.resources[rt.LISTENER]["https"].any_bytes)
+    assert any_msg.Unpack(https_listener)
+    chains = https_listener.filter_chains
+    assert [list(ch.filter_chain_match.server_names) for ch in chains] == [
+        ["plain.example.com", "secure.example.com"], []]
     assert [r.name for r in c.host_results["plain.example.com"].https.routes]
     assert not c.host_results["plain.example.com"].http.routes  # HTTPS listeners only
     with engine(["c1"], CONFIG) as e:
