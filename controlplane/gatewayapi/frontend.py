@@ -39,7 +39,7 @@ def gateway_api(
 ) -> GatewayApiResult:
     http_ports, https_ports = shared_ports(config)
     return build(objects, services, http_ports=http_ports, https_ports=https_ports,
-                 secret_problem=secret_checker(get_secret))  # fmt: skip
+                 secret_problem=secret_checker(get_secret), reserved=frozenset({config.east_west_port}))  # fmt: skip
 
 
 def add_certificates(result: GatewayApiResult, certs: dict[str, str]) -> None:

@@ -81,13 +81,15 @@ def https_listener(
     passthrough: Sequence[Passthrough] = (),
     *,
     partitions: int = 1,
+    name: str = HTTPS_LISTENER,
+    route_config: str = HTTPS_ROUTES,
 ) -> listener_pb2.Listener:
     """One filter chain per certificate (SNI set); certificates come over SDS."""
-    lst = listener_pb2.Listener(name=HTTPS_LISTENER, address=socket_address(address, port))
+    lst = listener_pb2.Listener(name=name, address=socket_address(address, port))
     lst.listener_filters.add(
         name="envoy.filters.listener.tls_inspector", typed_config=pack_any(tls_inspector_pb2.TlsInspector())
     )
-    hcm_filter = _hcm_filter(connection_manager(HTTPS_LISTENER, HTTPS_ROUTES, filters, partitions=partitions))
+    hcm_filter = _hcm_filter(connection_manager(name, route_config, filters, partitions=partitions))
     chains: list[TlsHost] = []
     catch_all: list[TlsHost] = []
     for host in hosts:
