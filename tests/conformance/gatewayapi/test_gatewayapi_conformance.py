@@ -25,7 +25,8 @@ from controlplane.ir import IngressRef
 from controlplane.sources.files import parse_manifests
 from tests.conformance.steps import self_signed_tls_secret
 from tests.support.gateway import Gateway, dump_manifests
-from tests.support.http import Response
+from tests.support.http import Response, request
+from tests.support.ports import free_port
 
 HERE = Path(__file__).resolve().parent
 CASES = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((HERE / "cases").glob("*.yaml"))}
@@ -40,11 +41,15 @@ NOT_RUN: dict[str, str] = {
     "HTTPRouteInvalidCrossNamespaceParentRef": "status only (no request): test_status_conformance checks it",
     "HTTPRouteInvalidParentRefNotMatchingSectionName": "status only (no request): test_status_conformance checks it",
     "HTTPRouteServiceTypes": "needs headless and manual-EndpointSlice Services of a live cluster",
-    "HTTPRouteRedirectPortAndScheme": "needs Gateway listeners on ports other than the fleet's (SupportGatewayPort)",
     "HTTPRouteMultipleGateways": "needs one address per Gateway: Meridian serves every Gateway of its class on the "
     "fleet's shared listeners, so two Gateways' catch-all routes meet on one host",
 }
 TIMEOUT = 15.0
+# Gateway listener ports other than 80/443 (GatewayPort8080) -> the free port Envoy serves them on
+# in this run: Meridian gives such a listener an Envoy listener on its port, and the test may not
+# take a fixed port on a shared machine. The manifests' listener port and what the requests expect
+# of it (the address they go to, a Location that keeps the listener's port) are mapped alike.
+OWN_PORTS: dict[int, int] = {}
 SKIPPED_REQUESTS: list[str] = []  # requests of run cases marked `Skip` in their transcription (README.md)
 
 
@@ -119,8 +124,10 @@ def _check_redirect(resp: Response, case: dict[str, Any], gw: Gateway) -> str | 
         return f"redirect path {loc.path!r}, want {path!r}"
     port = str(loc.port or "")
     if want.get("Port"):
-        if port != str(want["Port"]):
-            return f"redirect port {port!r}, want {want['Port']!r}"
+        sent_to = (case.get("Request") or {}).get("Port")
+        wanted = str(OWN_PORTS[sent_to]) if sent_to and str(want["Port"]) == str(sent_to) else str(want["Port"])
+        if port != wanted:
+            return f"redirect port {port!r}, want {wanted!r}"
     elif port not in ("", "80" if loc.scheme == "http" else "443"):
         return f"redirect port {port!r} for {loc.scheme}, want none or the well-known one"
     return None
@@ -131,6 +138,10 @@ def send(gw: Gateway, case: dict[str, Any]) -> Response:
     headers = dict(req.get("Headers") or {})
     if case.get("BackendSetResponseHeaders"):
         headers["X-Echo-Set-Header"] = ",".join(f"{k}:{v}" for k, v in case["BackendSetResponseHeaders"].items())
+    if req.get("Port"):  # a Gateway listener on its own port (OWN_PORTS)
+        port = OWN_PORTS[req["Port"]]
+        return request(req.get("Method") or "GET", port, req.get("Path") or "/",
+                       host=req.get("Host") or f"127.0.0.1:{port}", headers=headers or None)  # fmt: skip
     if req.get("Scheme") == "https":  # SNI = Host, as upstream's MakeTLSRequest
         return gw.get_https(req["Host"], req.get("Path") or "/", sni=req["Host"], headers=headers or None)
     # Upstream sends to the Gateway's address, "IP:80"; the fleet's port 80 is Envoy's --http-port here.
@@ -147,9 +158,21 @@ def mirrored(gw: Gateway, case: dict[str, Any], path: str) -> str | None:
     return None
 
 
+def own_ports(manifests: str) -> str:
+    """The manifests with Gateway listener ports other than 80/443 mapped as OWN_PORTS says."""
+    docs = [d for d in yaml.safe_load_all(manifests) if d]
+    for doc in docs:
+        if doc.get("kind") == "Gateway":
+            for listener in (doc.get("spec") or {}).get("listeners") or []:
+                if listener.get("port") in OWN_PORTS:
+                    listener["port"] = OWN_PORTS[listener["port"]]
+    return dump_manifests(docs)
+
+
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     g = Gateway(tmp_path_factory.mktemp("gatewayapi-conformance"), serve_args=())
+    OWN_PORTS[8080] = free_port()
     try:
         g.start()
         for ns, services in BACKENDS.items():
@@ -169,7 +192,7 @@ def test_conformance(gw: Gateway, name: str) -> None:
     if name in NOT_RUN:
         pytest.skip(NOT_RUN[name])
     case = CASES[name]
-    manifests = case["manifests"].replace("{GATEWAY_CLASS_NAME}", "meridian-conformance")
+    manifests = own_ports(case["manifests"].replace("{GATEWAY_CLASS_NAME}", "meridian-conformance"))
     gw.write("case.yaml", manifests)
     try:
         for i, expected in enumerate(case["requests"]):
