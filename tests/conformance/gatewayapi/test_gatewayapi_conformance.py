@@ -1,20 +1,22 @@
-"""Gateway API HTTPRoute conformance, transcribed from kubernetes-sigs/gateway-api v1.6.1 (see
-README.md here): each case's upstream manifests are applied to file-mode Meridian over the base
-Gateways (base.yaml), and each upstream ExpectedResponse is replayed through a real Envoy against
-echo backends that stand in for the suite's echo Deployments (same Service names, namespaces and
-port). A request is retried until it matches or 15 s pass, as upstream's
-MakeRequestAndExpectEventuallyConsistentResponse does.
+"""Gateway API HTTPRoute and GRPCRoute conformance, transcribed from kubernetes-sigs/gateway-api
+v1.6.1 (see README.md here): each case's upstream manifests are applied to file-mode Meridian over
+the base Gateways (base.yaml), and each upstream ExpectedResponse is replayed through a real Envoy
+against echo backends that stand in for the suite's echo Deployments (same Service names,
+namespaces and port; gRPC ones answer as upstream's GrpcEcho service). A request is retried until
+it matches or 15 s pass, as upstream's MakeRequestAndExpectEventuallyConsistentResponse does.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import grpc
 import pytest
 import yaml
 
@@ -25,6 +27,8 @@ from controlplane.ir import IngressRef
 from controlplane.sources.files import parse_manifests
 from tests.conformance.steps import self_signed_tls_secret
 from tests.support.gateway import Gateway, dump_manifests
+from tests.support.grpc_conformance_echo import Answer, ConformanceGrpcEcho
+from tests.support.grpc_conformance_echo import call as grpc_echo_call
 from tests.support.http import Response, request
 from tests.support.ports import free_port
 
@@ -35,6 +39,8 @@ BACKENDS = {
     "gateway-conformance-app-backend": ("app-backend-v1", "app-backend-v2"),
     "gateway-conformance-web-backend": ("web-backend",),
 }
+# The base manifests' gRPC echo Deployments (Service port 8080), answered by grpc_conformance_echo.
+GRPC_BACKENDS = {"gateway-conformance-infra": tuple(f"grpc-infra-backend-v{i}" for i in (1, 2, 3))}
 # Cases not run here, and why (each is a test of the upstream suite; see README.md).
 NOT_RUN: dict[str, str] = {
     "HTTPRouteObservedGenerationBump": "status only: observedGeneration as a live API server bumps it",
@@ -187,14 +193,32 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         g.stop()
 
 
+@pytest.fixture(scope="module")
+def grpc_backends(gw: Gateway) -> Iterator[list[ConformanceGrpcEcho]]:
+    servers = [ConformanceGrpcEcho(svc, ns) for ns, names in GRPC_BACKENDS.items() for svc in names]
+    try:
+        for srv in servers:
+            gw.publish(srv.service, [srv], namespace=srv.namespace, port=8080)  # type: ignore[list-item]
+        gw.wait_converged()
+        yield servers
+    finally:
+        for srv in servers:
+            srv.stop()
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_conformance(gw: Gateway, name: str) -> None:
+def test_conformance(gw: Gateway, name: str, request: pytest.FixtureRequest) -> None:
     if name in NOT_RUN:
         pytest.skip(NOT_RUN[name])
     case = CASES[name]
     manifests = own_ports(case["manifests"].replace("{GATEWAY_CLASS_NAME}", "meridian-conformance"))
+    if case.get("protocol") == "grpc":
+        request.getfixturevalue("grpc_backends")
     gw.write("case.yaml", manifests)
     try:
+        if case.get("protocol") == "grpc":
+            _run_grpc(gw, name, case)
+            return
         for i, expected in enumerate(case["requests"]):
             if expected.get("Skip"):
                 SKIPPED_REQUESTS.append(f"{name} request {i}: {expected['Skip']}")
@@ -227,15 +251,66 @@ def test_conformance(gw: Gateway, name: str) -> None:
         gw.wait_converged()
 
 
+def check_grpc(answer: Answer, expected: dict[str, Any]) -> str | None:
+    """Why `answer` does not meet the expected response (None when it does): upstream's
+    grpc.compareResponse (status code; when OK, the namespace and the pod name's prefix)."""
+    want = getattr(grpc.StatusCode, _UPPER.sub(r"\1_\2", expected.get("Code") or "OK").upper())
+    if answer.code != want:
+        return f"status {answer.code.name}, want {want.name}"
+    if answer.code == grpc.StatusCode.OK:
+        ctx = answer.response.assertions.context
+        if expected.get("Namespace") and ctx.namespace != expected["Namespace"]:
+            return f"namespace {ctx.namespace!r}, want {expected['Namespace']!r}"
+        if expected.get("Backend") and not ctx.pod.startswith(expected["Backend"]):
+            return f"pod {ctx.pod!r}, want one of {expected['Backend']!r}"
+    return None
+
+
+_UPPER = re.compile(r"([a-z])([A-Z])")
+
+
+def grpc_call(gw: Gateway, expected: dict[str, Any]) -> Answer:
+    # Upstream dials the Gateway's address: its :authority is "IP:80" unless the case sets one.
+    return grpc_echo_call(gw.http_port, expected.get("Method") or "Echo",
+                          authority=expected.get("Authority") or "127.0.0.1:80",
+                          metadata=expected.get("Metadata"))  # fmt: skip
+
+
+def _run_grpc(gw: Gateway, name: str, case: dict[str, Any]) -> None:
+    """A GRPCRoute case: each expected response retried until it matches (up to TIMEOUT), then the
+    weighted distribution over the pods that answer, as upstream's grpcroute-weight."""
+    for i, expected in enumerate(case["requests"]):
+        deadline = time.monotonic() + TIMEOUT
+        while (problem := check_grpc(grpc_call(gw, expected), expected)) is not None:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{name} request {i} {expected}: {problem}")
+            time.sleep(0.1)
+    want = case.get("distribution")
+    if want:
+        def backend() -> str:
+            answer = grpc_call(gw, case["requests"][0])
+            pod = answer.response.assertions.context.pod if answer.code == grpc.StatusCode.OK else ""
+            return next((svc for svc in want["weights"] if pod.startswith(svc)), f"{answer.code.name} {pod}")
+
+        _check_shares(want, backend)
+
+
 def _check_distribution(gw: Gateway, want: dict[str, Any]) -> None:
     """Upstream's weight.TestWeightedDistribution: the share of each backend within the tolerance, and
     no request for a backend of weight 0 (a few attempts, as upstream retries)."""
+    def backend() -> str:
+        r = gw.get("127.0.0.1:80", "/")
+        return str(r.json().get("service")) if r.status == 200 else f"status {r.status}"
+
+    _check_shares(want, backend)
+
+
+def _check_shares(want: dict[str, Any], backend: Callable[[], str]) -> None:
     problem = ""
     for _ in range(int(want.get("attempts", 1))):
         seen: dict[str, int] = {}
         for _ in range(int(want["requests"])):
-            r = gw.get("127.0.0.1:80", "/")
-            name = r.json().get("service") if r.status == 200 else f"status {r.status}"
+            name = backend()
             seen[name] = seen.get(name, 0) + 1
         total = sum(seen.values())
         problems = [f"{svc}: {seen.get(svc, 0) / total:.3f}, want {share}" for svc, share in want["weights"].items()
