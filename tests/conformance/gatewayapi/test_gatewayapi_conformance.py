@@ -43,7 +43,8 @@ BACKENDS = {
 GRPC_BACKENDS = {"gateway-conformance-infra": tuple(f"grpc-infra-backend-v{i}" for i in (1, 2, 3))}
 # Cases not run here, and why (each is a test of the upstream suite; see README.md).
 NOT_RUN: dict[str, str] = {
-    "HTTPRouteObservedGenerationBump": "status only: observedGeneration as a live API server bumps it",
+    "HTTPRouteObservedGenerationBump": "needs an API server that bumps metadata.generation: runs in Kubernetes "
+    "mode against the fake API server (test_gatewayapi_conformance_kube.py)",
     "HTTPRouteInvalidCrossNamespaceParentRef": "status only (no request): test_status_conformance checks it",
     "HTTPRouteInvalidParentRefNotMatchingSectionName": "status only (no request): test_status_conformance checks it",
     "HTTPRouteServiceTypes": "needs headless and manual-EndpointSlice Services of a live cluster",
