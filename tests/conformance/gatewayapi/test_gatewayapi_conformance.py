@@ -47,7 +47,6 @@ NOT_RUN: dict[str, str] = {
     "mode against the fake API server (test_gatewayapi_conformance_kube.py)",
     "HTTPRouteInvalidCrossNamespaceParentRef": "status only (no request): test_status_conformance checks it",
     "HTTPRouteInvalidParentRefNotMatchingSectionName": "status only (no request): test_status_conformance checks it",
-    "HTTPRouteServiceTypes": "needs headless and manual-EndpointSlice Services of a live cluster",
     "HTTPRouteMultipleGateways": "needs one address per Gateway: Meridian serves every Gateway of its class on the "
     "fleet's shared listeners, so two Gateways' catch-all routes meet on one host",
 }
@@ -165,6 +164,26 @@ def mirrored(gw: Gateway, case: dict[str, Any], path: str) -> str | None:
     return None
 
 
+def with_endpoint_slices(gw: Gateway, manifests: str, slices: list[dict[str, str]]) -> str:
+    """The manifests with the EndpointSlices a case's cluster and Go code fill (HTTPRouteServiceTypes):
+    each named slice lists the echo pods of Service `pods` (their own ports) under the port name."""
+    docs = [d for d in yaml.safe_load_all(manifests) if d]
+    names = {s["name"] for s in slices}
+    docs = [d for d in docs if not (d.get("kind") == "EndpointSlice" and d["metadata"]["name"] in names)]
+    for s in slices:
+        ns = next(d["metadata"]["namespace"] for d in docs if d.get("kind") == "Service"
+                  and d["metadata"]["name"] == s["service"])  # fmt: skip
+        pods = [p for p in gw.fleet.servers if p.service == s["pods"] and p.namespace == ns]
+        assert len({p.port for p in pods}) == 1, "one slice lists one port"
+        docs.append({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                     "metadata": {"name": s["name"], "namespace": ns,
+                                  "labels": {"kubernetes.io/service-name": s["service"]}},
+                     "addressType": "IPv4",
+                     "ports": [{"name": s["port"], "port": pods[0].port, "protocol": "TCP"}],
+                     "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}} for _ in pods[:1]]})
+    return dump_manifests(docs)
+
+
 def own_ports(manifests: str) -> str:
     """The manifests with Gateway listener ports other than 80/443 mapped as OWN_PORTS says."""
     docs = [d for d in yaml.safe_load_all(manifests) if d]
@@ -215,6 +234,8 @@ def test_conformance(gw: Gateway, name: str, request: pytest.FixtureRequest) -> 
     manifests = own_ports(case["manifests"].replace("{GATEWAY_CLASS_NAME}", "meridian-conformance"))
     if case.get("protocol") == "grpc":
         request.getfixturevalue("grpc_backends")
+    if case.get("endpointSlices"):
+        manifests = with_endpoint_slices(gw, manifests, case["endpointSlices"])
     gw.write("case.yaml", manifests)
     try:
         if case.get("protocol") == "grpc":
