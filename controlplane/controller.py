@@ -224,9 +224,9 @@ class Controller:
         cluster_keys = dirty_svc | ing.variants.take_touched()
         self.backends.rebuild_clusters(changes, cluster_keys)
         self.backends.rebuild_endpoints(changes, dirty_eds | cluster_keys, self.registry.primary_id())
-        ports = self.gateway_api.ports_dirty or bool(dirty_secrets)
-        if ports:  # Gateway listeners on ports of their own (a certificate may have become usable)
-            self.gateway_api.render_ports(changes, self.certificates)
+        ports = False  # whether the extra clusters of listeners on ports of their own changed
+        if self.gateway_api.ports_dirty or dirty_secrets:  # (a certificate may have become usable)
+            ports = self.gateway_api.render_ports(changes, self.certificates)
         if hosts or ports:
             if hosts:
                 self.hosts.rebuild(hosts, ing.served_for_host, frozenset(self.tls.certs), self.alias_plan)

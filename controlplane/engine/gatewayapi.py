@@ -68,12 +68,16 @@ class GatewayApiState:
         """SDS names the listeners on ports of their own may use (served when usable)."""
         return port_secrets(self.result.ports)
 
-    def render_ports(self, changes: dict[str, dict[str, Resource | None]], usable: Container[str]) -> None:
+    def render_ports(self, changes: dict[str, dict[str, Resource | None]], usable: Container[str]) -> bool:
         """The listeners and route tables of ports of their own (engine/gateway_ports.py), as changes
-        against what was emitted before; extra clusters are left to `port_clusters`."""
+        against what was emitted before; their extra clusters are left in `port_clusters`. Returns
+        whether those changed."""
         self.ports_dirty = False
         own = port_resources(self.result.ports, self.config.listen_address, usable)
-        self.port_clusters = dict(own.resources[rt.CLUSTER])
+        old_clusters, self.port_clusters = self.port_clusters, dict(own.resources[rt.CLUSTER])
+        clusters_changed = old_clusters.keys() != self.port_clusters.keys() or any(
+            old_clusters[n].SerializeToString(deterministic=True) != c.SerializeToString(deterministic=True)
+            for n, c in self.port_clusters.items())  # fmt: skip
         made = {(t, n): make_resource(n, t, m) for t in (rt.LISTENER, rt.ROUTE) for n, m in own.resources[t].items()}
         for (t, n), res in made.items():
             if self._emitted.get((t, n)) != res:
@@ -81,6 +85,7 @@ class GatewayApiState:
         for t, n in set(self._emitted) - set(made):
             changes[t][n] = None
         self._emitted = made
+        return clusters_changed
 
     def entries(self, host: str) -> HostEntries | None:
         return self.result.hosts.get(host)
