@@ -85,6 +85,10 @@ def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> 
 
 
 _PROTOCOL_TABLE = {"HTTP": "http", "HTTPS": "https"}
+# Listeners on ports of their own below this are not served: the gateway runs without the capability
+# to bind them (its 80/443 are the Service's, mapped to --http-port/--https-port), and a port Envoy
+# cannot bind would be refused at every update (a NACK that keeps Programmed pending).
+PRIVILEGED = 1024
 
 
 def gateway_info(
@@ -122,6 +126,10 @@ def gateway_info(
             served = sorted(http_ports if table == "http" else https_ports)
             conds.append(("Accepted", "False", "PortUnavailable",
                           f"port {port} is reserved by the fleet; {protocol} is shared on ports {served}"))  # fmt: skip
+            table = None
+        elif not shared and port < PRIVILEGED:
+            conds.append(("Accepted", "False", "PortUnavailable", f"port {port} is privileged: the gateway (not root) "
+                          f"cannot listen on it; use a port from {PRIVILEGED}"))  # fmt: skip
             table = None
         allowed = as_map(raw.get("allowedRoutes"))
         ns_from = str(as_map(allowed.get("namespaces")).get("from") or "Same")

@@ -496,3 +496,23 @@ def test_listeners_on_ports_of_their_own_in_both_engines() -> None:
         e.controller.flush()
         assert diff(resources(e.cache), cold_build(objects(BASE), CONFIG)) == ""
         assert not [n for n in resources(e.cache)[rt.LISTENER] if n.startswith("gateway_")]
+
+
+def test_privileged_and_reserved_ports_are_unavailable() -> None:
+    text = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: low, namespace: infra}
+spec:
+  gatewayClassName: meridian
+  listeners:
+  - {name: smtp, protocol: HTTP, port: 25}
+  - {name: east-west, protocol: HTTP, port: 15080}
+  - {name: fine, protocol: HTTP, port: 1024}
+"""
+    c = compiled(BASE, text)
+    (info,) = [g for g in c.gateway_api.gateways.values() if g.ref.name == "low"]
+    reasons = {lst.name: (lst.table, lst.conditions[0][2] if lst.conditions else None) for lst in info.listeners}
+    assert reasons == {"smtp": (None, "PortUnavailable"), "east-west": (None, "PortUnavailable"),
+                       "fine": ("http", None)}  # fmt: skip
+    assert "gateway_1024" in c.resources[rt.LISTENER] and "gateway_25" not in c.resources[rt.LISTENER]
