@@ -58,29 +58,30 @@ def _latest_conditions(route: dict[str, Any], gateway: str) -> dict[str, str] | 
     return {c["type"]: c["status"] for c in conds}
 
 
-def test_httproute_observed_generation_bump(kgw: KubeGateway) -> None:
-    case = CASES["HTTPRouteObservedGenerationBump"]
-    name = "observed-generation-bump"
+@pytest.mark.parametrize("name", ["HTTPRouteObservedGenerationBump"])  # (names the case in the report)
+def test_httproute_observed_generation_bump(kgw: KubeGateway, name: str) -> None:
+    case = CASES[name]
+    route = "observed-generation-bump"
     kgw.apply([d for d in yaml.safe_load_all(case["manifests"].replace("{GATEWAY_CLASS_NAME}", CLASS)) if d])
-    settled = wait_until(lambda: _latest_conditions(_route(kgw, name), "same-namespace"), timeout=20,
-                         message=f"no latest conditions: {_route(kgw, name).get('status')}")  # fmt: skip
+    settled = wait_until(lambda: _latest_conditions(_route(kgw, route), "same-namespace"), timeout=20,
+                         message=f"no latest conditions: {_route(kgw, route).get('status')}")  # fmt: skip
     assert settled["Accepted"] == "True" and settled["ResolvedRefs"] == "True"
-    original = _route(kgw, name)["metadata"]["generation"]
+    original = _route(kgw, route)["metadata"]["generation"]
 
     api = k8s_config.new_client_from_config(str(kgw.kubeconfig_path))
     try:
         patch = {"spec": {"rules": [{"backendRefs": [{"name": "infra-backend-v2", "port": 8080}]}]}}
         k8s.CustomObjectsApi(api).patch_namespaced_custom_object(
-            "gateway.networking.k8s.io", "v1", NS, "httproutes", name, patch)  # fmt: skip
+            "gateway.networking.k8s.io", "v1", NS, "httproutes", route, patch)  # fmt: skip
     finally:
         api.close()
 
     def bumped() -> dict[str, str] | None:
-        route = _route(kgw, name)
-        if route["metadata"]["generation"] == original:
+        obj = _route(kgw, route)
+        if obj["metadata"]["generation"] == original:
             return None
-        return _latest_conditions(route, "same-namespace")
+        return _latest_conditions(obj, "same-namespace")
 
-    after = wait_until(bumped, timeout=20, message=f"conditions never caught up: {_route(kgw, name).get('status')}")
+    after = wait_until(bumped, timeout=20, message=f"conditions never caught up: {_route(kgw, route).get('status')}")
     assert after["Accepted"] == "True" and after["ResolvedRefs"] == "True"
     kgw.wait_served_by(None, "/", "infra-backend-v2")  # and the patched route is what is served
