@@ -379,8 +379,9 @@ def test_grpcroute_matches_and_http2_clusters_in_both_engines() -> None:
 @settings(max_examples=25, deadline=None, derandomize=True, database=None)
 @given(st.data())
 def test_the_engine_follows_any_sequence_of_changes(data: st.DataObject) -> None:
-    """Adds and deletes of Gateway API objects, Ingresses, Services and Secrets in any order, flushed one
-    by one or in batches: the engine always serves what a cold build of the objects that exist serves."""
+    """Adds and deletes of Gateway API objects (listeners on the shared ports and on ports of their
+    own), Ingresses, Services and Secrets in any order, flushed one by one or in batches: the engine
+    always serves what a cold build of the objects that exist serves."""
     leaf = issue_cert(make_ca(), ["shop.example.com", "plain.example.com"])
     secret = dump_manifests([tls_secret("cert", "infra", leaf.cert, leaf.key)])
     https = """
@@ -396,7 +397,27 @@ spec:
     allowedRoutes: {namespaces: {from: All}}
     tls: {certificateRefs: [{name: cert}]}
 """
-    pool = [o for _kind, o in objects(BASE, ROUTES, GRPC, INGRESS % "2024-06-01T00:00:00Z", https, secret)["c1"]]
+    own_ports = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: own, namespace: infra}
+spec:
+  gatewayClassName: meridian
+  listeners:
+  - {name: plain, protocol: HTTP, port: 9080, allowedRoutes: {namespaces: {from: All}}}
+  - {name: tls, protocol: HTTPS, port: 9443, allowedRoutes: {namespaces: {from: All}},
+     tls: {certificateRefs: [{name: cert}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: on-own, namespace: apps}
+spec:
+  parentRefs: [{name: own, namespace: infra}]
+  hostnames: [shop.example.com]
+  rules: [{backendRefs: [{name: app, port: 80}]}]
+"""
+    pool = [o for _kind, o in objects(BASE, ROUTES, GRPC, INGRESS % "2024-06-01T00:00:00Z", https, secret,
+                                      own_ports)["c1"]]  # fmt: skip
     present: dict[int, dict[str, Any]] = {}
     with engine(["c1"], CONFIG) as e:
         for _ in range(data.draw(st.integers(4, 14))):
