@@ -1,6 +1,11 @@
 """Every Gateway API object of every source cluster -> per-host route entries, TLS bindings and
 what the status of each object should say. Pure: the objects and the Service index in, values out.
 
+Listeners on the fleet's shared ports feed `hosts` and `tls` (merged with Ingresses per host);
+listeners on other ports feed `ports`, one entry per port (engine/gateway_ports.py renders each as
+an Envoy listener with its own route table). Every Gateway is read before any route, so listeners
+of one port in several Gateways are checked against each other first (listeners.resolve_conflicts).
+
 Routes attach to Gateways of their own source cluster (parentRefs name a Gateway, optionally a
 listener by sectionName or port); backendRefs name Services, whose clusters (ir.names.ClusterName
 `ns/svc:port`) merge endpoints of every cluster exactly as Ingress backends do.
