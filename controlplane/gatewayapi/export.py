@@ -39,7 +39,9 @@ class Export:
     findings: dict[IngressRef, list[Finding]] = field(default_factory=dict)
 
     def note(self, ref: IngressRef, level: str, key: str, message: str) -> None:
-        self.findings.setdefault(ref, []).append(Finding(level, key, message))  # type: ignore[arg-type]
+        finding = Finding(level, key, message)  # type: ignore[arg-type]
+        if finding not in self.findings.setdefault(ref, []):
+            self.findings[ref].append(finding)
 
 
 def _backend(cluster: str, namespace: str, weight: int | None, export: Export, ref: IngressRef) -> dict[str, Any]:
@@ -63,7 +65,7 @@ def _match(route: Route) -> dict[str, Any]:
     out: dict[str, Any] = {"path": {"type": kind, "value": route.match.value}}
     headers = []
     for h in route.headers:
-        if h.name == ":authority" or h.invert or h.present:
+        if h.name.startswith(":") or h.invert or h.present:  # pseudo-headers are no Gateway API header names
             continue
         headers.append({"type": "RegularExpression", "name": h.name, "value": h.regex} if h.regex is not None
                        else {"name": h.name, "value": h.exact})  # fmt: skip
@@ -87,8 +89,21 @@ def _redirect(url: str, code: int, export: Export | None = None, ref: IngressRef
     return {"type": "RequestRedirect", "requestRedirect": r}
 
 
+def _https_redirect_variant(route: Route) -> bool:
+    """One of the plain-HTTP routes ssl-redirect adds beside the redirect itself (ingress/hosts.py
+    https_redirect_routes): "/" to the bare origin, a trailing "/" dropped. Both match on `:path`,
+    which Gateway API cannot; the plain redirect (scheme https, 308) answers those requests instead."""
+    return any(h.name == ":path" for h in route.headers)
+
+
 def _rule(route: Route, namespace: str, export: Export) -> dict[str, Any] | None:
     ref = route.source
+    if _https_redirect_variant(route):
+        if route.name.endswith("#slash"):
+            export.note(ref, "warning", "ssl-redirect", "redirects to HTTPS with RequestRedirect (scheme https, 308): "
+                        "a path ending in \"/\" keeps that \"/\" (ingress-nginx drops one; Gateway API cannot "
+                        "match on it); set preserve-trailing-slash to make both the same")  # fmt: skip
+        return None
     rule: dict[str, Any] = {"matches": [_match(route)]}
     filters: list[dict[str, Any]] = []
     action = route.action
@@ -99,6 +114,8 @@ def _rule(route: Route, namespace: str, export: Export) -> dict[str, Any] | None
         r: dict[str, Any] = {"statusCode": action.code}
         if action.scheme:
             r["scheme"] = action.scheme
+        if action.host:
+            r["hostname"] = action.host
         if action.port:
             r["port"] = action.port
         if action.path:
@@ -143,12 +160,23 @@ def export_gateway_api(
 ) -> Export:
     """See the module docstring."""
     export = Export()
-    tls = {h: t for t in tls_hosts for h in t.hosts}
+    tls: dict[str, tuple[str, str]] = {}  # host -> the certificate Secret (namespace, name)
+    for t in tls_hosts:
+        for h in t.hosts:
+            tls[h] = tuple(t.secret.split("/", 2)[1:])  # type: ignore[assignment]
+    for ref, ir in sorted(irs.items()):
+        for b in ir.tls if ir.served else ():
+            for h in b.hosts:
+                if b.secret is None and h not in tls:  # still a TLS host (ssl-redirect): its listener waits
+                    tls[h] = (b.secret_ref[1], b.secret_ref[2])
+                    export.note(ref, "warning", b.location or "tls", f"Secret {b.secret_ref[1]}/{b.secret_ref[2]} "
+                                f"{b.problem or 'is not usable'}: the HTTPS listener for {h} names it and serves "
+                                "once it is valid")  # fmt: skip
     listeners: list[dict[str, Any]] = [{"name": "http", "protocol": "HTTP", "port": 80,
                                         "allowedRoutes": {"namespaces": {"from": "All"}}}]  # fmt: skip
     grants: dict[str, set[str]] = {}
     for i, host in enumerate(sorted(tls)):
-        _cluster, sns, sname = tls[host].secret.split("/", 2)
+        sns, sname = tls[host]
         cert: dict[str, Any] = {"name": sname}
         if sns != namespace:
             cert["namespace"] = sns
