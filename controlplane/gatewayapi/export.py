@@ -77,6 +77,9 @@ def _match(route: Route) -> dict[str, Any]:
 def _redirect(url: str, code: int, export: Export | None = None, ref: IngressRef | None = None) -> dict[str, Any]:
     if code not in (301, 302, 303, 307, 308) and export is not None and ref is not None:
         export.note(ref, "warning", "redirect", f"status {code} is not a Gateway API redirect code; 302 is sent")
+    if export is not None and ref is not None:
+        export.note(ref, "warning", "redirect", f"to {url}: RequestRedirect keeps the request's query string "
+                    "(ingress-nginx sends exactly the URL); Gateway API cannot drop it")  # fmt: skip
     parts = urlsplit(url)
     r: dict[str, Any] = {"statusCode": code if code in (301, 302, 303, 307, 308) else 302}
     if parts.scheme:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import math
+import re
 import ssl
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -158,9 +159,11 @@ class Client:
             except aiohttp.ClientConnectorCertificateError as exc:
                 error = f"TLS: {exc.certificate_error}"
             except aiohttp.ClientConnectorError as exc:
-                error = "TLS handshake failed" if isinstance(exc.os_error, ssl.SSLError) else f"connect: {exc}"
+                error = "TLS handshake failed" if isinstance(exc.os_error, ssl.SSLError) else "connection refused"
+                if not isinstance(exc.os_error, (ssl.SSLError, ConnectionRefusedError)):
+                    error = f"cannot connect ({type(exc.os_error).__name__})"
             except (TimeoutError, aiohttp.ClientError) as exc:
-                error = f"{type(exc).__name__}: {exc}"
+                error = type(exc).__name__  # no port or address: the text is compared and documented
         return Answer(None, error=error)
 
 
@@ -169,6 +172,8 @@ def _describe(resp: aiohttp.ClientResponse, body: bytes, certificate: tuple[str,
     for name, value in resp.headers.items():
         key = name.lower()
         if key not in VOLATILE_HEADERS and key != "location":
+            if key == "set-cookie":  # an affinity cookie's value hashes the backend's address and port
+                value = re.sub(r"^([^=;]+)=[^;]*", r"\1=...", value)
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
     location = resp.headers.get("location")
     if "x-echo-service" in resp.headers:

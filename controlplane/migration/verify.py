@@ -32,7 +32,7 @@ class Verdict:
     ref: IngressRef
     requests: int = 0
     equal: int = 0
-    differences: list[str] = field(default_factory=list)  # "<request>: <field>: Ingress vs Gateway API"
+    differences: list[tuple[str, str]] = field(default_factory=list)  # (request, "field: Ingress's vs Gateway API's")
     not_converted: str | None = None  # why, when Meridian does not serve the Ingress
     findings: list[Finding] = field(default_factory=list)  # the export's report for this Ingress
 
@@ -107,7 +107,7 @@ def _verify_one(stage: Stage, mset: ManifestSet, config: GatewayConfig, namespac
         if difference is None:
             v.equal += 1
         else:
-            v.differences.append(f"{probe}: {difference}")
+            v.differences.append((str(probe), difference))
     return SetResult(mset.name, verdicts, done.notes, out.objects)
 
 
@@ -129,8 +129,9 @@ def format_results(results: Sequence[SetResult], *, every_difference: bool = Fal
             elif v.state == "equal":
                 lines.append(f"{ref}  equal ({v.requests} requests)")
             else:
-                lines.append(f"{ref}  DIFFERS ({v.requests - v.equal} of {v.requests} requests): {v.differences[0]}")
-                lines.extend(f"  ! {d}" for d in (v.differences[1:] if every_difference else []))
+                first = ": ".join(v.differences[0])
+                lines.append(f"{ref}  DIFFERS ({v.requests - v.equal} of {v.requests} requests): {first}")
+                lines.extend(f"  ! {r}: {d}" for r, d in (v.differences[1:] if every_difference else []))
     lines.append(summary_line(results))
     return "\n".join(lines) + "\n"
 
@@ -144,5 +145,25 @@ def regressions(results: Sequence[SetResult], baseline: Mapping[str, str]) -> li
             key = f"{r.name}: {ref}"
             was = baseline.get(key)
             if was is not None and rank[v.state] > rank[was]:
-                out.append(f"{key}: {was} -> {v.state} ({v.differences[0] if v.differences else v.not_converted})")
+                why = ": ".join(v.differences[0]) if v.differences else v.not_converted
+                out.append(f"{key}: {was} -> {v.state} ({why})")
     return out
+
+
+def difference_kind(difference: str) -> str:
+    """What kind of difference "field: Ingress's vs Gateway API's" is, for summaries."""
+    what, _, values = difference.partition(": ")
+    if what == "location":
+        mine, _, theirs = values.partition(" vs ")
+        if mine.strip("'").rstrip("/") == theirs.strip("'").rstrip("/"):
+            return "HTTPS redirect keeps a trailing \"/\" (ssl-redirect)"
+        if "?" in theirs and mine.strip("'") == theirs.strip("'").partition("?")[0]:
+            return "redirect keeps the query string"
+        return "Location"
+    if what == "status":
+        return f"status {values}"
+    if what == "error":
+        return f"no HTTP answer: {values}"
+    if what == "upstream path":
+        return "path the backend gets (rewrite-target)"
+    return what
