@@ -355,7 +355,7 @@ def _verify_gateway_api(config: Any, args: argparse.Namespace) -> int:
     mset = ManifestSet("manifests", tuple(Path(p) for p in args.filename))
     try:
         results = verify_sets([mset], config, namespace=args.gateway_namespace, classes=args.ingress_class)
-    except (EnvoyMissing, Rejected) as exc:
+    except (EnvoyMissing, Rejected, TimeoutError) as exc:
         sys.stderr.write(f"meridian translate --verify: {exc}\n")
         return 2
     sys.stdout.write(format_results(results, every_difference=args.report))
