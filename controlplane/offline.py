@@ -100,11 +100,14 @@ def export_gateway_api_objects(
     """As export_gateway_api_paths, for one cluster's objects by kind."""
     from controlplane.compile import SourceObjects
     from controlplane.gatewayapi.export import export_gateway_api
-    from controlplane.store import INGRESS, INGRESS_CLASS
+    from controlplane.ir import IngressRef
+    from controlplane.store import INGRESS, INGRESS_CLASS, object_name
 
     config = config or GatewayConfig()
     original = compile(SourceObjects({cluster_id: objects}, cluster_id), config)
-    out = export_gateway_api(original.irs, original.host_results, original.gateway.tls_hosts, namespace=namespace)
+    by_ref = {IngressRef(cluster_id, *object_name(o)): o for o in objects.get(INGRESS, [])}
+    out = export_gateway_api(original.irs, original.host_results, original.gateway.tls_hosts, namespace=namespace,
+                             ingresses=by_ref)  # fmt: skip
     kinds: dict[str, list[Any]] = {k: list(v) for k, v in objects.items() if k not in (INGRESS, INGRESS_CLASS)}
     for obj in out.objects:
         kinds.setdefault(obj["kind"], []).append(obj)

@@ -37,6 +37,7 @@ _CLUSTER = re.compile(r"^(?P<ns>[^/]+)/(?P<svc>[^:]+):(?P<port>\d+)(~(?P<variant
 class Export:
     objects: list[dict[str, Any]] = field(default_factory=list)
     findings: dict[IngressRef, list[Finding]] = field(default_factory=dict)
+    ingresses: Mapping[IngressRef, Mapping[str, Any]] = field(default_factory=dict)  # the objects, as written
 
     def note(self, ref: IngressRef, level: str, key: str, message: str) -> None:
         finding = Finding(level, key, message)  # type: ignore[arg-type]
@@ -92,6 +93,32 @@ def _redirect(url: str, code: int, export: Export | None = None, ref: IngressRef
     return {"type": "RequestRedirect", "requestRedirect": r}
 
 
+_LOCATION = re.compile(r"^rules\[(\d+)\]\.paths\[(\d+)\]")
+
+
+def _declared_backend(ingress: Mapping[str, Any] | None, location: str) -> dict[str, Any] | None:
+    """The Service and port number the Ingress names at `location` ("rules[i].paths[j]",
+    "defaultBackend"), as a backendRef; None when unknown or the port is only a name."""
+    spec = (ingress or {}).get("spec") or {}
+    backend: Any = None
+    m = _LOCATION.match(location)
+    if location.startswith("defaultBackend"):
+        backend = spec.get("defaultBackend") or spec.get("backend")
+    elif m is not None:
+        try:
+            backend = spec["rules"][int(m[1])]["http"]["paths"][int(m[2])]["backend"]
+        except (KeyError, IndexError, TypeError):
+            return None
+    if not isinstance(backend, Mapping):
+        return None
+    svc = backend.get("service")
+    name, port = (svc.get("name"), (svc.get("port") or {}).get("number")) if isinstance(svc, Mapping) else (
+        backend.get("serviceName"), backend.get("servicePort"))  # fmt: skip
+    if not name or not str(port).isdigit():
+        return None
+    return {"name": str(name), "port": int(port)}
+
+
 def _https_redirect_variant(route: Route) -> bool:
     """One of the plain-HTTP routes ssl-redirect adds beside the redirect itself (ingress/hosts.py
     https_redirect_routes): "/" to the bare origin, a trailing "/" dropped. Both match on `:path`,
@@ -144,9 +171,16 @@ def _rule(route: Route, namespace: str, export: Export) -> dict[str, Any] | None
         if url_rewrite:
             filters.append({"type": "URLRewrite", "urlRewrite": url_rewrite})
     elif isinstance(action, DirectResponse):
-        export.note(ref, "warning", route.name.partition("#")[2] or "route",
-                    f"answers {action.status} (no backend); Gateway API answers 500 for a rule without backends")
-        rule["backendRefs"] = []
+        where = route.name.partition("#")[2] or "route"
+        declared = _declared_backend(export.ingresses.get(ref), where) if action.status == 503 else None
+        if declared is not None:  # the Service is not there (yet): name it anyway, as the Ingress does
+            export.note(ref, "warning", where, f"Service {declared['name']} port {declared['port']} not found: "
+                        "the route names it; 500 (BackendNotFound) until it exists (Ingress: 503)")  # fmt: skip
+            rule["backendRefs"] = [declared]
+        else:
+            export.note(ref, "warning", where,
+                        f"answers {action.status} (no backend); Gateway API answers 500 for a rule without backends")
+            rule["backendRefs"] = []
     if filters:
         rule["filters"] = filters
     return rule
@@ -160,9 +194,11 @@ def export_gateway_api(
     namespace: str = "default",
     name: str = "meridian",
     class_name: str = "meridian",
+    ingresses: Mapping[IngressRef, Mapping[str, Any]] | None = None,
 ) -> Export:
-    """See the module docstring."""
-    export = Export()
+    """See the module docstring. `ingresses`: the Ingress objects, for backends whose Service is
+    missing (the route still names them)."""
+    export = Export(ingresses=ingresses or {})
     tls: dict[str, tuple[str, str]] = {}  # host -> the certificate Secret (namespace, name)
     for t in tls_hosts:
         for h in t.hosts:

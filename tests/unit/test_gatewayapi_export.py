@@ -41,3 +41,24 @@ def test_export_is_accepted_and_never_silently_different(path: Path) -> None:
         if not verdict.ok:
             levels = {f.level for f in out.findings.get(ref, [])}
             assert levels & {"unsupported", "warning"}, (ref, verdict.differences)
+
+
+def test_routes_name_backends_whose_service_is_missing_and_tls_hosts_whose_secret_is() -> None:
+    """Exported from the Ingresses alone (Services and Secrets elsewhere), the routes still name the
+    Service ports and the Gateway the certificate Secrets, as the Ingresses do; ssl-redirect is a
+    RequestRedirect to https with 308 on the HTTP listener."""
+    _original, out, _exported = export_gateway_api_paths([CORPUS / "037-almyty-hsts.yaml"], EVERY_CLASS)
+    routes = [o for o in out.objects if o["kind"] == "HTTPRoute"]
+    backends = {(b["name"], b["port"]) for r in routes for rule in r["spec"]["rules"]
+                for b in rule.get("backendRefs", [])}  # fmt: skip
+    assert backends == {("almyty-api", 3000), ("almyty-frontend", 8080)}
+    gateway = next(o for o in out.objects if o["kind"] == "Gateway")
+    certs = {lst["hostname"]: lst["tls"]["certificateRefs"][0]["name"] for lst in gateway["spec"]["listeners"]
+             if lst["protocol"] == "HTTPS"}  # fmt: skip
+    assert certs == {"api.almyty.com": "api-almyty-com-tls", "app.almyty.com": "app-almyty-com-tls"}
+    redirects = [f["requestRedirect"] for r in routes for rule in r["spec"]["rules"] for f in rule.get("filters", [])
+                 if f["type"] == "RequestRedirect"]  # fmt: skip
+    assert redirects and all(r["scheme"] == "https" and r["statusCode"] == 308 for r in redirects)
+    https_parents = {p["sectionName"] for r in routes if r["metadata"]["name"].endswith("-https")
+                     for p in r["spec"]["parentRefs"]}  # fmt: skip
+    assert https_parents == {"https-0", "https-1"}, "the HTTPS rules attach to the HTTPS listeners, not to http"
