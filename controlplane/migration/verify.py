@@ -93,9 +93,7 @@ def _verify_one(stage: Stage, mset: ManifestSet, config: GatewayConfig, namespac
                     for o in done.objects.get(kind, [])] + slices + out.objects  # fmt: skip
     stage.load({"ingress": ingress_side, "gateway-api": gateway_side})
     probes = derive(original.irs)
-    ingress, gateway = (Client(s.http_port, s.https_port) for s in stage.sides)
-    mine = asyncio.run(ingress.replay(probes))
-    theirs = asyncio.run(gateway.replay(probes))
+    mine, theirs = asyncio.run(_replay_both(stage, probes))
     verdicts = {ref: Verdict(ref, findings=list(out.findings.get(ref, []))) for ref in original.irs}
     for ref, ir in original.irs.items():
         if not ir.served:
@@ -109,6 +107,12 @@ def _verify_one(stage: Stage, mset: ManifestSet, config: GatewayConfig, namespac
         else:
             v.differences.append((str(probe), difference))
     return SetResult(mset.name, verdicts, done.notes, out.objects)
+
+
+async def _replay_both(stage: Stage, probes: list[Any]) -> tuple[list[Any], list[Any]]:
+    ingress, gateway = (Client(s.http_port, s.https_port) for s in stage.sides)
+    mine, theirs = await asyncio.gather(ingress.replay(probes), gateway.replay(probes))
+    return mine, theirs
 
 
 def summary_line(results: Sequence[SetResult]) -> str:
