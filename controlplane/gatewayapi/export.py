@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 from controlplane.gatewayapi.kinds import CONTROLLER_NAME, GROUP
 from controlplane.ingress.convert import IngressIR
 from controlplane.ingress.hosts import HostResult
-from controlplane.ir import DirectResponse, Finding, Forward, IngressRef, Redirect, Route, TlsHost
-from controlplane.ir.policies import HostRewrite, RewriteTarget, UrlRedirect
+from controlplane.ir import DirectResponse, Finding, Forward, IngressRef, PathMatch, Redirect, Route, TlsHost
+from controlplane.ir.policies import HostRewrite, RewriteTarget, UpstreamProtocol, UrlRedirect
 
 API = f"{GROUP}/v1"
 # Annotation keys whose effect the exported routes carry (through the merged routes or a filter).
@@ -38,6 +38,7 @@ class Export:
     objects: list[dict[str, Any]] = field(default_factory=list)
     findings: dict[IngressRef, list[Finding]] = field(default_factory=dict)
     ingresses: Mapping[IngressRef, Mapping[str, Any]] = field(default_factory=dict)  # the objects, as written
+    expressed: set[tuple[IngressRef, str]] = field(default_factory=set)  # annotations carried for one Ingress
 
     def note(self, ref: IngressRef, level: str, key: str, message: str) -> None:
         finding = Finding(level, key, message)  # type: ignore[arg-type]
@@ -45,7 +46,9 @@ class Export:
             self.findings[ref].append(finding)
 
 
-def _backend(cluster: str, namespace: str, weight: int | None, export: Export, ref: IngressRef) -> dict[str, Any]:
+def _backend(
+    cluster: str, namespace: str, weight: int | None, export: Export, ref: IngressRef, *, carried: bool = False
+) -> dict[str, Any]:
     m = _CLUSTER.match(cluster)
     if m is None:
         export.note(ref, "unsupported", "backend", f"cluster {cluster} is not a Service port")
@@ -55,7 +58,7 @@ def _backend(cluster: str, namespace: str, weight: int | None, export: Export, r
         out["namespace"] = m["ns"]
     if weight is not None:
         out["weight"] = weight
-    if m["variant"]:
+    if m["variant"] and not carried:
         export.note(ref, "warning", "backend", f"{m['svc']}:{m['port']} has upstream settings (backend protocol, "
                     "TLS, timeouts, load balancing) Gateway API standard cannot carry; they are dropped")  # fmt: skip
     return out
@@ -119,6 +122,46 @@ def _declared_backend(ingress: Mapping[str, Any] | None, location: str) -> dict[
     return {"name": str(name), "port": int(port)}
 
 
+def _grpc_rules(
+    ir: IngressIR | None, routes: list[Route], namespace: str, export: Export
+) -> list[dict[str, Any]] | None:
+    """A `backend-protocol: GRPC` Ingress whose routes here all forward every path ("/"): GRPCRoute rules
+    (every method, HTTP/2 to the backend), as ingress2gateway does; None when it needs an HTTPRoute."""
+    if ir is None or ir.annotations.upstream != (UpstreamProtocol("GRPC"),):
+        return None
+    plain = all(r.match == PathMatch("prefix", "/") and not r.headers and not r.query
+                and r.policy(HostRewrite) is None and r.policy(RewriteTarget) is None for r in routes)  # fmt: skip
+    if not plain:
+        return None
+    rules = []
+    for r in routes:
+        if isinstance(r.action, Forward):
+            weights = len(r.action.clusters) > 1
+            rules.append({"backendRefs": [_backend(c.cluster, namespace, c.weight if weights else None, export,
+                                                   ir.ref, carried=True) for c in r.action.clusters]})  # fmt: skip
+            continue
+        declared = _missing_service(r, export)
+        if declared is None:
+            return None
+        rules.append({"backendRefs": [declared]})
+    export.expressed.add((ir.ref, "backend-protocol"))
+    return rules
+
+
+def _missing_service(route: Route, export: Export) -> dict[str, Any] | None:
+    """For a route answering 503 because its Service is not there (yet): the backendRef the Ingress
+    declares, named anyway (with a warning), or None."""
+    where = route.name.partition("#")[2] or "route"
+    action = route.action
+    if not isinstance(action, DirectResponse) or action.status != 503:
+        return None
+    declared = _declared_backend(export.ingresses.get(route.source), where)
+    if declared is not None:
+        export.note(route.source, "warning", where, f"Service {declared['name']} port {declared['port']} not "
+                    "found: the route names it; 500 (BackendNotFound) until it exists (Ingress: 503)")  # fmt: skip
+    return declared
+
+
 def _https_redirect_variant(route: Route) -> bool:
     """One of the plain-HTTP routes ssl-redirect adds beside the redirect itself (ingress/hosts.py
     https_redirect_routes): "/" to the bare origin, a trailing "/" dropped. Both match on `:path`,
@@ -171,16 +214,11 @@ def _rule(route: Route, namespace: str, export: Export) -> dict[str, Any] | None
         if url_rewrite:
             filters.append({"type": "URLRewrite", "urlRewrite": url_rewrite})
     elif isinstance(action, DirectResponse):
-        where = route.name.partition("#")[2] or "route"
-        declared = _declared_backend(export.ingresses.get(ref), where) if action.status == 503 else None
-        if declared is not None:  # the Service is not there (yet): name it anyway, as the Ingress does
-            export.note(ref, "warning", where, f"Service {declared['name']} port {declared['port']} not found: "
-                        "the route names it; 500 (BackendNotFound) until it exists (Ingress: 503)")  # fmt: skip
-            rule["backendRefs"] = [declared]
-        else:
-            export.note(ref, "warning", where,
+        declared = _missing_service(route, export)
+        if declared is None:
+            export.note(ref, "warning", route.name.partition("#")[2] or "route",
                         f"answers {action.status} (no backend); Gateway API answers 500 for a rule without backends")
-            rule["backendRefs"] = []
+        rule["backendRefs"] = [declared] if declared is not None else []
     if filters:
         rule["filters"] = filters
     return rule
@@ -246,17 +284,19 @@ def export_gateway_api(
                 if host in https_section and (table == "https" or result.http is result.https):
                     parents = ([] if table == "https" else parents) + [
                         {"name": name, "namespace": namespace, "sectionName": https_section[host]}]
-                rules = [r for r in (_rule(route, ref.namespace, export) for route in routes) if r is not None]
+                grpc = _grpc_rules(irs.get(ref), routes, ref.namespace, export)
+                rules = grpc or [r for r in (_rule(route, ref.namespace, export) for route in routes) if r is not None]
                 suffix = (host or "any").replace("*", "wildcard") + ("" if len(tables) == 1 else f"-{table}")
                 spec: dict[str, Any] = {"parentRefs": parents, "rules": rules}
                 if host:
                     spec["hostnames"] = [host]
-                export.objects.append({"apiVersion": API, "kind": "HTTPRoute",
+                export.objects.append({"apiVersion": API, "kind": "GRPCRoute" if grpc else "HTTPRoute",
                                        "metadata": {"name": f"{ref.name}-{suffix}"[:253], "namespace": ref.namespace},
                                        "spec": spec})  # fmt: skip
     for ref, ir in sorted(irs.items()):
         for f in ir.findings:
-            if f.level == "converted" and f.key not in EXPRESSED and not f.key.startswith(("rules", "tls", "spec")):
+            carried = f.key in EXPRESSED or (ref, f.key) in export.expressed
+            if f.level == "converted" and not carried and not f.key.startswith(("rules", "tls", "spec")):
                 export.note(ref, "unsupported", f.key, "no Gateway API (standard) equivalent; not carried over")
             elif f.level == "converted":
                 export.note(ref, "converted", f.key, f.message)

@@ -62,3 +62,19 @@ def test_routes_name_backends_whose_service_is_missing_and_tls_hosts_whose_secre
     https_parents = {p["sectionName"] for r in routes if r["metadata"]["name"].endswith("-https")
                      for p in r["spec"]["parentRefs"]}  # fmt: skip
     assert https_parents == {"https-0", "https-1"}, "the HTTPS rules attach to the HTTPS listeners, not to http"
+
+
+def test_a_grpc_ingress_becomes_a_grpcroute() -> None:
+    """backend-protocol: GRPC on "/" is a GRPCRoute (HTTP/2 to the backend, every method); with a
+    rewrite it stays an HTTPRoute and the protocol is reported lost."""
+    original, out, exported = export_gateway_api_paths([CORPUS / "013-simplebank-grpc.yaml"], EVERY_CLASS)
+    kinds = {o["kind"] for o in out.objects}
+    assert "GRPCRoute" in kinds and "HTTPRoute" not in kinds
+    [ref] = [r for r, ir in original.irs.items() if ir.served]
+    assert ("converted", "backend-protocol") in {(f.level, f.key) for f in out.findings[ref]}
+    grpc = [r for r in exported.gateway_api.routes if r.kind == "GRPCRoute"]
+    assert grpc and all(dict((c[0], c[1]) for c in p.conditions)["Accepted"] == "True"
+                        for r in grpc for p in exported.gateway_api.routes[r].parents)  # fmt: skip
+    _original, out, _exported = export_gateway_api_paths([CORPUS / "014-rms-orders-grpc.yaml"], EVERY_CLASS)
+    assert "GRPCRoute" not in {o["kind"] for o in out.objects}
+    assert any(f.key == "backend-protocol" and f.level == "unsupported" for fs in out.findings.values() for f in fs)
