@@ -114,5 +114,7 @@ def derive(irs: Mapping[IngressRef, IngressIR]) -> list[Probe]:
                     for p in paths:
                         for headers in variants:
                             seen.add(Probe(ir.ref, scheme, host, p, headers, repeat))
+        if ir.default_backend is not None:  # spec.defaultBackend: what no rule of any Ingress matches
+            seen.update(Probe(ir.ref, "http", CATCH_ALL_HOST, p) for p in ("/", "/verify-default"))
         out.extend(sorted(seen))
     return out

@@ -99,6 +99,9 @@ def _verify_one(stage: Stage, mset: ManifestSet, config: GatewayConfig, namespac
         if not ir.served:
             why = "rejected" if ir.rejected else "its class is not served"
             verdicts[ref].not_converted = f"not served by Meridian ({why}); nothing to export"
+    for ref, v in verdicts.items():
+        if v.not_converted is None and not any(p.source == ref for p in probes):
+            v.not_converted = "no rule to derive a request from"
     for probe, difference in zip(probes, compare(mine, theirs), strict=True):
         v = verdicts[probe.source]
         v.requests += 1

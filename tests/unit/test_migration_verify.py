@@ -130,3 +130,11 @@ def test_regressions_and_difference_kinds() -> None:
     )
     assert difference_kind("location: 'https://x/' vs 'https://x/?q=1'") == "redirect keeps the query string"
     assert difference_kind("status: 502 vs 200") == "status 502 vs 200"
+
+
+def test_a_default_backend_is_probed_on_the_catch_all() -> None:
+    fallback = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                "metadata": {"name": "fallback", "namespace": "shop"},
+                "spec": {"defaultBackend": {"service": {"name": "web", "port": {"number": 80}}}}}  # fmt: skip
+    got = probes_of(fallback)
+    assert {(p.host, p.path) for p in got["fallback"]} == {(CATCH_ALL_HOST, "/"), (CATCH_ALL_HOST, "/verify-default")}
