@@ -46,6 +46,12 @@ class Answer:
     body: str = ""  # of an answer no backend gave
     certificate: tuple[str, ...] = ()
 
+    def brief(self) -> str:
+        """The answer in a few words: the backend and the path it got, or the status and Location."""
+        if self.backend is not None:
+            return f"from {self.backend} ({self.upstream_path})"
+        return f"{self.status or self.error}" + (f" to {self.location}" if self.location else "")
+
     def first_difference(self, other: Answer) -> str | None:
         """The first field that differs, as 'field: mine vs theirs' (None when equal)."""
         for f in fields(self):
@@ -77,9 +83,9 @@ def _origin_slash(location: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class Batch:
-    """A weighted probe's answers: how many requests each (status, backend) got."""
+    """A weighted probe's answers: how many requests got each distinct answer."""
 
-    counts: tuple[tuple[tuple[int | None, str | None], int], ...]
+    counts: tuple[tuple[Answer, int], ...]
     total: int
 
     def first_difference(self, other: Batch) -> str | None:
@@ -87,8 +93,7 @@ class Batch:
         for key in sorted(mine.keys() | theirs.keys(), key=str):
             a, b = mine.get(key, 0), theirs.get(key, 0)
             if shares_differ(a, self.total, b, other.total):
-                who = key[1] or f"status {key[0]}"
-                return f"share of {who}: {a}/{self.total} vs {b}/{other.total}"
+                return f"share of answers {key.brief()}: {a}/{self.total} vs {b}/{other.total}"
         return None
 
 
@@ -137,7 +142,7 @@ class Client:
                 if probe.repeat == 1:
                     return await one(probe)
                 got = await asyncio.gather(*(one(probe) for _ in range(probe.repeat)))
-                counts = Counter((a.status, a.backend) for a in got)
+                counts = Counter(got)
                 return Batch(tuple(sorted(counts.items(), key=str)), probe.repeat)
 
             return list(await asyncio.gather(*(answer(p) for p in probes)))

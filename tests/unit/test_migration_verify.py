@@ -107,9 +107,14 @@ def test_shares_differ_only_beyond_sampling_noise() -> None:
     assert not shares_differ(60, 200, 55, 200)  # 30% vs 27.5%: noise
     assert shares_differ(60, 200, 140, 200)  # 30% vs 70%
     assert not shares_differ(200, 200, 200, 200) and shares_differ(200, 200, 0, 200)
-    one = Batch(((((200, "shop/web:80")), 140), ((200, "shop/v2:80"), 60)), 200)
-    swapped = Batch((((200, "shop/web:80"), 60), ((200, "shop/v2:80"), 140)), 200)
-    assert one.first_difference(one) is None and "share of shop/" in (one.first_difference(swapped) or "")
+    web = Answer(200, backend="shop/web:80", upstream_path="/")
+    v2 = Answer(200, backend="shop/v2:80", upstream_path="/")
+    one = Batch(((web, 140), (v2, 60)), 200)
+    swapped = Batch(((web, 60), (v2, 140)), 200)
+    assert one.first_difference(one) is None
+    assert one.first_difference(swapped) == "share of answers from shop/v2:80 (/): 60/200 vs 140/200"
+    rewritten = Batch(((Answer(200, backend="shop/web:80", upstream_path="/x"), 140), (v2, 60)), 200)
+    assert "from shop/web:80" in (one.first_difference(rewritten) or ""), "a batch compares whole answers"
 
 
 def test_regressions_and_difference_kinds() -> None:
