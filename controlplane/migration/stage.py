@@ -76,11 +76,12 @@ def require_envoy() -> str:
 class Stage:
     """See the module docstring. A context manager; `load` then replay against `side.http_port`/`https_port`."""
 
-    def __init__(self, ingress_classes: Iterable[str], watch_without_class: bool, workdir: str | None = None) -> None:
+    def __init__(self, ingress_classes: Iterable[str], watch_without_class: bool) -> None:
         require_envoy()
         self.classes = sorted(set(ingress_classes))
         self.watch_without_class = watch_without_class
-        self.root = Path(workdir or tempfile.mkdtemp(prefix="meridian-verify-"))
+        # Private (0700): the manifests written here may hold the user's TLS keys; removed on close.
+        self.root = Path(tempfile.mkdtemp(prefix="meridian-verify-"))
         self.sides = [Side(n, self.root / n, free_port(), free_port()) for n in ("ingress", "gateway-api")]
         self.fleet = EchoFleet()
         self.echo: dict[BackendPort, int] = {}
@@ -134,6 +135,8 @@ class Stage:
         if self._thread.is_alive():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
+        if not self._thread.is_alive():
+            self.loop.close()
         self.fleet.close()
         shutil.rmtree(self.root, ignore_errors=True)
 
