@@ -5,8 +5,8 @@ Service index in, values out.
 A KIngress is ours when its `networking.knative.dev/ingress.class` (or the older `ingress-class`)
 annotation is `meridian.ingress.networking.knative.dev`. `ExternalIP` rules go on the north-south
 HTTP and HTTPS listeners (`httpOption: Redirected` answers their plain HTTP with a 301 to HTTPS);
-`ClusterLocal` rules only on the east-west listener. A path is Knative's literal prefix; headers
-match exactly; splits are weighted Service clusters (ir.names.ClusterName `ns/svc:port`) whose
+`ClusterLocal` rules only on the east-west listener. Paths match in spec order; a path is Knative's
+literal prefix; headers match exactly; splits are weighted Service clusters (ir.names.ClusterName `ns/svc:port`) whose
 endpoints merge across clusters exactly as Ingress and HTTPRoute backends, HTTP/2 when the Service
 port says h2c. No request timeout and no retries unless the (older) `timeout`/`retries` fields say so.
 """
@@ -121,6 +121,13 @@ def path_match(path: Any) -> PathMatch | None:
     return PathMatch("regex", re.escape(p) + ".*")
 
 
+def spec_order(entry: RouteEntry) -> tuple[str, str, str, int, int]:
+    """KIngress paths match in the order the spec lists them (Knative puts a tag's header-matched
+    path before the default one); KIngresses sharing a host: the oldest first."""
+    r = entry.route
+    return (entry.created or "~", r.source.namespace, r.source.name, entry.rule, entry.match)
+
+
 class _Builder:
     def __init__(self, services: ServiceIndex, secret_problem: Callable[[SecretRef], str | None]) -> None:
         self.services = services
@@ -140,7 +147,7 @@ class _Builder:
                 except Exception:  # malformed beyond what the CRD schema allows (file mode): this one only
                     log.exception("KIngress %s/%s/%s cannot be read; it is not served", cluster, ns, name)
                     self._drop(ref_of(cluster, ns, name), obj)
-        order = RouteEntry.precedence
+        order = spec_order
         for host in sorted(set(self._public) | set(self._public_http)):
             self.result.hosts[host] = HostEntries(
                 tuple(sorted(self._public_http.get(host, {}).values(), key=order)),

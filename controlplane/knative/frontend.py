@@ -8,7 +8,6 @@ from typing import Any
 
 from controlplane.gatewayapi.build import HostEntries
 from controlplane.gatewayapi.frontend import secret_checker
-from controlplane.gatewayapi.httproute import RouteEntry
 from controlplane.ir import Route, VirtualHost
 from controlplane.ir.names import secret_name
 from controlplane.knative.build import KnativeResult, Objects, build
@@ -22,12 +21,11 @@ def knative(objects: Objects, services: ServiceIndex, get_secret: Callable[[str,
 
 
 def combine(first: HostEntries | None, second: HostEntries | None) -> HostEntries | None:
-    """One host's north-south entries of two frontends (Gateway API, Knative), in precedence order."""
+    """One host's north-south entries of two frontends (Gateway API, then Knative), each in its own
+    order (a KIngress's paths match in spec order, see build.spec_order)."""
     if first is None or second is None:
         return first if second is None else second
-    order = RouteEntry.precedence
-    return HostEntries(tuple(sorted(first.http + second.http, key=order)),
-                       tuple(sorted(first.https + second.https, key=order)))  # fmt: skip
+    return HostEntries(first.http + second.http, first.https + second.https)
 
 
 def add_certificates(result: KnativeResult, certs: dict[str, str], usable: Callable[[str], bool]) -> None:
