@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="same as the global --log-level")  # fmt: skip
     s.add_argument("--publish-address", help="address written to Ingress status")
     s.add_argument("--publish-service", metavar="NS/NAME", help="Service whose address goes to Ingress status")
+    s.add_argument("--knative-public-service", metavar="NS/NAME",
+                   help="the north-south gateway Service, written to KIngress status.publicLoadBalancer")
+    s.add_argument("--knative-private-service", metavar="NS/NAME",
+                   help="the east-west gateway Service, written to KIngress status.privateLoadBalancer")
     s.add_argument(
         "--route-partitions",
         type=_partitions,
@@ -225,6 +229,8 @@ def serve_options(args: argparse.Namespace) -> ServeOptions:
         watch_ingress_without_class=args.watch_ingress_without_class,
         publish_address=args.publish_address,
         publish_service=args.publish_service,
+        knative_public_service=args.knative_public_service,
+        knative_private_service=args.knative_private_service,
         lease_duration=args.lease_duration,
         lease_renew_interval=args.lease_renew_interval,
         route_partitions=args.route_partitions,
