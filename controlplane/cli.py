@@ -67,10 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="same as the global --log-level")  # fmt: skip
     s.add_argument("--publish-address", help="address written to Ingress status")
     s.add_argument("--publish-service", metavar="NS/NAME", help="Service whose address goes to Ingress status")
-    s.add_argument("--knative-public-service", metavar="NS/NAME",
-                   help="the north-south gateway Service, written to KIngress status.publicLoadBalancer")
-    s.add_argument("--knative-private-service", metavar="NS/NAME",
-                   help="the east-west gateway Service, written to KIngress status.privateLoadBalancer")
+    s.add_argument("--knative-public-service", metavar="NS/NAME|DNS",
+                   help="the north-south gateway Service (NS/NAME, or its DNS name), written to KIngress "
+                        "status.publicLoadBalancer")  # fmt: skip
+    s.add_argument("--knative-private-service", metavar="NS/NAME|DNS",
+                   help="the Service in front of the east-west listener (NS/NAME, or its DNS name), written "
+                        "to KIngress status.privateLoadBalancer")  # fmt: skip
     s.add_argument(
         "--route-partitions",
         type=_partitions,
