@@ -105,10 +105,12 @@ class QueryMatch:
 
 @dataclass(frozen=True, slots=True)
 class WeightedCluster:
-    """One backend of a Forward and its share of `Forward.total_weight`."""
+    """One backend of a Forward and its share of `Forward.total_weight`; `request_headers` are set
+    on requests sent to this backend only (a KIngress split's appendHeaders)."""
 
     cluster: str
     weight: int
+    request_headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +122,10 @@ class Forward:
 
     @property
     def single(self) -> str | None:
-        return self.clusters[0].cluster if len(self.clusters) == 1 else None
+        """The only cluster, when there is one and it adds no headers of its own."""
+        if len(self.clusters) == 1 and not self.clusters[0].request_headers:
+            return self.clusters[0].cluster
+        return None
 
     def problems(self) -> list[str]:
         if not self.clusters:

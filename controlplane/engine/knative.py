@@ -1,0 +1,61 @@
+"""The engine's Knative step: rebuild the KIngress frontend when a KIngress (or a Service or Secret it
+may refer to) changed, and say which north-south hosts, cluster-local hosts and certificates changed.
+
+As the Gateway API step, the frontend is recomputed whole (linear in the KIngresses, which are few
+next to Ingresses) and only hosts whose routes differ are re-merged and re-rendered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from controlplane.gatewayapi.build import HostEntries
+from controlplane.gatewayapi.grpcroute import GRPC_UPSTREAM
+from controlplane.ingress.variants import ClusterVariants
+from controlplane.knative import frontend as kn
+from controlplane.knative.build import KnativeResult
+from controlplane.services import ServiceIndex
+from controlplane.store import KNATIVE_KINDS, SECRET, SERVICE, ClusterRegistry, object_name
+
+_TOUCHES = frozenset(KNATIVE_KINDS) | {SERVICE, SECRET}
+
+
+class KnativeState:
+    def __init__(self, registry: ClusterRegistry, services: ServiceIndex,
+                 get_secret: Callable[[str, str, str], Mapping[str, Any] | None],
+                 variants: ClusterVariants) -> None:  # fmt: skip
+        self.registry = registry
+        self.services = services
+        self.get_secret = get_secret
+        self.variants = variants  # shared with the Ingresses and the Gateway API
+        self.result = KnativeResult()
+        self._any = False  # some KIngress exists (else Service/Secret changes cost nothing)
+
+    def rebuild(self, kinds: set[str], *, full: bool) -> tuple[set[str], set[str], bool]:
+        """(north-south hosts whose KIngress routes changed, cluster-local hosts that changed, whether
+        certificates changed)."""
+        if not full and not (kinds & set(KNATIVE_KINDS)) and not (self._any and kinds & _TOUCHES):
+            return set(), set(), False
+        objects = {
+            store.cluster_id: {kind: {object_name(o): o for o in store.list(kind)} for kind in KNATIVE_KINDS}
+            for store in self.registry.stores()
+        }
+        self._any = any(objs for kinds_ in objects.values() for objs in kinds_.values())
+        new = kn.knative(objects, self.services, self.get_secret)
+        old, self.result = self.result, new
+        for ref, names in old.variant_users.items():  # h2c splits' HTTP/2 clusters follow their users
+            if new.variant_users.get(ref) != names:
+                self.variants.remove_users(ref, names)
+        for ref, names in new.variant_users.items():
+            if old.variant_users.get(ref) != names:
+                self.variants.add_users(ref, names, GRPC_UPSTREAM)
+        hosts = {h for h in set(new.hosts) | set(old.hosts) if new.hosts.get(h) != old.hosts.get(h)}
+        local = {h for h in set(new.local) | set(old.local) if new.local.get(h) != old.local.get(h)}
+        return hosts, local, new.tls != old.tls
+
+    def entries(self, host: str) -> HostEntries | None:
+        return self.result.hosts.get(host)
+
+    def add_certificates(self, certs: dict[str, str], usable: Callable[[str], bool]) -> None:
+        kn.add_certificates(self.result, certs, usable)

@@ -1,0 +1,298 @@
+"""Every KIngress of every source cluster -> north-south route entries per host, east-west routes per
+cluster-local host, TLS bindings and what each KIngress's status should say. Pure: objects and the
+Service index in, values out.
+
+A KIngress is ours when its `networking.knative.dev/ingress.class` (or the older `ingress-class`)
+annotation is `meridian.ingress.networking.knative.dev`. `ExternalIP` rules go on the north-south
+HTTP and HTTPS listeners (`httpOption: Redirected` answers their plain HTTP with a 301 to HTTPS);
+`ClusterLocal` rules only on the east-west listener. Paths match in spec order; a path is Knative's
+literal prefix; headers match exactly; splits are weighted Service clusters (ir.names.ClusterName `ns/svc:port`) whose
+endpoints merge across clusters exactly as Ingress and HTTPRoute backends, HTTP/2 when the Service
+port says h2c. No request timeout and no retries unless the (older) `timeout`/`retries` fields say so.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from controlplane.gatewayapi.build import HostEntries
+from controlplane.gatewayapi.grpcroute import GRPC_UPSTREAM
+from controlplane.gatewayapi.httproute import RouteEntry
+from controlplane.ingress.convert import creation_time
+from controlplane.ir import (
+    DirectResponse,
+    Forward,
+    HeaderMatch,
+    IngressRef,
+    PathMatch,
+    Redirect,
+    Route,
+    WeightedCluster,
+)
+from controlplane.ir.names import ClusterName
+from controlplane.ir.policies import (
+    HeaderEdits,
+    HostRewrite,
+    RequestHeaderEdits,
+    RequestTimeout,
+    Retries,
+    RoutePolicy,
+    cluster_variant,
+)
+from controlplane.knative.kinds import (
+    CLUSTER_LOCAL,
+    EXTERNAL,
+    H2C_APP_PROTOCOLS,
+    H2C_PORT_NAMES,
+    HTTP_ENABLED,
+    HTTP_REDIRECTED,
+    is_ours,
+)
+from controlplane.services import ServiceIndex
+from controlplane.store import KINGRESS
+
+log = logging.getLogger("controlplane.knative")
+
+SecretRef = tuple[str, str, str]  # (cluster, namespace, name)
+Objects = Mapping[str, Mapping[str, Mapping[tuple[str, str], Mapping[str, Any]]]]  # cluster -> kind -> name -> obj
+
+_GO_DURATION = re.compile(r"^(?:[0-9]+(?:\.[0-9]+)?(?:h|m|s|ms|us|µs|ns))+$")
+_GO_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(h|ms|m|s|us|µs|ns)")
+_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+# What the older KIngress `retries` retried on (as net-istio and net-kourier did): 5xx and resets.
+_RETRY_ON = ("error", "timeout", "http_502", "http_503", "http_504")
+
+
+def go_duration(value: Any) -> float | None:
+    """A Go/metav1 duration ("10s", "1m0s", "500ms") in seconds; None when it is not one."""
+    if not isinstance(value, str) or not _GO_DURATION.match(value):
+        return None
+    return sum(float(n) * _UNIT[u] for n, u in _GO_PART.findall(value))
+
+
+def ref_of(cluster: str, namespace: str, name: str) -> IngressRef:
+    return IngressRef(cluster, namespace, name, kind=KINGRESS)
+
+
+@dataclass(frozen=True)
+class KIngressInfo:
+    """What the status of one of our KIngresses is made of."""
+
+    ref: IngressRef
+    generation: int
+    public_hosts: tuple[str, ...]
+    local_hosts: tuple[str, ...]
+    problems: tuple[str, ...] = ()
+
+
+@dataclass
+class KnativeResult:
+    hosts: dict[str, HostEntries] = field(default_factory=dict)  # north-south, per host
+    local: dict[str, tuple[Route, ...]] = field(default_factory=dict)  # east-west, per cluster-local host
+    tls: list[tuple[tuple[str, ...], SecretRef]] = field(default_factory=list)  # SNI names -> certificate
+    ingresses: dict[IngressRef, KIngressInfo] = field(default_factory=dict)
+    # KIngresses -> the HTTP/2 cluster variants (h2c Service ports) they forward to.
+    variant_users: dict[IngressRef, frozenset[ClusterName]] = field(default_factory=dict)
+
+
+def _as_map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((str(k), str(v)) for k, v in _as_map(value).items()))
+
+
+def path_match(path: Any) -> PathMatch | None:
+    """Knative's path is a literal prefix (not path-element aware): "/foo" also matches "/foobar"."""
+    p = str(path or "")
+    if p in ("", "/"):
+        return PathMatch("prefix", "/")
+    if not p.startswith("/"):
+        return None
+    return PathMatch("regex", re.escape(p) + ".*")
+
+
+def spec_order(entry: RouteEntry) -> tuple[str, str, str, int, int]:
+    """KIngress paths match in the order the spec lists them (Knative puts a tag's header-matched
+    path before the default one); KIngresses sharing a host: the oldest first."""
+    r = entry.route
+    return (entry.created or "~", r.source.namespace, r.source.name, entry.rule, entry.match)
+
+
+class _Builder:
+    def __init__(self, services: ServiceIndex, secret_problem: Callable[[SecretRef], str | None]) -> None:
+        self.services = services
+        self.secret_problem = secret_problem
+        self.result = KnativeResult()
+        self._public: dict[str, dict[str, RouteEntry]] = {}  # host -> route name -> (HTTP table, HTTPS table)
+        self._public_http: dict[str, dict[str, RouteEntry]] = {}
+        self._local: dict[str, dict[str, RouteEntry]] = {}
+
+    def build(self, objects: Objects) -> KnativeResult:
+        for cluster, kinds in sorted(objects.items()):
+            for (ns, name), obj in sorted(kinds.get(KINGRESS, {}).items()):
+                if not is_ours(obj):
+                    continue
+                try:
+                    self._ingress(cluster, ns, name, obj)
+                except Exception:  # malformed beyond what the CRD schema allows (file mode): this one only
+                    log.exception("KIngress %s/%s/%s cannot be read; it is not served", cluster, ns, name)
+                    self._drop(ref_of(cluster, ns, name), obj)
+        order = spec_order
+        for host in sorted(set(self._public) | set(self._public_http)):
+            self.result.hosts[host] = HostEntries(
+                tuple(sorted(self._public_http.get(host, {}).values(), key=order)),
+                tuple(sorted(self._public.get(host, {}).values(), key=order)),
+            )
+        for host, bucket in sorted(self._local.items()):
+            self.result.local[host] = tuple(e.route for e in sorted(bucket.values(), key=order))
+        return self.result
+
+    def _drop(self, ref: IngressRef, obj: Mapping[str, Any]) -> None:
+        for table in (self._public, self._public_http, self._local):
+            for bucket in table.values():
+                for name in [n for n, e in bucket.items() if e.route.source == ref]:
+                    del bucket[name]
+        self.result.variant_users.pop(ref, None)
+        generation = _as_map(obj.get("metadata")).get("generation")
+        self.result.ingresses[ref] = KIngressInfo(ref, generation if isinstance(generation, int) else 0, (), (),
+                                                  ("the KIngress cannot be read",))  # fmt: skip
+
+    def _ingress(self, cluster: str, ns: str, name: str, obj: Mapping[str, Any]) -> None:
+        ref = ref_of(cluster, ns, name)
+        meta = _as_map(obj.get("metadata"))
+        spec = _as_map(obj.get("spec"))
+        created, _ = creation_time(meta.get("creationTimestamp"))
+        generation = meta.get("generation") if isinstance(meta.get("generation"), int) else 0
+        problems: list[str] = []
+        used: set[ClusterName] = set()
+        option = str(spec.get("httpOption") or HTTP_ENABLED)
+        if option not in (HTTP_ENABLED, HTTP_REDIRECTED):
+            problems.append(f"httpOption {option!r} is not Enabled or Redirected; Enabled is used")
+            option = HTTP_ENABLED
+        public: set[str] = set()
+        local: set[str] = set()
+        for i, rule in enumerate(_as_list(spec.get("rules"))):
+            rule = _as_map(rule)
+            visibility = str(rule.get("visibility") or EXTERNAL)
+            if visibility not in (EXTERNAL, CLUSTER_LOCAL):
+                problems.append(f"rules[{i}]: visibility {visibility!r} is unknown; the rule is not served")
+                continue
+            hosts = [str(h) for h in _as_list(rule.get("hosts")) if h]
+            paths = _as_list(_as_map(rule.get("http")).get("paths"))
+            for j, raw in enumerate(paths):
+                route = self._route(ref, cluster, f"rules[{i}].paths[{j}]", _as_map(raw), problems, used)
+                if route is None:
+                    continue
+                entry = RouteEntry(route, created, i, j)
+                for host in hosts:
+                    if visibility == CLUSTER_LOCAL:
+                        local.add(host)
+                        self._local.setdefault(host, {})[route.name] = entry
+                        continue
+                    public.add(host)
+                    self._public.setdefault(host, {})[route.name] = entry
+                    plain = entry
+                    if option == HTTP_REDIRECTED:
+                        to_https = Redirect(code=301, scheme="https")
+                        plain = RouteEntry(Route(route.name, route.match, to_https, ref, route.headers), created, i, j)
+                    self._public_http.setdefault(host, {})[route.name] = plain
+        self._tls(ref, spec, problems)
+        if used:
+            self.result.variant_users[ref] = frozenset(used)
+        self.result.ingresses[ref] = KIngressInfo(ref, generation, tuple(sorted(public)), tuple(sorted(local)),
+                                                  tuple(problems))  # fmt: skip
+
+    def _tls(self, ref: IngressRef, spec: Mapping[str, Any], problems: list[str]) -> None:
+        for k, raw in enumerate(_as_list(spec.get("tls"))):
+            raw = _as_map(raw)
+            secret = (ref.cluster, str(raw.get("secretNamespace") or ref.namespace), str(raw.get("secretName") or ""))
+            hosts = tuple(str(h) for h in _as_list(raw.get("hosts")) if h)
+            problem = self.secret_problem(secret) if secret[2] else "no secretName"
+            if problem is not None:
+                problems.append(f"tls[{k}]: Secret {secret[1]}/{secret[2]}: {problem}")
+            elif hosts:
+                self.result.tls.append((hosts, secret))
+
+    def _route(self, ref: IngressRef, cluster: str, where: str, raw: Mapping[str, Any], problems: list[str],
+               used: set[ClusterName]) -> Route | None:  # fmt: skip
+        match = path_match(raw.get("path"))
+        if match is None:
+            problems.append(f"{where}: path {raw.get('path')!r} does not start with '/'; not served")
+            return None
+        headers = tuple(HeaderMatch(str(n).lower(), exact=str(_as_map(m).get("exact") or ""))
+                        for n, m in sorted(_as_map(raw.get("headers")).items()))  # fmt: skip
+        splits = [_as_map(s) for s in _as_list(raw.get("splits"))]
+        clusters: list[WeightedCluster] = []
+        weights = [s.get("percent") if isinstance(s.get("percent"), int) else 0 for s in splits]
+        if len(splits) == 1 and not weights[0]:
+            weights = [100]
+        elif splits and not any(weights):
+            weights = [1] * len(splits)  # no percentages at all: an even split
+        for k, (split, weight) in enumerate(zip(splits, weights, strict=True)):
+            cluster_ = self._backend(cluster, ref.namespace, split, f"{where}.splits[{k}]", problems, used)
+            if cluster_ is not None and weight > 0:
+                clusters.append(WeightedCluster(cluster_, weight, _pairs(split.get("appendHeaders"))))
+        add = dict(_pairs(raw.get("appendHeaders")))
+        if len(clusters) == 1 and clusters[0].request_headers:  # one backend: its headers are the route's
+            add.update(clusters[0].request_headers)
+            clusters = [WeightedCluster(clusters[0].cluster, clusters[0].weight)]
+        policies: list[RoutePolicy] = []
+        if add:
+            policies.append(RequestHeaderEdits(HeaderEdits(set=tuple(sorted(add.items())))))
+        if raw.get("rewriteHost"):
+            policies.append(HostRewrite(str(raw["rewriteHost"])))
+        policies.extend(self._timeouts(raw, where, problems))
+        action: Forward | DirectResponse
+        if clusters:
+            action = Forward(tuple(clusters), total_weight=sum(c.weight for c in clusters))
+        else:
+            action = DirectResponse(503, "no backend of this KIngress path exists\n")
+        return Route(f"{ref}#{where}", match, action, ref, headers, tuple(policies))
+
+    def _timeouts(self, raw: Mapping[str, Any], where: str, problems: list[str]) -> list[RoutePolicy]:
+        """The older KIngress `timeout` and `retries` fields, honoured where a KIngress still has them."""
+        out: list[RoutePolicy] = []
+        request = go_duration(raw.get("timeout")) if raw.get("timeout") is not None else None
+        if raw.get("timeout") is not None and request is None:
+            problems.append(f"{where}: timeout {raw.get('timeout')!r} is not a duration; ignored")
+        retries = _as_map(raw.get("retries"))
+        per_try = go_duration(retries.get("perTryTimeout")) if retries.get("perTryTimeout") is not None else None
+        if request is not None or per_try is not None:
+            out.append(RequestTimeout(request, per_try))
+        attempts = retries.get("attempts")
+        if isinstance(attempts, int) and attempts > 0:
+            out.append(Retries(_RETRY_ON, attempts, 0.0))
+        return out
+
+    def _backend(self, cluster: str, namespace: str, split: Mapping[str, Any], where: str, problems: list[str],
+                 used: set[ClusterName]) -> str | None:  # fmt: skip
+        ns = str(split.get("serviceNamespace") or namespace)
+        name = str(split.get("serviceName") or "")
+        port = split.get("servicePort")
+        ref = {"number": port} if isinstance(port, int) else {"name": str(port)} if port else {}
+        number, why = self.services.resolve_port(ns, name, ref, cluster)
+        if number is None:
+            problems.append(f"{where}: {why}")
+            return None
+        sp = next((p for p in self.services.ports((ns, name)) if p.port == number), None)
+        h2c = sp is not None and (sp.name in H2C_PORT_NAMES or (sp.app_protocol or "") in H2C_APP_PROTOCOLS)
+        if not h2c:
+            return str(ClusterName(ns, name, number))
+        variant = ClusterName(ns, name, number, cluster_variant(GRPC_UPSTREAM))
+        used.add(variant)
+        return str(variant)
+
+
+def build(objects: Objects, services: ServiceIndex, secret_problem: Callable[[SecretRef], str | None]) -> KnativeResult:
+    """See the module docstring."""
+    return _Builder(services, secret_problem).build(objects)
