@@ -44,12 +44,13 @@ class KnativeState:
         self._any = any(objs for kinds_ in objects.values() for objs in kinds_.values())
         new = kn.knative(objects, self.services, self.get_secret)
         old, self.result = self.result, new
-        for ref, names in old.variant_users.items():  # h2c splits' HTTP/2 clusters follow their users
+        for ref, names in old.variant_users.items():  # split variants (h2c, ExternalName) follow their users
             if new.variant_users.get(ref) != names:
                 self.variants.remove_users(ref, names)
         for ref, names in new.variant_users.items():
             if old.variant_users.get(ref) != names:
-                self.variants.add_users(ref, names, GRPC_UPSTREAM)
+                for name in names:
+                    self.variants.add_users(ref, (name,), new.variant_policies.get(name.variant, GRPC_UPSTREAM))
         hosts = {h for h in set(new.hosts) | set(old.hosts) if new.hosts.get(h) != old.hosts.get(h)}
         local = {h for h in set(new.local) | set(old.local) if new.local.get(h) != old.local.get(h)}
         return hosts, local, new.tls != old.tls

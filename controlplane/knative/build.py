@@ -6,9 +6,11 @@ A KIngress is ours when its `networking.knative.dev/ingress.class` (or the older
 annotation is `meridian.ingress.networking.knative.dev`. `ExternalIP` rules go on the north-south
 HTTP and HTTPS listeners (`httpOption: Redirected` answers their plain HTTP with a 301 to HTTPS);
 `ClusterLocal` rules only on the east-west listener. Paths match in spec order; a path is Knative's
-literal prefix; headers match exactly; splits are weighted Service clusters (ir.names.ClusterName `ns/svc:port`) whose
-endpoints merge across clusters exactly as Ingress and HTTPRoute backends, HTTP/2 when the Service
-port says h2c. No request timeout and no retries unless the (older) `timeout`/`retries` fields say so.
+literal prefix; headers match exactly; splits are weighted Service clusters (ir.names.ClusterName
+`ns/svc:port`) whose endpoints merge across clusters exactly as Ingress and HTTPRoute backends,
+HTTP/2 when the Service port says h2c; an ExternalName Service's DNS name is resolved by Envoy
+(Knative's DomainMapping sends to one). No request timeout and no retries unless the (older)
+`timeout`/`retries` fields say so.
 """
 
 from __future__ import annotations
@@ -35,12 +37,14 @@ from controlplane.ir import (
 )
 from controlplane.ir.names import ClusterName
 from controlplane.ir.policies import (
+    ExternalName,
     HeaderEdits,
     HostRewrite,
     RequestHeaderEdits,
     RequestTimeout,
     Retries,
     RoutePolicy,
+    UpstreamPolicy,
     cluster_variant,
 )
 from controlplane.knative.kinds import (
@@ -96,8 +100,10 @@ class KnativeResult:
     local: dict[str, tuple[Route, ...]] = field(default_factory=dict)  # east-west, per cluster-local host
     tls: list[tuple[tuple[str, ...], SecretRef]] = field(default_factory=list)  # SNI names -> certificate
     ingresses: dict[IngressRef, KIngressInfo] = field(default_factory=dict)
-    # KIngresses -> the HTTP/2 cluster variants (h2c Service ports) they forward to.
+    # KIngresses -> the cluster variants they forward to (HTTP/2 for h2c ports, ExternalName Services),
+    # and each variant's upstream policies.
     variant_users: dict[IngressRef, frozenset[ClusterName]] = field(default_factory=dict)
+    variant_policies: dict[str, tuple[UpstreamPolicy, ...]] = field(default_factory=dict)
 
 
 def _as_map(value: Any) -> Mapping[str, Any]:
@@ -300,9 +306,14 @@ class _Builder:
             return None
         sp = next((p for p in self.services.ports((ns, name)) if p.port == number), None)
         h2c = sp is not None and (sp.name in H2C_PORT_NAMES or (sp.app_protocol or "") in H2C_APP_PROTOCOLS)
-        if not h2c:
+        external = self.services.external_name((ns, name))
+        upstream: tuple[UpstreamPolicy, ...] = (GRPC_UPSTREAM if h2c else ()) + (
+            (ExternalName(external),) if external else ()
+        )
+        if not upstream:
             return str(ClusterName(ns, name, number))
-        variant = ClusterName(ns, name, number, cluster_variant(GRPC_UPSTREAM))
+        variant = ClusterName(ns, name, number, cluster_variant(upstream))
+        self.result.variant_policies[variant.variant] = upstream
         used.add(variant)
         return str(variant)
 

@@ -87,6 +87,16 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
                                 "http": {"paths": [{"splits": [split("main")]}]}}],
                      annotations={"networking.knative.dev/ingress.class": "istio.ingress.networking.knative.dev"}),
         ])  # fmt: skip
+        # Knative's DomainMapping: a public host whose path rewrites the Host to the route's cluster-local
+        # name and sends to the route's placeholder Service, an ExternalName naming the gateway's private
+        # load balancer (here: localhost, at the east-west port).
+        g.write("mapping.yaml", [
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "hello-private", "namespace": "default"},
+             "spec": {"type": "ExternalName", "externalName": "localhost",
+                      "ports": [{"name": "http", "port": g.east_west_port}]}},
+            kingress("mapping", [{"hosts": ["vanity.example.com"], "http": {"paths": [
+                {"rewriteHost": LOCAL, "splits": [split("hello-private", port=g.east_west_port)]}]}}]),
+        ])  # fmt: skip
         g.wait_served_by(PUBLIC, "/", "main", timeout=30)
         yield g
     finally:
@@ -137,6 +147,11 @@ def test_split_percentages_and_a_service_of_two_clusters(gw: Gateway) -> None:
 def test_rewrite_host(gw: Gateway) -> None:
     r = gw.get(PUBLIC, "/rewrite").json()
     assert r["service"] == "main" and r["host"] == "rewritten.example.internal"
+
+
+def test_domain_mapping_through_an_external_name_service(gw: Gateway) -> None:
+    r = gw.wait_served_by("vanity.example.com", "/", "main").json()
+    assert r["headers"]["K-Local"] == "yes" and r["host"] == LOCAL  # served by the cluster-local rule
 
 
 def test_cluster_local_rules_only_on_east_west(gw: Gateway) -> None:

@@ -18,8 +18,10 @@ from controlplane.knative.build import KIngressInfo, go_duration, path_match
 from controlplane.knative.frontend import claimed_service
 from controlplane.knative.probe import compute_hash, expanded_hosts, go_json
 from controlplane.knative.status import KnativeStatusSettings, knative_conditions, wanted_conditions
+from controlplane.offline import snapshot_dict
 from controlplane.sources.files import parse_manifests
 from controlplane.store import KINGRESS
+from controlplane.xds.resources import CLUSTER, SHORT_NAMES
 from tests.support.gateway import dump_manifests
 from tests.support.snapshots import cold_build, diff, engine, resources
 
@@ -274,3 +276,17 @@ def test_the_engine_follows_kingress_and_service_changes_as_a_cold_build(steps: 
                 e.stores["c1"].replace(kind, [obj for k, obj in parsed if k == kind])
             e.controller.flush()
             assert diff(resources(e.cache), cold_build(objects(*live.values()), CONFIG)) == ""
+
+
+def test_external_name_services_are_resolved_by_envoy() -> None:
+    ext = service("mapped")
+    ext["spec"].update(type="ExternalName", externalName="meridian-gateway-local.meridian-system.svc.cluster.local")
+    c = compiled(ext, kingress("k", [rule(["vanity.example.com"], [
+        {"rewriteHost": "hello.default.svc.cluster.local", "splits": [split("mapped")]}])]))  # fmt: skip
+    (r,) = routes(c, "vanity.example.com")
+    (name,) = [w.cluster for w in r.action.clusters]
+    (sc,) = [sc for sc in c.gateway.clusters if sc.name == name]
+    assert sc.static_address == ("meridian-gateway-local.meridian-system.svc.cluster.local", 80)
+    dumped = snapshot_dict(c.resources)
+    (cluster,) = [x for x in dumped[SHORT_NAMES[CLUSTER]] if x["name"] == name]
+    assert cluster["type"] == "STRICT_DNS" and cluster["dns_lookup_family"] == "V4_PREFERRED"
