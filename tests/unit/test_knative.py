@@ -290,3 +290,26 @@ def test_external_name_services_are_resolved_by_envoy() -> None:
     dumped = snapshot_dict(c.resources)
     (cluster,) = [x for x in dumped[SHORT_NAMES[CLUSTER]] if x["name"] == name]
     assert cluster["type"] == "STRICT_DNS" and cluster["dns_lookup_family"] == "V4_PREFERRED"
+
+
+def test_a_status_write_does_not_rebuild_the_frontend() -> None:
+    """The leader's own status writes come back as KIngress events: they must cost nothing."""
+    k = kingress("k", [rule(["h.example.com"], [{"splits": [split("web")]}])])
+    with engine(["c1"], CONFIG) as e:
+        for kind, obj in objects(service("web"), k)["c1"]:
+            e.stores["c1"].upsert(kind, obj)
+        e.controller.flush()
+        built = e.controller.knative.result
+        written = copy.deepcopy(k)
+        written["metadata"]["resourceVersion"] = "42"
+        written["status"] = {"observedGeneration": 2, "conditions": [{"type": "Ready", "status": "True"}]}
+        e.stores["c1"].upsert(KINGRESS, written)
+        e.controller.flush()
+        assert e.controller.knative.result is built
+        changed = copy.deepcopy(written)
+        changed["metadata"]["generation"] = 3
+        changed["spec"]["httpOption"] = "Redirected"
+        e.stores["c1"].upsert(KINGRESS, changed)
+        e.controller.flush()
+        assert e.controller.knative.result is not built
+        assert e.controller.knative.result.ingresses[next(iter(built.ingresses))].generation == 3
