@@ -114,8 +114,25 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((str(k), str(v)) for k, v in _as_map(value).items()))
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")  # an HTTP token (RFC 9110), as Envoy checks it
+_HOST = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9_.]*[a-z0-9])?(:[0-9]{1,5})?$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _pairs(value: Any, where: str, problems: list[str]) -> tuple[tuple[str, str], ...]:
+    """appendHeaders as (name, value) pairs; names that are not HTTP tokens and values with control
+    characters (Envoy would reject the whole route table) are left out and reported."""
+    out = []
+    for k, v in sorted((str(k), str(v)) for k, v in _as_map(value).items()):
+        if not _HEADER_NAME.match(k) or k.startswith(":") or _CONTROL.search(v):
+            problems.append(f"{where}: header {k!r} is not a valid header name and value; left out")
+            continue
+        out.append((k, v))
+    return tuple(out)
+
+
+def valid_host(host: str) -> bool:
+    return bool(_HOST.match(host))
 
 
 def path_match(path: Any) -> PathMatch | None:
@@ -125,7 +142,7 @@ def path_match(path: Any) -> PathMatch | None:
         return PathMatch("prefix", "/")
     if not p.startswith("/"):
         return None
-    return PathMatch("regex", re.escape(p) + ".*")
+    return PathMatch("string_prefix", p)
 
 
 def _probe(path: Mapping[str, Any], probe_hash: str) -> dict[str, Any]:
@@ -203,7 +220,10 @@ class _Builder:
             if visibility not in (EXTERNAL, CLUSTER_LOCAL):
                 problems.append(f"rules[{i}]: visibility {visibility!r} is unknown; the rule is not served")
                 continue
-            hosts = expanded_hosts([str(h) for h in _as_list(rule.get("hosts")) if h])
+            named = [str(h).lower() for h in _as_list(rule.get("hosts")) if h]
+            for h in [h for h in named if not valid_host(h)]:
+                problems.append(f"rules[{i}]: host {h!r} is not a host name; not served")
+            hosts = expanded_hosts([h for h in named if valid_host(h)])
             paths = [_as_map(p) for p in _as_list(_as_map(rule.get("http")).get("paths"))]
             # Knative's InsertProbe: each path's probe twin first, then the paths.
             probes = [_probe(raw, probe_hash) for raw in paths]
@@ -251,6 +271,10 @@ class _Builder:
             return None
         headers = tuple(HeaderMatch(str(n).lower(), exact=str(_as_map(m).get("exact") or ""))
                         for n, m in sorted(_as_map(raw.get("headers")).items()))  # fmt: skip
+        bad = [h.name for h in headers if not _HEADER_NAME.match(h.name) or _CONTROL.search(h.exact or "")]
+        if bad:
+            problems.append(f"{where}: header match {bad[0]!r} is not a valid header; the path is not served")
+            return None
         splits = [_as_map(s) for s in _as_list(raw.get("splits"))]
         clusters: list[WeightedCluster] = []
         weights = [s.get("percent") if isinstance(s.get("percent"), int) else 0 for s in splits]
@@ -261,16 +285,20 @@ class _Builder:
         for k, (split, weight) in enumerate(zip(splits, weights, strict=True)):
             cluster_ = self._backend(cluster, ref.namespace, split, f"{where}.splits[{k}]", problems, used)
             if cluster_ is not None and weight > 0:
-                clusters.append(WeightedCluster(cluster_, weight, _pairs(split.get("appendHeaders"))))
-        add = dict(_pairs(raw.get("appendHeaders")))
+                headers_ = _pairs(split.get("appendHeaders"), f"{where}.splits[{k}].appendHeaders", problems)
+                clusters.append(WeightedCluster(cluster_, weight, headers_))
+        add = dict(_pairs(raw.get("appendHeaders"), f"{where}.appendHeaders", problems))
         if len(clusters) == 1 and clusters[0].request_headers:  # one backend: its headers are the route's
             add.update(clusters[0].request_headers)
             clusters = [WeightedCluster(clusters[0].cluster, clusters[0].weight)]
         policies: list[RoutePolicy] = []
         if add:
             policies.append(RequestHeaderEdits(HeaderEdits(set=tuple(sorted(add.items())))))
-        if raw.get("rewriteHost"):
-            policies.append(HostRewrite(str(raw["rewriteHost"])))
+        rewrite = str(raw.get("rewriteHost") or "")
+        if rewrite and valid_host(rewrite.lower()):
+            policies.append(HostRewrite(rewrite.lower()))
+        elif rewrite:
+            problems.append(f"{where}: rewriteHost {rewrite!r} is not a host name; not rewritten")
         policies.extend(self._timeouts(raw, where, problems))
         action: Forward | DirectResponse
         if clusters:

@@ -15,6 +15,7 @@ import aiohttp
 import grpc
 import pytest
 
+from tests.e2e.test_fuzz_envoy import settled
 from tests.support import grpc_echo
 from tests.support.certs import issue_cert, make_ca, tls_secret
 from tests.support.gateway import Gateway
@@ -209,3 +210,50 @@ def test_websocket(gw: Gateway) -> None:
 
 def test_other_classes_are_not_served(gw: Gateway) -> None:
     assert gw.get("istio.default.example.com", "/").status == 404
+
+
+NASTY_PATHS = ["/(", "/a{99999}", "/a\\", "/a?x=1", "/a#f", "/a\tb", "/é", "/" + "a" * 3000, "nope", "/a b"]
+
+
+def test_nasty_kingresses_are_reported_never_rejected_by_envoy(gw: Gateway) -> None:
+    """Whatever a KIngress holds (file mode has no CRD schema): what Envoy would refuse is left out and
+    reported, the rest is served, and Envoy ACKs every push."""
+    paths = [{"path": p, "splits": [split("main")]} for p in NASTY_PATHS]
+    paths += [
+        {"headers": {"bad header": {"exact": "x"}}, "splits": [split("main")]},
+        {"headers": {"x-ok": {"exact": "a\r\nb"}}, "splits": [split("main")]},
+        {"appendHeaders": {"bad header": "x", ":path": "/evil", "x-crlf": "a\r\nb", "x-fine": "ok"},
+         "rewriteHost": "bad host/\r\n", "splits": [split("main", 50, **{"bad header": "x"}),
+                                                    split("ghost", 50), split("main", -5)]},
+        {"path": "/timeouts", "timeout": "forever", "retries": {"attempts": -1, "perTryTimeout": 3},
+         "splits": [split("main", port="nope")]},
+    ]  # fmt: skip
+    nasty = [
+        kingress("nasty", [{"hosts": ["nasty.example.com", "bad host", "UPPER.example.com", "*.wild.example.com",
+                                      "a*b.example.com", ""], "http": {"paths": paths}},
+                           {"hosts": ["nasty.default.svc.cluster.local"], "visibility": "ClusterLocal",
+                            "http": {"paths": paths}},
+                           {"hosts": ["odd.example.com"], "visibility": "Sideways", "http": {"paths": paths}}],
+                 httpOption="Sometimes", tls=[{"hosts": ["nasty.example.com"], "secretName": "nowhere"}]),
+        {"apiVersion": API, "kind": "Ingress", "metadata": {"name": "junk", "namespace": "default",
+                                                             "annotations": CLASS},
+         "spec": {"rules": "not a list", "tls": [None, 3]}},
+        {"apiVersion": API, "kind": "Ingress", "metadata": {"name": "junk2", "namespace": "default",
+                                                             "annotations": CLASS},
+         "spec": {"rules": [None, {"hosts": 5, "http": {"paths": [None, {"splits": "x"}]}}]}},
+    ]  # fmt: skip
+    marker = kingress("marker", [{"hosts": ["marker.example.com"], "http": {"paths": [{"splits": [split("main")]}]}}])
+    gw.write("nasty.yaml", [*nasty, marker])
+    try:
+        gw.wait_served_by("marker.example.com", "/", "main", timeout=20)
+        gw.wait_served_by("nasty.example.com", "/x", "main", timeout=20)  # the valid paths are served
+    except AssertionError:
+        nacks = [t["last_nack"] for s in gw.admin("/debug/syncz") for t in s["types"].values() if t.get("last_nack")]
+        errors = [line for line in gw.log_text().splitlines() if "ERROR" in line or "Error" in line]
+        pytest.fail(f"never served; NACKs: {str(nacks)[:2000]}; control plane errors: {errors[-5:]}")
+    finally:
+        gw.remove("nasty.yaml")
+    streams = wait_until(lambda: settled(gw), timeout=20, message="Envoy never answered the last push")
+    nacks = {short: t["last_nack"] for s in streams for short, t in s["types"].items() if t.get("last_nack")}
+    assert not nacks, f"Envoy rejected: {str(nacks)[:3000]}"
+    assert "Traceback" not in gw.log_text()

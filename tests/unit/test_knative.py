@@ -119,7 +119,7 @@ def test_visibility_decides_the_listener_and_cluster_local_names_expand() -> Non
 def test_paths_are_literal_prefixes_in_spec_order_with_exact_headers() -> None:
     assert path_match("") == path_match("/")
     match = path_match("/a.b+")
-    assert match is not None and match.kind == "regex" and match.value == r"/a\.b\+.*"
+    assert match is not None and match.kind == "string_prefix" and match.value == "/a.b+"
     assert path_match("nope") is None
     c = compiled(service("web"), service("tag"),
                  kingress("k", [rule(["h.example.com"], [
@@ -128,7 +128,7 @@ def test_paths_are_literal_prefixes_in_spec_order_with_exact_headers() -> None:
                      {"splits": [split("web")]}])]))  # fmt: skip
     rs = routes(c, "h.example.com")
     assert [(r.match.kind, [(h.name, h.exact) for h in r.headers]) for r in rs] == [
-        ("prefix", [("knative-serving-tag", "v2")]), ("regex", []), ("prefix", [])]  # fmt: skip
+        ("prefix", [("knative-serving-tag", "v2")]), ("string_prefix", []), ("prefix", [])]  # fmt: skip
 
 
 def test_splits_weights_and_headers() -> None:
