@@ -313,3 +313,42 @@ def test_a_status_write_does_not_rebuild_the_frontend() -> None:
         e.controller.flush()
         assert e.controller.knative.result is not built
         assert e.controller.knative.result.ingresses[next(iter(built.ingresses))].generation == 3
+
+
+FULL = kingress("full", [
+    rule(["h.example.com"], [
+        {"path": "/a", "headers": {"x-tag": {"exact": "v"}}, "appendHeaders": {"x-a": "1"}, "rewriteHost": "r.example",
+         "timeout": "10s", "retries": {"attempts": 2, "perTryTimeout": "1s"},
+         "splits": [split("web", 60, x_s="1"), split("api", 40)]}]),
+    rule(["full.default.svc.cluster.local"], [{"splits": [split("api")]}], "ClusterLocal")],
+    httpOption="Redirected",
+    tls=[{"hosts": ["h.example.com"], "secretName": "s", "secretNamespace": "default"}])  # fmt: skip
+JUNK = st.one_of(st.none(), st.integers(-5, 70000), st.text(max_size=8), st.lists(st.integers(), max_size=2),
+                 st.dictionaries(st.text(max_size=5), st.integers(), max_size=2), st.booleans())  # fmt: skip
+
+
+def _mutate(doc: Any, draw: Any) -> Any:
+    """`doc` with one value somewhere replaced by junk (as a file in file mode may hold)."""
+    if isinstance(doc, dict) and doc:
+        key = draw(st.sampled_from(sorted(doc, key=str)))
+        return {**doc, key: draw(JUNK) if draw(st.booleans()) else _mutate(doc[key], draw)}
+    if isinstance(doc, list) and doc:
+        i = draw(st.integers(0, len(doc) - 1))
+        return [*doc[:i], _mutate(doc[i], draw), *doc[i + 1:]]
+    return draw(JUNK)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(st.data())
+def test_malformed_kingresses_never_break_the_build(data: st.DataObject) -> None:
+    """Whatever a KIngress holds (file mode has no CRD schema), both engines build, agree, and the IR
+    is consistent."""
+    broken = {**FULL, "spec": _mutate(FULL["spec"], data.draw)}
+    docs = [service("web"), service("api"), service("full"), broken]
+    c = compiled(*docs)
+    assert c.gateway.problems() == []
+    with engine(["c1"], CONFIG) as e:
+        for kind, obj in objects(*docs)["c1"]:
+            e.stores["c1"].upsert(kind, obj)
+        e.controller.flush()
+        assert diff(resources(e.cache), cold_build(objects(*docs), CONFIG)) == ""
