@@ -165,7 +165,8 @@ class _Builder:
         self.services = services
         self.secret_problem = secret_problem
         self.result = KnativeResult()
-        self._public: dict[str, dict[str, RouteEntry]] = {}  # host -> route name -> (HTTP table, HTTPS table)
+        # host -> route name -> entry: HTTPS table, HTTP table (redirects when Redirected), east-west
+        self._public: dict[str, dict[str, RouteEntry]] = {}
         self._public_http: dict[str, dict[str, RouteEntry]] = {}
         self._local: dict[str, dict[str, RouteEntry]] = {}
 
@@ -256,7 +257,10 @@ class _Builder:
         for k, raw in enumerate(_as_list(spec.get("tls"))):
             raw = _as_map(raw)
             secret = (ref.cluster, str(raw.get("secretNamespace") or ref.namespace), str(raw.get("secretName") or ""))
-            hosts = tuple(str(h) for h in _as_list(raw.get("hosts")) if h)
+            named = [str(h).lower() for h in _as_list(raw.get("hosts")) if h]
+            hosts = tuple(h for h in named if valid_host(h) and ":" not in h)
+            if len(hosts) != len(named):
+                problems.append(f"tls[{k}]: hosts that are not host names are left out")
             problem = self.secret_problem(secret) if secret[2] else "no secretName"
             if problem is not None:
                 problems.append(f"tls[{k}]: Secret {secret[1]}/{secret[2]}: {problem}")
