@@ -42,6 +42,17 @@ READY_TIMEOUT = 15.0
 PROBE_HASH = "meridian-conformance-ready"  # any value but "override" comes back as sent
 # Upstream tests not run, and why (README.md): none needs more than file mode and one Envoy so far.
 NOT_RUN: dict[str, str] = {}
+# Upstream tests Meridian fails, and why (README.md). Strict: one that starts passing fails the run, to be
+# taken off this list.
+EXPECTED_FAILURES: dict[str, str] = {
+    "TestProbeHeaders": "a probe with K-Network-Hash: override must come back with the KIngress's hash "
+    "(ingress.InsertProbe, as net-istio and net-kourier do); Meridian passes the header through unchanged",
+}
+
+
+def _cases() -> list[Any]:
+    return [pytest.param(name, marks=pytest.mark.xfail(reason=EXPECTED_FAILURES[name], strict=True))
+            if name in EXPECTED_FAILURES else name for name in sorted(CASES)]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +237,7 @@ class Prober:
         self._thread.join(10)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", _cases())
 def test_knative_conformance(env: tuple[Gateway, ImageFleet], name: str) -> None:
     if name in NOT_RUN:
         pytest.skip(NOT_RUN[name])
