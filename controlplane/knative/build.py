@@ -52,6 +52,7 @@ from controlplane.knative.kinds import (
     HTTP_REDIRECTED,
     is_ours,
 )
+from controlplane.knative.probe import HASH_HEADER, OVERRIDE, compute_hash, expanded_hosts
 from controlplane.services import ServiceIndex
 from controlplane.store import KINGRESS
 
@@ -121,6 +122,14 @@ def path_match(path: Any) -> PathMatch | None:
     return PathMatch("regex", re.escape(p) + ".*")
 
 
+def _probe(path: Mapping[str, Any], probe_hash: str) -> dict[str, Any]:
+    """A path's probe twin (InsertProbe): it also matches `K-Network-Hash: override` and sends the hash."""
+    out = dict(path)
+    out["headers"] = {**_as_map(path.get("headers")), HASH_HEADER: {"exact": OVERRIDE}}
+    out["appendHeaders"] = {**_as_map(path.get("appendHeaders")), HASH_HEADER: probe_hash}
+    return out
+
+
 def spec_order(entry: RouteEntry) -> tuple[str, str, str, int, int]:
     """KIngress paths match in the order the spec lists them (Knative puts a tag's header-matched
     path before the default one); KIngresses sharing a host: the oldest first."""
@@ -181,16 +190,21 @@ class _Builder:
             option = HTTP_ENABLED
         public: set[str] = set()
         local: set[str] = set()
+        probe_hash = compute_hash(ns, name, spec)
         for i, rule in enumerate(_as_list(spec.get("rules"))):
             rule = _as_map(rule)
             visibility = str(rule.get("visibility") or EXTERNAL)
             if visibility not in (EXTERNAL, CLUSTER_LOCAL):
                 problems.append(f"rules[{i}]: visibility {visibility!r} is unknown; the rule is not served")
                 continue
-            hosts = [str(h) for h in _as_list(rule.get("hosts")) if h]
-            paths = _as_list(_as_map(rule.get("http")).get("paths"))
-            for j, raw in enumerate(paths):
-                route = self._route(ref, cluster, f"rules[{i}].paths[{j}]", _as_map(raw), problems, used)
+            hosts = expanded_hosts([str(h) for h in _as_list(rule.get("hosts")) if h])
+            paths = [_as_map(p) for p in _as_list(_as_map(rule.get("http")).get("paths"))]
+            # Knative's InsertProbe: each path's probe twin first, then the paths.
+            probes = [_probe(raw, probe_hash) for raw in paths]
+            for j, raw in enumerate(probes + paths):
+                probe = j < len(probes)
+                where = f"rules[{i}].paths[{j - len(probes) if not probe else j}]" + ("#probe" if probe else "")
+                route = self._route(ref, cluster, where, raw, [] if probe else problems, used)
                 if route is None:
                     continue
                 entry = RouteEntry(route, created, i, j)
