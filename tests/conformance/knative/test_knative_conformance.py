@@ -44,10 +44,7 @@ PROBE_HASH = "meridian-conformance-ready"  # any value but "override" comes back
 NOT_RUN: dict[str, str] = {}
 # Upstream tests Meridian fails, and why (README.md). Strict: one that starts passing fails the run, to be
 # taken off this list.
-EXPECTED_FAILURES: dict[str, str] = {
-    "TestProbeHeaders": "a probe with K-Network-Hash: override must come back with the KIngress's hash "
-    "(ingress.InsertProbe, as net-istio and net-kourier do); Meridian passes the header through unchanged",
-}
+EXPECTED_FAILURES: dict[str, str] = {}
 
 
 def _cases() -> list[Any]:
