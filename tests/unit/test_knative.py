@@ -1,0 +1,276 @@
+"""The Knative frontend through `compile` and through the incremental engine: which KIngresses are
+ours, visibility, matches, splits and their headers, the probe contract, what status says, and the
+engine serving exactly what a cold build serves through any sequence of KIngress and Service changes."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controlplane.compile import SourceObjects, compile
+from controlplane.controller import GatewayConfig
+from controlplane.ir import DirectResponse, Forward, IngressRef, Redirect
+from controlplane.ir.policies import HostRewrite, RequestHeaderEdits, RequestTimeout, Retries
+from controlplane.knative.build import KIngressInfo, go_duration, path_match
+from controlplane.knative.frontend import claimed_service
+from controlplane.knative.probe import compute_hash, expanded_hosts, go_json
+from controlplane.knative.status import KnativeStatusSettings, knative_conditions, wanted_conditions
+from controlplane.sources.files import parse_manifests
+from controlplane.store import KINGRESS
+from tests.support.gateway import dump_manifests
+from tests.support.snapshots import cold_build, diff, engine, resources
+
+CONFIG = GatewayConfig(http_port=18080, https_port=18443)
+API = "networking.internal.knative.dev/v1alpha1"
+OURS = {"networking.knative.dev/ingress.class": "meridian.ingress.networking.knative.dev"}
+
+
+def service(name: str, port: int = 80, port_name: str = "http", app_protocol: str | None = None) -> dict[str, Any]:
+    p: dict[str, Any] = {"name": port_name, "port": port}
+    if app_protocol:
+        p["appProtocol"] = app_protocol
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"ports": [p]}}  # fmt: skip
+
+
+def kingress(name: str, rules: list[dict[str, Any]], annotations: dict[str, str] | None = None,
+             **spec: Any) -> dict[str, Any]:  # fmt: skip
+    return {"apiVersion": API, "kind": "Ingress",
+            "metadata": {"name": name, "namespace": "default", "generation": 2,
+                         "annotations": OURS if annotations is None else annotations},
+            "spec": {"rules": rules, **spec}}  # fmt: skip
+
+
+def rule(hosts: list[str], paths: list[dict[str, Any]], visibility: str | None = "ExternalIP") -> dict[str, Any]:
+    out: dict[str, Any] = {"hosts": hosts, "http": {"paths": paths}}
+    if visibility:
+        out["visibility"] = visibility
+    return out
+
+
+def split(name: str, percent: int | None = None, port: int | str = 80, **headers: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"serviceName": name, "serviceNamespace": "default", "servicePort": port}
+    if percent is not None:
+        out["percent"] = percent
+    if headers:
+        out["appendHeaders"] = headers
+    return out
+
+
+def objects(*docs: dict[str, Any]) -> dict[str, list[tuple[str, Any]]]:
+    parsed, problems = parse_manifests(dump_manifests(docs))
+    assert problems == []
+    return {"c1": parsed}
+
+
+def compiled(*docs: dict[str, Any]) -> Any:
+    objs = objects(*docs)
+    kinds: dict[str, list[Any]] = {}
+    for kind, obj in objs["c1"]:
+        kinds.setdefault(kind, []).append(obj)
+    c = compile(SourceObjects({"c1": kinds}, primary="c1"), CONFIG)
+    assert c.gateway.problems() == []
+    return c
+
+
+def routes(c: Any, host: str, table: str = "https") -> list[Any]:
+    return [r for r in getattr(c.host_results[host], table).routes if not r.name.endswith("#probe")]
+
+
+def test_files_read_a_kingress_apart_from_an_ingress() -> None:
+    parsed, problems = parse_manifests(dump_manifests([kingress("k", [])]))
+    assert problems == [] and [k for k, _ in parsed] == [KINGRESS]
+
+
+def test_only_our_class_under_either_annotation_key() -> None:
+    paths = [{"splits": [split("web")]}]
+    c = compiled(service("web"),
+                 kingress("new", [rule(["new.example.com"], paths)]),
+                 kingress("old", [rule(["old.example.com"], paths)],
+                          {"networking.knative.dev/ingress-class": "meridian.ingress.networking.knative.dev"}),
+                 kingress("istio", [rule(["istio.example.com"], paths)],
+                          {"networking.knative.dev/ingress.class": "istio.ingress.networking.knative.dev"}),
+                 kingress("none", [rule(["none.example.com"], paths)], {}))  # fmt: skip
+    assert set(c.knative.hosts) == {"new.example.com", "old.example.com"}
+    assert {r.name for r in c.knative.ingresses} == {"new", "old"}
+
+
+def test_visibility_decides_the_listener_and_cluster_local_names_expand() -> None:
+    c = compiled(service("web"), service("hello"),
+                 kingress("k", [rule(["pub.example.com"], [{"splits": [split("web")]}], visibility=None),
+                                rule(["hello.default.svc.cluster.local"], [{"splits": [split("web")]}],
+                                     "ClusterLocal")]))  # fmt: skip
+    assert set(c.knative.hosts) == {"pub.example.com"}  # no visibility means ExternalIP
+    assert set(c.knative.local) == {"hello.default", "hello.default.svc", "hello.default.svc.cluster.local"}
+    east_west = {d for vh in c.gateway.route_tables[2].virtual_hosts for d in vh.domains}
+    north_south = {d for t in c.gateway.route_tables[:2] for vh in t.virtual_hosts for d in vh.domains}
+    assert "hello.default.svc.cluster.local" in east_west and "hello.default:80" in east_west
+    assert not north_south & east_west
+    # The Service "hello" gives its east-west names up to the KIngress; "web" keeps its own.
+    owners = {d: vh.name for vh in c.gateway.route_tables[2].virtual_hosts for d in vh.domains}
+    assert owners["hello.default"] == "knative:hello.default" and owners["web.default"] == "default/web:80"
+
+
+def test_paths_are_literal_prefixes_in_spec_order_with_exact_headers() -> None:
+    assert path_match("") == path_match("/")
+    match = path_match("/a.b+")
+    assert match is not None and match.kind == "regex" and match.value == r"/a\.b\+.*"
+    assert path_match("nope") is None
+    c = compiled(service("web"), service("tag"),
+                 kingress("k", [rule(["h.example.com"], [
+                     {"headers": {"Knative-Serving-Tag": {"exact": "v2"}}, "splits": [split("tag")]},
+                     {"path": "/api", "splits": [split("web")]},
+                     {"splits": [split("web")]}])]))  # fmt: skip
+    rs = routes(c, "h.example.com")
+    assert [(r.match.kind, [(h.name, h.exact) for h in r.headers]) for r in rs] == [
+        ("prefix", [("knative-serving-tag", "v2")]), ("regex", []), ("prefix", [])]  # fmt: skip
+
+
+def test_splits_weights_and_headers() -> None:
+    c = compiled(service("a"), service("b"),
+                 kingress("k", [rule(["h.example.com"], [
+                     {"appendHeaders": {"K-Path": "p"},
+                      "splits": [split("a", 30, K_Rev="a"), split("b", 70, K_Rev="b"), split("a", 0)]},
+                     {"path": "/one", "appendHeaders": {"K-Path": "p"}, "splits": [split("a", K_Rev="a")]},
+                     {"path": "/even", "splits": [split("a"), split("b")]}])]))  # fmt: skip
+    many, one, even = routes(c, "h.example.com")
+    assert isinstance(many.action, Forward)
+    assert [(w.cluster, w.weight, w.request_headers) for w in many.action.clusters] == [
+        ("default/a:80", 30, (("K_Rev", "a"),)), ("default/b:80", 70, (("K_Rev", "b"),))]  # fmt: skip
+    assert many.policy(RequestHeaderEdits).edits.set == (("K-Path", "p"),)
+    # One backend: its headers become the route's (a plain cluster route).
+    assert isinstance(one.action, Forward) and one.action.single == "default/a:80"
+    assert one.policy(RequestHeaderEdits).edits.set == (("K-Path", "p"), ("K_Rev", "a"))
+    assert isinstance(even.action, Forward) and [w.weight for w in even.action.clusters] == [1, 1]
+
+
+def test_rewrite_host_older_timeouts_and_retries() -> None:
+    assert go_duration("1m30s") == 90.0 and go_duration("500ms") == 0.5 and go_duration("soon") is None
+    c = compiled(service("web"),
+                 kingress("k", [rule(["h.example.com"], [
+                     {"rewriteHost": "other.default.svc.cluster.local", "timeout": "48h0m0s",
+                      "retries": {"attempts": 3, "perTryTimeout": "10s"}, "splits": [split("web")]}])]))  # fmt: skip
+    (r,) = routes(c, "h.example.com")
+    assert r.policy(HostRewrite) == HostRewrite("other.default.svc.cluster.local")
+    assert r.policy(RequestTimeout) == RequestTimeout(172800.0, 10.0)
+    retries = r.policy(Retries)
+    assert retries is not None and retries.retries == 3
+    # Without those fields: no timeout, no retries (streaming stays open; the retry test wants a 503 back).
+    c = compiled(service("web"), kingress("k", [rule(["h.example.com"], [{"splits": [split("web")]}])]))
+    (r,) = routes(c, "h.example.com")
+    assert r.policy(RequestTimeout) is None and r.policy(Retries) is None
+
+
+def test_http_option_redirected_answers_plain_http_with_301() -> None:
+    c = compiled(service("web"), kingress("k", [rule(["h.example.com"], [{"splits": [split("web")]}])],
+                                          httpOption="Redirected"))  # fmt: skip
+    (http,) = routes(c, "h.example.com", "http")
+    (https,) = routes(c, "h.example.com", "https")
+    assert http.action == Redirect(code=301, scheme="https") and isinstance(https.action, Forward)
+
+
+def test_h2c_ports_forward_over_http2() -> None:
+    c = compiled(service("g1", 81, "http2"), service("g2", 82, "grpc-port", "kubernetes.io/h2c"), service("p"),
+                 kingress("k", [rule(["h.example.com"], [{"path": "/1", "splits": [split("g1", port=81)]},
+                                                         {"path": "/2", "splits": [split("g2", port=82)]},
+                                                         {"splits": [split("p")]}])]))  # fmt: skip
+    clusters = [w.cluster for r in routes(c, "h.example.com") for w in r.action.clusters]
+    assert "~" in clusters[0] and "~" in clusters[1] and clusters[2] == "default/p:80"
+    protocols = {sc.name: sc.policies for sc in c.gateway.clusters}
+    assert protocols[clusters[0]][0].protocol == "GRPC" and protocols["default/p:80"] == ()
+
+
+def test_problems_make_a_503_and_say_why() -> None:
+    c = compiled(kingress("k", [rule(["h.example.com"], [{"splits": [split("ghost")]}])],
+                          tls=[{"hosts": ["h.example.com"], "secretName": "missing"}]))  # fmt: skip
+    (r,) = routes(c, "h.example.com")
+    assert isinstance(r.action, DirectResponse) and r.action.status == 503
+    (info,) = c.knative.ingresses.values()
+    assert any("ghost" in p for p in info.problems) and any("missing" in p for p in info.problems)
+
+
+def test_probe_twins_send_the_kingress_hash() -> None:
+    k = kingress("k", [rule(["h.example.com"], [{"splits": [split("web")]}])])
+    c = compiled(service("web"), k)
+    probe, real = c.host_results["h.example.com"].https.routes
+    assert probe.name.endswith("#probe") and not real.name.endswith("#probe")
+    assert [(h.name, h.exact) for h in probe.headers] == [("k-network-hash", "override")]
+    assert dict(probe.policy(RequestHeaderEdits).edits.set)["K-Network-Hash"] == compute_hash("default", "k", k["spec"])
+    # Go's json.Marshal: struct order, omitempty, HTML-safe escapes.
+    spec = {"rules": [{"hosts": ["a"], "http": {"paths": [{"splits": [{"serviceName": "s", "percent": 0}],
+                                                             "appendHeaders": {"b": "<&>", "a": "1"}}]}}]}  # fmt: skip
+    assert go_json(spec) == (b'{"rules":[{"hosts":["a"],"http":{"paths":[{"splits":[{"serviceNamespace":"",'
+                             b'"serviceName":"s","servicePort":0}],"appendHeaders":{"a":"1",'
+                             b'"b":"\\u003c\\u0026\\u003e"}}]}}]}')  # fmt: skip
+    assert expanded_hosts(["x.ns.svc.cluster.local", "123"]) == ["x.ns", "x.ns.svc", "x.ns.svc.cluster.local"]
+
+
+def test_claimed_service_names() -> None:
+    assert claimed_service("hello.default") == ("default", "hello")
+    assert claimed_service("hello.default.svc.cluster.local") == ("default", "hello")
+    assert claimed_service("hello.example.com") is None
+
+
+def test_status_conditions() -> None:
+    info = KIngressInfo(IngressRef("c1", "default", "k", "KIngress"), 3, ("h",), ())
+    lb = {c[0]: c[1:3] for c in wanted_conditions(info, (2, 1))}
+    assert lb == {"NetworkConfigured": ("True", ""), "LoadBalancerReady": ("Unknown", "Pending"),
+                  "Ready": ("Unknown", "Pending")}  # fmt: skip
+    assert {c[0]: c[1] for c in wanted_conditions(info, (2, 2))}["Ready"] == "True"
+    assert {c[0]: c[1] for c in wanted_conditions(info, (0, 0))}["Ready"] == "True"  # none connected here
+    broken = KIngressInfo(info.ref, 3, (), (), ("no Service",))
+    assert {c[0]: c[1] for c in wanted_conditions(broken, (1, 1))} == {
+        "NetworkConfigured": "False", "LoadBalancerReady": "Unknown", "Ready": "False"}  # fmt: skip
+    first = knative_conditions(wanted_conditions(info, (1, 0)), None)
+    assert [c["type"] for c in first] == ["LoadBalancerReady", "NetworkConfigured", "Ready"]
+    old = [dict(c, lastTransitionTime="2020-01-01T00:00:00Z") for c in first]
+    again = knative_conditions(wanted_conditions(info, (1, 1)), old)
+    times = {c["type"]: c["lastTransitionTime"] for c in again}
+    assert times["NetworkConfigured"] == "2020-01-01T00:00:00Z" and times["Ready"] != "2020-01-01T00:00:00Z"
+    settings_ = KnativeStatusSettings("gw/meridian", "edge.example.internal")
+    assert settings_.domain(settings_.public_service) == "meridian.gw.svc.cluster.local"
+    assert settings_.domain(settings_.private_service) == "edge.example.internal"
+
+
+BASE = [service("web"), service("api"), service("hello"),
+        kingress("k", [rule(["h.example.com"], [{"splits": [split("web")]}]),
+                       rule(["hello.default.svc.cluster.local"], [{"splits": [split("api")]}],
+                            "ClusterLocal")])]  # fmt: skip
+
+
+def _variants() -> list[dict[str, Any]]:
+    local_gone = copy.deepcopy(BASE[3])
+    local_gone["spec"]["rules"] = local_gone["spec"]["rules"][:1]
+    moved = copy.deepcopy(BASE[3])
+    moved["spec"]["rules"][1]["hosts"] = ["web.default"]
+    redirected = copy.deepcopy(BASE[3])
+    redirected["spec"]["httpOption"] = "Redirected"
+    other = kingress("o", [rule(["o.example.com"], [{"splits": [split("api", 50), split("web", 50)]}])])
+    return [local_gone, moved, redirected, other]
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.booleans()), min_size=1, max_size=6))
+def test_the_engine_follows_kingress_and_service_changes_as_a_cold_build(steps: list[tuple[int, bool]]) -> None:
+    """Add, change and delete KIngresses (cluster-local names moving between Services) and Services:
+    after each flush the engine serves exactly what compile serves for the objects that exist."""
+    variants = _variants()
+    with engine(["c1"], CONFIG) as e:
+        live: dict[tuple[str, str], dict[str, Any]] = {}
+        for doc in BASE:
+            live[(doc["kind"] + doc["apiVersion"], doc["metadata"]["name"])] = doc
+        for which, delete in steps:
+            doc = variants[which] if which < len(variants) else BASE[which - len(variants)]
+            key = (doc["kind"] + doc["apiVersion"], doc["metadata"]["name"])
+            if delete:
+                live.pop(key, None)
+            else:
+                live[key] = doc
+            parsed = objects(*live.values())["c1"]
+            for kind in ("Service", KINGRESS):  # only what really changed reaches the engine
+                e.stores["c1"].replace(kind, [obj for k, obj in parsed if k == kind])
+            e.controller.flush()
+            assert diff(resources(e.cache), cold_build(objects(*live.values()), CONFIG)) == ""
