@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -218,7 +217,3 @@ def run_case(target: Target, fleet: ImageFleet, name: str) -> None:
                 raise type(exc)(f"{name} ({case['key']}) step {i}: {exc}") from None
     finally:
         run.teardown()
-
-
-def iter_names() -> Iterator[str]:
-    return iter(sorted(CASES))
