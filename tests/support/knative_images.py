@@ -7,7 +7,9 @@ answer, so the transcribed suite needs servers that behave the same:
   `headers` as Go's `http.Header`, `protoMajor`/`protoMinor`), over HTTP/1.1 and h2c;
 - `timeout`: sleeps `?initialTimeout=` ms before the headers and `?timeout=` ms after them;
 - `retry`: answers 503 to its first request, 200 to every later one;
-- `websocket` (wsserver): echoes each message with " " + suffix appended.
+- `websocket` (wsserver): echoes each message with " " + suffix appended;
+- `httpproxy`: a reverse proxy to a gateway address that sets Host to its target host (how the
+  visibility tests reach a cluster-local KIngress through the private load balancer).
 
 Every image sits behind Knative's probe handler (pkg/http/probe): a request with
 `K-Network-Probe: probe` is answered 200 with its `K-Network-Hash` echoed (400 without one) and never
@@ -32,9 +34,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+import aiohttp
 import orjson
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+from multidict import CIMultiDict
 
 from controlplane.devtools.echo import canonical_header_name
 
@@ -42,7 +46,23 @@ PROBE_KEY = "k-network-probe"
 PROBE_VALUE = "probe"
 HASH_KEY = "k-network-hash"
 BACKEND_HEADER = "X-Backend-Service"
-KINDS = ("runtime", "timeout", "retry", "websocket")
+KINDS = ("runtime", "timeout", "retry", "websocket", "httpproxy")
+# Not forwarded by a proxy (RFC 9110 7.6.1, as Go's httputil.ReverseProxy), nor Host (set to the target).
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "host",
+        "content-length",
+    }
+)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -67,11 +87,14 @@ class ImageServer:
     service: str
     kind: str = "runtime"
     suffix: str = ""
+    target_host: str = ""  # httpproxy: TARGET_HOST
+    gateway: str = ""  # httpproxy: GATEWAY_HOST, where requests go ("127.0.0.1:PORT")
     port: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list, repr=False)
     _served: int = field(default=0, repr=False)  # the retry image's counter (probes excluded)
     _stop: asyncio.Event | None = field(default=None, repr=False)
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _session: aiohttp.ClientSession | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -98,6 +121,8 @@ class ImageServer:
             self._stop.set()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._task, 5)
+        if self._session is not None:
+            await self._session.close()
 
     # -- ASGI -------------------------------------------------------------------------
     async def _app(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -120,6 +145,8 @@ class ImageServer:
             await self._websocket(receive, send)
         elif self.kind == "websocket":  # wsserver answers plain requests (kubelet probes) with 200
             await self._respond(send, 200, b"")
+        elif self.kind == "httpproxy":
+            await self._proxy(scope, receive, send)
         elif self.kind == "timeout":
             await self._timeout(scope, send)
         elif self.kind == "retry":
@@ -155,6 +182,38 @@ class ImageServer:
             await self._respond(send, 400, b'a probe request must contain a non-empty "K-Network-Hash" header')
             return
         await self._respond(send, 200, b"", extra=[(b"k-network-hash", value.encode("latin-1"))])
+
+    async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = b""
+        while True:
+            event = await receive()
+            body += event.get("body", b"")
+            if not event.get("more_body"):
+                break
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        forward = CIMultiDict((k, v) for k, v in headers if k.lower() not in HOP_BY_HOP)
+        forward["Host"] = self.target_host
+        skip = {h for h in ("User-Agent", "Accept-Encoding") if h not in forward}
+        if self._session is None:
+            self._session = aiohttp.ClientSession(auto_decompress=False)
+        uri = self._request_info(scope)["uri"]
+        try:
+            async with self._session.request(
+                scope["method"],
+                f"http://{self.gateway}{uri}",
+                headers=forward,
+                data=body or None,
+                allow_redirects=False,
+                skip_auto_headers=skip,
+            ) as resp:
+                data = await resp.read()
+                out = [(k.encode(), v.encode()) for k, v in resp.headers.items() if k.lower() not in HOP_BY_HOP]
+                status = resp.status
+        except aiohttp.ClientError as exc:  # as the image's ErrorHandler: 502 with the error
+            await self._respond(send, 502, str(exc).encode())
+            return
+        await send({"type": "http.response.start", "status": status, "headers": out})
+        await send({"type": "http.response.body", "body": data})
 
     async def _timeout(self, scope: Scope, send: Send) -> None:
         query = parse_qs(scope.get("query_string", b"").decode())
@@ -206,8 +265,8 @@ class ImageFleet:
         fut: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
         return fut.result(timeout)
 
-    def add(self, service: str, kind: str = "runtime", suffix: str = "") -> ImageServer:
-        srv = ImageServer(service, kind, suffix)
+    def add(self, service: str, kind: str = "runtime", suffix: str = "", **kw: str) -> ImageServer:
+        srv = ImageServer(service, kind, suffix, **kw)
         self._run(srv.start())
         self.servers.append(srv)
         return srv

@@ -53,6 +53,10 @@ class CaseBackends:
             port = self.grpc[name].port
         elif kind == "private-gateway":  # upstream: an ExternalName Service to the private load balancer
             port = self.private_gateway_port
+        elif kind == "httpproxy":  # to the private load balancer, with Host = the cluster-local name
+            gateway = f"127.0.0.1:{self.private_gateway_port}"
+            self.images[name] = self.fleet.add(name, kind, target_host=backend["target"], gateway=gateway)
+            port = self.images[name].port
         else:
             self.images[name] = self.fleet.add(name, kind, backend.get("suffix", ""))
             port = self.images[name].port

@@ -160,7 +160,8 @@ def _message() -> str:
 
 def _ws(port: int, host: str) -> Any:
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    return ws_connect(f"ws://{host}/", sock=sock, proxy=None, open_timeout=10, compression=None)
+    # close_timeout=0: like gorilla's conn.Close(), end the connection without waiting for the peer's close.
+    return ws_connect(f"ws://{host}/", sock=sock, proxy=None, open_timeout=10, close_timeout=0, compression=None)
 
 
 def _ws_suffix(conn: Any) -> str:
