@@ -350,6 +350,14 @@ class _Builder:
         return str(variant)
 
 
+def reports(result: KnativeResult) -> list[dict[str, Any]]:
+    """Each KIngress of ours: what it serves and what it cannot (`/debug/kingresses`; in Kubernetes
+    mode its status says the same)."""
+    return [{"cluster": r.cluster, "namespace": r.namespace, "name": r.name, "generation": i.generation,
+             "public_hosts": list(i.public_hosts), "local_hosts": list(i.local_hosts), "problems": list(i.problems)}
+            for r, i in sorted(result.ingresses.items())]  # fmt: skip
+
+
 def build(objects: Objects, services: ServiceIndex, secret_problem: Callable[[SecretRef], str | None]) -> KnativeResult:
     """See the module docstring."""
     return _Builder(services, secret_problem).build(objects)

@@ -259,3 +259,19 @@ def test_nasty_kingresses_are_reported_never_rejected_by_envoy(gw: Gateway) -> N
     nacks = {short: t["last_nack"] for s in streams for short, t in s["types"].items() if t.get("last_nack")}
     assert not nacks, f"Envoy rejected: {str(nacks)[:3000]}"
     assert "Traceback" not in gw.log_text()
+
+
+def test_debug_kingresses_reports_what_is_served_and_what_is_not(gw: Gateway) -> None:
+    reports = {r["name"]: r for r in gw.admin("/debug/kingresses")}
+    assert "istio" not in reports  # not ours
+    assert reports["hello"]["public_hosts"] == [PUBLIC] and LOCAL in reports["hello"]["local_hosts"]
+    assert reports["hello"]["problems"] == []
+    gw.write("broken.yaml", [kingress("broken", [{"hosts": ["broken.example.com"],
+                                                  "http": {"paths": [{"splits": [split("ghost")]}]}}])])
+    try:
+        broken = wait_until(lambda: next((r for r in gw.admin("/debug/kingresses") if r["name"] == "broken"), None),
+                            timeout=15, message="broken KIngress never reported")  # fmt: skip
+        assert any("ghost" in p for p in broken["problems"])
+        assert gw.get("broken.example.com", "/").status == 503
+    finally:
+        gw.remove("broken.yaml")
