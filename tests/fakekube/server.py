@@ -126,8 +126,10 @@ class FakeKube:
         max_list_snapshots: int = 64,
         version: str = "v1.30.0",
         gateway_api: bool = True,
+        knative: bool = True,
     ) -> None:
         self.gateway_api = gateway_api  # False: gateway.networking.k8s.io is not served (no CRDs)
+        self.knative = knative  # False: networking.internal.knative.dev is not served (Knative not installed)
         self.bookmark_interval = bookmark_interval
         self.history_size = history_size
         self.token = token or f"fake-{uuid.uuid4().hex}"
@@ -395,6 +397,8 @@ class FakeKube:
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             parts = [p for p in request.path.split("/") if p]
             if not self.gateway_api and parts[:2] == ["apis", "gateway.networking.k8s.io"]:
+                raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            if not self.knative and parts[:2] == ["apis", "networking.internal.knative.dev"]:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
             if parts == ["apis", "authentication.k8s.io", "v1", "tokenreviews"]:
                 if request.method != "POST":
