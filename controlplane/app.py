@@ -172,7 +172,7 @@ class MeridianApp:
             settings = KubeSettings(opts.kubeconfig, opts.cluster_id, status, knative)
             self.kube = KubeMode(settings, self.registry, self.metrics, self.controller.view, self.request_flush,
                                  fleet=lambda: self.xds.fleet_settled() if self.xds else (0, True),
-                                 acks=lambda: self.xds)  # fmt: skip
+                                 acks=lambda: self.xds, pinned=lambda: self.history.pin is not None)  # fmt: skip
             await self.kube.start()
         self.xds = self._xds_server()
         self.xds_port = await self.xds.start(self.opts.xds_address)

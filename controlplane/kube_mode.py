@@ -40,9 +40,11 @@ class KubeMode:
         *,
         fleet: Callable[[], tuple[int, bool]] = lambda: (0, True),
         acks: Callable[[], FleetAcks | None] = lambda: None,
+        pinned: Callable[[], bool] = lambda: False,
     ) -> None:
         self.fleet = fleet  # (gateways connected, all ACKed the current routes): Gateway `Programmed`
         self.acks = acks  # which connected gateways ACKed which versions: KIngress `LoadBalancerReady`
+        self.pinned = pinned  # a rollback pin holds the served configuration
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
@@ -83,7 +85,7 @@ class KubeMode:
         )
         self.knative_status = KnativeStatusWriter(
             self.registry, self.view.knative, self.settings.knative, lambda: writer.is_leader, writer.client_for,
-            acks=self.acks,
+            acks=self.acks, pinned=self.pinned,
         )
         writer.elector.add_listener(self._leadership)
         self.view.on_built(self.gateway_status.kick)  # status follows what the engine serves

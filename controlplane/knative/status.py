@@ -8,7 +8,8 @@ What Knative's KIngress reconciler waits for (knative.dev/networking, IngressSta
 - `LoadBalancerReady`: every gateway Envoy connected to this replica (the leader) has ACKed a
   snapshot version built from this generation of the KIngress (Unknown, reason `Pending`, until
   then). Unlike net-kourier, nothing is probed: the ACKs say it. A gateway that is not connected
-  does not hold a KIngress back; one that is connected and silent does;
+  does not hold a KIngress back; one that is connected and silent does. While a rollback pin holds
+  the served configuration, a generation first built during it waits (it is not served);
 - `Ready`: both are True;
 - `observedGeneration`: the generation the conditions are about (written only once the engine has
   built that generation); `publicLoadBalancer` / `privateLoadBalancer`: the Services Knative sends
@@ -87,14 +88,18 @@ def knative_conditions(wanted: list[Condition], old: list[Mapping[str, Any]] | N
     return out
 
 
-def wanted_conditions(info: KIngressInfo, fleet: tuple[int, int]) -> list[Condition]:
-    """The three conditions of one KIngress; `fleet`: (gateways connected, how many ACKed it)."""
+def wanted_conditions(info: KIngressInfo, fleet: tuple[int, int] | None) -> list[Condition]:
+    """The three conditions of one KIngress; `fleet`: (gateways connected, how many ACKed it), None
+    while a rollback pin holds the served configuration (this generation is not served)."""
     if info.problems:
         why = "; ".join(info.problems)
         return [("NetworkConfigured", "False", "Invalid", why), ("LoadBalancerReady", "Unknown", "NotConfigured", ""),
                 ("Ready", "False", "Invalid", why)]  # fmt: skip
-    connected, acked = fleet
     network: Condition = ("NetworkConfigured", "True", "", "")
+    if fleet is None:
+        message = f"a rollback pin holds the served configuration; generation {info.generation} waits for resume"
+        return [network, ("LoadBalancerReady", "Unknown", "Pending", message), ("Ready", "Unknown", "Pending", message)]
+    connected, acked = fleet
     if connected and acked < connected:
         message = f"{acked} of {connected} connected gateway(s) acknowledged generation {info.generation}"
         return [network, ("LoadBalancerReady", "Unknown", "Pending", message), ("Ready", "Unknown", "Pending", message)]
@@ -122,6 +127,7 @@ class KnativeStatusWriter:
         client_for: Callable[[str], k8s.ApiClient | None],
         *,
         acks: Callable[[], FleetAcks | None] = lambda: None,
+        pinned: Callable[[], bool] = lambda: False,
         debounce: float = 0.05,
         retry_delay: float = 1.0,
     ) -> None:
@@ -131,6 +137,7 @@ class KnativeStatusWriter:
         self.is_leader = is_leader
         self.client_for = client_for
         self.acks = acks
+        self.pinned = pinned  # a rollback pin holds the served configuration (controlplane/history)
         self.debounce = debounce
         self.retry_delay = retry_delay
         self.writes = 0
@@ -176,12 +183,14 @@ class KnativeStatusWriter:
                 assert self._loop is not None
                 self._loop.call_later(self.retry_delay, self._kick.set)
 
-    def _fleet(self, ref: IngressRef, generation: int) -> tuple[int, int]:
+    def _fleet(self, ref: IngressRef, generation: int) -> tuple[int, int] | None:
         acks = self.acks()
         if acks is None:
             return (0, 0)
         required = self.required.get((ref, generation))
         if required is None:
+            if self.pinned():  # the served versions are the pin's: they do not hold this generation
+                return None
             required = self.required[(ref, generation)] = acks.served_versions()
         return acks.fleet_acked(required)
 

@@ -374,3 +374,49 @@ def test_a_secret_that_appears_later_is_picked_up() -> None:
         assert info.problems == ()
         assert diff(resources(e.cache), cold_build(objects(service("web"), k, tls_secret(
             "cert", "default", cert.cert, cert.key)), CONFIG)) == ""  # fmt: skip
+
+
+class _Fleet:
+    """Two connected gateways at the ACKed versions given (what XdsServer.fleet_acked counts)."""
+
+    def __init__(self) -> None:
+        self.served = {"routes": 5}
+        self.acked = [5, 4]
+
+    def served_versions(self) -> dict[str, int]:
+        return dict(self.served)
+
+    def fleet_acked(self, required: dict[str, int]) -> tuple[int, int]:
+        return len(self.acked), sum(1 for v in self.acked if v >= required["routes"])
+
+
+def test_status_plan_waits_for_acks_the_built_generation_and_a_rollback_pin() -> None:
+    from controlplane.knative.build import KnativeResult
+    from controlplane.knative.status import KnativeStatusWriter
+    from controlplane.store import ClusterRegistry, ClusterStore
+
+    registry = ClusterRegistry()
+    store = registry.add(ClusterStore("c1", primary=True))
+    obj = kingress("k", [])  # generation 2
+    store.upsert(KINGRESS, obj)
+    ref = IngressRef("c1", "default", "k", "KIngress")
+    result = KnativeResult(ingresses={ref: KIngressInfo(ref, 2, ("h",), ())})
+    fleet, pinned = _Fleet(), [True]
+    writer = KnativeStatusWriter(registry, lambda: result, KnativeStatusSettings("gw/pub", "gw/priv"), lambda: True,
+                                 lambda c: None, acks=lambda: fleet, pinned=lambda: pinned[0])  # fmt: skip
+
+    def lb() -> tuple[str, str]:
+        (_, _, _, status), = writer.plan()
+        (cond,) = [c for c in status["conditions"] if c["type"] == "LoadBalancerReady"]
+        return cond["status"], cond.get("message", "")
+
+    assert lb()[0] == "Unknown" and "rollback pin" in lb()[1] and writer.required == {}
+    pinned[0] = False
+    assert lb() == ("Unknown", "1 of 2 connected gateway(s) acknowledged generation 2")
+    assert writer.required == {(ref, 2): {"routes": 5}}
+    fleet.served = {"routes": 9}  # later versions: what this generation needs was recorded already
+    fleet.acked = [5, 5]
+    assert lb() == ("True", "acknowledged by 2 gateway(s)")
+    # The stored object is newer than what the engine built: nothing is written until it catches up.
+    store.upsert(KINGRESS, {**obj, "metadata": {**obj["metadata"], "generation": 3}})
+    assert writer.plan() == [] and writer.required == {}
