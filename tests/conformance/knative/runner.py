@@ -108,6 +108,8 @@ class CaseRun:
         kind = next(iter(step))
         if kind == "request":
             steps.request_step(ls, trust, step, self.hashes)
+        elif kind == "unreachable":
+            steps.unreachable_step(ls, step["unreachable"])
         elif kind == "concurrent":
             steps.concurrent_step(ls, trust, step["concurrent"], self.hashes)
         elif kind == "distribution":

@@ -91,6 +91,18 @@ def request_step(listeners: Listeners, trust: Trust, step: dict[str, Any], hashe
     check(resp, step.get("expect") or {}, hashes)
 
 
+def unreachable_step(listeners: Listeners, spec: dict[str, Any]) -> None:
+    """Beyond upstream (which dials port 80 only): a cluster-local host is not served on the north-south
+    HTTPS listener either: the TLS handshake fails (no certificate for that name) or the answer is 404."""
+    try:
+        with Client(listeners[spec["listener"]], host=spec["host"], tls=spec["listener"] == "https") as c:
+            resp = c.request("GET", spec.get("path", "/"))
+    except OSError:
+        return
+    if resp.status != 404:
+        raise AssertionError(f"{spec['host']} on the {spec['listener']} listener: {resp.status}, wanted 404 or no TLS")
+
+
 def concurrent_step(listeners: Listeners, trust: Trust, steps: list[dict[str, Any]], hashes: dict[str, str]) -> None:
     """Sub-tests that upstream runs with t.Parallel() (TestTimeout's 10 s delays)."""
     with ThreadPoolExecutor(len(steps)) as pool:
