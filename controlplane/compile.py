@@ -31,7 +31,7 @@ from controlplane.ingress.variants import ClusterVariants
 from controlplane.ir import CertificateSecret, IngressRef, ServiceCluster, VirtualHost
 from controlplane.ir.gateway import ClusterEndpoints, GatewayIR, RouteTableIR
 from controlplane.ir.names import ClusterName
-from controlplane.ir.policies import endpoint_labels
+from controlplane.ir.policies import UpstreamPolicy, endpoint_labels
 from controlplane.knative import frontend as kn
 from controlplane.knative.build import KnativeResult
 from controlplane.services import ServiceIndex
@@ -193,7 +193,7 @@ class _Frontend:
                 http.append((result.http,))
 
         users = {**self.gateway_api.variant_users, **self.knative.variant_users}
-        clusters, endpoints, east_west = self._backends(served, users)
+        clusters, endpoints, east_west = self._backends(served, users, self.knative.variant_policies)
         return GatewayIR(
             listeners=self.config.listeners(tls=bool(tls_hosts or passthrough)),
             route_tables=(
@@ -210,15 +210,19 @@ class _Frontend:
         )
 
     def _backends(
-        self, served: list[IngressIR], other_users: Mapping[IngressRef, Iterable[ClusterName]] = {}
+        self,
+        served: list[IngressIR],
+        other_users: Mapping[IngressRef, Iterable[ClusterName]] = {},
+        policies: Mapping[str, tuple[UpstreamPolicy, ...]] = {},
     ) -> tuple[tuple[ServiceCluster, ...], tuple[ClusterEndpoints, ...], tuple[tuple[VirtualHost, ...], ...]]:
         """Service clusters (base per port, plus the variants served Ingresses use), their endpoint
         assignments and the east-west virtual hosts."""
         variants = ClusterVariants()
         for ir in served:
             variants.add(ir)
-        for ref, names in other_users.items():  # GRPCRoutes' and h2c KIngress splits' HTTP/2 variants
-            variants.add_users(ref, names, GRPC_UPSTREAM)
+        for ref, names in other_users.items():  # GRPCRoutes' HTTP/2 variants, KIngress splits' variants
+            for name in names:
+                variants.add_users(ref, (name,), policies.get(name.variant, GRPC_UPSTREAM))
         clusters: list[ServiceCluster] = []
         endpoints: list[ClusterEndpoints] = []
         # Cluster-local KIngress hosts first (their table keys sort first), then every Service's names

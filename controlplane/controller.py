@@ -223,7 +223,7 @@ class Controller:
             hosts |= {h for h in old.keys() | self.alias_plan.keys() if old.get(h) != self.alias_plan.get(h)}
         gw_hosts, gw_tls = self.gateway_api.rebuild({ev.ref.kind for ev in events}, full=full)
         hosts |= gw_hosts
-        kn_hosts, kn_local, kn_tls = self.knative.rebuild({ev.ref.kind for ev in events}, full=full)
+        kn_hosts, kn_local, kn_tls = self.knative.rebuild(events, full=full)
         hosts |= kn_hosts
         # A cluster-local host takes its names over from the Service of the same name on east-west.
         dirty_svc |= {key for h in kn_local if (key := claimed_service(h)) is not None}

@@ -7,7 +7,7 @@ next to Ingresses) and only hosts whose routes differ are re-merged and re-rende
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from controlplane.gatewayapi.build import HostEntries
@@ -16,9 +16,24 @@ from controlplane.ingress.variants import ClusterVariants
 from controlplane.knative import frontend as kn
 from controlplane.knative.build import KnativeResult
 from controlplane.services import ServiceIndex
-from controlplane.store import KNATIVE_KINDS, SECRET, SERVICE, ClusterRegistry, object_name
+from controlplane.store import KINGRESS, KNATIVE_KINDS, SECRET, SERVICE, ClusterRegistry, StoreEvent, object_name
 
 _TOUCHES = frozenset(KNATIVE_KINDS) | {SERVICE, SECRET}
+
+
+_META_READ = ("name", "namespace", "generation", "annotations", "creationTimestamp")
+
+
+def _served_part(obj: Mapping[str, Any] | None) -> Any:
+    if obj is None:
+        return None
+    meta = obj.get("metadata") or {}
+    return (obj.get("spec"), obj.get("apiVersion"), {k: meta.get(k) for k in _META_READ})
+
+
+def _served_part_changed(ev: StoreEvent) -> bool:
+    """What the frontend reads of a KIngress changed (not only its status or resourceVersion)."""
+    return _served_part(ev.old) != _served_part(ev.new)
 
 
 class KnativeState:
@@ -32,9 +47,11 @@ class KnativeState:
         self.result = KnativeResult()
         self._any = False  # some KIngress exists (else Service/Secret changes cost nothing)
 
-    def rebuild(self, kinds: set[str], *, full: bool) -> tuple[set[str], set[str], bool]:
+    def rebuild(self, events: Iterable[StoreEvent], *, full: bool) -> tuple[set[str], set[str], bool]:
         """(north-south hosts whose KIngress routes changed, cluster-local hosts that changed, whether
-        certificates changed)."""
+        certificates changed). A KIngress whose status alone changed (the leader's own writes) costs
+        nothing."""
+        kinds = {ev.ref.kind for ev in events if ev.ref.kind != KINGRESS or _served_part_changed(ev)}
         if not full and not (kinds & set(KNATIVE_KINDS)) and not (self._any and kinds & _TOUCHES):
             return set(), set(), False
         objects = {
@@ -44,12 +61,13 @@ class KnativeState:
         self._any = any(objs for kinds_ in objects.values() for objs in kinds_.values())
         new = kn.knative(objects, self.services, self.get_secret)
         old, self.result = self.result, new
-        for ref, names in old.variant_users.items():  # h2c splits' HTTP/2 clusters follow their users
+        for ref, names in old.variant_users.items():  # split variants (h2c, ExternalName) follow their users
             if new.variant_users.get(ref) != names:
                 self.variants.remove_users(ref, names)
         for ref, names in new.variant_users.items():
             if old.variant_users.get(ref) != names:
-                self.variants.add_users(ref, names, GRPC_UPSTREAM)
+                for name in names:
+                    self.variants.add_users(ref, (name,), new.variant_policies.get(name.variant, GRPC_UPSTREAM))
         hosts = {h for h in set(new.hosts) | set(old.hosts) if new.hosts.get(h) != old.hosts.get(h)}
         local = {h for h in set(new.local) | set(old.local) if new.local.get(h) != old.local.get(h)}
         return hosts, local, new.tls != old.tls

@@ -59,8 +59,12 @@ def _backend(cluster: str, namespace: str, weight: int | None, export: Export, r
 
 
 def _match(route: Route) -> dict[str, Any]:
-    kind = {"exact": "Exact", "prefix": "PathPrefix", "regex": "RegularExpression"}[route.match.kind]
-    out: dict[str, Any] = {"path": {"type": kind, "value": route.match.value}}
+    kind = {"exact": "Exact", "prefix": "PathPrefix", "regex": "RegularExpression",
+            "string_prefix": "RegularExpression"}[route.match.kind]  # fmt: skip
+    value = route.match.value
+    if route.match.kind == "string_prefix":  # a KIngress's plain prefix
+        value = re.escape(value) + ".*"
+    out: dict[str, Any] = {"path": {"type": kind, "value": value}}
     headers = []
     for h in route.headers:
         if h.name == ":authority" or h.invert or h.present:

@@ -6,9 +6,11 @@ A KIngress is ours when its `networking.knative.dev/ingress.class` (or the older
 annotation is `meridian.ingress.networking.knative.dev`. `ExternalIP` rules go on the north-south
 HTTP and HTTPS listeners (`httpOption: Redirected` answers their plain HTTP with a 301 to HTTPS);
 `ClusterLocal` rules only on the east-west listener. Paths match in spec order; a path is Knative's
-literal prefix; headers match exactly; splits are weighted Service clusters (ir.names.ClusterName `ns/svc:port`) whose
-endpoints merge across clusters exactly as Ingress and HTTPRoute backends, HTTP/2 when the Service
-port says h2c. No request timeout and no retries unless the (older) `timeout`/`retries` fields say so.
+literal prefix; headers match exactly; splits are weighted Service clusters (ir.names.ClusterName
+`ns/svc:port`) whose endpoints merge across clusters exactly as Ingress and HTTPRoute backends,
+HTTP/2 when the Service port says h2c; an ExternalName Service's DNS name is resolved by Envoy
+(Knative's DomainMapping sends to one). No request timeout and no retries unless the (older)
+`timeout`/`retries` fields say so.
 """
 
 from __future__ import annotations
@@ -35,12 +37,14 @@ from controlplane.ir import (
 )
 from controlplane.ir.names import ClusterName
 from controlplane.ir.policies import (
+    ExternalName,
     HeaderEdits,
     HostRewrite,
     RequestHeaderEdits,
     RequestTimeout,
     Retries,
     RoutePolicy,
+    UpstreamPolicy,
     cluster_variant,
 )
 from controlplane.knative.kinds import (
@@ -96,8 +100,10 @@ class KnativeResult:
     local: dict[str, tuple[Route, ...]] = field(default_factory=dict)  # east-west, per cluster-local host
     tls: list[tuple[tuple[str, ...], SecretRef]] = field(default_factory=list)  # SNI names -> certificate
     ingresses: dict[IngressRef, KIngressInfo] = field(default_factory=dict)
-    # KIngresses -> the HTTP/2 cluster variants (h2c Service ports) they forward to.
+    # KIngresses -> the cluster variants they forward to (HTTP/2 for h2c ports, ExternalName Services),
+    # and each variant's upstream policies.
     variant_users: dict[IngressRef, frozenset[ClusterName]] = field(default_factory=dict)
+    variant_policies: dict[str, tuple[UpstreamPolicy, ...]] = field(default_factory=dict)
 
 
 def _as_map(value: Any) -> Mapping[str, Any]:
@@ -108,8 +114,25 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((str(k), str(v)) for k, v in _as_map(value).items()))
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")  # an HTTP token (RFC 9110), as Envoy checks it
+_HOST = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9_.]*[a-z0-9])?(:[0-9]{1,5})?$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _pairs(value: Any, where: str, problems: list[str]) -> tuple[tuple[str, str], ...]:
+    """appendHeaders as (name, value) pairs; names that are not HTTP tokens and values with control
+    characters (Envoy would reject the whole route table) are left out and reported."""
+    out = []
+    for k, v in sorted((str(k), str(v)) for k, v in _as_map(value).items()):
+        if not _HEADER_NAME.match(k) or k.startswith(":") or _CONTROL.search(v):
+            problems.append(f"{where}: header {k!r} is not a valid header name and value; left out")
+            continue
+        out.append((k, v))
+    return tuple(out)
+
+
+def valid_host(host: str) -> bool:
+    return bool(_HOST.match(host))
 
 
 def path_match(path: Any) -> PathMatch | None:
@@ -119,7 +142,7 @@ def path_match(path: Any) -> PathMatch | None:
         return PathMatch("prefix", "/")
     if not p.startswith("/"):
         return None
-    return PathMatch("regex", re.escape(p) + ".*")
+    return PathMatch("string_prefix", p)
 
 
 def _probe(path: Mapping[str, Any], probe_hash: str) -> dict[str, Any]:
@@ -142,7 +165,8 @@ class _Builder:
         self.services = services
         self.secret_problem = secret_problem
         self.result = KnativeResult()
-        self._public: dict[str, dict[str, RouteEntry]] = {}  # host -> route name -> (HTTP table, HTTPS table)
+        # host -> route name -> entry: HTTPS table, HTTP table (redirects when Redirected), east-west
+        self._public: dict[str, dict[str, RouteEntry]] = {}
         self._public_http: dict[str, dict[str, RouteEntry]] = {}
         self._local: dict[str, dict[str, RouteEntry]] = {}
 
@@ -197,7 +221,10 @@ class _Builder:
             if visibility not in (EXTERNAL, CLUSTER_LOCAL):
                 problems.append(f"rules[{i}]: visibility {visibility!r} is unknown; the rule is not served")
                 continue
-            hosts = expanded_hosts([str(h) for h in _as_list(rule.get("hosts")) if h])
+            named = [str(h).lower() for h in _as_list(rule.get("hosts")) if h]
+            for h in [h for h in named if not valid_host(h)]:
+                problems.append(f"rules[{i}]: host {h!r} is not a host name; not served")
+            hosts = expanded_hosts([h for h in named if valid_host(h)])
             paths = [_as_map(p) for p in _as_list(_as_map(rule.get("http")).get("paths"))]
             # Knative's InsertProbe: each path's probe twin first, then the paths.
             probes = [_probe(raw, probe_hash) for raw in paths]
@@ -230,7 +257,10 @@ class _Builder:
         for k, raw in enumerate(_as_list(spec.get("tls"))):
             raw = _as_map(raw)
             secret = (ref.cluster, str(raw.get("secretNamespace") or ref.namespace), str(raw.get("secretName") or ""))
-            hosts = tuple(str(h) for h in _as_list(raw.get("hosts")) if h)
+            named = [str(h).lower() for h in _as_list(raw.get("hosts")) if h]
+            hosts = tuple(h for h in named if valid_host(h) and ":" not in h)
+            if len(hosts) != len(named):
+                problems.append(f"tls[{k}]: hosts that are not host names are left out")
             problem = self.secret_problem(secret) if secret[2] else "no secretName"
             if problem is not None:
                 problems.append(f"tls[{k}]: Secret {secret[1]}/{secret[2]}: {problem}")
@@ -245,6 +275,10 @@ class _Builder:
             return None
         headers = tuple(HeaderMatch(str(n).lower(), exact=str(_as_map(m).get("exact") or ""))
                         for n, m in sorted(_as_map(raw.get("headers")).items()))  # fmt: skip
+        bad = [h.name for h in headers if not _HEADER_NAME.match(h.name) or _CONTROL.search(h.exact or "")]
+        if bad:
+            problems.append(f"{where}: header match {bad[0]!r} is not a valid header; the path is not served")
+            return None
         splits = [_as_map(s) for s in _as_list(raw.get("splits"))]
         clusters: list[WeightedCluster] = []
         weights = [s.get("percent") if isinstance(s.get("percent"), int) else 0 for s in splits]
@@ -255,16 +289,20 @@ class _Builder:
         for k, (split, weight) in enumerate(zip(splits, weights, strict=True)):
             cluster_ = self._backend(cluster, ref.namespace, split, f"{where}.splits[{k}]", problems, used)
             if cluster_ is not None and weight > 0:
-                clusters.append(WeightedCluster(cluster_, weight, _pairs(split.get("appendHeaders"))))
-        add = dict(_pairs(raw.get("appendHeaders")))
+                headers_ = _pairs(split.get("appendHeaders"), f"{where}.splits[{k}].appendHeaders", problems)
+                clusters.append(WeightedCluster(cluster_, weight, headers_))
+        add = dict(_pairs(raw.get("appendHeaders"), f"{where}.appendHeaders", problems))
         if len(clusters) == 1 and clusters[0].request_headers:  # one backend: its headers are the route's
             add.update(clusters[0].request_headers)
             clusters = [WeightedCluster(clusters[0].cluster, clusters[0].weight)]
         policies: list[RoutePolicy] = []
         if add:
             policies.append(RequestHeaderEdits(HeaderEdits(set=tuple(sorted(add.items())))))
-        if raw.get("rewriteHost"):
-            policies.append(HostRewrite(str(raw["rewriteHost"])))
+        rewrite = str(raw.get("rewriteHost") or "")
+        if rewrite and valid_host(rewrite.lower()):
+            policies.append(HostRewrite(rewrite.lower()))
+        elif rewrite:
+            problems.append(f"{where}: rewriteHost {rewrite!r} is not a host name; not rewritten")
         policies.extend(self._timeouts(raw, where, problems))
         action: Forward | DirectResponse
         if clusters:
@@ -300,11 +338,24 @@ class _Builder:
             return None
         sp = next((p for p in self.services.ports((ns, name)) if p.port == number), None)
         h2c = sp is not None and (sp.name in H2C_PORT_NAMES or (sp.app_protocol or "") in H2C_APP_PROTOCOLS)
-        if not h2c:
+        external = self.services.external_name((ns, name))
+        upstream: tuple[UpstreamPolicy, ...] = (GRPC_UPSTREAM if h2c else ()) + (
+            (ExternalName(external),) if external else ()
+        )
+        if not upstream:
             return str(ClusterName(ns, name, number))
-        variant = ClusterName(ns, name, number, cluster_variant(GRPC_UPSTREAM))
+        variant = ClusterName(ns, name, number, cluster_variant(upstream))
+        self.result.variant_policies[variant.variant] = upstream
         used.add(variant)
         return str(variant)
+
+
+def reports(result: KnativeResult) -> list[dict[str, Any]]:
+    """Each KIngress of ours: what it serves and what it cannot (`/debug/kingresses`; in Kubernetes
+    mode its status says the same)."""
+    return [{"cluster": r.cluster, "namespace": r.namespace, "name": r.name, "generation": i.generation,
+             "public_hosts": list(i.public_hosts), "local_hosts": list(i.local_hosts), "problems": list(i.problems)}
+            for r, i in sorted(result.ingresses.items())]  # fmt: skip
 
 
 def build(objects: Objects, services: ServiceIndex, secret_problem: Callable[[SecretRef], str | None]) -> KnativeResult:

@@ -68,6 +68,8 @@ def route_message(route: Route, vhost: VirtualHost, *, default_idle_timeout: int
             match.path = route.match.value
         else:
             match.path_separated_prefix = route.match.value
+    elif route.match.kind == "string_prefix":
+        match.prefix = route.match.value
     else:
         match.safe_regex.CopyFrom(_regex(route.match.value))
     if vhost.authority_regex:

@@ -15,6 +15,7 @@ import aiohttp
 import grpc
 import pytest
 
+from tests.e2e.test_fuzz_envoy import settled
 from tests.support import grpc_echo
 from tests.support.certs import issue_cert, make_ca, tls_secret
 from tests.support.gateway import Gateway
@@ -87,6 +88,16 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
                                 "http": {"paths": [{"splits": [split("main")]}]}}],
                      annotations={"networking.knative.dev/ingress.class": "istio.ingress.networking.knative.dev"}),
         ])  # fmt: skip
+        # Knative's DomainMapping: a public host whose path rewrites the Host to the route's cluster-local
+        # name and sends to the route's placeholder Service, an ExternalName naming the gateway's private
+        # load balancer (here: localhost, at the east-west port).
+        g.write("mapping.yaml", [
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "hello-private", "namespace": "default"},
+             "spec": {"type": "ExternalName", "externalName": "localhost",
+                      "ports": [{"name": "http", "port": g.east_west_port}]}},
+            kingress("mapping", [{"hosts": ["vanity.example.com"], "http": {"paths": [
+                {"rewriteHost": LOCAL, "splits": [split("hello-private", port=g.east_west_port)]}]}}]),
+        ])  # fmt: skip
         g.wait_served_by(PUBLIC, "/", "main", timeout=30)
         yield g
     finally:
@@ -137,6 +148,11 @@ def test_split_percentages_and_a_service_of_two_clusters(gw: Gateway) -> None:
 def test_rewrite_host(gw: Gateway) -> None:
     r = gw.get(PUBLIC, "/rewrite").json()
     assert r["service"] == "main" and r["host"] == "rewritten.example.internal"
+
+
+def test_domain_mapping_through_an_external_name_service(gw: Gateway) -> None:
+    r = gw.wait_served_by("vanity.example.com", "/", "main").json()
+    assert r["headers"]["K-Local"] == "yes" and r["host"] == LOCAL  # served by the cluster-local rule
 
 
 def test_cluster_local_rules_only_on_east_west(gw: Gateway) -> None:
@@ -194,3 +210,68 @@ def test_websocket(gw: Gateway) -> None:
 
 def test_other_classes_are_not_served(gw: Gateway) -> None:
     assert gw.get("istio.default.example.com", "/").status == 404
+
+
+NASTY_PATHS = ["/(", "/a{99999}", "/a\\", "/a?x=1", "/a#f", "/a\tb", "/é", "/" + "a" * 3000, "nope", "/a b"]
+
+
+def test_nasty_kingresses_are_reported_never_rejected_by_envoy(gw: Gateway) -> None:
+    """Whatever a KIngress holds (file mode has no CRD schema): what Envoy would refuse is left out and
+    reported, the rest is served, and Envoy ACKs every push."""
+    paths = [{"path": p, "splits": [split("main")]} for p in NASTY_PATHS]
+    paths += [
+        {"headers": {"bad header": {"exact": "x"}}, "splits": [split("main")]},
+        {"headers": {"x-ok": {"exact": "a\r\nb"}}, "splits": [split("main")]},
+        {"appendHeaders": {"bad header": "x", ":path": "/evil", "x-crlf": "a\r\nb", "x-fine": "ok"},
+         "rewriteHost": "bad host/\r\n", "splits": [split("main", 50, **{"bad header": "x"}),
+                                                    split("ghost", 50), split("main", -5)]},
+        {"path": "/timeouts", "timeout": "forever", "retries": {"attempts": -1, "perTryTimeout": 3},
+         "splits": [split("main", port="nope")]},
+    ]  # fmt: skip
+    nasty = [
+        kingress("nasty", [{"hosts": ["nasty.example.com", "bad host", "UPPER.example.com", "*.wild.example.com",
+                                      "a*b.example.com", ""], "http": {"paths": paths}},
+                           {"hosts": ["nasty.default.svc.cluster.local"], "visibility": "ClusterLocal",
+                            "http": {"paths": paths}},
+                           {"hosts": ["odd.example.com"], "visibility": "Sideways", "http": {"paths": paths}}],
+                 httpOption="Sometimes", tls=[{"hosts": ["nasty.example.com"], "secretName": "nowhere"},
+                                              {"hosts": ["bad host", "x:443", "NASTY.example.com", "a\r\nb"],
+                                               "secretName": "secure-tls", "secretNamespace": "knative-serving"}]),
+        {"apiVersion": API, "kind": "Ingress", "metadata": {"name": "junk", "namespace": "default",
+                                                             "annotations": CLASS},
+         "spec": {"rules": "not a list", "tls": [None, 3]}},
+        {"apiVersion": API, "kind": "Ingress", "metadata": {"name": "junk2", "namespace": "default",
+                                                             "annotations": CLASS},
+         "spec": {"rules": [None, {"hosts": 5, "http": {"paths": [None, {"splits": "x"}]}}]}},
+    ]  # fmt: skip
+    marker = kingress("marker", [{"hosts": ["marker.example.com"], "http": {"paths": [{"splits": [split("main")]}]}}])
+    gw.write("nasty.yaml", [*nasty, marker])
+    try:
+        gw.wait_served_by("marker.example.com", "/", "main", timeout=20)
+        gw.wait_served_by("nasty.example.com", "/x", "main", timeout=20)  # the valid paths are served
+    except AssertionError:
+        nacks = [t["last_nack"] for s in gw.admin("/debug/syncz") for t in s["types"].values() if t.get("last_nack")]
+        errors = [line for line in gw.log_text().splitlines() if "ERROR" in line or "Error" in line]
+        pytest.fail(f"never served; NACKs: {str(nacks)[:2000]}; control plane errors: {errors[-5:]}")
+    finally:
+        gw.remove("nasty.yaml")
+    streams = wait_until(lambda: settled(gw), timeout=20, message="Envoy never answered the last push")
+    nacks = {short: t["last_nack"] for s in streams for short, t in s["types"].items() if t.get("last_nack")}
+    assert not nacks, f"Envoy rejected: {str(nacks)[:3000]}"
+    assert "Traceback" not in gw.log_text()
+
+
+def test_debug_kingresses_reports_what_is_served_and_what_is_not(gw: Gateway) -> None:
+    reports = {r["name"]: r for r in gw.admin("/debug/kingresses")}
+    assert "istio" not in reports  # not ours
+    assert reports["hello"]["public_hosts"] == [PUBLIC] and LOCAL in reports["hello"]["local_hosts"]
+    assert reports["hello"]["problems"] == []
+    gw.write("broken.yaml", [kingress("broken", [{"hosts": ["broken.example.com"],
+                                                  "http": {"paths": [{"splits": [split("ghost")]}]}}])])
+    try:
+        broken = wait_until(lambda: next((r for r in gw.admin("/debug/kingresses") if r["name"] == "broken"), None),
+                            timeout=15, message="broken KIngress never reported")  # fmt: skip
+        assert any("ghost" in p for p in broken["problems"])
+        assert gw.get("broken.example.com", "/").status == 503
+    finally:
+        gw.remove("broken.yaml")

@@ -54,10 +54,12 @@ def wait_condition(gw: KubeGateway, generation: int, ready: str, message: str, n
                                                  f"{status(gw, name, cluster)}")  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KubeGateway, EnvoyProcess]]:
+@pytest.fixture(scope="module", params=["sotw", "delta"])
+def gw(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+       ) -> Iterator[tuple[KubeGateway, EnvoyProcess]]:  # fmt: skip
+    """Both xDS protocols: the ACKs LoadBalancerReady waits for are tracked for each."""
     root = Path(tmp_path_factory.mktemp("knative-kube"))
-    g = KubeGateway(root, remotes=("west",), serve_args=(
+    g = KubeGateway(root, remotes=("west",), delta=request.param == "delta", serve_args=(
         "--knative-public-service", "meridian-system/meridian-gateway",
         "--knative-private-service", "meridian-system/meridian-east-west"))  # fmt: skip
     second: EnvoyProcess | None = None

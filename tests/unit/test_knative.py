@@ -18,8 +18,10 @@ from controlplane.knative.build import KIngressInfo, go_duration, path_match
 from controlplane.knative.frontend import claimed_service
 from controlplane.knative.probe import compute_hash, expanded_hosts, go_json
 from controlplane.knative.status import KnativeStatusSettings, knative_conditions, wanted_conditions
+from controlplane.offline import snapshot_dict
 from controlplane.sources.files import parse_manifests
 from controlplane.store import KINGRESS
+from controlplane.xds.resources import CLUSTER, SHORT_NAMES
 from tests.support.gateway import dump_manifests
 from tests.support.snapshots import cold_build, diff, engine, resources
 
@@ -117,7 +119,7 @@ def test_visibility_decides_the_listener_and_cluster_local_names_expand() -> Non
 def test_paths_are_literal_prefixes_in_spec_order_with_exact_headers() -> None:
     assert path_match("") == path_match("/")
     match = path_match("/a.b+")
-    assert match is not None and match.kind == "regex" and match.value == r"/a\.b\+.*"
+    assert match is not None and match.kind == "string_prefix" and match.value == "/a.b+"
     assert path_match("nope") is None
     c = compiled(service("web"), service("tag"),
                  kingress("k", [rule(["h.example.com"], [
@@ -126,7 +128,7 @@ def test_paths_are_literal_prefixes_in_spec_order_with_exact_headers() -> None:
                      {"splits": [split("web")]}])]))  # fmt: skip
     rs = routes(c, "h.example.com")
     assert [(r.match.kind, [(h.name, h.exact) for h in r.headers]) for r in rs] == [
-        ("prefix", [("knative-serving-tag", "v2")]), ("regex", []), ("prefix", [])]  # fmt: skip
+        ("prefix", [("knative-serving-tag", "v2")]), ("string_prefix", []), ("prefix", [])]  # fmt: skip
 
 
 def test_splits_weights_and_headers() -> None:
@@ -274,3 +276,79 @@ def test_the_engine_follows_kingress_and_service_changes_as_a_cold_build(steps: 
                 e.stores["c1"].replace(kind, [obj for k, obj in parsed if k == kind])
             e.controller.flush()
             assert diff(resources(e.cache), cold_build(objects(*live.values()), CONFIG)) == ""
+
+
+def test_external_name_services_are_resolved_by_envoy() -> None:
+    ext = service("mapped")
+    ext["spec"].update(type="ExternalName", externalName="meridian-gateway-local.meridian-system.svc.cluster.local")
+    c = compiled(ext, kingress("k", [rule(["vanity.example.com"], [
+        {"rewriteHost": "hello.default.svc.cluster.local", "splits": [split("mapped")]}])]))  # fmt: skip
+    (r,) = routes(c, "vanity.example.com")
+    (name,) = [w.cluster for w in r.action.clusters]
+    (sc,) = [sc for sc in c.gateway.clusters if sc.name == name]
+    assert sc.static_address == ("meridian-gateway-local.meridian-system.svc.cluster.local", 80)
+    dumped = snapshot_dict(c.resources)
+    (cluster,) = [x for x in dumped[SHORT_NAMES[CLUSTER]] if x["name"] == name]
+    assert cluster["type"] == "STRICT_DNS" and cluster["dns_lookup_family"] == "V4_PREFERRED"
+
+
+def test_a_status_write_does_not_rebuild_the_frontend() -> None:
+    """The leader's own status writes come back as KIngress events: they must cost nothing."""
+    k = kingress("k", [rule(["h.example.com"], [{"splits": [split("web")]}])])
+    with engine(["c1"], CONFIG) as e:
+        for kind, obj in objects(service("web"), k)["c1"]:
+            e.stores["c1"].upsert(kind, obj)
+        e.controller.flush()
+        built = e.controller.knative.result
+        written = copy.deepcopy(k)
+        written["metadata"]["resourceVersion"] = "42"
+        written["status"] = {"observedGeneration": 2, "conditions": [{"type": "Ready", "status": "True"}]}
+        e.stores["c1"].upsert(KINGRESS, written)
+        e.controller.flush()
+        assert e.controller.knative.result is built
+        changed = copy.deepcopy(written)
+        changed["metadata"]["generation"] = 3
+        changed["spec"]["httpOption"] = "Redirected"
+        e.stores["c1"].upsert(KINGRESS, changed)
+        e.controller.flush()
+        assert e.controller.knative.result is not built
+        assert e.controller.knative.result.ingresses[next(iter(built.ingresses))].generation == 3
+
+
+FULL = kingress("full", [
+    rule(["h.example.com"], [
+        {"path": "/a", "headers": {"x-tag": {"exact": "v"}}, "appendHeaders": {"x-a": "1"}, "rewriteHost": "r.example",
+         "timeout": "10s", "retries": {"attempts": 2, "perTryTimeout": "1s"},
+         "splits": [split("web", 60, x_s="1"), split("api", 40)]}]),
+    rule(["full.default.svc.cluster.local"], [{"splits": [split("api")]}], "ClusterLocal")],
+    httpOption="Redirected",
+    tls=[{"hosts": ["h.example.com"], "secretName": "s", "secretNamespace": "default"}])  # fmt: skip
+JUNK = st.one_of(st.none(), st.integers(-5, 70000), st.text(max_size=8), st.lists(st.integers(), max_size=2),
+                 st.dictionaries(st.text(max_size=5), st.integers(), max_size=2), st.booleans())  # fmt: skip
+
+
+def _mutate(doc: Any, draw: Any) -> Any:
+    """`doc` with one value somewhere replaced by junk (as a file in file mode may hold)."""
+    if isinstance(doc, dict) and doc:
+        key = draw(st.sampled_from(sorted(doc, key=str)))
+        return {**doc, key: draw(JUNK) if draw(st.booleans()) else _mutate(doc[key], draw)}
+    if isinstance(doc, list) and doc:
+        i = draw(st.integers(0, len(doc) - 1))
+        return [*doc[:i], _mutate(doc[i], draw), *doc[i + 1:]]
+    return draw(JUNK)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(st.data())
+def test_malformed_kingresses_never_break_the_build(data: st.DataObject) -> None:
+    """Whatever a KIngress holds (file mode has no CRD schema), both engines build, agree, and the IR
+    is consistent."""
+    broken = {**FULL, "spec": _mutate(FULL["spec"], data.draw)}
+    docs = [service("web"), service("api"), service("full"), broken]
+    c = compiled(*docs)
+    assert c.gateway.problems() == []
+    with engine(["c1"], CONFIG) as e:
+        for kind, obj in objects(*docs)["c1"]:
+            e.stores["c1"].upsert(kind, obj)
+        e.controller.flush()
+        assert diff(resources(e.cache), cold_build(objects(*docs), CONFIG)) == ""
