@@ -14,7 +14,7 @@ from controlplane.gatewayapi.build import HostEntries
 from controlplane.gatewayapi.grpcroute import GRPC_UPSTREAM
 from controlplane.ingress.variants import ClusterVariants
 from controlplane.knative import frontend as kn
-from controlplane.knative.build import KnativeResult
+from controlplane.knative.build import Cache, KnativeResult
 from controlplane.services import ServiceIndex
 from controlplane.store import KINGRESS, KNATIVE_KINDS, SECRET, SERVICE, ClusterRegistry, StoreEvent, object_name
 
@@ -45,6 +45,7 @@ class KnativeState:
         self.get_secret = get_secret
         self.variants = variants  # shared with the Ingresses and the Gateway API
         self.result = KnativeResult()
+        self.cache: Cache = {}  # each KIngress as last built (rebuilt only when it or what it read changed)
         self._any = False  # some KIngress exists (else Service/Secret changes cost nothing)
 
     def rebuild(self, events: Iterable[StoreEvent], *, full: bool) -> tuple[set[str], set[str], bool]:
@@ -59,7 +60,7 @@ class KnativeState:
             for store in self.registry.stores()
         }
         self._any = any(objs for kinds_ in objects.values() for objs in kinds_.values())
-        new = kn.knative(objects, self.services, self.get_secret)
+        new = kn.knative(objects, self.services, self.get_secret, self.cache)
         old, self.result = self.result, new
         for ref, names in old.variant_users.items():  # split variants (h2c, ExternalName) follow their users
             if new.variant_users.get(ref) != names:

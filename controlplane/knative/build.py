@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controlplane.gatewayapi.build import HostEntries
+from controlplane.gatewayapi.frontend import secret_checker
 from controlplane.gatewayapi.grpcroute import GRPC_UPSTREAM
 from controlplane.gatewayapi.httproute import RouteEntry
 from controlplane.ingress.convert import creation_time
@@ -160,54 +161,98 @@ def spec_order(entry: RouteEntry) -> tuple[str, str, str, int, int]:
     return (entry.created or "~", r.source.namespace, r.source.name, entry.rule, entry.match)
 
 
+@dataclass
+class Built:
+    """One KIngress built: its entries, certificates, status and variants, and what they were built
+    from (the object, the Services and Secrets it read), so an unchanged KIngress is not rebuilt."""
+
+    obj: Mapping[str, Any]
+    entries: list[tuple[int, str, RouteEntry]] = field(default_factory=list)  # (table, host, entry)
+    tls: list[tuple[tuple[str, ...], SecretRef]] = field(default_factory=list)
+    info: KIngressInfo | None = None
+    used: set[ClusterName] = field(default_factory=set)
+    policies: dict[str, tuple[UpstreamPolicy, ...]] = field(default_factory=dict)
+    services: dict[tuple[str, str], tuple[tuple[str, Any], ...]] = field(default_factory=dict)
+    secrets: dict[SecretRef, Any] = field(default_factory=dict)
+
+
+Cache = dict[IngressRef, Built]
+_HTTPS, _HTTP, _LOCAL = 0, 1, 2  # the tables of Built.entries
+
+
 class _Builder:
-    def __init__(self, services: ServiceIndex, secret_problem: Callable[[SecretRef], str | None]) -> None:
+    def __init__(self, services: ServiceIndex, get_secret: Callable[[str, str, str], Any], cache: Cache) -> None:
         self.services = services
-        self.secret_problem = secret_problem
+        self.get_secret = get_secret
+        self.secret_problem = secret_checker(get_secret)
+        self.cache = cache
         self.result = KnativeResult()
         # host -> route name -> entry: HTTPS table, HTTP table (redirects when Redirected), east-west
-        self._public: dict[str, dict[str, RouteEntry]] = {}
-        self._public_http: dict[str, dict[str, RouteEntry]] = {}
-        self._local: dict[str, dict[str, RouteEntry]] = {}
+        self._tables: tuple[dict[str, dict[str, RouteEntry]], ...] = ({}, {}, {})
+        self._cur = Built({})
 
     def build(self, objects: Objects) -> KnativeResult:
+        seen: set[IngressRef] = set()
         for cluster, kinds in sorted(objects.items()):
             for (ns, name), obj in sorted(kinds.get(KINGRESS, {}).items()):
                 if not is_ours(obj):
                     continue
-                try:
-                    self._ingress(cluster, ns, name, obj)
-                except Exception:  # malformed beyond what the CRD schema allows (file mode): this one only
-                    log.exception("KIngress %s/%s/%s cannot be read; it is not served", cluster, ns, name)
-                    self._drop(ref_of(cluster, ns, name), obj)
-        order = spec_order
-        for host in sorted(set(self._public) | set(self._public_http)):
+                ref = ref_of(cluster, ns, name)
+                seen.add(ref)
+                built = self.cache.get(ref)
+                if built is None or not self._fresh(built, obj):
+                    built = self.cache[ref] = self._build_one(ref, obj)
+                self._apply(ref, built)
+        for ref in [r for r in self.cache if r not in seen]:
+            del self.cache[ref]
+        public, http, local = self._tables
+        for host in sorted(set(public) | set(http)):
             self.result.hosts[host] = HostEntries(
-                tuple(sorted(self._public_http.get(host, {}).values(), key=order)),
-                tuple(sorted(self._public.get(host, {}).values(), key=order)),
+                tuple(sorted(http.get(host, {}).values(), key=spec_order)),
+                tuple(sorted(public.get(host, {}).values(), key=spec_order)),
             )
-        for host, bucket in sorted(self._local.items()):
-            self.result.local[host] = tuple(e.route for e in sorted(bucket.values(), key=order))
+        for host, bucket in sorted(local.items()):
+            self.result.local[host] = tuple(e.route for e in sorted(bucket.values(), key=spec_order))
         return self.result
 
-    def _drop(self, ref: IngressRef, obj: Mapping[str, Any]) -> None:
-        for table in (self._public, self._public_http, self._local):
-            for bucket in table.values():
-                for name in [n for n, e in bucket.items() if e.route.source == ref]:
-                    del bucket[name]
-        self.result.variant_users.pop(ref, None)
-        generation = _as_map(obj.get("metadata")).get("generation")
-        self.result.ingresses[ref] = KIngressInfo(ref, generation if isinstance(generation, int) else 0, (), (),
-                                                  ("the KIngress cannot be read",))  # fmt: skip
+    def _fresh(self, built: Built, obj: Mapping[str, Any]) -> bool:
+        """`built` still holds: the same object, and every Service and Secret it read unchanged."""
+        if built.obj is not obj:
+            return False
+        for key, snap in built.services.items():
+            if _service_snapshot(self.services, key) != snap:
+                return False
+        return all(self.get_secret(*ref) is was for ref, was in built.secrets.items())
 
-    def _ingress(self, cluster: str, ns: str, name: str, obj: Mapping[str, Any]) -> None:
-        ref = ref_of(cluster, ns, name)
+    def _build_one(self, ref: IngressRef, obj: Mapping[str, Any]) -> Built:
+        self._cur = Built(obj)
+        try:
+            self._ingress(ref, obj)
+        except Exception:  # malformed beyond what the CRD schema allows (file mode): this one only
+            log.exception("KIngress %s cannot be read; it is not served", ref)
+            generation = _as_map(obj.get("metadata")).get("generation")
+            gen = generation if isinstance(generation, int) else 0
+            self._cur = Built(obj, info=KIngressInfo(ref, gen, (), (), ("the KIngress cannot be read",)))
+        return self._cur
+
+    def _apply(self, ref: IngressRef, built: Built) -> None:
+        for table, host, entry in built.entries:
+            self._tables[table].setdefault(host, {})[entry.route.name] = entry
+        self.result.tls.extend(built.tls)
+        if built.info is not None:
+            self.result.ingresses[ref] = built.info
+        if built.used:
+            self.result.variant_users[ref] = frozenset(built.used)
+        self.result.variant_policies.update(built.policies)
+
+    def _ingress(self, ref: IngressRef, obj: Mapping[str, Any]) -> None:
+        cluster, ns, name = ref.cluster, ref.namespace, ref.name
+        cur = self._cur
         meta = _as_map(obj.get("metadata"))
         spec = _as_map(obj.get("spec"))
         created, _ = creation_time(meta.get("creationTimestamp"))
         generation = meta.get("generation") if isinstance(meta.get("generation"), int) else 0
         problems: list[str] = []
-        used: set[ClusterName] = set()
         option = str(spec.get("httpOption") or HTTP_ENABLED)
         if option not in (HTTP_ENABLED, HTTP_REDIRECTED):
             problems.append(f"httpOption {option!r} is not Enabled or Redirected; Enabled is used")
@@ -231,27 +276,24 @@ class _Builder:
             for j, raw in enumerate(probes + paths):
                 probe = j < len(probes)
                 where = f"rules[{i}].paths[{j - len(probes) if not probe else j}]" + ("#probe" if probe else "")
-                route = self._route(ref, cluster, where, raw, [] if probe else problems, used)
+                route = self._route(ref, cluster, where, raw, [] if probe else problems, cur.used)
                 if route is None:
                     continue
                 entry = RouteEntry(route, created, i, j)
                 for host in hosts:
                     if visibility == CLUSTER_LOCAL:
                         local.add(host)
-                        self._local.setdefault(host, {})[route.name] = entry
+                        cur.entries.append((_LOCAL, host, entry))
                         continue
                     public.add(host)
-                    self._public.setdefault(host, {})[route.name] = entry
+                    cur.entries.append((_HTTPS, host, entry))
                     plain = entry
                     if option == HTTP_REDIRECTED:
                         to_https = Redirect(code=301, scheme="https")
                         plain = RouteEntry(Route(route.name, route.match, to_https, ref, route.headers), created, i, j)
-                    self._public_http.setdefault(host, {})[route.name] = plain
+                    cur.entries.append((_HTTP, host, plain))
         self._tls(ref, spec, problems)
-        if used:
-            self.result.variant_users[ref] = frozenset(used)
-        self.result.ingresses[ref] = KIngressInfo(ref, generation, tuple(sorted(public)), tuple(sorted(local)),
-                                                  tuple(problems))  # fmt: skip
+        cur.info = KIngressInfo(ref, generation, tuple(sorted(public)), tuple(sorted(local)), tuple(problems))
 
     def _tls(self, ref: IngressRef, spec: Mapping[str, Any], problems: list[str]) -> None:
         for k, raw in enumerate(_as_list(spec.get("tls"))):
@@ -261,11 +303,13 @@ class _Builder:
             hosts = tuple(h for h in named if valid_host(h) and ":" not in h)
             if len(hosts) != len(named):
                 problems.append(f"tls[{k}]: hosts that are not host names are left out")
+            if secret[2]:
+                self._cur.secrets[secret] = self.get_secret(*secret)
             problem = self.secret_problem(secret) if secret[2] else "no secretName"
             if problem is not None:
                 problems.append(f"tls[{k}]: Secret {secret[1]}/{secret[2]}: {problem}")
             elif hosts:
-                self.result.tls.append((hosts, secret))
+                self._cur.tls.append((hosts, secret))
 
     def _route(self, ref: IngressRef, cluster: str, where: str, raw: Mapping[str, Any], problems: list[str],
                used: set[ClusterName]) -> Route | None:  # fmt: skip
@@ -330,6 +374,7 @@ class _Builder:
                  used: set[ClusterName]) -> str | None:  # fmt: skip
         ns = str(split.get("serviceNamespace") or namespace)
         name = str(split.get("serviceName") or "")
+        self._cur.services[(ns, name)] = _service_snapshot(self.services, (ns, name))
         port = split.get("servicePort")
         ref = {"number": port} if isinstance(port, int) else {"name": str(port)} if port else {}
         number, why = self.services.resolve_port(ns, name, ref, cluster)
@@ -345,7 +390,7 @@ class _Builder:
         if not upstream:
             return str(ClusterName(ns, name, number))
         variant = ClusterName(ns, name, number, cluster_variant(upstream))
-        self.result.variant_policies[variant.variant] = upstream
+        self._cur.policies[variant.variant] = upstream
         used.add(variant)
         return str(variant)
 
@@ -358,6 +403,28 @@ def reports(result: KnativeResult) -> list[dict[str, Any]]:
             for r, i in sorted(result.ingresses.items())]  # fmt: skip
 
 
-def build(objects: Objects, services: ServiceIndex, secret_problem: Callable[[SecretRef], str | None]) -> KnativeResult:
-    """See the module docstring."""
-    return _Builder(services, secret_problem).build(objects)
+def _service_snapshot(services: ServiceIndex, key: tuple[str, str]) -> tuple[tuple[str, Any], ...]:
+    """The Service objects of every cluster behind `key`, compared by identity (a changed object is a new one)."""
+    return tuple((c, _Same(o)) for c, o in sorted(services.services.get(key, {}).items()))
+
+
+class _Same:
+    """Equal only to a wrapper of the very same object."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.obj is self.obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+
+def build(objects: Objects, services: ServiceIndex, get_secret: Callable[[str, str, str], Any],
+          cache: Cache | None = None) -> KnativeResult:  # fmt: skip
+    """See the module docstring. `cache`: what the last build made of each KIngress (kept by the
+    engine between builds; a KIngress whose object, Services and Secrets are the same is not rebuilt)."""
+    return _Builder(services, get_secret, {} if cache is None else cache).build(objects)

@@ -7,17 +7,17 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from controlplane.gatewayapi.build import HostEntries
-from controlplane.gatewayapi.frontend import secret_checker
 from controlplane.ir import Route, VirtualHost
 from controlplane.ir.names import secret_name
-from controlplane.knative.build import KnativeResult, Objects, build
+from controlplane.knative.build import Cache, KnativeResult, Objects, build
 from controlplane.services import ServiceIndex
 
 LOCAL_PREFIX = "knative:"
 
 
-def knative(objects: Objects, services: ServiceIndex, get_secret: Callable[[str, str, str], Any]) -> KnativeResult:
-    return build(objects, services, secret_checker(get_secret))
+def knative(objects: Objects, services: ServiceIndex, get_secret: Callable[[str, str, str], Any],
+            cache: Cache | None = None) -> KnativeResult:  # fmt: skip
+    return build(objects, services, get_secret, cache)
 
 
 def combine(first: HostEntries | None, second: HostEntries | None) -> HostEntries | None:

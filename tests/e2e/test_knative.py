@@ -272,6 +272,6 @@ def test_debug_kingresses_reports_what_is_served_and_what_is_not(gw: Gateway) ->
         broken = wait_until(lambda: next((r for r in gw.admin("/debug/kingresses") if r["name"] == "broken"), None),
                             timeout=15, message="broken KIngress never reported")  # fmt: skip
         assert any("ghost" in p for p in broken["problems"])
-        assert gw.get("broken.example.com", "/").status == 503
+        gw.wait_status("broken.example.com", "/", 503)  # served: no backend of it exists
     finally:
         gw.remove("broken.yaml")

@@ -352,3 +352,25 @@ def test_malformed_kingresses_never_break_the_build(data: st.DataObject) -> None
             e.stores["c1"].upsert(kind, obj)
         e.controller.flush()
         assert diff(resources(e.cache), cold_build(objects(*docs), CONFIG)) == ""
+
+
+def test_a_secret_that_appears_later_is_picked_up() -> None:
+    """A KIngress is rebuilt when a Secret it names changes, though the KIngress itself did not."""
+    from tests.support.certs import issue_cert, make_ca, tls_secret
+
+    k = kingress("k", [rule(["h.example.com"], [{"splits": [split("web")]}])],
+                 tls=[{"hosts": ["h.example.com"], "secretName": "cert"}])  # fmt: skip
+    cert = issue_cert(make_ca(), ["h.example.com"])
+    with engine(["c1"], CONFIG) as e:
+        for kind, obj in objects(service("web"), k)["c1"]:
+            e.stores["c1"].upsert(kind, obj)
+        e.controller.flush()
+        (info,) = e.controller.knative.result.ingresses.values()
+        assert any("cert" in p for p in info.problems)
+        for kind, obj in objects(tls_secret("cert", "default", cert.cert, cert.key))["c1"]:
+            e.stores["c1"].upsert(kind, obj)
+        e.controller.flush()
+        (info,) = e.controller.knative.result.ingresses.values()
+        assert info.problems == ()
+        assert diff(resources(e.cache), cold_build(objects(service("web"), k, tls_secret(
+            "cert", "default", cert.cert, cert.key)), CONFIG)) == ""  # fmt: skip
