@@ -18,13 +18,17 @@ NAMESPACE = "serving-tests"  # test.ServingNamespace
 
 
 def service_objects(backend: dict[str, Any], target_port: int) -> list[dict[str, Any]]:
-    """The Service and EndpointSlice of one backend of a case (`port`, `portName`, `appProtocol`)."""
+    """The Service and EndpointSlice of one backend of a case (`port`, `portName`, `appProtocol`); an
+    `external-name` backend is an ExternalName Service (`externalName`, no endpoints)."""
     name, port_name = backend["name"], backend.get("portName", "http")
     svc_port: dict[str, Any] = {"name": port_name, "port": backend["port"], "targetPort": target_port}
     slice_port: dict[str, Any] = {"name": port_name, "port": target_port, "protocol": "TCP"}
     if backend.get("appProtocol"):
         svc_port["appProtocol"] = slice_port["appProtocol"] = backend["appProtocol"]
     meta = {"name": name, "namespace": NAMESPACE, "labels": {"test-pod": name}}
+    if backend.get("kind") == "external-name":
+        spec = {"type": "ExternalName", "externalName": backend["externalName"], "ports": [svc_port]}
+        return [{"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec}]
     return [
         {"apiVersion": "v1", "kind": "Service", "metadata": meta,
          "spec": {"type": "ClusterIP", "ports": [svc_port], "selector": {"test-pod": name}}},
@@ -37,7 +41,8 @@ def service_objects(backend: dict[str, Any], target_port: int) -> list[dict[str,
 
 @dataclass
 class CaseBackends:
-    """Started backends by Service name; `private_gateway_port` is where a `private-gateway` Service leads."""
+    """Started backends by Service name; `private_gateway_port` is the private load balancer's port (Envoy's
+    east-west listener), where `httpproxy` backends send and `external-name` Services lead."""
 
     fleet: ImageFleet
     private_gateway_port: int
@@ -51,7 +56,7 @@ class CaseBackends:
         if kind == "grpc":
             self.grpc[name] = GrpcPing(backend.get("suffix", ""))
             port = self.grpc[name].port
-        elif kind == "private-gateway":  # upstream: an ExternalName Service to the private load balancer
+        elif kind == "external-name":  # upstream: an ExternalName Service to the private load balancer
             port = self.private_gateway_port
         elif kind == "httpproxy":  # to the private load balancer, with Host = the cluster-local name
             gateway = f"127.0.0.1:{self.private_gateway_port}"

@@ -27,6 +27,8 @@ from tests.support.wait import wait_until
 
 HERE = Path(__file__).resolve().parent
 CASES = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((HERE / "cases").glob("*.yaml"))}
+# In a case, the port of the private load balancer (upstream: 80); Envoy's east-west port at run time.
+PRIVATE_LB_PORT = "PRIVATE_LB_PORT"
 Target = FileTarget | KubeTarget
 
 
@@ -38,8 +40,9 @@ class CaseRun:
     """One case against the gateway: its objects, backends, readiness and steps."""
 
     def __init__(self, target: Target, fleet: ImageFleet, case: dict[str, Any]) -> None:
-        self.target, self.case = target, case
         gw = target.gw
+        case = yaml.safe_load(yaml.safe_dump(case).replace(PRIVATE_LB_PORT, str(gw.east_west_port)))
+        self.target, self.case = target, case
         self.backends = CaseBackends(fleet, private_gateway_port=gw.east_west_port)
         self.listeners = {"public": gw.http_port, "https": gw.https_port, "private": gw.east_west_port}
         self.trust: steps.Trust = {}
@@ -77,8 +80,8 @@ class CaseRun:
         return self.by_name.get(service, {}).get("kind", "runtime") != "grpc"
 
     def wait_backend(self, backend: dict[str, Any]) -> None:
-        if self.target.kube or backend.get("kind", "runtime") in ("grpc", "private-gateway"):
-            return  # a private-gateway Service leads back to the east-west listener itself
+        if self.target.kube or backend.get("kind", "runtime") in ("grpc", "external-name"):
+            return  # an external-name Service leads back to the east-west listener itself
         host = f"{backend['name']}.{NAMESPACE}:{backend['port']}"
         wait_until(lambda: self.probe(host, "private"), timeout=READY_TIMEOUT, message=f"Service {host} never reached")
 
@@ -108,6 +111,8 @@ class CaseRun:
         kind = next(iter(step))
         if kind == "request":
             steps.request_step(ls, trust, step, self.hashes)
+        elif kind == "unreachable":
+            steps.unreachable_step(ls, step["unreachable"])
         elif kind == "concurrent":
             steps.concurrent_step(ls, trust, step["concurrent"], self.hashes)
         elif kind == "distribution":

@@ -1,7 +1,7 @@
 """The request checks of the transcribed Knative ingress conformance (one function per step kind).
 
 Each function raises AssertionError with the upstream test's wording of what went wrong. They run
-after the case's KIngresses are ready (see test_knative_conformance.py), so, as upstream after
+after the case's KIngresses are ready (see runner.py), so, as upstream after
 CreateIngressReady, every request must succeed the first time; only the first gRPC stream is
 retried, since grpc-ping cannot answer the HTTP probes that establish readiness.
 """
@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 from websockets.sync.client import connect as ws_connect
 
+from controlplane.devtools.echo import canonical_header_name
 from tests.support.grpc_ping import PingStream
 from tests.support.http import Client, Response
 from tests.support.knative_images import BACKEND_HEADER
@@ -57,8 +58,7 @@ def runtime_info(resp: Response) -> dict[str, Any]:
 
 def header_get(info: dict[str, Any], name: str) -> str:
     """Go's http.Header.Get on RuntimeInfo.Request.Headers: the first value of the canonical name."""
-    canonical = "-".join(p[:1].upper() + p[1:].lower() for p in name.split("-"))
-    values = (info.get("headers") or {}).get(canonical) or [""]
+    values = (info.get("headers") or {}).get(canonical_header_name(name)) or [""]
     return str(values[0])
 
 
@@ -89,6 +89,18 @@ def check(resp: Response, expect: dict[str, Any], hashes: dict[str, str]) -> Non
 def request_step(listeners: Listeners, trust: Trust, step: dict[str, Any], hashes: dict[str, str]) -> None:
     resp = send(listeners, trust, step["request"], timeout=step.get("timeout", 10.0))
     check(resp, step.get("expect") or {}, hashes)
+
+
+def unreachable_step(listeners: Listeners, spec: dict[str, Any]) -> None:
+    """Beyond upstream (which dials port 80 only): a cluster-local host is not served on the north-south
+    HTTPS listener either: the TLS handshake fails (no certificate for that name) or the answer is 404."""
+    try:
+        with Client(listeners[spec["listener"]], host=spec["host"], tls=spec["listener"] == "https") as c:
+            resp = c.request("GET", spec.get("path", "/"))
+    except OSError:
+        return
+    if resp.status != 404:
+        raise AssertionError(f"{spec['host']} on the {spec['listener']} listener: {resp.status}, wanted 404 or no TLS")
 
 
 def concurrent_step(listeners: Listeners, trust: Trust, steps: list[dict[str, Any]], hashes: dict[str, str]) -> None:

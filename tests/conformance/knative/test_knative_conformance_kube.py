@@ -5,22 +5,26 @@ says Ready for its generation, with its load balancers (targets.py). So the stat
 checks it: TestUpdate's sentinel must be served as soon as the update is Ready, TestIngressClass's other
 classes must be left untouched, the visibility tests' private load balancer must be named.
 
-Only the cases whose upstream assertions involve the status run here; the data plane is the same as in
-file mode (test_knative_conformance.py runs every case)."""
+Only the cases whose upstream assertions involve the status run here by default; the data plane is the same
+as in file mode (test_knative_conformance.py runs every case). KNATIVE_CONFORMANCE_KUBE=all runs every case
+here too."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.conformance.knative.runner import TrafficDropped, run_case
+from tests.conformance.knative.runner import CASES, TrafficDropped, run_case
 from tests.conformance.knative.targets import KubeTarget
 from tests.support.knative_images import ImageFleet
 from tests.support.kubegateway import KubeGateway
 
-KUBE_CASES = ("TestBasics", "TestIngressClass", "TestRewriteHost", "TestUpdate", "TestVisibility", "TestVisibilityPath")
+STATUS_CASES = ("TestBasics", "TestIngressClass", "TestRewriteHost", "TestUpdate", "TestVisibility",
+                "TestVisibilityPath")  # fmt: skip
+KUBE_CASES = tuple(sorted(CASES)) if os.environ.get("KNATIVE_CONFORMANCE_KUBE") == "all" else STATUS_CASES
 # Only the prober's dropped requests are expected (raises=TrafficDropped: any other failure of the case, such as
 # a sentinel not served as soon as Ready, fails the run). Not strict: the race is a few milliseconds wide and a
 # run can miss it (README.md).
