@@ -57,6 +57,7 @@ class HistoryService:
         self._woken = False  # a wake-up that came while no sleep was waiting
         self._waiter: asyncio.Future[None] | None = None  # the background loop's sleep, cut short by _wake()
         self._task: asyncio.Task[None] | None = None
+        self._write: asyncio.Future[None] | None = None  # the write in a worker thread, if one is running
         self._watch_stop: threading.Event | None = None
         self._watcher: Any = None
 
@@ -144,11 +145,20 @@ class HistoryService:
         await self.flush()
 
     async def flush(self) -> None:
-        """Write what is not stored yet (writer only)."""
+        """Write what is not stored yet (writer only).
+
+        A write runs in a worker thread and is shielded: cancelling the background loop (stop) must
+        not leave it half done while the final flush, seeing the generation already planned, returns.
+        Writes never overlap: each waits for the one before it.
+        """
+        if self._write is not None and not self._write.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._write)
         if self.persister is not None and self._writing and self.is_writer():
             plan = self.persister.snapshot(self.history)
             if plan is not None:
-                await asyncio.to_thread(self.persister.write, plan)
+                self._write = asyncio.ensure_future(asyncio.to_thread(self.persister.write, plan))
+                await asyncio.shield(self._write)
 
     async def _reload(self) -> bool:
         assert self.persister is not None
