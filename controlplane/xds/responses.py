@@ -16,6 +16,7 @@ from controlplane.protowire import varint
 from controlplane.xds.cache import Resource, SnapshotCache, TypeSnapshot
 from controlplane.xds.resources import CLUSTER, ENDPOINT, ROUTE
 from controlplane.xds.tracking import StreamState, TypeState
+from controlplane.xds.views import Subset
 
 # Types whose SotW responses may carry only the changed resources (Envoy keeps the others).
 PARTIAL_SOTW = frozenset({ENDPOINT, ROUTE})
@@ -164,19 +165,15 @@ class Responses:
             if partial is not False:
                 st.examined = snap.version
                 return partial
-        want: Mapping[str, Resource]
-        if st.wildcard:
-            want = snap.resources
-        else:
-            want = {n: r for n in sorted(st.names) if (r := snap.resources.get(n)) is not None}
+        want = Subset(snap.resources, None if st.wildcard else st.names)
         held: dict[str, Resource] = {}
         if st.type_url == CLUSTER and st.wildcard:
             gone = [n for n in st.sent if n not in want]
             if gone and not s.routes_settled(self._cache):
                 held = {n: st.sent[n] for n in gone}
-        # Shared, not copied: a wildcard's `want` is the snapshot's own (never mutated) mapping,
-        # a named one a fresh dict; only named EDS/RDS update `st.sent` in place (_partial_update).
-        content = {**want, **held} if held else want
+        # By reference, not copied: what the stream holds is the snapshot's (never mutated) mapping
+        # limited to its (shared) names, unless clusters are held back.
+        content: Mapping[str, Resource] = {**want, **held} if held else want
         # Held clusters must be looked at again (when routes settle) even if the cache stays put.
         st.examined = -1 if held else snap.version
         if not st.force:
@@ -205,18 +202,18 @@ class Responses:
         if names is None:
             return False
         update: dict[str, Resource] = {}
-        for name in names & st.names:
+        for name in sorted(names & st.names):
             res = snap.resources.get(name)
             if res is None:
-                st.sent.pop(name, None)  # its cluster is gone or going; nothing to send
-                continue
+                continue  # its cluster is gone or going; nothing to send
             old = st.sent.get(name)
             if old is None or old.version != res.version:
                 update[name] = res
+        # Only the changed names can differ, so the client now holds the snapshot's (by reference).
+        st.sent = Subset(snap.resources, st.names)
         if not update:
             st.current = max(st.current, snap.version)
             return None
-        st.sent.update(update)
         version = snap.digest
         nonce, body = self._sotw_body(st, version, tuple(update.values()))
         st.record_sent(version, snap.version, nonce, len(update))
@@ -226,7 +223,11 @@ class Responses:
         resources = snap.resources
         lineage = self._lineage(st.type_url, s.group)
         look_at = self._delta_candidates(s, st, snap, lineage)
-        if look_at is None:  # everything
+        only = None if st.wildcard else st.names
+        known = st.known
+        if look_at is None and known.base is resources and known.only is only and not known.extra:
+            changed, removed = [], []  # it holds exactly this snapshot already
+        elif look_at is None:  # everything
             if st.wildcard:
                 changed = [r for n, r in resources.items() if st.known.get(n) != r.version]
                 removed = [n for n in st.known if n not in resources]
@@ -243,18 +244,18 @@ class Responses:
         if held:
             removed = []  # until listeners and routes no longer use them
             st.examined = -1  # look again when routes settle, whatever the cache does
+            for r in changed:
+                known[r.name] = r.version
         else:
             st.examined = snap.version
             st.synced, st.synced_lineage = snap.version, lineage
             st.subscribed_since.clear()
+            # Once this goes out the client holds exactly the snapshot: kept by reference.
+            known.rebase(resources, only)
         if not changed and not removed and not st.force:
             if not st.nacked and not held:
                 st.current = max(st.current, snap.version)
             return None
-        for r in changed:
-            st.known[r.name] = r.version
-        for n in removed:
-            del st.known[n]
         version = snap.digest
         nonce, body = self._delta_body(st, version, changed, removed)
         st.record_sent(version, snap.version, nonce, len(changed))
@@ -276,6 +277,8 @@ class Responses:
 
 
 def _same(a: Mapping[str, Resource], b: Mapping[str, Resource]) -> bool:
+    if isinstance(a, Subset) and a.same_as(b):
+        return True
     if len(a) != len(b):
         return False
     for name, res in a.items():

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +19,7 @@ from prometheus_client import Histogram
 from controlplane.protowire import varint
 from controlplane.xds.cache import DEFAULT_GROUP, Resource, SnapshotCache
 from controlplane.xds.resources import FULL_STATE_TYPES, LISTENER, ROUTE, SHORT_NAMES
+from controlplane.xds.views import EMPTY_NAMES, Known, Names, shared_names
 
 SOTW = "sotw"
 DELTA = "delta"
@@ -53,7 +53,7 @@ class TypeState:
     requested: bool = False
     wildcard: bool = False
     legacy_wildcard: bool = False  # SotW: first request had no names
-    names: set[str] = field(default_factory=set)
+    names: Names = EMPTY_NAMES  # shared by every stream subscribed to the same names
     force: bool = False  # the client asked and must get an answer even if nothing changed
     pending: bool = False  # a response is out and neither ACKed nor NACKed yet
     nonce: str = ""
@@ -64,8 +64,8 @@ class TypeState:
     # built_monotonic, where an update's time goes (bench/route_breakdown.py, same host).
     sent_monotonic: float = 0.0
     acked_monotonic: float = 0.0
-    sent: dict[str, Resource] = field(default_factory=dict)  # SotW: resources of the last response
-    known: dict[str, str] = field(default_factory=dict)  # Delta: name -> version the client has
+    sent: Mapping[str, Resource] = field(default_factory=dict)  # SotW: what the client holds (a Subset view)
+    known: Known = field(default_factory=Known)  # Delta: name -> version the client holds
     acked_version: str | None = None
     nacked: bool = False  # the last answer was a NACK
     nacked_cache_version: int = 0
@@ -218,7 +218,7 @@ def on_sotw_request(stream: StreamState, req: Any, raw: bytes = b"") -> str:
             if st.requested and not st.wildcard and st.names and not req.resource_names:
                 # Envoy dropped its last watch of this type (last cluster or certificate gone). It
                 # will not answer the response in flight, so nothing is pending any more.
-                st.names = set()
+                st.names = EMPTY_NAMES
                 st.names_digest = b""
                 st.pending = False
                 st.examined = -1
@@ -234,7 +234,7 @@ def on_sotw_request(stream: StreamState, req: Any, raw: bytes = b"") -> str:
     if digest and digest == st.names_digest and st.requested:
         return outcome  # the same names as last time (every SotW ACK repeats them): nothing to redo
     st.names_digest = digest
-    names = {sys.intern(n) for n in req.resource_names}  # interned: N streams share one copy of each name
+    names = set(req.resource_names)
     if not st.requested:
         st.requested = True
         st.legacy_wildcard = not names
@@ -248,7 +248,8 @@ def on_sotw_request(stream: StreamState, req: Any, raw: bytes = b"") -> str:
         st.force = True  # respond for the new subscription set
         st.examined = -1
     st.wildcard = wildcard
-    st.names = names
+    if names != st.names:
+        st.names = shared_names(names)  # N streams subscribed alike share one set
     return outcome
 
 
@@ -265,12 +266,13 @@ def on_delta_request(stream: StreamState, req: Any) -> str:
             outcome = st.answer(req, st.sent_version)
         elif req.response_nonce != st.nonce:
             outcome = STALE
-    subscribe = {sys.intern(n) for n in req.resource_names_subscribe}  # shared by every stream
+    subscribe = set(req.resource_names_subscribe)
     if not st.requested:
         st.requested = True
         st.force = True
-        st.known = dict(req.initial_resource_versions)
-        st.known.pop(WILDCARD, None)
+        versions = dict(req.initial_resource_versions)
+        versions.pop(WILDCARD, None)
+        st.known = Known(versions)
         st.wildcard = WILDCARD in subscribe or (not subscribe and req.type_url in FULL_STATE_TYPES)
         st.synced = 0
     elif WILDCARD in subscribe and not st.wildcard:
@@ -282,16 +284,20 @@ def on_delta_request(stream: StreamState, req: Any) -> str:
         st.subscribed_since |= subscribe - st.names
     if req.resource_names_unsubscribe:
         st.synced = 0
-    st.names |= subscribe
-    for name in req.resource_names_unsubscribe:
-        if name == WILDCARD:
-            st.wildcard = False
-            for known in [n for n in st.known if n not in st.names]:
-                del st.known[known]
-            continue
-        st.names.discard(name)
-        if not st.wildcard:
-            st.known.pop(name, None)
+    if not subscribe <= st.names:
+        st.names = shared_names(st.names | subscribe)
+    if req.resource_names_unsubscribe:
+        names = set(st.names)
+        for name in req.resource_names_unsubscribe:
+            if name == WILDCARD:
+                st.wildcard = False
+                for known in [n for n in st.known if n not in names]:
+                    st.known.discard(known)
+                continue
+            names.discard(name)
+            if not st.wildcard:
+                st.known.discard(name)
+        st.names = shared_names(names)
     return outcome
 
 
