@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 
 from controlplane.xds.cache import Resource
@@ -38,15 +39,35 @@ def shared_names(names: Iterable[str]) -> Names:
     return fresh
 
 
+_COUNTS: OrderedDict[tuple[int, int], tuple[Mapping[str, Resource], frozenset[str] | None, int]] = OrderedDict()
+
+
+def count_in(resources: Mapping[str, Resource], names: frozenset[str] | None) -> int:
+    """How many of `names` (None: all) are in `resources`; counted once for every stream that asks
+    about the same (snapshot, name set), as /debug/syncz does for each stream."""
+    if names is None:
+        return len(resources)
+    key = (id(resources), id(names))
+    hit = _COUNTS.get(key)
+    if hit is not None:  # the entry holds both objects, so their ids still name them
+        _COUNTS.move_to_end(key)
+        return hit[2]
+    count = sum(1 for n in names if n in resources) if len(names) < len(resources) else \
+        sum(1 for n in resources if n in names)  # fmt: skip
+    _COUNTS[key] = (resources, names, count)
+    if len(_COUNTS) > 64:
+        _COUNTS.popitem(last=False)
+    return count
+
+
 class Subset(Mapping[str, Resource]):
     """SotW: the resources of `resources` named in `names` (the last response sent, by reference)."""
 
-    __slots__ = ("_len", "names", "resources")
+    __slots__ = ("names", "resources")
 
     def __init__(self, resources: Mapping[str, Resource], names: frozenset[str] | None) -> None:
         self.resources = resources
         self.names = names  # None: every resource
-        self._len = -1
 
     def __getitem__(self, name: str) -> Resource:
         if self.names is not None and name not in self.names:
@@ -59,9 +80,10 @@ class Subset(Mapping[str, Resource]):
         return (n for n in sorted(self.names) if n in self.resources)
 
     def __len__(self) -> int:
-        if self._len < 0:
-            self._len = len(self.resources) if self.names is None else sum(1 for n in self.names if n in self.resources)
-        return self._len
+        return count_in(self.resources, self.names)
+
+    def __contains__(self, name: object) -> bool:
+        return (self.names is None or name in self.names) and name in self.resources
 
     def same_as(self, other: Mapping[str, Resource]) -> bool:
         return isinstance(other, Subset) and other.resources is self.resources and other.names is self.names
@@ -119,4 +141,8 @@ class Known:
                 yield name
 
     def __len__(self) -> int:
-        return sum(1 for _ in self)
+        count = count_in(self.base, self.only)
+        for name, version in self.extra.items():
+            in_base = self._base_version(name) is not None
+            count += (version is not None) - in_base
+        return count
