@@ -1077,3 +1077,21 @@ async def test_sotw_ack_that_changes_the_names_is_applied(env: Env) -> None:
     resp = await client.recv()
     assert sorted(names_of(resp)) == ["backend", "other"]
     assert env.stream("envoy-1")["types"]["EDS"]["subscribed"] == 2
+
+
+async def test_delta_streams_share_encoded_responses(env: Env) -> None:
+    """Two Delta gateways get byte-identical initial responses and changes, and each stream's view of
+    what its client holds (kept by reference to the snapshot) still counts every resource."""
+    a, b = Delta(env, "da"), Delta(env, "db")
+    got_a, got_b = await delta_subscribe_all(a), await delta_subscribe_all(b)
+    for type_url in SUBS:
+        assert got_a[type_url].SerializeToString() == got_b[type_url].SerializeToString()
+    new = cla("backend", 9200)
+    env.cache.apply({ENDPOINT: {"backend": new}})
+    ra, rb = await a.recv(), await b.recv()
+    assert ra.type_url == ENDPOINT and delta_names(ra) == {"backend": new.version}
+    assert ra.SerializeToString() == rb.SerializeToString()
+    await a.ack(ra)
+    await b.ack(rb)
+    await acked(env, "da", "EDS", ra.system_version_info)
+    assert env.stream("da")["types"]["EDS"]["resources"] == len(env.cache.get(ENDPOINT).resources)
