@@ -45,7 +45,7 @@ class Nack:
     at: float  # wall clock, for humans reading /debug/syncz
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class TypeState:
     """One resource type on one stream."""
 
@@ -129,7 +129,7 @@ class TypeState:
         }
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class StreamState:
     """One ADS stream (one Envoy connection)."""
 
