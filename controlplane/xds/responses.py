@@ -227,6 +227,12 @@ class Responses:
         known = st.known
         if look_at is None and known.base is resources and known.only is only and not known.extra:
             changed, removed = [], []  # it holds exactly this snapshot already
+        elif look_at is None and known.empty():  # a new client: everything it asks for
+            if st.wildcard:
+                changed = list(resources.values())
+            else:
+                changed = [r for n in sorted(st.names) if (r := resources.get(n)) is not None]
+            removed = []
         elif look_at is None:  # everything
             if st.wildcard:
                 changed = [r for n, r in resources.items() if st.known.get(n) != r.version]

@@ -28,13 +28,14 @@ _NAMES: weakref.WeakValueDictionary[int, Names] = weakref.WeakValueDictionary()
 
 def shared_names(names: Iterable[str]) -> Names:
     """The one `Names` equal to `names` (kept while some stream uses it); each name interned too."""
-    fresh = Names(sys.intern(n) for n in names)
+    fresh = Names(names)
     if not fresh:
         return EMPTY_NAMES
     key = hash(fresh)
     kept = _NAMES.get(key)
     if kept is not None and kept == fresh:
-        return kept
+        return kept  # its names were interned when it was first made
+    fresh = Names(sys.intern(n) for n in fresh)
     _NAMES[key] = fresh  # a hash collision just replaces the entry; streams keep theirs
     return fresh
 
@@ -113,6 +114,9 @@ class Known:
             return None
         res = self.base.get(name)
         return None if res is None else res.version
+
+    def empty(self) -> bool:
+        return not self.extra and not self.base
 
     def get(self, name: str) -> str | None:
         if name in self.extra:
