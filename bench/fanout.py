@@ -78,6 +78,7 @@ class Client:
     names: dict[str, list[str]]
     first: dict[str, bool] = field(default_factory=dict)  # type -> first response received
     eds_responses: int = 0
+    initial_bytes: int = 0  # the first response of every type, as serialized on the wire
     eds_at: float = 0.0  # monotonic time the last EDS response was ACKed
     synced: asyncio.Event = field(default_factory=asyncio.Event)
     failed: BaseException | None = None
@@ -125,6 +126,8 @@ class Client:
                     self.eds_responses += 1
                     self.eds_at = time.monotonic()
                 if not self.synced.is_set():
+                    if resp.type_url not in self.first:
+                        self.initial_bytes += resp.ByteSize()
                     self.first[resp.type_url] = True
                     if len(self.first) == len(TYPES):
                         self.synced.set()
@@ -176,6 +179,7 @@ async def measure(cp: ControlPlane, n: int, delta: bool, insecure: bool, args: a
         if failed:
             raise RuntimeError(f"{len(failed)} streams failed, e.g. {failed[0]!r}")
         out["connect_s"] = round(time.monotonic() - t0, 2)
+        out["initial_kib_per_stream"] = round(sum(c.initial_bytes for c in clients) / n / 1024, 1)
         await asyncio.to_thread(wait_for, lambda: settled(cp, n), 120, 0.05, "initial responses ACKed")
         out["rss_per_stream_kib"] = round((proc_status(cp.pid)["VmRSS"] - rss_before) / n, 1)
         out["cp_cpu_ms_per_connect"] = round((cpu_seconds(cp.pid) - cpu_before) * 1000 / n, 2)
