@@ -152,16 +152,21 @@ class _TlsSide(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         # A record at a time: a memory BIO keeps the largest size it ever held until it is freed.
-        if len(data) <= _RECORD:
-            self._received(data)
-            return
+        # What they decrypt to goes to gRPC in one write.
+        plaintext: list[bytes] = []
         view = memoryview(data)
         for at in range(0, len(view), _RECORD):
-            if self._closed:
+            if self._closed or not self._received(view[at : at + _RECORD], plaintext):
                 return
-            self._received(view[at : at + _RECORD])
+        if not plaintext:
+            return
+        if self._upstream is not None:
+            self._upstream.send(plaintext)
+        else:
+            self._early.extend(plaintext)
 
-    def _received(self, data: bytes | memoryview) -> None:
+    def _received(self, data: memoryview, plaintext: list[bytes]) -> bool:
+        """Take in TLS bytes; what they decrypt to is added to `plaintext`. False once closed."""
         assert self._ssl is not None
         self._in.write(data)
         if self._timer is not None:  # still handshaking
@@ -169,19 +174,19 @@ class _TlsSide(asyncio.Protocol):
                 self._ssl.do_handshake()
             except ssl.SSLWantReadError:
                 self._flush()
-                return
+                return True
             except (ssl.SSLError, OSError) as exc:
                 self._flush()  # the alert tells the client why
                 reason = "bad_certificate" if "CERTIFICATE" in str(exc).upper() else "tls_handshake"
                 self._handshake_failed(reason, exc)
-                return
+                return False
             self._timer.cancel()
             self._timer = None
             self._flush()
             der = self._ssl.getpeercert(binary_form=True)
             identities = certificate_identities(der) if der else frozenset()
             asyncio.get_running_loop().create_task(self._connect(Relayed(self._where, identities)))
-        self._decrypt()
+        return self._decrypt(plaintext)
 
     def eof_received(self) -> bool:
         return False  # close; the upstream side follows in connection_lost
@@ -215,11 +220,11 @@ class _TlsSide(asyncio.Protocol):
         self._local_port = upstream.local_port
         # Recorded before any byte reaches gRPC, so the stream's peer is known when it starts.
         self._front._peers[self._local_port] = relayed
-        for chunk in self._early:
-            upstream.send(chunk)
-        self._early.clear()
+        if self._early:
+            upstream.send(self._early)
+        self._early = []
 
-    def _decrypt(self) -> None:
+    def _decrypt(self, plaintext: list[bytes]) -> bool:
         assert self._ssl is not None
         while True:
             try:
@@ -229,14 +234,12 @@ class _TlsSide(asyncio.Protocol):
             except (ssl.SSLZeroReturnError, ssl.SSLError):
                 self._flush()
                 self.close()
-                return
+                return False
             if not chunk:
                 break
-            if self._upstream is not None:
-                self._upstream.send(chunk)
-            else:
-                self._early.append(chunk)
+            plaintext.append(chunk)
         self._flush()  # reading can produce records too (session tickets, key updates)
+        return True
 
     def send(self, plaintext: bytes) -> None:
         """gRPC's bytes, encrypted to the client."""
@@ -319,9 +322,9 @@ class _PlainSide(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._tls.resume()
 
-    def send(self, data: bytes) -> None:
+    def send(self, chunks: list[bytes]) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
+            self._transport.writelines(chunks)
 
     def pause(self) -> None:
         if self._transport is not None:
