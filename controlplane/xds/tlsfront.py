@@ -158,6 +158,9 @@ class _TlsSide(asyncio.Protocol):
         for at in range(0, len(view), _RECORD):
             if self._closed or not self._received(view[at : at + _RECORD], plaintext):
                 return
+        self._forward(plaintext)
+
+    def _forward(self, plaintext: list[bytes]) -> None:
         if not plaintext:
             return
         if self._upstream is not None:
@@ -235,8 +238,16 @@ class _TlsSide(asyncio.Protocol):
                 self._flush()
                 self.close()
                 return False
-            if not chunk:
-                break
+            if not chunk:  # the client's close_notify: pass on what came before it, answer, close
+                self._forward(plaintext)
+                plaintext.clear()
+                try:
+                    self._ssl.unwrap()
+                except (ssl.SSLError, OSError):
+                    pass
+                self._flush()
+                self.close()
+                return False
             plaintext.append(chunk)
         self._flush()  # reading can produce records too (session tickets, key updates)
         return True
