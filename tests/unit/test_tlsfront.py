@@ -7,11 +7,24 @@ import os
 import ssl
 from pathlib import Path
 
+import pytest
+
+from controlplane.xds import tlsfront
 from controlplane.xds.localca import LocalCA
 from controlplane.xds.tlsfront import TlsFiles, TlsFront
 
 
-async def test_large_transfers_are_relayed_byte_exact_both_ways_and_the_client_is_named(tmp_path: Path) -> None:
+async def test_large_transfers_are_relayed_byte_exact_both_ways_and_the_client_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paused: list[str] = []
+    for side in (tlsfront._TlsSide, tlsfront._PlainSide):
+
+        def pause_writing(self: object, pause: object = side.pause_writing, name: str = side.__name__) -> None:
+            paused.append(name)
+            pause(self)  # type: ignore[operator]
+
+        monkeypatch.setattr(side, "pause_writing", pause_writing)
     local = LocalCA(tmp_path)
     server_files, client_files = local.server(["127.0.0.1"]), local.client("gw")
     peers: list[int] = []
@@ -34,11 +47,12 @@ async def test_large_transfers_are_relayed_byte_exact_both_ways_and_the_client_i
     ctx.load_cert_chain(client_files.cert, client_files.key)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="127.0.0.1")
-        payload = os.urandom(5 * 1024 * 1024 + 17)  # many records, more than any socket buffer
+        payload = os.urandom(24 * 1024 * 1024 + 17)  # many records, more than the socket buffers hold
         writer.write(payload)
-        await asyncio.sleep(0.2)  # nothing read meanwhile: the relay must hold back, not lose bytes
-        echoed = await asyncio.wait_for(reader.readexactly(len(payload)), 30)
+        await asyncio.sleep(0.5)  # nothing read meanwhile: the relay must hold back, not lose bytes
+        echoed = await asyncio.wait_for(reader.readexactly(len(payload)), 60)
         assert echoed == payload
+        assert {"_TlsSide", "_PlainSide"} <= set(paused)  # both directions were held back, and resumed
         relayed = front.relayed(f"ipv4:127.0.0.1:{peers[0]}")
         assert relayed is not None and relayed.identities  # the client certificate's names
         assert front.relayed("ipv4:127.0.0.1:1") is None
