@@ -219,13 +219,19 @@ class Controller:
             ing.deps.tls_dirty = False
             published = self.cache.get(rt.SECRET).resources
             hosts |= self.tls_state.rebuild(changes, dirty_secrets, ing.served_with_tls(), published,
-                                            self.gateway_api.add_certificates)  # fmt: skip
+                                            self.gateway_api.add_certificates,
+                                            self.gateway_api.port_secrets())  # fmt: skip
         cluster_keys = dirty_svc | ing.variants.take_touched()
         self.backends.rebuild_clusters(changes, cluster_keys)
         self.backends.rebuild_endpoints(changes, dirty_eds | cluster_keys, self.registry.primary_id())
-        if hosts:
-            self.hosts.rebuild(hosts, ing.served_for_host, frozenset(self.tls.certs), self.alias_plan)
-            self.backends.set_extra_clusters(changes, self.hosts.wanted_extra_clusters())
+        ports = False  # whether the extra clusters of listeners on ports of their own changed
+        if self.gateway_api.ports_dirty or dirty_secrets:  # (a certificate may have become usable)
+            ports = self.gateway_api.render_ports(changes, self.certificates)
+        if hosts or ports:
+            if hosts:
+                self.hosts.rebuild(hosts, ing.served_for_host, frozenset(self.tls.certs), self.alias_plan)
+            self.backends.set_extra_clusters(changes, {**self.hosts.wanted_extra_clusters(),
+                                                       **self.gateway_api.port_clusters})  # fmt: skip
         self.hosts.rebuild_east_west(self.services, dirty_svc)
         filters = self.hosts.http_filters()
         tls_hosts, passthrough = self.tls.chains()
