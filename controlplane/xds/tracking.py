@@ -171,6 +171,15 @@ class StreamState:
                 return False
         return True
 
+    def acked_at_least(self, required: Mapping[str, int]) -> bool:
+        """True once this stream has ACKed, for every type it subscribes to, a cache version at least
+        the one given (a version holding some change: what KIngress LoadBalancerReady waits for)."""
+        for type_url, version in required.items():
+            st = self.types.get(type_url)
+            if st is not None and st.requested and st.current < version:
+                return False
+        return True
+
     def syncz(self) -> dict[str, Any]:
         return {
             "stream": self.id,
