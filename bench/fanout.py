@@ -11,7 +11,9 @@ measures, per (N, SotW|Delta, TLS|plaintext):
              (and has ACKed it), p50/p99 over `--trials` changes;
   CPU        the control plane's user+system CPU per change, ACKs included (from /proc, so the
              clients' own CPU, which shares the two cores, is not counted; a mean over the
-             trials, since /proc counts in 10 ms ticks);
+             trials, since /proc counts in 10 ms ticks); and the same for connecting, per stream;
+  client CPU this process's (the N clients') CPU per change: what the load itself costs the
+             two cores the control plane runs on;
   send       the control plane's side: the change built into the cache -> its last EDS send.
 
 `--compare-with DIR` also runs another checkout's control plane (e.g. `git archive` of an older
@@ -76,6 +78,7 @@ class Client:
     names: dict[str, list[str]]
     first: dict[str, bool] = field(default_factory=dict)  # type -> first response received
     eds_responses: int = 0
+    initial_bytes: int = 0  # the first response of every type, as serialized on the wire
     eds_at: float = 0.0  # monotonic time the last EDS response was ACKed
     synced: asyncio.Event = field(default_factory=asyncio.Event)
     failed: BaseException | None = None
@@ -123,6 +126,8 @@ class Client:
                     self.eds_responses += 1
                     self.eds_at = time.monotonic()
                 if not self.synced.is_set():
+                    if resp.type_url not in self.first:
+                        self.initial_bytes += resp.ByteSize()
                     self.first[resp.type_url] = True
                     if len(self.first) == len(TYPES):
                         self.synced.set()
@@ -162,6 +167,7 @@ def endpoint_change(directory: Path, backend_port: int, flip: int) -> None:
 async def measure(cp: ControlPlane, n: int, delta: bool, insecure: bool, args: argparse.Namespace,
                   names: dict[str, list[str]], flip: list[int]) -> dict[str, Any]:  # fmt: skip
     rss_before = proc_status(cp.pid)["VmRSS"]
+    cpu_before = cpu_seconds(cp.pid)
     clients = [Client(i, delta, names) for i in range(n)]
     channels = [channel_for(cp, insecure) for _ in range(n)]
     t0 = time.monotonic()
@@ -173,12 +179,15 @@ async def measure(cp: ControlPlane, n: int, delta: bool, insecure: bool, args: a
         if failed:
             raise RuntimeError(f"{len(failed)} streams failed, e.g. {failed[0]!r}")
         out["connect_s"] = round(time.monotonic() - t0, 2)
+        out["initial_kib_per_stream"] = round(sum(c.initial_bytes for c in clients) / n / 1024, 1)
         await asyncio.to_thread(wait_for, lambda: settled(cp, n), 120, 0.05, "initial responses ACKed")
         out["rss_per_stream_kib"] = round((proc_status(cp.pid)["VmRSS"] - rss_before) / n, 1)
-        latencies, cpu_ms, sends = [], [], []
+        out["cp_cpu_ms_per_connect"] = round((cpu_seconds(cp.pid) - cpu_before) * 1000 / n, 2)
+        latencies, cpu_ms, sends, client_ms = [], [], [], []
         for _ in range(args.trials):
             before = [c.eds_responses for c in clients]
             cpu0 = cpu_seconds(cp.pid)
+            client0 = time.process_time()
             flip[0] += 1
             start = time.monotonic()
             endpoint_change(cp.directory, args.backend_port, flip[0])
@@ -188,6 +197,7 @@ async def measure(cp: ControlPlane, n: int, delta: bool, insecure: bool, args: a
                     raise TimeoutError("not every client got the change")
                 await asyncio.sleep(0.002)
             latencies.append(max(c.eds_at for c in clients) - start)
+            client_ms.append((time.process_time() - client0) * 1000)
             # The ACKs are part of a push's cost: count CPU until the control plane goes quiet
             # (read from /proc, which costs it nothing), then ask its admin API for the rest.
             cpu_ms.append((await quiet_cpu(cp.pid) - cpu0) * 1000)
@@ -200,6 +210,7 @@ async def measure(cp: ControlPlane, n: int, delta: bool, insecure: bool, args: a
         out["built_to_last_send_ms"] = {"p50": round(percentile(sends, 50) * 1000, 1),
                                         "p99": round(percentile(sends, 99) * 1000, 1)}  # fmt: skip
         out["cp_cpu_ms_per_change"] = round(sum(cpu_ms) / len(cpu_ms), 1)  # a mean: /proc counts 10 ms ticks
+        out["client_cpu_ms_per_change"] = round(sum(client_ms) / len(client_ms), 1)
     finally:
         for t in tasks:
             t.cancel()
@@ -231,16 +242,18 @@ def settled(cp: ControlPlane, n: int) -> bool:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| control plane | clients | xDS | TLS | connect all s | RSS per stream KiB |"
-        " change -> all ACKed p50 / p99 ms | built -> last send p50 / p99 ms | CP CPU ms per change |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| control plane | clients | xDS | TLS | connect all s | CP CPU ms per stream connecting | RSS per stream KiB |"
+        " change -> all ACKed p50 / p99 ms | built -> last send p50 / p99 ms | CP CPU ms per change |"
+        " clients' CPU ms per change |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         a, s = r["all_acked_ms"], r["built_to_last_send_ms"]
         tls = "yes" if r["tls"] else "no"
         lines.append(f"| {r.get('source', 'this')} | {r['clients']:,} | {r['xds']} | {tls} | {r['connect_s']:.2f} | "
-                     f"{r['rss_per_stream_kib']:.0f} | {a['p50']:.1f} / {a['p99']:.1f} | "
-                     f"{s['p50']:.1f} / {s['p99']:.1f} | {r['cp_cpu_ms_per_change']:.1f} |")  # fmt: skip
+                     f"{r['cp_cpu_ms_per_connect']:.1f} | {r['rss_per_stream_kib']:.0f} | "
+                     f"{a['p50']:.1f} / {a['p99']:.1f} | {s['p50']:.1f} / {s['p99']:.1f} | "
+                     f"{r['cp_cpu_ms_per_change']:.1f} | {r['client_cpu_ms_per_change']:.1f} |")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -2,17 +2,21 @@
 
 Resources are never re-serialized: a response is assembled from each resource's pre-serialized
 `Any` payload, so a resource is serialized once per version however many Envoys receive it.
+A whole response is encoded once, too: streams due the same resources at the same version (a
+fleet connecting, or taking one change) get the same bytes, nonce included (`SharedBodies`).
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from controlplane.protowire import varint
 from controlplane.xds.cache import Resource, SnapshotCache, TypeSnapshot
 from controlplane.xds.resources import CLUSTER, ENDPOINT, ROUTE
 from controlplane.xds.tracking import StreamState, TypeState
+from controlplane.xds.views import Subset
 
 # Types whose SotW responses may carry only the changed resources (Envoy keeps the others).
 PARTIAL_SOTW = frozenset({ENDPOINT, ROUTE})
@@ -85,6 +89,48 @@ def encode_delta_response(
     return b"".join(parts)
 
 
+class SharedBodies:
+    """Encoded responses kept by what they contain, so N streams due the same content share one.
+
+    A key names the exact resources (by object identity: the entry keeps them alive, so an id
+    cannot be reused while its key exists), the version and the type; the body is a function of
+    those alone, so a stream only ever gets bytes built from the resources its own view holds
+    (an unauthenticated stream's keyless Secrets are other objects, hence other keys). The nonce
+    is shared too: it only has to differ from the stream's previous nonce for the type, and a
+    body whose nonce is the stream's last one is built afresh. Bounded by entries and bytes.
+    """
+
+    def __init__(self, max_entries: int = 64, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self._nonces = itertools.count(1)
+        self._bodies: OrderedDict[tuple[object, ...], tuple[str, bytes, object]] = OrderedDict()
+        self._bytes = 0
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+
+    def next_nonce(self) -> str:
+        return str(next(self._nonces))
+
+    def get(
+        self, key: tuple[object, ...], keepalive: object, last_nonce: str, build: Callable[[str], bytes]
+    ) -> tuple[str, bytes]:
+        """(nonce, body) for `key`, built with a fresh nonce when not kept or when it was `last_nonce`."""
+        hit = self._bodies.get(key)
+        if hit is not None and hit[0] != last_nonce:
+            self._bodies.move_to_end(key)
+            return hit[0], hit[1]
+        nonce = self.next_nonce()
+        body = build(nonce)
+        if hit is not None:
+            self._bytes -= len(hit[1])
+        self._bodies[key] = (nonce, body, keepalive)
+        self._bodies.move_to_end(key)
+        self._bytes += len(body)
+        while self._bodies and (len(self._bodies) > self._max_entries or self._bytes > self._max_bytes):
+            _, (_, old, _) = self._bodies.popitem(last=False)
+            self._bytes -= len(old)
+        return nonce, body
+
+
 class Responses:
     """Builds the next SotW or Delta response of one type for one stream, and records it as sent."""
 
@@ -92,11 +138,20 @@ class Responses:
         """`lineage(type_url, group)`: the group whose snapshot a stream in `group` reads."""
         self._cache = cache
         self._control_plane = encode_control_plane(identifier)
-        self._nonces = itertools.count(1)
+        self._shared = SharedBodies()
         self._lineage = lineage
 
-    def _next_nonce(self) -> str:
-        return str(next(self._nonces))
+    def _sotw_body(self, st: TypeState, version: str, resources: Sequence[Resource]) -> tuple[str, bytes]:
+        key = (st.type_url, version, *map(id, resources))
+        return self._shared.get(key, resources, st.nonce, lambda nonce: encode_discovery_response(
+            version, (r.any_bytes for r in resources), st.type_url, nonce, self._control_plane))  # fmt: skip
+
+    def _delta_body(
+        self, st: TypeState, version: str, changed: Sequence[Resource], removed: Sequence[str]
+    ) -> tuple[str, bytes]:
+        key = (st.type_url, version, len(changed), *map(id, changed), *removed)
+        return self._shared.get(key, changed, st.nonce, lambda nonce: encode_delta_response(
+            version, changed, st.type_url, nonce, removed, self._control_plane))  # fmt: skip
 
     def sotw(self, s: StreamState, st: TypeState, snap: TypeSnapshot) -> bytes | None:
         if not st.wildcard and not st.names and not st.legacy_wildcard:
@@ -110,17 +165,15 @@ class Responses:
             if partial is not False:
                 st.examined = snap.version
                 return partial
-        want: Mapping[str, Resource]
-        if st.wildcard:
-            want = snap.resources
-        else:
-            want = {n: r for n in sorted(st.names) if (r := snap.resources.get(n)) is not None}
+        want = Subset(snap.resources, None if st.wildcard else st.names)
         held: dict[str, Resource] = {}
         if st.type_url == CLUSTER and st.wildcard:
             gone = [n for n in st.sent if n not in want]
             if gone and not s.routes_settled(self._cache):
                 held = {n: st.sent[n] for n in gone}
-        content = {**want, **held} if held else dict(want)
+        # By reference, not copied: what the stream holds is the snapshot's (never mutated) mapping
+        # limited to its (shared) names, unless clusters are held back.
+        content: Mapping[str, Resource] = {**want, **held} if held else want
         # Held clusters must be looked at again (when routes settle) even if the cache stays put.
         st.examined = -1 if held else snap.version
         if not st.force:
@@ -131,12 +184,10 @@ class Responses:
             if st.nacked and snap.version <= st.nacked_cache_version:
                 return None
         version = f"{snap.digest}+hold" if held else snap.digest
-        nonce = self._next_nonce()
+        nonce, body = self._sotw_body(st, version, tuple(content.values()))
         st.sent = content
         st.record_sent(version, snap.version, nonce, len(content))
-        return encode_discovery_response(
-            version, (r.any_bytes for r in content.values()), st.type_url, nonce, self._control_plane
-        )
+        return body
 
     def _partial_update(self, s: StreamState, st: TypeState, snap: TypeSnapshot) -> bytes | bool | None:
         """Only the ClusterLoadAssignments / RouteConfigurations changed since the last response.
@@ -151,30 +202,38 @@ class Responses:
         if names is None:
             return False
         update: dict[str, Resource] = {}
-        for name in names & st.names:
+        for name in sorted(names & st.names):
             res = snap.resources.get(name)
             if res is None:
-                st.sent.pop(name, None)  # its cluster is gone or going; nothing to send
-                continue
+                continue  # its cluster is gone or going; nothing to send
             old = st.sent.get(name)
             if old is None or old.version != res.version:
                 update[name] = res
+        # Only the changed names can differ, so the client now holds the snapshot's (by reference).
+        st.sent = Subset(snap.resources, st.names)
         if not update:
             st.current = max(st.current, snap.version)
             return None
-        st.sent.update(update)
         version = snap.digest
-        nonce = self._next_nonce()
+        nonce, body = self._sotw_body(st, version, tuple(update.values()))
         st.record_sent(version, snap.version, nonce, len(update))
-        return encode_discovery_response(
-            version, (r.any_bytes for r in update.values()), st.type_url, nonce, self._control_plane
-        )
+        return body
 
     def delta(self, s: StreamState, st: TypeState, snap: TypeSnapshot) -> bytes | None:
         resources = snap.resources
         lineage = self._lineage(st.type_url, s.group)
         look_at = self._delta_candidates(s, st, snap, lineage)
-        if look_at is None:  # everything
+        only = None if st.wildcard else st.names
+        known = st.known
+        if look_at is None and known.base is resources and known.only is only and not known.extra:
+            changed, removed = [], []  # it holds exactly this snapshot already
+        elif look_at is None and known.empty():  # a new client: everything it asks for
+            if st.wildcard:
+                changed = list(resources.values())
+            else:
+                changed = [r for n in sorted(st.names) if (r := resources.get(n)) is not None]
+            removed = []
+        elif look_at is None:  # everything
             if st.wildcard:
                 changed = [r for n, r in resources.items() if st.known.get(n) != r.version]
                 removed = [n for n in st.known if n not in resources]
@@ -191,22 +250,22 @@ class Responses:
         if held:
             removed = []  # until listeners and routes no longer use them
             st.examined = -1  # look again when routes settle, whatever the cache does
+            for r in changed:
+                known[r.name] = r.version
         else:
             st.examined = snap.version
             st.synced, st.synced_lineage = snap.version, lineage
             st.subscribed_since.clear()
+            # Once this goes out the client holds exactly the snapshot: kept by reference.
+            known.rebase(resources, only)
         if not changed and not removed and not st.force:
             if not st.nacked and not held:
                 st.current = max(st.current, snap.version)
             return None
-        for r in changed:
-            st.known[r.name] = r.version
-        for n in removed:
-            del st.known[n]
         version = snap.digest
-        nonce = self._next_nonce()
+        nonce, body = self._delta_body(st, version, changed, removed)
         st.record_sent(version, snap.version, nonce, len(changed))
-        return encode_delta_response(version, changed, st.type_url, nonce, removed, self._control_plane)
+        return body
 
     def _delta_candidates(self, s: StreamState, st: TypeState, snap: TypeSnapshot, lineage: str) -> set[str] | None:
         """Names that can differ between `known` and `snap`, or None when all must be compared.
@@ -224,6 +283,8 @@ class Responses:
 
 
 def _same(a: Mapping[str, Resource], b: Mapping[str, Resource]) -> bool:
+    if isinstance(a, Subset) and a.same_as(b):
+        return True
     if len(a) != len(b):
         return False
     for name, res in a.items():

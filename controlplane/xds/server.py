@@ -85,6 +85,15 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
+def _sotw_request(data: bytes) -> tuple[Any, bytes]:
+    """The parsed DiscoveryRequest and its bytes (an ACK's unchanged names are recognised by them)."""
+    return discovery_pb2.DiscoveryRequest.FromString(data), data
+
+
+def _delta_request(data: bytes) -> tuple[Any, bytes]:
+    return discovery_pb2.DeltaDiscoveryRequest.FromString(data), b""
+
+
 # Types whose resources name clusters (held while newer clusters wait to be sent).
 _NAME_CLUSTERS = frozenset({LISTENER, SCOPED_ROUTE, ROUTE})
 
@@ -138,12 +147,12 @@ class XdsServer:
         handlers = {
             "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
                 self._sotw,
-                request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                request_deserializer=_sotw_request,
                 response_serializer=_identity,
             ),
             "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
                 self._delta,
-                request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                request_deserializer=_delta_request,
                 response_serializer=_identity,
             ),
         }
@@ -211,14 +220,14 @@ class XdsServer:
         peer, client = await self._auth.authenticate(context)
         requests = aiter(requests)
         try:
-            first = await anext(requests)
+            first, first_raw = await anext(requests)
         except StopAsyncIteration:
             return
         node_id, group = (first.node.id, first.node.cluster) if first.HasField("node") else ("", "")
         await self._auth.authorize(context, peer, node_id, group, client)
         s = StreamState(id=next(self._ids), protocol=protocol, peer=client, wake=self._cache.waiter(),
                         identity=peer.describe(), keyless=not peer.authenticated)  # fmt: skip
-        self._on_request(s, first)
+        self._on_request(s, first, first_raw)
         self._streams[s.id] = s
         self._metrics.connected_proxies.labels(protocol).inc()
         reader = asyncio.create_task(self._read(s, requests), name=f"xds-read-{s.id}")
@@ -245,8 +254,8 @@ class XdsServer:
 
     async def _read(self, s: StreamState, requests: AsyncIterator[Any]) -> None:
         try:
-            async for req in requests:
-                self._on_request(s, req)
+            async for req, raw in requests:
+                self._on_request(s, req, raw)
                 s.wake.set()
         except asyncio.CancelledError:
             raise
@@ -256,7 +265,7 @@ class XdsServer:
             s.closed = True
             s.wake.set()
 
-    def _on_request(self, s: StreamState, req: Any) -> None:
+    def _on_request(self, s: StreamState, req: Any, raw: bytes = b"") -> None:
         if req.HasField("node") and s.set_node(req.node):
             log.info(
                 "xDS stream connected: node=%s group=%s protocol=%s peer=%s identity=%s",
@@ -269,7 +278,7 @@ class XdsServer:
         if not req.type_url:
             log.warning("xDS request without type_url from node=%s ignored", s.node_id)
             return
-        outcome = on_sotw_request(s, req) if s.protocol == SOTW else on_delta_request(s, req)
+        outcome = on_sotw_request(s, req, raw) if s.protocol == SOTW else on_delta_request(s, req)
         kind = short_name(req.type_url)
         if outcome == ACK:
             self._metrics.acks.labels(kind).inc()

@@ -12,12 +12,16 @@ at all (then no certificate is ever seen). So TLS is terminated here, with Pytho
   port directly) has no record and is refused as unauthenticated.
 - the certificate files are re-read when they change (checked on each new connection), so a
   rotated server certificate or CA is used without a restart; open connections keep theirs.
+
+The relay is two asyncio protocols per connection doing TLS in memory (`ssl.MemoryBIO`): no
+stream reader buffers, no tasks, no per-connection read buffer (asyncio's own TLS transport
+allocates 256 KiB per connection up front, which was most of a gateway's cost to the control
+plane). Each direction pauses reading the other side while its own writes are backed up.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import ssl
@@ -30,7 +34,7 @@ from controlplane.xds.identity import certificate_identities
 
 log = logging.getLogger("controlplane.xds.auth")
 
-_CHUNK = 256 * 1024
+_RECORD = 16 * 1024  # the largest TLS record's plaintext: one ssl read at a time
 _HANDSHAKE_TIMEOUT = 10.0
 
 
@@ -95,24 +99,22 @@ class TlsFront:
         self._on_failure = on_handshake_failure
         self._peers: dict[int, Relayed] = {}  # relay's local port (the gRPC peer port) -> client
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._connections: set[_TlsSide] = set()
         self._backend: tuple[str, int] = ("127.0.0.1", 0)
 
     async def start(self, address: str, backend_port: int) -> int:
         host, port = split_host_port(address, 18000)
         self._backend = ("127.0.0.1", backend_port)
-        self._server = await asyncio.start_server(self._accept, host.strip("[]"), port, limit=_CHUNK)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _TlsSide(self), host.strip("[]"), port)
         return int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
             self._server = None
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        for conn in list(self._connections):
+            conn.close()
 
     def relayed(self, grpc_peer: str) -> Relayed | None:
         """The client behind a gRPC peer string; None if it did not come through the TLS front."""
@@ -121,73 +123,232 @@ class TlsFront:
             return None
         return self._peers.get(int(port))
 
-    # -- per connection -------------------------------------------------------
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        peer = writer.get_extra_info("peername")
-        where = f"{peer[0]}:{peer[1]}" if peer else "?"
-        try:
-            await self._relay(reader, writer, where)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
-            # Only stop() cancels these; asyncio's start_server would log a cancelled handler as an error.
+
+class _TlsSide(asyncio.Protocol):
+    """A client's TLS connection: records in and out through memory BIOs, plaintext to `_PlainSide`."""
+
+    def __init__(self, front: TlsFront) -> None:
+        self._front = front
+        self._transport: asyncio.Transport | None = None
+        self._where = "?"
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self._ssl: ssl.SSLObject | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._upstream: _PlainSide | None = None
+        self._early: list[bytes] = []  # plaintext decrypted before the upstream connection is up
+        self._local_port = 0
+        self._closed = False
+
+    # -- the client's connection ---------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        self._where = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self._front._connections.add(self)
+        self._ssl = self._front._contexts.current().wrap_bio(self._in, self._out, server_side=True)
+        self._timer = asyncio.get_running_loop().call_later(_HANDSHAKE_TIMEOUT, self._handshake_timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        # A record at a time: a memory BIO keeps the largest size it ever held until it is freed.
+        # What they decrypt to goes to gRPC in one write.
+        plaintext: list[bytes] = []
+        view = memoryview(data)
+        for at in range(0, len(view), _RECORD):
+            if self._closed or not self._received(view[at : at + _RECORD], plaintext):
+                return
+        self._forward(plaintext)
+
+    def _forward(self, plaintext: list[bytes]) -> None:
+        if not plaintext:
             return
-        finally:
-            self._tasks.discard(task)
-            writer.close()
+        if self._upstream is not None:
+            self._upstream.send(plaintext)
+        else:
+            self._early.extend(plaintext)
 
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, where: str) -> None:
+    def _received(self, data: memoryview, plaintext: list[bytes]) -> bool:
+        """Take in TLS bytes; what they decrypt to is added to `plaintext`. False once closed."""
+        assert self._ssl is not None
+        self._in.write(data)
+        if self._timer is not None:  # still handshaking
+            try:
+                self._ssl.do_handshake()
+            except ssl.SSLWantReadError:
+                self._flush()
+                return True
+            except (ssl.SSLError, OSError) as exc:
+                self._flush()  # the alert tells the client why
+                reason = "bad_certificate" if "CERTIFICATE" in str(exc).upper() else "tls_handshake"
+                self._handshake_failed(reason, exc)
+                return False
+            self._timer.cancel()
+            self._timer = None
+            self._flush()
+            der = self._ssl.getpeercert(binary_form=True)
+            identities = certificate_identities(der) if der else frozenset()
+            asyncio.get_running_loop().create_task(self._connect(Relayed(self._where, identities)))
+        return self._decrypt(plaintext)
+
+    def eof_received(self) -> bool:
+        return False  # close; the upstream side follows in connection_lost
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._handshake_failed("tls_handshake", exc or ConnectionError("connection closed during the handshake"))
+        self.close()
+
+    def pause_writing(self) -> None:  # the client reads slowly: stop reading from gRPC
+        if self._upstream is not None:
+            self._upstream.pause()
+
+    def resume_writing(self) -> None:
+        if self._upstream is not None:
+            self._upstream.resume()
+
+    # -- relaying -------------------------------------------------------------
+    async def _connect(self, relayed: Relayed) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            await writer.start_tls(self._contexts.current(), ssl_handshake_timeout=_HANDSHAKE_TIMEOUT)
-        except (ssl.SSLError, TimeoutError, ConnectionError, OSError) as exc:
-            reason = "bad_certificate" if "CERTIFICATE" in str(exc).upper() else "tls_handshake"
-            self._on_failure(reason, f"TLS handshake from {where} failed: {_short(exc)}")
+            _, upstream = await loop.create_connection(lambda: _PlainSide(self), *self._front._backend)
+        except OSError as exc:
+            log.warning("xDS TLS front cannot reach the gRPC server: %s", _short(exc))
+            self.close()
             return
-        ssl_object = writer.get_extra_info("ssl_object")
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        identities = certificate_identities(der) if der else frozenset()
-        up_reader, up_writer = await asyncio.open_connection(*self._backend, limit=_CHUNK)
-        local_port = int(up_writer.get_extra_info("sockname")[1])
-        self._peers[local_port] = Relayed(where, identities)
+        if self._closed:
+            upstream.close()
+            return
+        self._upstream = upstream
+        self._local_port = upstream.local_port
+        # Recorded before any byte reaches gRPC, so the stream's peer is known when it starts.
+        self._front._peers[self._local_port] = relayed
+        if self._early:
+            upstream.send(self._early)
+        self._early = []
+
+    def _decrypt(self, plaintext: list[bytes]) -> bool:
+        assert self._ssl is not None
+        while True:
+            try:
+                chunk = self._ssl.read(_RECORD)
+            except ssl.SSLWantReadError:
+                break
+            except (ssl.SSLZeroReturnError, ssl.SSLError):
+                self._flush()
+                self.close()
+                return False
+            if not chunk:  # the client's close_notify: pass on what came before it, answer, close
+                self._forward(plaintext)
+                plaintext.clear()
+                try:
+                    self._ssl.unwrap()
+                except (ssl.SSLError, OSError):
+                    pass
+                self._flush()
+                self.close()
+                return False
+            plaintext.append(chunk)
+        self._flush()  # reading can produce records too (session tickets, key updates)
+        return True
+
+    def send(self, plaintext: bytes) -> None:
+        """gRPC's bytes, encrypted to the client."""
+        if self._ssl is None or self._closed:
+            return
+        view = memoryview(plaintext)
+        records: list[bytes] = []
         try:
-            await _pipe_both(reader, writer, up_reader, up_writer)
-        finally:
-            # Forget the port before it can be reused by anyone else's connection.
-            self._peers.pop(local_port, None)
-            up_writer.close()
+            while view:  # a record at a time, read out at once (see data_received)
+                view = view[self._ssl.write(view[:_RECORD]) :]
+                records.append(self._out.read())
+        except ssl.SSLError:
+            self.close()
+            return
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.writelines(records)
+
+    def _flush(self) -> None:
+        if self._out.pending and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(self._out.read())
+
+    def pause(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._front._connections.discard(self)
+        if self._local_port:  # forget the port before it can be reused by anyone else's connection
+            self._front._peers.pop(self._local_port, None)
+        if self._upstream is not None:
+            self._upstream.close()
+        if self._transport is not None:
+            self._transport.close()  # after what is already buffered for the client
+
+    def _handshake_timed_out(self) -> None:
+        self._timer = None
+        self._handshake_failed("tls_handshake", TimeoutError("TLS handshake timed out"))
+
+    def _handshake_failed(self, reason: str, exc: BaseException) -> None:
+        self._timer = None
+        self._front._on_failure(reason, f"TLS handshake from {self._where} failed: {_short(exc)}")
+        self.close()
 
 
-async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-    try:
-        while data := await src.read(_CHUNK):
-            dst.write(data)
-            await dst.drain()
-    finally:
-        with contextlib.suppress(Exception):
-            if dst.can_write_eof():
-                dst.write_eof()
+class _PlainSide(asyncio.Protocol):
+    """The loopback connection to the gRPC server, for one client connection."""
 
+    def __init__(self, tls: _TlsSide) -> None:
+        self._tls = tls
+        self._transport: asyncio.Transport | None = None
+        self.local_port = 0
 
-async def _pipe_both(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up_reader: asyncio.StreamReader,
-    up_writer: asyncio.StreamWriter,
-) -> None:  # fmt: skip
-    """Copy both ways until either side is done; then both close."""
-    a = asyncio.create_task(_pipe(reader, up_writer))
-    b = asyncio.create_task(_pipe(up_reader, writer))
-    try:
-        await asyncio.wait({a, b}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in (a, b):
-            t.cancel()
-        for t in (a, b):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self.local_port = int(transport.get_extra_info("sockname")[1])
+
+    def data_received(self, data: bytes) -> None:
+        self._tls.send(data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._tls.close()
+
+    def pause_writing(self) -> None:  # gRPC reads slowly: stop reading from the client
+        self._tls.pause()
+
+    def resume_writing(self) -> None:
+        self._tls.resume()
+
+    def send(self, chunks: list[bytes]) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.writelines(chunks)
+
+    def pause(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
 
 def _short(exc: BaseException) -> str:
     return (str(exc) or type(exc).__name__)[:200]
-

@@ -8,6 +8,7 @@ decides what to send from this state.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -15,8 +16,10 @@ from typing import Any
 
 from prometheus_client import Histogram
 
+from controlplane.protowire import varint
 from controlplane.xds.cache import DEFAULT_GROUP, Resource, SnapshotCache
 from controlplane.xds.resources import FULL_STATE_TYPES, LISTENER, ROUTE, SHORT_NAMES
+from controlplane.xds.views import EMPTY_NAMES, Known, Names, shared_names
 
 SOTW = "sotw"
 DELTA = "delta"
@@ -42,7 +45,7 @@ class Nack:
     at: float  # wall clock, for humans reading /debug/syncz
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class TypeState:
     """One resource type on one stream."""
 
@@ -50,7 +53,7 @@ class TypeState:
     requested: bool = False
     wildcard: bool = False
     legacy_wildcard: bool = False  # SotW: first request had no names
-    names: set[str] = field(default_factory=set)
+    names: Names = EMPTY_NAMES  # shared by every stream subscribed to the same names
     force: bool = False  # the client asked and must get an answer even if nothing changed
     pending: bool = False  # a response is out and neither ACKed nor NACKed yet
     nonce: str = ""
@@ -61,8 +64,8 @@ class TypeState:
     # built_monotonic, where an update's time goes (bench/route_breakdown.py, same host).
     sent_monotonic: float = 0.0
     acked_monotonic: float = 0.0
-    sent: dict[str, Resource] = field(default_factory=dict)  # SotW: resources of the last response
-    known: dict[str, str] = field(default_factory=dict)  # Delta: name -> version the client has
+    sent: Mapping[str, Resource] = field(default_factory=dict)  # SotW: what the client holds (a Subset view)
+    known: Known = field(default_factory=Known)  # Delta: name -> version the client holds
     acked_version: str | None = None
     nacked: bool = False  # the last answer was a NACK
     nacked_cache_version: int = 0
@@ -80,6 +83,8 @@ class TypeState:
     synced: int = 0
     synced_lineage: str = ""
     subscribed_since: set[str] = field(default_factory=set)
+    # SotW: digest of the last request's resource_names as sent (see `names_digest`).
+    names_digest: bytes = b""
 
     def record_sent(self, version: str, cache_version: int, nonce: str, count: int) -> None:
         self.sent_resources += count
@@ -124,7 +129,7 @@ class TypeState:
         }
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class StreamState:
     """One ADS stream (one Envoy connection)."""
 
@@ -188,8 +193,30 @@ class StreamState:
         }
 
 
-def on_sotw_request(stream: StreamState, req: Any) -> str:
+def names_digest(req: Any, raw: bytes) -> bytes:
+    """A digest of the bytes between a request's version_info and its response_nonce, or b"".
+
+    Envoy serializes fields in number order, so those bytes are its node (if sent), its
+    resource_names and its type_url: equal bytes mean the same names in the same order. This
+    spares each SotW ACK, which repeats every subscribed name (1,000 EDS names for 1,000
+    clusters), turning them into a set to find they did not change. b"" (compare as a set) when
+    the request is not laid out that way or is a NACK.
+    """
+    if req.HasField("error_detail"):
+        return b""
+    version, nonce = req.version_info.encode(), req.response_nonce.encode()
+    head = b"\x0a" + varint(len(version)) + version if version else b""
+    tail = b"\x2a" + varint(len(nonce)) + nonce if nonce else b""
+    if not raw.startswith(head) or not raw.endswith(tail) or len(raw) < len(head) + len(tail):
+        return b""
+    return hashlib.sha256(memoryview(raw)[len(head) : len(raw) - len(tail)]).digest()[:16]
+
+
+def on_sotw_request(stream: StreamState, req: Any, raw: bytes = b"") -> str:
     """Apply a DiscoveryRequest to the stream state; returns STALE, ACK, NACK or REQUEST.
+
+    `raw`, the request's serialized bytes, lets an unchanged name list be recognised without
+    parsing it into a set (see `names_digest`).
 
     As go-control-plane does, a request with a stale nonce is ignored entirely:
     the client will answer the newer response with its current subscription anyway.
@@ -200,7 +227,8 @@ def on_sotw_request(stream: StreamState, req: Any) -> str:
             if st.requested and not st.wildcard and st.names and not req.resource_names:
                 # Envoy dropped its last watch of this type (last cluster or certificate gone). It
                 # will not answer the response in flight, so nothing is pending any more.
-                st.names = set()
+                st.names = EMPTY_NAMES
+                st.names_digest = b""
                 st.pending = False
                 st.examined = -1
                 return REQUEST
@@ -211,6 +239,10 @@ def on_sotw_request(stream: StreamState, req: Any) -> str:
         outcome = REQUEST
         st.pending = False
         st.force = True
+    digest = names_digest(req, raw) if raw else b""
+    if digest and digest == st.names_digest and st.requested:
+        return outcome  # the same names as last time (every SotW ACK repeats them): nothing to redo
+    st.names_digest = digest
     names = set(req.resource_names)
     if not st.requested:
         st.requested = True
@@ -225,7 +257,8 @@ def on_sotw_request(stream: StreamState, req: Any) -> str:
         st.force = True  # respond for the new subscription set
         st.examined = -1
     st.wildcard = wildcard
-    st.names = names
+    if names != st.names:
+        st.names = shared_names(names)  # N streams subscribed alike share one set
     return outcome
 
 
@@ -246,8 +279,9 @@ def on_delta_request(stream: StreamState, req: Any) -> str:
     if not st.requested:
         st.requested = True
         st.force = True
-        st.known = dict(req.initial_resource_versions)
-        st.known.pop(WILDCARD, None)
+        versions = dict(req.initial_resource_versions)
+        versions.pop(WILDCARD, None)
+        st.known = Known(versions)
         st.wildcard = WILDCARD in subscribe or (not subscribe and req.type_url in FULL_STATE_TYPES)
         st.synced = 0
     elif WILDCARD in subscribe and not st.wildcard:
@@ -259,16 +293,20 @@ def on_delta_request(stream: StreamState, req: Any) -> str:
         st.subscribed_since |= subscribe - st.names
     if req.resource_names_unsubscribe:
         st.synced = 0
-    st.names |= subscribe
-    for name in req.resource_names_unsubscribe:
-        if name == WILDCARD:
-            st.wildcard = False
-            for known in [n for n in st.known if n not in st.names]:
-                del st.known[known]
-            continue
-        st.names.discard(name)
-        if not st.wildcard:
-            st.known.pop(name, None)
+    if not subscribe <= st.names:
+        st.names = shared_names(st.names | subscribe)
+    if req.resource_names_unsubscribe:
+        names = set(st.names)
+        for name in req.resource_names_unsubscribe:
+            if name == WILDCARD:
+                st.wildcard = False
+                for known in [n for n in st.known if n not in names]:
+                    st.known.discard(known)
+                continue
+            names.discard(name)
+            if not st.wildcard:
+                st.known.discard(name)
+        st.names = shared_names(names)
     return outcome
 
 

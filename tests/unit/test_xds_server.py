@@ -1036,3 +1036,62 @@ async def test_real_envoy_gets_config(delta: bool) -> None:
             proc.wait()
         log_file.close()
         await server.stop()
+
+
+# ---------------------------------------------------------------------------
+# Fan-out: one encoded response per content, shared by every stream due it
+
+
+async def test_streams_due_the_same_content_share_one_encoded_response(env: Env) -> None:
+    """Two gateways subscribed alike get byte-identical responses (nonce included) for the initial
+    state and for a change; a gateway subscribed to other names gets its own response."""
+    a, b = Sotw(env, "envoy-a"), Sotw(env, "envoy-b")
+    got_a, got_b = await a.subscribe_all(), await b.subscribe_all()
+    for type_url in SUBS:
+        assert got_a[type_url].SerializeToString() == got_b[type_url].SerializeToString()
+    applied(env.cache, {ENDPOINT: {"backend": cla("backend", 9100)}}, ENDPOINT)
+    ra, rb = await a.recv(), await b.recv()
+    assert ra.type_url == ENDPOINT and ra.SerializeToString() == rb.SerializeToString()
+    await a.ack(ra, ["backend"])
+    await b.ack(rb, ["backend"])
+
+    c = Sotw(env, "envoy-c")
+    env.cache.apply({ENDPOINT: {"other": cla("other", 9101)}})
+    await c.send(ENDPOINT, ["backend", "other"])
+    rc = await c.recv()
+    assert sorted(names_of(rc)) == ["backend", "other"]
+    assert rc.nonce not in (ra.nonce, got_a[ENDPOINT].nonce)
+
+
+async def test_sotw_ack_that_changes_the_names_is_applied(env: Env) -> None:
+    """An ACK normally repeats the names (and is recognised as unchanged by its bytes); one that adds
+    a name is a new subscription and is answered with it."""
+    env.cache.apply({ENDPOINT: {"other": cla("other", 9009)}})
+    client = Sotw(env, "envoy-1")
+    await client.subscribe_all()
+    eds = env.stream("envoy-1")["types"]["EDS"]
+    assert eds["subscribed"] == 1
+    version = env.cache.get(ENDPOINT).digest
+    await client.send(ENDPOINT, ["backend"], version, eds["nonce"])  # the same ACK again: nothing due
+    await client.send(ENDPOINT, ["backend", "other"], version, eds["nonce"])
+    resp = await client.recv()
+    assert sorted(names_of(resp)) == ["backend", "other"]
+    assert env.stream("envoy-1")["types"]["EDS"]["subscribed"] == 2
+
+
+async def test_delta_streams_share_encoded_responses(env: Env) -> None:
+    """Two Delta gateways get byte-identical initial responses and changes, and each stream's view of
+    what its client holds (kept by reference to the snapshot) still counts every resource."""
+    a, b = Delta(env, "da"), Delta(env, "db")
+    got_a, got_b = await delta_subscribe_all(a), await delta_subscribe_all(b)
+    for type_url in SUBS:
+        assert got_a[type_url].SerializeToString() == got_b[type_url].SerializeToString()
+    new = cla("backend", 9200)
+    env.cache.apply({ENDPOINT: {"backend": new}})
+    ra, rb = await a.recv(), await b.recv()
+    assert ra.type_url == ENDPOINT and delta_names(ra) == {"backend": new.version}
+    assert ra.SerializeToString() == rb.SerializeToString()
+    await a.ack(ra)
+    await b.ack(rb)
+    await acked(env, "da", "EDS", ra.system_version_info)
+    assert env.stream("da")["types"]["EDS"]["resources"] == len(env.cache.get(ENDPOINT).resources)

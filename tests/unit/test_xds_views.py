@@ -1,0 +1,42 @@
+"""Compact per-stream xDS state: shared name sets, SotW's held resources and Delta's known versions."""
+
+from __future__ import annotations
+
+from controlplane.xds.cache import Resource
+from controlplane.xds.views import EMPTY_NAMES, Known, Subset, shared_names
+
+
+def res(name: str, version: str) -> Resource:
+    return Resource(name=name, version=version, any_bytes=f"{name}:{version}".encode())
+
+
+def test_equal_name_sets_are_one_object_and_different_ones_are_not() -> None:
+    a = shared_names(["x", "y"])
+    b = shared_names({"y", "x"})
+    assert a is b and a == {"x", "y"}
+    assert shared_names(["x"]) is not a
+    assert shared_names([]) is EMPTY_NAMES
+
+
+def test_subset_is_the_named_resources_in_name_order() -> None:
+    resources = {"b": res("b", "1"), "a": res("a", "1"), "c": res("c", "1")}
+    view = Subset(resources, shared_names(["c", "a", "gone"]))
+    assert list(view) == ["a", "c"] and len(view) == 2
+    assert "b" not in view and view.get("b") is None and view["a"] is resources["a"]
+    assert dict(Subset(resources, None)) == resources
+    assert view.same_as(Subset(resources, view.names)) and not view.same_as(Subset(dict(resources), view.names))
+
+
+def test_known_is_a_shared_base_plus_this_streams_differences() -> None:
+    snapshot = {"a": res("a", "1"), "b": res("b", "1"), "c": res("c", "1")}
+    known = Known({"old": "7"})
+    assert known.get("old") == "7" and "a" not in known
+    known.rebase(snapshot, shared_names(["a", "b"]))
+    assert sorted(known) == ["a", "b"] and known.get("c") is None and known.get("old") is None
+    known["c"] = "2"
+    known.discard("a")
+    assert sorted(known) == ["b", "c"] and known.get("a") is None and known.get("c") == "2"
+    assert len(known) == 2
+    known.discard("c")
+    assert sorted(known) == ["b"]
+    assert known.base is snapshot  # by reference: nothing per resource was copied
