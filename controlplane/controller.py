@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -45,6 +46,10 @@ __all__ = ["Controller", "GatewayConfig"]
 
 log = logging.getLogger("controlplane.controller")
 
+# The first build waits for every cluster's first list, so it happens once rather than once per
+# cluster; a remote cluster slower than this (after the primary is in) joins in a later build.
+FIRST_BUILD_GRACE_S = 5.0
+
 Changes = dict[str, dict[str, Resource | None]]
 
 
@@ -63,9 +68,12 @@ class Controller:
         self._reset_derived_state()
         self.last_build_seconds = 0.0
         self.ready = asyncio.Event()
-        # Nothing is served before the primary cluster's first full list: build once from all of it
-        # rather than many times from the parts that arrive while it is being read.
+        # Nothing is served before the primary cluster's first full list; the first build also waits
+        # for the other clusters' lists (see _may_build): built once from all of it rather than many
+        # times from the parts that arrive while they are being read.
         self.batcher = Batcher(self._build, self._may_build, self._built)
+        self._primary_in_at: float | None = None
+        self._grace_timer: asyncio.TimerHandle | None = None
         self._recovery = FailedBatchRecovery()
         self.view = IngressView(self)
         self._built_listeners: list[Callable[[], None]] = []
@@ -128,6 +136,12 @@ class Controller:
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self.batcher.attach(loop)
         self.registry.subscribe(self._on_event)
+        self.registry.on_status(self._status_changed)
+
+    def _status_changed(self) -> None:
+        """A source's state changed (any thread): before the first build, that may open the gate."""
+        if not self.ready.is_set():
+            self.batcher.request_flush()
 
     @property
     def _loop(self) -> asyncio.AbstractEventLoop | None:
@@ -148,7 +162,21 @@ class Controller:
         self.batcher.flush()
 
     def _may_build(self) -> bool:
-        return self.ready.is_set() or self.registry.primary_synced()
+        """After the first build, always. Before it: once the primary and every known cluster have
+        listed (or failed to), or FIRST_BUILD_GRACE_S after the primary did, whichever is first."""
+        if self.ready.is_set():
+            return True
+        if not self.registry.primary_synced():
+            return False
+        if self.registry.all_synced():
+            return True
+        loop, now = self.batcher.loop, time.monotonic()
+        if loop is None:  # flushed by hand (no loop to come back on): build what there is
+            return True
+        if self._primary_in_at is None:
+            self._primary_in_at = now
+            self._grace_timer = loop.call_at(now + FIRST_BUILD_GRACE_S + 0.001, self.request_flush)
+        return now >= self._primary_in_at + FIRST_BUILD_GRACE_S
 
     def add_built_listener(self, listener: Callable[[], None]) -> None:
         self._built_listeners.append(listener)
@@ -164,6 +192,8 @@ class Controller:
         if not self.ready.is_set() and self.registry.primary_synced():
             self.cache.ready = True
             self.ready.set()
+            if self._grace_timer is not None:
+                self._grace_timer.cancel()
 
     def _build(self, batch: list[StoreEvent], seen_at: float) -> None:
         full = self._recovery.pending

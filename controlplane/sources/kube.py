@@ -600,6 +600,7 @@ class KubeSource:
                 elif status.state != "error":
                     status.state = "error"
                 self._set_gauges(up=False, stale=self._ever_synced)
+                self._store.status_changed()
                 return
             self._failing.pop(kind, None)
             status.errors.pop(where, None)
