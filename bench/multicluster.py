@@ -19,6 +19,7 @@ same API servers, alternating with this one for `--rounds` rounds: before/after 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import random
@@ -182,6 +183,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     kubeconfig = work / "primary.kubeconfig"
     kubes[CLUSTERS[0]].kubeconfig(str(kubeconfig))
     sources = [("this", REPO)] + ([("before", args.compare_with.resolve())] if args.compare_with else [])
+    for _label, source in sources:  # as installed (the image's pip install compiles it): no start compiles it
+        compileall.compile_dir(source / "controlplane", quiet=1)
     cold: list[dict[str, Any]] = []
     cp: KubeControlPlane | None = None
     envoys: list[EnvoyProcess] = []

@@ -250,6 +250,8 @@ class Controller:
             published = self.cache.get(rt.SECRET).resources
             hosts |= self.tls_state.rebuild(changes, dirty_secrets, ing.served_with_tls(), published,
                                             self.gateway_api.add_certificates)  # fmt: skip
+        if full or not self.ready.is_set():  # a cold build: the tables get every host at once
+            self.routes.presize(len(ing.deps.by_host), len(self.services.services))
         cluster_keys = dirty_svc | ing.variants.take_touched()
         self.backends.rebuild_clusters(changes, cluster_keys)
         self.backends.rebuild_endpoints(changes, dirty_eds | cluster_keys, self.registry.primary_id())
