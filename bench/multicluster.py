@@ -190,7 +190,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     envoys: list[EnvoyProcess] = []
     try:
         for r in range(args.rounds):  # alternate which side starts first, so neither always meets the same load
-            for label, source in sources if r % 2 == 0 else sources[::-1]:
+            order = sources if r % 2 == 0 else sources[::-1]
+            if r == args.rounds - 1 and args.envoys:
+                order = sorted(order, key=lambda side: side[0] == "this")  # it stays up for the Envoys: last
+            for label, source in order:
                 forget_control_plane(kubes[CLUSTERS[0]])
                 cp = KubeControlPlane(kubeconfig, work / f"meridian-{label}-{r}.log", source)
                 profile = args.profile if (label, r) == ("this", 0) else None

@@ -152,12 +152,16 @@ class ServiceIndex:
                 continue
             eps = by_cluster.setdefault(cluster, {})
             for ep in obj.get("endpoints") or []:
-                cond = ep.get("conditions") or {}
-                ready = cond.get("ready") is not False
-                serving = cond.get("serving", ready) is not False
-                terminating = bool(cond.get("terminating", False))
-                for addr in ep.get("addresses") or []:
-                    eps[(str(addr), target)] = Endpoint(str(addr), target, ready, serving, terminating)
+                cond = ep.get("conditions")
+                if cond:
+                    ready = cond.get("ready") is not False
+                    serving = cond.get("serving", ready) is not False
+                    terminating = bool(cond.get("terminating", False))
+                else:
+                    ready, serving, terminating = True, True, False
+                for addr in ep.get("addresses") or ():
+                    address = str(addr)
+                    eps[(address, target)] = Endpoint(address, target, ready, serving, terminating)
         out = []
         for cluster in sorted(by_cluster):
             endpoints = tuple(by_cluster[cluster][k] for k in sorted(by_cluster[cluster]))
