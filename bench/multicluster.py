@@ -10,7 +10,8 @@ EndpointSlice change (written to the fake API server) -> every Envoy ACKed the n
 
 `--compare-with DIR` starts another checkout (e.g. `git archive` of an older commit) against the
 same API servers, alternating with this one for `--rounds` rounds: before/after in one run.
-`--envoys 0` measures the cold starts only.
+`--envoys 0` measures the cold starts only; `--build-only ROUNDS` times just the controller's cold build
+of the same objects in-process (run it from each checkout, alternating, for a before/after).
 
     .venv/bin/python -m bench.multicluster --services 10000 --endpoints 100000 --envoys 1,10 --trials 30
     .venv/bin/python -m bench.multicluster --envoys 0 --rounds 3 --compare-with /tmp/before
@@ -146,6 +147,43 @@ def cold_start(cp: KubeControlPlane, n: int, profile: str | None = None) -> dict
     out["peak_rss_mib"] = round(cp.peak_rss_kib() / 1024, 1)
     out["loadavg_after"] = round(os.getloadavg()[0], 2)
     return out
+
+
+def in_process_builds(n: int, per: int, rounds: int) -> list[float]:
+    """CPU seconds of the controller's cold build of the same objects, in this process (no API servers,
+    no sockets): three stores filled as the sources would, then one flush. Isolates the build."""
+    import gc
+
+    import orjson
+
+    from controlplane.controller import Controller, GatewayConfig
+    from controlplane.ingress.classes import ClassPolicy
+    from controlplane.metrics import Metrics
+    from controlplane.store import ClusterRegistry, ClusterStore
+    from controlplane.xds.cache import SnapshotCache
+
+    per_cluster: dict[str, dict[str, list[dict[str, Any]]]] = {cid: {} for cid in CLUSTERS}
+    for i in range(n):
+        for obj in objects_for(i, per):  # as parsed from a list page: fresh dicts, no shared parts
+            per_cluster[CLUSTERS[i % len(CLUSTERS)]].setdefault(obj["kind"], []).append(orjson.loads(orjson.dumps(obj)))
+    seconds = []
+    for _ in range(rounds):
+        registry = ClusterRegistry()
+        ctl = Controller(registry, SnapshotCache(), Metrics(), GatewayConfig(classes=ClassPolicy(frozenset(), True)))
+        registry.subscribe(ctl._on_event)  # no event loop: flushed by hand
+        for cid, kinds in per_cluster.items():
+            store = registry.add(ClusterStore(cid, primary=cid == CLUSTERS[0]))
+            for kind, items in kinds.items():
+                store.replace(kind, items)
+            store.mark_synced()
+        gc.disable()  # as during the real cold build
+        started = time.process_time()
+        ctl.flush()
+        seconds.append(round(time.process_time() - started, 3))
+        gc.enable()
+        del ctl, registry
+        gc.collect()
+    return seconds
 
 
 def populate(kubes: dict[str, FakeKube], n: int, per: int) -> None:
@@ -311,7 +349,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare-with", metavar="DIR", type=Path, help="another checkout, its cold starts interleaved")
     p.add_argument("--json", help="write the result here too")
     p.add_argument("--profile", metavar="FILE", help="py-spy (collapsed stacks) of the control plane until synced")
+    p.add_argument("--build-only", type=int, metavar="ROUNDS",
+                   help="only time the controller's cold build of the same objects in-process, ROUNDS times")
     args = p.parse_args(argv)
+    if args.build_only:
+        seconds = in_process_builds(args.services, max(1, args.endpoints // args.services), args.build_only)
+        print(json.dumps({"cold_build_cpu_s": seconds, "min": min(seconds), "source": str(REPO)}))
+        return 0
     result = run(args)
     text = json.dumps(result, indent=2)
     print(text)
