@@ -215,6 +215,8 @@ class ClusterRegistry:
             self._stores.pop(cluster_id, None)
         for cl in self._cluster_listeners:
             cl(cluster_id, False)
+        for listener in list(self._status_listeners):  # one cluster fewer to wait for
+            listener()
 
     def get(self, cluster_id: str) -> ClusterStore | None:
         with self._lock:
