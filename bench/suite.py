@@ -41,7 +41,7 @@ class Step:
         return argv
 
 
-# Sizes as in BENCHMARKS.md, trials cut so the whole set takes ~6 minutes on an idle 2-core machine.
+# Sizes as in BENCHMARKS.md, trials cut so the whole set fits in 10 minutes on a 2-core machine.
 STEPS: tuple[Step, ...] = (
     Step("controller_micro", "bench.controller_micro", ("--sizes", "10000", "--trials", "30"), 180,
          writes_json=False),
@@ -53,6 +53,11 @@ STEPS: tuple[Step, ...] = (
     Step("fanout", "bench.fanout",
          ("--services", "1000", "--clients", "100,300", "--modes", "delta", "--security", "tls", "--trials", "10"),
          300, compares=True),
+    Step("route_ready", "bench.route_ready",
+         ("--sizes", "10000", "--modes", "delta", "--trials", "10", "--breakdown-trials", "0", "--styles", "bulk"),
+         300),
+    Step("envoy_memory", "bench.envoy_memory",
+         ("--n", "10000", "--variants", "full,gateway", "--rounds", "1", "--trials", "5"), 300),
 )  # fmt: skip
 
 
