@@ -120,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--to", choices=["envoy", "gateway-api"], default="envoy",
                    help="envoy: the Envoy resources (default); gateway-api: Gateway API objects for the Ingresses")
     t.add_argument("--verify", action="store_true",
-                   help="with --to gateway-api: check that the exported objects route like the Ingresses")
+                   help="with --to gateway-api: serve the Ingresses and the exported objects side by side through "
+                        "two real Envoys, replay requests derived from every rule against both and print a verdict "
+                        "per Ingress (with --report: every difference); exit 1 when any Ingress answers differently")
     t.add_argument("--gateway-namespace", default="default", metavar="NS",
                    help="namespace of the Gateway --to gateway-api writes (default: default)")  # fmt: skip
     t.add_argument(
@@ -325,20 +327,12 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def _to_gateway_api(config: Any, args: argparse.Namespace) -> int:
-    from controlplane.gatewayapi.verify import verify
     from controlplane.offline import export_gateway_api_paths
     from controlplane.report import format_report
 
-    compiled, out, exported = export_gateway_api_paths(args.filename, config, namespace=args.gateway_namespace)
-    if args.verify:  # the exported objects route like the Ingresses? (per Ingress, exit 1 if not)
-        verdicts = verify(compiled, exported)
-        for ref, v in sorted(verdicts.items()):
-            sys.stdout.write(f"{ref}  {v.equal}/{v.checked} requests equal  [{'equal' if v.ok else 'DIFFERENT'}]\n")
-            for d in v.differences:
-                sys.stdout.write(f"  ! {d}\n")
-        equal, checked = sum(v.equal for v in verdicts.values()), sum(v.checked for v in verdicts.values())
-        sys.stdout.write(f"total: {equal}/{checked} requests route the same\n")
-        return 0 if equal == checked else 1
+    if args.verify:  # the exported objects answer like the Ingresses? (per Ingress, exit 1 if not)
+        return _verify_gateway_api(config, args)
+    compiled, out, _exported = export_gateway_api_paths(args.filename, config, namespace=args.gateway_namespace)
     if args.report:  # the same levels as --report, for what the conversion kept and lost
         reports = []
         for r in compiled.reports:
@@ -349,6 +343,23 @@ def _to_gateway_api(config: Any, args: argparse.Namespace) -> int:
         return 0
     sys.stdout.write(yaml.safe_dump_all(out.objects, sort_keys=False))
     return 0
+
+
+def _verify_gateway_api(config: Any, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from controlplane.migration.stage import EnvoyMissing, Rejected, quiet_logs
+    from controlplane.migration.verify import ManifestSet, format_results, verify_sets
+
+    quiet_logs()
+    mset = ManifestSet("manifests", tuple(Path(p) for p in args.filename))
+    try:
+        results = verify_sets([mset], config, namespace=args.gateway_namespace, classes=args.ingress_class)
+    except (EnvoyMissing, Rejected, TimeoutError) as exc:
+        sys.stderr.write(f"meridian translate --verify: {exc}\n")
+        return 2
+    sys.stdout.write(format_results(results, every_difference=args.report))
+    return 0 if all(v.state != "differs" for r in results for v in r.verdicts.values()) else 1
 
 
 def cmd_create_remote_secret(args: argparse.Namespace) -> int:

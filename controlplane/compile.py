@@ -15,6 +15,7 @@ from typing import Any
 
 from controlplane.config import GatewayConfig
 from controlplane.eastwest import east_west_vhosts
+from controlplane.engine.gateway_ports import port_resources
 from controlplane.gatewayapi.build import GatewayApiResult
 from controlplane.gatewayapi.frontend import add_certificates, gateway_api
 from controlplane.gatewayapi.grpcroute import GRPC_UPSTREAM
@@ -36,6 +37,8 @@ from controlplane.services import ServiceIndex
 from controlplane.store import ENDPOINT_SLICE, INGRESS, INGRESS_CLASS, SECRET, SERVICE, KubeObject, object_name
 from controlplane.translate.gateway import translate_gateway
 from controlplane.translate.listeners import EAST_WEST_ROUTES, HTTP_ROUTES, HTTPS_ROUTES
+from controlplane.translate.resources import certificate_secret
+from controlplane.xds import resources as rt
 from controlplane.xds.cache import Resource, make_resource
 
 log = logging.getLogger("controlplane.compile")
@@ -70,6 +73,12 @@ def compile(objects: SourceObjects, config: GatewayConfig) -> Compiled:
     if problems:  # a frontend bug: say so loudly (tests fail on it), still translate what there is
         log.error("the gateway IR is inconsistent:\n  %s", "\n  ".join(problems))
     body = translate_gateway(gw)
+    # Gateway listeners on ports of their own: their listeners, route tables, certificates.
+    own = port_resources(frontend.gateway_api.ports, config.listen_address, frontend.certs)
+    for type_url, by_name in own.resources.items():
+        body[type_url].update(by_name)
+    for name in own.secrets:
+        body[rt.SECRET][name] = certificate_secret(frontend.certs[name])
     resources = {t: {n: make_resource(n, t, m) for n, m in by_name.items()} for t, by_name in body.items()}
     address = config.publish_address or config.listen_address
     f = frontend

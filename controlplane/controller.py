@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -21,6 +20,7 @@ from controlplane.config import GatewayConfig
 from controlplane.engine.backends import ServiceBackends
 from controlplane.engine.batcher import Batcher
 from controlplane.engine.dependencies import SecretKey
+from controlplane.engine.first_build import FirstBuildGate
 from controlplane.engine.gatewayapi import GatewayApiState
 from controlplane.engine.host_routes import HostRoutes
 from controlplane.engine.ingresses import IngressState
@@ -46,10 +46,6 @@ __all__ = ["Controller", "GatewayConfig"]
 
 log = logging.getLogger("controlplane.controller")
 
-# The first build waits for every cluster's first list, so it happens once rather than once per
-# cluster; a remote cluster slower than this (after the primary is in) joins in a later build.
-FIRST_BUILD_GRACE_S = 5.0
-
 Changes = dict[str, dict[str, Resource | None]]
 
 
@@ -69,11 +65,10 @@ class Controller:
         self.last_build_seconds = 0.0
         self.ready = asyncio.Event()
         # Nothing is served before the primary cluster's first full list; the first build also waits
-        # for the other clusters' lists (see _may_build): built once from all of it rather than many
-        # times from the parts that arrive while they are being read.
+        # for the other clusters' lists (engine/first_build.py): built once from all of it rather than
+        # many times from the parts that arrive while they are being read.
         self.batcher = Batcher(self._build, self._may_build, self._built)
-        self._primary_in_at: float | None = None
-        self._grace_timer: asyncio.TimerHandle | None = None
+        self._first_build = FirstBuildGate(registry, self.request_flush)
         self._recovery = FailedBatchRecovery()
         self.view = IngressView(self)
         self._built_listeners: list[Callable[[], None]] = []
@@ -162,21 +157,7 @@ class Controller:
         self.batcher.flush()
 
     def _may_build(self) -> bool:
-        """After the first build, always. Before it: once the primary and every known cluster have
-        listed (or failed to), or FIRST_BUILD_GRACE_S after the primary did, whichever is first."""
-        if self.ready.is_set():
-            return True
-        if not self.registry.primary_synced():
-            return False
-        if self.registry.all_synced():
-            return True
-        loop, now = self.batcher.loop, time.monotonic()
-        if loop is None:  # flushed by hand (no loop to come back on): build what there is
-            return True
-        if self._primary_in_at is None:
-            self._primary_in_at = now
-            self._grace_timer = loop.call_at(now + FIRST_BUILD_GRACE_S + 0.001, self.request_flush)
-        return now >= self._primary_in_at + FIRST_BUILD_GRACE_S
+        return self.ready.is_set() or self._first_build.open(self.batcher.loop)
 
     def add_built_listener(self, listener: Callable[[], None]) -> None:
         self._built_listeners.append(listener)
@@ -192,8 +173,7 @@ class Controller:
         if not self.ready.is_set() and self.registry.primary_synced():
             self.cache.ready = True
             self.ready.set()
-            if self._grace_timer is not None:
-                self._grace_timer.cancel()
+            self._first_build.done()
 
     def _build(self, batch: list[StoreEvent], seen_at: float) -> None:
         full = self._recovery.pending
@@ -249,15 +229,21 @@ class Controller:
             ing.deps.tls_dirty = False
             published = self.cache.get(rt.SECRET).resources
             hosts |= self.tls_state.rebuild(changes, dirty_secrets, ing.served_with_tls(), published,
-                                            self.gateway_api.add_certificates)  # fmt: skip
+                                            self.gateway_api.add_certificates,
+                                            self.gateway_api.port_secrets())  # fmt: skip
         if full or not self.ready.is_set():  # a cold build: the tables get every host at once
             self.routes.presize(len(ing.deps.by_host), len(self.services.services))
         cluster_keys = dirty_svc | ing.variants.take_touched()
         self.backends.rebuild_clusters(changes, cluster_keys)
         self.backends.rebuild_endpoints(changes, dirty_eds | cluster_keys, self.registry.primary_id())
-        if hosts:
-            self.hosts.rebuild(hosts, ing.served_for_host, frozenset(self.tls.certs), self.alias_plan)
-            self.backends.set_extra_clusters(changes, self.hosts.wanted_extra_clusters())
+        ports = False  # whether the extra clusters of listeners on ports of their own changed
+        if self.gateway_api.ports_dirty or dirty_secrets:  # (a certificate may have become usable)
+            ports = self.gateway_api.render_ports(changes, self.certificates)
+        if hosts or ports:
+            if hosts:
+                self.hosts.rebuild(hosts, ing.served_for_host, frozenset(self.tls.certs), self.alias_plan)
+            self.backends.set_extra_clusters(changes, {**self.hosts.wanted_extra_clusters(),
+                                                       **self.gateway_api.port_clusters})  # fmt: skip
         self.hosts.rebuild_east_west(self.services, dirty_svc)
         filters = self.hosts.http_filters()
         tls_hosts, passthrough = self.tls.chains()

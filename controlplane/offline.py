@@ -82,17 +82,34 @@ def export_gateway_api_paths(
     paths: Sequence[str | Path], config: GatewayConfig | None = None, *, namespace: str = "default"
 ) -> tuple[Compiled, Any, Compiled]:
     """`translate --to gateway-api`: the Ingresses compiled, their Gateway API export, and that export
-    compiled with the same Services, EndpointSlices and Secrets (for `--verify`)."""
+    compiled with the same Services, EndpointSlices and Secrets (for the IR check)."""
+    from controlplane.store import KINDS
+
+    store = load_paths(paths)
+    return export_gateway_api_objects({k: store.list(k) for k in KINDS}, config, namespace=namespace,
+                                      cluster_id=store.cluster_id)  # fmt: skip
+
+
+def export_gateway_api_objects(
+    objects: Mapping[str, Sequence[Any]],
+    config: GatewayConfig | None = None,
+    *,
+    namespace: str = "default",
+    cluster_id: str = "local",
+) -> tuple[Compiled, Any, Compiled]:
+    """As export_gateway_api_paths, for one cluster's objects by kind."""
     from controlplane.compile import SourceObjects
     from controlplane.gatewayapi.export import export_gateway_api
-    from controlplane.store import INGRESS, INGRESS_CLASS, KINDS
+    from controlplane.ir import IngressRef
+    from controlplane.store import INGRESS, INGRESS_CLASS, object_name
 
     config = config or GatewayConfig()
-    store = load_paths(paths)
-    original = compile(objects_of([store]), config)
-    out = export_gateway_api(original.irs, original.host_results, original.gateway.tls_hosts, namespace=namespace)
-    kinds: dict[str, list[Any]] = {k: store.list(k) for k in KINDS if k not in (INGRESS, INGRESS_CLASS)}
+    original = compile(SourceObjects({cluster_id: objects}, cluster_id), config)
+    by_ref = {IngressRef(cluster_id, *object_name(o)): o for o in objects.get(INGRESS, [])}
+    out = export_gateway_api(original.irs, original.host_results, original.gateway.tls_hosts, namespace=namespace,
+                             ingresses=by_ref)  # fmt: skip
+    kinds: dict[str, list[Any]] = {k: list(v) for k, v in objects.items() if k not in (INGRESS, INGRESS_CLASS)}
     for obj in out.objects:
         kinds.setdefault(obj["kind"], []).append(obj)
-    exported = compile(SourceObjects({store.cluster_id: kinds}, store.cluster_id), config)
+    exported = compile(SourceObjects({cluster_id: kinds}, cluster_id), config)
     return original, out, exported

@@ -7,16 +7,19 @@ are few next to Ingresses); only hosts whose entries differ are re-merged and re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from typing import Any
 
 from controlplane.config import GatewayConfig
+from controlplane.engine.gateway_ports import port_resources, port_secrets
 from controlplane.gatewayapi.build import GatewayApiResult, HostEntries
 from controlplane.gatewayapi.frontend import add_certificates, gateway_api
 from controlplane.gatewayapi.grpcroute import GRPC_UPSTREAM
 from controlplane.ingress.variants import ClusterVariants
 from controlplane.services import ServiceIndex
 from controlplane.store import GATEWAY_API_KINDS, SECRET, SERVICE, ClusterRegistry, object_name
+from controlplane.xds import resources as rt
+from controlplane.xds.cache import Resource, make_resource
 
 _TOUCHES = frozenset(GATEWAY_API_KINDS) | {SERVICE, SECRET}
 
@@ -32,6 +35,9 @@ class GatewayApiState:
         self.get_secret = get_secret
         self.result = GatewayApiResult()
         self._any = False  # some Gateway API object exists (else Service/Secret changes cost nothing)
+        self.ports_dirty = False  # the own ports' listeners and route tables need rendering
+        self.port_clusters: dict[str, Any] = {}  # extra clusters their routes need
+        self._emitted: dict[tuple[str, str], Resource] = {}
 
     @staticmethod
     def touched_by(kind: str) -> bool:
@@ -55,7 +61,31 @@ class GatewayApiState:
             if old.variant_users.get(ref) != names:
                 self.variants.add_users(ref, names, GRPC_UPSTREAM)
         hosts = {h for h in set(new.hosts) | set(old.hosts) if new.hosts.get(h) != old.hosts.get(h)}
-        return hosts, new.tls != old.tls
+        self.ports_dirty = self.ports_dirty or full or new.ports != old.ports
+        return hosts, new.tls != old.tls or port_secrets(new.ports) != port_secrets(old.ports)
+
+    def port_secrets(self) -> set[str]:
+        """SDS names the listeners on ports of their own may use (served when usable)."""
+        return port_secrets(self.result.ports)
+
+    def render_ports(self, changes: dict[str, dict[str, Resource | None]], usable: Container[str]) -> bool:
+        """The listeners and route tables of ports of their own (engine/gateway_ports.py), as changes
+        against what was emitted before; their extra clusters are left in `port_clusters`. Returns
+        whether those changed."""
+        self.ports_dirty = False
+        own = port_resources(self.result.ports, self.config.listen_address, usable)
+        old_clusters, self.port_clusters = self.port_clusters, dict(own.resources[rt.CLUSTER])
+        clusters_changed = old_clusters.keys() != self.port_clusters.keys() or any(
+            old_clusters[n].SerializeToString(deterministic=True) != c.SerializeToString(deterministic=True)
+            for n, c in self.port_clusters.items())  # fmt: skip
+        made = {(t, n): make_resource(n, t, m) for t in (rt.LISTENER, rt.ROUTE) for n, m in own.resources[t].items()}
+        for (t, n), res in made.items():
+            if self._emitted.get((t, n)) != res:
+                changes[t][n] = res
+        for t, n in set(self._emitted) - set(made):
+            changes[t][n] = None
+        self._emitted = made
+        return clusters_changed
 
     def entries(self, host: str) -> HostEntries | None:
         return self.result.hosts.get(host)

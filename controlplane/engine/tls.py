@@ -35,13 +35,15 @@ class TlsState:
         ordered: list[IngressIR],
         published: Iterable[str],
         extra: Callable[[dict[str, str]], None] | None = None,
+        extra_names: Iterable[str] = (),
     ) -> set[str]:
         """Host -> certificate map and SDS secrets; a deleted Secret is no longer served, a broken one
         keeps its last good certificate (see certificates.py).
 
         `dirty_secrets`: Secret -> whether a delete of it was seen in the batch; `ordered`: served
         Ingresses with TLS or passthrough, in conflict order; `published`: the SDS names the cache
-        holds; `extra` adds other frontends' host -> SDS name bindings (Gateway API listeners).
+        holds; `extra` adds other frontends' host -> SDS name bindings (Gateway API listeners);
+        `extra_names`: SDS names other listeners use (Gateway API listeners on ports of their own).
         Returns the hosts whose certificate changed.
         """
         for skey, deleted in dirty_secrets.items():
@@ -51,7 +53,7 @@ class TlsState:
             bound = dict(plan.certs)
             extra(bound)
             plan.certs.update({h: n for h, n in bound.items() if n in self.certificates})
-        used = set(plan.certs.values())
+        used = set(plan.certs.values()) | {n for n in extra_names if n in self.certificates}
         sds = changes[rt.SECRET]
         for name in used:
             sds[name] = make_resource(name, rt.SECRET, certificate_secret(self.certificates[name]))

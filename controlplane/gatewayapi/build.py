@@ -1,6 +1,11 @@
 """Every Gateway API object of every source cluster -> per-host route entries, TLS bindings and
 what the status of each object should say. Pure: the objects and the Service index in, values out.
 
+Listeners on the fleet's shared ports feed `hosts` and `tls` (merged with Ingresses per host);
+listeners on other ports feed `ports`, one entry per port (engine/gateway_ports.py renders each as
+an Envoy listener with its own route table). Every Gateway is read before any route, so listeners
+of one port in several Gateways are checked against each other first (listeners.resolve_conflicts).
+
 Routes attach to Gateways of their own source cluster (parentRefs name a Gateway, optionally a
 listener by sectionName or port); backendRefs name Services, whose clusters (ir.names.ClusterName
 `ns/svc:port`) merge endpoints of every cluster exactly as Ingress backends do.
@@ -35,6 +40,7 @@ from controlplane.gatewayapi.listeners import (
     SecretRef,
     accepted_classes,
     gateway_info,
+    resolve_conflicts,
 )
 from controlplane.gatewayapi.refs import Grants
 from controlplane.ingress.convert import creation_time
@@ -54,6 +60,17 @@ class HostEntries:
 
     http: tuple[RouteEntry, ...] = ()
     https: tuple[RouteEntry, ...] = ()
+
+
+@dataclass(frozen=True)
+class PortEntries:
+    """A Gateway listener port of its own (not the fleet's shared ones): its protocol, the routes of
+    each host in precedence order, and its certificates (SNI name, "*" for the catch-all -> Secret;
+    the first binding of a name wins)."""
+
+    protocol: str  # "HTTP" or "HTTPS"
+    hosts: tuple[tuple[str, tuple[RouteEntry, ...]], ...] = ()
+    tls: tuple[tuple[str, SecretRef], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,6 +95,7 @@ class GatewayApiResult:
     attached: dict[tuple[IngressRef, str], int] = field(default_factory=dict)  # (gateway, listener) -> routes
     routes: dict[IngressRef, RouteStatus] = field(default_factory=dict)
     classes: dict[tuple[str, str], tuple[bool, int]] = field(default_factory=dict)  # (cluster, name) -> ours, gen
+    ports: dict[int, PortEntries] = field(default_factory=dict)  # listener ports of their own
     # GRPCRoutes -> the HTTP/2 cluster variants they forward to (made of grpcroute.GRPC_UPSTREAM).
     variant_users: dict[IngressRef, frozenset[ClusterName]] = field(default_factory=dict)
 
@@ -101,10 +119,14 @@ def intersect(listener: str | None, route_hosts: list[str]) -> list[str]:
 
 class _Builder:
     def __init__(self, objects: Objects, services: ServiceIndex, http_ports: frozenset[int],
-                 https_ports: frozenset[int], secret_problem: Callable[[SecretRef], str | None]) -> None:  # fmt: skip
+                 https_ports: frozenset[int], secret_problem: Callable[[SecretRef], str | None],
+                 reserved: frozenset[int] = frozenset()) -> None:  # fmt: skip
         self.objects = objects
         self.services = services
-        self.http_ports, self.https_ports = http_ports, https_ports
+        self.http_ports, self.https_ports, self.reserved = http_ports, https_ports, reserved
+        self._ports: dict[int, dict[str, dict[str, RouteEntry]]] = {}  # own port -> host -> routes
+        self._port_tls: dict[int, dict[str, SecretRef]] = {}
+        self._port_protocol: dict[int, str] = {}
         self.secret_problem = secret_problem
         self.result = GatewayApiResult()
         self._http: dict[str, dict[str, RouteEntry]] = {}
@@ -112,29 +134,25 @@ class _Builder:
         self._attached_by: dict[IngressRef, list[tuple[IngressRef, str]]] = {}
 
     def build(self) -> GatewayApiResult:
-        for cluster, kinds in sorted(self.objects.items()):
-            classes = kinds.get(GATEWAY_CLASS, {})
-            ours = accepted_classes(classes)
-            for (_ns, name), obj in classes.items():
-                self.result.classes[(cluster, name)] = (name in ours, generation(obj))
-            grants = Grants(kinds.get(REFERENCE_GRANT, {}).values())
-            gateways: dict[tuple[str, str], GatewayInfo] = {}
-            for key, obj in sorted(kinds.get(GATEWAY, {}).items()):
-                if str(spec(obj).get("gatewayClassName") or "") not in ours:
-                    continue
-                created, _ = creation_time(meta(obj).get("creationTimestamp"))
-                try:
-                    info = gateway_info(cluster, obj, http_ports=self.http_ports, https_ports=self.https_ports,
-                                        grants=grants, secret_ok=self.secret_problem, created=created)  # fmt: skip
-                except Exception:  # malformed beyond what the CRD schema allows (file mode): this Gateway only
-                    log.exception("Gateway %s/%s/%s cannot be read; it is not served", cluster, *key)
-                    continue
-                gateways[key] = info
-                self.result.gateways[info.ref] = info
-                for lst in info.listeners:
-                    self.result.attached[(info.ref, lst.name)] = 0
-                    if lst.table == "https" and lst.certificate is not None:
+        per_cluster = [(cluster, kinds, Grants(kinds.get(REFERENCE_GRANT, {}).values()))
+                       for cluster, kinds in sorted(self.objects.items())]  # fmt: skip
+        found = [info for cluster, kinds, grants in per_cluster for info in self._gateways(cluster, kinds, grants)]
+        by_cluster: dict[str, dict[tuple[str, str], GatewayInfo]] = {}
+        for info in resolve_conflicts(found):  # listeners of one own port across every Gateway
+            by_cluster.setdefault(info.ref.cluster, {})[(info.ref.namespace, info.ref.name)] = info
+            self.result.gateways[info.ref] = info
+            for lst in info.listeners:
+                self.result.attached[(info.ref, lst.name)] = 0
+                if lst.table is not None and not lst.shared:
+                    self._port_protocol.setdefault(lst.port, lst.protocol)
+                    self._ports.setdefault(lst.port, {})
+                if lst.table == "https" and lst.certificate is not None:
+                    if lst.shared:
                         self.result.tls.append(((lst.hostname or "*",), lst.certificate))
+                    else:
+                        self._port_tls.setdefault(lst.port, {}).setdefault(lst.hostname or "*", lst.certificate)
+        for cluster, kinds, grants in per_cluster:
+            gateways = by_cluster.get(cluster, {})
             namespaces = kinds.get(NAMESPACE, {})
 
             def labels(ns: str, namespaces: Mapping[tuple[str, str], Mapping[str, Any]] = namespaces) -> Any:
@@ -148,13 +166,38 @@ class _Builder:
                     except Exception:  # as above: a route the schema would have refused costs itself only
                         log.exception("%s %s/%s/%s cannot be read; it is not served", kind, cluster, *key)
                         self._drop_route(IngressRef(cluster, key[0], key[1], kind=kind))
+        order = RouteEntry.precedence
         for host in sorted(set(self._http) | set(self._https)):
-            order = RouteEntry.precedence
             self.result.hosts[host] = HostEntries(
                 tuple(sorted(self._http.get(host, {}).values(), key=order)),
                 tuple(sorted(self._https.get(host, {}).values(), key=order)),
             )
+        for port, hosts in sorted(self._ports.items()):
+            self.result.ports[port] = PortEntries(
+                self._port_protocol[port],
+                tuple((h, tuple(sorted(b.values(), key=order))) for h, b in sorted(hosts.items()) if b),
+                tuple(sorted(self._port_tls.get(port, {}).items())),
+            )
         return self.result
+
+    def _gateways(self, cluster: str, kinds: Mapping[str, Any], grants: Grants) -> list[GatewayInfo]:
+        """The Gateways of our classes in one cluster (and every GatewayClass's acceptance)."""
+        classes = kinds.get(GATEWAY_CLASS, {})
+        ours = accepted_classes(classes)
+        for (_ns, name), obj in classes.items():
+            self.result.classes[(cluster, name)] = (name in ours, generation(obj))
+        out = []
+        for key, obj in sorted(kinds.get(GATEWAY, {}).items()):
+            if str(spec(obj).get("gatewayClassName") or "") not in ours:
+                continue
+            created, _ = creation_time(meta(obj).get("creationTimestamp"))
+            try:
+                out.append(gateway_info(cluster, obj, http_ports=self.http_ports, https_ports=self.https_ports,
+                                        reserved=self.reserved, grants=grants, secret_ok=self.secret_problem,
+                                        created=created))  # fmt: skip
+            except Exception:  # malformed beyond what the CRD schema allows (file mode): this Gateway only
+                log.exception("Gateway %s/%s/%s cannot be read; it is not served", cluster, *key)
+        return out
 
     def _resolver(self, cluster: str, ns: str, grants: Grants, kind: str = HTTP_ROUTE,
                   used: set[ClusterName] | None = None) -> Callable[[Mapping[str, Any]], Any]:  # fmt: skip
@@ -218,13 +261,13 @@ class _Builder:
                 conds.append(("PartiallyInvalid", "True", "UnsupportedValue", "; ".join(p[2] for p in partial)))
             parents.append(ParentStatus(dict(pref), info.ref, tuple(conds)))
         self.result.routes[ref] = RouteStatus(ref, generation(obj), tuple(parents))
-        if used and any(e.route.source == ref for t in (self._http, self._https) for b in t.values()
-                        for e in b.values()):  # fmt: skip
+        if used and any(e.route.source == ref for t in (self._http, self._https, *self._ports.values())
+                        for b in t.values() for e in b.values()):  # fmt: skip
             self.result.variant_users[ref] = frozenset(used)  # served: its HTTP/2 clusters must exist
 
     def _drop_route(self, ref: IngressRef) -> None:
         """Undo what a route that failed half-way added (its entries, its attachments)."""
-        for table in (self._http, self._https):
+        for table in (self._http, self._https, *self._ports.values()):
             for bucket in table.values():
                 for name in [n for n, e in bucket.items() if e.route.source == ref]:
                     del bucket[name]
@@ -259,17 +302,21 @@ class _Builder:
         return ("Accepted", "True", "Accepted", "attached")
 
     def _add(self, lst: Listener, hosts: list[str], entries: list[RouteEntry]) -> None:
-        table = self._http if lst.table == "http" else self._https
+        table = self._ports[lst.port] if not lst.shared else self._http if lst.table == "http" else self._https
         for host in hosts:
             if lst.table == "https" and lst.hostname is None and host and lst.certificate is not None:
                 # A listener without a hostname serves its certificate for the hosts its routes name.
-                self.result.tls.append(((host,), lst.certificate))
+                if lst.shared:
+                    self.result.tls.append(((host,), lst.certificate))
+                else:
+                    self._port_tls.setdefault(lst.port, {}).setdefault(host, lst.certificate)
             bucket = table.setdefault(host, {})
             for e in entries:
                 bucket.setdefault(e.route.name, e)
 
 
 def build(objects: Objects, services: ServiceIndex, *, http_ports: frozenset[int], https_ports: frozenset[int],
-          secret_problem: Callable[[SecretRef], str | None]) -> GatewayApiResult:  # fmt: skip
-    """See the module docstring."""
-    return _Builder(objects, services, http_ports, https_ports, secret_problem).build()
+          secret_problem: Callable[[SecretRef], str | None],
+          reserved: frozenset[int] = frozenset()) -> GatewayApiResult:  # fmt: skip
+    """See the module docstring. `reserved`: ports the fleet uses otherwise (east-west)."""
+    return _Builder(objects, services, http_ports, https_ports, secret_problem, reserved).build()

@@ -39,13 +39,15 @@ def gateway_api(
 ) -> GatewayApiResult:
     http_ports, https_ports = shared_ports(config)
     return build(objects, services, http_ports=http_ports, https_ports=https_ports,
-                 secret_problem=secret_checker(get_secret))  # fmt: skip
+                 secret_problem=secret_checker(get_secret), reserved=frozenset({config.east_west_port}))  # fmt: skip
 
 
 def add_certificates(result: GatewayApiResult, certs: dict[str, str]) -> None:
     """Add HTTPS listener certificates to a TLS plan's host -> SDS name map (an Ingress's TLS wins a
-    host both name). A listener without a hostname has no SNI name to bind and gets none."""
+    host both name). A listener without a hostname binds its certificate to the hostnames of its
+    routes and, as "*" (translate.listeners.CATCH_ALL), to any other SNI: the spec's listener
+    without a hostname matches every name. The first such listener (oldest cluster/namespace/name
+    order of Gateways) holds the catch-all."""
     for hosts, (cluster, ns, name) in result.tls:
         for host in hosts:
-            if host != "*":
-                certs.setdefault(host, secret_name(cluster, ns, name))
+            certs.setdefault(host, secret_name(cluster, ns, name))

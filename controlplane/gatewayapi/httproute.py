@@ -167,6 +167,8 @@ def parse_filters(raw: list[Any], resolve: ResolveBackend, problems: list[Proble
             scheme, port = r.get("scheme"), r.get("port")
             if port is None and scheme is not None:  # the spec: the scheme's well-known port
                 port = {"http": 80, "https": 443}.get(str(scheme))
+                if r.get("hostname"):  # the new Host carries no port: the well-known one goes unsaid (SHOULD NOT)
+                    port = None
             # Neither: the listener's port, which is the port the client used (kept from its Host).
             code = r.get("statusCode") or 302
             if code not in (301, 302, 303, 307, 308):

@@ -3,13 +3,17 @@ hostname, which routes may attach (allowedRoutes) and the certificate of an HTTP
 
 A listener shares the fleet's HTTP listener when its port is 80 or --http-port and its protocol
 HTTP; the HTTPS listener when its port is 443 or --https-port and its protocol HTTPS (TLS
-Terminate). Any other port is not served (Accepted=False, PortUnavailable).
+Terminate). A listener on any other port gets an Envoy listener of its own on that port (`shared`
+False; engine/gateway_ports.py), shared by every listener of our Gateways on that port and protocol.
+Ports the fleet reserves (the shared ports with the other protocol, the east-west port) are
+Accepted=False, PortUnavailable; two protocols on one port are Conflicted (ProtocolConflict) for
+every listener but the first (resolve_conflicts).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from controlplane.gatewayapi.kinds import CONTROLLER_NAME, GROUP, ROUTE_KINDS, as_list, as_map, generation, meta, spec
@@ -28,6 +32,7 @@ class Listener:
     port: int
     hostname: str | None
     table: Literal["http", "https"] | None  # None: not served
+    shared: bool = True  # served on the fleet's shared listener; else on its port's own listener
     namespaces: str = "Same"
     selector: Mapping[str, Any] | None = field(default=None, compare=False)
     kinds: tuple[str, ...] = ROUTE_KINDS
@@ -80,6 +85,10 @@ def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> 
 
 
 _PROTOCOL_TABLE = {"HTTP": "http", "HTTPS": "https"}
+# Listeners on ports of their own below this are not served: the gateway runs without the capability
+# to bind them (its 80/443 are the Service's, mapped to --http-port/--https-port), and a port Envoy
+# cannot bind would be refused at every update (a NACK that keeps Programmed pending).
+PRIVILEGED = 1024
 
 
 def gateway_info(
@@ -88,6 +97,7 @@ def gateway_info(
     *,
     http_ports: frozenset[int],
     https_ports: frozenset[int],
+    reserved: frozenset[int] = frozenset(),
     grants: Grants,
     secret_ok: Callable[[SecretRef], str | None],
     created: str,
@@ -97,6 +107,7 @@ def gateway_info(
     ref = IngressRef(cluster, str(m.get("namespace") or ""), str(m.get("name") or ""), kind="Gateway")
     listeners = []
     names: set[str] = set()
+    seen: dict[tuple[int, str, str | None], str] = {}  # (port, protocol, hostname) -> listener
     for i, raw in enumerate(as_list(spec(obj).get("listeners"))):
         if not isinstance(raw, Mapping):
             continue
@@ -108,11 +119,17 @@ def gateway_info(
         if name in names:
             conds.append(("Conflicted", "True", "HostnameConflict", f"listener name {name!r} is used twice"))
         names.add(name)
+        shared = port in (http_ports if table == "http" else https_ports)
         if table is None:
             conds.append(("Accepted", "False", "UnsupportedProtocol", f"protocol {protocol!r} is not supported"))
-        elif port not in (http_ports if table == "http" else https_ports):
+        elif not shared and (port in http_ports | https_ports | reserved or not 0 < port < 65536):
             served = sorted(http_ports if table == "http" else https_ports)
-            conds.append(("Accepted", "False", "PortUnavailable", f"{protocol} is served on ports {served}"))
+            conds.append(("Accepted", "False", "PortUnavailable",
+                          f"port {port} is reserved by the fleet; {protocol} is shared on ports {served}"))  # fmt: skip
+            table = None
+        elif not shared and port < PRIVILEGED:
+            conds.append(("Accepted", "False", "PortUnavailable", f"port {port} is privileged: the gateway (not root) "
+                          f"cannot listen on it; use a port from {PRIVILEGED}"))  # fmt: skip
             table = None
         allowed = as_map(raw.get("allowedRoutes"))
         ns_from = str(as_map(allowed.get("namespaces")).get("from") or "Same")
@@ -130,8 +147,14 @@ def gateway_info(
         hostname = raw.get("hostname") if isinstance(raw.get("hostname"), str) and raw.get("hostname") else None
         usable = table is not None and not any(c[1] == "False" and c[0] in ("Accepted", "ResolvedRefs")
                                                and c[2] != "InvalidRouteKinds" for c in conds)  # fmt: skip
-        listeners.append(Listener(ref, name, protocol, port, hostname, table if usable else None, ns_from,
-                                  selector if isinstance(selector, Mapping) else None, supported, cert,
+        key = (port, protocol, hostname)
+        if usable and key in seen:
+            conds.append(("Conflicted", "True", "HostnameConflict",
+                          f"listener {seen[key]!r} has the same port, protocol and hostname"))  # fmt: skip
+            usable = False
+        seen.setdefault(key, name)
+        listeners.append(Listener(ref, name, protocol, port, hostname, table if usable else None, shared,
+                                  ns_from, selector if isinstance(selector, Mapping) else None, supported, cert,
                                   tuple(conds)))  # fmt: skip
     return GatewayInfo(ref, str(spec(obj).get("gatewayClassName") or ""), created, generation(obj), tuple(listeners))
 
@@ -157,3 +180,26 @@ def _certificate(
     if problem is not None:
         return None, ("InvalidCertificateRef", f"Secret {ns}/{name}: {problem}")
     return ref, None
+
+
+def resolve_conflicts(gateways: list[GatewayInfo]) -> list[GatewayInfo]:
+    """Listeners of all our Gateways on one port of their own must agree on the protocol: the first
+    (oldest Gateway, then cluster/namespace/name, then listener order) decides, the others are
+    Conflicted=True, ProtocolConflict, and not served. Same port and protocol: they share the port's
+    Envoy listener (hostnames merge as on the shared ports)."""
+    protocol: dict[int, tuple[str, str]] = {}
+    for info in sorted(gateways, key=lambda g: (g.created or "0", g.ref.cluster, g.ref.namespace, g.ref.name)):
+        for lst in info.listeners:
+            if lst.table is not None and not lst.shared:
+                protocol.setdefault(lst.port, (lst.protocol, f"{info.ref.namespace}/{info.ref.name}/{lst.name}"))
+    out = []
+    for info in gateways:
+        listeners = []
+        for lst in info.listeners:
+            first = protocol.get(lst.port)
+            if lst.table is not None and not lst.shared and first is not None and first[0] != lst.protocol:
+                why = ("Conflicted", "True", "ProtocolConflict", f"port {lst.port} is {first[0]} (listener {first[1]})")
+                lst = replace(lst, table=None, conditions=(*lst.conditions, why))
+            listeners.append(lst)
+        out.append(replace(info, listeners=tuple(listeners)))
+    return out

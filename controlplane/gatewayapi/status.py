@@ -98,7 +98,8 @@ def gateway_status(info: GatewayInfo, result: GatewayApiResult, addresses: list[
                     ("ResolvedRefs", "True", "ResolvedRefs", ""))  # fmt: skip
         conflicted = next((c for c in lst.conditions if c[0] == "Conflicted"),
                           ("Conflicted", "False", "NoConflicts", ""))  # fmt: skip
-        programmed = (("Programmed", "True", "Programmed", "served on the fleet's shared listener") if lst.table
+        where = "the fleet's shared listener" if lst.shared else f"its own Envoy listener on port {lst.port}"
+        programmed = (("Programmed", "True", "Programmed", f"served on {where}") if lst.table
                       else ("Programmed", "False", "Invalid", "not served"))  # fmt: skip
         prev = old_listeners.get(lst.name) or {}
         listeners.append({

@@ -1,13 +1,14 @@
-"""`meridian translate --to gateway-api --verify`: do the exported Gateway API objects route like the
-Ingresses they came from?
+"""A fast model of `translate --to gateway-api --verify`, on the IR alone: do the exported Gateway API
+objects route like the Ingresses they came from?
 
 Both are compiled (`controlplane.compile`, the reference semantics) with the same Services, Secrets
 and EndpointSlices, and a request set derived from every served route (its host, a path its match
 accepts, the header values it asks for) is resolved in both route tables by a model of Envoy's
 route selection (exact domain then wildcard suffix then catch-all; first matching route). The
 outcome compared is what Envoy would do: forward to which Service ports with which weights, or
-redirect where with which code, or answer which status. This is a check of the IR both frontends
-produce, not of a running Envoy.
+redirect where with which code, or answer which status. The unit tests run it over every golden
+input and corpus file in a second; `--verify` itself replays requests through real Envoys
+(controlplane/migration), which this model cannot replace.
 """
 
 from __future__ import annotations

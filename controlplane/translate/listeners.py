@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
@@ -24,6 +25,9 @@ EAST_WEST_LISTENER = "east_west"
 HTTP_ROUTES = "http"
 HTTPS_ROUTES = "https"
 EAST_WEST_ROUTES = "east_west"
+# The TLS host of a certificate served for any SNI no other chain names (a Gateway API HTTPS
+# listener without a hostname): a filter chain without server_names.
+CATCH_ALL = "*"
 
 
 def connection_manager(
@@ -77,32 +81,50 @@ def https_listener(
     passthrough: Sequence[Passthrough] = (),
     *,
     partitions: int = 1,
+    name: str = HTTPS_LISTENER,
+    route_config: str = HTTPS_ROUTES,
 ) -> listener_pb2.Listener:
     """One filter chain per certificate (SNI set); certificates come over SDS."""
-    lst = listener_pb2.Listener(name=HTTPS_LISTENER, address=socket_address(address, port))
+    lst = listener_pb2.Listener(name=name, address=socket_address(address, port))
     lst.listener_filters.add(
         name="envoy.filters.listener.tls_inspector", typed_config=pack_any(tls_inspector_pb2.TlsInspector())
     )
-    hcm_filter = _hcm_filter(connection_manager(HTTPS_LISTENER, HTTPS_ROUTES, filters, partitions=partitions))
+    hcm_filter = _hcm_filter(connection_manager(name, route_config, filters, partitions=partitions))
+    chains: list[TlsHost] = []
+    catch_all: list[TlsHost] = []
     for host in hosts:
-        chain = lst.filter_chains.add(name=f"tls:{host.secret}:{','.join(host.hosts)}")
-        chain.filter_chain_match.server_names.extend(host.hosts)
-        ctx = tls_pb2.DownstreamTlsContext()
-        common = ctx.common_tls_context
-        common.alpn_protocols.extend(["h2", "http/1.1"])
-        sds = common.tls_certificate_sds_secret_configs.add(name=host.secret)
-        sds.sds_config.CopyFrom(ads_source())
-        for feature in features:
-            feature.patch_tls(host, chain, ctx)
-        chain.transport_socket.name = "envoy.transport_sockets.tls"
-        chain.transport_socket.typed_config.Pack(ctx)
-        chain.filters.append(hcm_filter)
+        names = tuple(h for h in host.hosts if h != CATCH_ALL)
+        if names:
+            chains.append(host if len(names) == len(host.hosts) else replace(host, hosts=names))
+        if CATCH_ALL in host.hosts:
+            catch_all.append(replace(host, hosts=(CATCH_ALL,)))
+    for host in chains + catch_all[:1]:
+        _tls_chain(lst, host, features, hcm_filter)
     for pt in passthrough:
         chain = lst.filter_chains.add(name=f"passthrough:{','.join(pt.hosts)}")
         chain.filter_chain_match.server_names.extend(pt.hosts)
         proxy = tcp_proxy_pb2.TcpProxy(stat_prefix="passthrough", cluster=pt.cluster)
         chain.filters.add(name="envoy.filters.network.tcp_proxy", typed_config=pack_any(proxy))
     return lst
+
+
+def _tls_chain(lst: listener_pb2.Listener, host: TlsHost, features: Sequence[Feature],
+               hcm_filter: listener_components_pb2.Filter) -> None:  # fmt: skip
+    """One filter chain terminating TLS with `host`'s certificate: for its SNI names, or for any SNI
+    (and none) no other chain matches when its host is the catch-all "*"."""
+    chain = lst.filter_chains.add(name=f"tls:{host.secret}:{','.join(host.hosts)}")
+    if CATCH_ALL not in host.hosts:
+        chain.filter_chain_match.server_names.extend(host.hosts)
+    ctx = tls_pb2.DownstreamTlsContext()
+    common = ctx.common_tls_context
+    common.alpn_protocols.extend(["h2", "http/1.1"])
+    sds = common.tls_certificate_sds_secret_configs.add(name=host.secret)
+    sds.sds_config.CopyFrom(ads_source())
+    for feature in features:
+        feature.patch_tls(host, chain, ctx)
+    chain.transport_socket.name = "envoy.transport_sockets.tls"
+    chain.transport_socket.typed_config.Pack(ctx)
+    chain.filters.append(hcm_filter)
 
 
 def listener_messages(

@@ -1,16 +1,23 @@
 """Gateway API on the fleet, in Kubernetes mode (fake API servers, `meridian serve --kubeconfig`, a
-real Envoy): routes from every cluster with backends merged across clusters, status written by the
-leader with the spec's reasons, and the conflict rule with an Ingress on the same host and path."""
+real Envoy): routes from every cluster with backends merged across clusters (and failing over to
+the remote one), status written by the leader with the spec's reasons, the conflict rule with an
+Ingress on the same host and path, listeners on ports of their own (HTTP and HTTPS with SNI and a
+catch-all certificate) with their conflicts, and two Gateways sharing a host."""
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.certs import issue_cert, make_ca, tls_secret
+from tests.support.http import request
 from tests.support.kubegateway import PRIMARY, KubeGateway
+from tests.support.ports import free_ports
 from tests.support.wait import wait_until
 
 NS = "shop"
@@ -28,7 +35,7 @@ def gateway_objects() -> list[dict[str, Any]]:
          "spec": {"gatewayClassName": "meridian", "listeners": [
              {"name": "http", "protocol": "HTTP", "port": 80, "hostname": "*.example.com",
               "allowedRoutes": {"namespaces": {"from": "Selector", "selector": {"matchLabels": {"team": "shop"}}}}},
-             {"name": "odd", "protocol": "HTTP", "port": 9000}]}},
+             {"name": "odd", "protocol": "HTTPS", "port": 80}]}},
     ]  # fmt: skip
 
 
@@ -145,3 +152,122 @@ def test_an_older_httproute_wins_and_the_ingress_gets_a_conflict_event(gw: KubeG
     wait_until(conflict_event, timeout=15, message="no Conflict Event on the Ingress that lost")
     wait_until(lambda: parents(gw, "first").get("Accepted") == ("True", "Accepted"), timeout=15,
                message=f"first: {parents(gw, 'first')}")  # fmt: skip
+
+
+def listener_status(gw: KubeGateway, gateway: str) -> dict[str, dict[str, Any]]:
+    status = (gw.kubes[PRIMARY].get("Gateway", "infra", gateway) or {}).get("status") or {}
+    return {x["name"]: {"attachedRoutes": x["attachedRoutes"],
+                        **{c["type"]: (c["status"], c["reason"], c["message"]) for c in x["conditions"]}}
+            for x in status.get("listeners") or []}  # fmt: skip
+
+
+def test_listeners_on_ports_of_their_own_serve_http_and_https_and_report_conflicts(gw: KubeGateway) -> None:
+    """A listener on another port than the fleet's is an Envoy listener of its own on that port: HTTP,
+    and HTTPS with a certificate per SNI and a catch-all (listener without hostname) over SDS; a
+    later Gateway's listener with another protocol on the same port is Conflicted, not served."""
+    plain, secure = free_ports(2)
+    named_ca, any_ca = make_ca("named"), make_ca("catch-all")
+    named = issue_cert(named_ca, ["secure.example.com"])
+    catch_all = issue_cert(any_ca, ["anything.example.net"])
+    gw.apply([tls_secret("named", "infra", named.cert, named.key),
+              tls_secret("catch-all", "infra", catch_all.cert, catch_all.key)])  # fmt: skip
+    every_ns = {"namespaces": {"from": "All"}}
+    gw.apply({"apiVersion": GROUP, "kind": "Gateway",
+              "metadata": {"name": "ports", "namespace": "infra", "generation": 1,
+                           "creationTimestamp": "2024-01-01T00:00:00Z"},
+              "spec": {"gatewayClassName": "meridian", "listeners": [
+                  {"name": "plain", "protocol": "HTTP", "port": plain, "allowedRoutes": every_ns},
+                  {"name": "named", "protocol": "HTTPS", "port": secure, "hostname": "secure.example.com",
+                   "allowedRoutes": every_ns, "tls": {"certificateRefs": [{"name": "named"}]}},
+                  {"name": "any", "protocol": "HTTPS", "port": secure, "allowedRoutes": every_ns,
+                   "tls": {"certificateRefs": [{"name": "catch-all"}]}}]}})  # fmt: skip
+    gw.apply({"apiVersion": GROUP, "kind": "Gateway",
+              "metadata": {"name": "late", "namespace": "infra", "generation": 1,
+                           "creationTimestamp": "2025-01-01T00:00:00Z"},
+              "spec": {"gatewayClassName": "meridian", "listeners": [
+                  {"name": "clash", "protocol": "HTTPS", "port": plain,
+                   "tls": {"certificateRefs": [{"name": "catch-all"}]}}]}})  # fmt: skip
+    own = route("own", ["own.example.com", "secure.example.com"], {"name": "app", "port": 80})
+    own["spec"]["parentRefs"] = [{"name": "ports", "namespace": "infra"}]
+    gw.apply(own)
+
+    def served(port: int, host: str, **kw: Any) -> Any:
+        try:
+            r = request("GET", port, "/", host=host, timeout=5, **kw)
+        except OSError:
+            return None  # not listening yet, or no certificate yet
+        return r if r.status == 200 and r.json().get("service") == "app" else None
+
+    wait_until(lambda: served(plain, "own.example.com"), timeout=20, message=f"port {plain} never served")
+    # SNI secure.example.com gets the named listener's certificate (checked against its CA and name).
+    wait_until(lambda: served(secure, "secure.example.com", tls=True, sni="secure.example.com", ca=named_ca.cert),
+               timeout=20, message=f"port {secure} never served secure.example.com")  # fmt: skip
+    # Any other SNI gets the catch-all's certificate; no route serves that host: 404, as the spec says.
+    r = wait_until(lambda: _quietly(lambda: request("GET", secure, "/", host="other.example.org", tls=True,
+                                                    sni="other.example.org", ca=any_ca.cert,
+                                                    verify_hostname=False, timeout=5)),
+                   timeout=20, message="the catch-all certificate was never served")  # fmt: skip
+    assert r.status == 404
+
+    def settled() -> bool:
+        ports, late = listener_status(gw, "ports"), listener_status(gw, "late")
+        return ("plain" in ports and ports["plain"].get("Programmed", ("",))[0] == "True"
+                and "clash" in late and late["clash"].get("Conflicted", ("",))[0] == "True")  # fmt: skip
+
+    wait_until(settled, timeout=15, message=f"{listener_status(gw, 'ports')} {listener_status(gw, 'late')}")
+    ports, late = listener_status(gw, "ports"), listener_status(gw, "late")
+    assert f"its own Envoy listener on port {plain}" in ports["plain"]["Programmed"][2]
+    assert ports["plain"]["attachedRoutes"] == ports["named"]["attachedRoutes"] == 1
+    assert late["clash"]["Conflicted"][:2] == ("True", "ProtocolConflict")
+    assert late["clash"]["Programmed"][:2] == ("False", "Invalid")
+    assert not gw.nacks()
+
+
+def _quietly(call: Any) -> Any:
+    try:
+        return call()
+    except OSError:
+        return None
+
+
+def test_two_gateways_on_one_host_share_its_virtual_host(gw: KubeGateway) -> None:
+    """Two Gateways (and so two listeners) accepting one hostname on the fleet's HTTP port: their
+    routes share the host's one virtual host, ordered by the spec's precedence across both."""
+    gw.apply({"apiVersion": GROUP, "kind": "Gateway", "metadata": {"name": "second", "namespace": "infra"},
+              "spec": {"gatewayClassName": "meridian", "listeners": [
+                  {"name": "http", "protocol": "HTTP", "port": 80, "hostname": "twice.example.com",
+                   "allowedRoutes": {"namespaces": {"from": "All"}}}]}})  # fmt: skip
+    broad = route("via-web", ["twice.example.com"], {"name": "legacy", "port": 80})
+    narrow = route("via-second", ["twice.example.com"], {"name": "app", "port": 80}, path="/narrow")
+    narrow["spec"]["parentRefs"] = [{"name": "second", "namespace": "infra"}]
+    gw.apply([broad, narrow])
+    gw.wait_served_by("twice.example.com", "/narrow/x", "app")  # the longer prefix, from the other Gateway
+    gw.wait_served_by("twice.example.com", "/other", "legacy")
+    for name in ("via-web", "via-second"):
+        wait_until(lambda n=name: parents(gw, n).get("Accepted") == ("True", "Accepted"), timeout=15,
+                   message=f"{name}: {parents(gw, name)}")  # fmt: skip
+    dump = _route_dump(gw)  # what Envoy holds
+    hosts = [vh for rc in dump for vh in rc.get("virtual_hosts", []) if "twice.example.com" in vh.get("domains", [])]
+    assert len(hosts) == 1, hosts  # one virtual host, both Gateways' routes in it
+
+
+def _route_dump(gw: KubeGateway) -> list[dict[str, Any]]:
+    assert gw.envoy is not None
+    with urllib.request.urlopen(f"http://127.0.0.1:{gw.envoy.admin_port}/config_dump?resource=dynamic_route_configs",
+                                timeout=5) as resp:  # fmt: skip
+        body = json.loads(resp.read())
+    return [c["route_config"] for c in body.get("configs", []) if "route_config" in c]
+
+
+def test_route_backends_fail_over_to_the_remote_cluster(gw: KubeGateway) -> None:
+    """An HTTPRoute's Service with `meridian.io/failover`: the primary's endpoints first, the remote
+    cluster's only when none of them is ready, exactly as for Ingress backends."""
+    failover = {"meridian.io/failover": "true"}
+    local = gw.backend("fo", namespace=NS, replicas=2, annotations=failover)
+    gw.backend("fo", namespace=NS, cluster="west", replicas=2, annotations=failover)
+    gw.apply(route("failover", ["fo.example.com"], {"name": "fo", "port": 80}))
+    gw.wait_clusters_served("fo.example.com", {PRIMARY}, n=20)
+    gw.publish("fo", local, namespace=NS, ready=[False, False], annotations=failover)
+    gw.wait_clusters_served("fo.example.com", {"west"}, n=20)
+    gw.publish("fo", local, namespace=NS, annotations=failover)
+    gw.wait_clusters_served("fo.example.com", {PRIMARY}, n=20)

@@ -551,6 +551,23 @@ def test_bad_values_fail_the_render(values: dict[str, Any], message: str) -> Non
         _render(values, "meridian", "meridian-system")
 
 
+def test_gateway_api_listener_ports_are_declared_and_exposed(default: Objects) -> None:
+    """Gateway listeners on ports of their own are Envoy listeners on those ports: the chart declares
+    them on the gateway Pods and exposes them on the gateway Service (the same number)."""
+    ports = [{"name": "gw-8080", "port": 8080, "appProtocol": "http"}, {"name": "gw-9443", "port": 9443}]
+    objs = _objects(_render({"gatewayAPI": {"enabled": True, "listenerPorts": ports}}, "meridian", "meridian-system"))
+    container = _container(objs, "meridian-gateway")
+    assert _port_number(container, "gw-8080") == 8080 and _port_number(container, "gw-9443") == 9443
+    service = {p["name"]: p for p in objs[("Service", "meridian-gateway")]["spec"]["ports"]}
+    assert service["gw-8080"] == {"name": "gw-8080", "port": 8080, "targetPort": "gw-8080", "protocol": "TCP",
+                                  "appProtocol": "http"}  # fmt: skip
+    assert service["gw-9443"]["port"] == 9443 and "appProtocol" not in service["gw-9443"]
+    default_names = {p["name"] for p in default[("Service", "meridian-gateway")]["spec"]["ports"]}
+    assert not default_names & {"gw-8080", "gw-9443"}
+    with pytest.raises(helm.HelmError, match="maximum"):
+        _render({"gatewayAPI": {"listenerPorts": [{"name": "big", "port": 70000}]}}, "meridian", "meridian-system")
+
+
 # --- gateway ------------------------------------------------------------------------------------
 
 

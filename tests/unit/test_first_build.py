@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from controlplane import controller as controller_module
 from controlplane.controller import Controller, GatewayConfig
+from controlplane.engine import first_build
 from controlplane.ingress.classes import ClassPolicy
 from controlplane.metrics import Metrics
 from controlplane.store import SERVICE, ClusterRegistry, ClusterStore
@@ -72,7 +72,7 @@ async def test_a_cluster_that_fails_its_first_list_does_not_hold_the_build() -> 
 
 
 async def test_a_slow_cluster_is_waited_for_at_most_the_grace(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(controller_module, "FIRST_BUILD_GRACE_S", 0.2)
+    monkeypatch.setattr(first_build, "FIRST_BUILD_GRACE_S", 0.2)
     ctl, registry, builds = _setup()
     primary = registry.add(ClusterStore("c1", primary=True))
     registry.add(ClusterStore("c2"))  # never lists

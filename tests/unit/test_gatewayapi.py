@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from envoy.config.listener.v3 import listener_pb2
+from google.protobuf import any_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +18,7 @@ from controlplane.gatewayapi.status import gateway_programmed
 from controlplane.ir import DirectResponse, Forward, Redirect
 from controlplane.ir.policies import PathRewrite, RequestHeaderEdits, RequestTimeout
 from controlplane.sources.files import parse_manifests
+from controlplane.xds import resources as rt
 from tests.support.certs import issue_cert, make_ca, tls_secret
 from tests.support.gateway import dump_manifests
 from tests.support.snapshots import cold_build, diff, engine, resources
@@ -36,7 +39,7 @@ spec:
   listeners:
   - {name: http, protocol: HTTP, port: 80, allowedRoutes: {namespaces: {from: Same}}}
   - {name: web, protocol: HTTP, port: 80, hostname: "*.example.com", allowedRoutes: {namespaces: {from: All}}}
-  - {name: odd, protocol: HTTP, port: 9999}
+  - {name: odd, protocol: HTTP, port: 443}
 ---
 apiVersion: v1
 kind: Service
@@ -172,6 +175,7 @@ def test_status_reasons() -> None:
     assert lost["Accepted"] == ("False", "NoMatchingListenerHostname")
     (info,) = gw.gateways.values()
     assert {lst.name: lst.table for lst in info.listeners} == {"http": "http", "web": "http", "odd": None}
+    assert {lst.name: lst.conditions[0][2] for lst in info.listeners if lst.conditions} == {"odd": "PortUnavailable"}
     assert gw.attached[(info.ref, "http")] == 1 and gw.attached[(info.ref, "web")] == 1
     # shop.example.com only: other.org does not meet the listener's wildcard.
     assert "shop.example.com" in gw.hosts and "other.org" not in gw.hosts
@@ -274,7 +278,14 @@ spec:
     broken = {lst.name: lst for lst in tls_gw.listeners}["broken"]
     assert broken.table is None and broken.conditions[0][2] == "InvalidCertificateRef"
     hosts = {h for t in c.gateway.tls_hosts for h in t.hosts}
-    assert hosts == {"secure.example.com", "plain.example.com"}
+    # The listener without a hostname serves its certificate for any SNI: "*", a chain without server_names.
+    assert hosts == {"secure.example.com", "plain.example.com", "*"}
+    https_listener = listener_pb2.Listener()
+    any_msg = any_pb2.Any.FromString(c.resources[rt.LISTENER]["https"].any_bytes)
+    assert any_msg.Unpack(https_listener)
+    chains = https_listener.filter_chains
+    assert [list(ch.filter_chain_match.server_names) for ch in chains] == [
+        ["plain.example.com", "secure.example.com"], []]
     assert [r.name for r in c.host_results["plain.example.com"].https.routes]
     assert not c.host_results["plain.example.com"].http.routes  # HTTPS listeners only
     with engine(["c1"], CONFIG) as e:
@@ -368,8 +379,9 @@ def test_grpcroute_matches_and_http2_clusters_in_both_engines() -> None:
 @settings(max_examples=25, deadline=None, derandomize=True, database=None)
 @given(st.data())
 def test_the_engine_follows_any_sequence_of_changes(data: st.DataObject) -> None:
-    """Adds and deletes of Gateway API objects, Ingresses, Services and Secrets in any order, flushed one
-    by one or in batches: the engine always serves what a cold build of the objects that exist serves."""
+    """Adds and deletes of Gateway API objects (listeners on the shared ports and on ports of their
+    own), Ingresses, Services and Secrets in any order, flushed one by one or in batches: the engine
+    always serves what a cold build of the objects that exist serves."""
     leaf = issue_cert(make_ca(), ["shop.example.com", "plain.example.com"])
     secret = dump_manifests([tls_secret("cert", "infra", leaf.cert, leaf.key)])
     https = """
@@ -385,7 +397,27 @@ spec:
     allowedRoutes: {namespaces: {from: All}}
     tls: {certificateRefs: [{name: cert}]}
 """
-    pool = [o for _kind, o in objects(BASE, ROUTES, GRPC, INGRESS % "2024-06-01T00:00:00Z", https, secret)["c1"]]
+    own_ports = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: own, namespace: infra}
+spec:
+  gatewayClassName: meridian
+  listeners:
+  - {name: plain, protocol: HTTP, port: 9080, allowedRoutes: {namespaces: {from: All}}}
+  - {name: tls, protocol: HTTPS, port: 9443, allowedRoutes: {namespaces: {from: All}},
+     tls: {certificateRefs: [{name: cert}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: on-own, namespace: apps}
+spec:
+  parentRefs: [{name: own, namespace: infra}]
+  hostnames: [shop.example.com]
+  rules: [{backendRefs: [{name: app, port: 80}]}]
+"""
+    pool = [o for _kind, o in objects(BASE, ROUTES, GRPC, INGRESS % "2024-06-01T00:00:00Z", https, secret,
+                                      own_ports)["c1"]]  # fmt: skip
     present: dict[int, dict[str, Any]] = {}
     with engine(["c1"], CONFIG) as e:
         for _ in range(data.draw(st.integers(4, 14))):
@@ -404,3 +436,104 @@ spec:
                 assert diff(resources(e.cache), want) == ""
         e.controller.flush()
         assert diff(resources(e.cache), cold_build({"c1": [(o["kind"], o) for o in present.values()]}, CONFIG)) == ""
+
+
+OWN_PORTS = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: ports, namespace: infra, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  gatewayClassName: meridian
+  listeners:
+  - {name: plain, protocol: HTTP, port: 9080}
+  - {name: tls, protocol: HTTPS, port: 9443, hostname: secure.example.com, tls: {certificateRefs: [{name: cert}]}}
+  - {name: again, protocol: HTTP, port: 9080}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: late, namespace: infra, creationTimestamp: "2024-06-01T00:00:00Z"}
+spec:
+  gatewayClassName: meridian
+  listeners:
+  - {name: clash, protocol: HTTPS, port: 9080, tls: {certificateRefs: [{name: cert}]}}
+  - {name: more, protocol: HTTP, port: 9080, hostname: more.example.com}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: on-ports, namespace: infra}
+spec:
+  parentRefs: [{name: ports}, {name: late, sectionName: more}]
+  hostnames: [secure.example.com, more.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /away}}]
+    filters: [{type: RequestRedirect, requestRedirect: {hostname: example.org}}]
+  - backendRefs: [{name: v1, port: 8080}]
+"""
+
+
+def _message(c: Any, type_url: str, name: str, message: Any) -> Any:
+    any_msg = any_pb2.Any.FromString(c.resources[type_url][name].any_bytes)
+    assert any_msg.Unpack(message)
+    return message
+
+
+def test_listeners_on_ports_of_their_own_in_both_engines() -> None:
+    """Listeners on other ports than the fleet's become Envoy listeners of their own (one per port,
+    with its own route table); a second protocol on a port is Conflicted; both engines agree."""
+    from envoy.config.route.v3 import route_pb2
+
+    ca = make_ca()
+    leaf = issue_cert(ca, ["secure.example.com"])
+    secret = dump_manifests([tls_secret("cert", "infra", leaf.cert, leaf.key)])
+    c = compiled(BASE, OWN_PORTS, secret)
+    infos = {g.ref.name: {lst.name: lst for lst in g.listeners} for g in c.gateway_api.gateways.values()}
+    assert infos["ports"]["plain"].table == "http" and not infos["ports"]["plain"].shared
+    assert infos["ports"]["again"].conditions[-1][:3] == ("Conflicted", "True", "HostnameConflict")
+    assert infos["late"]["clash"].conditions[-1][:3] == ("Conflicted", "True", "ProtocolConflict")
+    assert infos["late"]["clash"].table is None and infos["late"]["more"].table == "http"
+    assert set(c.resources[rt.LISTENER]) >= {"gateway_9080", "gateway_9443"}
+    plain = _message(c, rt.LISTENER, "gateway_9080", listener_pb2.Listener())
+    assert plain.address.socket_address.port_value == 9080
+    table = _message(c, rt.ROUTE, "gateway_9080", route_pb2.RouteConfiguration())
+    # Both Gateways' listeners on 9080 share its table: each host one virtual host.
+    assert sorted(vh.name for vh in table.virtual_hosts) == ["more.example.com", "secure.example.com"]
+    (vh,) = [vh for vh in table.virtual_hosts if vh.name == "more.example.com"]
+    # A redirect without scheme and port keeps the listener's port (not the Host header's).
+    assert vh.routes[0].redirect.port_redirect == 9080
+    tls = _message(c, rt.LISTENER, "gateway_9443", listener_pb2.Listener())
+    assert [list(ch.filter_chain_match.server_names) for ch in tls.filter_chains] == [["secure.example.com"]]
+    assert "c1/infra/cert" in c.resources[rt.SECRET]
+    with engine(["c1"], CONFIG) as e:
+        for kind, obj in objects(BASE, OWN_PORTS, secret)["c1"]:
+            e.stores["c1"].upsert(kind, obj)
+        e.controller.flush()
+        assert diff(resources(e.cache), cold_build(objects(BASE, OWN_PORTS, secret), CONFIG)) == ""
+        e.stores["c1"].delete("Secret", "infra", "cert")  # the HTTPS port has no certificate left
+        e.controller.flush()
+        assert diff(resources(e.cache), cold_build(objects(BASE, OWN_PORTS), CONFIG)) == ""
+        assert "gateway_9443" not in resources(e.cache)[rt.LISTENER]
+        for kind, obj in objects(OWN_PORTS)["c1"]:
+            e.stores["c1"].delete(kind, obj["metadata"]["namespace"], obj["metadata"]["name"])
+        e.controller.flush()
+        assert diff(resources(e.cache), cold_build(objects(BASE), CONFIG)) == ""
+        assert not [n for n in resources(e.cache)[rt.LISTENER] if n.startswith("gateway_")]
+
+
+def test_privileged_and_reserved_ports_are_unavailable() -> None:
+    text = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: low, namespace: infra}
+spec:
+  gatewayClassName: meridian
+  listeners:
+  - {name: smtp, protocol: HTTP, port: 25}
+  - {name: east-west, protocol: HTTP, port: 15080}
+  - {name: fine, protocol: HTTP, port: 1024}
+"""
+    c = compiled(BASE, text)
+    (info,) = [g for g in c.gateway_api.gateways.values() if g.ref.name == "low"]
+    reasons = {lst.name: (lst.table, lst.conditions[0][2] if lst.conditions else None) for lst in info.listeners}
+    assert reasons == {"smtp": (None, "PortUnavailable"), "east-west": (None, "PortUnavailable"),
+                       "fine": ("http", None)}  # fmt: skip
+    assert "gateway_1024" in c.resources[rt.LISTENER] and "gateway_25" not in c.resources[rt.LISTENER]

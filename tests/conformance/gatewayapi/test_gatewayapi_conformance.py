@@ -1,20 +1,22 @@
-"""Gateway API HTTPRoute conformance, transcribed from kubernetes-sigs/gateway-api v1.6.1 (see
-README.md here): each case's upstream manifests are applied to file-mode Meridian over the base
-Gateways (base.yaml), and each upstream ExpectedResponse is replayed through a real Envoy against
-echo backends that stand in for the suite's echo Deployments (same Service names, namespaces and
-port). A request is retried until it matches or 15 s pass, as upstream's
-MakeRequestAndExpectEventuallyConsistentResponse does.
+"""Gateway API HTTPRoute and GRPCRoute conformance, transcribed from kubernetes-sigs/gateway-api
+v1.6.1 (see README.md here): each case's upstream manifests are applied to file-mode Meridian over
+the base Gateways (base.yaml), and each upstream ExpectedResponse is replayed through a real Envoy
+against echo backends that stand in for the suite's echo Deployments (same Service names,
+namespaces and port; gRPC ones answer as upstream's GrpcEcho service). A request is retried until
+it matches or 15 s pass, as upstream's MakeRequestAndExpectEventuallyConsistentResponse does.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import grpc
 import pytest
 import yaml
 
@@ -25,7 +27,10 @@ from controlplane.ir import IngressRef
 from controlplane.sources.files import parse_manifests
 from tests.conformance.steps import self_signed_tls_secret
 from tests.support.gateway import Gateway, dump_manifests
-from tests.support.http import Response
+from tests.support.grpc_conformance_echo import Answer, ConformanceGrpcEcho
+from tests.support.grpc_conformance_echo import call as grpc_echo_call
+from tests.support.http import Response, request
+from tests.support.ports import free_port
 
 HERE = Path(__file__).resolve().parent
 CASES = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((HERE / "cases").glob("*.yaml"))}
@@ -34,17 +39,23 @@ BACKENDS = {
     "gateway-conformance-app-backend": ("app-backend-v1", "app-backend-v2"),
     "gateway-conformance-web-backend": ("web-backend",),
 }
+# The base manifests' gRPC echo Deployments (Service port 8080), answered by grpc_conformance_echo.
+GRPC_BACKENDS = {"gateway-conformance-infra": tuple(f"grpc-infra-backend-v{i}" for i in (1, 2, 3))}
 # Cases not run here, and why (each is a test of the upstream suite; see README.md).
 NOT_RUN: dict[str, str] = {
-    "HTTPRouteObservedGenerationBump": "status only: observedGeneration as a live API server bumps it",
+    "HTTPRouteObservedGenerationBump": "needs an API server that bumps metadata.generation: runs in Kubernetes "
+    "mode against the fake API server (test_gatewayapi_conformance_kube.py)",
     "HTTPRouteInvalidCrossNamespaceParentRef": "status only (no request): test_status_conformance checks it",
     "HTTPRouteInvalidParentRefNotMatchingSectionName": "status only (no request): test_status_conformance checks it",
-    "HTTPRouteServiceTypes": "needs headless and manual-EndpointSlice Services of a live cluster",
-    "HTTPRouteRedirectPortAndScheme": "needs Gateway listeners on ports other than the fleet's (SupportGatewayPort)",
     "HTTPRouteMultipleGateways": "needs one address per Gateway: Meridian serves every Gateway of its class on the "
     "fleet's shared listeners, so two Gateways' catch-all routes meet on one host",
 }
 TIMEOUT = 15.0
+# Gateway listener ports other than 80/443 (GatewayPort8080) -> the free port Envoy serves them on
+# in this run: Meridian gives such a listener an Envoy listener on its port, and the test may not
+# take a fixed port on a shared machine. The manifests' listener port and what the requests expect
+# of it (the address they go to, a Location that keeps the listener's port) are mapped alike.
+OWN_PORTS: dict[int, int] = {}
 SKIPPED_REQUESTS: list[str] = []  # requests of run cases marked `Skip` in their transcription (README.md)
 
 
@@ -119,8 +130,10 @@ def _check_redirect(resp: Response, case: dict[str, Any], gw: Gateway) -> str | 
         return f"redirect path {loc.path!r}, want {path!r}"
     port = str(loc.port or "")
     if want.get("Port"):
-        if port != str(want["Port"]):
-            return f"redirect port {port!r}, want {want['Port']!r}"
+        sent_to = (case.get("Request") or {}).get("Port")
+        wanted = str(OWN_PORTS[sent_to]) if sent_to and str(want["Port"]) == str(sent_to) else str(want["Port"])
+        if port != wanted:
+            return f"redirect port {port!r}, want {wanted!r}"
     elif port not in ("", "80" if loc.scheme == "http" else "443"):
         return f"redirect port {port!r} for {loc.scheme}, want none or the well-known one"
     return None
@@ -131,6 +144,10 @@ def send(gw: Gateway, case: dict[str, Any]) -> Response:
     headers = dict(req.get("Headers") or {})
     if case.get("BackendSetResponseHeaders"):
         headers["X-Echo-Set-Header"] = ",".join(f"{k}:{v}" for k, v in case["BackendSetResponseHeaders"].items())
+    if req.get("Port"):  # a Gateway listener on its own port (OWN_PORTS)
+        port = OWN_PORTS[req["Port"]]
+        return request(req.get("Method") or "GET", port, req.get("Path") or "/",
+                       host=req.get("Host") or f"127.0.0.1:{port}", headers=headers or None)  # fmt: skip
     if req.get("Scheme") == "https":  # SNI = Host, as upstream's MakeTLSRequest
         return gw.get_https(req["Host"], req.get("Path") or "/", sni=req["Host"], headers=headers or None)
     # Upstream sends to the Gateway's address, "IP:80"; the fleet's port 80 is Envoy's --http-port here.
@@ -147,9 +164,41 @@ def mirrored(gw: Gateway, case: dict[str, Any], path: str) -> str | None:
     return None
 
 
+def with_endpoint_slices(gw: Gateway, manifests: str, slices: list[dict[str, str]]) -> str:
+    """The manifests with the EndpointSlices a case's cluster and Go code fill (HTTPRouteServiceTypes):
+    each named slice lists the echo pods of Service `pods` (their own ports) under the port name."""
+    docs = [d for d in yaml.safe_load_all(manifests) if d]
+    names = {s["name"] for s in slices}
+    docs = [d for d in docs if not (d.get("kind") == "EndpointSlice" and d["metadata"]["name"] in names)]
+    for s in slices:
+        ns = next(d["metadata"]["namespace"] for d in docs if d.get("kind") == "Service"
+                  and d["metadata"]["name"] == s["service"])  # fmt: skip
+        pods = [p for p in gw.fleet.servers if p.service == s["pods"] and p.namespace == ns]
+        assert len({p.port for p in pods}) == 1, "one slice lists one port"
+        docs.append({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                     "metadata": {"name": s["name"], "namespace": ns,
+                                  "labels": {"kubernetes.io/service-name": s["service"]}},
+                     "addressType": "IPv4",
+                     "ports": [{"name": s["port"], "port": pods[0].port, "protocol": "TCP"}],
+                     "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}} for _ in pods[:1]]})
+    return dump_manifests(docs)
+
+
+def own_ports(manifests: str) -> str:
+    """The manifests with Gateway listener ports other than 80/443 mapped as OWN_PORTS says."""
+    docs = [d for d in yaml.safe_load_all(manifests) if d]
+    for doc in docs:
+        if doc.get("kind") == "Gateway":
+            for listener in (doc.get("spec") or {}).get("listeners") or []:
+                if listener.get("port") in OWN_PORTS:
+                    listener["port"] = OWN_PORTS[listener["port"]]
+    return dump_manifests(docs)
+
+
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     g = Gateway(tmp_path_factory.mktemp("gatewayapi-conformance"), serve_args=())
+    OWN_PORTS[8080] = free_port()
     try:
         g.start()
         for ns, services in BACKENDS.items():
@@ -164,14 +213,34 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         g.stop()
 
 
+@pytest.fixture(scope="module")
+def grpc_backends(gw: Gateway) -> Iterator[list[ConformanceGrpcEcho]]:
+    servers = [ConformanceGrpcEcho(svc, ns) for ns, names in GRPC_BACKENDS.items() for svc in names]
+    try:
+        for srv in servers:
+            gw.publish(srv.service, [srv], namespace=srv.namespace, port=8080)  # type: ignore[list-item]
+        gw.wait_converged()
+        yield servers
+    finally:
+        for srv in servers:
+            srv.stop()
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_conformance(gw: Gateway, name: str) -> None:
+def test_conformance(gw: Gateway, name: str, request: pytest.FixtureRequest) -> None:
     if name in NOT_RUN:
         pytest.skip(NOT_RUN[name])
     case = CASES[name]
-    manifests = case["manifests"].replace("{GATEWAY_CLASS_NAME}", "meridian-conformance")
+    manifests = own_ports(case["manifests"].replace("{GATEWAY_CLASS_NAME}", "meridian-conformance"))
+    if case.get("protocol") == "grpc":
+        request.getfixturevalue("grpc_backends")
+    if case.get("endpointSlices"):
+        manifests = with_endpoint_slices(gw, manifests, case["endpointSlices"])
     gw.write("case.yaml", manifests)
     try:
+        if case.get("protocol") == "grpc":
+            _run_grpc(gw, name, case)
+            return
         for i, expected in enumerate(case["requests"]):
             if expected.get("Skip"):
                 SKIPPED_REQUESTS.append(f"{name} request {i}: {expected['Skip']}")
@@ -204,15 +273,66 @@ def test_conformance(gw: Gateway, name: str) -> None:
         gw.wait_converged()
 
 
+def check_grpc(answer: Answer, expected: dict[str, Any]) -> str | None:
+    """Why `answer` does not meet the expected response (None when it does): upstream's
+    grpc.compareResponse (status code; when OK, the namespace and the pod name's prefix)."""
+    want = getattr(grpc.StatusCode, _UPPER.sub(r"\1_\2", expected.get("Code") or "OK").upper())
+    if answer.code != want:
+        return f"status {answer.code.name}, want {want.name}"
+    if answer.code == grpc.StatusCode.OK:
+        ctx = answer.response.assertions.context
+        if expected.get("Namespace") and ctx.namespace != expected["Namespace"]:
+            return f"namespace {ctx.namespace!r}, want {expected['Namespace']!r}"
+        if expected.get("Backend") and not ctx.pod.startswith(expected["Backend"]):
+            return f"pod {ctx.pod!r}, want one of {expected['Backend']!r}"
+    return None
+
+
+_UPPER = re.compile(r"([a-z])([A-Z])")
+
+
+def grpc_call(gw: Gateway, expected: dict[str, Any]) -> Answer:
+    # Upstream dials the Gateway's address: its :authority is "IP:80" unless the case sets one.
+    return grpc_echo_call(gw.http_port, expected.get("Method") or "Echo",
+                          authority=expected.get("Authority") or "127.0.0.1:80",
+                          metadata=expected.get("Metadata"))  # fmt: skip
+
+
+def _run_grpc(gw: Gateway, name: str, case: dict[str, Any]) -> None:
+    """A GRPCRoute case: each expected response retried until it matches (up to TIMEOUT), then the
+    weighted distribution over the pods that answer, as upstream's grpcroute-weight."""
+    for i, expected in enumerate(case["requests"]):
+        deadline = time.monotonic() + TIMEOUT
+        while (problem := check_grpc(grpc_call(gw, expected), expected)) is not None:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{name} request {i} {expected}: {problem}")
+            time.sleep(0.1)
+    want = case.get("distribution")
+    if want:
+        def backend() -> str:
+            answer = grpc_call(gw, case["requests"][0])
+            pod = answer.response.assertions.context.pod if answer.code == grpc.StatusCode.OK else ""
+            return next((svc for svc in want["weights"] if pod.startswith(svc)), f"{answer.code.name} {pod}")
+
+        _check_shares(want, backend)
+
+
 def _check_distribution(gw: Gateway, want: dict[str, Any]) -> None:
     """Upstream's weight.TestWeightedDistribution: the share of each backend within the tolerance, and
     no request for a backend of weight 0 (a few attempts, as upstream retries)."""
+    def backend() -> str:
+        r = gw.get("127.0.0.1:80", "/")
+        return str(r.json().get("service")) if r.status == 200 else f"status {r.status}"
+
+    _check_shares(want, backend)
+
+
+def _check_shares(want: dict[str, Any], backend: Callable[[], str]) -> None:
     problem = ""
     for _ in range(int(want.get("attempts", 1))):
         seen: dict[str, int] = {}
         for _ in range(int(want["requests"])):
-            r = gw.get("127.0.0.1:80", "/")
-            name = r.json().get("service") if r.status == 200 else f"status {r.status}"
+            name = backend()
             seen[name] = seen.get(name, 0) + 1
         total = sum(seen.values())
         problems = [f"{svc}: {seen.get(svc, 0) / total:.3f}, want {share}" for svc, share in want["weights"].items()
