@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from controlplane.addresses import split_host_port
 from controlplane.engine.view import IngressView
+from controlplane.knative.build import reports as kingress_reports
 from controlplane.store import ClusterRegistry
 from controlplane.xds import resources as rt
 from controlplane.xds.cache import SnapshotCache
@@ -68,6 +69,7 @@ class AdminServer:
         a.router.add_get("/metrics", self.metrics)
         a.router.add_get("/debug/syncz", self.syncz)
         a.router.add_get("/debug/ingresses", self.ingresses)
+        a.router.add_get("/debug/kingresses", self.kingresses)
         a.router.add_get("/debug/clusters", self.clusters)
         a.router.add_get("/debug/snapshot", self.snapshot)
         for path, fn in self.extra.items():
@@ -117,6 +119,9 @@ class AdminServer:
 
     async def ingresses(self, _request: web.Request) -> web.Response:
         return _json(self.view.reports())
+
+    async def kingresses(self, _request: web.Request) -> web.Response:
+        return _json(kingress_reports(self.view.knative()))
 
     async def clusters(self, _request: web.Request) -> web.Response:
         now = time.time()

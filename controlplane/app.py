@@ -50,6 +50,8 @@ class ServeOptions:
     watch_ingress_without_class: bool = False
     publish_address: str | None = None
     publish_service: str | None = None
+    knative_public_service: str | None = None  # KIngress status.publicLoadBalancer ("ns/name")
+    knative_private_service: str | None = None  # KIngress status.privateLoadBalancer
     lease_duration: float = 15.0  # leader election (status and Events writer)
     lease_renew_interval: float = 5.0
     route_partitions: int | None = None  # None: automatic (one table until ~1,000 hosts)
@@ -159,15 +161,18 @@ class MeridianApp:
         if self.opts.kubeconfig or self.opts.in_cluster:
             # Imported here so file mode never loads the Kubernetes client (kube_mode does not
             # import this module: no cycle).
+            from controlplane.knative.status import KnativeStatusSettings
             from controlplane.kube_mode import KubeMode, KubeSettings
             from controlplane.status import StatusSettings
 
             opts = self.opts
             status = StatusSettings(opts.namespace, opts.lease_duration, opts.lease_renew_interval,
                                     opts.publish_address, opts.publish_service)  # fmt: skip
-            settings = KubeSettings(opts.kubeconfig, opts.cluster_id, status)
+            knative = KnativeStatusSettings(opts.knative_public_service, opts.knative_private_service)
+            settings = KubeSettings(opts.kubeconfig, opts.cluster_id, status, knative)
             self.kube = KubeMode(settings, self.registry, self.metrics, self.controller.view, self.request_flush,
-                                 fleet=lambda: self.xds.fleet_settled() if self.xds else (0, True))
+                                 fleet=lambda: self.xds.fleet_settled() if self.xds else (0, True),
+                                 acks=lambda: self.xds, pinned=lambda: self.history.pin is not None)  # fmt: skip
             await self.kube.start()
         self.xds = self._xds_server()
         self.xds_port = await self.xds.start(self.opts.xds_address)

@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="same as the global --log-level")  # fmt: skip
     s.add_argument("--publish-address", help="address written to Ingress status")
     s.add_argument("--publish-service", metavar="NS/NAME", help="Service whose address goes to Ingress status")
+    s.add_argument("--knative-public-service", metavar="NS/NAME|DNS",
+                   help="the north-south gateway Service (NS/NAME, or its DNS name), written to KIngress "
+                        "status.publicLoadBalancer")  # fmt: skip
+    s.add_argument("--knative-private-service", metavar="NS/NAME|DNS",
+                   help="the Service in front of the east-west listener (NS/NAME, or its DNS name), written "
+                        "to KIngress status.privateLoadBalancer")  # fmt: skip
     s.add_argument(
         "--route-partitions",
         type=_partitions,
@@ -227,6 +233,8 @@ def serve_options(args: argparse.Namespace) -> ServeOptions:
         watch_ingress_without_class=args.watch_ingress_without_class,
         publish_address=args.publish_address,
         publish_service=args.publish_service,
+        knative_public_service=args.knative_public_service,
+        knative_private_service=args.knative_private_service,
         lease_duration=args.lease_duration,
         lease_renew_interval=args.lease_renew_interval,
         route_partitions=args.route_partitions,

@@ -32,9 +32,20 @@ from controlplane.ingress.variants import ClusterVariants
 from controlplane.ir import CertificateSecret, IngressRef, ServiceCluster, VirtualHost
 from controlplane.ir.gateway import ClusterEndpoints, GatewayIR, RouteTableIR
 from controlplane.ir.names import ClusterName
-from controlplane.ir.policies import endpoint_labels
+from controlplane.ir.policies import UpstreamPolicy, endpoint_labels
+from controlplane.knative import frontend as kn
+from controlplane.knative.build import KnativeResult
 from controlplane.services import ServiceIndex
-from controlplane.store import ENDPOINT_SLICE, INGRESS, INGRESS_CLASS, SECRET, SERVICE, KubeObject, object_name
+from controlplane.store import (
+    ENDPOINT_SLICE,
+    INGRESS,
+    INGRESS_CLASS,
+    KNATIVE_KINDS,
+    SECRET,
+    SERVICE,
+    KubeObject,
+    object_name,
+)
 from controlplane.translate.gateway import translate_gateway
 from controlplane.translate.listeners import EAST_WEST_ROUTES, HTTP_ROUTES, HTTPS_ROUTES
 from controlplane.translate.resources import certificate_secret
@@ -63,6 +74,7 @@ class Compiled:
     irs: dict[IngressRef, IngressIR] = field(default_factory=dict)
     host_results: dict[str, HostResult] = field(default_factory=dict)
     gateway_api: GatewayApiResult = field(default_factory=GatewayApiResult)
+    knative: KnativeResult = field(default_factory=KnativeResult)
 
 
 def compile(objects: SourceObjects, config: GatewayConfig) -> Compiled:
@@ -84,7 +96,8 @@ def compile(objects: SourceObjects, config: GatewayConfig) -> Compiled:
     f = frontend
     reports = [ingress_report(f.irs[r], f.host_results, f.host_errors, address, f.plan, f.certs)
                for r in sorted(f.irs)]  # fmt: skip
-    return Compiled(gw, resources, reports, frontend.irs, frontend.host_results, frontend.gateway_api)
+    return Compiled(gw, resources, reports, frontend.irs, frontend.host_results, frontend.gateway_api,
+                    frontend.knative)  # fmt: skip
 
 
 class _Frontend:
@@ -110,6 +123,7 @@ class _Frontend:
         self.plan = TlsPlan()
         self.certs: dict[str, CertificateSecret] = {}  # usable certificates, by SDS name
         self.gateway_api = GatewayApiResult()
+        self.knative = KnativeResult()
 
     def _secret(self, cluster: str, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self.by_kind.get(cluster, {}).get(SECRET, {}).get((namespace, name))
@@ -147,6 +161,10 @@ class _Frontend:
         # such a certificate is the host's TLS for an Ingress's ssl-redirect too.
         self.gateway_api = gateway_api(self.by_kind, self.services, self.config, self._secret)
         add_certificates(self.gateway_api, plan.certs)
+        # Knative: KIngresses' routes per host (north-south) and per cluster-local host, and their certificates.
+        kn_objects = {c: {k: kinds.get(k, {}) for k in KNATIVE_KINDS} for c, kinds in self.by_kind.items()}
+        self.knative = kn.knative(kn_objects, self.services, self._secret)
+        kn.add_certificates(self.knative, plan.certs, certs.__contains__)
         host_tls = frozenset(plan.certs)
         tls_hosts, passthrough = plan.chains()
 
@@ -162,10 +180,10 @@ class _Frontend:
         http: list[tuple[VirtualHost, ...]] = []
         https: list[tuple[VirtualHost, ...]] = []
         created = {ir.ref: ir.created for ir in served}
-        for host in sorted(hosts | set(self.gateway_api.hosts)):
+        for host in sorted(hosts | set(self.gateway_api.hosts) | set(self.knative.hosts)):
             irs = [ir for ir in served if host in ir.hosts] + ([ir for ir in defaults if host not in ir.hosts]
                                                                 if host == "" else [])  # fmt: skip
-            entries = self.gateway_api.hosts.get(host)
+            entries = kn.combine(self.gateway_api.hosts.get(host), self.knative.hosts.get(host))
             if not irs and entries is None:
                 continue
             try:
@@ -183,7 +201,8 @@ class _Frontend:
                 https.append((result.https,))
                 http.append((result.http,))
 
-        clusters, endpoints, east_west = self._backends(served, self.gateway_api.variant_users)
+        users = {**self.gateway_api.variant_users, **self.knative.variant_users}
+        clusters, endpoints, east_west = self._backends(served, users, self.knative.variant_policies)
         return GatewayIR(
             listeners=self.config.listeners(tls=bool(tls_hosts or passthrough)),
             route_tables=(
@@ -200,18 +219,27 @@ class _Frontend:
         )
 
     def _backends(
-        self, served: list[IngressIR], other_users: Mapping[IngressRef, Iterable[ClusterName]] = {}
+        self,
+        served: list[IngressIR],
+        other_users: Mapping[IngressRef, Iterable[ClusterName]] = {},
+        policies: Mapping[str, tuple[UpstreamPolicy, ...]] = {},
     ) -> tuple[tuple[ServiceCluster, ...], tuple[ClusterEndpoints, ...], tuple[tuple[VirtualHost, ...], ...]]:
         """Service clusters (base per port, plus the variants served Ingresses use), their endpoint
         assignments and the east-west virtual hosts."""
         variants = ClusterVariants()
         for ir in served:
             variants.add(ir)
-        for ref, names in other_users.items():  # GRPCRoutes' HTTP/2 variants
-            variants.add_users(ref, names, GRPC_UPSTREAM)
+        for ref, names in other_users.items():  # GRPCRoutes' HTTP/2 variants, KIngress splits' variants
+            for name in names:
+                variants.add_users(ref, (name,), policies.get(name.variant, GRPC_UPSTREAM))
         clusters: list[ServiceCluster] = []
         endpoints: list[ClusterEndpoints] = []
-        east_west: list[tuple[VirtualHost, ...]] = []
+        # Cluster-local KIngress hosts first (their table keys sort first), then every Service's names
+        # but those the KIngresses take over.
+        east_west: list[tuple[VirtualHost, ...]] = [
+            (kn.local_vhost(host, routes),) for host, routes in sorted(self.knative.local.items())
+        ]
+        taken = frozenset(self.knative.local)
         for key in sorted(self.services.services):
             ports = {p.port: p for p in self.services.ports(key)}
             for sc in variants.service_clusters(key, self.services).values():
@@ -220,7 +248,9 @@ class _Frontend:
                     localities = self.services.localities(key, ports[sc.port], self.primary)
                     endpoints.append(ClusterEndpoints(sc.eds_name, localities, endpoint_labels(sc.policies)))
             if ports:
-                east_west.append(tuple(east_west_vhosts(key[0], key[1], list(ports.values()))))
+                vhosts = east_west_vhosts(key[0], key[1], list(ports.values()), taken)
+                if vhosts:
+                    east_west.append(tuple(vhosts))
         return tuple(clusters), tuple(endpoints), tuple(east_west)
 
 

@@ -24,6 +24,7 @@ from controlplane.engine.first_build import FirstBuildGate
 from controlplane.engine.gatewayapi import GatewayApiState
 from controlplane.engine.host_routes import HostRoutes
 from controlplane.engine.ingresses import IngressState
+from controlplane.engine.knative import KnativeState
 from controlplane.engine.tls import TlsState
 from controlplane.engine.view import IngressView
 from controlplane.gatewayapi.build import GatewayApiResult
@@ -32,6 +33,8 @@ from controlplane.ingress.convert import IngressIR
 from controlplane.ingress.hosts import HostResult
 from controlplane.ingress.tls import TlsPlan
 from controlplane.ir import IngressRef
+from controlplane.knative.build import KnativeResult
+from controlplane.knative.frontend import claimed_service, combine
 from controlplane.metrics import Metrics
 from controlplane.recovery import FailedBatchRecovery, remove_unlisted
 from controlplane.services import ServiceIndex, ServiceKey
@@ -83,7 +86,8 @@ class Controller:
         self.hosts = HostRoutes(self.routes, self.config.public_https_port)
         self.gateway_api = GatewayApiState(self.registry, self.services, self.config, self._get_secret,
                                            self.ingresses.variants)  # fmt: skip
-        self.hosts.gateway = self.gateway_api.entries
+        self.knative = KnativeState(self.registry, self.services, self._get_secret, self.ingresses.variants)
+        self.hosts.gateway = lambda host: combine(self.gateway_api.entries(host), self.knative.entries(host))
         self.backends = ServiceBackends(self.services, self.ingresses.variants)
         self.tls_state = TlsState(self._get_secret, self.certificates)
         self._listener_inputs: tuple[Any, ...] | None = None
@@ -113,6 +117,10 @@ class Controller:
     @property
     def gateway_api_result(self) -> GatewayApiResult:
         return self.gateway_api.result
+
+    @property
+    def knative_result(self) -> KnativeResult:
+        return self.knative.result
 
     @property
     def publish_address(self) -> str:
@@ -225,11 +233,15 @@ class Controller:
             hosts |= {h for h in old.keys() | self.alias_plan.keys() if old.get(h) != self.alias_plan.get(h)}
         gw_hosts, gw_tls = self.gateway_api.rebuild({ev.ref.kind for ev in events}, full=full)
         hosts |= gw_hosts
-        if dirty_secrets or ing.deps.tls_dirty or gw_tls:  # the TLS plan: a Secret or a TLS binding changed
+        kn_hosts, kn_local, kn_tls = self.knative.rebuild(events, full=full)
+        hosts |= kn_hosts
+        # A cluster-local host takes its names over from the Service of the same name on east-west.
+        dirty_svc |= {key for h in kn_local if (key := claimed_service(h)) is not None}
+        if dirty_secrets or ing.deps.tls_dirty or gw_tls or kn_tls:  # the TLS plan: a Secret or a TLS binding changed
             ing.deps.tls_dirty = False
             published = self.cache.get(rt.SECRET).resources
             hosts |= self.tls_state.rebuild(changes, dirty_secrets, ing.served_with_tls(), published,
-                                            self.gateway_api.add_certificates,
+                                            self._other_certificates,
                                             self.gateway_api.port_secrets())  # fmt: skip
         if full or not self.ready.is_set():  # a cold build: the tables get every host at once
             self.routes.presize(len(ing.deps.by_host), len(self.services.services))
@@ -244,7 +256,8 @@ class Controller:
                 self.hosts.rebuild(hosts, ing.served_for_host, frozenset(self.tls.certs), self.alias_plan)
             self.backends.set_extra_clusters(changes, {**self.hosts.wanted_extra_clusters(),
                                                        **self.gateway_api.port_clusters})  # fmt: skip
-        self.hosts.rebuild_east_west(self.services, dirty_svc)
+        self.hosts.rebuild_local(kn_local, self.knative.result.local)
+        self.hosts.rebuild_east_west(self.services, dirty_svc, self.knative.result.local)
         filters = self.hosts.http_filters()
         tls_hosts, passthrough = self.tls.chains()
         self.routes.render(_emitter(changes), filters, https_listener=bool(tls_hosts))
@@ -257,6 +270,11 @@ class Controller:
         self.cache.apply(changes, seen_at=seen_at, trigger=trigger)
         for state in ("accepted", "rejected", "ignored"):
             self.metrics.ingresses.labels(state).set(ing.state_counts[state])
+
+    def _other_certificates(self, certs: dict[str, str]) -> None:
+        """Host -> certificate bindings of the other frontends (Gateway API listeners, KIngress tls)."""
+        self.gateway_api.add_certificates(certs)
+        self.knative.add_certificates(certs, self.certificates.__contains__)
 
     def _get_secret(self, cluster: str, namespace: str, name: str) -> Mapping[str, Any] | None:
         store = self.registry.get(cluster)

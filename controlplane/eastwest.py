@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 
 from controlplane.ir import Forward, IngressRef, PathMatch, Route, ServicePort, VirtualHost, WeightedCluster
 from controlplane.ir.names import cluster_name
@@ -22,17 +22,22 @@ def default_port(ports: Sequence[ServicePort]) -> ServicePort:
     return ports[0]
 
 
-def east_west_vhosts(namespace: str, name: str, ports: Sequence[ServicePort]) -> list[VirtualHost]:
-    """One virtual host per Service port; the bare names go to the default port."""
+def east_west_vhosts(
+    namespace: str, name: str, ports: Sequence[ServicePort], taken: Container[str] = ()
+) -> list[VirtualHost]:
+    """One virtual host per Service port; the bare names go to the default port. Names in `taken`
+    (cluster-local KIngress hosts, which route them themselves) are left out, with every port."""
     if not ports:
         return []
     names = service_hostnames(namespace, name)
     bare = default_port(ports)
     out = []
     for p in ports:
-        domains = [f"{h}:{p.port}" for h in names]
+        domains = [f"{h}:{p.port}" for h in names if h not in taken]
         if p is bare:
-            domains = list(names) + domains
+            domains = [h for h in names if h not in taken] + domains
+        if not domains:
+            continue
         cname = cluster_name(namespace, name, p.port)
         route = Route(
             name=f"{cname}",

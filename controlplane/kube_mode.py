@@ -11,6 +11,7 @@ from typing import Any
 
 from controlplane.engine.view import IngressView
 from controlplane.gatewayapi.status import GatewayApiStatusWriter
+from controlplane.knative.status import FleetAcks, KnativeStatusSettings, KnativeStatusWriter
 from controlplane.metrics import Metrics
 from controlplane.sources.kube import KubeSource, api_client_from_file, in_cluster_api_client
 from controlplane.sources.remote import RemoteClusterManager
@@ -25,6 +26,7 @@ class KubeSettings:
     kubeconfig: str | None = None  # None: in-cluster configuration
     cluster_id: str = "primary"
     status: StatusSettings = field(default_factory=StatusSettings)  # its namespace is Meridian's
+    knative: KnativeStatusSettings = field(default_factory=KnativeStatusSettings)
 
 
 class KubeMode:
@@ -37,8 +39,12 @@ class KubeMode:
         request_flush: Callable[[], None],
         *,
         fleet: Callable[[], tuple[int, bool]] = lambda: (0, True),
+        acks: Callable[[], FleetAcks | None] = lambda: None,
+        pinned: Callable[[], bool] = lambda: False,
     ) -> None:
         self.fleet = fleet  # (gateways connected, all ACKed the current routes): Gateway `Programmed`
+        self.acks = acks  # which connected gateways ACKed which versions: KIngress `LoadBalancerReady`
+        self.pinned = pinned  # a rollback pin holds the served configuration
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
@@ -52,6 +58,7 @@ class KubeMode:
         self.remotes = RemoteClusterManager(self.api, registry, namespace, self.cluster_id, metrics)
         self.status_writer: StatusWriter | None = None
         self.gateway_status: GatewayApiStatusWriter | None = None
+        self.knative_status: KnativeStatusWriter | None = None
         self._sync_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -76,14 +83,22 @@ class KubeMode:
             writer.client_for,
             fleet=self.fleet,
         )
+        self.knative_status = KnativeStatusWriter(
+            self.registry, self.view.knative, self.settings.knative, lambda: writer.is_leader, writer.client_for,
+            acks=self.acks, pinned=self.pinned,
+        )
         writer.elector.add_listener(self._leadership)
         self.view.on_built(self.gateway_status.kick)  # status follows what the engine serves
+        self.view.on_built(self.knative_status.kick)
         await self.gateway_status.start()
+        await self.knative_status.start()
         await writer.start()
 
     def _leadership(self, leading: bool) -> None:
         if leading and self.gateway_status is not None:
             self.gateway_status.kick()
+        if leading and self.knative_status is not None:
+            self.knative_status.kick()
 
     async def _flush_when_synced(self) -> None:
         # Readiness needs a snapshot built after the initial lists, even if they were empty.
@@ -98,6 +113,8 @@ class KubeMode:
             self._sync_task.cancel()
         if self.gateway_status is not None:
             await self.gateway_status.stop()
+        if self.knative_status is not None:
+            await self.knative_status.stop()
         if self.status_writer is not None:
             await self.status_writer.stop()
         await self.remotes.stop()

@@ -62,6 +62,14 @@ class ServiceIndex:
     def exists(self, key: ServiceKey) -> bool:
         return key in self.services
 
+    def external_name(self, key: ServiceKey) -> str | None:
+        """The DNS name of an ExternalName Service (the first cluster's, by id, that has one)."""
+        for cluster in sorted(self.services.get(key, {})):
+            spec = self.services[key][cluster].get("spec") or {}
+            if spec.get("type") == "ExternalName" and spec.get("externalName"):
+                return str(spec["externalName"])
+        return None
+
     def clusters_of(self, key: ServiceKey) -> list[str]:
         return sorted(self.services.get(key, {}))
 

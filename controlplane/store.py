@@ -31,8 +31,13 @@ REFERENCE_GRANT = "ReferenceGrant"
 NAMESPACE = "Namespace"
 GATEWAY_API_KINDS: tuple[str, ...] = (GATEWAY_CLASS, GATEWAY, HTTP_ROUTE, GRPC_ROUTE, REFERENCE_GRANT, NAMESPACE)
 
+# Knative Serving's internal Ingress (controlplane/knative): its objects say `kind: Ingress`, the
+# stores call it KIngress; in Kubernetes mode it is watched only when the API server serves it.
+KINGRESS = "KIngress"
+KNATIVE_KINDS: tuple[str, ...] = (KINGRESS,)
+
 INGRESS_KINDS: tuple[str, ...] = (INGRESS, INGRESS_CLASS, SERVICE, ENDPOINT_SLICE, SECRET)
-KINDS: tuple[str, ...] = INGRESS_KINDS + GATEWAY_API_KINDS
+KINDS: tuple[str, ...] = INGRESS_KINDS + GATEWAY_API_KINDS + KNATIVE_KINDS
 
 KubeObject = dict[str, Any]
 ObjectName = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped kinds

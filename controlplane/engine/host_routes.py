@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any
 
 from controlplane.eastwest import east_west_vhosts
@@ -19,6 +19,8 @@ from controlplane.gatewayapi.merge import merge_gateway_routes
 from controlplane.ingress.aliases import AliasFindings, AliasPlan
 from controlplane.ingress.convert import IngressIR
 from controlplane.ingress.hosts import HostResult, merge_host
+from controlplane.ir import Route
+from controlplane.knative.frontend import local_key, local_vhost
 from controlplane.services import ServiceIndex, ServiceKey
 from controlplane.translate.features import Feature
 from controlplane.translate.policies import FEATURES
@@ -121,15 +123,28 @@ class HostRoutes:
                 for key in keys:
                     self._feature_key_hosts[(name, key)] += 1
 
-    def rebuild_east_west(self, services: ServiceIndex, dirty: Iterable[ServiceKey]) -> None:
+    def rebuild_east_west(
+        self, services: ServiceIndex, dirty: Iterable[ServiceKey], taken: Container[str] = ()
+    ) -> None:
+        """The east-west names of these Services, but those cluster-local KIngress hosts `taken`."""
         for key in dirty:
             ports = services.ports(key)
-            if ports:
-                vhosts = east_west_vhosts(key[0], key[1], ports)
+            vhosts = east_west_vhosts(key[0], key[1], ports, taken) if ports else []
+            if vhosts:
                 frames = b"".join(framed_vhost(vhost_bytes(v)) for v in vhosts)
                 self.routes.east_west.put(key, frames, [d for v in vhosts for d in v.domains])
             else:
                 self.routes.east_west.remove(key)
+
+    def rebuild_local(self, hosts: Iterable[str], local: Mapping[str, tuple[Route, ...]]) -> None:
+        """Cluster-local KIngress hosts on the east-west listener (`local`: host -> routes)."""
+        for host in hosts:
+            routes = local.get(host)
+            if routes:
+                vhost = local_vhost(host, routes)
+                self.routes.east_west.put(local_key(host), framed_vhost(vhost_bytes(vhost)), vhost.domains)
+            else:
+                self.routes.east_west.remove(local_key(host))
 
     def http_filters(self) -> list[Any]:
         """The north-south HTTP filters that some route needs right now."""

@@ -16,6 +16,7 @@ from controlplane.ingress.hosts import HostResult
 from controlplane.ingress.reports import ingress_report
 from controlplane.ingress.tls import TlsPlan
 from controlplane.ir import IngressRef
+from controlplane.knative.build import KnativeResult
 
 
 class ViewSource(Protocol):
@@ -47,6 +48,9 @@ class ViewSource(Protocol):
     @property
     def gateway_api_result(self) -> GatewayApiResult: ...
 
+    @property
+    def knative_result(self) -> KnativeResult: ...
+
     def add_built_listener(self, listener: Callable[[], None]) -> None: ...
 
 
@@ -71,6 +75,10 @@ class IngressView:
     def gateway_api(self) -> GatewayApiResult:
         """The Gateway API frontend's last result (routes per host, statuses to write)."""
         return self._source.gateway_api_result
+
+    def knative(self) -> KnativeResult:
+        """The Knative frontend's last result (routes per host, what each KIngress's status says)."""
+        return self._source.knative_result
 
     def host_findings(self) -> list[tuple[IngressRef, Any]]:
         """Every finding of every merged host (conflicts between Ingresses and HTTPRoutes among them)."""

@@ -65,8 +65,12 @@ def _backend(
 
 
 def _match(route: Route) -> dict[str, Any]:
-    kind = {"exact": "Exact", "prefix": "PathPrefix", "regex": "RegularExpression"}[route.match.kind]
-    out: dict[str, Any] = {"path": {"type": kind, "value": route.match.value}}
+    kind = {"exact": "Exact", "prefix": "PathPrefix", "regex": "RegularExpression",
+            "string_prefix": "RegularExpression"}[route.match.kind]  # fmt: skip
+    value = route.match.value
+    if route.match.kind == "string_prefix":  # a KIngress's plain prefix
+        value = re.escape(value) + ".*"
+    out: dict[str, Any] = {"path": {"type": kind, "value": value}}
     headers = []
     for h in route.headers:
         if h.name.startswith(":") or h.invert or h.present:  # pseudo-headers are no Gateway API header names

@@ -59,7 +59,7 @@ class RouteEntry:
         return (merge_key(r), self.created, f"{r.source.namespace}/{r.source.name}", self.rule, self.match)
 
 
-_RANK = {"exact": 0, "regex": 1, "prefix": 2}
+_RANK = {"exact": 0, "regex": 1, "prefix": 2, "string_prefix": 2}
 
 
 def merge_key(route: Route) -> tuple[Any, ...]:

@@ -120,6 +120,8 @@ def _matches(route: Route, probe: Probe) -> bool:
         return False
     if m.kind == "prefix" and not (m.value == "/" or path == m.value or path.startswith(m.value.rstrip("/") + "/")):
         return False
+    if m.kind == "string_prefix" and not path.startswith(m.value):
+        return False
     flags = re.IGNORECASE if route.case_insensitive else 0
     if m.kind == "regex" and not re.fullmatch(m.value, path, flags):
         return False
@@ -156,7 +158,7 @@ def probes(host: str, routes: Iterable[Route], tls: bool) -> list[Probe]:
     name = host.replace("*", "any") if host else "probe.example"
     for r in routes:
         headers = tuple((h.name, h.exact) for h in r.headers if h.exact is not None and h.name != ":authority")
-        paths = [r.match.value] if r.match.kind == "exact" else []
+        paths = [r.match.value] if r.match.kind in ("exact", "string_prefix") else []
         if r.match.kind == "prefix":
             paths = [r.match.value, r.match.value.rstrip("/") + "/probe"]
         if r.match.kind == "regex":

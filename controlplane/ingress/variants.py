@@ -13,8 +13,9 @@ from collections.abc import Iterable
 from controlplane.ingress import registry
 from controlplane.ingress.convert import IngressIR
 from controlplane.ir import IngressRef, ServiceCluster
+from controlplane.ir.model import find_policy
 from controlplane.ir.names import ClusterName, cluster_name, eds_name
-from controlplane.ir.policies import UpstreamPolicy
+from controlplane.ir.policies import ExternalName, UpstreamPolicy
 from controlplane.services import ServiceIndex, ServiceKey
 
 
@@ -83,7 +84,10 @@ class ClusterVariants:
                 continue
             policies = self.policies.get(variant.variant, ())
             static = None
-            if registry.uses_service_address(policies):  # service-upstream: the ClusterIP only
+            external = find_policy(policies, ExternalName)
+            if external is not None:  # an ExternalName Service: its DNS name, resolved by Envoy
+                static = (external.host, variant.port)
+            elif registry.uses_service_address(policies):  # service-upstream: the ClusterIP only
                 ip = services.cluster_ip(key)
                 static = (ip, variant.port) if ip else None
             # A variant has its own ClusterLoadAssignment: Envoy only fetches an assignment when a

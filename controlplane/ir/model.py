@@ -55,13 +55,14 @@ class IngressRef:
 
 @dataclass(frozen=True, slots=True)
 class PathMatch:
-    """kind: exact | prefix (path-element prefix) | regex (RE2, full match)."""
+    """kind: exact | prefix (path-element prefix) | regex (RE2, full match) | string_prefix (a plain
+    string prefix: "/foo" also matches "/foobar", as a KIngress path)."""
 
-    kind: Literal["exact", "prefix", "regex"]
+    kind: Literal["exact", "prefix", "regex", "string_prefix"]
     value: str
 
     def problems(self) -> list[str]:
-        if self.kind not in ("exact", "prefix", "regex"):
+        if self.kind not in ("exact", "prefix", "regex", "string_prefix"):
             return [f"unknown path match kind {self.kind!r}"]
         if self.kind != "regex" and not self.value.startswith("/"):
             return [f"{self.kind} path {self.value!r} does not start with '/'"]
@@ -69,7 +70,7 @@ class PathMatch:
 
     def sort_key(self) -> tuple[int, int, str]:
         # Exact first, then longer prefixes before shorter, regex last (longer first).
-        rank = {"exact": 0, "prefix": 1, "regex": 2}[self.kind]
+        rank = {"exact": 0, "prefix": 1, "string_prefix": 1, "regex": 2}[self.kind]
         return (rank, -len(self.value), self.value)
 
 
@@ -105,10 +106,12 @@ class QueryMatch:
 
 @dataclass(frozen=True, slots=True)
 class WeightedCluster:
-    """One backend of a Forward and its share of `Forward.total_weight`."""
+    """One backend of a Forward and its share of `Forward.total_weight`; `request_headers` are set
+    on requests sent to this backend only (a KIngress split's appendHeaders)."""
 
     cluster: str
     weight: int
+    request_headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +123,10 @@ class Forward:
 
     @property
     def single(self) -> str | None:
-        return self.clusters[0].cluster if len(self.clusters) == 1 else None
+        """The only cluster, when there is one and it adds no headers of its own."""
+        if len(self.clusters) == 1 and not self.clusters[0].request_headers:
+            return self.clusters[0].cluster
+        return None
 
     def problems(self) -> list[str]:
         if not self.clusters:

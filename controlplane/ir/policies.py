@@ -170,6 +170,18 @@ class ServiceUpstream:
 
 
 @dataclass(frozen=True, slots=True)
+class ExternalName:
+    """A Service of type ExternalName: Envoy resolves its DNS name (at the cluster's port) and sends
+    there (a cluster variant; KIngress splits to such Services, as Knative's DomainMapping makes)."""
+
+    scope: ClassVar[Scope] = "upstream"
+    host: str
+
+    def variant_key(self) -> str:
+        return f"ExternalName(host={self.host!r})"
+
+
+@dataclass(frozen=True, slots=True)
 class HostRewrite:
     """The Host header sent upstream (upstream-vhost)."""
 
@@ -662,7 +674,7 @@ RoutePolicy = (
 )
 """Policies attached to routes."""
 
-UpstreamPolicy = UpstreamProtocol | ServiceUpstream | ConnectTimeout | LoadBalancer | FallbackHeaders
+UpstreamPolicy = UpstreamProtocol | ServiceUpstream | ConnectTimeout | LoadBalancer | FallbackHeaders | ExternalName
 """Policies that make a cluster variant of a Service port."""
 
 TlsPolicy = ClientCert | TlsParams

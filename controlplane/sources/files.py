@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 from watchfiles import awatch
 
-from controlplane.store import GATEWAY_API_KINDS, KINDS, ClusterStore, KubeObject
+from controlplane.knative.kinds import is_kingress
+from controlplane.store import GATEWAY_API_KINDS, KINDS, KINGRESS, ClusterStore, KubeObject
 
 log = logging.getLogger("controlplane.sources.files")
 
@@ -54,8 +55,8 @@ def parse_manifests(text: str) -> tuple[list[tuple[str, KubeObject]], list[str]]
         if not isinstance(doc, dict):
             problems.append(f"document {i}: not a mapping")
             continue
-        kind = doc.get("kind")
-        if kind not in KINDS:
+        kind = KINGRESS if is_kingress(doc) else doc.get("kind")
+        if kind not in KINDS or (kind == KINGRESS and doc.get("kind") != "Ingress"):
             continue
         meta = doc.get("metadata")
         if not isinstance(meta, dict) or not meta.get("name"):

@@ -39,6 +39,8 @@ from controlplane.store import (
     INGRESS,
     INGRESS_CLASS,
     KINDS,
+    KINGRESS,
+    KNATIVE_KINDS,
     NAMESPACE,
     REFERENCE_GRANT,
     SECRET,
@@ -51,6 +53,7 @@ log = logging.getLogger(__name__)
 
 TLS_SECRETS = "type=kubernetes.io/tls"
 GATEWAY_API_PATH = "/apis/gateway.networking.k8s.io/v1"
+KNATIVE_PATH = "/apis/networking.internal.knative.dev/v1alpha1"
 
 # kind -> (API group path, resource plural, field selector). Lists and watches are plain GETs on
 # these paths (see `RawLister`), so the generated API classes are never needed.
@@ -66,6 +69,7 @@ _KIND_API: dict[str, tuple[str, str, str | None]] = {
     GRPC_ROUTE: (GATEWAY_API_PATH, "grpcroutes", None),
     REFERENCE_GRANT: (GATEWAY_API_PATH, "referencegrants", None),
     NAMESPACE: ("/api/v1", "namespaces", None),
+    KINGRESS: (KNATIVE_PATH, "ingresses", None),
 }
 _CLUSTER_SCOPED = frozenset({INGRESS_CLASS, GATEWAY_CLASS, NAMESPACE})
 _QUERY_NAMES = {
@@ -507,6 +511,18 @@ class KubeSource:
         return int(status)
 
     def _unwatchable(self) -> set[str]:
+        """Optional kinds this source cannot watch: the KIngress when Knative's group is not served
+        or not permitted (the chart's knative.enabled is off), and see `_unwatchable_gateway_api`."""
+        skip = set(self._unwatchable_gateway_api()) if set(GATEWAY_API_KINDS) & set(self.kinds) else set()
+        if set(KNATIVE_KINDS) & set(self.kinds):
+            status = self._probe(f"{KNATIVE_PATH}/ingresses")
+            if status in (403, 404):
+                why = "not served" if status == 404 else "not permitted"
+                log.info("%s: %s is %s; Knative KIngresses are not watched", self.cluster_id, KNATIVE_PATH, why)
+                skip |= set(KNATIVE_KINDS)
+        return skip
+
+    def _unwatchable_gateway_api(self) -> set[str]:
         """Gateway API kinds this source cannot watch: all of them when the group is not served (no
         CRDs, 404) or not permitted (403: the chart's gatewayAPI.enabled is off); Namespaces alone
         when only they are forbidden. Never blocks the Ingress kinds."""
@@ -523,7 +539,7 @@ class KubeSource:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._synced = asyncio.Event()
-        if set(GATEWAY_API_KINDS) & set(self.kinds):
+        if (set(GATEWAY_API_KINDS) | set(KNATIVE_KINDS)) & set(self.kinds):
             skip = await asyncio.to_thread(self._unwatchable)
             self.kinds = tuple(k for k in self.kinds if k not in skip)
         for kind in self.kinds:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -22,9 +23,13 @@ def service_cluster(sc: ServiceCluster) -> cluster_pb2.Cluster:
     if sc.static_address is None:
         pb = eds_cluster(sc.name, sc.eds_name)
     else:
-        pb = cluster_pb2.Cluster(name=sc.name, type=cluster_pb2.Cluster.STATIC)
-        set_duration(pb.connect_timeout, DEFAULT_CONNECT_TIMEOUT)
         host, port = sc.static_address
+        # An IP is the endpoint; a DNS name (an ExternalName Service) is resolved by Envoy.
+        kind = cluster_pb2.Cluster.STATIC if _is_ip(host) else cluster_pb2.Cluster.STRICT_DNS
+        pb = cluster_pb2.Cluster(name=sc.name, type=kind)
+        if kind == cluster_pb2.Cluster.STRICT_DNS:
+            pb.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
+        set_duration(pb.connect_timeout, DEFAULT_CONNECT_TIMEOUT)
         pb.load_assignment.cluster_name = sc.name
         pb.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.CopyFrom(socket_address(host, port))
         # Keep serving from known endpoints while health information is missing.
@@ -32,6 +37,14 @@ def service_cluster(sc: ServiceCluster) -> cluster_pb2.Cluster:
     for feature in FEATURES:
         feature.patch_cluster(sc, pb)
     return pb
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def locality_weight(ready: int, total: int) -> int:

@@ -68,6 +68,8 @@ def route_message(route: Route, vhost: VirtualHost, *, default_idle_timeout: int
             match.path = route.match.value
         else:
             match.path_separated_prefix = route.match.value
+    elif route.match.kind == "string_prefix":
+        match.prefix = route.match.value
     else:
         match.safe_regex.CopyFrom(_regex(route.match.value))
     if vhost.authority_regex:
@@ -85,7 +87,10 @@ def route_message(route: Route, vhost: VirtualHost, *, default_idle_timeout: int
         else:
             for wc in action.clusters:
                 if wc.weight > 0:
-                    ra.weighted_clusters.clusters.add(name=wc.cluster, weight={"value": wc.weight})
+                    added = ra.weighted_clusters.clusters.add(name=wc.cluster, weight={"value": wc.weight})
+                    for name, value in wc.request_headers:
+                        option = added.request_headers_to_add.add(header={"key": name, "value": value})
+                        option.append_action = option.OVERWRITE_IF_EXISTS_OR_ADD
         # nginx has no total request timeout; Envoy's 15 s default must not leak in.
         ra.timeout.seconds = 0
         ra.idle_timeout.seconds = default_idle_timeout

@@ -54,7 +54,7 @@ from controlplane.metrics import Metrics
 from controlplane.xds.auth import XdsAuth
 from controlplane.xds.cache import DEFAULT_GROUP, SnapshotCache, TypeSnapshot
 from controlplane.xds.keyless import KeylessView
-from controlplane.xds.resources import CLUSTER, LISTENER, PUSH_ORDER, ROUTE, SCOPED_ROUTE
+from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SCOPED_ROUTE
 from controlplane.xds.responses import (  # noqa: F401 (encoders re-exported for tests and tools)
     Responses,
     encode_delta_response,
@@ -185,6 +185,16 @@ class XdsServer:
         routes): what Gateway API `Programmed` reports."""
         streams = [s for s in self._streams.values() if s.node_id and not s.closed]
         return len(streams), all(s.routes_settled(self._cache) for s in streams)
+
+    def served_versions(self) -> dict[str, int]:
+        """The served cache's version of each type but endpoints (which change without any object
+        of a frontend changing): a change is served to a gateway once it ACKed at least these."""
+        return {t: self._cache.get(t).version for t in PUSH_ORDER if t != ENDPOINT}
+
+    def fleet_acked(self, required: Mapping[str, int]) -> tuple[int, int]:
+        """(gateways connected to this server, how many of them have ACKed at least `required`)."""
+        streams = [s for s in self._streams.values() if s.node_id and not s.closed]
+        return len(streams), sum(1 for s in streams if s.acked_at_least(required))
 
     def syncz(self) -> list[dict[str, Any]]:
         """Per stream and type: sent/ACKed versions, nonce, last NACK (for /debug/syncz)."""

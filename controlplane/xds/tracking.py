@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,6 +163,15 @@ class StreamState:
             if st is None or not st.requested:
                 continue
             if st.pending or st.nacked or st.current < cache.get(type_url, self.group).version:
+                return False
+        return True
+
+    def acked_at_least(self, required: Mapping[str, int]) -> bool:
+        """True once this stream has ACKed, for every type it subscribes to, a cache version at least
+        the one given (a version holding some change: what KIngress LoadBalancerReady waits for)."""
+        for type_url, version in required.items():
+            st = self.types.get(type_url)
+            if st is not None and st.requested and st.current < version:
                 return False
         return True
 

@@ -24,6 +24,11 @@ class Resource:
     namespaced: bool
     status: bool = False  # has a /status subresource
     short: tuple[str, ...] = ()
+    name: str = ""  # what tests call it when two groups serve one kind (Knative's "Ingress": "KIngress")
+
+    @property
+    def id(self) -> str:
+        return self.name or self.kind
 
     @property
     def api_version(self) -> str:
@@ -60,9 +65,12 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("HTTPRoute", "gateway.networking.k8s.io", "v1", "httproutes", True, status=True),
     Resource("GRPCRoute", "gateway.networking.k8s.io", "v1", "grpcroutes", True, status=True),
     Resource("ReferenceGrant", "gateway.networking.k8s.io", "v1", "referencegrants", True),
+    # Knative Serving's internal Ingress (KIngress), as its CRD serves it.
+    Resource("Ingress", "networking.internal.knative.dev", "v1alpha1", "ingresses", True, status=True,
+             name="KIngress"),
 )
 
-BY_KIND: dict[str, Resource] = {r.kind: r for r in RESOURCES}
+BY_KIND: dict[str, Resource] = {r.id: r for r in RESOURCES}  # by `id`: a kind, or a resource's own name
 BY_PATH: dict[tuple[str, str, str], Resource] = {(r.group, r.version, r.plural): r for r in RESOURCES}
 
 

@@ -126,8 +126,10 @@ class FakeKube:
         max_list_snapshots: int = 64,
         version: str = "v1.30.0",
         gateway_api: bool = True,
+        knative: bool = True,
     ) -> None:
         self.gateway_api = gateway_api  # False: gateway.networking.k8s.io is not served (no CRDs)
+        self.knative = knative  # False: networking.internal.knative.dev is not served (Knative not installed)
         self.bookmark_interval = bookmark_interval
         self.history_size = history_size
         self.token = token or f"fake-{uuid.uuid4().hex}"
@@ -136,11 +138,11 @@ class FakeKube:
         self.port = 0
         self._lock = threading.RLock()
         self._rv = 1
-        self._objects: dict[str, dict[Key, Obj]] = {r.kind: {} for r in RESOURCES}
+        self._objects: dict[str, dict[Key, Obj]] = {r.id: {} for r in RESOURCES}
         self._history: dict[str, collections.deque[_Change]] = {
-            r.kind: collections.deque() for r in RESOURCES
+            r.id: collections.deque() for r in RESOURCES
         }
-        self._floor: dict[str, int] = {r.kind: 0 for r in RESOURCES}
+        self._floor: dict[str, int] = {r.id: 0 for r in RESOURCES}
         self._snapshots: collections.OrderedDict[str, tuple[int, list[Obj]]] = collections.OrderedDict()
         self._max_snapshots = max_list_snapshots
         self._waiters: set[asyncio.Future[None]] = set()
@@ -278,7 +280,7 @@ class FakeKube:
             meta.pop("namespace", None)
         meta.pop("resourceVersion", None)
         with self._lock:
-            old = self._objects[res.kind].get(_key(new))
+            old = self._objects[res.id].get(_key(new))
             if old is not None:
                 meta["uid"] = old["metadata"]["uid"]
                 meta.setdefault("creationTimestamp", old["metadata"].get("creationTimestamp"))
@@ -333,6 +335,10 @@ class FakeKube:
     @staticmethod
     def _resource_of(obj: Mapping[str, Any]) -> Resource:
         kind = str(obj.get("kind") or "")
+        api_version = str(obj.get("apiVersion") or "")
+        for res in RESOURCES:  # the kind of that group first (Knative's Ingress is not networking.k8s.io's)
+            if res.kind == kind and res.group and api_version.startswith(res.group + "/"):
+                return res
         if kind not in BY_KIND:
             raise ValueError(f"unsupported kind {kind!r}")
         return BY_KIND[kind]
@@ -346,10 +352,10 @@ class FakeKube:
                 assert old is not None
                 gone = copy.deepcopy(old)
                 gone["metadata"]["resourceVersion"] = str(rv)
-                self._objects[res.kind].pop(_key(old), None)
+                self._objects[res.id].pop(_key(old), None)
                 change = _Change(rv, "DELETED", gone, old)
             else:
-                if res.kind == "Secret" and isinstance(new.get("stringData"), dict):
+                if res.id == "Secret" and isinstance(new.get("stringData"), dict):
                     data = new.setdefault("data", {}) or {}
                     for k, v in new.pop("stringData").items():  # the apiserver folds stringData into data
                         data[k] = base64.b64encode(str(v).encode()).decode()
@@ -359,14 +365,14 @@ class FakeKube:
                 meta.setdefault("uid", str(uuid.uuid4()))
                 if not meta.get("creationTimestamp"):
                     meta["creationTimestamp"] = _now()
-                if "spec" in new and res.kind not in ("Lease",):
+                if "spec" in new and res.id not in ("Lease",):
                     meta.setdefault("generation", 1)
-                self._objects[res.kind][_key(new)] = new
+                self._objects[res.id][_key(new)] = new
                 change = _Change(rv, "MODIFIED" if old is not None else "ADDED", new, old)
-            history = self._history[res.kind]
+            history = self._history[res.id]
             history.append(change)
             while len(history) > self.history_size:
-                self._floor[res.kind] = history.popleft().rv
+                self._floor[res.id] = history.popleft().rv
         self._wake()
         return change.obj
 
@@ -391,6 +397,8 @@ class FakeKube:
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             parts = [p for p in request.path.split("/") if p]
             if not self.gateway_api and parts[:2] == ["apis", "gateway.networking.k8s.io"]:
+                raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            if not self.knative and parts[:2] == ["apis", "networking.internal.knative.dev"]:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
             if parts == ["apis", "authentication.k8s.io", "v1", "tokenreviews"]:
                 if request.method != "POST":
@@ -424,7 +432,7 @@ class FakeKube:
         holder = None
         if res.kind == "Lease" and resp.status < 300:
             holder = (body.get("spec") or {}).get("holderIdentity")
-        write = Write(time.monotonic(), user, _VERBS[request.method], res.kind, ns or "",
+        write = Write(time.monotonic(), user, _VERBS[request.method], res.id, ns or "",
                       name or str(meta.get("name") or ""), "status" if status else "", resp.status, holder)  # fmt: skip
         with self._lock:
             self._writes.append(write)
@@ -492,7 +500,7 @@ class FakeKube:
         key = (ns or "", name)
         if method == "GET":
             with self._lock:
-                obj = self._objects[res.kind].get(key)
+                obj = self._objects[res.id].get(key)
             if obj is None:
                 raise self._not_found(res, name)
             return web.json_response(obj)
@@ -505,7 +513,7 @@ class FakeKube:
             return web.json_response(self._patch(res, key, body, ctype, status))
         if method == "DELETE" and not status:
             with self._lock:
-                obj = self._objects[res.kind].get(key)
+                obj = self._objects[res.id].get(key)
                 if obj is None:
                     raise self._not_found(res, name)
                 self._commit(res, None, obj)
@@ -559,7 +567,7 @@ class FakeKube:
                 rv, items = snap
             else:
                 rv = self._rv
-                items = sorted((o for o in self._objects[res.kind].values() if match(o)), key=_key)
+                items = sorted((o for o in self._objects[res.id].values() if match(o)), key=_key)
                 snap_id, start = uuid.uuid4().hex, 0
         limit = int(q.get("limit") or 0)
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
@@ -611,10 +619,10 @@ class FakeKube:
             meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
         for field in ("resourceVersion", "uid", "creationTimestamp"):
             meta.pop(field, None)
-        if res.status and res.kind != "Namespace":
+        if res.status and res.id != "Namespace":
             obj.pop("status", None)  # status is set only through the subresource
         with self._lock:
-            if _key(obj) in self._objects[res.kind]:
+            if _key(obj) in self._objects[res.id]:
                 raise ApiError(409, "AlreadyExists", f'{res.plural} "{meta["name"]}" already exists',
                                {"name": meta["name"], "kind": res.plural})
             return self._commit(res, obj, None)
@@ -626,7 +634,7 @@ class FakeKube:
             raise ApiError(400, "BadRequest", "the name of the object does not match the request")
         meta["name"] = key[1]
         with self._lock:
-            old = self._objects[res.kind].get(key)
+            old = self._objects[res.id].get(key)
             if old is None:
                 raise self._not_found(res, key[1])
             self._precondition(res, old, meta.get("resourceVersion"))
@@ -634,7 +642,7 @@ class FakeKube:
 
     def _patch(self, res: Resource, key: Key, body: Any, ctype: str, status: bool) -> Obj:
         with self._lock:
-            old = self._objects[res.kind].get(key)
+            old = self._objects[res.id].get(key)
             if old is None:
                 raise self._not_found(res, key[1])
             if "json-patch" in ctype:
@@ -703,7 +711,7 @@ class FakeKube:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout > 0 else None
         with self._lock:
-            self._watch_log.append({"kind": res.kind, **q})
+            self._watch_log.append({"kind": res.id, **q})
         resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         resp.enable_chunked_encoding()
         await resp.prepare(request)
@@ -711,14 +719,14 @@ class FakeKube:
         if transport is not None:
             self._watch_transports.add(transport)
         with self._lock:
-            self._active[res.kind] += 1
+            self._active[res.id] += 1
         try:
             await self._stream(resp, res, match, rv_param, bookmarks, deadline)
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
             with self._lock:
-                self._active[res.kind] -= 1
+                self._active[res.id] -= 1
             if transport is not None:
                 self._watch_transports.discard(transport)
         return resp
@@ -740,7 +748,7 @@ class FakeKube:
         with self._lock:
             if rv_param in ("", "0"):
                 pos = self._rv
-                initial = [o for o in self._objects[res.kind].values() if match(o)]
+                initial = [o for o in self._objects[res.id].values() if match(o)]
             else:
                 pos = int(rv_param)
                 initial = []
@@ -750,12 +758,12 @@ class FakeKube:
         while not self._stopping:
             fut: asyncio.Future[None] | None = None
             with self._lock:
-                if pos < self._floor[res.kind]:
-                    floor = self._floor[res.kind]
+                if pos < self._floor[res.id]:
+                    floor = self._floor[res.id]
                     expired = ApiError(410, "Expired", f"too old resource version: {pos} ({floor})")
                     changes = None
                 else:
-                    changes = list(self._changes_after(res.kind, pos))
+                    changes = list(self._changes_after(res.id, pos))
                     if not changes:
                         fut = loop.create_future()
                         self._waiters.add(fut)
@@ -782,7 +790,7 @@ class FakeKube:
                 return
             if bookmarks and now >= next_bookmark:
                 with self._lock:
-                    idle = not any(True for _ in self._changes_after(res.kind, pos))
+                    idle = not any(True for _ in self._changes_after(res.id, pos))
                     current = self._rv
                 if idle and not self._stopping:
                     pos = max(pos, current)

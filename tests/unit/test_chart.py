@@ -56,6 +56,7 @@ CUSTOM_VALUES: dict[str, Any] = {
     "listeners": {"http": 8080, "https": 8443, "eastWest": 15081},
     "ingressClass": {"extraAccepted": ["nginx"], "default": True, "watchWithoutClass": True},
     "remoteClusters": REMOTES,
+    "knative": {"enabled": True, "clusterDomain": "corp.internal"},
     "controlPlane": {
         "replicas": 3,
         "xdsPort": 18001,
@@ -911,3 +912,29 @@ def test_notes_name_the_gateway_and_remotes() -> None:
     assert "east-1, west.2" in notes
     assert "meridian, nginx" in notes
     assert "client certificate in Secret edge-meridian-gateway-xds-client" in notes
+
+
+def test_knative_value_adds_its_rbac_load_balancers_and_local_service(default: Objects) -> None:
+    assert ("Service", "meridian-gateway-local") not in default
+    assert "--knative-public-service" not in _container(default, "meridian")["args"]
+    objs = _objects(_render({"knative": {"enabled": True}}, "meridian", "meridian-system"))
+    rules = triples(objs[("ClusterRole", "meridian")]["rules"]) - triples(default[("ClusterRole", "meridian")]["rules"])
+    group = "networking.internal.knative.dev"
+    assert rules == ({(group, "ingresses", v) for v in ("get", "list", "watch")}
+                     | {(group, "ingresses/status", v) for v in ("update", "patch")})  # fmt: skip
+    args = _container(objs, "meridian")["args"]
+    assert args[args.index("--knative-public-service") + 1] == "meridian-gateway.meridian-system.svc.cluster.local"
+    private = args[args.index("--knative-private-service") + 1]
+    assert private == "meridian-gateway-local.meridian-system.svc.cluster.local"
+    local = objs[("Service", "meridian-gateway-local")]
+    assert local["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "east-west", "protocol": "TCP",
+                                       "appProtocol": "http"}]  # fmt: skip
+    # ...and it selects the gateway pods, whose east-west port it targets.
+    assert _selects(local["spec"]["selector"], _pod_labels(objs, "meridian-gateway"))
+    assert _port_number(_container(objs, "meridian-gateway"), "east-west") == 15080
+
+
+def test_knative_custom_names(custom: Objects) -> None:
+    args = _container(custom, "edge-meridian")["args"]
+    assert args[args.index("--knative-private-service") + 1] == "edge-meridian-gateway-local.gw.svc.corp.internal"
+    assert custom[("Service", "edge-meridian-gateway-local")]["metadata"]["namespace"] == "gw"

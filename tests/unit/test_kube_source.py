@@ -287,3 +287,29 @@ async def test_gateway_api_kinds_are_watched_when_served_and_skipped_when_not() 
                 await source.stop()
         finally:
             await asyncio.to_thread(fk.close)
+
+
+async def test_kingresses_are_watched_when_knative_is_served_and_skipped_when_not() -> None:
+    kingress = {"apiVersion": "networking.internal.knative.dev/v1alpha1", "kind": "Ingress",
+                "metadata": {"name": "k", "namespace": "default"}, "spec": {"rules": []}}  # fmt: skip
+    for served in (True, False):
+        fk = FakeKube(bookmark_interval=0.05, knative=served)
+        await asyncio.to_thread(fk.start)
+        try:
+            fk.apply(ingress("web"))
+            if served:
+                fk.apply(kingress)
+            store = ClusterStore("c1")
+            source = await start_source(fk, store)  # Knative not installed must not block the sync
+            try:
+                assert store.get("Ingress", "default", "web") is not None
+                assert ("KIngress" in source.kinds) is served
+                if served:  # the KIngress is its own kind beside networking.k8s.io's Ingress
+                    assert store.get("KIngress", "default", "k") is not None
+                    assert store.get("Ingress", "default", "k") is None
+                    fk.delete("KIngress", "default", "k")
+                    await eventually(lambda s=store: s.get("KIngress", "default", "k") is None)
+            finally:
+                await source.stop()
+        finally:
+            await asyncio.to_thread(fk.close)
