@@ -139,12 +139,7 @@ class Controller:
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self.batcher.attach(loop)
         self.registry.subscribe(self._on_event)
-        self.registry.on_status(self._status_changed)
-
-    def _status_changed(self) -> None:
-        """A source's state changed (any thread): before the first build, that may open the gate."""
-        if not self.ready.is_set():
-            self.batcher.request_flush()
+        self.registry.on_status(self._first_build.status_changed)
 
     @property
     def _loop(self) -> asyncio.AbstractEventLoop | None:

@@ -23,6 +23,12 @@ class FirstBuildGate:
         self.request_flush = request_flush  # called when the grace is over
         self._primary_in_at: float | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._done = False
+
+    def status_changed(self) -> None:
+        """A source's state changed (any thread): before the first build, that may open the gate."""
+        if not self._done:
+            self.request_flush()
 
     def open(self, loop: asyncio.AbstractEventLoop | None) -> bool:
         """May the first build run now? (On the loop; `loop` None: flushed by hand, build what there is.)"""
@@ -37,7 +43,8 @@ class FirstBuildGate:
         return now >= self._primary_in_at + FIRST_BUILD_GRACE_S
 
     def done(self) -> None:
-        """The first build ran: no flush is due for the grace any more."""
+        """The first build ran: no flush is due for the grace, nor for a status change, any more."""
+        self._done = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
