@@ -42,8 +42,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
+# The benchmarks that fit in ~10 minutes (bench/suite.py); results in bench/results/<time>/.
+# BEFORE=DIR: another checkout run interleaved with this one where a benchmark can (before/after).
 bench: $(STAMP)
-	$(PY) -m bench.route_ready --sizes 100,1000,10000
+	$(PY) -m bench.suite $(if $(BEFORE),--compare-with $(BEFORE))
 
 image:
 	$(PODMAN) build $(PODMAN_BUILD_FLAGS) $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \

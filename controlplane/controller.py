@@ -20,6 +20,7 @@ from controlplane.config import GatewayConfig
 from controlplane.engine.backends import ServiceBackends
 from controlplane.engine.batcher import Batcher
 from controlplane.engine.dependencies import SecretKey
+from controlplane.engine.first_build import FirstBuildGate
 from controlplane.engine.gatewayapi import GatewayApiState
 from controlplane.engine.host_routes import HostRoutes
 from controlplane.engine.ingresses import IngressState
@@ -66,9 +67,11 @@ class Controller:
         self._reset_derived_state()
         self.last_build_seconds = 0.0
         self.ready = asyncio.Event()
-        # Nothing is served before the primary cluster's first full list: build once from all of it
-        # rather than many times from the parts that arrive while it is being read.
+        # Nothing is served before the primary cluster's first full list; the first build also waits
+        # for the other clusters' lists (engine/first_build.py): built once from all of it rather than
+        # many times from the parts that arrive while they are being read.
         self.batcher = Batcher(self._build, self._may_build, self._built)
+        self._first_build = FirstBuildGate(registry, self.request_flush)
         self._recovery = FailedBatchRecovery()
         self.view = IngressView(self)
         self._built_listeners: list[Callable[[], None]] = []
@@ -136,6 +139,7 @@ class Controller:
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self.batcher.attach(loop)
         self.registry.subscribe(self._on_event)
+        self.registry.on_status(self._first_build.status_changed)
 
     @property
     def _loop(self) -> asyncio.AbstractEventLoop | None:
@@ -156,7 +160,7 @@ class Controller:
         self.batcher.flush()
 
     def _may_build(self) -> bool:
-        return self.ready.is_set() or self.registry.primary_synced()
+        return self.ready.is_set() or self._first_build.open(self.batcher.loop)
 
     def add_built_listener(self, listener: Callable[[], None]) -> None:
         self._built_listeners.append(listener)
@@ -172,6 +176,7 @@ class Controller:
         if not self.ready.is_set() and self.registry.primary_synced():
             self.cache.ready = True
             self.ready.set()
+            self._first_build.done()
 
     def _build(self, batch: list[StoreEvent], seen_at: float) -> None:
         full = self._recovery.pending
@@ -233,6 +238,8 @@ class Controller:
             hosts |= self.tls_state.rebuild(changes, dirty_secrets, ing.served_with_tls(), published,
                                             self._other_certificates,
                                             self.gateway_api.port_secrets())  # fmt: skip
+        if full or not self.ready.is_set():  # a cold build: the tables get every host at once
+            self.routes.presize(len(ing.deps.by_host), len(self.services.services))
         cluster_keys = dirty_svc | ing.variants.take_touched()
         self.backends.rebuild_clusters(changes, cluster_keys)
         self.backends.rebuild_endpoints(changes, dirty_eds | cluster_keys, self.registry.primary_id())

@@ -24,10 +24,13 @@ class ServiceIndex:
         self.services: dict[ServiceKey, dict[str, Mapping[str, Any]]] = {}
         self.slices: dict[ServiceKey, dict[tuple[str, str], Mapping[str, Any]]] = {}
         self.slice_owner: dict[tuple[str, str, str], ServiceKey] = {}  # (cluster, ns, slice) -> service
+        # Merged ports per Service: asked for by every cluster, assignment and east-west host of it.
+        self._ports: dict[ServiceKey, tuple[ServicePort, ...]] = {}
 
     # -- updates (return the Service key whose view changed) ------------------
     def set_service(self, cluster: str, namespace: str, name: str, obj: Mapping[str, Any] | None) -> ServiceKey:
         key = (namespace, name)
+        self._ports.pop(key, None)
         per = self.services.setdefault(key, {})
         if obj is None:
             per.pop(cluster, None)
@@ -70,8 +73,16 @@ class ServiceIndex:
     def clusters_of(self, key: ServiceKey) -> list[str]:
         return sorted(self.services.get(key, {}))
 
-    def ports(self, key: ServiceKey) -> list[ServicePort]:
+    def ports(self, key: ServiceKey) -> tuple[ServicePort, ...]:
         """Union of the Service's ports across clusters, by port number (first definition wins)."""
+        cached = self._ports.get(key)
+        if cached is None:
+            cached = self._merged_ports(key)
+            if key in self.services:
+                self._ports[key] = cached
+        return cached
+
+    def _merged_ports(self, key: ServiceKey) -> tuple[ServicePort, ...]:
         by_number: dict[int, ServicePort] = {}
         for cluster in sorted(self.services.get(key, {})):
             for p in (self.services[key][cluster].get("spec") or {}).get("ports") or []:
@@ -88,7 +99,7 @@ class ServiceIndex:
                         app_protocol=p.get("appProtocol"),
                     ),
                 )
-        return [by_number[n] for n in sorted(by_number)]
+        return tuple(by_number[n] for n in sorted(by_number))
 
     def resolve_port(
         self, namespace: str, service: str, port_ref: Mapping[str, Any], prefer_cluster: str
@@ -149,12 +160,16 @@ class ServiceIndex:
                 continue
             eps = by_cluster.setdefault(cluster, {})
             for ep in obj.get("endpoints") or []:
-                cond = ep.get("conditions") or {}
-                ready = cond.get("ready") is not False
-                serving = cond.get("serving", ready) is not False
-                terminating = bool(cond.get("terminating", False))
-                for addr in ep.get("addresses") or []:
-                    eps[(str(addr), target)] = Endpoint(str(addr), target, ready, serving, terminating)
+                cond = ep.get("conditions")
+                if cond:
+                    ready = cond.get("ready") is not False
+                    serving = cond.get("serving", ready) is not False
+                    terminating = bool(cond.get("terminating", False))
+                else:
+                    ready, serving, terminating = True, True, False
+                for addr in ep.get("addresses") or ():
+                    address = str(addr)
+                    eps[(address, target)] = Endpoint(address, target, ready, serving, terminating)
         out = []
         for cluster in sorted(by_cluster):
             endpoints = tuple(by_cluster[cluster][k] for k in sorted(by_cluster[cluster]))

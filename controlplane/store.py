@@ -99,6 +99,7 @@ class ClusterStore:
         self.status = SourceStatus()
         self._objects: dict[str, dict[ObjectName, KubeObject]] = {k: {} for k in KINDS}
         self._listeners: list[Listener] = []
+        self._status_listeners: list[Callable[[], None]] = []
         self._lock = threading.RLock()
 
     # -- reading ---------------------------------------------------------
@@ -160,6 +161,16 @@ class ClusterStore:
         self.status.state = "synced"
         self.status.last_sync = time.time()
         self.status.stale_since = None
+        self.status_changed()
+
+    def on_status(self, listener: Callable[[], None]) -> None:
+        """`listener()` after the source changed this store's status (e.g. its first list is in)."""
+        self._status_listeners.append(listener)
+
+    def status_changed(self) -> None:
+        """Sources call this after writing `status` (any thread)."""
+        for listener in list(self._status_listeners):
+            listener()
 
     def _emit(self, event: StoreEvent) -> None:
         for listener in list(self._listeners):
@@ -178,6 +189,10 @@ class ClusterRegistry:
         self._stores: dict[str, ClusterStore] = {}
         self._listeners: list[Listener] = []
         self._cluster_listeners: list[Callable[[str, bool], None]] = []
+        self._status_listeners: list[Callable[[], None]] = []
+        # Sources of clusters not registered yet (the remote-cluster Secrets before their first list):
+        # until they report, the set of clusters is not known, so nothing counts as all synced.
+        self._discovering: set[str] = set()
         self._lock = threading.RLock()
 
     def add(self, store: ClusterStore) -> ClusterStore:
@@ -187,6 +202,8 @@ class ClusterRegistry:
             self._stores[store.cluster_id] = store
         for listener in self._listeners:
             store.subscribe(listener)
+        for status_listener in self._status_listeners:
+            store.on_status(status_listener)
         for cl in self._cluster_listeners:
             cl(store.cluster_id, True)
         return store
@@ -203,6 +220,8 @@ class ClusterRegistry:
             self._stores.pop(cluster_id, None)
         for cl in self._cluster_listeners:
             cl(cluster_id, False)
+        for listener in list(self._status_listeners):  # one cluster fewer to wait for
+            listener()
 
     def get(self, cluster_id: str) -> ClusterStore | None:
         with self._lock:
@@ -226,12 +245,36 @@ class ClusterRegistry:
     def on_cluster_change(self, listener: Callable[[str, bool], None]) -> None:
         self._cluster_listeners.append(listener)
 
+    def on_status(self, listener: Callable[[], None]) -> None:
+        """`listener()` whenever a store's status or the set of pending discoveries changes."""
+        self._status_listeners.append(listener)
+        for store in self.stores():
+            store.on_status(listener)
+
+    def discovering(self, what: str) -> None:
+        """A source of more clusters (`what`) has started and not yet said which clusters there are."""
+        with self._lock:
+            self._discovering.add(what)
+
+    def discovered(self, what: str) -> None:
+        """`what` registered the clusters it knows of (or failed to find out): stop waiting for it."""
+        with self._lock:
+            if what not in self._discovering:
+                return
+            self._discovering.discard(what)
+        for listener in list(self._status_listeners):
+            listener()
+
     def primary_synced(self) -> bool:
         """The primary cluster (every file-mode cluster counts as primary-like) finished its first sync."""
         return all(s.status.state != "pending" for s in self.stores() if s.primary)
 
     def all_synced(self) -> bool:
-        """Every source has finished its first sync attempt (a broken remote must not block readiness)."""
+        """Every cluster is known and every source has finished its first sync attempt (a broken
+        remote must not block readiness)."""
+        with self._lock:
+            if self._discovering:
+                return False
         return all(s.status.state != "pending" for s in self.stores() if s.primary) and all(
             s.status.state != "pending" or s.status.errors for s in self.stores()
         )

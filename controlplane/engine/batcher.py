@@ -23,9 +23,10 @@ Done = Callable[[float], None]  # (seconds the batch took)
 class Batcher:
     """Intake, locking, loop hand-off and GC control; what a batch means is `build`'s business.
 
-    `may_build()` gates batches (no build before the primary cluster's first full list); events
-    keep queueing meanwhile and go into the first batch that may build. `done(seconds)` runs after
-    each batch, on the loop.
+    `may_build()` gates batches (no build before the clusters' first full lists); events keep
+    queueing meanwhile and go into the first batch that may build. While a flush found the gate
+    closed, events do not wake the loop (an initial list is tens of thousands of them): whatever
+    opens the gate calls `request_flush()`. `done(seconds)` runs after each batch, on the loop.
     """
 
     def __init__(
@@ -40,6 +41,7 @@ class Batcher:
         self._scheduled = False
         self._first_event_at: float | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._gated = False  # the last flush found may_build() false: events wait for request_flush()
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -54,6 +56,8 @@ class Batcher:
             self._events.append(event)
             if self._first_event_at is None:
                 self._first_event_at = time.monotonic()
+            if self._gated:
+                return
         self.request_flush()
 
     def idle(self) -> bool:
@@ -64,6 +68,7 @@ class Batcher:
     def request_flush(self) -> None:
         """Schedule one flush on the loop from any thread; events queued meanwhile join that batch."""
         with self._lock:
+            self._gated = False
             if self._scheduled or self._loop is None:
                 return
             self._scheduled = True
@@ -85,14 +90,15 @@ class Batcher:
 
     def flush(self) -> None:
         """Build the queued events as one batch (on the loop), unless `may_build()` says not yet."""
+        with self._lock:
+            self._scheduled = False
+            self._gated = True  # until the gate is seen open; a request_flush() meanwhile schedules again
         if not self._may_build():
-            with self._lock:
-                self._scheduled = False
             return
         with self._lock:
+            self._gated = False
             events = list(self._events)
             self._events.clear()
-            self._scheduled = False
             seen_at = self._first_event_at or time.monotonic()
             self._first_event_at = None
         started = time.perf_counter()

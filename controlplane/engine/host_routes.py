@@ -22,6 +22,7 @@ from controlplane.ingress.hosts import HostResult, merge_host
 from controlplane.ir import Route
 from controlplane.knative.frontend import local_key, local_vhost
 from controlplane.services import ServiceIndex, ServiceKey
+from controlplane.translate.features import Feature
 from controlplane.translate.policies import FEATURES
 from controlplane.translate.route_tables import RouteTables
 from controlplane.translate.routes import framed_vhost, vhost_bytes
@@ -95,13 +96,14 @@ class HostRoutes:
         needs: dict[str, frozenset[str]] = {}
         extra: dict[str, Any] = {}
         routes = result.https.routes + (() if result.http is result.https else result.http.routes)
-        for f in FEATURES:
-            keys = frozenset().union(*(f.filter_keys(r) for r in routes))
+        for f in FEATURES:  # per host, so the common cases (one route; no extra clusters) go the short way
+            keys = f.filter_keys(routes[0]) if len(routes) == 1 else frozenset().union(*map(f.filter_keys, routes))
             if keys:
                 needs[f.name] = keys
-            for r in routes:
-                for c in f.extra_clusters(r):
-                    extra[c.name] = c
+            if type(f).extra_clusters is not Feature.extra_clusters:
+                for r in routes:
+                    for c in f.extra_clusters(r):
+                        extra[c.name] = c
         self.results[host] = result
         self.routes.https.put(host, https, result.https.domains)
         self.routes.http.put(host, http, result.https.domains)

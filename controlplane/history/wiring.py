@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from controlplane.history.backends import PREFIX, ConfigMapBackend, FileBackend
 from controlplane.history.persist import Persister
@@ -94,9 +95,9 @@ async def start_history(
 
 def _event_writer(api: Any, namespace: str) -> Any:
     """A Warning Event on the pin ConfigMap, written in the background (a failed write is logged)."""
-    from kubernetes import client as k8s
+    from controlplane.sources.kube import RawApi
 
-    core = k8s.CoreV1Api(api)
+    raw = RawApi(api)  # not CoreV1Api: ~0.5 s of CPU to import, on the start-up path
     tasks: set[asyncio.Task[None]] = set()
 
     def create(reason: str, message: str) -> None:
@@ -115,7 +116,7 @@ def _event_writer(api: Any, namespace: str) -> Any:
             "count": 1,
         }
         try:
-            core.create_namespaced_event(namespace, body, _preload_content=False)
+            raw.call("POST", f"/api/v1/namespaces/{quote(namespace, safe='')}/events", body=body)
         except Exception as exc:
             log.warning("could not write the %s Event: %s", reason, exc)
 

@@ -195,7 +195,7 @@ class Route:
     query: tuple[QueryMatch, ...] = ()
 
     def policy(self, kind: type[P]) -> P | None:
-        return find_policy(self.policies, kind)
+        return find_policy(self.policies, kind) if self.policies else None
 
     def problems(self) -> list[str]:
         out = [f"route {self.name}: {p}" for p in self.match.problems() + self.action.problems()]

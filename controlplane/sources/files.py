@@ -102,6 +102,7 @@ class FileSource:
         if not self.directory.is_dir():
             self.store.status.state = "error"
             self.store.status.errors[str(self.directory)] = "not a directory"
+            self.store.status_changed()
             return
         for path in sorted(p for p in self.directory.rglob("*") if p.suffix in SUFFIXES and p.is_file()):
             self.load_file(path)

@@ -93,6 +93,21 @@ def _report_error(metrics: Metrics, store: ClusterStore, where: str, message: st
     log.warning("remote cluster %r: %s", store.cluster_id, message)
 
 
+async def _start_source(factory: SourceFactory, metrics: Metrics, cid: str, text: str,
+                        store: ClusterStore) -> Source | None:  # fmt: skip
+    """A started source for `store`, or None with the error on the store (its first sync attempt ended)."""
+    try:
+        source = factory(cid, text, store)
+        await source.start()
+    except Exception as exc:
+        store.status.state = "error"
+        _report_error(metrics, store, "kubeconfig", _safe_message(exc))
+        store.status_changed()
+        return None
+    store.status.errors.pop("kubeconfig", None)
+    return source
+
+
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -142,12 +157,14 @@ class RemoteClusterManager:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
+        self._discovery = f"remote-cluster Secrets of {primary_cluster_id}"  # see ClusterRegistry.discovering
 
     def _default_factory(self, cluster_id: str, kubeconfig: str, store: ClusterStore) -> Source:
         return KubeSource(cluster_id, kubeconfig, store, metrics=self.metrics, backoff=self._backoff)
 
     # -- lifecycle -------------------------------------------------------
     async def start(self) -> None:
+        self.registry.discovering(self._discovery)  # which clusters exist is known once the Secrets are
         self._loop = asyncio.get_running_loop()
         self._kick = asyncio.Event()
         self._idle = asyncio.Event()
@@ -166,6 +183,7 @@ class RemoteClusterManager:
 
     async def stop(self) -> None:
         """Stop watching Secrets and every cluster source (clusters stay registered)."""
+        self.registry.discovered(self._discovery)
         for r in self._reflectors:
             r.stop()
         if self._task is not None:
@@ -224,6 +242,7 @@ class RemoteClusterManager:
         if error is not None:
             log.warning("watching remote-cluster Secrets in %s failed: %s", self.namespace, error)
             self.metrics.source_errors.labels(cluster=self.primary_cluster_id).inc()
+            self.registry.discovered(self._discovery)  # cannot find out now: do not wait for it
 
     def _wake(self) -> None:
         if self._loop is not None and self._kick is not None:
@@ -244,6 +263,7 @@ class RemoteClusterManager:
                 await self._reconcile()
             except Exception:  # one bad Secret must not stop the manager
                 log.exception("reconciling remote clusters failed")
+            self.registry.discovered(self._discovery)  # its clusters are registered (no-op after the first)
             if not self._kick.is_set():
                 self._idle.set()
 
@@ -277,18 +297,7 @@ class RemoteClusterManager:
         self.registry.add(store)
         self._clusters[cid] = cluster
         log.info("remote cluster %r added from Secret %s", cid, ref)
-        cluster.source = await self._start_source(cid, text, store)
-
-    async def _start_source(self, cid: str, text: str, store: ClusterStore) -> Source | None:
-        try:
-            source = self._factory(cid, text, store)
-            await source.start()
-        except Exception as exc:
-            store.status.state = "error"
-            _report_error(self.metrics, store, "kubeconfig", _safe_message(exc))
-            return None
-        store.status.errors.pop("kubeconfig", None)
-        return source
+        cluster.source = await _start_source(self._factory, self.metrics, cid, text, store)
 
     async def _remove(self, cid: str) -> None:
         cluster = self._clusters.pop(cid)
@@ -310,7 +319,7 @@ class RemoteClusterManager:
             if cluster.source is not None:
                 await cluster.source.stop()
             cluster.digest = digest
-            cluster.source = await self._start_source(cluster.cluster_id, text, cluster.store)
+            cluster.source = await _start_source(self._factory, self.metrics, cluster.cluster_id, text, cluster.store)
             return
         staging_store = ClusterStore(cluster.cluster_id)
         try:

@@ -72,9 +72,12 @@ def load_assignment(
         group.locality.region = loc.cluster_id
         group.priority = loc.priority
         group.load_balancing_weight.value = locality_weight(loc.ready_count, len(loc.endpoints))
-        for ep in loc.endpoints:
-            lb = group.lb_endpoints.add()
-            lb.endpoint.address.CopyFrom(socket_address(ep.address, ep.port))
+        add = group.lb_endpoints.add
+        for ep in loc.endpoints:  # fields set in place: half the cost of building and copying an Address
+            lb = add()
+            sa = lb.endpoint.address.socket_address
+            sa.address = ep.address
+            sa.port_value = ep.port
             if labels:
                 lb.metadata.filter_metadata["meridian.fallback"].update(dict(labels))
             if ep.ready:

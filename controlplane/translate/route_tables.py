@@ -34,6 +34,15 @@ class RouteTables:
     def all(self) -> tuple[RouteTable, RouteTable, RouteTable]:
         return self.http, self.https, self.east_west
 
+    def presize(self, hosts: int, services: int) -> None:
+        """Partition for about `hosts` north-south hosts and `services` east-west entries before a cold
+        build puts them, so each is placed once into its partition, not into one table re-split at
+        render. Nothing is published yet, so nothing lingers; render still has the last word."""
+        self._hosts_wanted = self.fixed or auto_partitions(hosts, self._hosts_wanted)
+        self.http.repartition(self._hosts_wanted)
+        self.https.repartition(self._hosts_wanted)
+        self.east_west.repartition(self.fixed or auto_partitions(services, self.east_west.partitions))
+
     def render(self, emit: Emit, filters: Sequence[Any], https_listener: bool) -> None:
         """Size the partitions, then emit only the changed tables and scopes.
 

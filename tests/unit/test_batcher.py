@@ -96,3 +96,32 @@ def test_without_a_loop_nothing_is_scheduled() -> None:
     assert rec.batches == [] and not batcher.idle()
     batcher.flush()
     assert len(rec.batches) == 1 and batcher.idle()
+
+
+async def test_events_do_not_wake_the_loop_while_the_gate_is_closed() -> None:
+    """An initial list is tens of thousands of events: behind a closed gate they wait quietly until
+    whatever opens it asks for a flush, and then go out as one batch."""
+    rec = Recorder()
+    allowed = False
+    asked = 0
+
+    def may_build() -> bool:
+        nonlocal asked
+        asked += 1
+        return allowed
+
+    batcher = Batcher(rec.build, may_build=may_build, done=rec.done)
+    batcher.attach(asyncio.get_running_loop())
+    batcher.on_event(event(0))
+    await wait_until_async(lambda: asked == 1, timeout=5, message="the first flush finding the gate closed")
+    for i in range(1, 1000):
+        batcher.on_event(event(i))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert asked == 1 and rec.batches == [] and not batcher.idle()
+    allowed = True
+    batcher.request_flush()  # what a store's status change does
+    await wait_until_async(lambda: rec.batches, timeout=5, message="the held batch")
+    assert [e.new["i"] for e in rec.batches[0]] == list(range(1000)) and asked == 2  # type: ignore[index]
+    batcher.on_event(event(1000))  # the gate is open again: an event schedules its own flush
+    await wait_until_async(lambda: len(rec.batches) == 2, timeout=5, message="the next batch")

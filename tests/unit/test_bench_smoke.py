@@ -121,3 +121,34 @@ def test_fanout_bench_clients_follow_every_change(tmp_path: Path) -> None:
         assert r["clients"] == 3 and r["connect_s"] > 0
         assert 0 < r["all_acked_ms"]["p50"] <= r["all_acked_ms"]["p99"]
         assert r["cp_cpu_ms_per_change"] >= 0  # /proc counts 10 ms ticks: a tiny push may read 0
+
+
+def test_multicluster_cold_starts_alternate_with_another_checkout(tmp_path: Path) -> None:
+    """Three fake API servers, two control planes (here both this checkout) started in turn against them."""
+    from bench.common import REPO
+    from bench.multicluster import main as multicluster
+
+    out = tmp_path / "mc.json"
+    multicluster(["--services", "12", "--endpoints", "24", "--envoys", "0", "--rounds", "2",
+                  "--compare-with", str(REPO), "--json", str(out)])  # fmt: skip
+    result = json.loads(out.read_text())
+    order = [(c["control_plane"], c["round"]) for c in result["cold_starts"]]
+    assert order == [("this", 1), ("before", 1), ("before", 2), ("this", 2)]
+    for c in result["cold_starts"]:
+        assert c["builds"] >= 1 and c["ready_cpu_s"] > 0 and c["peak_rss_mib"] > 0
+    assert result["endpoints"] == 24 and result["per_envoys"] == {}
+
+
+def test_bench_suite_lists_runnable_steps(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib
+
+    from bench.suite import STEPS
+    from bench.suite import main as suite
+
+    assert suite(["--dry-run", "--only", "multicluster,fanout", "--compare-with", "/tmp/x"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all("--compare-with /tmp/x" in line for line in lines)
+    for step in STEPS:
+        assert hasattr(importlib.import_module(step.module), "main"), step.module
+    with pytest.raises(SystemExit):
+        suite(["--dry-run", "--only", "no-such-step"])
