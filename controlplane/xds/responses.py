@@ -17,6 +17,7 @@ from controlplane.xds.cache import Resource, SnapshotCache, TypeSnapshot
 from controlplane.xds.resources import CLUSTER, ENDPOINT, ROUTE
 from controlplane.xds.tracking import StreamState, TypeState
 from controlplane.xds.views import Subset
+from controlplane.xds.warming import EdsNames, note_new_clusters
 
 # Types whose SotW responses may carry only the changed resources (Envoy keeps the others).
 PARTIAL_SOTW = frozenset({ENDPOINT, ROUTE})
@@ -140,6 +141,7 @@ class Responses:
         self._control_plane = encode_control_plane(identifier)
         self._shared = SharedBodies()
         self._lineage = lineage
+        self._eds_names = EdsNames()
 
     def _sotw_body(self, st: TypeState, version: str, resources: Sequence[Resource]) -> tuple[str, bytes]:
         key = (st.type_url, version, *map(id, resources))
@@ -185,6 +187,9 @@ class Responses:
                 return None
         version = f"{snap.digest}+hold" if held else snap.digest
         nonce, body = self._sotw_body(st, version, tuple(content.values()))
+        if st.type_url == CLUSTER:
+            before = st.sent
+            note_new_clusters(s, (r for n, r in content.items() if n not in before), self._eds_names)
         st.sent = content
         st.record_sent(version, snap.version, nonce, len(content))
         return body
@@ -246,6 +251,8 @@ class Responses:
             wanted = [n for n in sorted(look_at) if st.wildcard or n in st.names]
             changed = [r for n in wanted if (r := resources.get(n)) is not None and st.known.get(n) != r.version]
             removed = [n for n in wanted if n in st.known and n not in resources]
+        if st.type_url == CLUSTER and changed:
+            note_new_clusters(s, [r for r in changed if r.name not in known], self._eds_names)
         held = bool(removed) and st.type_url == CLUSTER and not s.routes_settled(self._cache)
         if held:
             removed = []  # until listeners and routes no longer use them

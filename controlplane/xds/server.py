@@ -74,6 +74,7 @@ from controlplane.xds.tracking import (
     on_sotw_request,
     short_name,
 )
+from controlplane.xds.warming import on_clusters_answered, on_endpoints_acked, still_warming
 
 log = logging.getLogger("controlplane.xds")
 
@@ -280,6 +281,10 @@ class XdsServer:
             return
         outcome = on_sotw_request(s, req, raw) if s.protocol == SOTW else on_delta_request(s, req)
         kind = short_name(req.type_url)
+        if outcome in (ACK, NACK) and req.type_url == CLUSTER:
+            on_clusters_answered(s)
+        elif outcome == ACK and req.type_url == ENDPOINT:
+            on_endpoints_acked(s)
         if outcome == ACK:
             self._metrics.acks.labels(kind).inc()
             self._convergence.update(s, self._lineage)
@@ -307,12 +312,16 @@ class XdsServer:
         """Send every type that is due, in push order."""
         order = PUSH_ORDER + tuple(t for t in s.types if t not in PUSH_ORDER)
         clusters_due = False
+        warming: bool | None = None  # looked at once, after clusters and endpoints went out
         for type_url in order:
             st = s.types.get(type_url)
             if st is None or not st.requested:
                 continue
-            if clusters_due and type_url in _NAME_CLUSTERS:
-                continue  # make-before-break: these wait for the clusters they may name
+            if type_url in _NAME_CLUSTERS:
+                if warming is None:
+                    warming = still_warming(s, self._cache)
+                if clusters_due or warming:
+                    continue  # make-before-break: these wait for the clusters they may name
             snap = self._cache.get(type_url, s.group)
             if st.pending:
                 if type_url == CLUSTER and snap.version > st.sent_cache_version:
