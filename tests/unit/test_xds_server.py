@@ -471,9 +471,9 @@ async def test_sotw_push_order_when_several_types_change(env: Env) -> None:
 
 
 async def test_endpoints_are_sent_while_clusters_wait_to_warm(env: Env) -> None:
-    """Envoy ACKs a CDS response only once its new clusters have their endpoints. A newer CDS
-    version waiting behind that response must not hold back EDS (that deadlocked the stream until
-    Envoy's initial-fetch timeout); it holds back only listeners and routes, which name clusters."""
+    """A CDS response may stay un-ACKed while its clusters are being added. A newer CDS version
+    waiting behind it must not hold back EDS (that deadlocked the stream until Envoy's initial-fetch
+    timeout); it holds back only listeners and routes, which name clusters."""
     client = Sotw(env, "envoy-1")
     await client.subscribe_all()
     await acked(env, "envoy-1", "RDS", env.cache.get(ROUTE).digest)
