@@ -56,6 +56,8 @@ TIMEOUT = 15.0
 # take a fixed port on a shared machine. The manifests' listener port and what the requests expect
 # of it (the address they go to, a Location that keeps the listener's port) are mapped alike.
 OWN_PORTS: dict[int, int] = {}
+# Listener ports of the transcribed manifests that get a port of their own (chosen when a case uses it).
+OWN_LISTENER_PORTS = (8080,)
 SKIPPED_REQUESTS: list[str] = []  # requests of run cases marked `Skip` in their transcription (README.md)
 
 
@@ -185,12 +187,21 @@ def with_endpoint_slices(gw: Gateway, manifests: str, slices: list[dict[str, str
 
 
 def own_ports(manifests: str) -> str:
-    """The manifests with Gateway listener ports other than 80/443 mapped as OWN_PORTS says."""
+    """The manifests with Gateway listener ports other than 80/443 mapped as OWN_PORTS says.
+
+    The port is chosen here, just before the case publishes its listener, not when the module starts:
+    a port only known free minutes earlier may meanwhile be taken by another test worker.
+    """
     docs = [d for d in yaml.safe_load_all(manifests) if d]
+    used = {listener.get("port") for doc in docs if doc.get("kind") == "Gateway"
+            for listener in (doc.get("spec") or {}).get("listeners") or []}  # fmt: skip
+    for port in OWN_LISTENER_PORTS:
+        if port in used:
+            OWN_PORTS[port] = free_port()
     for doc in docs:
         if doc.get("kind") == "Gateway":
             for listener in (doc.get("spec") or {}).get("listeners") or []:
-                if listener.get("port") in OWN_PORTS:
+                if listener.get("port") in OWN_PORTS and listener["port"] in OWN_LISTENER_PORTS:
                     listener["port"] = OWN_PORTS[listener["port"]]
     return dump_manifests(docs)
 
@@ -198,7 +209,6 @@ def own_ports(manifests: str) -> str:
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     g = Gateway(tmp_path_factory.mktemp("gatewayapi-conformance"), serve_args=())
-    OWN_PORTS[8080] = free_port()
     try:
         g.start()
         for ns, services in BACKENDS.items():
