@@ -93,6 +93,7 @@ def run(source: Path, label: str, mode: str, args: argparse.Namespace, backend_p
         for kind in args.changes.split(","):
             samples = []
             for _ in range(args.trials):
+                time.sleep(args.gap)  # isolated changes: the file watcher holds a burst's later writes (20 ms quiet)
                 samples.append(trial(cp, probe, directory, kind, index, backend_port))
                 index += 1
             rows.append({"source": label, "mode": mode, "change": kind, "samples": samples})
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", default="sotw,delta")
     p.add_argument("--changes", default="route,service")
     p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--gap", type=float, default=0.05, help="seconds between one trial's end and the next write")
     p.add_argument("--rounds", type=int, default=1, help="each round runs every control plane and mode once")
     p.add_argument("--compare-with", metavar="DIR", type=Path, help="another checkout, run interleaved as 'before'")
     p.add_argument("--json", metavar="PATH")
