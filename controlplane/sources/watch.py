@@ -90,6 +90,14 @@ class WatchfilesWatcher:
     async def _run(self) -> None:
         from watchfiles import awatch
 
-        async for changes in awatch(self.directory, stop_event=self._stop, recursive=True, **self._options):
+        options = self._options | {"rust_timeout": self._options["rust_timeout"] or 1000}
+        started = False
+        async for changes in awatch(self.directory, stop_event=self._stop, recursive=True, yield_on_timeout=True,
+                                    **options):  # fmt: skip
+            if not started:  # the watcher has its first view now: what changed before it was taken, once
+                started = True
+                self._report({self.directory})
             paths = {Path(p) for _change, p in changes}
-            self._report({p for p in paths if p.suffix in self._suffixes or p.is_dir() or not (p.suffix or p.exists())})
+            paths = {p for p in paths if p.suffix in self._suffixes or p.is_dir() or not (p.suffix or p.exists())}
+            if paths:
+                self._report(paths)
