@@ -112,6 +112,7 @@ class FileSource:
         """Bring the objects in line with `paths` as they are now: files (present or gone) and
         directories, whose subtree is compared whole (files on disk and files known)."""
         files: set[Path] = set()
+        root_back = False  # the directory was missing (at start, or removed) and is there again
         for path in paths:
             if path.suffix in SUFFIXES and not path.is_dir():
                 files.add(path)
@@ -119,10 +120,12 @@ class FileSource:
             files |= {f for f in self._by_file if f == path or path in f.parents}
             if path.is_dir():
                 files |= set(_files_under(path))
-                if path == self.directory and self.store.status.errors.pop(str(path), None) is not None:
-                    self.store.status_changed()
+                root_back |= path == self.directory and str(path) in self.store.status.errors
         for path in sorted(files):
             self.load_file(path)
+        if root_back:
+            self.store.status.errors.pop(str(self.directory), None)
+            self.store.mark_synced()
 
     def load_file(self, path: Path) -> None:
         try:

@@ -183,6 +183,22 @@ async def test_the_root_removed_and_recreated(running: Running, monkeypatch: pyt
     await wait_until_async(lambda: running.port("b"), timeout=10)
 
 
+async def test_a_directory_missing_at_start_is_read_once_it_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(inotify, "ROOT_RETRY", 0.05)
+    r = Running(tmp_path / "later")
+    await r.source.start()
+    try:
+        assert r.store.status.state == "error" and str(r.directory) in r.store.status.errors
+        r.directory.mkdir()
+        (r.directory / "a.yaml").write_text(service("a"))
+        await wait_until_async(lambda: r.port("a") == 80, timeout=10)
+        assert r.store.status.state == "synced" and not r.store.status.errors
+    finally:
+        await r.source.stop()
+
+
 async def test_running_out_of_watches_switches_to_watchfiles(running: Running) -> None:
     watcher = running.watcher
 
