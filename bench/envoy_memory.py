@@ -52,6 +52,7 @@ class Sample:
     rss_mib: float = 0.0
     allocated_mib: float = 0.0
     rss_after_mib: float = 0.0
+    peak_mib: float = 0.0  # VmHWM: the most Envoy held at any time (the cold start's decoding included)
     stats: int = 0
     memory: dict[str, float] = field(default_factory=dict)  # admin /memory, MiB
     updates: list[float] = field(default_factory=list)
@@ -65,6 +66,8 @@ def bootstrap_for(cp: ControlPlane, variant: str, delta: bool, node_id: str) -> 
     for extra in extras:
         if extra == "eager":  # gateway stats, but created with the cluster rather than on first use
             boot.pop("deferred_stat_options", None)
+        elif extra == "eagerclusters":  # every worker builds every cluster up front
+            boot.get("cluster_manager", {}).pop("enable_deferred_cluster_creation", None)
         elif extra == "lazyclusters":  # a worker builds its copy of a cluster when it first uses it
             boot["cluster_manager"] = {"enable_deferred_cluster_creation": True}
         elif extra.startswith("release"):  # release<MiB>: give freed heap back to the OS, per second
@@ -72,9 +75,44 @@ def bootstrap_for(cp: ControlPlane, variant: str, delta: bool, node_id: str) -> 
             boot["memory_allocator_manager"] = {"bytes_to_release": mib << 20, "memory_release_interval": "1s"}
         elif extra == "nostats":  # the floor: no stats at all
             boot["stats_config"] = {"stats_matcher": {"reject_all": True}}
+        elif extra == "shrinkheap":  # overload manager: release free heap whenever the heap is in use
+            boot["overload_manager"] = SHRINK_HEAP
+        elif extra == "norelease":  # no background release (the default before it was made one)
+            boot.pop("memory_allocator_manager", None)
+        elif extra.startswith("partitions"):  # a control plane with --route-partitions K (see cp_for)
+            continue
         else:
             raise ValueError(f"unknown variant option {extra!r}")
     return boot
+
+
+# Envoy's shrink_heap action releases tcmalloc's free pages every 10 s while the fixed-heap monitor's
+# pressure is over the threshold; a tiny threshold of a large heap keeps it always on.
+SHRINK_HEAP = {
+    "refresh_interval": "1s",
+    "resource_monitors": [
+        {
+            "name": "envoy.resource_monitors.fixed_heap",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig",
+                "max_heap_size_bytes": 64 << 30,
+            },
+        }
+    ],
+    "actions": [
+        {
+            "name": "envoy.overload_actions.shrink_heap",
+            "triggers": [{"name": "envoy.resource_monitors.fixed_heap", "threshold": {"value": 0.0001}}],
+        }
+    ],
+}
+
+
+def partitions_of(variant: str) -> int | None:
+    for extra in variant.split("+")[1:]:
+        if extra.startswith("partitions"):
+            return int(extra[len("partitions"):])
+    return None
 
 
 def measure(cp: ControlPlane, root: Path, variant: str, rnd: int, n: int, args: argparse.Namespace,
@@ -82,7 +120,7 @@ def measure(cp: ControlPlane, root: Path, variant: str, rnd: int, n: int, args: 
     sample = Sample(variant, rnd)
     workdir = root / f"envoy-{variant}-{rnd}"
     envoy = EnvoyProcess(bootstrap_for(cp, variant, args.mode == "delta", f"mem-{rnd}-{variant}"), workdir=workdir,
-                         log_level="warning", ready_timeout=300)  # fmt: skip
+                         log_level="warning", ready_timeout=300, concurrency=args.concurrency)  # fmt: skip
     probe = HostProbe(cp.http_port)
     t0 = time.monotonic()
     envoy.start()
@@ -102,6 +140,7 @@ def measure(cp: ControlPlane, root: Path, variant: str, rnd: int, n: int, args: 
             sample.updates.append(new_route_trial(directory, probe, next_index + t, args.backend_port))
             wait_settled(cp)
         sample.rss_after_mib = round(proc_status(envoy.pid)["VmRSS"] / 1024, 1)
+        sample.peak_mib = round(proc_status(envoy.pid)["VmHWM"] / 1024, 1)
         sample.stats = sum(1 for line in envoy.admin_get("/stats", timeout=120).splitlines() if ": " in line)
     finally:
         probe.close()
@@ -113,15 +152,16 @@ def measure(cp: ControlPlane, root: Path, variant: str, rnd: int, n: int, args: 
 
 def markdown(samples: list[Sample]) -> str:
     lines = [
-        "| variant | round | Envoy cold s | RSS MiB | tcmalloc allocated MiB | RSS after trials MiB | stats |"
-        " update p50 ms | p99 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | round | Envoy cold s | RSS MiB | tcmalloc allocated MiB | pageheap_free MiB"
+        " | RSS after trials MiB | peak RSS MiB | stats | update p50 ms | p99 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in samples:
         u = summary_ms(s.updates) if s.updates else {"p50": 0.0, "p99": 0.0}
         lines.append(
             f"| {s.variant} | {s.round} | {s.cold_s:.1f} | {s.rss_mib:.0f} | {s.allocated_mib:.0f} | "
-            f"{s.rss_after_mib:.0f} | {s.stats:,} | {u['p50']:.1f} | {u['p99']:.1f} |"
+            f"{s.memory.get('pageheap_free', 0):.0f} | {s.rss_after_mib:.0f} | {s.peak_mib:.0f} | {s.stats:,} | "
+            f"{u['p50']:.1f} | {u['p99']:.1f} |"
         )
     variants = list(dict.fromkeys(s.variant for s in samples))
     lines += ["", "| variant | RSS MiB (rounds) | update p50 ms | p99 | trials |", "|---|---|---|---|---|"]
@@ -141,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="each round runs every variant once, in turn")
     p.add_argument("--trials", type=int, default=20, help="new Ingress+Service updates per Envoy")
     p.add_argument("--mode", choices=["delta", "sotw"], default="delta")
+    p.add_argument("--concurrency", type=int, default=2, help="Envoy worker threads (production: one per core)")
     p.add_argument("--settle", type=float, default=5.0, help="seconds between settled and reading RSS")
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--keep", action="store_true")
@@ -159,7 +200,22 @@ def main(argv: list[str] | None = None) -> int:
         next_index = args.n
         for rnd in range(1, args.rounds + 1):
             for variant in variants:
-                samples.append(measure(cp, root, variant, rnd, args.n, args, next_index))
+                k = partitions_of(variant)
+                # Another partition count needs its own control plane (same directory); it runs only
+                # while its Envoy is measured, so it does not load the other variants' updates.
+                own = None
+                if k:
+                    own = ControlPlane(root / "c1", root / f"meridian-{k}.log", ["--route-partitions", str(k)]).start()
+                try:
+                    if own is not None:
+                        wait_for(own.ready, timeout=600, interval=0.05, what="/readyz")
+                    samples.append(measure(own or cp, root, variant, rnd, args.n, args, next_index))
+                finally:
+                    if own is not None:
+                        nacks = own.metric("meridian_xds_nacks_total")
+                        own.stop()
+                        if nacks:
+                            raise RuntimeError(f"Envoy NACKed {nacks} responses; see {root}")
                 next_index += args.trials
                 print(json.dumps(samples[-1].__dict__ | {"updates": summary_ms(samples[-1].updates)}), flush=True)
         nacks = cp.metric("meridian_xds_nacks_total")
@@ -171,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         fleet.close()
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    facts = machine_facts() | {"load_avg": os.getloadavg(), "n": args.n, "mode": args.mode}
+    facts = machine_facts() | {"load_avg": os.getloadavg(), "n": args.n, "mode": args.mode,
+                               "concurrency": args.concurrency}  # fmt: skip
     print(json.dumps(facts))
     print(markdown(samples))
     if args.json:
