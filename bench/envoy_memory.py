@@ -54,7 +54,9 @@ class Sample:
     rss_after_mib: float = 0.0
     peak_mib: float = 0.0  # VmHWM: the most Envoy held at any time (the cold start's decoding included)
     stats: int = 0
+    cpu_ms_per_update: float = 0.0
     memory: dict[str, float] = field(default_factory=dict)  # admin /memory, MiB
+    tcmalloc: list[str] = field(default_factory=list)  # admin /memory/tcmalloc, its MiB summary lines
     updates: list[float] = field(default_factory=list)
 
 
@@ -71,7 +73,7 @@ def bootstrap_for(cp: ControlPlane, variant: str, delta: bool, node_id: str) -> 
         elif extra == "lazyclusters":  # a worker builds its copy of a cluster when it first uses it
             boot["cluster_manager"] = {"enable_deferred_cluster_creation": True}
         elif extra.startswith("release"):  # release<MiB>: give freed heap back to the OS, per second
-            mib = int(extra[len("release"):] or 100)
+            mib = int(extra[len("release") :] or 100)
             boot["memory_allocator_manager"] = {"bytes_to_release": mib << 20, "memory_release_interval": "1s"}
         elif extra == "nostats":  # the floor: no stats at all
             boot["stats_config"] = {"stats_matcher": {"reject_all": True}}
@@ -108,10 +110,17 @@ SHRINK_HEAP = {
 }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, its threads included."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def partitions_of(variant: str) -> int | None:
     for extra in variant.split("+")[1:]:
         if extra.startswith("partitions"):
-            return int(extra[len("partitions"):])
+            return int(extra[len("partitions") :])
     return None
 
 
@@ -135,10 +144,18 @@ def measure(cp: ControlPlane, root: Path, variant: str, rnd: int, n: int, args: 
         memory = json.loads(envoy.admin_get("/memory"))
         sample.allocated_mib = round(int(memory["allocated"]) / 2**20, 1)
         sample.memory = {k: round(int(v) / 2**20, 1) for k, v in memory.items() if str(v).isdigit()}
+        # tcmalloc's own account (what the free pages are and why they stay): the summary lines.
+        tcmalloc = envoy.admin_get("/memory/tcmalloc", timeout=30).splitlines()
+        summary = ("HugePageFiller: Overall", "pages free in", "Since startup", "hugepages cached")
+        sample.tcmalloc = [line for line in tcmalloc if line.startswith("MALLOC:") and "MiB" in line]
+        sample.tcmalloc += list(dict.fromkeys(line for line in tcmalloc if any(k in line for k in summary)))[:8]
         directory = root / "c1"
+        cpu0 = cpu_seconds(envoy.pid)
         for t in range(args.trials):
             sample.updates.append(new_route_trial(directory, probe, next_index + t, args.backend_port))
             wait_settled(cp)
+        # Envoy's own CPU per update (apply + the first request): steadier than wall time under load.
+        sample.cpu_ms_per_update = round((cpu_seconds(envoy.pid) - cpu0) * 1000 / max(1, args.trials), 1)
         sample.rss_after_mib = round(proc_status(envoy.pid)["VmRSS"] / 1024, 1)
         sample.peak_mib = round(proc_status(envoy.pid)["VmHWM"] / 1024, 1)
         sample.stats = sum(1 for line in envoy.admin_get("/stats", timeout=120).splitlines() if ": " in line)
@@ -153,24 +170,26 @@ def measure(cp: ControlPlane, root: Path, variant: str, rnd: int, n: int, args: 
 def markdown(samples: list[Sample]) -> str:
     lines = [
         "| variant | round | Envoy cold s | RSS MiB | tcmalloc allocated MiB | pageheap_free MiB"
-        " | RSS after trials MiB | peak RSS MiB | stats | update p50 ms | p99 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        " | RSS after trials MiB | peak RSS MiB | stats | update p50 ms | p99 | Envoy CPU ms/update |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in samples:
         u = summary_ms(s.updates) if s.updates else {"p50": 0.0, "p99": 0.0}
         lines.append(
             f"| {s.variant} | {s.round} | {s.cold_s:.1f} | {s.rss_mib:.0f} | {s.allocated_mib:.0f} | "
             f"{s.memory.get('pageheap_free', 0):.0f} | {s.rss_after_mib:.0f} | {s.peak_mib:.0f} | {s.stats:,} | "
-            f"{u['p50']:.1f} | {u['p99']:.1f} |"
+            f"{u['p50']:.1f} | {u['p99']:.1f} | {s.cpu_ms_per_update:.1f} |"
         )
     variants = list(dict.fromkeys(s.variant for s in samples))
-    lines += ["", "| variant | RSS MiB (rounds) | update p50 ms | p99 | trials |", "|---|---|---|---|---|"]
+    lines += ["", "| variant | RSS MiB (rounds) | update p50 ms | p99 | trials | Envoy CPU ms/update (rounds) |"]
+    lines += ["|---|---|---|---|---|---|"]
     for v in variants:
         mine = [s for s in samples if s.variant == v]
         updates = [u for s in mine for u in s.updates]
         u = summary_ms(updates) if updates else {"p50": 0.0, "p99": 0.0}
         rss = ", ".join(f"{s.rss_mib:.0f}" for s in mine)
-        lines.append(f"| {v} | {rss} | {u['p50']:.1f} | {u['p99']:.1f} | {len(updates)} |")
+        cpu = ", ".join(f"{s.cpu_ms_per_update:.1f}" for s in mine)
+        lines.append(f"| {v} | {rss} | {u['p50']:.1f} | {u['p99']:.1f} | {len(updates)} | {cpu} |")
     return "\n".join(lines)
 
 
