@@ -163,9 +163,9 @@ def render_bootstrap(
         # hundreds of milliseconds, delaying whatever xDS update arrives during it.
         "stats_flush_on_admin": True,
         # Each worker builds its own copy of a cluster (load balancer, host sets) the first time a
-        # request there needs it, not for every cluster up front: a gateway's workers each touch a
-        # few of its Services, and the copies of the rest cost ~2.5 KiB per cluster per worker
-        # (BENCHMARKS.md, "Envoy's memory": -48 MiB at 10,000 Services with two workers).
+        # request there needs it, not for every cluster up front: a copy costs ~2.4 KiB, and Services
+        # that get no traffic on a worker cost it nothing (BENCHMARKS.md, "Envoy's memory": -48 MiB
+        # at 10,000 Services with two workers, updates no slower).
         "cluster_manager": dict(LAZY_CLUSTERS),
         "layered_runtime": {
             "layers": [
