@@ -4,16 +4,21 @@ One control plane serves N Ingresses, each with its own Service (so N clusters).
 and every variant, in turn (A/B/A/B, so machine load hits both alike), one Envoy starts with that
 variant's bootstrap and
   (a) cold: Envoy start -> every sampled host (incl. the last) answers 200;
-  (b) RSS (VmRSS) and tcmalloc's allocated bytes (admin /memory) once xDS has settled;
+  (b) RSS (VmRSS), tcmalloc's allocated bytes (admin /memory) and its own account of the rest
+      (admin /memory/tcmalloc) once xDS has settled;
   (c) update time: write one new Ingress + Service + EndpointSlice (a new cluster, so its stats are
-      created) -> first 200 through Envoy, `--trials` times, p50/p99;
-  (d) how many stats Envoy holds (admin /stats, counted after the timings).
-then stops. A variant is `full` or `gateway` (`meridian bootstrap --envoy-stats`), optionally with
-experiments appended: `+eager` (gateway stats created with the cluster, not on first use),
-`+lazyclusters` (`cluster_manager.enable_deferred_cluster_creation`), `+release<MiB>` (tcmalloc
-gives freed memory back at that rate), `+nostats` (reject every stat: the floor).
+      created) -> first 200 through Envoy, `--trials` times, p50/p99, and Envoy's CPU time per update;
+  (d) RSS after the updates, peak RSS, and how many stats Envoy holds (admin /stats, counted last).
+then stops. Envoy runs with `--concurrency` workers (default 2: one per core of a 2-core gateway).
+A variant is `full` or `gateway` (`meridian bootstrap --envoy-stats`), optionally with experiments
+appended: `+eager` (gateway stats created with the cluster, not on first use), `+eagerclusters`
+(every worker builds every cluster up front: the bootstrap before lazy creation was the default),
+`+lazyclusters` (`cluster_manager.enable_deferred_cluster_creation`, for `full`), `+release<MiB>`
+(tcmalloc gives freed memory back at that rate), `+shrinkheap` (the overload manager's shrink_heap,
+always on), `+partitions<K>` (a control plane of its own with `--route-partitions K`), `+nostats`
+(reject every stat: the floor).
 
-    .venv/bin/python -m bench.envoy_memory --n 10000 --variants full,gateway --rounds 2 --trials 20
+    .venv/bin/python -m bench.envoy_memory --n 10000 --variants gateway+eagerclusters,gateway --rounds 3 --trials 20
 """
 
 from __future__ import annotations
@@ -79,9 +84,7 @@ def bootstrap_for(cp: ControlPlane, variant: str, delta: bool, node_id: str) -> 
             boot["stats_config"] = {"stats_matcher": {"reject_all": True}}
         elif extra == "shrinkheap":  # overload manager: release free heap whenever the heap is in use
             boot["overload_manager"] = SHRINK_HEAP
-        elif extra == "norelease":  # no background release (the default before it was made one)
-            boot.pop("memory_allocator_manager", None)
-        elif extra.startswith("partitions"):  # a control plane with --route-partitions K (see cp_for)
+        elif extra.startswith("partitions"):  # a control plane with --route-partitions K (see main)
             continue
         else:
             raise ValueError(f"unknown variant option {extra!r}")
