@@ -1,41 +1,44 @@
-"""A PCRE pattern (as classified "pcre" by controlplane.ir.pcre) as a Lua backtracking matcher.
+"""A PCRE pattern (the tree of controlplane.ir.pcre_syntax) as a Lua backtracking matcher.
 
-The matcher follows PCRE's semantics for a match / no match answer on a header value: byte mode,
-ASCII classes and case folding, leftmost search from every start position, greedy, lazy and
-possessive repeats, groups and backreferences, lookahead, conditionals, anchors and word
-boundaries. It counts its steps: past STEP_LIMIT it stops with an error, which the caller treats as
-ngx.re.match's error (PCRE's own match limit is 10 million steps; Envoy's worker must not spin).
+The matcher follows PCRE1's semantics for a match / no match answer on a header value: byte mode,
+sets of bytes (every escape, class and property is resolved by the parser), leftmost search from
+every start position, greedy, lazy and possessive repeats, groups and backreferences, lookahead,
+conditionals, recursion and subroutine calls (atomic, captures restored afterwards, a recursion
+into the same group at the same position is PCRE's "recursion loop" error), (*ACCEPT), anchors and
+word boundaries.
+
+It counts what PCRE1 counts against its match limit, the calls of its internal match(): one per
+start position, per alternative tried, per iteration and backtracking point of a repeat, per
+group, assertion and recursion entered. Past STEP_LIMIT (PCRE's default, 10,000,000, which
+ngx.re.match keeps) it stops with an error, which the caller treats as ngx.re.match's error.
 
 The generated Lua builds the matcher once per worker (at script load) from combinators in RUNTIME.
 """
 
 from __future__ import annotations
 
-from re import _constants as c
 from typing import Any
 
-STEP_LIMIT = 200_000
+from controlplane.ir import pcre_syntax as px
 
-IGNORECASE, MULTILINE, DOTALL = c.SRE_FLAG_IGNORECASE, c.SRE_FLAG_MULTILINE, c.SRE_FLAG_DOTALL
+STEP_LIMIT = 10_000_000
 
 RUNTIME = """
 local S, N, CAPS, STEPS = "", 0, {}, 0
 local LIMIT = @LIMIT@
-local byte, sub, lower = string.byte, string.sub, string.lower
+local G, RSTACK, ACCEPTK = {}, {}, nil
+local byte, sub = string.byte, string.sub
 local function step()
   STEPS = STEPS + 1
   if STEPS > LIMIT then error("meridian: match limit") end
 end
-local function set(str)
-  local t = {}
-  for k = 1, #str do t[byte(str, k)] = true end
-  return t
+local WORD = {}
+for _, r in ipairs({{48, 57}, {65, 90}, {97, 122}, {95, 95}}) do
+  for c = r[1], r[2] do WORD[c] = true end
 end
-local WORD = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 local function isword(i) return i >= 1 and i <= N and WORD[byte(S, i)] == true end
 local function chr(t)
   return function(i, k)
-    step()
     if i <= N and t[byte(S, i)] then return k(i + 1) end
     return false
   end
@@ -51,6 +54,7 @@ end
 local function alt(list)
   return function(i, k)
     for _, m in ipairs(list) do
+      step()
       if m(i, k) then return true end
     end
     return false
@@ -88,12 +92,24 @@ local function atomic(m)
     return false
   end
 end
+local function look(m, negative)
+  local function run(i)
+    step()
+    local saved, outer = snapshot(), ACCEPTK
+    local inner = function() return true end
+    ACCEPTK = inner
+    local found = m(i, inner)
+    ACCEPTK = outer
+    if negative or not found then restore(saved) end
+    return found, saved
+  end
+  return run
+end
 local function ahead(m, negative)
+  local run = look(m, negative)
   return function(i, k)
-    local saved = snapshot()
-    local found = m(i, function() return true end)
+    local found, saved = run(i)
     if negative then
-      restore(saved)
       if found then return false end
       return k(i)
     end
@@ -103,7 +119,8 @@ local function ahead(m, negative)
   end
 end
 local function group(g, m)
-  return function(i, k)
+  local f = function(i, k)
+    step()
     return m(i, function(j)
       local ps, pe = CAPS[2 * g - 1], CAPS[2 * g]
       CAPS[2 * g - 1], CAPS[2 * g] = i, j
@@ -112,14 +129,33 @@ local function group(g, m)
       return false
     end)
   end
+  G[g] = f
+  return f
+end
+local function recurse(g)
+  return function(i, k)
+    step()
+    for _, frame in ipairs(RSTACK) do
+      if frame[1] == g and frame[2] == i then error("meridian: recursion loop") end
+    end
+    local saved, outer, stop = snapshot(), ACCEPTK, nil
+    local inner = function(j) stop = j return true end
+    RSTACK[#RSTACK + 1] = {g, i}
+    ACCEPTK = inner
+    local ok = G[g](i, inner)
+    ACCEPTK = outer
+    RSTACK[#RSTACK] = nil
+    restore(saved)
+    if ok then return k(stop) end
+    return false
+  end
 end
 local function backref(g, fold)
   return function(i, k)
-    step()
     local s, e = CAPS[2 * g - 1], CAPS[2 * g]
     if s == nil then return false end
     local piece, here = sub(S, s, e - 1), sub(S, i, i + e - s - 1)
-    if fold then piece, here = lower(piece), lower(here) end
+    if fold then piece, here = string.lower(piece), string.lower(here) end
     if piece == here then return k(i + e - s) end
     return false
   end
@@ -130,13 +166,29 @@ local function exists(g, yes, no)
     return no(i, k)
   end
 end
-local function at(kind, multiline)
+local function inrecursion(g, yes, no)
+  return function(i, k)
+    local top = RSTACK[#RSTACK]
+    if top ~= nil and (g < 0 or top[1] == g) then return yes(i, k) end
+    return no(i, k)
+  end
+end
+local function condlook(m, negative, yes, no)
+  local run = look(m, negative)
+  return function(i, k)
+    local found = run(i)
+    if found ~= negative then return yes(i, k) end
+    return no(i, k)
+  end
+end
+local function accept(i, k) return ACCEPTK(i) end
+local function at(kind)
   return function(i, k)
     local ok
-    if kind == "begin" then ok = i == 1 or (multiline and byte(S, i - 1) == 10)
-    elseif kind == "begin_string" then ok = i == 1
-    elseif kind == "end" then
-      ok = i == N + 1 or (i == N and byte(S, N) == 10) or (multiline and byte(S, i) == 10)
+    if kind == "begin" or kind == "start" then ok = i == 1
+    elseif kind == "begin_line" then ok = i == 1 or (i <= N and byte(S, i - 1) == 10)
+    elseif kind == "end" or kind == "end_nl" then ok = i == N + 1 or (i == N and byte(S, N) == 10)
+    elseif kind == "end_line" then ok = i == N + 1 or byte(S, i) == 10
     elseif kind == "end_string" then ok = i == N + 1
     elseif kind == "boundary" then ok = isword(i - 1) ~= isword(i)
     else ok = isword(i - 1) == isword(i) end
@@ -147,123 +199,73 @@ end
 local function empty(i, k) return k(i) end
 """.replace("@LIMIT@", str(STEP_LIMIT))
 
-_CATEGORIES = {
-    c.CATEGORY_DIGIT: (set(range(48, 58)), False),
-    c.CATEGORY_NOT_DIGIT: (set(range(48, 58)), True),
-    c.CATEGORY_SPACE: (set(b" \t\n\r\f\v"), False),
-    c.CATEGORY_NOT_SPACE: (set(b" \t\n\r\f\v"), True),
-    c.CATEGORY_WORD: (set(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"), False),
-    c.CATEGORY_NOT_WORD: (set(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"), True),
-}
-_AT = {
-    c.AT_BEGINNING: "begin",
-    c.AT_BEGINNING_STRING: "begin_string",
-    c.AT_END: "end",
-    c.AT_END_STRING: "end_string",
-    c.AT_BOUNDARY: "boundary",
-    c.AT_NON_BOUNDARY: "non_boundary",
-}
-
 
 class NotCompiled(ValueError):
     """A construct the matcher does not implement (the pattern is then treated as invalid)."""
 
 
-def _fold(codes: set[int], flags: int) -> set[int]:
-    if not flags & IGNORECASE:
-        return codes
-    out = set(codes)
-    for b in codes:
-        if 65 <= b <= 90:
-            out.add(b + 32)
-        elif 97 <= b <= 122:
-            out.add(b - 32)
-    return out
-
-
-def _byte_set(codes: set[int]) -> str:
-    if any(b > 255 for b in codes):
-        raise NotCompiled("a character outside one byte")
+def _byte_set(codes: frozenset[int]) -> str:
     return "chr({" + ",".join(f"[{b}]=true" for b in sorted(codes)) + "})"
 
 
-def _class(items: list[tuple[Any, Any]], flags: int) -> str:
-    negate = False
-    codes: set[int] = set()
-    for op, arg in items:
-        if op is c.NEGATE:
-            negate = True
-        elif op is c.LITERAL:
-            codes.add(arg)
-        elif op is c.RANGE:
-            codes.update(range(arg[0], arg[1] + 1))
-        elif op is c.CATEGORY:
-            members, inverted = _CATEGORIES[arg]
-            codes.update(set(range(256)) - members if inverted else members)
-        else:
-            raise NotCompiled(f"class item {op}")
-    codes = _fold(codes, flags)
-    if negate:
-        codes = set(range(256)) - codes
-    return _byte_set(codes)
+def _node(node: Any) -> str:
+    if isinstance(node, px.Chars):
+        return _byte_set(node.codes)
+    if isinstance(node, px.Seq):
+        parts = [_node(i) for i in node.items]
+        if not parts:
+            return "empty"
+        return parts[0] if len(parts) == 1 else "seq({" + ", ".join(parts) + "})"
+    if isinstance(node, px.Alt):
+        return "alt({" + ", ".join(_node(b) for b in node.branches) + "})"
+    if isinstance(node, px.Group):
+        return f"group({node.index}, {_node(node.body)})"
+    if isinstance(node, px.Repeat):
+        high = "math.huge" if node.high is None else str(node.high)
+        rep = f"rep({node.low}, {high}, {'false' if node.mode == 'lazy' else 'true'}, {_node(node.body)})"
+        return f"atomic({rep})" if node.mode == "possessive" else rep
+    if isinstance(node, px.Atomic):
+        return f"atomic({_node(node.body)})"
+    if isinstance(node, px.Look):
+        return f"ahead({_node(node.body)}, {'true' if node.negative else 'false'})"
+    if isinstance(node, px.Backref):
+        return f"backref({node.index}, {'true' if node.fold else 'false'})"
+    if isinstance(node, px.Recurse):
+        return f"recurse({node.index})"
+    if isinstance(node, px.Cond):
+        yes, no = _node(node.yes), _node(node.no)
+        if node.kind == "group":
+            return f"exists({node.arg}, {yes}, {no})"
+        if node.kind == "recursion":
+            return f"inrecursion({node.arg}, {yes}, {no})"
+        if node.kind == "assert":
+            look = node.arg
+            return f"condlook({_node(look.body)}, {'true' if look.negative else 'false'}, {yes}, {no})"
+        return "empty"  # DEFINE: never run in place
+    if isinstance(node, px.Anchor):
+        return f'at("{node.kind}")'
+    if isinstance(node, px.Verb):
+        return "accept" if node.name == "ACCEPT" else "chr({})"
+    raise NotCompiled(f"regex construct {node!r}")
 
 
-def _seq(items: Any, flags: int) -> str:
-    parts = [_node(op, arg, flags) for op, arg in items]
-    if not parts:
-        return "empty"
-    return parts[0] if len(parts) == 1 else "seq({" + ", ".join(parts) + "})"
-
-
-def _node(op: Any, arg: Any, flags: int) -> str:
-    if op is c.LITERAL:
-        return _byte_set(_fold({arg}, flags))
-    if op is c.NOT_LITERAL:
-        return _byte_set(set(range(256)) - _fold({arg}, flags))
-    if op is c.ANY:
-        return _byte_set(set(range(256)) if flags & DOTALL else set(range(256)) - {10})
-    if op is c.IN:
-        return _class(arg, flags)
-    if op is c.BRANCH:
-        return "alt({" + ", ".join(_seq(b, flags) for b in arg[1]) + "})"
-    if op is c.SUBPATTERN:
-        group, add, remove, body = arg
-        inner = _seq(body, (flags | add) & ~remove)
-        return inner if group is None else f"group({group}, {inner})"
-    if op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
-        low, high, body = arg
-        high_text = "math.huge" if high == c.MAXREPEAT else str(high)
-        rep = f"rep({low}, {high_text}, {'false' if op is c.MIN_REPEAT else 'true'}, {_seq(body, flags)})"
-        return f"atomic({rep})" if op is c.POSSESSIVE_REPEAT else rep
-    if op is c.ATOMIC_GROUP:
-        return f"atomic({_seq(arg, flags)})"
-    if op in (c.ASSERT, c.ASSERT_NOT):
-        direction, body = arg
-        if direction != 1:
-            raise NotCompiled("lookbehind")
-        return f"ahead({_seq(body, flags)}, {'true' if op is c.ASSERT_NOT else 'false'})"
-    if op is c.GROUPREF:
-        return f"backref({arg}, {'true' if flags & IGNORECASE else 'false'})"
-    if op is c.GROUPREF_EXISTS:
-        group, yes, no = arg
-        return f"exists({group}, {_seq(yes, flags)}, {_seq(no, flags) if no is not None else 'empty'})"
-    if op is c.AT:
-        return f'at("{_AT[arg]}", {"true" if flags & MULTILINE else "false"})'
-    raise NotCompiled(f"regex construct {op}")
-
-
-def matcher_source(tree: Any, flags: int) -> str:
+def matcher_source(tree: Any) -> str:
     """Lua defining `pattern_search(value) -> true | false | nil, err`: whether the pattern matches
-    anywhere in `value` (nil and an error when it runs past the step limit)."""
+    anywhere in `value` (nil and an error past the match limit or on a recursion loop)."""
     return (
         RUNTIME
-        + f"local PATTERN = {_seq(tree.data, flags)}\n"
-        + """local function found() return true end
+        + f"local PATTERN = {_node(tree)}\n"
+        + f"local REQUIRED = {{{', '.join(str(b) for b in sorted(px.required_bytes(tree)))}}}\n"
+        + """G[0] = PATTERN
+local function found() return true end
 function pattern_search(value)
-  S, N, STEPS = value, #value, 0
+  S, N, STEPS, RSTACK, ACCEPTK = value, #value, 0, {}, found
+  for _, b in ipairs(REQUIRED) do -- as PCRE: a byte every match needs is missing, no match at all
+    if not string.find(value, string.char(b), 1, true) then return false end
+  end
   for start = 1, N + 1 do
     CAPS = {}
-    local ok, hit = pcall(PATTERN, start, found)
+    local ok, hit = pcall(function() step() return PATTERN(start, found) end)
     if not ok then return nil, hit end
     if hit then return true end
   end

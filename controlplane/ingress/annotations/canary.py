@@ -17,7 +17,6 @@ from controlplane.ingress.annotations.base import (
     ParseContext,
     ParsedAnnotations,
     integer,
-    valid_re2,
 )
 from controlplane.ir import Forward, HeaderMatch, Route, WeightedCluster
 from controlplane.ir.pcre import classify
@@ -121,7 +120,7 @@ class CanaryFamily(Family):
             ctx.warn("canary-by-header-pattern", f"invalid characters in {pattern!r}; ignored")
             pattern = None
         elif pattern is not None:
-            kind = classify(pattern, re2_valid=valid_re2(pattern))
+            kind = classify(pattern)
             pattern_pcre = kind.kind == "pcre"
             if kind.kind in ("invalid", "unsupported"):
                 pattern_invalid = True
@@ -192,8 +191,9 @@ class CanaryFamily(Family):
                 out.append(
                     replace(primary, name=primary.name + "~pattern-error", headers=(HeaderMatch(h, present=True),))
                 )
-            elif spec.header_pattern:
-                out.append(replace(to_canary, headers=(HeaderMatch(h, regex=f".*(?:{spec.header_pattern}).*"),)))
+            elif spec.header_pattern:  # RE2 runs it exactly (controlplane.ir.pcre): Envoy's own header match
+                regex = classify(spec.header_pattern).re2
+                out.append(replace(to_canary, headers=(HeaderMatch(h, regex=f".*(?:{regex}).*"),)))
             else:
                 out.append(replace(to_canary, headers=(HeaderMatch(h, exact="always"),)))
                 out.append(replace(primary, name=primary.name + "~never", headers=(HeaderMatch(h, exact="never"),)))
