@@ -3,11 +3,13 @@ byte mode, ASCII classes, case-sensitive, unanchored). Shared by the frontend (w
 served, and how) and the translator (which runs the ones RE2 cannot).
 
 The pattern is read with PCRE1's own syntax (controlplane.ir.pcre_syntax). It is then one of:
-- "re2": every character it consumes is ASCII and it needs nothing RE2 lacks; the RE2 regex written
-  from the tree (explicit byte sets, no flags) matches exactly the same header values, so Envoy
-  matches it natively;
-- "pcre": anything else (bytes above 127, which RE2 reads as UTF-8, lookahead, backreferences,
-  possessive repeats, conditionals, recursion...): Envoy runs it with a backtracking matcher in Lua;
+- "re2": every character it consumes is ASCII, it needs nothing RE2 lacks, and it has no repeat
+  that backtracks (so PCRE never reaches its match limit on a header value, see _most_calls); the
+  RE2 regex written from the tree (explicit byte sets, no flags) matches exactly the same header
+  values, so Envoy matches it natively;
+- "pcre": anything else (bytes above 127, which RE2 reads as UTF-8, repeats, lookahead,
+  backreferences, conditionals, recursion...): Envoy runs it with a backtracking matcher in Lua that
+  counts PCRE's steps, so it fails where PCRE's match limit makes ngx.re.match fail;
 - "invalid": PCRE refuses it (ngx.re.match returns an error; balancer.lua then keeps the request on
   the main Service);
 - "unsupported": valid PCRE that the matcher does not run ((*COMMIT), (*PRUNE), (*SKIP), (*THEN) and
@@ -26,6 +28,8 @@ Kind = Literal["re2", "pcre", "invalid", "unsupported"]
 # Counted repeats RE2 unrolls: kept small so the program stays small (the Lua matcher takes the rest).
 _RE2_REPEAT_MAX = 16
 _RE2_LENGTH_MAX = 4096
+MATCH_LIMIT = 10_000_000  # PCRE's default, which ngx.re.match keeps
+MAX_VALUE_BYTES = 60 * 1024  # Envoy's default max_request_headers_kb bounds any header value
 
 
 @dataclass(frozen=True)
@@ -51,9 +55,32 @@ def classify(pattern: str) -> Classified:
         re2 = _re2(parsed.tree, top=True)
     except _NotRe2:
         return Classified("pcre", tree=parsed.tree)
-    if len(re2) > _RE2_LENGTH_MAX:
+    if len(re2) > _RE2_LENGTH_MAX or _most_calls(parsed.tree) > MATCH_LIMIT:
         return Classified("pcre", tree=parsed.tree)
     return Classified("re2", re2=re2)
+
+
+def _most_calls(tree: Any) -> int:
+    """An upper bound of PCRE's match() calls for a search of a repeat-free tree in any header value
+    Envoy takes: RE2 is used only when PCRE can never reach its match limit (it would then answer
+    an error where RE2 answers "no match")."""
+
+    def per_start(n: Any) -> int:
+        if isinstance(n, px.Seq):
+            return sum(per_start(i) for i in n.items)
+        if isinstance(n, px.Alt):
+            return sum(1 + per_start(b) for b in n.branches)
+        if isinstance(n, px.Group):
+            return 1 + per_start(n.body)
+        if isinstance(n, px.Repeat):
+            if n.high != n.low:
+                return MATCH_LIMIT + 1  # a repeat that backtracks: its calls grow with the value
+            return n.low * (1 + per_start(n.body))
+        return 0
+
+    first = tree.items[0] if isinstance(tree, px.Seq) and tree.items else tree
+    anchored = isinstance(first, px.Anchor) and first.kind in ("begin", "start")  # one start position
+    return (1 + per_start(tree)) * (1 if anchored else MAX_VALUE_BYTES + 1)
 
 
 class _NotRe2(Exception):

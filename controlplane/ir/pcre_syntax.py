@@ -908,6 +908,39 @@ def required_bytes(node: Any) -> frozenset[int]:
     return frozenset() if accepts(node) else walk(node)
 
 
+def anchored(tree: Any) -> bool:
+    """Every branch starts with ^ or \\A (not multiline): PCRE tries the first position only."""
+    if isinstance(tree, Alt):
+        return all(anchored(b) for b in tree.branches)
+    if isinstance(tree, Seq):
+        return bool(tree.items) and anchored(tree.items[0])
+    if isinstance(tree, (Group, Atomic)):
+        return anchored(tree.body)
+    return isinstance(tree, Anchor) and tree.kind in ("begin", "start")
+
+
+def first_bytes(tree: Any) -> frozenset[int]:
+    """PCRE's "first character" (a byte, or a letter in both cases) every match starts with, or an
+    empty set: PCRE then skips the start positions without it, with no call of match()."""
+
+    def walk(n: Any) -> frozenset[int] | None:
+        if isinstance(n, Chars):
+            c = n.codes
+            return c if len(c) == 1 or (len(c) == 2 and len({x | 0x20 for x in c}) == 1 and min(c) >= 65) else None
+        if isinstance(n, Seq):
+            return walk(n.items[0]) if n.items else None
+        if isinstance(n, (Group, Atomic)):
+            return walk(n.body)
+        if isinstance(n, Repeat):
+            return walk(n.body) if n.low > 0 else None
+        if isinstance(n, Alt):
+            firsts = [walk(b) for b in n.branches]
+            return firsts[0] if firsts and all(f is not None and f == firsts[0] for f in firsts) else None
+        return None
+
+    return walk(tree) or frozenset()
+
+
 def _flatten(node: Any) -> Any:
     """Resolve the parser's helper nodes (\\Q..\\E runs) into the tree."""
     if isinstance(node, _LiteralRun):

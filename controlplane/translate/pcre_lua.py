@@ -84,6 +84,32 @@ local function rep(min, max, greedy, body)
     return try(0, i)
   end
 end
+local function charrep(t, min, max, mode)
+  -- a repeated byte set, as PCRE runs it: the bytes are taken inline, and only each position the
+  -- rest of the pattern is tried from is a call of match() (none for a possessive repeat)
+  return function(i, k)
+    local n = 0
+    if mode == "lazy" then
+      while true do
+        if n >= min then
+          step()
+          if k(i + n) then return true end
+        end
+        if n >= max or i + n > N or not t[byte(S, i + n)] then return false end
+        n = n + 1
+      end
+    end
+    while n < max and i + n <= N and t[byte(S, i + n)] do n = n + 1 end
+    if n < min then return false end
+    if mode == "possessive" then return k(i + n) end
+    while n >= min do
+      step()
+      if k(i + n) then return true end
+      n = n - 1
+    end
+    return false
+  end
+end
 local function atomic(m)
   return function(i, k)
     local saved, stop = snapshot(), nil
@@ -208,11 +234,25 @@ def _byte_set(codes: frozenset[int]) -> str:
     return "chr({" + ",".join(f"[{b}]=true" for b in sorted(codes)) + "})"
 
 
+def _possessive(item: Any, after: Any) -> Any:
+    """PCRE's auto-possessification: a repeated byte set followed by a set it shares no byte with (or by
+    an end anchor it cannot satisfy) never gives a byte back usefully, so it does not backtrack (the
+    same answer, and PCRE's count of steps)."""
+    if not (isinstance(item, px.Repeat) and item.mode != "possessive" and isinstance(item.body, px.Chars)):
+        return item
+    codes = item.body.codes
+    disjoint = isinstance(after, px.Chars) and not codes & after.codes
+    at_end = isinstance(after, px.Anchor) and (after.kind == "end_string" or
+                                               (after.kind in ("end", "end_nl", "end_line") and 10 not in codes))
+    return px.Repeat(item.low, item.high, "possessive", item.body) if disjoint or at_end else item
+
+
 def _node(node: Any) -> str:
     if isinstance(node, px.Chars):
         return _byte_set(node.codes)
     if isinstance(node, px.Seq):
-        parts = [_node(i) for i in node.items]
+        parts = [_node(_possessive(i, node.items[n + 1] if n + 1 < len(node.items) else None))
+                 for n, i in enumerate(node.items)]  # fmt: skip
         if not parts:
             return "empty"
         return parts[0] if len(parts) == 1 else "seq({" + ", ".join(parts) + "})"
@@ -220,6 +260,9 @@ def _node(node: Any) -> str:
         return "alt({" + ", ".join(_node(b) for b in node.branches) + "})"
     if isinstance(node, px.Group):
         return f"group({node.index}, {_node(node.body)})"
+    if isinstance(node, px.Repeat) and isinstance(node.body, px.Chars):
+        high = "math.huge" if node.high is None else str(node.high)
+        return f'charrep({_node(node.body)[4:-1]}, {node.low}, {high}, "{node.mode}")'
     if isinstance(node, px.Repeat):
         high = "math.huge" if node.high is None else str(node.high)
         rep = f"rep({node.low}, {high}, {'false' if node.mode == 'lazy' else 'true'}, {_node(node.body)})"
@@ -256,6 +299,8 @@ def matcher_source(tree: Any) -> str:
         RUNTIME
         + f"local PATTERN = {_node(tree)}\n"
         + f"local REQUIRED = {{{', '.join(str(b) for b in sorted(px.required_bytes(tree)))}}}\n"
+        + f"local FIRST = {{{', '.join(f'[{b}]=true' for b in sorted(px.first_bytes(tree)))}}}\n"
+        + f"local LAST_START = {'1' if px.anchored(tree) else 'nil'}\n"
         + """G[0] = PATTERN
 local function found() return true end
 function pattern_search(value)
@@ -263,11 +308,14 @@ function pattern_search(value)
   for _, b in ipairs(REQUIRED) do -- as PCRE: a byte every match needs is missing, no match at all
     if not string.find(value, string.char(b), 1, true) then return false end
   end
-  for start = 1, N + 1 do
+  local anyfirst = next(FIRST) == nil
+  for start = 1, LAST_START or N + 1 do -- an anchored pattern: the first position only, as PCRE
+    if not anyfirst and not FIRST[byte(S, start)] then goto continue end
     CAPS = {}
     local ok, hit = pcall(function() step() return PATTERN(start, found) end)
     if not ok then return nil, hit end
     if hit then return true end
+    ::continue::
   end
   return false
 end
