@@ -53,23 +53,29 @@ class CanaryFamily(Family):
         Key(
             ("canary-by-header-pattern",),
             (
-                "the header's value searched with the pattern as `ngx.re.match` does (PCRE, unanchored, "
-                "case-sensitive, ASCII classes): a pattern RE2 runs the same is an Envoy header regex `.*(?:P).*`; "
-                "one only PCRE runs (lookahead, backreferences, possessive repeats, conditionals) is searched by a "
-                "small backtracking matcher in a Lua step before routing. No match falls through to the cookie "
-                "and the weight; ignored when a value is also set, or (warning) when it has characters "
-                "ingress-nginx's validator refuses. A pattern PCRE refuses, or a search that fails, makes a request "
-                "carrying the header stay on the main Service without looking at the cookie or the weight "
-                "(balancer.lua returns false on ngx.re.match's error); requests without the header still follow "
-                "the cookie and the weight"
+                "the header's value searched with the pattern as `ngx.re.match` does in ingress-nginx (PCRE1 8.45: "
+                "bytes, unanchored, case-sensitive, ASCII classes). Meridian reads the pattern with PCRE1's own "
+                "syntax: its escapes (`\\h`, `\\R`, `\\K`, `\\G`, `\\g`, `\\e`, `\\c`, `\\N`, `\\Q…\\E`, "
+                "`\\p`…), POSIX classes, recursion and subroutine calls (atomic, as PCRE1), conditionals, branch "
+                "reset, `(*ACCEPT)`, `(*FAIL)`; `{,n}` is literal, as in PCRE1. A pattern that consumes only ASCII "
+                "and has no repeat that backtracks is an Envoy header regex `.*(?:P).*` (RE2, written from that "
+                "reading); any other is searched by a backtracking matcher in a Lua step before routing, which "
+                "counts PCRE's steps (calls of its match()) against PCRE's limit, 10,000,000, as ngx.re.match "
+                "keeps it. No match falls through to the cookie and the weight; ignored when a value is also "
+                "set, or (warning) when it has characters ingress-nginx's validator refuses. A pattern PCRE "
+                "refuses, or a search past the limit, makes a request carrying the header stay on the main "
+                "Service without looking at the cookie or the weight (balancer.lua returns false on "
+                "ngx.re.match's error); requests without the header still follow the cookie and the weight. A "
+                "search that reaches the limit holds one Envoy worker for about 1.5 s of CPU (PCRE in nginx: "
+                "about 60 ms; measured by tests/e2e/test_annotations_parity_wire.py): kept for the same answers, so "
+                "review patterns that backtrack exponentially, such as `(a|a)+`, as ingress-nginx users should"
             ),
             difference=(
-                "valid PCRE that Meridian cannot evaluate exactly is treated like a pattern PCRE refuses "
-                "(warning): PCRE-only escapes (`\\h`, `\\R`, `\\K`, `\\G`, `\\g`, `\\e`, "
-                "`\\c`, `\\N`, `\\Q…\\E`, `\\p`…), POSIX classes, recursion, and `{,n}`, when the "
-                "pattern also needs PCRE (RE2 runs them otherwise). The matcher gives up (an error, as PCRE's "
-                "match limit) after 200,000 steps, where PCRE, with its own optimisations and a 10 million "
-                "limit, may still answer"
+                "valid PCRE that the matcher does not run is treated like a pattern PCRE refuses (warning): the "
+                "verbs `(*COMMIT)`, `(*PRUNE)`, `(*SKIP)`, `(*THEN)` and start-of-pattern settings such as "
+                "`(*UTF8)`. The step count follows PCRE's (exactly for overlapping alternatives under a repeat, "
+                "3/4 of it for a repeat inside a repeat), so a search within about a quarter of the limit may "
+                "get the other answer"
             ),
         ),
         Key(("canary-by-cookie",), "cookie `always` → canary, `never` → primary"),
