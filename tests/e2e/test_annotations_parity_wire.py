@@ -123,7 +123,7 @@ def test_cors_preflight_over_http2_carries_content_length_zero(gw: Gateway) -> N
 
 def raw_get(gw: Gateway, host: str, value: bytes) -> tuple[int, str]:
     """GET / with X-Canary sent as raw bytes (Latin-1 on the wire): (status, the service that answered)."""
-    conn = http.client.HTTPConnection("127.0.0.1", gw.http_port, timeout=30)
+    conn = http.client.HTTPConnection("127.0.0.1", gw.http_port, timeout=60)
     try:
         conn.putrequest("GET", "/", skip_host=True)
         conn.putheader("Host", host)
