@@ -117,7 +117,8 @@ class Anchor:
 
 @dataclass(frozen=True)
 class Verb:
-    """(*ACCEPT) or (*FAIL); (*MARK:x) and callouts are no-ops and not kept."""
+    """(*ACCEPT), (*FAIL), (*COMMIT), (*PRUNE), (*SKIP), (*THEN); (*MARK:x) and callouts are no-ops
+    and not kept."""
 
     name: str
 
@@ -853,8 +854,11 @@ class _Parser:
             return Verb("ACCEPT")
         if name in ("MARK", "") and arg:
             return _NOT_REPEATABLE
-        if name in ("COMMIT", "PRUNE", "SKIP", "THEN"):
-            raise Unsupported(f"(*{name})")
+        if name in ("COMMIT", "PRUNE", "SKIP", "THEN") and not (name == "COMMIT" and arg):
+            if name == "SKIP" and arg:
+                raise Unsupported("(*SKIP:NAME)")
+            self.uses.add(f"(*{name})")
+            return Verb(name)
         raise PcreError("(*VERB) not recognized or malformed")
 
 
@@ -928,7 +932,8 @@ def first_bytes(tree: Any) -> frozenset[int]:
             c = n.codes
             return c if len(c) == 1 or (len(c) == 2 and len({x | 0x20 for x in c}) == 1 and min(c) >= 65) else None
         if isinstance(n, Seq):
-            return walk(n.items[0]) if n.items else None
+            items = [i for i in n.items if not (isinstance(i, Verb) and i.name in ("COMMIT", "PRUNE", "SKIP", "THEN"))]
+            return walk(items[0]) if items else None
         if isinstance(n, (Group, Atomic)):
             return walk(n.body)
         if isinstance(n, Repeat):

@@ -17,6 +17,7 @@ The generated Lua builds the matcher once per worker (at script load) from combi
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from controlplane.ir import pcre_syntax as px
@@ -51,13 +52,39 @@ local function seq(list)
   end
   return function(i, k) return at(1, i, k) end
 end
-local function alt(list)
+-- Backtracking verbs ((*COMMIT), (*PRUNE), (*SKIP), (*THEN)) raise a table when backtracked into;
+-- the match limit and the recursion loop raise strings (always ngx.re.match's error).
+local function isverb(e) return type(e) == "table" end
+local USESTHEN = @THEN@
+local function alt(list, id)
+  if not USESTHEN then
+    return function(i, k)
+      for _, m in ipairs(list) do
+        step()
+        if m(i, k) then return true end
+      end
+      return false
+    end
+  end
   return function(i, k)
     for _, m in ipairs(list) do
       step()
-      if m(i, k) then return true end
+      local ok, hit = pcall(m, i, k)
+      if ok then
+        if hit then return true end
+      elseif not (isverb(hit) and hit.kind == "then" and hit.alt == id) then
+        error(hit, 0)
+      end
     end
     return false
+  end
+end
+local function verb(kind, id)
+  return function(i, k)
+    step()
+    if k(i) then return true end
+    if kind == "then" and id == 0 then kind = "prune" end
+    error({kind = kind, alt = id, pos = i}, 0)
   end
 end
 local function snapshot()
@@ -124,8 +151,13 @@ local function look(m, negative)
     local saved, outer = snapshot(), ACCEPTK
     local inner = function() return true end
     ACCEPTK = inner
-    local found = m(i, inner)
+    local ok, found = pcall(m, i, inner)
     ACCEPTK = outer
+    if not ok then
+      -- a verb backtracked into makes a negative assertion true; a positive one lets it through
+      if not (negative and isverb(found)) then error(found, 0) end
+      found = false
+    end
     if negative or not found then restore(saved) end
     return found, saved
   end
@@ -168,10 +200,14 @@ local function recurse(g)
     local inner = function(j) stop = j return true end
     RSTACK[#RSTACK + 1] = {g, i}
     ACCEPTK = inner
-    local ok = G[g](i, inner)
+    local done, ok = pcall(G[g], i, inner)
     ACCEPTK = outer
     RSTACK[#RSTACK] = nil
     restore(saved)
+    if not done then
+      if not isverb(ok) then error(ok, 0) end
+      ok = false -- a verb backtracked into fails the subroutine call
+    end
     if ok then return k(stop) end
     return false
   end
@@ -247,47 +283,64 @@ def _possessive(item: Any, after: Any) -> Any:
     return px.Repeat(item.low, item.high, "possessive", item.body) if disjoint or at_end else item
 
 
-def _node(node: Any) -> str:
+@dataclass
+class _Scope:
+    """The innermost alternation around a node (its id, for (*THEN)), and the next id."""
+
+    alternation: int = 0
+    ids: list[int] = field(default_factory=lambda: [0])
+
+    def new(self) -> _Scope:
+        self.ids[0] += 1
+        return _Scope(self.ids[0], self.ids)
+
+
+def _node(node: Any, sc: _Scope) -> str:
     if isinstance(node, px.Chars):
         return _byte_set(node.codes)
     if isinstance(node, px.Seq):
-        parts = [_node(_possessive(i, node.items[n + 1] if n + 1 < len(node.items) else None))
+        parts = [_node(_possessive(i, node.items[n + 1] if n + 1 < len(node.items) else None), sc)
                  for n, i in enumerate(node.items)]  # fmt: skip
         if not parts:
             return "empty"
         return parts[0] if len(parts) == 1 else "seq({" + ", ".join(parts) + "})"
     if isinstance(node, px.Alt):
-        return "alt({" + ", ".join(_node(b) for b in node.branches) + "})"
+        inner = sc.new()
+        return f"alt({{{', '.join(_node(b, inner) for b in node.branches)}}}, {inner.alternation})"
     if isinstance(node, px.Group):
-        return f"group({node.index}, {_node(node.body)})"
+        return f"group({node.index}, {_node(node.body, sc)})"
     if isinstance(node, px.Repeat) and isinstance(node.body, px.Chars):
         high = "math.huge" if node.high is None else str(node.high)
-        return f'charrep({_node(node.body)[4:-1]}, {node.low}, {high}, "{node.mode}")'
+        return f'charrep({_node(node.body, sc)[4:-1]}, {node.low}, {high}, "{node.mode}")'
     if isinstance(node, px.Repeat):
         high = "math.huge" if node.high is None else str(node.high)
-        rep = f"rep({node.low}, {high}, {'false' if node.mode == 'lazy' else 'true'}, {_node(node.body)})"
+        rep = f"rep({node.low}, {high}, {'false' if node.mode == 'lazy' else 'true'}, {_node(node.body, sc)})"
         return f"atomic({rep})" if node.mode == "possessive" else rep
     if isinstance(node, px.Atomic):
-        return f"atomic({_node(node.body)})"
+        return f"atomic({_node(node.body, sc)})"
     if isinstance(node, px.Look):
-        return f"ahead({_node(node.body)}, {'true' if node.negative else 'false'})"
+        return f"ahead({_node(node.body, sc)}, {'true' if node.negative else 'false'})"
     if isinstance(node, px.Backref):
         return f"backref({node.index}, {'true' if node.fold else 'false'})"
     if isinstance(node, px.Recurse):
         return f"recurse({node.index})"
     if isinstance(node, px.Cond):
-        yes, no = _node(node.yes), _node(node.no)
+        yes, no = _node(node.yes, sc), _node(node.no, sc)
         if node.kind == "group":
             return f"exists({node.arg}, {yes}, {no})"
         if node.kind == "recursion":
             return f"inrecursion({node.arg}, {yes}, {no})"
         if node.kind == "assert":
             look = node.arg
-            return f"condlook({_node(look.body)}, {'true' if look.negative else 'false'}, {yes}, {no})"
+            return f"condlook({_node(look.body, sc)}, {'true' if look.negative else 'false'}, {yes}, {no})"
         return "empty"  # DEFINE: never run in place
     if isinstance(node, px.Anchor):
         return f'at("{node.kind}")'
     if isinstance(node, px.Verb):
+        if node.name in ("COMMIT", "PRUNE", "SKIP"):
+            return f'verb("{node.name.lower()}", 0)'
+        if node.name == "THEN":  # to the next alternative of the innermost alternation, else as PRUNE
+            return f'verb("then", {sc.alternation})'
         return "accept" if node.name == "ACCEPT" else "chr({})"
     raise NotCompiled(f"regex construct {node!r}")
 
@@ -295,9 +348,10 @@ def _node(node: Any) -> str:
 def matcher_source(tree: Any) -> str:
     """Lua defining `pattern_search(value) -> true | false | nil, err`: whether the pattern matches
     anywhere in `value` (nil and an error past the match limit or on a recursion loop)."""
+    uses_then = "true" if "THEN" in repr(tree) else "false"
     return (
-        RUNTIME
-        + f"local PATTERN = {_node(tree)}\n"
+        RUNTIME.replace("@THEN@", uses_then)
+        + f"local PATTERN = {_node(tree, _Scope())}\n"
         + f"local REQUIRED = {{{', '.join(str(b) for b in sorted(px.required_bytes(tree)))}}}\n"
         + f"local FIRST = {{{', '.join(f'[{b}]=true' for b in sorted(px.first_bytes(tree)))}}}\n"
         + f"local LAST_START = {'1' if px.anchored(tree) else 'nil'}\n"
@@ -309,13 +363,17 @@ function pattern_search(value)
     if not string.find(value, string.char(b), 1, true) then return false end
   end
   local anyfirst = next(FIRST) == nil
-  for start = 1, LAST_START or N + 1 do -- an anchored pattern: the first position only, as PCRE
-    if not anyfirst and not FIRST[byte(S, start)] then goto continue end
-    CAPS = {}
-    local ok, hit = pcall(function() step() return PATTERN(start, found) end)
-    if not ok then return nil, hit end
-    if hit then return true end
-    ::continue::
+  local start, last = 1, LAST_START or N + 1 -- an anchored pattern: the first position only, as PCRE
+  while start <= last do
+    if anyfirst or FIRST[byte(S, start)] then
+      CAPS = {}
+      local ok, hit = pcall(function() step() return PATTERN(start, found) end)
+      if ok and hit then return true end
+      if not ok and not isverb(hit) then return nil, hit end
+      if not ok and hit.kind == "commit" then return false end
+      if not ok and hit.kind == "skip" and hit.pos > start then start = hit.pos - 1 end
+    end
+    start = start + 1
   end
   return false
 end

@@ -224,7 +224,8 @@ def test_canary_weight_and_header_routes() -> None:
         ("a{,3}\\1", "invalid"),  # `{,3}` is literal in PCRE1; no group 1
         ("(?R)", "invalid"),  # PCRE1: "recursive call could loop indefinitely"
         ("a(?R)?b", "pcre"),  # recursion
-        ("(*COMMIT)a", "unsupported"),
+        ("(*COMMIT)a", "pcre"),  # backtracking verb
+        ("(*UTF8)a", "unsupported"),  # start-of-pattern setting
     ],
 )
 def test_header_patterns_are_classified_as_pcre_reads_them(pattern: str, kind: str) -> None:

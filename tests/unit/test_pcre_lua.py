@@ -31,7 +31,7 @@ ATOMS = ["a", "b", "-", ".", "\\d", "\\w", "\\W", "[ab]", "[^a]", "(a|b)", "(ab)
          "\\P{N}", "[[:alpha:]]", "[[:^digit:]-]", "[\\h:]", "a{2}", "{", "\\x41", "\\0", "\\g1", "\\g{-1}",
          "(?i)", "(?i:A)", "(?s:.)", "(?1)", "(?-1)", "(?R)", "(*FAIL)", "(*ACCEPT)", "\\y", "\\8", "[\\d-z]",
          "(?|(a)|(b))", "\\Z", "\\z", "\\A", "$", "^", "(?C1)", "(*MARK:x)", "[\\x{e9}]",
-         "\\o{351}"]  # fmt: skip
+         "\\o{351}", "(*COMMIT)", "(*PRUNE)", "(*SKIP)", "(*THEN)", "(*PRUNE:x)", "(*THEN:x)"]  # fmt: skip
 VALUES = st.lists(st.binary(max_size=8).map(lambda b: bytes(x % 8 + 0x60 if x < 200 else x for x in b))
                   | st.text("ab-1.AB:é\t\xa0", max_size=7).map(lambda s: s.encode("latin-1")),
                   min_size=1, max_size=10)  # fmt: skip
@@ -110,6 +110,9 @@ def test_meridian_answers_as_pcre1(pattern: str, values: list[bytes]) -> None:
         ("^(?:(a)|b)(?(1)c|d)$", b"bd", "match"), ("^(a)(?1)\\1$", b"aaa", "match"),
         ("(*FAIL)|b", b"b", "match"), ("a(*ACCEPT)b", b"ac", "match"), ("^\\X$", b"\r\n", "match"),
         ("(?|(a)|(b))\\1", b"bb", "match"), ("^\\8$", b"8", "match"), ("^\\10$", b"\x08", "match"),
+        ("(*COMMIT)abc", b"xyzabc", "match"), ("a+(*COMMIT)b", b"aaac aab", "nomatch"),
+        ("a(*PRUNE)b|ac", b"ac", "nomatch"), ("aa(*SKIP)b|a", b"aac", "nomatch"), ("a(*THEN)b|ac", b"ac", "match"),
+        ("(?=a(*COMMIT)b)|c", b"ac", "nomatch"), ("(a(*THEN)b)|c(?1)", b"cac", "nomatch"),
     ],
 )  # fmt: skip
 def test_pcre_only_syntax_as_pcre1_reads_it(pattern: str, value: bytes, want: str) -> None:

@@ -57,7 +57,8 @@ class CanaryFamily(Family):
                 "bytes, unanchored, case-sensitive, ASCII classes). Meridian reads the pattern with PCRE1's own "
                 "syntax: its escapes (`\\h`, `\\R`, `\\K`, `\\G`, `\\g`, `\\e`, `\\c`, `\\N`, `\\Q…\\E`, "
                 "`\\p`…), POSIX classes, recursion and subroutine calls (atomic, as PCRE1), conditionals, branch "
-                "reset, `(*ACCEPT)`, `(*FAIL)`; `{,n}` is literal, as in PCRE1. A pattern that consumes only ASCII "
+                "reset, `(*ACCEPT)`, `(*FAIL)`, `(*COMMIT)`, `(*PRUNE)`, `(*SKIP)`, `(*THEN)`; `{,n}` is literal, as "
+                "in PCRE1 (and ingress-nginx's validator refuses `,` anyway). A pattern that consumes only ASCII "
                 "and has no repeat that backtracks is an Envoy header regex `.*(?:P).*` (RE2, written from that "
                 "reading); any other is searched by a backtracking matcher in a Lua step before routing, which "
                 "counts PCRE's steps (calls of its match()) against PCRE's limit, 10,000,000, as ngx.re.match "
@@ -71,9 +72,9 @@ class CanaryFamily(Family):
                 "review patterns that backtrack exponentially, such as `(a|a)+`, as ingress-nginx users should"
             ),
             difference=(
-                "valid PCRE that the matcher does not run is treated like a pattern PCRE refuses (warning): the "
-                "verbs `(*COMMIT)`, `(*PRUNE)`, `(*SKIP)`, `(*THEN)` and start-of-pattern settings such as "
-                "`(*UTF8)`. The step count follows PCRE's (exactly for overlapping alternatives under a repeat, "
+                "valid PCRE that the matcher does not run is treated like a pattern PCRE refuses (warning): "
+                "start-of-pattern settings such as `(*UTF8)` or `(*LIMIT_MATCH=n)`, and `(*SKIP:NAME)`. The step "
+                "count follows PCRE's (exactly for overlapping alternatives under a repeat, "
                 "3/4 of it for a repeat inside a repeat), so a search within about a quarter of the limit may "
                 "get the other answer"
             ),
