@@ -174,7 +174,7 @@ def test_case_insensitive_backreference_and_the_whole_step_script_loads() -> Non
 
 def test_every_class_escape_property_and_posix_class_holds_the_bytes_pcre1_matches() -> None:
     """\\d \\s \\w \\h \\v \\N (and negations), POSIX classes and \\p properties, byte by byte."""
-    from controlplane.ir.pcre_syntax import _CATEGORIES, _POSIX
+    from controlplane.ir.pcre_tree import _CATEGORIES, _POSIX
 
     probes = [f"\\{e}" for e in "dDsSwWhHvVN"] + [f"[[:{n}:]]" for n in _POSIX] + [f"[[:^{n}:]]" for n in _POSIX]
     probes += [f"\\p{{{n}}}" for n in (*sorted(_CATEGORIES), *"CLMNPSZ", "Any", "L&", "Xan", "Xwd", "Xsp", "Xps",
