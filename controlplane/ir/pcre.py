@@ -12,8 +12,9 @@ The pattern is read with PCRE1's own syntax (controlplane.ir.pcre_syntax). It is
   counts PCRE's steps, so it fails where PCRE's match limit makes ngx.re.match fail;
 - "invalid": PCRE refuses it (ngx.re.match returns an error; balancer.lua then keeps the request on
   the main Service);
-- "unsupported": valid PCRE that the matcher does not run (start-of-pattern settings such as (*UTF8)
-  or (*LIMIT_MATCH=n), and (*SKIP:NAME)): treated as invalid and reported.
+- "unsupported": valid PCRE that the matcher does not run (the start-of-pattern settings for UTF-8,
+  Unicode properties, newlines and the recursion limit, and (*SKIP:NAME)): treated as invalid and
+  reported.
 """
 
 from __future__ import annotations

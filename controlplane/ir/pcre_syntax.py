@@ -29,6 +29,7 @@ from controlplane.ir.pcre_tree import (
     Recurse,
     Repeat,
     Seq,
+    Settings,
     Unsupported,
     Verb,
     _LiteralRun,
@@ -36,7 +37,7 @@ from controlplane.ir.pcre_tree import (
 )
 
 __all__ = ["ALL", "EMPTY", "Alt", "Anchor", "Atomic", "Backref", "Chars", "Cond", "Group", "Look", "Parsed",
-           "PcreError", "Recurse", "Repeat", "Seq", "Unsupported", "Verb", "anchored", "can_be_empty",
+           "PcreError", "Recurse", "Repeat", "Seq", "Settings", "Unsupported", "Verb", "anchored", "can_be_empty",
            "first_bytes", "parse", "required_bytes"]  # fmt: skip
 
 
@@ -133,9 +134,27 @@ def _flatten(node: Any) -> Any:
 def parse(pattern: str) -> Parsed:
     """The pattern as PCRE1 reads it; PcreError when PCRE refuses it, Unsupported when the matcher
     cannot run it."""
-    if "(*" in pattern and pattern.startswith("(*") and _start_option(pattern):
-        raise Unsupported("a (*...) start-of-pattern option")
+    limit, start_opt, auto_possess, pos = None, True, True, 0
+    while pattern.startswith("(*", pos) and _start_option(pattern[pos:]):
+        end = pattern.index(")", pos)
+        name, _, value = pattern[pos + 2 : end].partition("=")
+        if name == "LIMIT_MATCH" and value.isdigit() and int(value) < 2**32:
+            limit = int(value) if limit is None else min(limit, int(value))
+        elif name == "LIMIT_MATCH" and not value:
+            limit = 0
+        elif name == "NO_START_OPT":
+            start_opt = False
+        elif name == "NO_AUTO_POSSESS":
+            auto_possess = False
+        elif name in ("LF", "BSR_UNICODE"):  # the defaults ingress-nginx's PCRE is built with
+            pass
+        elif name == "LIMIT_MATCH":
+            raise PcreError("(*VERB) not recognized or malformed")
+        else:
+            raise Unsupported(f"the start-of-pattern setting (*{name})")
+        pos = end + 1
     p = Reader(pattern)
+    p.pos = pos
     tree = p.alternation(_Options())
     if p.pos < len(pattern):
         raise PcreError("unmatched parentheses")
@@ -144,6 +163,8 @@ def parse(pattern: str) -> Parsed:
     tree = _flatten(tree)
     if p.calls:
         _check_recursion_loops(tree)
+    if pos:
+        tree = Settings(limit, start_opt, auto_possess, tree)
     return Parsed(tree, p.groups, frozenset(p.uses))
 
 
@@ -171,7 +192,8 @@ def can_be_empty(node: Any) -> bool:
 
 
 def _check_recursion_loops(tree: Any) -> None:
-    """PCRE1 refuses a recursion that its own group reaches without consuming a character."""
+    """PCRE1 refuses a recursion that its own group reaches without consuming a character (outside
+    conditional groups)."""
 
     def walk(node: Any, empty_so_far: dict[int, bool]) -> None:
         if isinstance(node, Recurse):
@@ -190,8 +212,6 @@ def _check_recursion_loops(tree: Any) -> None:
             walk(node.body, {**empty_so_far, node.index: True})
         elif isinstance(node, (Atomic, Repeat, Look)):
             walk(node.body, empty_so_far)
-        elif isinstance(node, Cond):
-            walk(node.yes, empty_so_far)
-            walk(node.no, empty_so_far)
+        # PCRE1 does not check inside a conditional group (cond_depth > 0); the match reports a loop
 
     walk(tree, {0: True})

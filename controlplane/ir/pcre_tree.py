@@ -127,6 +127,16 @@ class Parsed:
 EMPTY = Seq(())
 
 
+@dataclass(frozen=True)
+class Settings:
+    """Start-of-pattern settings: (*LIMIT_MATCH=n), (*NO_START_OPT), (*NO_AUTO_POSSESS)."""
+
+    match_limit: int | None
+    start_optimisations: bool
+    auto_possess: bool
+    body: Any
+
+
 def _fold(codes: frozenset[int]) -> frozenset[int]:
     return codes | {c ^ 0x20 for c in codes if c in UPPER or c in LOWER}
 

@@ -289,18 +289,19 @@ class _Scope:
 
     alternation: int = 0
     ids: list[int] = field(default_factory=lambda: [0])
+    auto_possess: bool = True
 
     def new(self) -> _Scope:
         self.ids[0] += 1
-        return _Scope(self.ids[0], self.ids)
+        return _Scope(self.ids[0], self.ids, self.auto_possess)
 
 
 def _node(node: Any, sc: _Scope) -> str:
     if isinstance(node, px.Chars):
         return _byte_set(node.codes)
     if isinstance(node, px.Seq):
-        parts = [_node(_possessive(i, node.items[n + 1] if n + 1 < len(node.items) else None), sc)
-                 for n, i in enumerate(node.items)]  # fmt: skip
+        parts = [_node(_possessive(i, node.items[n + 1] if n + 1 < len(node.items) else None)
+                       if sc.auto_possess else i, sc) for n, i in enumerate(node.items)]  # fmt: skip
         if not parts:
             return "empty"
         return parts[0] if len(parts) == 1 else "seq({" + ", ".join(parts) + "})"
@@ -349,11 +350,17 @@ def matcher_source(tree: Any) -> str:
     """Lua defining `pattern_search(value) -> true | false | nil, err`: whether the pattern matches
     anywhere in `value` (nil and an error past the match limit or on a recursion loop)."""
     uses_then = "true" if "THEN" in repr(tree) else "false"
+    limit, start_opt, scope = STEP_LIMIT, True, _Scope()
+    if isinstance(tree, px.Settings):  # (*LIMIT_MATCH=n) lowers the limit; the others turn PCRE's own steps off
+        limit = STEP_LIMIT if tree.match_limit is None else min(STEP_LIMIT, tree.match_limit)
+        start_opt, scope.auto_possess, tree = tree.start_optimisations, tree.auto_possess, tree.body
+    required = sorted(px.required_bytes(tree)) if start_opt else []
+    first = sorted(px.first_bytes(tree)) if start_opt else []
     return (
-        RUNTIME.replace("@THEN@", uses_then)
-        + f"local PATTERN = {_node(tree, _Scope())}\n"
-        + f"local REQUIRED = {{{', '.join(str(b) for b in sorted(px.required_bytes(tree)))}}}\n"
-        + f"local FIRST = {{{', '.join(f'[{b}]=true' for b in sorted(px.first_bytes(tree)))}}}\n"
+        RUNTIME.replace("@THEN@", uses_then).replace(f"local LIMIT = {STEP_LIMIT}", f"local LIMIT = {limit}")
+        + f"local PATTERN = {_node(tree, scope)}\n"
+        + f"local REQUIRED = {{{', '.join(str(b) for b in required)}}}\n"
+        + f"local FIRST = {{{', '.join(f'[{b}]=true' for b in first)}}}\n"
         + f"local LAST_START = {'1' if px.anchored(tree) else 'nil'}\n"
         + """G[0] = PATTERN
 local function found() return true end

@@ -56,7 +56,8 @@ def patterns(draw: Any) -> str:
     def seq(depth: int) -> str:
         return "".join(piece(depth) for _ in range(draw(st.integers(1, 3))))
 
-    return "(a|b|-)" + seq(0)
+    prefix = draw(st.sampled_from(["", "", "", "(*NO_START_OPT)", "(*NO_AUTO_POSSESS)", "(*LIMIT_MATCH=300)"]))
+    return prefix + "(a|b|-)" + seq(0)
 
 
 def lua_search(source: str) -> Any:
@@ -113,6 +114,9 @@ def test_meridian_answers_as_pcre1(pattern: str, values: list[bytes]) -> None:
         ("(*COMMIT)abc", b"xyzabc", "match"), ("a+(*COMMIT)b", b"aaac aab", "nomatch"),
         ("a(*PRUNE)b|ac", b"ac", "nomatch"), ("aa(*SKIP)b|a", b"aac", "nomatch"), ("a(*THEN)b|ac", b"ac", "match"),
         ("(?=a(*COMMIT)b)|c", b"ac", "nomatch"), ("(a(*THEN)b)|c(?1)", b"cac", "nomatch"),
+        ("(*LIMIT_MATCH=1000)^(a|a)+$", b"a" * 12 + b"!", "error"), ("(*LIMIT_MATCH=)a", b"a", "error"),
+        ("(*LIMIT_MATCH=100000)^(a|a)+$", b"a" * 12 + b"!", "nomatch"), ("(*LF)(*BSR_UNICODE)^\\R$", b"\x85", "match"),
+        ("(*NO_START_OPT)(*COMMIT)abc", b"xyzabc", "nomatch"), ("(*NO_AUTO_POSSESS)a+b", b"aab", "match"),
     ],
 )  # fmt: skip
 def test_pcre_only_syntax_as_pcre1_reads_it(pattern: str, value: bytes, want: str) -> None:

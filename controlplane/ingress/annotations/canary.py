@@ -73,8 +73,10 @@ class CanaryFamily(Family):
             ),
             difference=(
                 "valid PCRE that the matcher does not run is treated like a pattern PCRE refuses (warning): "
-                "start-of-pattern settings such as `(*UTF8)` or `(*LIMIT_MATCH=n)`, and `(*SKIP:NAME)`. The step "
-                "count follows PCRE's (exactly for overlapping alternatives under a repeat, "
+                "the start-of-pattern settings `(*UTF8)`, `(*UTF)`, `(*UCP)`, `(*CR)`, `(*CRLF)`, `(*ANYCRLF)`, "
+                "`(*ANY)`, `(*BSR_ANYCRLF)` and `(*LIMIT_RECURSION=n)` (`(*LIMIT_MATCH=n)`, `(*NO_START_OPT)`, "
+                "`(*NO_AUTO_POSSESS)` and the defaults `(*LF)`, `(*BSR_UNICODE)` are run), and `(*SKIP:NAME)`. The "
+                "step count follows PCRE's (exactly for overlapping alternatives under a repeat, "
                 "3/4 of it for a repeat inside a repeat), so a search within about a quarter of the limit may "
                 "get the other answer"
             ),
