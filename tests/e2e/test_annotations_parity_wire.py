@@ -169,6 +169,10 @@ CASES = [
 ]
 
 
+NEEDS_PCRE1 = pytest.mark.skipif(pcre1.library() is None, reason="libpcre3 (real PCRE1) is not installed")
+
+
+@NEEDS_PCRE1
 @pytest.mark.parametrize(("host", "values"), CASES, ids=[h.split(".")[0] for h, _ in CASES])
 def test_canary_pattern_answers_as_pcre1(gw: Gateway, host: str, values: list[bytes]) -> None:
     pattern = PATTERNS[host]
@@ -184,6 +188,7 @@ def _cpu_ms(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
+@NEEDS_PCRE1
 def test_match_limit_is_pcres_and_what_it_costs_envoy(gw: Gateway) -> None:
     host = "pat-limit.example.com"
     wait_until(lambda: served(gw, host, b"aaaa") == "other", timeout=15, message="no canary")
