@@ -30,7 +30,6 @@ Kind = Literal["re2", "pcre", "invalid", "unsupported"]
 _RE2_REPEAT_MAX = 16
 _RE2_LENGTH_MAX = 4096
 MATCH_LIMIT = 10_000_000  # PCRE's default, which ngx.re.match keeps
-MAX_VALUE_BYTES = 60 * 1024  # Envoy's default max_request_headers_kb bounds any header value
 
 
 @dataclass(frozen=True)
@@ -62,9 +61,9 @@ def classify(pattern: str) -> Classified:
 
 
 def _most_calls(tree: Any) -> int:
-    """An upper bound of PCRE's match() calls for a search of a repeat-free tree in any header value
-    Envoy takes: RE2 is used only when PCRE can never reach its match limit (it would then answer
-    an error where RE2 answers "no match")."""
+    """An upper bound of PCRE's match() calls from one start position (what its limit counts) for a
+    repeat-free tree: RE2 is used only when PCRE can never reach its match limit (it would then
+    answer an error where RE2 answers "no match")."""
 
     def per_start(n: Any) -> int:
         if isinstance(n, px.Seq):
@@ -79,9 +78,7 @@ def _most_calls(tree: Any) -> int:
             return n.low * (1 + per_start(n.body))
         return 0
 
-    first = tree.items[0] if isinstance(tree, px.Seq) and tree.items else tree
-    anchored = isinstance(first, px.Anchor) and first.kind in ("begin", "start")  # one start position
-    return (1 + per_start(tree)) * (1 if anchored else MAX_VALUE_BYTES + 1)
+    return 1 + per_start(tree)  # PCRE counts afresh at each start position
 
 
 class _NotRe2(Exception):

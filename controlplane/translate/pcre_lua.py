@@ -8,9 +8,12 @@ into the same group at the same position is PCRE's "recursion loop" error), (*AC
 word boundaries.
 
 It counts what PCRE1 counts against its match limit, the calls of its internal match(): one per
-start position, per alternative tried, per iteration and backtracking point of a repeat, per
-group, assertion and recursion entered. Past STEP_LIMIT (PCRE's default, 10,000,000, which
-ngx.re.match keeps) it stops with an error, which the caller treats as ngx.re.match's error.
+start position, per alternative tried, per backtracking point of a repeat, per group iteration,
+assertion and recursion entered, afresh at each start position as PCRE does. Past STEP_LIMIT
+(PCRE's default, 10,000,000, which ngx.re.match keeps) at one start position it stops with an
+error, which the caller treats as ngx.re.match's error. PCRE has no limit over all start positions;
+the matcher stops at TOTAL_STEP_LIMIT in all (about 3 s of an Envoy worker's CPU), where nginx would
+go on (a value crafted so that many start positions each cost nearly the limit).
 
 The generated Lua builds the matcher once per worker (at script load) from combinators in RUNTIME.
 """
@@ -23,15 +26,21 @@ from typing import Any
 from controlplane.ir import pcre_syntax as px
 
 STEP_LIMIT = 10_000_000
+# PCRE restarts its count at each start position, so one search may cost the limit many times over;
+# Meridian stops a search at twice the limit in all (see the module docstring).
+TOTAL_STEP_LIMIT = 2 * STEP_LIMIT
 
 RUNTIME = """
-local S, N, CAPS, STEPS = "", 0, {}, 0
+local S, N, CAPS, STEPS, BUDGET, MOST = "", 0, {}, 0, 0, 0
 local LIMIT = @LIMIT@
+local TOTAL_LIMIT = @TOTAL@
 local G, RSTACK, ACCEPTK = {}, {}, nil
 local byte, sub = string.byte, string.sub
 local function step()
   STEPS = STEPS + 1
-  if STEPS > LIMIT then error("meridian: match limit") end
+  if STEPS > BUDGET then
+    error(STEPS > LIMIT and "meridian: match limit" or "meridian: total step limit", 0)
+  end
 end
 local WORD = {}
 for _, r in ipairs({{48, 57}, {65, 90}, {97, 122}, {95, 95}}) do
@@ -96,10 +105,11 @@ local function restore(t)
   for key in pairs(CAPS) do CAPS[key] = nil end
   for key, v in pairs(t) do CAPS[key] = v end
 end
-local function rep(min, max, greedy, body)
+local function rep(min, max, greedy, body, extra)
   return function(i, k)
     local function try(n, j)
       step()
+      for _ = 1, extra do step() end
       if n >= min and not greedy and k(j) then return true end
       if n < max and body(j, function(x)
         if x == j then return k(x) end -- an empty iteration ends the loop (as PCRE)
@@ -259,7 +269,7 @@ local function at(kind)
   end
 end
 local function empty(i, k) return k(i) end
-""".replace("@LIMIT@", str(STEP_LIMIT))
+""".replace("@LIMIT@", str(STEP_LIMIT)).replace("@TOTAL@", str(TOTAL_STEP_LIMIT))
 
 
 class NotCompiled(ValueError):
@@ -296,6 +306,14 @@ class _Scope:
         return _Scope(self.ids[0], self.ids, self.auto_possess)
 
 
+def _group_calls(body: Any) -> int:
+    """The calls of match() PCRE makes per iteration of a repeated group beyond the matcher's own
+    steps (its loop step, a capturing group's entry, an alternative's): measured against PCRE1."""
+    if isinstance(body, px.Group):
+        return 0 if isinstance(body.body, px.Alt) else 1
+    return 1 if isinstance(body, px.Alt) else 2
+
+
 def _node(node: Any, sc: _Scope) -> str:
     if isinstance(node, px.Chars):
         return _byte_set(node.codes)
@@ -315,7 +333,8 @@ def _node(node: Any, sc: _Scope) -> str:
         return f'charrep({_node(node.body, sc)[4:-1]}, {node.low}, {high}, "{node.mode}")'
     if isinstance(node, px.Repeat):
         high = "math.huge" if node.high is None else str(node.high)
-        rep = f"rep({node.low}, {high}, {'false' if node.mode == 'lazy' else 'true'}, {_node(node.body, sc)})"
+        greedy = "false" if node.mode == "lazy" else "true"
+        rep = f"rep({node.low}, {high}, {greedy}, {_node(node.body, sc)}, {_group_calls(node.body)})"
         return f"atomic({rep})" if node.mode == "possessive" else rep
     if isinstance(node, px.Atomic):
         return f"atomic({_node(node.body, sc)})"
@@ -365,16 +384,27 @@ def matcher_source(tree: Any) -> str:
         + """G[0] = PATTERN
 local function found() return true end
 function pattern_search(value)
-  S, N, STEPS, RSTACK, ACCEPTK = value, #value, 0, {}, found
-  for _, b in ipairs(REQUIRED) do -- as PCRE: a byte every match needs is missing, no match at all
-    if not string.find(value, string.char(b), 1, true) then return false end
+  S, N, RSTACK, ACCEPTK, MOST = value, #value, {}, found, 0
+  local total = 0
+  local needed = 0 -- as PCRE: a match from here on needs bytes that come no later than this
+  for _, b in ipairs(REQUIRED) do
+    local at, last = 0, nil
+    repeat
+      at = string.find(value, string.char(b), at + 1, true)
+      if at then last = at end
+    until not at
+    if not last then return false end
+    needed = needed == 0 and last or math.min(needed, last)
   end
   local anyfirst = next(FIRST) == nil
   local start, last = 1, LAST_START or N + 1 -- an anchored pattern: the first position only, as PCRE
   while start <= last do
+    if needed > 0 and start > needed then return false end
     if anyfirst or FIRST[byte(S, start)] then
-      CAPS = {}
+      CAPS, STEPS = {}, 0 -- PCRE counts its match() calls afresh at each start position
+      BUDGET = math.min(LIMIT, TOTAL_LIMIT - total)
       local ok, hit = pcall(function() step() return PATTERN(start, found) end)
+      total, MOST = total + STEPS, math.max(MOST, STEPS)
       if ok and hit then return true end
       if not ok and not isverb(hit) then return nil, hit end
       if not ok and hit.kind == "commit" then return false end
