@@ -172,8 +172,8 @@ _CATEGORIES = frozenset((
     "Cc", "Cf", "Cn", "Co", "Cs", "Ll", "Lm", "Lo", "Lt", "Lu", "Mc", "Me", "Mn", "Nd", "Nl", "No", "Pc", "Pd",
     "Pe", "Pf", "Pi", "Po", "Ps", "Sc", "Sk", "Sm", "So", "Zl", "Zp", "Zs",
 ))
-# PCRE 8.45's script names other than Latin and Common (none has a character below U+0100 but Greek's
-# none either: µ is Common).
+# PCRE1's script names (Unicode 7, as libpcre3 8.39 accepts them) other than Latin and Common: none
+# has a character below U+0100 (µ is Common), so in byte mode they match no byte.
 _SCRIPTS = frozenset((
     "Arabic", "Armenian", "Avestan", "Balinese", "Bamum", "Bassa_Vah", "Batak", "Bengali", "Bopomofo", "Brahmi",
     "Braille", "Buginese", "Buhid", "Canadian_Aboriginal", "Carian", "Caucasian_Albanian", "Chakma", "Cham",
