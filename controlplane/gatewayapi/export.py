@@ -94,8 +94,14 @@ def _redirect(url: str, code: int, export: Export | None = None, ref: IngressRef
         r["scheme"] = parts.scheme
     if parts.hostname:
         r["hostname"] = parts.hostname
-    if parts.port:
-        r["port"] = parts.port
+    try:
+        port = parts.port
+    except ValueError:  # permanent-redirect `http://h:x` is sent as written; Gateway API has no such port
+        port = None
+        if export is not None and ref is not None:
+            export.note(ref, "unsupported", "redirect", f"to {url}: its port is not a number; left out")
+    if port:
+        r["port"] = port
     r["path"] = {"type": "ReplaceFullPath", "replaceFullPath": parts.path or "/"}
     return {"type": "RequestRedirect", "requestRedirect": r}
 
