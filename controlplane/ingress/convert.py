@@ -313,8 +313,8 @@ def build_ingress(
         name = entry.get("secretName")
         if not hosts:
             continue
-        if not name:
-            findings.append(Finding("warning", f"tls[{i}]", "no secretName; hosts served over plain HTTP"))
+        if not name:  # ingress-nginx serves these hosts the default certificate (reported by ingress/tls.py)
+            tls.append(TlsBinding(hosts, None, (ref.cluster, ref.namespace, ""), "no secretName", f"tls[{i}]"))
             continue
         secret_ref = (ref.cluster, ref.namespace, str(name))
         secret = _record_secret(lookups, *secret_ref)
