@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography.hazmat.primitives import hashes
 
 from controlplane.default_certificate import CERT_FILE, FAKE_CERTIFICATE_CN, GENERATED_NAME, KEY_FILE
@@ -81,8 +82,9 @@ def test_missing_secret_is_served_with_the_fake_certificate_and_redirected(gw: G
     gw.write("good.yaml", [tls_secret("good-tls", "default", good.cert, good.key),
                            ingress("good", [rule("good.example.com", ("/", "Prefix", "good", 80))],
                                    tls=[{"hosts": ["good.example.com"], "secretName": "good-tls"}])])  # fmt: skip
+    missing_tls = [{"hosts": ["missing.example.com"], "secretName": "never-created"}]
     gw.write("missing.yaml", [ingress("missing", [rule("missing.example.com", ("/", "Prefix", "missing", 80))],
-                                      tls=[{"hosts": ["missing.example.com"], "secretName": "never-created"}])])  # fmt: skip
+                                      tls=missing_tls)])  # fmt: skip
     gw.write("unnamed.yaml", [ingress("unnamed", [rule("unnamed.example.com", ("/", "Prefix", "unnamed", 80))],
                                       tls=[{"hosts": ["unnamed.example.com"]}])])  # fmt: skip
     gw.write("plain.yaml", [ingress("plain", [rule("plain.example.com", ("/", "Prefix", "plain", 80))])])
@@ -207,13 +209,12 @@ def test_flag_names_the_default_certificate(make_gateway) -> None:  # type: igno
 
 def test_translate_shows_the_flag_certificate_without_its_key(tmp_path: Path) -> None:
     mine = issue_cert(CA, ["default.example.com"])
-    (tmp_path / "m.yaml").write_text(
-        __import__("yaml").safe_dump_all([
-            tls_secret("my-default", "certs", mine.cert, mine.key),
-            ingress("web", [rule("web.example.com", ("/", "Prefix", "web", 80))],
-                    tls=[{"hosts": ["web.example.com"], "secretName": "absent"}]),
-        ])  # fmt: skip
-    )
+    objs = [
+        tls_secret("my-default", "certs", mine.cert, mine.key),
+        ingress("web", [rule("web.example.com", ("/", "Prefix", "web", 80))],
+                tls=[{"hosts": ["web.example.com"], "secretName": "absent"}]),
+    ]  # fmt: skip
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump_all(objs))
     out = subprocess.run([sys.executable, "-m", "controlplane", "translate", "-f", str(tmp_path), "-o", "json",
                           "--default-ssl-certificate", "certs/my-default"],
                          cwd=REPO, capture_output=True, text=True, check=True)  # fmt: skip
@@ -226,8 +227,8 @@ def test_kube_replicas_serve_the_charts_default_certificate(tmp_path: Path) -> N
     """Kubernetes mode: the flag names one Secret (the chart generates it once), so every replica
     serves the same default certificate; nothing is generated per process."""
     mine = issue_cert(CA, ["default.example.com"])
-    gw = KubeGateway(tmp_path / "kube", serve_args=("--watch-ingress-without-class",
-                                                    "--default-ssl-certificate", "meridian-system/meridian-default"))  # fmt: skip
+    flags = ("--watch-ingress-without-class", "--default-ssl-certificate", "meridian-system/meridian-default")
+    gw = KubeGateway(tmp_path / "kube", serve_args=flags)
     replica: KubeGateway | None = None
     try:
         gw.start()
