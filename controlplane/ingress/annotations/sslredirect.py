@@ -24,15 +24,13 @@ class SslRedirectFamily(Family):
                 "dropped, for named, wildcard, alias and catch-all hosts alike), the port only when "
                 "`--public-https-port` is not 443 (a small Lua step computes the Location as nginx's "
                 "`lua_ingress.lua`; the HTTP route's action becomes a redirect; access rules do not run first, as "
-                "in nginx where the redirect happens in the rewrite phase). A host whose Secret is missing (or "
-                "invalid with no last good certificate) has no certificate, so no redirect"
+                "in nginx where the redirect happens in the rewrite phase). A host whose `tls:` Secret is missing, "
+                "invalid with no last good certificate, or not named is served with the default certificate "
+                "(`--default-ssl-certificate`, else a generated self-signed \"Kubernetes Ingress Controller Fake "
+                "Certificate\") and redirected to it the same way, as ingress-nginx does; a host with no `tls:` "
+                "entry is not redirected (HTTPS still answers it, with the default certificate)"
             ),
             default="`true`",
-            difference=(
-                "ingress-nginx would serve such a host its default (self-signed) certificate and redirect to it; "
-                "Meridian has no default certificate, so the host stays plain HTTP rather than redirect to an "
-                "HTTPS that cannot serve it"
-            ),
             validator=BOOLEAN,
         ),
         Key(
