@@ -159,7 +159,7 @@ class _Frontend:
         default = self.config.default_certificate_name(self.primary, certs)
         if default is not None and default not in certs and self.config.generated_certificate is not None:
             certs[default] = self.config.generated_certificate
-        plan = self.plan = plan_tls(tls_irs, certs, default)
+        plan = self.plan = plan_tls(tls_irs, certs, default, lambda name: certs[name].cert_chain)
         # Gateway API: its routes per host, and its HTTPS listeners' certificates (hosts no Ingress binds);
         # such a certificate is the host's TLS for an Ingress's ssl-redirect too.
         self.gateway_api = gateway_api(self.by_kind, self.services, self.config, self._secret)

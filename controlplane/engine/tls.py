@@ -67,7 +67,7 @@ class TlsState:
             self.certificates.update(secret_name(*skey), self.get_secret(*skey), deleted=deleted)
         self.built = True
         default = self.config.default_certificate_name(self.primary(), self.certificates)
-        plan = plan_tls(ordered, self.certificates, default)
+        plan = plan_tls(ordered, self.certificates, default, lambda name: self._certificate(name).cert_chain)
         if extra is not None:
             bound = dict(plan.certs)
             extra(bound)

@@ -6,11 +6,12 @@ oldest Ingress naming a host wins it; ssl-passthrough hosts are never terminated
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 
 from controlplane.ingress import registry
 from controlplane.ingress.convert import IngressIR
+from controlplane.ingress.secrets import certificate_names, covers
 from controlplane.ir import Finding, Passthrough, TlsHost
 from controlplane.ir.names import secret_name
 from controlplane.ir.policies import TlsPolicy
@@ -46,9 +47,15 @@ class TlsPlan:
         return tls_hosts, [Passthrough(tuple(h), c) for c, h in sorted(by_cluster.items())]
 
 
-def plan_tls(ordered: Iterable[IngressIR], usable: Container[str], default: str | None = None) -> TlsPlan:
+def plan_tls(
+    ordered: Iterable[IngressIR],
+    usable: Container[str],
+    default: str | None = None,
+    chain_of: Callable[[str], bytes] | None = None,
+) -> TlsPlan:
     """`ordered`: served Ingresses with TLS or passthrough, oldest first; `usable`: good certificates;
-    `default`: the default certificate's SDS name, if any.
+    `default`: the default certificate's SDS name, if any; `chain_of`: a usable certificate's PEM chain
+    (for the hosts a TLS Ingress does not list: the certificate whose names cover them).
 
     A binding whose Secret is broken now still names the last good certificate of that Secret. A host
     whose binding has no usable certificate (Secret missing, invalid, or no secretName) gets the default
@@ -57,6 +64,12 @@ def plan_tls(ordered: Iterable[IngressIR], usable: Container[str], default: str 
     """
     ordered = list(ordered)
     plan = TlsPlan(default=default)
+
+    def bind(host: str, name: str, ir: IngressIR) -> None:
+        if host not in plan.certs:
+            plan.certs[host] = name
+            plan.policies[host] = ir.annotations.tls
+
     for ir in ordered:
         if registry.passes_tls_through(ir.annotations):
             for rule in ir.rules:
@@ -65,21 +78,30 @@ def plan_tls(ordered: Iterable[IngressIR], usable: Container[str], default: str 
                     plan.passthrough.setdefault(rule.host, str(rule.backend.base))
         for binding in ir.tls:
             name = binding.secret or secret_name(*binding.secret_ref)
-            if name not in usable:
-                continue
-            for host in binding.hosts:
-                if host not in plan.certs:
-                    plan.certs[host] = name
-                    plan.policies[host] = ir.annotations.tls
+            if name in usable:
+                for host in binding.hosts:
+                    bind(host, name, ir)
+    # ingress-nginx's extractTLSSecretName: a rule host no tls entry of its Ingress lists gets the
+    # first of that Ingress's certificates whose names cover it (a `tls:` entry without hosts, a wildcard).
+    if chain_of is not None:
+        for ir in ordered:
+            listed = {h for b in ir.tls for h in b.hosts}
+            names = [(n, certificate_names(chain_of(n))) for b in ir.tls
+                     if (n := b.secret or secret_name(*b.secret_ref)) in usable]  # fmt: skip
+            for host in sorted({r.host for r in ir.rules if r.host} - listed) if names else ():
+                match = next((n for n, covered in names if covers(covered, host)), None)
+                if match is not None:
+                    bind(host, match, ir)
     if default is not None:
         for ir in ordered:
             for binding in ir.tls:
-                if (binding.secret or secret_name(*binding.secret_ref)) in usable:
-                    continue
-                for host in binding.hosts:
-                    if host not in plan.certs:
-                        plan.certs[host] = default
-                        plan.policies[host] = ir.annotations.tls
+                if (binding.secret or secret_name(*binding.secret_ref)) not in usable:
+                    for host in binding.hosts:
+                        bind(host, default, ir)
+            if ir.tls:  # any other host of an Ingress with a TLS section: the default, as in ingress-nginx
+                for rule in ir.rules:
+                    if rule.host:
+                        bind(rule.host, default, ir)
     for host in plan.passthrough:
         plan.certs.pop(host, None)
         plan.policies.pop(host, None)
@@ -107,6 +129,10 @@ def tls_findings(ir: IngressIR, plan: TlsPlan, usable: Container[str]) -> list[F
             out.append(Finding("warning", binding.location,
                                f"{what}; its last good certificate is still served until the Secret is fixed or "
                                "deleted"))  # fmt: skip
+            continue
+        if not binding.hosts:  # a tls entry without hosts: its certificate would serve the hosts it covers
+            fate = "served with the default certificate" if plan.default else "served over plain HTTP only"
+            out.append(Finding("warning", binding.location, f"{what}; the hosts it would cover are {fate}"))
             continue
         defaulted = [h for h in binding.hosts if plan.default is not None and plan.certs.get(h) == plan.default]
         other = [h for h in binding.hosts if h in plan.certs and h not in defaulted]

@@ -165,3 +165,25 @@ def test_without_any_default_hosts_stay_plain_http_and_say_so() -> None:
         assert any("plain HTTP only" in w for w in rep["warnings"]), rep
         _agrees(e, CONFIG)
 
+
+
+def test_hosts_a_tls_ingress_does_not_list_get_a_covering_certificate_else_the_default() -> None:
+    """ingress-nginx's extractTLSSecretName: a `tls:` entry without hosts serves the rule hosts its
+    certificate covers (here a wildcard); the Ingress's other hosts get the default certificate."""
+    from controlplane.ingress.secrets import certificate_names, covers
+
+    wild = issue_cert(CA, ["*.example.com"])
+    assert covers(certificate_names(wild.cert), "a.example.com")
+    assert not covers(certificate_names(wild.cert), "a.b.example.com") and not covers({"*.example.com"}, "example.com")
+    config = replace(CONFIG, generated_certificate=GENERATED)
+    with engine(config=config) as e:
+        store, ctl = e.stores["c1"], e.controller
+        store.upsert(SERVICE, _service())
+        store.upsert(SECRET, tls_secret("wild", "default", wild.cert, wild.key))
+        rules = [rule(h, ("/", "Prefix", "web", 80)) for h in ("a.example.com", "deep.a.example.com", "other.org")]
+        store.upsert(INGRESS, ingress("w", rules, tls=[{"secretName": "wild"}]))
+        ctl.flush()
+        chains = _https_chains(e)
+        assert ("c1/default/wild", ("a.example.com",)) in chains
+        assert (GENERATED_NAME, ("deep.a.example.com", "other.org")) in chains
+        _agrees(e, config)
