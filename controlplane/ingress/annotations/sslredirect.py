@@ -34,8 +34,8 @@ class SslRedirectFamily(Family):
             difference=(
                 "only where there is no default certificate at all (Kubernetes mode run without the chart and "
                 "without `--default-ssl-certificate`): such hosts stay plain HTTP, as their Ingress's warnings "
-                "say. When two Ingresses name a host, a usable certificate of the newer one wins over the older one's default certificate "
-                "(ingress-nginx keeps the older Ingress's default)"
+                "say. When two Ingresses name a host, a usable certificate of the newer one wins over the older "
+                "one's default certificate (ingress-nginx keeps the older Ingress's default)"
             ),
             validator=BOOLEAN,
         ),
