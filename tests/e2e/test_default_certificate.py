@@ -145,6 +145,23 @@ def test_missing_secret_is_served_with_the_fake_certificate_and_redirected(gw: G
         assert all(t["last_nack"] is None for t in stream["types"].values()), stream
 
 
+def test_unlisted_hosts_of_a_tls_ingress_get_a_covering_certificate_else_the_default(gw: Gateway) -> None:
+    """A `tls:` entry without hosts (ingress-nginx's extractTLSSecretName): the wildcard certificate for
+    the rule hosts it covers, the default certificate for the others; both redirected to HTTPS."""
+    wild = issue_cert(CA, ["*.wild.example.com"])
+    gw.backend("wild")
+    rules = [rule(h, ("/", "Prefix", "wild", 80)) for h in ("a.wild.example.com", "other.example.org")]
+    gw.write("wild.yaml", [tls_secret("wild-tls", "default", wild.cert, wild.key),
+                           ingress("wild", rules, tls=[{"secretName": "wild-tls"}])])  # fmt: skip
+    r = wait_https(gw, "a.wild.example.com", 200, ca=CA.cert)
+    assert r.json()["service"] == "wild" and r.peer_certificate.serial_number == wild.x509.serial_number  # type: ignore[union-attr]
+    r = https(gw, "other.example.org")
+    assert r.status == 200 and subject_cn(r).startswith(f"CN={FAKE_CERTIFICATE_CN}")
+    for host in ("a.wild.example.com", "other.example.org"):
+        r = gw.get(host, "/p")
+        assert r.status == 308 and r.headers["location"] == f"https://{host}/p"
+
+
 def test_the_fake_key_is_never_shown(gw: Gateway) -> None:
     key = (gw.state_dir / KEY_FILE).read_bytes()
     assert stat.S_IMODE((gw.state_dir / KEY_FILE).stat().st_mode) == 0o600
