@@ -94,7 +94,7 @@ class MeridianApp:
                 http_port=opts.http_port,
                 https_port=opts.https_port,
                 public_https_port=opts.public_https_port,
-                default_certificate=opts.default_ssl_certificate,
+                default_certificate=self._default_certificate_ref(),
                 generated_certificate=self._generated_certificate(),
                 east_west_port=opts.east_west_port,
                 classes=ClassPolicy(frozenset(opts.ingress_classes), opts.watch_ingress_without_class),
@@ -120,14 +120,20 @@ class MeridianApp:
         self._startup_gc: asyncio.Task[None] | None = None
         self.admin_port: int | None = None
 
+    def _default_certificate_ref(self) -> tuple[str, str] | None:
+        """--default-ssl-certificate; in Kubernetes mode without it, the Secret the leader creates in
+        Meridian's namespace if absent (an object every replica watches: one truth)."""
+        from controlplane.default_certificate import OWN_SECRET
+
+        if self.opts.default_ssl_certificate is None and not self.opts.clusters:
+            return (self.opts.namespace, OWN_SECRET)
+        return self.opts.default_ssl_certificate
+
     def _generated_certificate(self) -> CertificateSecret | None:
         """File mode: the self-signed default certificate kept in the state dir (the same after a
-        restart). Kubernetes mode: none, a per-process one would differ between replicas; the chart
-        passes --default-ssl-certificate with a Secret it generated once."""
+        restart). Kubernetes mode: none, a per-process one would differ between replicas; the default
+        certificate is a Secret there (the chart's, or the one the leader creates)."""
         if not self.opts.clusters:
-            if self.opts.default_ssl_certificate is None:
-                log.warning("no --default-ssl-certificate: hosts whose TLS Secret is missing or invalid, and "
-                            "unknown SNI names, have no HTTPS (the Helm chart sets one)")  # fmt: skip
             return None
         from controlplane.default_certificate import state_dir_certificate
 
@@ -195,7 +201,9 @@ class MeridianApp:
             settings = KubeSettings(opts.kubeconfig, opts.cluster_id, status, knative)
             self.kube = KubeMode(settings, self.registry, self.metrics, self.controller.view, self.request_flush,
                                  fleet=lambda: self.xds.fleet_settled() if self.xds else (0, True),
-                                 acks=lambda: self.xds, pinned=lambda: self.history.pin is not None)  # fmt: skip
+                                 acks=lambda: self.xds, pinned=lambda: self.history.pin is not None,
+                                 own_default_certificate=None if opts.default_ssl_certificate else
+                                 self.controller.config.default_certificate)  # fmt: skip
             await self.kube.start()
         self.xds = self._xds_server()
         self.xds_port = await self.xds.start(self.opts.xds_address)

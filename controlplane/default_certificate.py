@@ -7,11 +7,14 @@ Two sources, in this order (as ingress-nginx's `getDefaultSSLCertificate`):
 - a self-signed "Kubernetes Ingress Controller Fake Certificate" kept in `--state-dir` (file mode only):
   created once, atomically, and reused by every later start, so a restart serves the same certificate.
   In Kubernetes mode nothing is generated per process (replicas would disagree): the chart makes one
-  Secret with Helm's `genSelfSignedCert` and passes the flag.
+  Secret with Helm's `genSelfSignedCert` and passes the flag; without the flag the leader creates
+  `OWN_SECRET` in Meridian's namespace if it is absent (create only, never replaced), and every replica
+  serves it as if the flag named it.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import fcntl
@@ -19,6 +22,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -40,6 +44,8 @@ VALID_DAYS = 3650
 RENEW_BEFORE = datetime.timedelta(days=30)
 CERT_FILE = "default-certificate.pem"
 KEY_FILE = "default-certificate-key.pem"
+# Kubernetes mode without the flag: the Secret the leader creates in Meridian's namespace.
+OWN_SECRET = "meridian-default-certificate"
 
 
 def fake_certificate(name: str = GENERATED_NAME) -> CertificateSecret:
@@ -129,3 +135,36 @@ def parse_secret_ref(text: str) -> tuple[str, str]:
     if not sep or not namespace or not name or "/" in name:
         raise ValueError(f"expected NAMESPACE/NAME, got {text!r}")
     return namespace, name
+
+
+def create_secret_if_absent(api: Any, namespace: str, name: str) -> bool:
+    """Create the TLS Secret `namespace/name` with a new fake certificate unless it exists (the
+    leader's job in Kubernetes mode without the flag). True when created; an existing one, or one
+    another replica created first (409), is left as it is. Blocking: run it in a thread."""
+    from kubernetes import client as k8s
+
+    core = k8s.CoreV1Api(api)
+    try:
+        core.read_namespaced_secret(name, namespace)
+        return False
+    except k8s.ApiException as exc:
+        if exc.status != 404:
+            raise
+    made = fake_certificate()
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {"app.kubernetes.io/managed-by": "meridian"}},
+        "data": {"tls.crt": base64.b64encode(made.cert_chain).decode(),
+                 "tls.key": base64.b64encode(made.private_key).decode()},
+    }  # fmt: skip
+    try:
+        core.create_namespaced_secret(namespace, body)
+    except k8s.ApiException as exc:
+        if exc.status == 409:  # another replica was first: its certificate is the one
+            return False
+        raise
+    log.info("created the default certificate Secret %s/%s (%s)", namespace, name, FAKE_CERTIFICATE_CN)
+    return True

@@ -267,3 +267,35 @@ def test_kube_replicas_serve_the_charts_default_certificate(tmp_path: Path) -> N
         if replica is not None:
             replica.stop_control_plane()
         gw.stop()
+
+
+def test_kube_without_the_flag_the_leader_creates_one_secret_every_replica_serves(tmp_path: Path) -> None:
+    """Kubernetes mode without the chart's flag: the leader creates meridian-default-certificate in
+    Meridian's namespace if absent (never replaces it); both replicas serve that object's certificate."""
+    from controlplane.default_certificate import OWN_SECRET
+
+    gw = KubeGateway(tmp_path / "kube-own")
+    replica: KubeGateway | None = None
+    sds = f"primary/meridian-system/{OWN_SECRET}"
+    try:
+        gw.start()
+        wait_until(lambda: sds_version(gw, sds) is not None, timeout=30, message="the leader never made one")
+        created = gw.kubes["primary"].get("Secret", "meridian-system", OWN_SECRET)
+        assert created is not None and created["type"] == "kubernetes.io/tls"
+        gw.backend("web")
+        gw.apply(ingress("web", [rule("web.example.com", ("/", "Prefix", "web", 80))],
+                         tls=[{"hosts": ["web.example.com"], "secretName": "absent"}]))  # fmt: skip
+        r = wait_https(gw, "web.example.com", 200)
+        assert subject_cn(r).startswith(f"CN={FAKE_CERTIFICATE_CN}")
+        assert gw.get("web.example.com", "/x").headers.get("location") == "https://web.example.com/x"
+        replica = gw.replica("r2")
+        replica.start()
+        wait_until(lambda: sds_version(replica, sds) == sds_version(gw, sds), timeout=20,
+                   message="the replica serves another default certificate")  # fmt: skip
+        # Still the one object: nothing replaced it.
+        after = gw.kubes["primary"].get("Secret", "meridian-system", OWN_SECRET)
+        assert after["data"] == created["data"]
+    finally:
+        if replica is not None:
+            replica.stop_control_plane()
+        gw.stop()
