@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--default-ssl-certificate", type=_secret_ref, default=None, metavar="NAMESPACE/NAME",
                    help="TLS Secret (primary cluster) served to hosts without a usable certificate of their own and "
                    "to unknown SNI, as ingress-nginx's flag (default: a generated self-signed certificate, kept in "
-                   "--state-dir in file mode; none in Kubernetes mode)")  # fmt: skip
+                   "--state-dir in file mode; in Kubernetes mode the Secret meridian-default-certificate in "
+                   "--namespace, which the leader creates if absent)")  # fmt: skip
     s.add_argument(
         "--ingress-class",
         action="append",

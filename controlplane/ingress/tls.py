@@ -115,7 +115,7 @@ def tls_findings(ir: IngressIR, plan: TlsPlan, usable: Container[str]) -> list[F
     certificate), on whether a last good certificate is kept (`usable`) and on the default
     certificate. A host without a certificate of its own is served with the default certificate, as
     in ingress-nginx (HTTPS, and ssl-redirect to it); only with no default certificate at all
-    (Kubernetes mode without `--default-ssl-certificate`) does it stay plain HTTP.
+    (Kubernetes mode before its Secret exists) does it stay plain HTTP.
     """
     out: list[Finding] = []
     # ssl-redirect's hook: does this Ingress redirect plain HTTP even for a host without TLS?

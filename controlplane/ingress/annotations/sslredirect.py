@@ -32,8 +32,8 @@ class SslRedirectFamily(Family):
             ),
             default="`true`",
             difference=(
-                "only where there is no default certificate at all (Kubernetes mode run without the chart and "
-                "without `--default-ssl-certificate`): such hosts stay plain HTTP, as their Ingress's warnings "
+                "only where there is no default certificate at all (Kubernetes mode without the chart, the flag "
+                "and the right to create its own Secret): such hosts stay plain HTTP, as their Ingress's warnings "
                 "say. When two Ingresses name a host, a usable certificate of the newer one wins over the older "
                 "one's default certificate (ingress-nginx keeps the older Ingress's default)"
             ),
