@@ -249,12 +249,17 @@ def export_gateway_api(
     export = Export(ingresses=ingresses or {})
     tls: dict[str, tuple[str, str]] = {}  # host -> the certificate Secret (namespace, name)
     for t in tls_hosts:
+        parts = t.secret.split("/", 2)
+        if len(parts) != 3:  # the generated default certificate is no Secret a Gateway could name
+            continue
         for h in t.hosts:
-            tls[h] = tuple(t.secret.split("/", 2)[1:])  # type: ignore[assignment]
+            if h != "*":  # the default certificate's catch-all chain: no listener hostname
+                tls[h] = (parts[1], parts[2])
     for ref, ir in sorted(irs.items()):
         for b in ir.tls if ir.served else ():
             for h in b.hosts:
-                if b.secret is None and h not in tls:  # still a TLS host (ssl-redirect): its listener waits
+                # still a TLS host (ssl-redirect): its listener waits
+                if b.secret is None and h not in tls and b.secret_ref[2]:
                     tls[h] = (b.secret_ref[1], b.secret_ref[2])
                     export.note(ref, "warning", b.location or "tls", f"Secret {b.secret_ref[1]}/{b.secret_ref[2]} "
                                 f"{b.problem or 'is not usable'}: the HTTPS listener for {h} names it and serves "

@@ -88,7 +88,9 @@ def test_envoy_memory_bench_compares_stats_variants(tmp_path: Path) -> None:
     for s in samples.values():
         assert len(s["updates"]) == 2 and all(u > 0 for u in s["updates"])
         assert s["rss_mib"] > 0 and s["memory"]["allocated"] > 0
-    assert samples["gateway"]["stats"] < samples["full"]["stats"] / 2
+    # Per Service cluster the gateway set drops most of Envoy's ~115 stats; the fixed ones (server,
+    # listeners incl. HTTPS with the default certificate, xDS) are kept by both, so compare the drop.
+    assert samples["full"]["stats"] - samples["gateway"]["stats"] > 100 * 5
 
 
 def test_envoy_memory_bench_experiments_are_configs_envoy_accepts(tmp_path: Path) -> None:
