@@ -106,7 +106,7 @@ def merge_host(
         for ir in ordered:
             if alternatives[ir.ref]:
                 continue
-            if host == "" and (ir.rules or ir.default_backend is None):
+            if host == "" and (ir.has_rules or ir.default_backend is None):
                 continue
             if host != "" and host not in ir.hosts:
                 continue
@@ -218,7 +218,7 @@ def _catch_all(host: str, ir: IngressIR) -> bool:
     annotations to the catch-all location but keeps that location's own redirect and rewrite settings
     ("Redirect and rewrite can affect the catch all behavior, skip for now"): no ssl-redirect,
     permanent/temporal redirect, rewrite-target, use-regex or app-root there."""
-    return host == "" and not ir.rules
+    return host == "" and not ir.has_rules
 
 
 def _with_alternative(primary: Route, alt: tuple[IngressIR, PathRule, tuple[Family, Policy]] | None) -> list[Route]:

@@ -136,6 +136,17 @@ def test_default_backend_is_fallback_of_its_hosts_and_catch_all() -> None:
     assert other == ()
 
 
+def test_a_rule_with_a_host_and_no_paths_takes_the_default_backend_and_is_no_catch_all() -> None:
+    """ingress-nginx's without_host.go: `rules: [{host: only-backend}]` plus spec.defaultBackend serves
+    that host from the default backend, and unknown hosts still get the 404."""
+    ir = build(ingress("o", [{"host": "only.com"}], default_backend=("t", 80)), index_with(*svc("t")))
+    assert ir.hosts == {"only.com"} and ir.has_rules and not ir.rules
+    routes = merge_host("only.com", [ir], tls_hosts=frozenset()).https.routes
+    assert [(r.match.value, clusters_of(r)) for r in routes] == [("/", ["default/t:80"])]
+    assert merge_host("", [ir], tls_hosts=frozenset()).https.routes == ()
+    assert merge_host("other.com", [ir], tls_hosts=frozenset()).https.routes == ()
+
+
 def test_ssl_redirect_only_for_tls_hosts_and_forced() -> None:
     ir = build(ingress("r", [rule("h.com", ("/", "Prefix", "s", 80))]))
     res = merge_host("h.com", [ir], tls_hosts=frozenset({"h.com"}), https_port=8443)
