@@ -549,7 +549,7 @@ class BasicAuth:
     """htpasswd lines Envoy can verify, and the realm for WWW-Authenticate."""
 
     scope: ClassVar[Scope] = "route"
-    users: str = field(repr=False)  # "user:{SHA}...\n" lines
+    users: str = field(repr=False)  # "user:{SHA}...\n" lines; "" = none Envoy can verify: every request gets 401
     realm: str = ""
 
 

@@ -64,8 +64,9 @@ class BasicAuthFamily(Family):
             "htpasswd Secret (key `auth`, or `auth-map`)",
             default="`auth-file`",
             difference=(
-                "Envoy verifies only `{SHA}` entries; others dropped (warning); missing Secret or no usable entry "
-                "**rejects** the Ingress (never served unauthenticated)"
+                "Envoy verifies only `{SHA}` entries; others (bcrypt, apr1, crypt) are dropped (warning), and with "
+                "no entry left every request gets the 401 (never served unauthenticated; nginx would let a bcrypt "
+                "user in); a missing Secret or key `auth` **rejects** the Ingress (nginx denies the location: 503)"
             ),
         ),
         Key(("auth-realm",), "realm in the challenge", difference="quotes/control characters removed"),
@@ -132,12 +133,15 @@ class BasicAuthFamily(Family):
                 f"entries Envoy cannot verify are refused: {', '.join(bad)}. Envoy supports only SHA-1 "
                 "htpasswd entries (htpasswd -s)",
             )
-        if not good:
-            ctx.reject("auth-secret", "no htpasswd entry Envoy can verify ({SHA}); the Ingress is not served")
-            return []
         realm = ann.get("auth-realm") or ""
         if '"' in realm or "\\" in realm or any(ord(c) < 32 for c in realm):
             ctx.warn("auth-realm", "quotes/control characters removed from the realm")
             realm = re.sub(r'["\\\x00-\x1f]', "", realm)
+        if not good:
+            # nginx would still answer 401 to every request without the right password; with no entry Envoy
+            # can check, that is every request: nobody gets through unauthenticated.
+            ctx.warn("auth-type", "no htpasswd entry Envoy can verify ({SHA}): every request gets the 401 "
+                     f"with realm {realm!r}")  # fmt: skip
+            return [BasicAuth("", realm)]
         ctx.converted("auth-type", f"basic auth, {len(good)} user(s); 401 with realm {realm!r} otherwise")
         return [BasicAuth("\n".join(good) + "\n", realm)]
