@@ -27,9 +27,11 @@ from controlplane.ir import (
     Redirect,
     Route,
     VirtualHost,
+    find_policy,
 )
 from controlplane.ir.names import vhost_name
 from controlplane.ir.policies import (
+    CookieAffinity,
     Cors,
     HttpsLocation,
     Policy,
@@ -152,6 +154,7 @@ def merge_host(
         policies = ir.annotations.route
         if catch_all:
             policies = tuple(p for p in policies if not isinstance(p, (UrlRedirect, RewriteTarget)))
+        policies = _cookie_path_default(policies, rule.path)
         base = Route(
             name=name,
             match=match,
@@ -163,8 +166,9 @@ def merge_host(
         routes.extend(_with_alternative(base, canary_by_key.get(key)))
         redirects[ir.ref] = not catch_all and registry.redirect_to_https(ir.annotations, host in tls_hosts)
 
-    https_vhost = VirtualHost(vhost_name(host), domains, tuple(routes), authority)
-    if any(redirects.values()):
+    secure = tuple(_secure_cookie(r) for r in routes)
+    https_vhost = VirtualHost(vhost_name(host), domains, secure, authority)
+    if any(redirects.values()) or secure != tuple(routes):
         ssl = {ir.ref: ir.annotations.get(SslRedirect) or SslRedirect() for ir in ordered}
         http_routes: list[Route] = []
         for r in routes:
@@ -211,6 +215,24 @@ def https_redirect_routes(route: Route, host: str, https_port: int, ssl: SslRedi
                        headers=(*route.headers, HeaderMatch(":path", regex=".*/"))))  # fmt: skip
     out.append(plain)
     return out
+
+
+def _cookie_path_default(policies: tuple[Policy, ...], path: str) -> tuple[Policy, ...]:
+    """nginx's sticky balancer sets the affinity cookie's Path to the location's Ingress path
+    (`$location_path`) when session-cookie-path is not given."""
+    cookie = find_policy(policies, CookieAffinity)
+    if cookie is None or cookie.path:
+        return policies
+    return tuple(replace(p, path=path) if p is cookie else p for p in policies)
+
+
+def _secure_cookie(route: Route) -> Route:
+    """Over HTTPS nginx's sticky balancer always marks the affinity cookie Secure (`ngx.var.https`)."""
+    cookie = route.policy(CookieAffinity)
+    if cookie is None or cookie.secure:
+        return route
+    policies = tuple(replace(p, secure=True) if p is cookie else p for p in route.policies)
+    return replace(route, policies=policies)
 
 
 def _catch_all(host: str, ir: IngressIR) -> bool:

@@ -466,6 +466,7 @@ class CookieAffinity:
     samesite: str = ""
     secure: bool = False
     mode: str = "balanced"
+    domain: str = ""
 
 
 # -- mirror ------------------------------------------------------------------------------------

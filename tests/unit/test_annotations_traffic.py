@@ -204,6 +204,13 @@ def test_load_balancing() -> None:
         and {a.name for a in hp.attributes} == {"SameSite", "Secure"}
     )
     assert cluster_pb(p).lb_policy == cluster_pb2.Cluster.RING_HASH
+    # session-cookie-domain is a cookie attribute (affinity.go "should set cookie with domain").
+    p = parse({"affinity": "cookie", "session-cookie-domain": "foo.bar"})
+    assert p.get(CookieAffinity).domain == "foo.bar" and levels(p, "session-cookie-domain") == ["converted"]
+    attrs = {(a.name, a.value) for a in route_pb(p).route.hash_policy[0].cookie.attributes}
+    assert attrs == {("Domain", "foo.bar")}
+    p = parse({"affinity": "cookie", "session-cookie-domain": "foo bar; x=1"})
+    assert p.get(CookieAffinity).domain == "" and levels(p, "session-cookie-domain") == ["warning"]
 
 
 # -- backend ----------------------------------------------------------------------------------------------

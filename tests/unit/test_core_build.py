@@ -17,7 +17,7 @@ from controlplane.ingress.hosts import host_domains, merge_host
 from controlplane.ingress.locations import path_match
 from controlplane.ir import DirectResponse, Forward, HeaderMatch, IngressRef, Redirect
 from controlplane.ir.pcre import classify
-from controlplane.ir.policies import HeaderPattern
+from controlplane.ir.policies import CookieAffinity, HeaderPattern
 from controlplane.metrics import Metrics
 from controlplane.services import ServiceIndex
 from controlplane.sources.files import FileSource, ManifestError, parse_manifests
@@ -145,6 +145,25 @@ def test_a_rule_with_a_host_and_no_paths_takes_the_default_backend_and_is_no_cat
     assert [(r.match.value, clusters_of(r)) for r in routes] == [("/", ["default/t:80"])]
     assert merge_host("", [ir], tls_hosts=frozenset()).https.routes == ()
     assert merge_host("other.com", [ir], tls_hosts=frozenset()).https.routes == ()
+
+
+def test_affinity_cookie_path_is_the_ingress_path_and_secure_over_https() -> None:
+    """nginx's sticky balancer: Path is `$location_path` unless session-cookie-path says otherwise, and
+    the cookie is Secure whenever the request came over HTTPS."""
+    ann = {N + "affinity": "cookie"}
+    ir = build(ingress("a", [rule("h.com", ("/something", "Prefix", "s", 80), ("/", "Prefix", "s", 80))],
+                       annotations=ann))  # fmt: skip
+    res = merge_host("h.com", [ir], tls_hosts=frozenset())
+    cookies = {r.match.value: r.policy(CookieAffinity) for r in res.https.routes}
+    assert {k: (c.path, c.secure) for k, c in cookies.items() if c} == {"/something": ("/something", True),
+                                                                          "/": ("/", True)}  # fmt: skip
+    http = {r.match.value: r.policy(CookieAffinity) for r in res.http.routes}
+    assert {k: (c.path, c.secure) for k, c in http.items() if c} == {"/something": ("/something", False),
+                                                                       "/": ("/", False)}  # fmt: skip
+    fixed = build(ingress("f", [rule("h.com", ("/x", "Prefix", "s", 80))],
+                          annotations={**ann, N + "session-cookie-path": "/y"}))  # fmt: skip
+    route = merge_host("h.com", [fixed], tls_hosts=frozenset()).http.routes[0]
+    assert route.policy(CookieAffinity).path == "/y"
 
 
 def test_ssl_redirect_only_for_tls_hosts_and_forced() -> None:
