@@ -33,6 +33,7 @@ from controlplane.ir.names import vhost_name
 from controlplane.ir.policies import (
     CookieAffinity,
     Cors,
+    DeniedLocation,
     HttpsLocation,
     Policy,
     RegexPaths,
@@ -40,6 +41,9 @@ from controlplane.ir.policies import (
     SslRedirect,
     UrlRedirect,
 )
+
+# nginx.tmpl's `return 503` for a denied location (its error page names the status).
+DENIED = DirectResponse(503, "503 Service Temporarily Unavailable\n")
 
 
 @dataclass(frozen=True)
@@ -155,10 +159,11 @@ def merge_host(
         if catch_all:
             policies = tuple(p for p in policies if not isinstance(p, (UrlRedirect, RewriteTarget)))
         policies = _cookie_path_default(policies, rule.path)
+        denied = ir.annotations.get(DeniedLocation) is not None
         base = Route(
             name=name,
             match=match,
-            action=rule.action,
+            action=DENIED if denied else rule.action,
             source=ir.ref,
             policies=policies,
             case_insensitive=match.kind == "regex",

@@ -121,6 +121,15 @@ class ServerAlias:
     aliases: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class DeniedLocation:
+    """ingress-nginx's `Location.Denied`: an annotation it cannot apply safely (an auth Secret that does
+    not exist) makes every path of the Ingress answer 503, rather than serve it without the check."""
+
+    scope: ClassVar[Scope] = "ingress"
+    reason: str
+
+
 # -- passthrough -------------------------------------------------------------------------------
 
 
@@ -713,7 +722,9 @@ UpstreamPolicy = UpstreamProtocol | ServiceUpstream | ConnectTimeout | LoadBalan
 TlsPolicy = ClientCert | TlsParams
 """Policies of an HTTPS filter chain."""
 
-SourcePolicy = RegexPaths | SslRedirect | Canary | SslPassthrough | AppRoot | DefaultBackendService | ServerAlias
+SourcePolicy = (
+    RegexPaths | SslRedirect | Canary | SslPassthrough | AppRoot | DefaultBackendService | ServerAlias | DeniedLocation
+)
 """Policies the frontend reads while merging the routes of a host (never rendered directly)."""
 
 Policy = RoutePolicy | UpstreamPolicy | TlsPolicy | SourcePolicy

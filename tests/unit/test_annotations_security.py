@@ -24,6 +24,7 @@ from controlplane.ingress.registry import parse_annotations
 from controlplane.ir import Forward, IngressRef, PathMatch, Redirect, Route, TlsHost, VirtualHost, WeightedCluster
 from controlplane.ir.policies import (
     BasicAuth,
+    DeniedLocation,
     BodySize,
     ClientCert,
     ExtAuth,
@@ -180,9 +181,11 @@ def test_basic_auth_rejections() -> None:
                   [_secret("u", {"auth": content})])  # fmt: skip
         assert not p.rejected and p.get(BasicAuth) == BasicAuth("", "r"), content
         assert levels(p, "auth-type") == ["warning"]
-    assert parse({N + "auth-type": "basic", N + "auth-secret": "missing"}).rejected
-    assert parse({N + "auth-type": "basic"}).rejected
-    assert parse({N + "auth-type": "basic", N + "auth-secret": "u"}, [_secret("u", {"other": b"x"})]).rejected
+    # No Secret, no auth-secret, no key `auth`: ingress-nginx denies the location (503), never unauthenticated.
+    for p in (parse({N + "auth-type": "basic", N + "auth-secret": "missing"}), parse({N + "auth-type": "basic"}),
+              parse({N + "auth-type": "basic", N + "auth-secret": "u"}, [_secret("u", {"other": b"x"})])):  # fmt: skip
+        assert not p.rejected and p.get(DeniedLocation) is not None and p.get(BasicAuth) is None
+        assert levels(p, "auth-secret") == ["warning"]
     p = parse({N + "auth-type": "magic", N + "auth-secret": "u"})
     assert not p.rejected and levels(p, "auth-type") == ["warning"]
 

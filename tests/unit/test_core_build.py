@@ -166,6 +166,14 @@ def test_affinity_cookie_path_is_the_ingress_path_and_secure_over_https() -> Non
     assert route.policy(CookieAffinity).path == "/y"
 
 
+def test_a_denied_ingress_answers_503_on_every_path() -> None:
+    """auth-type basic with a Secret that does not exist: ingress-nginx's denied location (`return 503`)."""
+    ann = {N + "auth-type": "basic", N + "auth-secret": "nope"}
+    ir = build(ingress("d", [rule("h.com", ("/a", "Prefix", "s", 80), ("/b", "Exact", "s", 80))], annotations=ann))
+    routes = merge_host("h.com", [ir], tls_hosts=frozenset()).https.routes
+    assert [r.action for r in routes] == [DirectResponse(503, "503 Service Temporarily Unavailable\n")] * 2
+
+
 def test_ssl_redirect_only_for_tls_hosts_and_forced() -> None:
     ir = build(ingress("r", [rule("h.com", ("/", "Prefix", "s", 80))]))
     res = merge_host("h.com", [ir], tls_hosts=frozenset({"h.com"}), https_port=8443)
