@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.certs import issue_cert, make_ca, tls_secret
+from tests.support.certs import Issued, ca_secret, issue_cert, make_ca, tls_secret
 from tests.support.gateway import Gateway, ingress, rule
 from tests.support.http import Response, request
 
@@ -39,6 +39,8 @@ DOMAIN = "e2e.test"
 SERVICES = ("echo", "canary", "httpbin", "v1", "v2", "v3")
 SENTINEL = "sentinel." + DOMAIN
 CA = make_ca("nginx e2e parity CA")
+# ingress-nginx's CreateIngressMASecret client certificate (auth-tls-match-cn "CN=authtls" matches it).
+CLIENT: Issued = issue_cert(CA, common_name="authtls", client=True)
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,11 @@ def case_manifests(case: Case) -> list[dict[str, Any]]:
         ing = ingress(name, rules, annotations=annotations, tls=tls,
                       default_backend=default, created=raw.get("created"))  # fmt: skip
         out.append(ing)
-    return out + fill(case.objects, case)
+    # `{ca_secret: NAME}`: a Secret with the test CA's certificate (what auth-tls-secret names).
+    objects = [
+        ca_secret(o["ca_secret"], "default", CA.cert) if "ca_secret" in o else o for o in fill(case.objects, case)
+    ]
+    return out + objects
 
 
 def tls_hosts(cases: list[Case]) -> list[str]:
@@ -136,6 +142,9 @@ class Gateways:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.started: dict[str, Gateway] = {}
+        (root / "client.crt").write_bytes(CLIENT.cert)  # what requests with `client_cert: true` present
+        (root / "client.key").write_bytes(CLIENT.key)
+        self.client_files = (str(root / "client.crt"), str(root / "client.key"))
 
     def get(self, group: str) -> Gateway:
         if group not in self.started:
@@ -172,7 +181,7 @@ def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateways]:
         gws.stop()
 
 
-def send(gw: Gateway, case: Case, req: dict[str, Any]) -> Response:
+def send(gw: Gateway, case: Case, req: dict[str, Any], client_files: tuple[str, str]) -> Response:
     host = req.get("host", case.host)
     headers = list((req.get("headers") or {}).items())
     if req.get("cookies"):
@@ -180,9 +189,10 @@ def send(gw: Gateway, case: Case, req: dict[str, Any]) -> Response:
     https = req.get("scheme", "http") == "https"
     port = gw.https_port if https else gw.http_port
     sni = req.get("sni", host.split(":")[0]) if https else None
-    # No certificate check: the status is what is compared (certificates have their own e2e).
+    client = client_files if req.get("client_cert") else None
+    # No server certificate check: the status is what is compared (certificates have their own e2e).
     return request(req.get("method", "GET"), port, req.get("path", "/"), host=host, headers=headers,
-                   body=req.get("body"), tls=https, sni=sni)  # fmt: skip
+                   body=req.get("body"), tls=https, sni=sni, client_cert=client)  # fmt: skip
 
 
 def echo(resp: Response) -> dict[str, Any]:
@@ -219,6 +229,9 @@ def problems(resp: Response, want: dict[str, Any]) -> list[str]:
     for name, value in (want.get("upstream_headers") or {}).items():
         if seen_headers.get(name.lower()) != (None if value is None else str(value)):
             out.append(f"backend saw {name}: {seen_headers.get(name.lower())!r} != {value!r}")
+    for name, value in (want.get("upstream_headers_start") or {}).items():
+        if not str(seen_headers.get(name.lower(), "")).startswith(value):
+            out.append(f"backend saw {name}: {seen_headers.get(name.lower())!r}, not starting {value!r}")
     if "body_contains" in want and want["body_contains"] not in resp.text:
         out.append(f"body lacks {want['body_contains']!r}: {resp.text[:200]!r}")
     return out
@@ -247,11 +260,13 @@ def test_expectation(gateways: Gateways, case: Case, index: int) -> None:
     req = fill(case.requests[index], case)
     want = req["expect"]
     if "split" in want:  # several requests: each listed backend answers some, no other backend any
-        served = {echo(send(gw, case, req)).get("service") for _ in range(int(want.get("tries", 100)))}
+        served = {
+            echo(send(gw, case, req, gateways.client_files)).get("service") for _ in range(int(want.get("tries", 100)))
+        }
         assert served == set(want["split"]), f"{case.source}: {case.test}: served by {served}"
         return
     for _ in range(int(req.get("repeat", 1))):
-        resp = send(gw, case, req)
+        resp = send(gw, case, req, gateways.client_files)
         found = problems(resp, want)
         assert not found, f"{case.source}: {case.test}: {found}"
 
