@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from controlplane.ingress import registry
+from controlplane.ingress.aliases import www_twin
 from controlplane.ingress.annotations.base import Family
 from controlplane.ingress.convert import IngressIR, PathRule
 from controlplane.ingress.locations import locations, valid_path_regex
@@ -24,6 +25,7 @@ from controlplane.ir import (
     Forward,
     HeaderMatch,
     IngressRef,
+    PathMatch,
     Redirect,
     Route,
     VirtualHost,
@@ -31,6 +33,7 @@ from controlplane.ir import (
 )
 from controlplane.ir.names import vhost_name
 from controlplane.ir.policies import (
+    Canary,
     CookieAffinity,
     Cors,
     DeniedLocation,
@@ -40,6 +43,7 @@ from controlplane.ir.policies import (
     RewriteTarget,
     SslRedirect,
     UrlRedirect,
+    WwwRedirect,
 )
 
 # nginx.tmpl's `return 503` for a denied location (its error page names the status).
@@ -172,8 +176,9 @@ def merge_host(
         redirects[ir.ref] = not catch_all and registry.redirect_to_https(ir.annotations, host in tls_hosts)
 
     secure = tuple(_secure_cookie(r) for r in routes)
-    https_vhost = VirtualHost(vhost_name(host), domains, secure, authority)
-    if any(redirects.values()) or secure != tuple(routes):
+    www = _www_source(host, ordered, aliases)
+    https_vhost = VirtualHost(vhost_name(host), domains, www_routes(host, www, "https", https_port) + secure, authority)
+    if any(redirects.values()) or secure != tuple(routes) or www is not None:
         ssl = {ir.ref: ir.annotations.get(SslRedirect) or SslRedirect() for ir in ordered}
         http_routes: list[Route] = []
         for r in routes:
@@ -183,6 +188,7 @@ def merge_host(
                 )
             else:
                 http_routes.append(r)
+        http_routes[:0] = www_routes(host, www, "http", 80)
         http_vhost = VirtualHost(vhost_name(host), domains, tuple(http_routes), authority)
     else:
         http_vhost = https_vhost
@@ -220,6 +226,35 @@ def https_redirect_routes(route: Route, host: str, https_port: int, ssl: SslRedi
                        headers=(*route.headers, HeaderMatch(":path", regex=".*/"))))  # fmt: skip
     out.append(plain)
     return out
+
+
+def _www_source(host: str, ordered: list[IngressIR], aliases: tuple[str, ...]) -> IngressRef | None:
+    """The Ingress whose from-to-www-redirect gives `host` its redirecting twin (planned among the aliases)."""
+    if www_twin(host) not in aliases:
+        return None
+    for ir in ordered:
+        if ir.annotations.get(WwwRedirect) is not None and ir.annotations.get(Canary) is None:
+            return ir.ref
+    return None
+
+
+def www_routes(host: str, source: IngressRef | None, scheme: str, port: int) -> tuple[Route, ...]:
+    """ingress-nginx's from-to-www redirect server: requests for the twin name get a 308 to
+    `<scheme>://<host>:<port><request URI>`, one trailing "/" of the request URI dropped (its
+    `set_by_lua_block $redirect_to`), the port always named (nginx's `$server_port`)."""
+    if source is None:
+        return ()
+    twin = HeaderMatch(":authority", regex=f"(?i){re.escape(www_twin(host))}(:[0-9]+)?")
+    to = Redirect(code=308, scheme=scheme, host=host, port=port)
+    name = f"{vhost_name(host)}#www-{scheme}"
+    every = PathMatch("prefix", "/")
+    return (
+        Route(f"{name}-root", every, DirectResponse(308, headers=(("location", f"{scheme}://{host}:{port}"),)),
+              source, headers=(twin, HeaderMatch(":path", exact="/"))),
+        Route(f"{name}-slash", every, replace(to, strip_trailing_slash=True), source,
+              headers=(twin, HeaderMatch(":path", regex=".*/"))),
+        Route(name, every, to, source, headers=(twin,)),
+    )  # fmt: skip
 
 
 def _cookie_path_default(policies: tuple[Policy, ...], path: str) -> tuple[Policy, ...]:

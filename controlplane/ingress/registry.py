@@ -176,7 +176,6 @@ UNSUPPORTED = frozenset(
         "http2-push-preload",
         "proxy-redirect-from",
         "proxy-redirect-to",
-        "from-to-www-redirect",
         "relative-redirects",
         "auth-proxy-set-headers",
         "auth-snippet",

@@ -130,6 +130,14 @@ class DeniedLocation:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class WwwRedirect:
+    """from-to-www-redirect: the www. twin of each host of the Ingress (or the bare name of a www. host)
+    answers 308 to the host, as ingress-nginx's redirect server (`<scheme>://<host>:<port><request URI>`)."""
+
+    scope: ClassVar[Scope] = "ingress"
+
+
 # -- passthrough -------------------------------------------------------------------------------
 
 
@@ -723,7 +731,15 @@ TlsPolicy = ClientCert | TlsParams
 """Policies of an HTTPS filter chain."""
 
 SourcePolicy = (
-    RegexPaths | SslRedirect | Canary | SslPassthrough | AppRoot | DefaultBackendService | ServerAlias | DeniedLocation
+    RegexPaths
+    | SslRedirect
+    | Canary
+    | SslPassthrough
+    | AppRoot
+    | DefaultBackendService
+    | ServerAlias
+    | DeniedLocation
+    | WwwRedirect
 )
 """Policies the frontend reads while merging the routes of a host (never rendered directly)."""
 

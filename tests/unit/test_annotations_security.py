@@ -24,9 +24,9 @@ from controlplane.ingress.registry import parse_annotations
 from controlplane.ir import Forward, IngressRef, PathMatch, Redirect, Route, TlsHost, VirtualHost, WeightedCluster
 from controlplane.ir.policies import (
     BasicAuth,
-    DeniedLocation,
     BodySize,
     ClientCert,
+    DeniedLocation,
     ExtAuth,
     IpAccess,
     PassClientCert,

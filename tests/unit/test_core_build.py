@@ -526,3 +526,27 @@ def test_server_alias_assignment() -> None:
     assert plan["b.com"][0] == () and "already an alias of a.com" in plan["b.com"][1][0][1].message
     res = merge_host("a.com", [a, later], tls_hosts=frozenset(), aliases=plan["a.com"][0])
     assert res.https.domains == ("a.com", "x.com") and len(res.https.routes) == 2
+
+
+def test_from_to_www_redirect() -> None:
+    """fromtowwwredirect.go: the www. twin answers 308 to http://<host>:80<uri>; a www. host redirects
+    from its bare name; a twin that is a host of an Ingress gets no redirect (reported)."""
+    from controlplane.ingress.aliases import assign_aliases
+
+    www = {N + "from-to-www-redirect": "true"}
+    a = build(ingress("a", [rule("a.com", ("/", "Prefix", "s", 80))], annotations=www))
+    w = build(ingress("w", [rule("www.w.com", ("/", "Prefix", "s", 80))], annotations=www))
+    taken = build(ingress("t", [rule("t.com", ("/", "Prefix", "s", 80))], annotations=www))
+    plan = assign_aliases([a, w, taken], {"a.com", "www.w.com", "t.com", "www.t.com"}.__contains__)
+    assert (plan["a.com"][0], plan["www.w.com"][0], plan["t.com"][0]) == (("www.a.com",), ("w.com",), ())
+    assert [f.key for _ref, f in plan["t.com"][1]] == ["from-to-www-redirect"]
+    res = merge_host("a.com", [a], tls_hosts=frozenset(), https_port=8443, aliases=plan["a.com"][0])
+    assert res.http.domains == ("a.com", "www.a.com")
+    root, slash, rest = res.http.routes[:3]
+    assert root.action == DirectResponse(308, headers=(("location", "http://a.com:80"),))
+    assert slash.action == Redirect(code=308, scheme="http", host="a.com", port=80, strip_trailing_slash=True)
+    assert rest.action == Redirect(code=308, scheme="http", host="a.com", port=80)
+    assert rest.headers[0].name == ":authority" and rest.headers[0].regex == r"(?i)www\.a\.com(:[0-9]+)?"
+    assert res.https.routes[2].action == Redirect(code=308, scheme="https", host="a.com", port=8443)
+    assert isinstance(res.http.routes[3].action, Forward)  # the host itself is served as before
+    assert len(merge_host("t.com", [taken], tls_hosts=frozenset()).http.routes) == 1
