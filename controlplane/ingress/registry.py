@@ -124,7 +124,6 @@ NOT_APPLICABLE = frozenset(
         "proxy-http-version",
         "client-body-buffer-size",
         "large-client-header-buffers",
-        "connection-proxy-header",
         "ssl-prefer-server-ciphers",
         "proxy-cookie-domain",
         "proxy-cookie-path",

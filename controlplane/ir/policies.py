@@ -244,6 +244,14 @@ class ForwardedPrefix:
     prefix: str
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionHeader:
+    """connection-proxy-header: the Connection header sent upstream (nginx `proxy_set_header Connection`)."""
+
+    scope: ClassVar[Scope] = "route"
+    value: str
+
+
 # -- timeouts ----------------------------------------------------------------------------------
 
 DEFAULT_NEXT_UPSTREAM = ("error", "timeout")
@@ -698,6 +706,7 @@ RoutePolicy = (
     | UrlRedirect
     | HostRewrite
     | ForwardedPrefix
+    | ConnectionHeader
     | IdleTimeout
     | Retries
     | Cors

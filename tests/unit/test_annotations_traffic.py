@@ -16,6 +16,7 @@ from controlplane.ir.policies import (
     DEFAULT_HEADERS,
     DEFAULT_MAX_AGE,
     AppRoot,
+    ConnectionHeader,
     ConnectTimeout,
     CookieAffinity,
     Cors,
@@ -253,6 +254,18 @@ def test_vhost_prefix_service_upstream() -> None:
     upstream = parse({"service-upstream": "true"}).upstream
     assert ServiceUpstream() in upstream and uses_service_address(upstream) is True
     assert uses_service_address(parse({"service-upstream": "false"}).upstream) is False
+
+
+def test_connection_proxy_header() -> None:
+    """connection.go: the backend receives `Connection: keep-alive`."""
+    p = parse({"connection-proxy-header": "keep-alive"})
+    assert p.get(ConnectionHeader) == ConnectionHeader("keep-alive") and levels(p, "connection-proxy-header") == [
+        "converted"
+    ]
+    added = {(h.header.key, h.header.value) for h in route_pb(p).request_headers_to_add}
+    assert added == {("connection", "keep-alive")}
+    p = parse({"connection-proxy-header": "keep-alive\r\nX-Evil: 1"})
+    assert p.get(ConnectionHeader) is None and levels(p, "connection-proxy-header") == ["warning"]
 
 
 # -- errors and mirror ---------------------------------------------------------------------------------------
