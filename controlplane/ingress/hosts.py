@@ -4,8 +4,8 @@ Implements the ingress-nginx rules users rely on: oldest Ingress wins a
 host+path+pathType conflict (the loser is reported), regex mode spreads to the
 whole host, canaries attach to the primary with the same host/path/pathType,
 `spec.defaultBackend` is the fallback of the hosts its Ingress names (the catch-all only
-without rules), and
-plain-HTTP requests for TLS hosts are redirected.
+without rules), plain-HTTP requests for TLS hosts are redirected, a denied Ingress (an auth Secret
+that does not exist) answers 503 on its paths, and from-to-www-redirect's twin name redirects to the host.
 """
 
 from __future__ import annotations
