@@ -5,7 +5,7 @@ from __future__ import annotations
 from controlplane.ingress import registry
 from controlplane.ingress.convert import IngressIR
 from controlplane.ir import IngressRef
-from controlplane.ir.policies import ServerAlias
+from controlplane.ir.policies import ServerAlias, WwwRedirect
 from controlplane.services import ServiceKey
 
 SecretKey = tuple[str, str, str]  # (cluster, namespace, name)
@@ -20,11 +20,11 @@ class DependencyIndex:
         self.by_service: dict[ServiceKey, set[IngressRef]] = {}
         self.by_secret: dict[SecretKey, set[IngressRef]] = {}
         self.tls_refs: set[IngressRef] = set()  # Ingresses with TLS bindings or ssl-passthrough
-        self.alias_refs: set[IngressRef] = set()  # Ingresses with server-alias
+        self.alias_refs: set[IngressRef] = set()  # Ingresses with server-alias or from-to-www-redirect
         self.tls_dirty = True  # the TLS plan must be recomputed
 
     def add(self, ir: IngressIR) -> None:
-        if ir.annotations.get(ServerAlias) is not None:
+        if ir.annotations.get(ServerAlias) is not None or ir.annotations.get(WwwRedirect) is not None:
             self.alias_refs.add(ir.ref)
         if ir.tls or registry.passes_tls_through(ir.annotations):
             self.tls_refs.add(ir.ref)

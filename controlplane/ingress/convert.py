@@ -68,6 +68,9 @@ class IngressIR:
     default_backend_cluster: ClusterName | None = None
     fallback_cluster: ClusterName | None = None  # default-backend annotation
     variant: str = ""
+    # Hosts of rules without paths (`- host: a.com` alone): they are still rules, so the Ingress's
+    # spec.defaultBackend serves them (ingress-nginx's createServers) and it is not the catch-all.
+    bare_hosts: frozenset[str] = frozenset()
     # Variants besides `variant` (default-backend stand-ins): variant -> its upstream policies.
     extra_variants: tuple[
         tuple[str, tuple[UpstreamPolicy, ...]], ...
@@ -91,7 +94,12 @@ class IngressIR:
 
     @functools.cached_property
     def hosts(self) -> frozenset[str]:  # asked for many times per change; the IR never changes
-        return frozenset(r.host for r in self.rules)
+        return frozenset(r.host for r in self.rules) | self.bare_hosts
+
+    @property
+    def has_rules(self) -> bool:
+        """Its spec has rules (with or without paths): then its default backend is not the catch-all."""
+        return bool(self.rules or self.bare_hosts)
 
     def order_key(self) -> tuple[str, bytes, str]:
         """Conflict order, first wins: ingress-nginx's `sortIngressSlice`
@@ -245,6 +253,7 @@ def build_ingress(
         return stand_ins[(service, port)]
 
     rules: list[PathRule] = []
+    rule_hosts: set[str] = set()
     fallback_pairs: list[tuple[str, str]] = []
     for i, rule in enumerate(spec.get("rules") or []):
         if not isinstance(rule, Mapping):
@@ -254,6 +263,7 @@ def build_ingress(
         if not valid_host(host):
             findings.append(Finding("rejected", f"rules[{i}].host", f"invalid host {rule.get('host')!r}"))
             continue
+        rule_hosts.add(host)
         http = rule.get("http") or {}
         for j, path in enumerate(http.get("paths") or []):
             where = f"rules[{i}].paths[{j}]"
@@ -327,6 +337,7 @@ def build_ingress(
     if created_problem:
         findings.append(Finding("warning", "metadata.creationTimestamp", created_problem))
     rejected = parsed.rejected or any(f.level == "rejected" and f.key in ("spec",) for f in findings)
+    bare_hosts = frozenset(rule_hosts - {r.host for r in rules})
     if not rules and default is None and not rejected:
         findings.append(Finding("warning", "spec", "no rules and no defaultBackend: nothing to serve"))
     return IngressIR(
@@ -334,6 +345,7 @@ def build_ingress(
         created=created,
         class_accepted=class_accepted,
         rules=tuple(rules),
+        bare_hosts=bare_hosts,
         default_backend=default,
         tls=tuple(tls),
         annotations=parsed,

@@ -4,8 +4,8 @@ Implements the ingress-nginx rules users rely on: oldest Ingress wins a
 host+path+pathType conflict (the loser is reported), regex mode spreads to the
 whole host, canaries attach to the primary with the same host/path/pathType,
 `spec.defaultBackend` is the fallback of the hosts its Ingress names (the catch-all only
-without rules), and
-plain-HTTP requests for TLS hosts are redirected.
+without rules), plain-HTTP requests for TLS hosts are redirected, a denied Ingress (an auth Secret
+that does not exist) answers 503 on its paths, and from-to-www-redirect's twin name redirects to the host.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from controlplane.ingress import registry
+from controlplane.ingress.aliases import www_twin
 from controlplane.ingress.annotations.base import Family
 from controlplane.ingress.convert import IngressIR, PathRule
 from controlplane.ingress.locations import locations, valid_path_regex
@@ -24,20 +25,29 @@ from controlplane.ir import (
     Forward,
     HeaderMatch,
     IngressRef,
+    PathMatch,
     Redirect,
     Route,
     VirtualHost,
+    find_policy,
 )
 from controlplane.ir.names import vhost_name
 from controlplane.ir.policies import (
+    Canary,
+    CookieAffinity,
     Cors,
+    DeniedLocation,
     HttpsLocation,
     Policy,
     RegexPaths,
     RewriteTarget,
     SslRedirect,
     UrlRedirect,
+    WwwRedirect,
 )
+
+# nginx.tmpl's `return 503` for a denied location (its error page names the status).
+DENIED = DirectResponse(503, "503 Service Temporarily Unavailable\n")
 
 
 @dataclass(frozen=True)
@@ -106,7 +116,7 @@ def merge_host(
         for ir in ordered:
             if alternatives[ir.ref]:
                 continue
-            if host == "" and (ir.rules or ir.default_backend is None):
+            if host == "" and (ir.has_rules or ir.default_backend is None):
                 continue
             if host != "" and host not in ir.hosts:
                 continue
@@ -152,10 +162,12 @@ def merge_host(
         policies = ir.annotations.route
         if catch_all:
             policies = tuple(p for p in policies if not isinstance(p, (UrlRedirect, RewriteTarget)))
+        policies = _cookie_path_default(policies, rule.path)
+        denied = ir.annotations.get(DeniedLocation) is not None
         base = Route(
             name=name,
             match=match,
-            action=rule.action,
+            action=DENIED if denied else rule.action,
             source=ir.ref,
             policies=policies,
             case_insensitive=match.kind == "regex",
@@ -163,8 +175,10 @@ def merge_host(
         routes.extend(_with_alternative(base, canary_by_key.get(key)))
         redirects[ir.ref] = not catch_all and registry.redirect_to_https(ir.annotations, host in tls_hosts)
 
-    https_vhost = VirtualHost(vhost_name(host), domains, tuple(routes), authority)
-    if any(redirects.values()):
+    secure = tuple(_secure_cookie(r) for r in routes)
+    www = _www_source(host, ordered, aliases)
+    https_vhost = VirtualHost(vhost_name(host), domains, www_routes(host, www, "https", https_port) + secure, authority)
+    if any(redirects.values()) or secure != tuple(routes) or www is not None:
         ssl = {ir.ref: ir.annotations.get(SslRedirect) or SslRedirect() for ir in ordered}
         http_routes: list[Route] = []
         for r in routes:
@@ -174,6 +188,7 @@ def merge_host(
                 )
             else:
                 http_routes.append(r)
+        http_routes[:0] = www_routes(host, www, "http", 80)
         http_vhost = VirtualHost(vhost_name(host), domains, tuple(http_routes), authority)
     else:
         http_vhost = https_vhost
@@ -213,12 +228,59 @@ def https_redirect_routes(route: Route, host: str, https_port: int, ssl: SslRedi
     return out
 
 
+def _www_source(host: str, ordered: list[IngressIR], aliases: tuple[str, ...]) -> IngressRef | None:
+    """The Ingress whose from-to-www-redirect gives `host` its redirecting twin (planned among the aliases)."""
+    if www_twin(host) not in aliases:
+        return None
+    for ir in ordered:
+        if ir.annotations.get(WwwRedirect) is not None and ir.annotations.get(Canary) is None:
+            return ir.ref
+    return None
+
+
+def www_routes(host: str, source: IngressRef | None, scheme: str, port: int) -> tuple[Route, ...]:
+    """ingress-nginx's from-to-www redirect server: requests for the twin name get a 308 to
+    `<scheme>://<host>:<port><request URI>`, one trailing "/" of the request URI dropped (its
+    `set_by_lua_block $redirect_to`), the port always named (nginx's `$server_port`)."""
+    if source is None:
+        return ()
+    twin = HeaderMatch(":authority", regex=f"(?i){re.escape(www_twin(host))}(:[0-9]+)?")
+    to = Redirect(code=308, scheme=scheme, host=host, port=port)
+    name = f"{vhost_name(host)}#www-{scheme}"
+    every = PathMatch("prefix", "/")
+    return (
+        Route(f"{name}-root", every, DirectResponse(308, headers=(("location", f"{scheme}://{host}:{port}"),)),
+              source, headers=(twin, HeaderMatch(":path", exact="/"))),
+        Route(f"{name}-slash", every, replace(to, strip_trailing_slash=True), source,
+              headers=(twin, HeaderMatch(":path", regex=".*/"))),
+        Route(name, every, to, source, headers=(twin,)),
+    )  # fmt: skip
+
+
+def _cookie_path_default(policies: tuple[Policy, ...], path: str) -> tuple[Policy, ...]:
+    """nginx's sticky balancer sets the affinity cookie's Path to the location's Ingress path
+    (`$location_path`) when session-cookie-path is not given."""
+    cookie = find_policy(policies, CookieAffinity)
+    if cookie is None or cookie.path:
+        return policies
+    return tuple(replace(p, path=path) if p is cookie else p for p in policies)
+
+
+def _secure_cookie(route: Route) -> Route:
+    """Over HTTPS nginx's sticky balancer always marks the affinity cookie Secure (`ngx.var.https`)."""
+    cookie = route.policy(CookieAffinity)
+    if cookie is None or cookie.secure:
+        return route
+    policies = tuple(replace(p, secure=True) if p is cookie else p for p in route.policies)
+    return replace(route, policies=policies)
+
+
 def _catch_all(host: str, ir: IngressIR) -> bool:
     """The Ingress is the catch-all's (a default backend, no rules). ingress-nginx applies its
     annotations to the catch-all location but keeps that location's own redirect and rewrite settings
     ("Redirect and rewrite can affect the catch all behavior, skip for now"): no ssl-redirect,
     permanent/temporal redirect, rewrite-target, use-regex or app-root there."""
-    return host == "" and not ir.rules
+    return host == "" and not ir.has_rules
 
 
 def _with_alternative(primary: Route, alt: tuple[IngressIR, PathRule, tuple[Family, Policy]] | None) -> list[Route]:

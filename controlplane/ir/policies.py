@@ -121,6 +121,23 @@ class ServerAlias:
     aliases: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class DeniedLocation:
+    """ingress-nginx's `Location.Denied`: an annotation it cannot apply safely (an auth Secret that does
+    not exist) makes every path of the Ingress answer 503, rather than serve it without the check."""
+
+    scope: ClassVar[Scope] = "ingress"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class WwwRedirect:
+    """from-to-www-redirect: the www. twin of each host of the Ingress (or the bare name of a www. host)
+    answers 308 to the host, as ingress-nginx's redirect server (`<scheme>://<host>:<port><request URI>`)."""
+
+    scope: ClassVar[Scope] = "ingress"
+
+
 # -- passthrough -------------------------------------------------------------------------------
 
 
@@ -225,6 +242,14 @@ class ForwardedPrefix:
 
     scope: ClassVar[Scope] = "route"
     prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionHeader:
+    """connection-proxy-header: the Connection header sent upstream (nginx `proxy_set_header Connection`)."""
+
+    scope: ClassVar[Scope] = "route"
+    value: str
 
 
 # -- timeouts ----------------------------------------------------------------------------------
@@ -466,6 +491,7 @@ class CookieAffinity:
     samesite: str = ""
     secure: bool = False
     mode: str = "balanced"
+    domain: str = ""
 
 
 # -- mirror ------------------------------------------------------------------------------------
@@ -549,7 +575,7 @@ class BasicAuth:
     """htpasswd lines Envoy can verify, and the realm for WWW-Authenticate."""
 
     scope: ClassVar[Scope] = "route"
-    users: str = field(repr=False)  # "user:{SHA}...\n" lines
+    users: str = field(repr=False)  # "user:{SHA}...\n" lines; "" = none Envoy can verify: every request gets 401
     realm: str = ""
 
 
@@ -680,6 +706,7 @@ RoutePolicy = (
     | UrlRedirect
     | HostRewrite
     | ForwardedPrefix
+    | ConnectionHeader
     | IdleTimeout
     | Retries
     | Cors
@@ -712,7 +739,17 @@ UpstreamPolicy = UpstreamProtocol | ServiceUpstream | ConnectTimeout | LoadBalan
 TlsPolicy = ClientCert | TlsParams
 """Policies of an HTTPS filter chain."""
 
-SourcePolicy = RegexPaths | SslRedirect | Canary | SslPassthrough | AppRoot | DefaultBackendService | ServerAlias
+SourcePolicy = (
+    RegexPaths
+    | SslRedirect
+    | Canary
+    | SslPassthrough
+    | AppRoot
+    | DefaultBackendService
+    | ServerAlias
+    | DeniedLocation
+    | WwwRedirect
+)
 """Policies the frontend reads while merging the routes of a host (never rendered directly)."""
 
 Policy = RoutePolicy | UpstreamPolicy | TlsPolicy | SourcePolicy

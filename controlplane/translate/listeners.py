@@ -40,6 +40,9 @@ def connection_manager(
 ) -> hcm_pb2.HttpConnectionManager:
     hcm = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix)
     hcm.use_remote_address.value = use_remote_address
+    # A client's X-Request-ID reaches the backend unchanged, one is made only when it has none, as
+    # ingress-nginx's `$req_id` (its `$http_x_request_id`, else nginx's `$request_id`).
+    hcm.preserve_external_request_id = True
     hcm.normalize_path.value = True
     # WebSockets work by default in ingress-nginx.
     hcm.upgrade_configs.add(upgrade_type="websocket")

@@ -26,6 +26,7 @@ from controlplane.ir.policies import (
     BasicAuth,
     BodySize,
     ClientCert,
+    DeniedLocation,
     ExtAuth,
     IpAccess,
     PassClientCert,
@@ -174,12 +175,17 @@ def test_basic_auth_sha_entries_only() -> None:
 
 
 def test_basic_auth_rejections() -> None:
-    # Nothing Envoy can verify: rejected rather than served without authentication.
-    p = parse({N + "auth-type": "basic", N + "auth-secret": "u"}, [_secret("u", {"auth": b"bob:$apr1$x$y\n"})])
-    assert p.rejected and p.get(BasicAuth) is None
-    assert parse({N + "auth-type": "basic", N + "auth-secret": "missing"}).rejected
-    assert parse({N + "auth-type": "basic"}).rejected
-    assert parse({N + "auth-type": "basic", N + "auth-secret": "u"}, [_secret("u", {"other": b"x"})]).rejected
+    # Nothing Envoy can verify (bcrypt, apr1, "user:"): every request gets the 401, none goes through.
+    for content in (b"bob:$apr1$x$y\n", b"foo:", b"foo:$2b$04$wCdSmw1OenoRcYnkE2l97OCAx.aRMfm1cBU/jNW816NaFZuwDKd2e\n"):
+        p = parse({N + "auth-type": "basic", N + "auth-secret": "u", N + "auth-realm": "r"},
+                  [_secret("u", {"auth": content})])  # fmt: skip
+        assert not p.rejected and p.get(BasicAuth) == BasicAuth("", "r"), content
+        assert levels(p, "auth-type") == ["warning"]
+    # No Secret, no auth-secret, no key `auth`: ingress-nginx denies the location (503), never unauthenticated.
+    for p in (parse({N + "auth-type": "basic", N + "auth-secret": "missing"}), parse({N + "auth-type": "basic"}),
+              parse({N + "auth-type": "basic", N + "auth-secret": "u"}, [_secret("u", {"other": b"x"})])):  # fmt: skip
+        assert not p.rejected and p.get(DeniedLocation) is not None and p.get(BasicAuth) is None
+        assert levels(p, "auth-secret") == ["warning"]
     p = parse({N + "auth-type": "magic", N + "auth-secret": "u"})
     assert not p.rejected and levels(p, "auth-type") == ["warning"]
 

@@ -16,6 +16,7 @@ from controlplane.ir.policies import (
     DEFAULT_HEADERS,
     DEFAULT_MAX_AGE,
     AppRoot,
+    ConnectionHeader,
     ConnectTimeout,
     CookieAffinity,
     Cors,
@@ -211,6 +212,13 @@ def test_load_balancing() -> None:
         and {a.name for a in hp.attributes} == {"SameSite", "Secure"}
     )
     assert cluster_pb(p).lb_policy == cluster_pb2.Cluster.RING_HASH
+    # session-cookie-domain is a cookie attribute (affinity.go "should set cookie with domain").
+    p = parse({"affinity": "cookie", "session-cookie-domain": "foo.bar"})
+    assert p.get(CookieAffinity).domain == "foo.bar" and levels(p, "session-cookie-domain") == ["converted"]
+    attrs = {(a.name, a.value) for a in route_pb(p).route.hash_policy[0].cookie.attributes}
+    assert attrs == {("Domain", "foo.bar")}
+    p = parse({"affinity": "cookie", "session-cookie-domain": "foo bar; x=1"})
+    assert p.get(CookieAffinity).domain == "" and levels(p, "session-cookie-domain") == ["warning"]
 
 
 # -- backend ----------------------------------------------------------------------------------------------
@@ -253,6 +261,18 @@ def test_vhost_prefix_service_upstream() -> None:
     upstream = parse({"service-upstream": "true"}).upstream
     assert ServiceUpstream() in upstream and uses_service_address(upstream) is True
     assert uses_service_address(parse({"service-upstream": "false"}).upstream) is False
+
+
+def test_connection_proxy_header() -> None:
+    """connection.go: the backend receives `Connection: keep-alive`."""
+    p = parse({"connection-proxy-header": "keep-alive"})
+    assert p.get(ConnectionHeader) == ConnectionHeader("keep-alive") and levels(p, "connection-proxy-header") == [
+        "converted"
+    ]
+    added = {(h.header.key, h.header.value) for h in route_pb(p).request_headers_to_add}
+    assert added == {("connection", "keep-alive")}
+    p = parse({"connection-proxy-header": "keep-alive\r\nX-Evil: 1"})
+    assert p.get(ConnectionHeader) is None and levels(p, "connection-proxy-header") == ["warning"]
 
 
 # -- errors and mirror ---------------------------------------------------------------------------------------

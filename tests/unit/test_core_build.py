@@ -17,7 +17,7 @@ from controlplane.ingress.hosts import host_domains, merge_host
 from controlplane.ingress.locations import path_match
 from controlplane.ir import DirectResponse, Forward, HeaderMatch, IngressRef, Redirect
 from controlplane.ir.pcre import classify
-from controlplane.ir.policies import HeaderPattern
+from controlplane.ir.policies import CookieAffinity, HeaderPattern
 from controlplane.metrics import Metrics
 from controlplane.services import ServiceIndex
 from controlplane.sources.files import FileSource, ManifestError, parse_manifests
@@ -134,6 +134,44 @@ def test_default_backend_is_fallback_of_its_hosts_and_catch_all() -> None:
     assert "/" not in [r.match.value for r in merge_host("h.com", [ir, older], tls_hosts=frozenset()).https.routes]
     other = merge_host("other.com", [ir], tls_hosts=frozenset()).https.routes
     assert other == ()
+
+
+def test_a_rule_with_a_host_and_no_paths_takes_the_default_backend_and_is_no_catch_all() -> None:
+    """ingress-nginx's without_host.go: `rules: [{host: only-backend}]` plus spec.defaultBackend serves
+    that host from the default backend, and unknown hosts still get the 404."""
+    ir = build(ingress("o", [{"host": "only.com"}], default_backend=("t", 80)), index_with(*svc("t")))
+    assert ir.hosts == {"only.com"} and ir.has_rules and not ir.rules
+    routes = merge_host("only.com", [ir], tls_hosts=frozenset()).https.routes
+    assert [(r.match.value, clusters_of(r)) for r in routes] == [("/", ["default/t:80"])]
+    assert merge_host("", [ir], tls_hosts=frozenset()).https.routes == ()
+    assert merge_host("other.com", [ir], tls_hosts=frozenset()).https.routes == ()
+
+
+def test_affinity_cookie_path_is_the_ingress_path_and_secure_over_https() -> None:
+    """nginx's sticky balancer: Path is `$location_path` unless session-cookie-path says otherwise, and
+    the cookie is Secure whenever the request came over HTTPS."""
+    ann = {N + "affinity": "cookie"}
+    ir = build(ingress("a", [rule("h.com", ("/something", "Prefix", "s", 80), ("/", "Prefix", "s", 80))],
+                       annotations=ann))  # fmt: skip
+    res = merge_host("h.com", [ir], tls_hosts=frozenset())
+    cookies = {r.match.value: r.policy(CookieAffinity) for r in res.https.routes}
+    assert {k: (c.path, c.secure) for k, c in cookies.items() if c} == {"/something": ("/something", True),
+                                                                          "/": ("/", True)}  # fmt: skip
+    http = {r.match.value: r.policy(CookieAffinity) for r in res.http.routes}
+    assert {k: (c.path, c.secure) for k, c in http.items() if c} == {"/something": ("/something", False),
+                                                                       "/": ("/", False)}  # fmt: skip
+    fixed = build(ingress("f", [rule("h.com", ("/x", "Prefix", "s", 80))],
+                          annotations={**ann, N + "session-cookie-path": "/y"}))  # fmt: skip
+    route = merge_host("h.com", [fixed], tls_hosts=frozenset()).http.routes[0]
+    assert route.policy(CookieAffinity).path == "/y"
+
+
+def test_a_denied_ingress_answers_503_on_every_path() -> None:
+    """auth-type basic with a Secret that does not exist: ingress-nginx's denied location (`return 503`)."""
+    ann = {N + "auth-type": "basic", N + "auth-secret": "nope"}
+    ir = build(ingress("d", [rule("h.com", ("/a", "Prefix", "s", 80), ("/b", "Exact", "s", 80))], annotations=ann))
+    routes = merge_host("h.com", [ir], tls_hosts=frozenset()).https.routes
+    assert [r.action for r in routes] == [DirectResponse(503, "503 Service Temporarily Unavailable\n")] * 2
 
 
 def test_ssl_redirect_only_for_tls_hosts_and_forced() -> None:
@@ -491,3 +529,27 @@ def test_server_alias_assignment() -> None:
     assert plan["b.com"][0] == () and "already an alias of a.com" in plan["b.com"][1][0][1].message
     res = merge_host("a.com", [a, later], tls_hosts=frozenset(), aliases=plan["a.com"][0])
     assert res.https.domains == ("a.com", "x.com") and len(res.https.routes) == 2
+
+
+def test_from_to_www_redirect() -> None:
+    """fromtowwwredirect.go: the www. twin answers 308 to http://<host>:80<uri>; a www. host redirects
+    from its bare name; a twin that is a host of an Ingress gets no redirect (reported)."""
+    from controlplane.ingress.aliases import assign_aliases
+
+    www = {N + "from-to-www-redirect": "true"}
+    a = build(ingress("a", [rule("a.com", ("/", "Prefix", "s", 80))], annotations=www))
+    w = build(ingress("w", [rule("www.w.com", ("/", "Prefix", "s", 80))], annotations=www))
+    taken = build(ingress("t", [rule("t.com", ("/", "Prefix", "s", 80))], annotations=www))
+    plan = assign_aliases([a, w, taken], {"a.com", "www.w.com", "t.com", "www.t.com"}.__contains__)
+    assert (plan["a.com"][0], plan["www.w.com"][0], plan["t.com"][0]) == (("www.a.com",), ("w.com",), ())
+    assert [f.key for _ref, f in plan["t.com"][1]] == ["from-to-www-redirect"]
+    res = merge_host("a.com", [a], tls_hosts=frozenset(), https_port=8443, aliases=plan["a.com"][0])
+    assert res.http.domains == ("a.com", "www.a.com")
+    root, slash, rest = res.http.routes[:3]
+    assert root.action == DirectResponse(308, headers=(("location", "http://a.com:80"),))
+    assert slash.action == Redirect(code=308, scheme="http", host="a.com", port=80, strip_trailing_slash=True)
+    assert rest.action == Redirect(code=308, scheme="http", host="a.com", port=80)
+    assert rest.headers[0].name == ":authority" and rest.headers[0].regex == r"(?i)www\.a\.com(:[0-9]+)?"
+    assert res.https.routes[2].action == Redirect(code=308, scheme="https", host="a.com", port=8443)
+    assert isinstance(res.http.routes[3].action, Forward)  # the host itself is served as before
+    assert len(merge_host("t.com", [taken], tls_hosts=frozenset()).http.routes) == 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext
-from controlplane.ir.policies import ServerAlias
+from controlplane.ir.policies import ServerAlias, WwwRedirect
 
 
 def _valid_name(name: str) -> bool:
@@ -37,9 +37,31 @@ class ServerAliasFamily(Family):
                 "not host names (nginx regex names) are ignored with a warning"
             ),
         ),
+        Key(
+            ("from-to-www-redirect",),
+            (
+                "`www.<host>` (or `<host>` without `www.` for a `www.` host) is one more name of the host's virtual "
+                "host whose requests get a 308 to `<scheme>://<host>:<port><request URI>` (one trailing `/` "
+                "dropped; port 80, or `--public-https-port` over HTTPS), as ingress-nginx's redirect server; skipped "
+                "(reported) when that name is a host of an Ingress or another host's alias"
+            ),
+            default="`false`",
+            difference="over HTTPS the name needs a certificate of its own Ingress TLS entry (nginx reuses the "
+            "host's certificate when it covers the name)",
+        ),
     )
 
     def parse(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
+        out: list[Any] = []
+        if ann.has("from-to-www-redirect"):
+            if ctx.boolean(ann, "from-to-www-redirect", False):
+                out.append(WwwRedirect())
+                ctx.converted("from-to-www-redirect", "the www. twin of each host redirects (308) to the host")
+            elif "from-to-www-redirect" not in {f.key for f in ctx.findings}:
+                ctx.converted("from-to-www-redirect", "off")
+        return out + self._aliases(ann, ctx)
+
+    def _aliases(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
         raw = ann.get("server-alias") or ""
         names = sorted({a.strip().lower().rstrip(".") for a in raw.split(",") if a.strip()})
         bad = [n for n in names if not _valid_name(n)]

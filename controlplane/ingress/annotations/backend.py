@@ -13,10 +13,18 @@ from typing import Any
 
 from controlplane.ingress.annotations.base import BOOLEAN, Annotations, Family, Key, ParseContext
 from controlplane.ingress.annotations.tlsnames import BORINGSSL_CIPHERS, TLS_VERSIONS
-from controlplane.ir.policies import ForwardedPrefix, HostRewrite, ServiceUpstream, UpstreamPolicy, UpstreamProtocol
+from controlplane.ir.policies import (
+    ConnectionHeader,
+    ForwardedPrefix,
+    HostRewrite,
+    ServiceUpstream,
+    UpstreamPolicy,
+    UpstreamProtocol,
+)
 
 PROTOCOLS = ("HTTP", "HTTPS", "GRPC", "GRPCS", "HTTP2")
 UNSUPPORTED_PROTOCOLS = ("AUTO_HTTP", "FCGI")
+_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+(\s*,\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+)*")
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?$")
 
 
@@ -64,6 +72,7 @@ class BackendFamily(Family):
         ),
         Key(("upstream-vhost",), "route `host_rewrite_literal`"),
         Key(("x-forwarded-prefix",), "adds `X-Forwarded-Prefix` (only with `rewrite-target`, as in nginx)"),
+        Key(("connection-proxy-header",), "the `Connection` header sent to the backend (route request header)"),
         Key(
             ("service-upstream",), "the Service's ClusterIP is the only endpoint", default="`false`", validator=BOOLEAN
         ),
@@ -93,6 +102,13 @@ class BackendFamily(Family):
             else:
                 out.append(ForwardedPrefix(prefix))
                 ctx.converted("x-forwarded-prefix")
+        connection = ann.get("connection-proxy-header")
+        if connection is not None:
+            if _TOKEN.fullmatch(connection):
+                out.append(ConnectionHeader(connection))
+                ctx.converted("connection-proxy-header", f"Connection: {connection} sent upstream")
+            else:
+                ctx.warn("connection-proxy-header", f"invalid value {connection!r}; ignored")
         return out
 
     def uses_service_address(self, upstream: tuple[UpstreamPolicy, ...]) -> bool:

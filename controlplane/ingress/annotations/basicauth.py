@@ -1,8 +1,9 @@
 """auth-type: basic + auth-secret (htpasswd in key `auth`) + auth-realm -> Envoy basic auth.
 
 Envoy verifies only `{SHA}` (SHA-1) htpasswd entries. Entries with other hashes (apr1,
-bcrypt, crypt) are dropped with a warning; if no usable entry is left the Ingress is
-rejected, so a request is never let through unauthenticated.
+bcrypt, crypt) are dropped with a warning; if no usable entry is left every request gets the
+401, so a request is never let through unauthenticated. A missing Secret denies the location as
+ingress-nginx does: every path of the Ingress answers 503.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext
 from controlplane.ingress.secrets import secret_bytes
-from controlplane.ir.policies import BasicAuth
+from controlplane.ir.policies import BasicAuth, DeniedLocation
 
 _SHA = re.compile(r"^\{SHA\}[A-Za-z0-9+/]{27}=$")
 
@@ -61,11 +62,13 @@ class BasicAuthFamily(Family):
         ),
         Key(
             ("auth-secret", "auth-secret-type"),
-            "htpasswd Secret (key `auth`, or `auth-map`)",
+            "htpasswd Secret (key `auth`, or `auth-map`); a missing Secret or key `auth` makes every path of the "
+            "Ingress answer 503, as ingress-nginx denies the location",
             default="`auth-file`",
             difference=(
-                "Envoy verifies only `{SHA}` entries; others dropped (warning); missing Secret or no usable entry "
-                "**rejects** the Ingress (never served unauthenticated)"
+                "Envoy verifies only `{SHA}` entries; others (bcrypt, apr1, crypt) are dropped (warning), and with "
+                "no entry left every request gets the 401 (never served unauthenticated; nginx would let a bcrypt "
+                "user in)"
             ),
         ),
         Key(("auth-realm",), "realm in the challenge", difference="quotes/control characters removed"),
@@ -103,14 +106,12 @@ class BasicAuthFamily(Family):
             secret_type = "auth-file"
         ref = ann.get("auth-secret")
         if not ref:
-            ctx.reject("auth-secret", "auth-type basic needs auth-secret; the Ingress is not served")
-            return []
+            return _denied(ctx, "auth-type basic needs auth-secret")
         ns, _, name = ref.rpartition("/")
         ns = ns or ctx.ingress.namespace
         secret = ctx.lookup_secret(ns, name)
         if secret is None:
-            ctx.reject("auth-secret", f"secret {ns}/{name} not found; the Ingress is not served")
-            return []
+            return _denied(ctx, f"secret {ns}/{name} not found")
         if secret_type == "auth-map":
             data = {**(secret.get("stringData") or {}), **(secret.get("data") or {})}
             lines = []
@@ -122,8 +123,7 @@ class BasicAuthFamily(Family):
         else:
             raw = secret_bytes(secret, "auth")
             if raw is None:
-                ctx.reject("auth-secret", f"secret {name} has no key 'auth'; the Ingress is not served")
-                return []
+                return _denied(ctx, f"secret {name} has no key 'auth'")
             text = raw.decode(errors="replace")
         good, bad = usable_htpasswd(text)
         if bad:
@@ -132,12 +132,21 @@ class BasicAuthFamily(Family):
                 f"entries Envoy cannot verify are refused: {', '.join(bad)}. Envoy supports only SHA-1 "
                 "htpasswd entries (htpasswd -s)",
             )
-        if not good:
-            ctx.reject("auth-secret", "no htpasswd entry Envoy can verify ({SHA}); the Ingress is not served")
-            return []
         realm = ann.get("auth-realm") or ""
         if '"' in realm or "\\" in realm or any(ord(c) < 32 for c in realm):
             ctx.warn("auth-realm", "quotes/control characters removed from the realm")
             realm = re.sub(r'["\\\x00-\x1f]', "", realm)
+        if not good:
+            # nginx would still answer 401 to every request without the right password; with no entry Envoy
+            # can check, that is every request: nobody gets through unauthenticated.
+            ctx.warn("auth-type", "no htpasswd entry Envoy can verify ({SHA}): every request gets the 401 "
+                     f"with realm {realm!r}")  # fmt: skip
+            return [BasicAuth("", realm)]
         ctx.converted("auth-type", f"basic auth, {len(good)} user(s); 401 with realm {realm!r} otherwise")
         return [BasicAuth("\n".join(good) + "\n", realm)]
+
+
+def _denied(ctx: ParseContext, problem: str) -> list[Any]:
+    """As ingress-nginx's LocationDeniedError: the Ingress's paths answer 503, never unauthenticated."""
+    ctx.warn("auth-secret", f"{problem}: every path of the Ingress answers 503 (ingress-nginx denies the location)")
+    return [DeniedLocation(problem)]

@@ -19,7 +19,13 @@ class ClientCertFamily(Family):
             "client-certificate validation (CA from the Secret) on the host's TLS filter chain",
             difference="missing or invalid Secret **rejects** the Ingress",
         ),
-        Key(("auth-tls-verify-client",), "`on`, `optional`, `optional_no_ca`, `off`", default="`on`"),
+        Key(
+            ("auth-tls-verify-client",),
+            "`on`, `optional`, `optional_no_ca`, `off`",
+            default="`on`",
+            difference="with `on`, a client without a valid certificate fails the TLS handshake (nginx completes it "
+            "and answers 400)",
+        ),
         Key(("auth-tls-verify-depth",), "verification depth", default="`1`", validator=integer(1, 100)),
         Key(
             ("auth-tls-pass-certificate-to-upstream",),

@@ -10,7 +10,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_
 from envoy.type.matcher.v3 import string_pb2
 
 from controlplane.ir import Route, ServiceCluster, VirtualHost
-from controlplane.ir.policies import ForwardedPrefix, HostRewrite, UpstreamProtocol
+from controlplane.ir.policies import ConnectionHeader, ForwardedPrefix, HostRewrite, UpstreamProtocol
 from controlplane.translate.features import Feature
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -73,6 +73,14 @@ class BackendFeature(Feature):
             pb.request_headers_to_add.append(
                 base_pb2.HeaderValueOption(
                     header=base_pb2.HeaderValue(key="x-forwarded-prefix", value=prefix.prefix),
+                    append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+                )
+            )
+        connection = route.policy(ConnectionHeader)
+        if connection is not None:
+            pb.request_headers_to_add.append(
+                base_pb2.HeaderValueOption(
+                    header=base_pb2.HeaderValue(key="connection", value=connection.value),
                     append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
                 )
             )

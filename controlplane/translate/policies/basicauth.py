@@ -34,6 +34,6 @@ class BasicAuthFeature(Feature):
         if policy is None:
             return
         per_route = basic_auth_pb2.BasicAuthPerRoute()
-        per_route.users.inline_string = policy.users
+        per_route.users.inline_string = policy.users or _PLACEHOLDER  # no user Envoy can verify: all get 401
         fc = route_components_pb2.FilterConfig(config=pack_any(per_route), disabled=False)
         pb.typed_per_filter_config[FILTER].CopyFrom(pack_any(fc))

@@ -24,6 +24,8 @@ def hash_policies(route: Route) -> list[rc_pb2.RouteAction.HashPolicy]:
             c.attributes.add(name="SameSite", value=cookie.samesite)
         if cookie.secure:
             c.attributes.add(name="Secure")
+        if cookie.domain:
+            c.attributes.add(name="Domain", value=cookie.domain)
         out.append(hp)
         return out
     by = route.policy(HashBy)
