@@ -7,6 +7,11 @@ once it has not changed for a whole lease duration (measured on their own clock,
 so clock skew between nodes does not matter). Writes use resourceVersion
 preconditions, so two candidates can never both win the same round. Only the
 get/create/update verbs are used (what the Helm chart's Role grants).
+
+The campaign runs on a thread of its own, on its own schedule, as client-go's runs in its own
+goroutine: a renewal never waits for the event loop (busy with a large build) nor for the shared
+worker threads (busy with status writes and history I/O). Under CPU load those delays added up to a
+lease duration, and a healthy leader lost its lease to a replica that merely polled in time.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,8 +91,9 @@ class LeaderElector:
         self._listeners: list[Callable[[bool], None]] = []
         self._reported = False  # last leadership state told to listeners
         self._changed: asyncio.Event | None = None
-        self._stop: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._halt = threading.Event()
+        self._thread: threading.Thread | None = None
 
     # -- public ----------------------------------------------------------
     @property
@@ -98,19 +105,18 @@ class LeaderElector:
         self._listeners.append(listener)
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
-        self._stop = asyncio.Event()
-        self._task = asyncio.create_task(self._run(), name=f"leader-election-{self.name}")
+        self._halt.clear()
+        self._thread = threading.Thread(target=self._campaign, name=f"leader-election-{self.name}", daemon=True)
+        self._thread.start()
 
     async def stop(self, release: bool = True) -> None:
         """Stop campaigning; a leader hands the lease back so another replica takes over at once."""
-        if self._stop is not None:
-            self._stop.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self._halt.set()
+        if self._thread is not None:  # an API call in flight ends within its timeout
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
         was_leading = self._leading
         self._leading = False
         self._notify()
@@ -132,30 +138,39 @@ class LeaderElector:
                 await asyncio.wait_for(self._changed.wait(), min(left, self.timings.renew_interval))
         return True
 
-    # -- loop ------------------------------------------------------------
-    async def _run(self) -> None:
-        assert self._stop is not None
-        while not self._stop.is_set():
+    # -- the campaign (its own thread) ---------------------------------------------
+    def _campaign(self) -> None:
+        """Acquire or renew every `renew_interval` (client-go's retry period) until halted."""
+        while not self._halt.is_set():
             started = time.monotonic()
             try:
-                won = await asyncio.to_thread(self._try_acquire_or_renew)
+                won = self._try_acquire_or_renew()
             except Exception as exc:
                 log.warning("lease %s/%s: %s", self.namespace, self.name, _describe(exc))
                 won = False
             if won:
+                self._renewed_at = started  # before _leading: is_leader never sees a stale time
                 self._leading = True
-                self._renewed_at = started
             elif self._leading and not self.is_leader:
                 log.warning("lost lease %s/%s: not renewed in time", self.namespace, self.name)
                 self._leading = False
             elif self._leading and self.holder not in (None, self.identity):
                 self._leading = False  # someone else holds it now
-            self._notify()
+            if self._halt.is_set():
+                return  # stop() tells the listeners, and releases what this round may have won
+            self._notify_soon()
             wait = self.timings.renew_interval
             if self._leading:  # wake up in time to step down if renewals keep failing
                 wait = min(wait, max(0.0, self._renewed_at + self.timings.deadline - time.monotonic()) + 0.01)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), wait)
+            self._halt.wait(wait)
+
+    def _notify_soon(self) -> None:
+        """Listeners run on the event loop; a leader whose deadline passes is not leader before that
+        (is_leader reads the clock), whenever the loop gets to tell them."""
+        if self.is_leader == self._reported or self._loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is left to tell
+            self._loop.call_soon_threadsafe(self._notify)
 
     def _notify(self) -> None:
         leading = self.is_leader
@@ -248,8 +263,8 @@ class LeaderElector:
         return True
 
     def _release(self) -> None:
-        # A renewal already in flight on a worker thread when the campaign was cancelled may land
-        # between our read and our write (409): read again, and release the lease it renewed.
+        # Another writer (a candidate's takeover attempt) may land between our read and our write
+        # (409): read again, and release the lease if it is still ours.
         for _ in range(3):
             lease = self._read()
             if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:

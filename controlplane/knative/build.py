@@ -308,8 +308,8 @@ class _Builder:
             problem = self.secret_problem(secret) if secret[2] else "no secretName"
             if problem is not None:
                 problems.append(f"tls[{k}]: Secret {secret[1]}/{secret[2]}: {problem}")
-            elif hosts:
-                self._cur.tls.append((hosts, secret))
+            if secret[2] and hosts:  # bound as an Ingress's TLS is: add_certificates binds only usable ones,
+                self._cur.tls.append((hosts, secret))  # so a Secret turned invalid keeps its last good one
 
     def _route(self, ref: IngressRef, cluster: str, where: str, raw: Mapping[str, Any], problems: list[str],
                used: set[ClusterName]) -> Route | None:  # fmt: skip

@@ -320,6 +320,9 @@ class XdsServer:
         order = PUSH_ORDER + tuple(t for t in s.types if t not in PUSH_ORDER)
         clusters_due = False
         warming: bool | None = None  # looked at once, after clusters and endpoints went out
+        # One view of the cache for the whole push: a batch built while a response is awaited must not
+        # reach a later type before an earlier one (routes naming clusters this push found up to date).
+        view = {type_url: self._cache.get(type_url, s.group) for type_url in order}
         for type_url in order:
             st = s.types.get(type_url)
             if st is None or not st.requested:
@@ -329,7 +332,7 @@ class XdsServer:
                     warming = still_warming(s, self._cache)
                 if clusters_due or warming:
                     continue  # make-before-break: these wait for the clusters they may name
-            snap = self._cache.get(type_url, s.group)
+            snap = view[type_url]
             if st.pending:
                 if type_url == CLUSTER and snap.version > st.sent_cache_version:
                     clusters_due = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 
@@ -139,3 +140,38 @@ async def test_concurrent_candidates_elect_exactly_one(fake: FakeKube, api: k8s.
     assert holder(fake) == leader
     for e in electors:
         await e.stop()
+
+
+async def test_leader_keeps_its_lease_while_the_event_loop_is_busy(fake: FakeKube, api: k8s.ApiClient) -> None:
+    """A large build holds the event loop for longer than the renew deadline: renewals go on (their own
+    thread), so the leader neither steps down nor lets a candidate take over."""
+    a = LeaderElector(api, NS, identity="a", timings=STEADY)
+    await a.start()
+    assert await a.wait_leader(5)
+    before = fake.get("Lease", NS, LEASE_NAME)["spec"]["renewTime"]  # type: ignore[index]
+    busy_until = time.monotonic() + STEADY.deadline + 1.0
+    stepped_down = False
+    while time.monotonic() < busy_until:  # the loop is blocked: no task, no callback runs
+        stepped_down |= not a.is_leader
+        time.sleep(0.02)
+    assert not stepped_down, "the leader stepped down while its event loop was busy"
+    assert fake.get("Lease", NS, LEASE_NAME)["spec"]["renewTime"] != before  # type: ignore[index]
+    await a.stop()
+
+
+async def test_leader_keeps_its_lease_while_worker_threads_are_busy(fake: FakeKube, api: k8s.ApiClient) -> None:
+    """Status writes and history I/O fill the shared worker threads: renewals do not queue behind them."""
+    a = LeaderElector(api, NS, identity="a", timings=STEADY)
+    await a.start()
+    assert await a.wait_leader(5)
+    release = threading.Event()
+    loop = asyncio.get_running_loop()
+    busy = [loop.run_in_executor(None, release.wait, 10.0) for _ in range(64)]  # more than the pool has
+    try:
+        leaders: list[set[str]] = []
+        await watch_leaders([a], time.monotonic() + STEADY.deadline + 1.0, leaders)
+        assert leaders == [{"a"}] and a.is_leader
+    finally:
+        release.set()
+        await asyncio.gather(*busy)
+    await a.stop()

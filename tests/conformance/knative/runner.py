@@ -80,7 +80,12 @@ class CaseRun:
         return self.by_name.get(service, {}).get("kind", "runtime") != "grpc"
 
     def wait_backend(self, backend: dict[str, Any]) -> None:
-        if self.target.kube or backend.get("kind", "runtime") in ("grpc", "external-name"):
+        """Upstream's CreateRuntimeService returns once the pod is ready, seconds after the Service was
+        created: long after any gateway watching the API server has seen it. Here the "pod" is ready at
+        once, so wait until the gateway reaches the Service (its east-west name) before a KIngress names
+        it; else, in Kubernetes mode, the KIngress watch can deliver the update before the Service watch
+        delivers the Service, and the path answers 503 "no backend" meanwhile, as it must."""
+        if backend.get("kind", "runtime") in ("grpc", "external-name"):
             return  # an external-name Service leads back to the east-west listener itself
         host = f"{backend['name']}.{NAMESPACE}:{backend['port']}"
         wait_until(lambda: self.probe(host, "private"), timeout=READY_TIMEOUT, message=f"Service {host} never reached")

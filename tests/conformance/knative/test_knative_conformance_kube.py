@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from tests.conformance.knative.runner import CASES, TrafficDropped, run_case
+from tests.conformance.knative.runner import CASES, run_case
 from tests.conformance.knative.targets import KubeTarget
 from tests.support.knative_images import ImageFleet
 from tests.support.kubegateway import KubeGateway
@@ -25,19 +24,6 @@ from tests.support.kubegateway import KubeGateway
 STATUS_CASES = ("TestBasics", "TestIngressClass", "TestRewriteHost", "TestUpdate", "TestVisibility",
                 "TestVisibilityPath")  # fmt: skip
 KUBE_CASES = tuple(sorted(CASES)) if os.environ.get("KNATIVE_CONFORMANCE_KUBE") == "all" else STATUS_CASES
-# Only the prober's dropped requests are expected (raises=TrafficDropped: any other failure of the case, such as
-# a sentinel not served as soon as Ready, fails the run). Not strict: the race is a few milliseconds wide and a
-# run can miss it (README.md).
-EXPECTED_FAILURES = {
-    "TestUpdate": "a few requests are dropped (Envoy 503, no_cluster) while the KIngress moves to a fresh Service: "
-    "the routes sent name a cluster missing from the served snapshot (cause not found yet; the warming race is "
-    "fixed, see README.md)",
-}
-
-
-def _params() -> list[Any]:
-    return [pytest.param(n, marks=pytest.mark.xfail(reason=EXPECTED_FAILURES[n], raises=TrafficDropped, strict=False))
-            if n in EXPECTED_FAILURES else n for n in KUBE_CASES]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +38,6 @@ def kube_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KubeTar
         fleet.close()
 
 
-@pytest.mark.parametrize("name", _params())
+@pytest.mark.parametrize("name", KUBE_CASES)
 def test_knative_conformance_kube(kube_env: tuple[KubeTarget, ImageFleet], name: str) -> None:
     run_case(*kube_env, name)
