@@ -42,7 +42,7 @@ Protocol choices (see ../shared/docs/design.md, "xDS protocol rules"):
   never wipes an Envoy's config with an empty snapshot.
 - Nothing is served before the client is authenticated and its gateway group
   (`node.cluster` of its first request) authorized (see `auth`); with TLS the
-  public port is the TLS front and gRPC listens on loopback behind it.
+  public port is the TLS front and gRPC listens behind it on a private Unix socket.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ class XdsServer:
         self._ids = itertools.count(1)
         self._convergence = Convergence(metrics.convergence)
         self._server: grpc.aio.Server | None = None
-        self.grpc_port = 0  # behind the TLS front: the loopback port only the front should dial
+        self.grpc_address = ""  # where gRPC itself listens (behind the TLS front: a Unix socket only it dials)
         self._watcher: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -165,15 +165,16 @@ class XdsServer:
             ),
         }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-        # Behind the TLS front gRPC itself only listens on loopback.
-        port = server.add_insecure_port("127.0.0.1:0" if self._front is not None else address)
+        # Behind the TLS front gRPC itself listens only on a Unix socket in a private directory.
+        grpc_address = self._front.backend.grpc_address if self._front is not None else address
+        port = server.add_insecure_port(grpc_address)
         if not port:
-            raise OSError(f"cannot bind xDS server to {address}")
+            raise OSError(f"cannot bind xDS server to {grpc_address}")
         await server.start()
         self._server = server
-        self.grpc_port = port
+        self.grpc_address = grpc_address
         if self._front is not None:
-            port = await self._front.start(address, port)
+            port = await self._front.start(address)
         self._watcher = asyncio.create_task(
             watch_versions(self._cache, self._convergence, self._lineage, self._streams), name="xds-convergence"
         )
@@ -188,7 +189,7 @@ class XdsServer:
                 await self._watcher
             self._watcher = None
         if self._front is not None:
-            await self._front.stop()
+            await self._front.stop()  # closes the relayed connections, removes gRPC's socket directory
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None

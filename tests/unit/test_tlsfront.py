@@ -27,22 +27,22 @@ async def test_large_transfers_are_relayed_byte_exact_both_ways_and_the_client_i
         monkeypatch.setattr(side, "pause_writing", pause_writing)
     local = LocalCA(tmp_path)
     server_files, client_files = local.server(["127.0.0.1"]), local.client("gw")
-    peers: list[int] = []
+    peers: list[str] = []
     backend_done = asyncio.Event()
 
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peers.append(writer.get_extra_info("peername")[1])
+        peers.append(writer.get_extra_info("peername"))
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()
         writer.close()
         backend_done.set()
 
-    backend = await asyncio.start_server(echo, "127.0.0.1", 0)
     failures: list[str] = []
     front = TlsFront(TlsFiles(server_files.cert, server_files.key, server_files.ca),
                      lambda reason, _message: failures.append(reason))  # fmt: skip
-    port = await front.start("127.0.0.1:0", backend.sockets[0].getsockname()[1])
+    backend = await asyncio.start_unix_server(echo, front.backend.path)
+    port = await front.start("127.0.0.1:0")
     ctx = ssl.create_default_context(cafile=str(server_files.ca))
     ctx.load_cert_chain(client_files.cert, client_files.key)
     try:
@@ -53,13 +53,16 @@ async def test_large_transfers_are_relayed_byte_exact_both_ways_and_the_client_i
         echoed = await asyncio.wait_for(reader.readexactly(len(payload)), 60)
         assert echoed == payload
         assert {"_TlsSide", "_PlainSide"} <= set(paused)  # both directions were held back, and resumed
-        relayed = front.relayed(f"ipv4:127.0.0.1:{peers[0]}")
+        relayed = front.relayed(f"unix:{peers[0]}")
         assert relayed is not None and relayed.identities  # the client certificate's names
-        assert front.relayed("ipv4:127.0.0.1:1") is None
+        assert front.relayed("unix:") is None and front.relayed(f"ipv4:127.0.0.1:{port}") is None
+        assert os.listdir(front.backend.directory) == ["grpc.sock"]  # the relay's own name left no file
         writer.close()
         await asyncio.wait_for(backend_done.wait(), 10)  # the relay closes the other side too
-        assert front.relayed(f"ipv4:127.0.0.1:{peers[0]}") is None  # and forgets the port
+        assert front.relayed(f"unix:{peers[0]}") is None  # and forgets the name
         assert not failures
     finally:
         await front.stop()
         backend.close()
+    assert not front.backend.directory.exists()  # stop removes the socket and its directory
+
