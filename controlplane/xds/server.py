@@ -264,8 +264,8 @@ class XdsServer:
     async def _read(self, s: StreamState, requests: AsyncIterator[Any]) -> None:
         try:
             async for req, raw in requests:
-                self._on_request(s, req, raw)
-                s.wake.set()
+                if self._on_request(s, req, raw) != ACK or self._may_be_due(s):
+                    s.wake.set()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the stream is going away; the handler logs the close
@@ -274,7 +274,17 @@ class XdsServer:
             s.closed = True
             s.wake.set()
 
-    def _on_request(self, s: StreamState, req: Any, raw: bytes = b"") -> None:
+    def _may_be_due(self, s: StreamState) -> bool:
+        """Whether `_push` could find anything to send. An ACK usually leaves nothing due (every
+        type already looked at in this cache version): then the stream's task is not woken, which
+        at 1,000 streams spares a task switch and a pass over the types per stream per change."""
+        get, group = self._cache.get, s.group
+        for type_url, st in s.types.items():
+            if st.requested and not st.pending and (st.force or st.examined != get(type_url, group).version):
+                return True
+        return False
+
+    def _on_request(self, s: StreamState, req: Any, raw: bytes = b"") -> str | None:
         if req.HasField("node") and s.set_node(req.node):
             log.info(
                 "xDS stream connected: node=%s group=%s protocol=%s peer=%s identity=%s",
@@ -286,7 +296,7 @@ class XdsServer:
             )
         if not req.type_url:
             log.warning("xDS request without type_url from node=%s ignored", s.node_id)
-            return
+            return None
         outcome = on_sotw_request(s, req, raw) if s.protocol == SOTW else on_delta_request(s, req)
         kind = short_name(req.type_url)
         if outcome in (ACK, NACK) and req.type_url == CLUSTER:
@@ -314,6 +324,7 @@ class XdsServer:
                       kind, req.response_nonce, getattr(req, "version_info", ""),
                       len(getattr(req, "resource_names", ())), len(getattr(req, "resource_names_subscribe", ())),
                       len(getattr(req, "resource_names_unsubscribe", ())), outcome)  # fmt: skip
+        return outcome
 
     # -- sending -----------------------------------------------------------
     async def _push(self, s: StreamState, context: grpc.aio.ServicerContext) -> None:

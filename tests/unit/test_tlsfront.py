@@ -65,4 +65,3 @@ async def test_large_transfers_are_relayed_byte_exact_both_ways_and_the_client_i
         await front.stop()
         backend.close()
     assert not front.backend.directory.exists()  # stop removes the socket and its directory
-
