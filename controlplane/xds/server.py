@@ -214,6 +214,22 @@ class XdsServer:
         streams = [s for s in self._streams.values() if s.node_id and not s.closed]
         return len(streams), sum(1 for s in streams if s.acked_at_least(required))
 
+    def fleet_states(self) -> list[dict[str, Any]]:
+        """Per stream: its gateway group, and per type the cache version it is current with and its
+        last NACK's time; /debug/syncz's shape without what costs (resource counts, nonces). The
+        history reads it every second, at 1,000 streams too."""
+        out = []
+        for s in self._streams.values():
+            types = {}
+            for type_url, st in s.types.items():
+                if not st.requested:
+                    continue
+                nack = st.last_nack
+                types[short_name(type_url)] = {"current_version": st.current,
+                                               "last_nack": None if nack is None else {"at": nack.at}}  # fmt: skip
+            out.append({"node_cluster": s.node_cluster, "types": types})
+        return out
+
     def syncz(self) -> list[dict[str, Any]]:
         """Per stream and type: sent/ACKed versions, nonce, last NACK (for /debug/syncz)."""
         return [s.syncz() for s in sorted(self._streams.values(), key=lambda s: s.id)]

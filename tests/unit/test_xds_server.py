@@ -1129,3 +1129,29 @@ async def test_delta_ack_sends_what_waited_and_a_plain_ack_does_not_wake_the_sen
     r = await client.recv()
     assert (r.type_url, r.system_version_info) == (ROUTE, v3)
     assert len(pushes) == 4  # the change woke it; the ACK before it did not
+
+
+async def test_fleet_states_are_syncz_without_the_costly_fields(env: Env) -> None:
+    """The history reads `fleet_states` every second: the same group, current versions and NACKs
+    as /debug/syncz."""
+    client = Sotw(env, "envoy-1")
+    for type_url, names in SUBS.items():
+        await client.send(type_url, names)
+    got = {}
+    while len(got) < 4:
+        r = await client.recv()
+        got[r.type_url] = r
+    for type_url, r in got.items():
+        if type_url == ENDPOINT:
+            await client.send(ENDPOINT, SUBS[ENDPOINT], "", r.nonce, error="rejected")  # a NACK
+        else:
+            await client.ack(r, SUBS[type_url])
+    await acked(env, "envoy-1", "RDS", got[ROUTE].version_info)
+    await until(lambda: env.stream("envoy-1")["types"]["EDS"]["last_nack"], what="NACK recorded")
+    (full,) = env.server.syncz()
+    (light,) = env.server.fleet_states()
+    assert light["node_cluster"] == full["node_cluster"] == "gw"
+    assert light["types"] == {short: {"current_version": t["current_version"],
+                                      "last_nack": t["last_nack"] and {"at": t["last_nack"]["at"]}}
+                              for short, t in full["types"].items()}  # fmt: skip
+    assert light["types"]["EDS"]["last_nack"] and light["types"]["RDS"]["current_version"] > 0
