@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import ssl
 from pathlib import Path
 
@@ -65,3 +66,47 @@ async def test_large_transfers_are_relayed_byte_exact_both_ways_and_the_client_i
         await front.stop()
         backend.close()
     assert not front.backend.directory.exists()  # stop removes the socket and its directory
+
+
+async def test_no_session_tickets_and_tls12_reconnects_resume_from_the_cache(tmp_path: Path) -> None:
+    """Tickets cost a third of a handshake's CPU and a gateway connects once: none are issued. A TLS
+    1.2 client (Envoy's default) that reconnects still resumes its session (no full handshake)."""
+    local = LocalCA(tmp_path)
+    server_files, client_files = local.server(["127.0.0.1"]), local.client("gw")
+    front = TlsFront(TlsFiles(server_files.cert, server_files.key, server_files.ca), lambda *_: None)
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+        writer.close()
+
+    backend = await asyncio.start_unix_server(echo, front.backend.path)
+    port = await front.start("127.0.0.1:0")
+
+    contexts = {}
+    for maximum in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        ctx = contexts[maximum] = ssl.create_default_context(cafile=str(server_files.ca))
+        ctx.load_cert_chain(client_files.cert, client_files.key)
+        ctx.maximum_version = maximum
+
+    def connect(maximum: ssl.TLSVersion, session: ssl.SSLSession | None = None) -> tuple[ssl.SSLSession, bool]:
+        ctx = contexts[maximum]
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1", session=session) as tls,
+        ):
+            tls.sendall(b"ping")
+            assert tls.recv(4) == b"ping"  # a TLS 1.3 ticket would have arrived before this
+            assert tls.session is not None
+            return tls.session, tls.session_reused
+
+    try:
+        session, _ = await asyncio.to_thread(connect, ssl.TLSVersion.TLSv1_3)
+        assert not session.has_ticket
+        first, reused = await asyncio.to_thread(connect, ssl.TLSVersion.TLSv1_2)
+        assert not first.has_ticket and not reused
+        _, reused = await asyncio.to_thread(connect, ssl.TLSVersion.TLSv1_2, first)
+        assert reused
+    finally:
+        await front.stop()
+        backend.close()
