@@ -49,6 +49,10 @@ _RECORD = 16 * 1024  # the largest TLS record's plaintext: one ssl read at a tim
 # grows past ~5 KiB (it keeps its largest size for the connection's life; 16 KiB slices left ~22
 # KiB per connection). Clients send little (ACKs), so the extra slices cost next to nothing.
 _IN_SLICE = 4 * 1024
+# Decrypted bytes land here and are copied out at once (all relays run on the event loop's thread):
+# one exact-size copy per read instead of a 16 KiB allocation shrunk afterwards.
+_READ_BUFFER = bytearray(_RECORD)
+_READ_VIEW = memoryview(_READ_BUFFER)
 _HANDSHAKE_TIMEOUT = 10.0
 
 
@@ -302,14 +306,14 @@ class _TlsSide(asyncio.Protocol):
         assert self._ssl is not None
         while True:
             try:
-                chunk = self._ssl.read(_RECORD)
+                n = self._ssl.read(_RECORD, _READ_BUFFER)
             except ssl.SSLWantReadError:
                 break
             except (ssl.SSLZeroReturnError, ssl.SSLError):
                 self._flush()
                 self.close()
                 return False
-            if not chunk:  # the client's close_notify: pass on what came before it, answer, close
+            if not n:  # the client's close_notify: pass on what came before it, answer, close
                 self._forward(plaintext)
                 plaintext.clear()
                 try:
@@ -319,7 +323,9 @@ class _TlsSide(asyncio.Protocol):
                 self._flush()
                 self.close()
                 return False
-            plaintext.append(chunk)
+            plaintext.append(bytes(_READ_VIEW[:n]))
+            if not self._in.pending and not self._ssl.pending():
+                break  # nothing left to decrypt: spare the read that would raise SSLWantReadError
         self._flush()  # reading can produce records too (session tickets, key updates)
         return True
 
@@ -337,7 +343,7 @@ class _TlsSide(asyncio.Protocol):
             self.close()
             return
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.writelines(records)
+            _write(self._transport, records)
 
     def _flush(self) -> None:
         if self._out.pending and self._transport is not None and not self._transport.is_closing():
@@ -404,7 +410,7 @@ class _PlainSide(asyncio.Protocol):
 
     def send(self, chunks: list[bytes]) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.writelines(chunks)
+            _write(self._transport, chunks)
 
     def pause(self) -> None:
         if self._transport is not None:
@@ -417,6 +423,15 @@ class _PlainSide(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+
+def _write(transport: asyncio.Transport, chunks: list[bytes]) -> None:
+    """One write: `writelines` joins (copies) even a single chunk, which is the usual case (one
+    response, one ACK)."""
+    if len(chunks) == 1:
+        transport.write(chunks[0])
+    else:
+        transport.writelines(chunks)
 
 
 def _short(exc: BaseException) -> str:
