@@ -4,8 +4,7 @@ Connecting gateways are each sent ~1.8 MiB at 1,000 Services: gRPC, the TLS fron
 bodies allocate and free hundreds of MiB within seconds, across the allocator's arenas (gRPC's
 threads have their own). glibc returns only the top of a heap by itself, so most of that stays
 resident: a bare grpc.aio server holds ~120 KiB per stream after 30 KiB messages, ~78 KiB after
-`malloc_trim(0)`. SotW ACKs are such messages (every subscribed name, at every change), so what is
-received counts too. Once enough has moved and traffic has gone quiet, the heap is trimmed (in a
+`malloc_trim(0)`. Once enough has been sent and sending has gone quiet, the heap is trimmed (in a
 thread: it walks every arena). Elsewhere than glibc this does nothing.
 """
 
@@ -19,8 +18,8 @@ from collections.abc import Callable
 
 log = logging.getLogger("controlplane.xds")
 
-_THRESHOLD = 16 * 1024 * 1024  # bytes moved since the last trim before another is worth it
-_QUIET = 1024 * 1024  # ... and at most this much in the last interval (the burst is over)
+_THRESHOLD = 16 * 1024 * 1024  # bytes sent since the last trim before another is worth it
+_QUIET = 1024 * 1024  # ... and at most this much sent in the last interval (the burst is over)
 
 
 def glibc_trim() -> Callable[[], object] | None:
@@ -35,7 +34,7 @@ def glibc_trim() -> Callable[[], object] | None:
 
 
 class HeapTrimmer:
-    """Counts bytes sent and received; trims the heap once a burst of at least `threshold` bytes has ended."""
+    """Counts bytes sent; trims the heap once a burst of at least `threshold` bytes has ended."""
 
     def __init__(self, trim: Callable[[], object] | None, threshold: int = _THRESHOLD, quiet: int = _QUIET) -> None:
         self._trim = trim
@@ -45,7 +44,7 @@ class HeapTrimmer:
         self._recent = 0
         self.trims = 0
 
-    def moved(self, n: int) -> None:
+    def sent(self, n: int) -> None:
         self._since_trim += n
         self._recent += n
 

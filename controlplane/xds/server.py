@@ -314,7 +314,6 @@ class XdsServer:
         try:
             async for req, raw in requests:
                 outcome = self._on_request(s, req, raw)
-                self._trimmer.moved(len(raw))  # SotW requests (Delta ones are small and not kept raw)
                 # Not held while waiting for the next one: a SotW ACK repeats every subscribed name
                 # (1,000 EDS names: ~30 KiB, and its parsed form more), ~140 KiB per idle stream.
                 del req, raw
@@ -407,7 +406,7 @@ class XdsServer:
                 log.debug("xDS %s response node=%s %s nonce=%s version=%s", s.protocol, s.node_id,
                           short_name(type_url), st.nonce, st.sent_version)  # fmt: skip
             await context.write(body)
-            self._trimmer.moved(len(body))
+            self._trimmer.sent(len(body))
             if s.closed:
                 return
 
