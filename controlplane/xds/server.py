@@ -61,7 +61,6 @@ from envoy.service.discovery.v3 import discovery_pb2
 from controlplane.metrics import Metrics
 from controlplane.xds.auth import XdsAuth
 from controlplane.xds.cache import DEFAULT_GROUP, SnapshotCache, TypeSnapshot
-from controlplane.xds.heaptrim import HeapTrimmer, glibc_trim
 from controlplane.xds.keyless import KeylessView
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SCOPED_ROUTE
 from controlplane.xds.responses import (  # noqa: F401 (encoders re-exported for tests and tools)
@@ -173,8 +172,6 @@ class XdsServer:
         self.grpc_address = ""  # where gRPC itself listens (behind the TLS front: a Unix socket only it dials)
         self._watcher: asyncio.Task[None] | None = None
         self._counters = _Counters(metrics)
-        self._trimmer = HeapTrimmer(glibc_trim())
-        self._trimming: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------
     async def start(self, address: str) -> int:
@@ -219,18 +216,16 @@ class XdsServer:
         self._watcher = asyncio.create_task(
             watch_versions(self._cache, self._convergence, self._lineage, self._streams), name="xds-convergence"
         )
-        self._trimming = asyncio.create_task(self._trimmer.run(), name="xds-heap-trim")
         mode = "TLS" if self._front is not None else "PLAINTEXT (--xds-insecure)"
         log.info("xDS server listening on %s (port %d, %s)", address, port, mode)
         return port
 
     async def stop(self, grace: float = 0) -> None:
-        for task in (self._watcher, self._trimming):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._watcher = self._trimming = None
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
         if self._front is not None:
             await self._front.stop()  # closes the relayed connections, removes gRPC's socket directory
         if self._server is not None:
@@ -406,7 +401,6 @@ class XdsServer:
                 log.debug("xDS %s response node=%s %s nonce=%s version=%s", s.protocol, s.node_id,
                           short_name(type_url), st.nonce, st.sent_version)  # fmt: skip
             await context.write(body)
-            self._trimmer.sent(len(body))
             if s.closed:
                 return
 
