@@ -103,6 +103,19 @@ def _delta_request(data: bytes) -> tuple[Any, bytes]:
     return discovery_pb2.DeltaDiscoveryRequest.FromString(data), b""
 
 
+_GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    # Envoy pings every 30 s (bootstrap keepalive); do not answer with GOAWAY.
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+    # Notice Envoys that vanished without closing the connection.
+    ("grpc.keepalive_time_ms", 60000),
+    # A proxy applying a large snapshot can be slow to answer; don't cut it for that.
+    ("grpc.keepalive_timeout_ms", 60000),
+]
+
 # Types whose resources name clusters (held while newer clusters wait to be sent).
 _NAME_CLUSTERS = frozenset({LISTENER, SCOPED_ROUTE, ROUTE})
 
@@ -176,20 +189,7 @@ class XdsServer:
     # -- lifecycle ---------------------------------------------------------
     async def start(self, address: str) -> int:
         """Bind and start serving; returns the bound port (address may use port 0)."""
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_send_message_length", -1),
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                # Envoy pings every 30 s (bootstrap keepalive); do not answer with GOAWAY.
-                ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
-                ("grpc.http2.max_ping_strikes", 0),
-                ("grpc.keepalive_permit_without_calls", 1),
-                # Notice Envoys that vanished without closing the connection.
-                ("grpc.keepalive_time_ms", 60000),
-                # A proxy applying a large snapshot can be slow to answer; don't cut it for that.
-                ("grpc.keepalive_timeout_ms", 60000),
-            ]
-        )
+        server = grpc.aio.server(options=_GRPC_OPTIONS)
         handlers = {
             "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
                 self._sotw,

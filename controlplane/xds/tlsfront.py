@@ -26,11 +26,11 @@ plane). Each direction pauses reading the other side while its own writes are ba
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import os
 import secrets
+import shutil
 import socket
 import ssl
 import sys
@@ -142,11 +142,8 @@ class BackendSocket:
         return path, f"unix:{path}"
 
     def remove(self) -> None:
-        for p in self.directory.iterdir():
-            with contextlib.suppress(OSError):
-                p.unlink()
-        with contextlib.suppress(OSError):
-            self.directory.rmdir()
+        """The directory and the socket in it (again after a first time: nothing to do)."""
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class TlsFront:
