@@ -26,6 +26,7 @@ plane). Each direction pauses reading the other side while its own writes are ba
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -119,11 +120,18 @@ class BackendSocket:
     """The private directory holding the gRPC server's Unix socket, which only the front dials."""
 
     def __init__(self) -> None:
-        self.directory = Path(tempfile.mkdtemp(prefix="meridian-xds-"))  # mode 0700, this user only
-        self.path = self.directory / "grpc.sock"
         self._names = itertools.count(1)
         self._abstract = sys.platform == "linux"
         self._prefix = f"meridian-xds-{secrets.token_hex(8)}-"
+
+    @functools.cached_property
+    def directory(self) -> Path:
+        """Made when first needed (a server that never starts leaves nothing behind)."""
+        return Path(tempfile.mkdtemp(prefix="meridian-xds-"))  # mode 0700, this user only
+
+    @property
+    def path(self) -> Path:
+        return self.directory / "grpc.sock"
 
     @property
     def grpc_address(self) -> str:
@@ -143,7 +151,8 @@ class BackendSocket:
 
     def remove(self) -> None:
         """The directory and the socket in it (again after a first time: nothing to do)."""
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if "directory" in self.__dict__:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class TlsFront:
