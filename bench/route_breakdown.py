@@ -12,7 +12,9 @@ clock runs:
   sent -> ACK       Envoy applied it and said so;
   sent -> 200       Envoy applied it and the first request for the new host was answered.
 `--compare-with DIR` runs a second control plane checkout (e.g. `git archive` of another commit)
-interleaved with this one, for before/after in one run.
+interleaved with this one, for before/after in one run. `--also LABEL="ARGS"` adds this checkout
+again with more `meridian serve` arguments, e.g. `--also plaintext=--xds-insecure` (no TLS relay:
+Envoy dials the gRPC port in plaintext) or `--also p2048="--route-partitions 2048"`.
 
     .venv/bin/python -m bench.route_breakdown --n 10000 --trials 20 --rounds 2
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import tempfile
 import time
@@ -42,7 +45,9 @@ from bench.common import (
     write_initial,
 )
 from bench.route_ready import wait_settled
+from controlplane.bootstrap import render_bootstrap
 from controlplane.devtools.echo import EchoFleet
+from controlplane.devtools.envoy_proc import EnvoyProcess
 
 PARTS = ("to_seen", "seen_to_built", "built_to_sent", "sent_to_ack", "sent_to_200")
 
@@ -76,15 +81,26 @@ def trial(cp: ControlPlane, probe: HostProbe, directory: Path, kind: str, i: int
     return out
 
 
-def run(source: Path, label: str, mode: str, args: argparse.Namespace, backend_port: int) -> list[dict[str, Any]]:
+def plaintext_envoy(cp: ControlPlane, workdir: Path, *, delta: bool) -> EnvoyProcess:
+    """For a control plane run with --xds-insecure: Envoy dials the gRPC port directly."""
+    boot = render_bootstrap(xds_address=f"127.0.0.1:{cp.xds_port}", node_id="bench-gw", delta=delta)
+    envoy = EnvoyProcess(boot, workdir=workdir, log_level="warning", ready_timeout=120)
+    envoy.start()
+    return envoy
+
+
+def run(
+    source: Path, label: str, mode: str, args: argparse.Namespace, backend_port: int, serve_args: list[str]
+) -> list[dict[str, Any]]:
     root = Path(tempfile.mkdtemp(prefix=f"route-breakdown-{label}-{mode}-"))
     directory = root / "c1"
     write_initial(directory, args.n, backend_port, style="bulk")
-    cp = ControlPlane(directory, root / "meridian.log", source=source).start()
+    cp = ControlPlane(directory, root / "meridian.log", serve_args, source=source).start()
     envoy = probe = None
     rows = []
     try:
-        envoy = start_envoy(cp, root / "envoy", delta=mode == "delta")
+        dial = plaintext_envoy if "--xds-insecure" in serve_args else start_envoy
+        envoy = dial(cp, root / "envoy", delta=mode == "delta")
         wait_for(cp.ready, timeout=600, interval=0.05, what="/readyz")
         probe = HostProbe(cp.http_port)
         probe.wait_status(host_of(args.n - 1), 200, timeout=600)
@@ -93,6 +109,7 @@ def run(source: Path, label: str, mode: str, args: argparse.Namespace, backend_p
         for kind in args.changes.split(","):
             samples = []
             for _ in range(args.trials):
+                time.sleep(args.gap)  # isolated changes: the file watcher holds a burst's later writes (20 ms quiet)
                 samples.append(trial(cp, probe, directory, kind, index, backend_port))
                 index += 1
             rows.append({"source": label, "mode": mode, "change": kind, "samples": samples})
@@ -137,20 +154,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", default="sotw,delta")
     p.add_argument("--changes", default="route,service")
     p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--gap", type=float, default=0.05, help="seconds between one trial's end and the next write")
     p.add_argument("--rounds", type=int, default=1, help="each round runs every control plane and mode once")
     p.add_argument("--compare-with", metavar="DIR", type=Path, help="another checkout, run interleaved as 'before'")
+    p.add_argument("--also", metavar='LABEL="ARGS"', action="append", default=[],
+                   help="this checkout again with more serve arguments, run interleaved")  # fmt: skip
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--keep", action="store_true")
     args = p.parse_args(argv)
-    sources = [("this", REPO)] + ([("before", args.compare_with.resolve())] if args.compare_with else [])
+    sources: list[tuple[str, Path, list[str]]] = [("this", REPO, [])]
+    for also in args.also:
+        label, _, extra = also.partition("=")
+        sources.append((label, REPO, shlex.split(extra)))
+    if args.compare_with:
+        sources.append(("before", args.compare_with.resolve(), []))
     rows: list[dict[str, Any]] = []
     load = [os.getloadavg()]
     with EchoFleet() as fleet:
         backend = fleet.add("shared", "shared-0")
         for _ in range(args.rounds):
             for mode in args.modes.split(","):
-                for label, source in sources:
-                    rows += run(source, label, mode, args, backend.port)
+                for label, source, serve_args in sources:
+                    rows += run(source, label, mode, args, backend.port, serve_args)
                     load.append(os.getloadavg())
     facts = machine_facts() | {"load_avg_during": [round(x[0], 2) for x in load], "n": args.n}
     print(json.dumps(facts))
