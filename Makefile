@@ -19,7 +19,7 @@ PODMAN_BUILD_FLAGS ?=
 # Debian packages the tests need, installed by `make test` when missing and run as root: podman, runc
 # and mmdebstrap for the image test (tests/image), Debian's headless browser and its driver for the
 # console test (tests/e2e/test_console.py); nothing downloads a browser.
-SYSTEM_PACKAGES := podman runc mmdebstrap chromium chromium-driver
+SYSTEM_PACKAGES := podman runc mmdebstrap chromium chromium-driver libpcre3
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -4,16 +4,21 @@ One control plane serves N Ingresses, each with its own Service (so N clusters).
 and every variant, in turn (A/B/A/B, so machine load hits both alike), one Envoy starts with that
 variant's bootstrap and
   (a) cold: Envoy start -> every sampled host (incl. the last) answers 200;
-  (b) RSS (VmRSS) and tcmalloc's allocated bytes (admin /memory) once xDS has settled;
+  (b) RSS (VmRSS), tcmalloc's allocated bytes (admin /memory) and its own account of the rest
+      (admin /memory/tcmalloc) once xDS has settled;
   (c) update time: write one new Ingress + Service + EndpointSlice (a new cluster, so its stats are
-      created) -> first 200 through Envoy, `--trials` times, p50/p99;
-  (d) how many stats Envoy holds (admin /stats, counted after the timings).
-then stops. A variant is `full` or `gateway` (`meridian bootstrap --envoy-stats`), optionally with
-experiments appended: `+eager` (gateway stats created with the cluster, not on first use),
-`+lazyclusters` (`cluster_manager.enable_deferred_cluster_creation`), `+release<MiB>` (tcmalloc
-gives freed memory back at that rate), `+nostats` (reject every stat: the floor).
+      created) -> first 200 through Envoy, `--trials` times, p50/p99, and Envoy's CPU time per update;
+  (d) RSS after the updates, peak RSS, and how many stats Envoy holds (admin /stats, counted last).
+then stops. Envoy runs with `--concurrency` workers (default 2: one per core of a 2-core gateway).
+A variant is `full` or `gateway` (`meridian bootstrap --envoy-stats`), optionally with experiments
+appended: `+eager` (gateway stats created with the cluster, not on first use), `+eagerclusters`
+(every worker builds every cluster up front: the bootstrap before lazy creation was the default),
+`+lazyclusters` (`cluster_manager.enable_deferred_cluster_creation`, for `full`), `+release<MiB>`
+(tcmalloc gives freed memory back at that rate), `+shrinkheap` (the overload manager's shrink_heap,
+always on), `+partitions<K>` (a control plane of its own with `--route-partitions K`), `+nostats`
+(reject every stat: the floor).
 
-    .venv/bin/python -m bench.envoy_memory --n 10000 --variants full,gateway --rounds 2 --trials 20
+    .venv/bin/python -m bench.envoy_memory --n 10000 --variants gateway+eagerclusters,gateway --rounds 3 --trials 20
 """
 
 from __future__ import annotations
@@ -52,8 +57,11 @@ class Sample:
     rss_mib: float = 0.0
     allocated_mib: float = 0.0
     rss_after_mib: float = 0.0
+    peak_mib: float = 0.0  # VmHWM: the most Envoy held at any time (the cold start's decoding included)
     stats: int = 0
+    cpu_ms_per_update: float = 0.0
     memory: dict[str, float] = field(default_factory=dict)  # admin /memory, MiB
+    tcmalloc: list[str] = field(default_factory=list)  # admin /memory/tcmalloc, its MiB summary lines
     updates: list[float] = field(default_factory=list)
 
 
@@ -65,16 +73,58 @@ def bootstrap_for(cp: ControlPlane, variant: str, delta: bool, node_id: str) -> 
     for extra in extras:
         if extra == "eager":  # gateway stats, but created with the cluster rather than on first use
             boot.pop("deferred_stat_options", None)
+        elif extra == "eagerclusters":  # every worker builds every cluster up front
+            boot.get("cluster_manager", {}).pop("enable_deferred_cluster_creation", None)
         elif extra == "lazyclusters":  # a worker builds its copy of a cluster when it first uses it
             boot["cluster_manager"] = {"enable_deferred_cluster_creation": True}
         elif extra.startswith("release"):  # release<MiB>: give freed heap back to the OS, per second
-            mib = int(extra[len("release"):] or 100)
+            mib = int(extra[len("release") :] or 100)
             boot["memory_allocator_manager"] = {"bytes_to_release": mib << 20, "memory_release_interval": "1s"}
         elif extra == "nostats":  # the floor: no stats at all
             boot["stats_config"] = {"stats_matcher": {"reject_all": True}}
+        elif extra == "shrinkheap":  # overload manager: release free heap whenever the heap is in use
+            boot["overload_manager"] = SHRINK_HEAP
+        elif extra.startswith("partitions"):  # a control plane with --route-partitions K (see main)
+            continue
         else:
             raise ValueError(f"unknown variant option {extra!r}")
     return boot
+
+
+# Envoy's shrink_heap action releases tcmalloc's free pages every 10 s while the fixed-heap monitor's
+# pressure is over the threshold; a tiny threshold of a large heap keeps it always on.
+SHRINK_HEAP = {
+    "refresh_interval": "1s",
+    "resource_monitors": [
+        {
+            "name": "envoy.resource_monitors.fixed_heap",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig",
+                "max_heap_size_bytes": 64 << 30,
+            },
+        }
+    ],
+    "actions": [
+        {
+            "name": "envoy.overload_actions.shrink_heap",
+            "triggers": [{"name": "envoy.resource_monitors.fixed_heap", "threshold": {"value": 0.0001}}],
+        }
+    ],
+}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, its threads included."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def partitions_of(variant: str) -> int | None:
+    for extra in variant.split("+")[1:]:
+        if extra.startswith("partitions"):
+            return int(extra[len("partitions") :])
+    return None
 
 
 def measure(cp: ControlPlane, root: Path, variant: str, rnd: int, n: int, args: argparse.Namespace,
@@ -82,7 +132,7 @@ def measure(cp: ControlPlane, root: Path, variant: str, rnd: int, n: int, args: 
     sample = Sample(variant, rnd)
     workdir = root / f"envoy-{variant}-{rnd}"
     envoy = EnvoyProcess(bootstrap_for(cp, variant, args.mode == "delta", f"mem-{rnd}-{variant}"), workdir=workdir,
-                         log_level="warning", ready_timeout=300)  # fmt: skip
+                         log_level="warning", ready_timeout=300, concurrency=args.concurrency)  # fmt: skip
     probe = HostProbe(cp.http_port)
     t0 = time.monotonic()
     envoy.start()
@@ -97,11 +147,20 @@ def measure(cp: ControlPlane, root: Path, variant: str, rnd: int, n: int, args: 
         memory = json.loads(envoy.admin_get("/memory"))
         sample.allocated_mib = round(int(memory["allocated"]) / 2**20, 1)
         sample.memory = {k: round(int(v) / 2**20, 1) for k, v in memory.items() if str(v).isdigit()}
+        # tcmalloc's own account (what the free pages are and why they stay): the summary lines.
+        tcmalloc = envoy.admin_get("/memory/tcmalloc", timeout=30).splitlines()
+        summary = ("HugePageFiller: Overall", "pages free in", "Since startup", "hugepages cached")
+        sample.tcmalloc = [line for line in tcmalloc if line.startswith("MALLOC:") and "MiB" in line]
+        sample.tcmalloc += list(dict.fromkeys(line for line in tcmalloc if any(k in line for k in summary)))[:8]
         directory = root / "c1"
+        cpu0 = cpu_seconds(envoy.pid)
         for t in range(args.trials):
             sample.updates.append(new_route_trial(directory, probe, next_index + t, args.backend_port))
             wait_settled(cp)
+        # Envoy's own CPU per update (apply + the first request): steadier than wall time under load.
+        sample.cpu_ms_per_update = round((cpu_seconds(envoy.pid) - cpu0) * 1000 / max(1, args.trials), 1)
         sample.rss_after_mib = round(proc_status(envoy.pid)["VmRSS"] / 1024, 1)
+        sample.peak_mib = round(proc_status(envoy.pid)["VmHWM"] / 1024, 1)
         sample.stats = sum(1 for line in envoy.admin_get("/stats", timeout=120).splitlines() if ": " in line)
     finally:
         probe.close()
@@ -113,24 +172,27 @@ def measure(cp: ControlPlane, root: Path, variant: str, rnd: int, n: int, args: 
 
 def markdown(samples: list[Sample]) -> str:
     lines = [
-        "| variant | round | Envoy cold s | RSS MiB | tcmalloc allocated MiB | RSS after trials MiB | stats |"
-        " update p50 ms | p99 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | round | Envoy cold s | RSS MiB | tcmalloc allocated MiB | pageheap_free MiB"
+        " | RSS after trials MiB | peak RSS MiB | stats | update p50 ms | p99 | Envoy CPU ms/update |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in samples:
         u = summary_ms(s.updates) if s.updates else {"p50": 0.0, "p99": 0.0}
         lines.append(
             f"| {s.variant} | {s.round} | {s.cold_s:.1f} | {s.rss_mib:.0f} | {s.allocated_mib:.0f} | "
-            f"{s.rss_after_mib:.0f} | {s.stats:,} | {u['p50']:.1f} | {u['p99']:.1f} |"
+            f"{s.memory.get('pageheap_free', 0):.0f} | {s.rss_after_mib:.0f} | {s.peak_mib:.0f} | {s.stats:,} | "
+            f"{u['p50']:.1f} | {u['p99']:.1f} | {s.cpu_ms_per_update:.1f} |"
         )
     variants = list(dict.fromkeys(s.variant for s in samples))
-    lines += ["", "| variant | RSS MiB (rounds) | update p50 ms | p99 | trials |", "|---|---|---|---|---|"]
+    lines += ["", "| variant | RSS MiB (rounds) | update p50 ms | p99 | trials | Envoy CPU ms/update (rounds) |"]
+    lines += ["|---|---|---|---|---|---|"]
     for v in variants:
         mine = [s for s in samples if s.variant == v]
         updates = [u for s in mine for u in s.updates]
         u = summary_ms(updates) if updates else {"p50": 0.0, "p99": 0.0}
         rss = ", ".join(f"{s.rss_mib:.0f}" for s in mine)
-        lines.append(f"| {v} | {rss} | {u['p50']:.1f} | {u['p99']:.1f} | {len(updates)} |")
+        cpu = ", ".join(f"{s.cpu_ms_per_update:.1f}" for s in mine)
+        lines.append(f"| {v} | {rss} | {u['p50']:.1f} | {u['p99']:.1f} | {len(updates)} | {cpu} |")
     return "\n".join(lines)
 
 
@@ -141,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="each round runs every variant once, in turn")
     p.add_argument("--trials", type=int, default=20, help="new Ingress+Service updates per Envoy")
     p.add_argument("--mode", choices=["delta", "sotw"], default="delta")
+    p.add_argument("--concurrency", type=int, default=2, help="Envoy worker threads (production: one per core)")
     p.add_argument("--settle", type=float, default=5.0, help="seconds between settled and reading RSS")
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--keep", action="store_true")
@@ -159,7 +222,22 @@ def main(argv: list[str] | None = None) -> int:
         next_index = args.n
         for rnd in range(1, args.rounds + 1):
             for variant in variants:
-                samples.append(measure(cp, root, variant, rnd, args.n, args, next_index))
+                k = partitions_of(variant)
+                # Another partition count needs its own control plane (same directory); it runs only
+                # while its Envoy is measured, so it does not load the other variants' updates.
+                own = None
+                if k:
+                    own = ControlPlane(root / "c1", root / f"meridian-{k}.log", ["--route-partitions", str(k)]).start()
+                try:
+                    if own is not None:
+                        wait_for(own.ready, timeout=600, interval=0.05, what="/readyz")
+                    samples.append(measure(own or cp, root, variant, rnd, args.n, args, next_index))
+                finally:
+                    if own is not None:
+                        nacks = own.metric("meridian_xds_nacks_total")
+                        own.stop()
+                        if nacks:
+                            raise RuntimeError(f"Envoy NACKed {nacks} responses; see {root}")
                 next_index += args.trials
                 print(json.dumps(samples[-1].__dict__ | {"updates": summary_ms(samples[-1].updates)}), flush=True)
         nacks = cp.metric("meridian_xds_nacks_total")
@@ -171,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         fleet.close()
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    facts = machine_facts() | {"load_avg": os.getloadavg(), "n": args.n, "mode": args.mode}
+    facts = machine_facts() | {"load_avg": os.getloadavg(), "n": args.n, "mode": args.mode,
+                               "concurrency": args.concurrency}  # fmt: skip
     print(json.dumps(facts))
     print(markdown(samples))
     if args.json:

@@ -16,6 +16,7 @@ from controlplane.controller import Controller, GatewayConfig
 from controlplane.history.service import HistoryService
 from controlplane.history.wiring import HistorySettings, start_history
 from controlplane.ingress.classes import ClassPolicy
+from controlplane.ir import CertificateSecret
 from controlplane.metrics import Metrics
 from controlplane.sources.files import FileSource
 from controlplane.store import ClusterRegistry, ClusterStore
@@ -45,6 +46,7 @@ class ServeOptions:
     http_port: int = 8080
     https_port: int = 8443
     public_https_port: int = 443  # the port in ssl-redirect Locations (omitted when 443)
+    default_ssl_certificate: tuple[str, str] | None = None  # (namespace, name) of the default certificate
     east_west_port: int = 15080
     ingress_classes: list[str] = field(default_factory=lambda: ["meridian"])
     watch_ingress_without_class: bool = False
@@ -92,6 +94,8 @@ class MeridianApp:
                 http_port=opts.http_port,
                 https_port=opts.https_port,
                 public_https_port=opts.public_https_port,
+                default_certificate=self._default_certificate_ref(),
+                generated_certificate=self._generated_certificate(),
                 east_west_port=opts.east_west_port,
                 classes=ClassPolicy(frozenset(opts.ingress_classes), opts.watch_ingress_without_class),
                 publish_address=opts.publish_address,
@@ -115,6 +119,31 @@ class MeridianApp:
         self._fully_built = False
         self._startup_gc: asyncio.Task[None] | None = None
         self.admin_port: int | None = None
+
+    def _default_certificate_ref(self) -> tuple[str, str] | None:
+        """--default-ssl-certificate; in Kubernetes mode without it, the Secret the leader creates in
+        Meridian's namespace if absent (an object every replica watches: one truth)."""
+        from controlplane.default_certificate import OWN_SECRET
+
+        if self.opts.default_ssl_certificate is None and not self.opts.clusters:
+            return (self.opts.namespace, OWN_SECRET)
+        return self.opts.default_ssl_certificate
+
+    def _generated_certificate(self) -> CertificateSecret | None:
+        """File mode: the self-signed default certificate kept in the state dir (the same after a
+        restart). Kubernetes mode: none, a per-process one would differ between replicas; the default
+        certificate is a Secret there (the chart's, or the one the leader creates)."""
+        if not self.opts.clusters:
+            return None
+        from controlplane.default_certificate import state_dir_certificate
+
+        try:
+            return state_dir_certificate(self.state_dir)
+        except OSError as exc:
+            raise SystemExit(
+                f"meridian: cannot keep the default certificate in {self.state_dir} ({exc.strerror or exc}); "
+                "pass --state-dir or --default-ssl-certificate"
+            ) from None
 
     def is_ready(self) -> bool:
         """Serving everything the sources hold: all synced, and (the first time) all of it built.
@@ -172,7 +201,9 @@ class MeridianApp:
             settings = KubeSettings(opts.kubeconfig, opts.cluster_id, status, knative)
             self.kube = KubeMode(settings, self.registry, self.metrics, self.controller.view, self.request_flush,
                                  fleet=lambda: self.xds.fleet_settled() if self.xds else (0, True),
-                                 acks=lambda: self.xds, pinned=lambda: self.history.pin is not None)  # fmt: skip
+                                 acks=lambda: self.xds, pinned=lambda: self.history.pin is not None,
+                                 own_default_certificate=None if opts.default_ssl_certificate else
+                                 self.controller.config.default_certificate)  # fmt: skip
             await self.kube.start()
         self.xds = self._xds_server()
         self.xds_port = await self.xds.start(self.opts.xds_address)

@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--public-https-port", type=int, default=443,
                    help="HTTPS port clients use, named in ssl-redirect Locations (omitted when 443)")  # fmt: skip
     s.add_argument("--east-west-port", type=int, default=15080)
+    s.add_argument("--default-ssl-certificate", type=_secret_ref, default=None, metavar="NAMESPACE/NAME",
+                   help="TLS Secret (primary cluster) served to hosts without a usable certificate of their own and "
+                   "to unknown SNI, as ingress-nginx's flag (default: a generated self-signed certificate, kept in "
+                   "--state-dir in file mode; in Kubernetes mode the Secret meridian-default-certificate in "
+                   "--namespace, which the leader creates if absent)")  # fmt: skip
     s.add_argument(
         "--ingress-class",
         action="append",
@@ -123,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-f", "--filename", action="append", required=True, metavar="PATH")
     t.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     t.add_argument("--report", action="store_true", help="print what was converted, warned, rejected")
+    t.add_argument("--default-ssl-certificate", type=_secret_ref, default=None, metavar="NAMESPACE/NAME",
+                   help="a TLS Secret of the manifests served as the default certificate (as `serve`; without it "
+                   "the output has no default certificate)")  # fmt: skip
     t.add_argument("--to", choices=["envoy", "gateway-api"], default="envoy",
                    help="envoy: the Envoy resources (default); gateway-api: Gateway API objects for the Ingresses")
     t.add_argument("--verify", action="store_true",
@@ -203,6 +211,15 @@ def _partitions(text: str) -> int | None:
     return n
 
 
+def _secret_ref(text: str) -> tuple[str, str]:
+    from controlplane.default_certificate import parse_secret_ref
+
+    try:
+        return parse_secret_ref(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _check_xds_flags(args: argparse.Namespace) -> str | None:
     given = [f for f in ("xds_cert", "xds_key", "xds_ca") if getattr(args, f)]
     if args.xds_insecure and given:
@@ -228,6 +245,7 @@ def serve_options(args: argparse.Namespace) -> ServeOptions:
         http_port=args.http_port,
         https_port=args.https_port,
         public_https_port=args.public_https_port,
+        default_ssl_certificate=args.default_ssl_certificate,
         east_west_port=args.east_west_port,
         ingress_classes=args.ingress_class or ["meridian"],
         watch_ingress_without_class=args.watch_ingress_without_class,
@@ -322,7 +340,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
     )
     if args.to == "gateway-api":
         return _to_gateway_api(GatewayConfig(classes=classes), args)
-    compiled = translate_paths(args.filename, GatewayConfig(classes=classes))
+    config = GatewayConfig(classes=classes, default_certificate=args.default_ssl_certificate)
+    compiled = translate_paths(args.filename, config)
     if args.report:
         sys.stdout.write(format_report(compiled.reports))
         return 0

@@ -156,7 +156,10 @@ class _Frontend:
                 sds = f"{cluster}/{ns}/{name}"
                 certs[sds] = CertificateSecret(sds, chain, key)
         tls_irs = [ir for ir in served if ir.tls or registry.passes_tls_through(ir.annotations)]
-        plan = self.plan = plan_tls(tls_irs, certs)
+        default = self.config.default_certificate_name(self.primary, certs)
+        if default is not None and default not in certs and self.config.generated_certificate is not None:
+            certs[default] = self.config.generated_certificate
+        plan = self.plan = plan_tls(tls_irs, certs, default, lambda name: certs[name].cert_chain)
         # Gateway API: its routes per host, and its HTTPS listeners' certificates (hosts no Ingress binds);
         # such a certificate is the host's TLS for an Ingress's ssl-redirect too.
         self.gateway_api = gateway_api(self.by_kind, self.services, self.config, self._secret)
@@ -214,7 +217,7 @@ class _Frontend:
             passthrough=tuple(passthrough),
             clusters=clusters,
             endpoints=endpoints,
-            secrets=tuple(certs[name] for name in sorted(set(plan.certs.values()))),
+            secrets=tuple(certs[name] for name in sorted(set(plan.certs.values()) | ({default} if default else set()))),
             route_partitions=self.config.route_partitions,
         )
 

@@ -89,7 +89,7 @@ class Controller:
         self.knative = KnativeState(self.registry, self.services, self._get_secret, self.ingresses.variants)
         self.hosts.gateway = lambda host: combine(self.gateway_api.entries(host), self.knative.entries(host))
         self.backends = ServiceBackends(self.services, self.ingresses.variants)
-        self.tls_state = TlsState(self._get_secret, self.certificates)
+        self.tls_state = TlsState(self._get_secret, self.certificates, self.config, self.registry.primary_id)
         self._listener_inputs: tuple[Any, ...] | None = None
         self.alias_plan: AliasPlan = {}  # server-alias names of every host (ingress/aliases.py)
 
@@ -232,7 +232,8 @@ class Controller:
         hosts |= kn_hosts
         # A cluster-local host takes its names over from the Service of the same name on east-west.
         dirty_svc |= {key for h in kn_local if (key := claimed_service(h)) is not None}
-        if dirty_secrets or ing.deps.tls_dirty or gw_tls or kn_tls:  # the TLS plan: a Secret or a TLS binding changed
+        # The TLS plan: a Secret or a TLS binding changed (or none was planned yet: the default certificate).
+        if dirty_secrets or ing.deps.tls_dirty or gw_tls or kn_tls or not self.tls_state.built:
             ing.deps.tls_dirty = False
             published = self.cache.get(rt.SECRET).resources
             hosts |= self.tls_state.rebuild(changes, dirty_secrets, ing.served_with_tls(), published,

@@ -41,10 +41,14 @@ class KubeMode:
         fleet: Callable[[], tuple[int, bool]] = lambda: (0, True),
         acks: Callable[[], FleetAcks | None] = lambda: None,
         pinned: Callable[[], bool] = lambda: False,
+        own_default_certificate: tuple[str, str] | None = None,
     ) -> None:
         self.fleet = fleet  # (gateways connected, all ACKed the current routes): Gateway `Programmed`
         self.acks = acks  # which connected gateways ACKed which versions: KIngress `LoadBalancerReady`
         self.pinned = pinned  # a rollback pin holds the served configuration
+        # Without --default-ssl-certificate: the Secret the leader creates if absent (default_certificate.py).
+        self.own_default_certificate = own_default_certificate
+        self._ensure_task: asyncio.Task[None] | None = None
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
@@ -95,10 +99,23 @@ class KubeMode:
         await writer.start()
 
     def _leadership(self, leading: bool) -> None:
+        if leading and self.own_default_certificate is not None and self._ensure_task is None:
+            self._ensure_task = asyncio.get_running_loop().create_task(self._ensure_default_certificate())
         if leading and self.gateway_status is not None:
             self.gateway_status.kick()
         if leading and self.knative_status is not None:
             self.knative_status.kick()
+
+    async def _ensure_default_certificate(self) -> None:
+        from controlplane.default_certificate import create_secret_if_absent
+
+        assert self.own_default_certificate is not None
+        try:
+            await asyncio.to_thread(create_secret_if_absent, self.api, *self.own_default_certificate)
+        except Exception as exc:  # no default certificate until it exists; the next leadership retries
+            log.warning("cannot create the default certificate Secret %s/%s: %s", *self.own_default_certificate, exc)
+        finally:
+            self._ensure_task = None
 
     async def _flush_when_synced(self) -> None:
         # Readiness needs a snapshot built after the initial lists, even if they were empty.
@@ -111,6 +128,8 @@ class KubeMode:
     async def stop(self) -> None:
         if self._sync_task is not None:
             self._sync_task.cancel()
+        if self._ensure_task is not None:
+            self._ensure_task.cancel()
         if self.gateway_status is not None:
             await self.gateway_status.stop()
         if self.knative_status is not None:

@@ -2,8 +2,9 @@
 
 Each directory under tests/golden/cases/ holds `input.yaml` (one cluster, id "local") or
 `clusters/<id>/*.yaml` (several clusters; the first id in sorted order is the primary), an optional
-`config.yaml` (`classes: [names]`, `watch_without_class: bool`, `route_partitions: N`; without it every Ingress is
-translated, as `meridian translate` does), and the expected outputs:
+`config.yaml` (`classes: [names]`, `watch_without_class: bool`, `route_partitions: N`,
+`default_ssl_certificate: NS/NAME`; without it every Ingress is translated, as `meridian translate` does),
+and the expected outputs:
 
 - `ir.yaml`: the GatewayIR that `compile` builds from the manifests (stage 1, readable);
 - `expected.yaml`: snapshot_dict of the Envoy resources translated from `ir.yaml` as read back
@@ -30,6 +31,7 @@ import yaml
 from controlplane.compile import Compiled
 from controlplane.config import GatewayConfig
 from controlplane.controller import Controller
+from controlplane.default_certificate import parse_secret_ref
 from controlplane.ingress.classes import ClassPolicy
 from controlplane.ir.gateway import GatewayIR
 from controlplane.ir.serialize import from_data, to_data
@@ -51,11 +53,13 @@ def case_config(case: Path) -> GatewayConfig:
     if not cfg_file.exists():
         return GatewayConfig(classes=ClassPolicy(frozenset(), watch_without_class=True, accept_all=True))
     cfg = yaml.safe_load(cfg_file.read_text()) or {}
+    default_cert = cfg.get("default_ssl_certificate")
     return GatewayConfig(
         classes=ClassPolicy(
             frozenset(cfg.get("classes") or ()), watch_without_class=bool(cfg.get("watch_without_class"))
         ),
         route_partitions=cfg.get("route_partitions"),
+        default_certificate=parse_secret_ref(default_cert) if default_cert else None,
     )
 
 

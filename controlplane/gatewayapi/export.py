@@ -94,8 +94,14 @@ def _redirect(url: str, code: int, export: Export | None = None, ref: IngressRef
         r["scheme"] = parts.scheme
     if parts.hostname:
         r["hostname"] = parts.hostname
-    if parts.port:
-        r["port"] = parts.port
+    try:
+        port = parts.port
+    except ValueError:  # permanent-redirect `http://h:x` is sent as written; Gateway API has no such port
+        port = None
+        if export is not None and ref is not None:
+            export.note(ref, "unsupported", "redirect", f"to {url}: its port is not a number; left out")
+    if port:
+        r["port"] = port
     r["path"] = {"type": "ReplaceFullPath", "replaceFullPath": parts.path or "/"}
     return {"type": "RequestRedirect", "requestRedirect": r}
 
@@ -243,12 +249,17 @@ def export_gateway_api(
     export = Export(ingresses=ingresses or {})
     tls: dict[str, tuple[str, str]] = {}  # host -> the certificate Secret (namespace, name)
     for t in tls_hosts:
+        parts = t.secret.split("/", 2)
+        if len(parts) != 3:  # the generated default certificate is no Secret a Gateway could name
+            continue
         for h in t.hosts:
-            tls[h] = tuple(t.secret.split("/", 2)[1:])  # type: ignore[assignment]
+            if h != "*":  # the default certificate's catch-all chain: no listener hostname
+                tls[h] = (parts[1], parts[2])
     for ref, ir in sorted(irs.items()):
         for b in ir.tls if ir.served else ():
             for h in b.hosts:
-                if b.secret is None and h not in tls:  # still a TLS host (ssl-redirect): its listener waits
+                # still a TLS host (ssl-redirect): its listener waits
+                if b.secret is None and h not in tls and b.secret_ref[2]:
                     tls[h] = (b.secret_ref[1], b.secret_ref[2])
                     export.note(ref, "warning", b.location or "tls", f"Secret {b.secret_ref[1]}/{b.secret_ref[2]} "
                                 f"{b.problem or 'is not usable'}: the HTTPS listener for {h} names it and serves "

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from controlplane.ir import DirectResponse, Forward, IngressRef, Redirect, Route, VirtualHost
 from controlplane.ir.policies import HostRewrite, PathRewrite, RewriteTarget, UrlRedirect
@@ -76,12 +76,20 @@ def _location(scheme: str, host: str, port: int | None, path: str) -> str:
     return f"{scheme}://{host}{shown}{path or '/'}"
 
 
+def _port(parts: SplitResult) -> int | None:
+    """The URL's port; None when it is not a number (permanent-redirect `http://h:x` is sent as written)."""
+    try:
+        return parts.port
+    except ValueError:
+        return None
+
+
 def redirect_location(route: Route, probe: Probe) -> tuple[int, str] | None:
     """(code, Location) a redirecting route answers `probe` with (the request's own port omitted)."""
     url = route.policy(UrlRedirect)
     if url is not None:
         parts = urlsplit(url.url)
-        return url.code, _location(parts.scheme or "http", parts.hostname or probe.host, parts.port, parts.path)
+        return url.code, _location(parts.scheme or "http", parts.hostname or probe.host, _port(parts), parts.path)
     a = route.action
     if not isinstance(a, Redirect):
         return None

@@ -311,10 +311,12 @@ def build_ingress(
             continue
         hosts = tuple(sorted({normalize_host(h) for h in entry.get("hosts") or [] if normalize_host(h)}))
         name = entry.get("secretName")
-        if not hosts:
+        if not hosts and not name:
+            # ingress-nginx: no certificate to match the rule hosts against; they get the default one
+            tls.append(TlsBinding((), None, (ref.cluster, ref.namespace, ""), None, f"tls[{i}]"))
             continue
-        if not name:
-            findings.append(Finding("warning", f"tls[{i}]", "no secretName; hosts served over plain HTTP"))
+        if not name:  # ingress-nginx serves these hosts the default certificate (reported by ingress/tls.py)
+            tls.append(TlsBinding(hosts, None, (ref.cluster, ref.namespace, ""), "no secretName", f"tls[{i}]"))
             continue
         secret_ref = (ref.cluster, ref.namespace, str(name))
         secret = _record_secret(lookups, *secret_ref)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+import functools
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.x509.oid import NameOID
 
 
 def _field(secret: Mapping[str, Any], key: str) -> bytes | None:
@@ -65,3 +67,28 @@ def decode_ca_bundle(secret: Mapping[str, Any]) -> bytes:
 def secret_bytes(secret: Mapping[str, Any], key: str) -> bytes | None:
     """Raw decoded value of a Secret key (data or stringData)."""
     return _field(secret, key)
+
+
+@functools.lru_cache(maxsize=4096)
+def certificate_names(chain: bytes) -> frozenset[str]:
+    """The DNS names the leaf certificate of a PEM chain is for (SANs; its CN when it has none, as
+    ingress-nginx's verifyHostname falls back to), lower-cased. Cached: a chain's names never change."""
+    try:
+        cert = x509.load_pem_x509_certificates(chain)[0]
+    except (ValueError, IndexError):
+        return frozenset()
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = [str(n) for n in san.get_values_for_type(x509.DNSName)]
+    except x509.ExtensionNotFound:
+        names = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return frozenset(n.lower().rstrip(".") for n in names)
+
+
+def covers(names: Collection[str], host: str) -> bool:
+    """Whether a certificate for `names` is valid for `host` (a wildcard covers exactly one label)."""
+    host = host.lower()
+    if host in names:
+        return True
+    _first, dot, parent = host.partition(".")
+    return bool(dot) and not host.startswith("*.") and f"*.{parent}" in names

@@ -6,14 +6,18 @@ oldest Ingress naming a host wins it; ssl-passthrough hosts are never terminated
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 
 from controlplane.ingress import registry
 from controlplane.ingress.convert import IngressIR
+from controlplane.ingress.secrets import certificate_names, covers
 from controlplane.ir import Finding, Passthrough, TlsHost
 from controlplane.ir.names import secret_name
 from controlplane.ir.policies import TlsPolicy
+
+# A filter chain without server names: any SNI no other chain names, and none (translate.listeners.CATCH_ALL).
+CATCH_ALL = "*"
 
 
 @dataclass(frozen=True)
@@ -21,11 +25,17 @@ class TlsPlan:
     certs: dict[str, str] = field(default_factory=dict)  # host -> SDS secret name
     policies: dict[str, tuple[TlsPolicy, ...]] = field(default_factory=dict)  # host -> TLS policies
     passthrough: dict[str, str] = field(default_factory=dict)  # host -> cluster
+    default: str | None = None  # SDS name of the default certificate, when there is one
 
     def chains(self) -> tuple[list[TlsHost], list[Passthrough]]:
-        """One filter chain per (certificate, TLS policies), and one per passthrough cluster."""
+        """One filter chain per (certificate, TLS policies), and one per passthrough cluster. The
+        default certificate also answers any SNI (and none) no other chain names, as ingress-nginx's
+        default server on 443 does, unless a Gateway API listener without a hostname holds that."""
         grouped: dict[tuple[str, tuple[TlsPolicy, ...]], list[str]] = {}
-        for host, secret in sorted(self.certs.items()):
+        certs = dict(self.certs)
+        if self.default is not None:
+            certs.setdefault(CATCH_ALL, self.default)
+        for host, secret in sorted(certs.items()):
             grouped.setdefault((secret, self.policies.get(host, ())), []).append(host)
         tls_hosts = [
             TlsHost(tuple(hosts), secret, policies)
@@ -37,12 +47,29 @@ class TlsPlan:
         return tls_hosts, [Passthrough(tuple(h), c) for c, h in sorted(by_cluster.items())]
 
 
-def plan_tls(ordered: Iterable[IngressIR], usable: Container[str]) -> TlsPlan:
-    """`ordered`: served Ingresses with TLS or passthrough, oldest first; `usable`: good certificates.
+def plan_tls(
+    ordered: Iterable[IngressIR],
+    usable: Container[str],
+    default: str | None = None,
+    chain_of: Callable[[str], bytes] | None = None,
+) -> TlsPlan:
+    """`ordered`: served Ingresses with TLS or passthrough, oldest first; `usable`: good certificates;
+    `default`: the default certificate's SDS name, if any; `chain_of`: a usable certificate's PEM chain
+    (for the hosts a TLS Ingress does not list: the certificate whose names cover them).
 
-    A binding whose Secret is broken now still names the last good certificate of that Secret.
+    A binding whose Secret is broken now still names the last good certificate of that Secret. A host
+    whose binding has no usable certificate (Secret missing, invalid, or no secretName) gets the default
+    certificate, as in ingress-nginx, unless another Ingress gives it a certificate of its own (there
+    the oldest Ingress's default would win; a real certificate winning is deliberate).
     """
-    plan = TlsPlan()
+    ordered = list(ordered)
+    plan = TlsPlan(default=default)
+
+    def bind(host: str, name: str, ir: IngressIR) -> None:
+        if host not in plan.certs:
+            plan.certs[host] = name
+            plan.policies[host] = ir.annotations.tls
+
     for ir in ordered:
         if registry.passes_tls_through(ir.annotations):
             for rule in ir.rules:
@@ -51,12 +78,30 @@ def plan_tls(ordered: Iterable[IngressIR], usable: Container[str]) -> TlsPlan:
                     plan.passthrough.setdefault(rule.host, str(rule.backend.base))
         for binding in ir.tls:
             name = binding.secret or secret_name(*binding.secret_ref)
-            if name not in usable:
-                continue
-            for host in binding.hosts:
-                if host not in plan.certs:
-                    plan.certs[host] = name
-                    plan.policies[host] = ir.annotations.tls
+            if name in usable:
+                for host in binding.hosts:
+                    bind(host, name, ir)
+    # ingress-nginx's extractTLSSecretName: a rule host no tls entry of its Ingress lists gets the
+    # first of that Ingress's certificates whose names cover it (a `tls:` entry without hosts, a wildcard).
+    if chain_of is not None:
+        for ir in ordered:
+            listed = {h for b in ir.tls for h in b.hosts}
+            names = [(n, certificate_names(chain_of(n))) for b in ir.tls
+                     if (n := b.secret or secret_name(*b.secret_ref)) in usable]  # fmt: skip
+            for host in sorted({r.host for r in ir.rules if r.host} - listed) if names else ():
+                match = next((n for n, covered in names if covers(covered, host)), None)
+                if match is not None:
+                    bind(host, match, ir)
+    if default is not None:
+        for ir in ordered:
+            for binding in ir.tls:
+                if (binding.secret or secret_name(*binding.secret_ref)) not in usable:
+                    for host in binding.hosts:
+                        bind(host, default, ir)
+            if ir.tls:  # any other host of an Ingress with a TLS section: the default, as in ingress-nginx
+                for rule in ir.rules:
+                    if rule.host:
+                        bind(rule.host, default, ir)
     for host in plan.passthrough:
         plan.certs.pop(host, None)
         plan.policies.pop(host, None)
@@ -67,9 +112,10 @@ def tls_findings(ir: IngressIR, plan: TlsPlan, usable: Container[str]) -> list[F
     """What each missing or unusable TLS Secret of `ir` means for its hosts right now.
 
     Computed when reported, not when built: it depends on other Ingresses (one may give the host a
-    certificate) and on whether a last good certificate is kept (`usable`). A host with no
-    certificate is served as ingress-nginx serves a host without one: no HTTPS filter chain for it
-    and no ssl-redirect (that needs a certificate for the host); force-ssl-redirect still redirects.
+    certificate), on whether a last good certificate is kept (`usable`) and on the default
+    certificate. A host without a certificate of its own is served with the default certificate, as
+    in ingress-nginx (HTTPS, and ssl-redirect to it); only with no default certificate at all
+    (Kubernetes mode before its Secret exists) does it stay plain HTTP.
     """
     out: list[Finding] = []
     # ssl-redirect's hook: does this Ingress redirect plain HTTP even for a host without TLS?
@@ -78,18 +124,31 @@ def tls_findings(ir: IngressIR, plan: TlsPlan, usable: Container[str]) -> list[F
         if binding.problem is None:
             continue
         _cluster, namespace, name = binding.secret_ref
-        what = f"secret {namespace}/{name}: {binding.problem}"
-        if secret_name(*binding.secret_ref) in usable:
+        what = f"secret {namespace}/{name}: {binding.problem}" if name else binding.problem
+        if name and secret_name(*binding.secret_ref) in usable:
             out.append(Finding("warning", binding.location,
                                f"{what}; its last good certificate is still served until the Secret is fixed or "
                                "deleted"))  # fmt: skip
             continue
+        if not binding.hosts:  # a tls entry without hosts: its certificate would serve the hosts it covers
+            fate = "served with the default certificate" if plan.default else "served over plain HTTP only"
+            out.append(Finding("warning", binding.location, f"{what}; the hosts it would cover are {fate}"))
+            continue
+        defaulted = [h for h in binding.hosts if plan.default is not None and plan.certs.get(h) == plan.default]
+        other = [h for h in binding.hosts if h in plan.certs and h not in defaulted]
         bare = [h for h in binding.hosts if h not in plan.certs and h not in plan.passthrough]
-        if not bare:
-            message = f"{what}; its hosts are served with another Ingress's certificate"
-        else:
-            message = f"{what}; no certificate for {', '.join(bare)}: served over plain HTTP only"
+        clauses = []
+        if defaulted:
+            clauses.append(f"{', '.join(defaulted)} served with the default certificate ({plan.default}) "
+                           "until it is fixed")  # fmt: skip
+        if other:
+            clauses.append(f"{', '.join(other)} served with another Ingress's certificate")
+        if bare:
+            clause = f"no certificate for {', '.join(bare)}: served over plain HTTP only"
             if force:
-                message += " (force-ssl-redirect still redirects them to HTTPS, which has no certificate for them)"
-        out.append(Finding("warning", binding.location, message))
+                clause += " (force-ssl-redirect still redirects them to HTTPS, which has no certificate for them)"
+            clauses.append(clause)
+        if not clauses:  # every host passes TLS through
+            continue
+        out.append(Finding("warning", binding.location, f"{what}; {'; '.join(clauses)}"))
     return out

@@ -117,7 +117,7 @@ def complete(objects: Mapping[str, list[KubeObject]], irs: Mapping[Any, IngressI
     for ir in irs.values():
         for binding in ir.tls:
             _cluster, ns, name = binding.secret_ref
-            if (ns, name) not in secrets:
+            if name and binding.hosts and (ns, name) not in secrets:
                 wanted.setdefault((ns, name), set()).update(binding.hosts)
     for (ns, name), hosts in sorted(wanted.items()):
         out.setdefault(SECRET, []).append(throwaway_tls_secret(ns, name, sorted(hosts)))

@@ -252,6 +252,8 @@ def test_replay_tells_weighted_splits_apart(tmp_path: Path) -> None:
                                 .split("---")[1])  # fmt: skip
         canary["metadata"]["name"] = "web-v2"
         canary["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] = "v2"
+        for ing in (*ings, canary):  # plain HTTP probes: no tls (its missing Secret would redirect them)
+            del ing["spec"]["tls"]
         return [*svcs, *slices, *ings, canary]
 
     quiet_logs()

@@ -2,8 +2,9 @@
 
 Certificates come over SDS, so a rotation must reach new handshakes without a restart and without
 dropping a keep-alive connection opened before it; an invalid replacement keeps the previous
-certificate; a host whose Secret never existed is plain HTTP only; a deleted Secret stops being
-served (no HTTPS, no ssl-redirect to it; force-ssl-redirect still redirects, as in ingress-nginx).
+certificate; a host whose Secret never existed is served with the default certificate (and
+redirected to it, as in ingress-nginx); a deleted Secret stops being served: its hosts fall back to
+the default certificate (test_default_certificate.py has the rest).
 """
 
 from __future__ import annotations
@@ -101,12 +102,17 @@ def test_sni_rotation_invalid_and_missing_secrets(gw: Gateway) -> None:
     r = https(gw, "b.example.com")
     assert r.status == 200 and serial(r) == certs["b"].x509.serial_number
 
-    # A host whose Secret never existed: reported, served over plain HTTP only.
+    # A host whose Secret never existed: reported, served with the default certificate (which this
+    # CA did not sign: the handshake fails verification) and redirected to HTTPS.
     gw.backend("c")
     gw.write("ing-c.yaml", [tls_ingress("c", "c.example.com", "never-created")])
-    gw.wait_served_by("c.example.com", "/", "c")  # plain HTTP, no redirect
     rep = gw.wait_report("c", lambda r: bool(r["warnings"]))
-    assert any("never-created: not found" in w and "plain HTTP" in w for w in rep["warnings"]), rep
+    assert any("never-created: not found" in w and "default certificate" in w for w in rep["warnings"]), rep
+    gw.wait_status("c.example.com", "/", 308)
+    r = wait_until(lambda: (x := request("GET", gw.https_port, "/", host="c.example.com", tls=True)).status == 200
+                   and x, timeout=15, message="c never served with the default certificate")  # fmt: skip
+    assert r.json()["service"] == "c" and r.peer_certificate.serial_number not in (  # type: ignore[union-attr]
+        certs["a"].x509.serial_number, certs["b"].x509.serial_number, rotated.x509.serial_number)
     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
         https(gw, "c.example.com")
 
@@ -133,22 +139,25 @@ def test_deleted_secret_stops_being_served(gw: Gateway) -> None:
 
     gw.remove("secret-del.yaml")
     gw.remove("secret-forced.yaml")
-    # ssl-redirect (the default) needs a certificate for the host: plain HTTP is served again.
-    gw.wait_served_by("del.example.com", "/", "del")
+    # The certificates are no longer served: the hosts fall back to the default certificate (not
+    # signed by this CA), still redirected to HTTPS, as in ingress-nginx.
     gw.wait_converged()
     for h in ("del", "forced"):
+        wait_until(lambda h=h: request("GET", gw.https_port, "/", host=f"{h}.example.com", tls=True)
+                   .peer_certificate.serial_number != certs[h].x509.serial_number,  # type: ignore[union-attr]
+                   timeout=15, message=f"{h}'s deleted certificate still served")  # fmt: skip
         with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
             https(gw, f"{h}.example.com")
-    # force-ssl-redirect redirects whatever the certificate, as ingress-nginx does.
-    assert gw.get("forced.example.com", "/").status == 308
+        assert gw.get(f"{h}.example.com", "/").status == 308
     sds = gw.admin("/debug/snapshot")["types"]["SDS"]["resources"]
     assert "c1/default/del-tls" not in sds and "c1/default/forced-tls" not in sds, sds
     rep = gw.wait_report("del", lambda r: any("del-tls: not found" in w for w in r["warnings"]))
-    assert any("plain HTTP only" in w for w in rep["warnings"]), rep
+    assert any("served with the default certificate" in w for w in rep["warnings"]), rep
     rep = gw.wait_report("forced", lambda r: any("forced-tls: not found" in w for w in r["warnings"]))
-    assert any("force-ssl-redirect still redirects" in w for w in rep["warnings"]), rep
+    assert any("served with the default certificate" in w for w in rep["warnings"]), rep
 
     # The Secret back: served again, no restart.
     gw.write("secret-del.yaml", [tls_secret("del-tls", "default", certs["del"].cert, certs["del"].key)])
-    wait_until(lambda: gw.get("del.example.com", "/").status == 308, timeout=15, message="redirect never back")
-    assert serial(https(gw, "del.example.com")) == certs["del"].x509.serial_number
+    wait_until(lambda: serial(https(gw, "del.example.com")) == certs["del"].x509.serial_number, timeout=15,
+               message="certificate never back")  # fmt: skip
+    assert gw.get("del.example.com", "/").status == 308

@@ -33,6 +33,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from controlplane.bootstrap import XdsClientTls, local_client_tls, render_bootstrap
+from controlplane.default_certificate import GENERATED_NAME, KEY_FILE
 from controlplane.devtools.echo import EchoFleet
 from controlplane.devtools.envoy_proc import EnvoyProcess
 from controlplane.xds.localca import LocalCA
@@ -178,8 +179,9 @@ def test_client_certificates_authenticate_and_authorize(make_gateway, tmp_path: 
 def test_keys_reach_only_authenticated_clients(make_gateway) -> None:
     secure = make_gateway(envoy=False).start()
     site_key, upstream_key = write_tls_site(secure)
-    wait_until(lambda: resource_names(secure, "SDS") and resource_names(secure, "CDS"), timeout=20,
-               message="secret not built")  # fmt: skip
+    # (the generated default certificate is there from the start: wait for the site's own)
+    wait_until(lambda: set(resource_names(secure, "SDS")) - {GENERATED_NAME} and resource_names(secure, "CDS"),
+               timeout=20, message="secret not built")  # fmt: skip
     secrets = resource_names(secure, "SDS")
     issued = LocalCA(secure.state_dir).client(GROUP)
     creds = grpc.ssl_channel_credentials(issued.ca.read_bytes(), issued.key.read_bytes(), issued.cert.read_bytes())
@@ -198,14 +200,16 @@ def test_keys_reach_only_authenticated_clients(make_gateway) -> None:
 
     insecure = make_gateway(envoy=False, serve_args=("--watch-ingress-without-class", "--xds-insecure")).start()
     site_key, upstream_key = write_tls_site(insecure)
-    wait_until(lambda: resource_names(insecure, "SDS"), timeout=20, message="secret not built")
+    wait_until(lambda: set(resource_names(insecure, "SDS")) - {GENERATED_NAME}, timeout=20, message="secret not built")
+    assert GENERATED_NAME in resource_names(insecure, "SDS")  # the default certificate's key is withheld too
     secret_resp = ads_fetch(insecure.xds_port, SECRET, resource_names(insecure, "SDS"))
     cluster_resp = ads_fetch(insecure.xds_port, CLUSTER)
     assert secret_resp.resources and b"BEGIN CERTIFICATE" in secret_resp.SerializeToString()  # the chain is there
     assert any(b"UpstreamTlsContext" in r.value for r in cluster_resp.resources)  # the TLS cluster is there
     for resp in (secret_resp, cluster_resp):
         raw = resp.SerializeToString()
-        for needle in key_needles(site_key) + key_needles(upstream_key):
+        default_key = (insecure.state_dir / KEY_FILE).read_bytes()
+        for needle in key_needles(site_key) + key_needles(upstream_key) + key_needles(default_key):
             assert needle not in raw
 
 

@@ -79,6 +79,13 @@ def test_redirect_codes_and_precedence() -> None:
     p = parse({"temporal-redirect": "http://t.example.com/", "temporal-redirect-code": "308"})
     assert p.get(UrlRedirect).code == 302  # 308 is outside 300-307: default
     assert parse({"permanent-redirect": "not a url"}).get(UrlRedirect) is None
+    # ingress-nginx runs no url.Parse on permanent-redirect: a port that is not a number is sent as written.
+    p = parse({"permanent-redirect": "http://h:x"})
+    assert p.get(UrlRedirect) == UrlRedirect("http://h:x", 301) and levels(p, "permanent-redirect") == ["converted"]
+    assert route_pb(p).response_headers_to_add[0].header.value == "http://h:x"
+    # temporal-redirect is checked with isValidURL (Go's url.Parse): the same value is no redirect at all.
+    p = parse({"temporal-redirect": "http://h:x"})
+    assert p.get(UrlRedirect) is None and levels(p, "temporal-redirect") == ["warning"]
 
 
 def test_redirect_route_and_app_root() -> None:

@@ -156,6 +156,7 @@ def test_default_render_has_every_object(default: Objects) -> None:
         ("Secret", "meridian-xds-ca"),
         ("Secret", "meridian-xds-server"),
         ("Secret", "meridian-gateway-xds-client"),
+        ("Secret", "meridian-default-certificate"),
         ("ServiceAccount", "meridian-gateway"),
     }
 
@@ -247,6 +248,7 @@ def test_controlplane_deployment_defaults(default: Objects) -> None:
         "--https-port", "443",
         "--public-https-port", "443",
         "--east-west-port", "15080",
+        "--default-ssl-certificate", "meridian-system/meridian-default-certificate",
         "--xds-cert", "/etc/meridian/xds/tls.crt",
         "--xds-key", "/etc/meridian/xds/tls.key",
         "--xds-ca", "/etc/meridian/xds/ca.crt",
@@ -518,7 +520,8 @@ def test_ingress_class(default: Objects, custom: Objects) -> None:
 
 
 def test_remote_cluster_secret(custom: Objects, default: Objects) -> None:
-    assert not [k for k in default if k[0] == "Secret" and "-xds-" not in k[1] and k[1] != "meridian-admin-token"]
+    assert not [k for k in default if k[0] == "Secret" and "-xds-" not in k[1]
+                and k[1] not in ("meridian-admin-token", "meridian-default-certificate")]  # fmt: skip
     secret = custom[("Secret", "edge-meridian-remote-clusters")]
     assert secret["metadata"]["namespace"] == "gw"
     assert secret["metadata"]["labels"]["meridian.io/cluster"] == "true"
@@ -544,6 +547,7 @@ def test_remote_cluster_secret(custom: Objects, default: Objects) -> None:
         ({"controlPlane": {"tmpSizeLimit": "lots"}}, "does not match pattern"),
         ({"gateway": {"xdsApi": "grpc"}}, "value must be one of"),
         ({"gateway": {"envoyStats": "none"}}, "value must be one of"),
+        ({"defaultSslCertificate": "no-namespace"}, "does not match pattern"),
     ],
 )
 def test_bad_values_fail_the_render(values: dict[str, Any], message: str) -> None:
@@ -865,7 +869,8 @@ def test_cert_manager_mode_issues_the_same_secrets() -> None:
         {"group": "meridian-gateway", "identity": "system:serviceaccount:edge:envoy"}]}}  # fmt: skip
     objs = _objects(_render(values, "meridian", "meridian-system"))
     # cert-manager writes the xDS Secrets; the admin token's is the chart's own either way
-    assert [k for k in objs if k[0] == "Secret"] == [("Secret", "meridian-admin-token")]
+    assert {k for k in objs if k[0] == "Secret"} == {("Secret", "meridian-admin-token"),
+                                                     ("Secret", "meridian-default-certificate")}
     assert ("Issuer", "meridian-xds-selfsigned") in objs and ("Issuer", "meridian-xds-ca") in objs
     assert objs[("Certificate", "meridian-xds-ca")]["spec"]["isCA"] is True
     server = objs[("Certificate", "meridian-xds-server")]["spec"]
@@ -938,3 +943,29 @@ def test_knative_custom_names(custom: Objects) -> None:
     args = _container(custom, "edge-meridian")["args"]
     assert args[args.index("--knative-private-service") + 1] == "edge-meridian-gateway-local.gw.svc.corp.internal"
     assert custom[("Service", "edge-meridian-gateway-local")]["metadata"]["namespace"] == "gw"
+
+
+def test_chart_generates_one_default_certificate_meridian_accepts(default: Objects) -> None:
+    """No defaultSslCertificate: one self-signed Secret with ingress-nginx's fake certificate subject,
+    named by --default-ssl-certificate, so every replica serves the same default certificate."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    from controlplane.default_certificate import FAKE_CERTIFICATE_CN
+    from controlplane.ingress.secrets import decode_tls_secret
+
+    secret = default[("Secret", "meridian-default-certificate")]
+    assert secret["type"] == "kubernetes.io/tls"  # what Meridian's Secret watch lists
+    assert secret["metadata"]["namespace"] == "meridian-system"
+    cert, _key = decode_tls_secret(secret)  # the key matches the certificate
+    subject = x509.load_pem_x509_certificate(cert).subject
+    assert subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == FAKE_CERTIFICATE_CN
+    args = _container(default, "meridian")["args"]
+    assert args[args.index("--default-ssl-certificate") + 1] == "meridian-system/meridian-default-certificate"
+
+
+def test_default_ssl_certificate_value_names_your_secret() -> None:
+    objs = _objects(_render({"defaultSslCertificate": "certs/wildcard"}, "meridian", "meridian-system"))
+    assert ("Secret", "meridian-default-certificate") not in objs
+    args = _container(objs, "meridian")["args"]
+    assert args[args.index("--default-ssl-certificate") + 1] == "certs/wildcard"

@@ -219,14 +219,17 @@ def test_canary_weight_and_header_routes() -> None:
         ("foo(", "invalid"),
         ("(a)\\2", "invalid"),  # no group 2
         ("\\u0041(a)\\1", "invalid"),  # PCRE refuses \u
-        ("\\h(a)\\1", "unsupported"),  # PCRE-only escape
-        ("[[:alpha:]](a)\\1", "unsupported"),
-        ("a{,3}\\1", "unsupported"),
-        ("(?R)", "unsupported"),
+        ("\\h(a)\\1", "pcre"),  # PCRE-only escape
+        ("[[:alpha:]](a)\\1", "pcre"),  # POSIX class
+        ("a{,3}\\1", "invalid"),  # `{,3}` is literal in PCRE1; no group 1
+        ("(?R)", "invalid"),  # PCRE1: "recursive call could loop indefinitely"
+        ("a(?R)?b", "pcre"),  # recursion
+        ("(*COMMIT)a", "pcre"),  # backtracking verb
+        ("(*UTF8)a", "unsupported"),  # start-of-pattern setting
     ],
 )
 def test_header_patterns_are_classified_as_pcre_reads_them(pattern: str, kind: str) -> None:
-    assert classify(pattern, re2_valid=False).kind == kind
+    assert classify(pattern).kind == kind
 
 
 # -- ingress/convert.py ----------------------------------------------------------------------------------

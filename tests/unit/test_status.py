@@ -325,6 +325,8 @@ async def test_tls_secret_problems_become_events(fake: FakeKube, start_cp: Start
     app = await start_cp(fake)
     await until(lambda: lb(fake, "site") == [{"ip": ADDRESS}], what="site status")
     assert not fake.events()
+    own_default = "primary/meridian-system/meridian-default-certificate"  # made by the leader (no flag given)
+    await until(lambda: own_default in app.cache.get(SECRET).resources, what="the leader's default certificate")
 
     def about_secret() -> list[dict[str, Any]]:
         return [e for e in fake.events() if "site-tls" in e["message"]]
@@ -336,8 +338,9 @@ async def test_tls_secret_problems_become_events(fake: FakeKube, start_cp: Start
     assert "last good certificate is still served" in events[0]["message"], events
     assert app.cache.get(SECRET).resources
 
-    # Deleted: no longer served, and said.
+    # Deleted: no longer served, and said: the host now gets the default certificate (the Secret the
+    # leader created in Meridian's namespace).
     fake.delete("Secret", "default", "site-tls")
-    await until(lambda: any("not found" in e["message"] and "plain HTTP only" in e["message"] for e in about_secret()),
-                what="Event for the deleted Secret")  # fmt: skip
-    assert not app.cache.get(SECRET).resources
+    await until(lambda: any("not found" in e["message"] and "served with the default certificate" in e["message"]
+                            for e in about_secret()), what="Event for the deleted Secret")  # fmt: skip
+    assert set(app.cache.get(SECRET).resources) == {own_default}

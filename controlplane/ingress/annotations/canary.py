@@ -17,7 +17,6 @@ from controlplane.ingress.annotations.base import (
     ParseContext,
     ParsedAnnotations,
     integer,
-    valid_re2,
 )
 from controlplane.ir import Forward, HeaderMatch, Route, WeightedCluster
 from controlplane.ir.pcre import classify
@@ -54,23 +53,37 @@ class CanaryFamily(Family):
         Key(
             ("canary-by-header-pattern",),
             (
-                "the header's value searched with the pattern as `ngx.re.match` does (PCRE, unanchored, "
-                "case-sensitive, ASCII classes): a pattern RE2 runs the same is an Envoy header regex `.*(?:P).*`; "
-                "one only PCRE runs (lookahead, backreferences, possessive repeats, conditionals) is searched by a "
-                "small backtracking matcher in a Lua step before routing. No match falls through to the cookie "
-                "and the weight; ignored when a value is also set, or (warning) when it has characters "
-                "ingress-nginx's validator refuses. A pattern PCRE refuses, or a search that fails, makes a request "
-                "carrying the header stay on the main Service without looking at the cookie or the weight "
-                "(balancer.lua returns false on ngx.re.match's error); requests without the header still follow "
-                "the cookie and the weight"
+                "the header's value searched with the pattern as `ngx.re.match` does in ingress-nginx (PCRE1 8.45: "
+                "bytes, unanchored, case-sensitive, ASCII classes). Meridian reads the pattern with PCRE1's own "
+                "syntax: its escapes (`\\h`, `\\R`, `\\K`, `\\G`, `\\g`, `\\e`, `\\c`, `\\N`, `\\Q…\\E`, "
+                "`\\p`…), POSIX classes, recursion and subroutine calls (atomic, as PCRE1), conditionals, branch "
+                "reset, `(*ACCEPT)`, `(*FAIL)`, `(*COMMIT)`, `(*PRUNE)`, `(*SKIP)`, `(*THEN)`; `{,n}` is literal, as "
+                "in PCRE1 (and ingress-nginx's validator refuses `,` anyway). A pattern that consumes only ASCII "
+                "and has no repeat that backtracks is an Envoy header regex `.*(?:P).*` (RE2, written from that "
+                "reading); any other is searched by a backtracking matcher in a Lua step before routing, which "
+                "counts PCRE's steps (calls of its match(), afresh at each start position as PCRE) against PCRE's "
+                "limit, 10,000,000, as ngx.re.match keeps it, and PCRE's shortcuts (an anchored pattern tries one "
+                "position, a first byte, a required byte, repeats made possessive). No match falls through to the "
+                "cookie and the weight; ignored when a value is also "
+                "set, or (warning) when it has characters ingress-nginx's validator refuses. A pattern PCRE "
+                "refuses, or a search past the limit, makes a request carrying the header stay on the main "
+                "Service without looking at the cookie or the weight (balancer.lua returns false on "
+                "ngx.re.match's error); requests without the header still follow the cookie and the weight. A "
+                "search that reaches the limit holds one Envoy worker for about 1.5 s of CPU (PCRE in nginx: "
+                "about 60 ms; measured by tests/e2e/test_annotations_parity_wire.py): kept for the same answers, so "
+                "review patterns that backtrack exponentially, such as `(a|a)+`, as ingress-nginx users should. "
+                "PCRE has no limit over all start positions; the matcher stops a search at twice the limit in all "
+                "(about 3 s of CPU)"
             ),
             difference=(
-                "valid PCRE that Meridian cannot evaluate exactly is treated like a pattern PCRE refuses "
-                "(warning): PCRE-only escapes (`\\h`, `\\R`, `\\K`, `\\G`, `\\g`, `\\e`, "
-                "`\\c`, `\\N`, `\\Q…\\E`, `\\p`…), POSIX classes, recursion, and `{,n}`, when the "
-                "pattern also needs PCRE (RE2 runs them otherwise). The matcher gives up (an error, as PCRE's "
-                "match limit) after 200,000 steps, where PCRE, with its own optimisations and a 10 million "
-                "limit, may still answer"
+                "valid PCRE that the matcher does not run is treated like a pattern PCRE refuses (warning): "
+                "the start-of-pattern settings `(*UTF8)`, `(*UTF)`, `(*UCP)`, `(*CR)`, `(*CRLF)`, `(*ANYCRLF)`, "
+                "`(*ANY)`, `(*BSR_ANYCRLF)` and `(*LIMIT_RECURSION=n)` (`(*LIMIT_MATCH=n)`, `(*NO_START_OPT)`, "
+                "`(*NO_AUTO_POSSESS)` and the defaults `(*LF)`, `(*BSR_UNICODE)` are run), and `(*SKIP:NAME)`. The "
+                "step count is PCRE's within 1% where searches reach the limit (alternatives or repeats inside a "
+                "repeat), so only a search within 1% of the limit may get the other answer; a value crafted so "
+                "that many start positions each cost nearly the limit is an error here (over twice the limit in "
+                "all) where nginx, seconds later, answers"
             ),
         ),
         Key(("canary-by-cookie",), "cookie `always` → canary, `never` → primary"),
@@ -121,7 +134,7 @@ class CanaryFamily(Family):
             ctx.warn("canary-by-header-pattern", f"invalid characters in {pattern!r}; ignored")
             pattern = None
         elif pattern is not None:
-            kind = classify(pattern, re2_valid=valid_re2(pattern))
+            kind = classify(pattern)
             pattern_pcre = kind.kind == "pcre"
             if kind.kind in ("invalid", "unsupported"):
                 pattern_invalid = True
@@ -192,8 +205,9 @@ class CanaryFamily(Family):
                 out.append(
                     replace(primary, name=primary.name + "~pattern-error", headers=(HeaderMatch(h, present=True),))
                 )
-            elif spec.header_pattern:
-                out.append(replace(to_canary, headers=(HeaderMatch(h, regex=f".*(?:{spec.header_pattern}).*"),)))
+            elif spec.header_pattern:  # RE2 runs it exactly (controlplane.ir.pcre): Envoy's own header match
+                regex = classify(spec.header_pattern).re2
+                out.append(replace(to_canary, headers=(HeaderMatch(h, regex=f".*(?:{regex}).*"),)))
             else:
                 out.append(replace(to_canary, headers=(HeaderMatch(h, exact="always"),)))
                 out.append(replace(primary, name=primary.name + "~never", headers=(HeaderMatch(h, exact="never"),)))

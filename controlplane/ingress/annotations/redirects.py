@@ -36,7 +36,7 @@ _INT = re.compile(r"^[+-]?[0-9]+$")  # Go's strconv.Atoi (parser.ValidateInt)
 
 
 def _numeric_port(url: str) -> bool:
-    """Go's url.Parse refuses a port that is not a number (and Meridian's Gateway API export reads it)."""
+    """Go's url.Parse refuses a port that is not a number (isValidURL, run on temporal-redirect only)."""
     try:
         _ = urlsplit(url).port
     except ValueError:
@@ -65,11 +65,9 @@ class RedirectFamily(Family):
                 "nginx `return <code> <URL>`: a route direct response whose `Location` is the URL exactly as "
                 "written (no `/` added, its own path and query kept, the request's never appended). A value with "
                 "characters ingress-nginx's validator refuses (other than letters, digits and `-._~/:,?&=`) "
-                "**rejects** the Ingress, as ingress-nginx then does not serve it"
-            ),
-            difference=(
-                "a URL whose port is not a number (`http://h:x`) is ignored (warning); nginx would send it as "
-                "written"
+                "**rejects** the Ingress, as ingress-nginx then does not serve it. A port that is not a number "
+                "(`http://h:x`) is sent as written too: ingress-nginx checks permanent-redirect with that "
+                "validator only, never Go's url.Parse"
             ),
         ),
         Key(
@@ -155,9 +153,7 @@ class RedirectFamily(Family):
         p_code = self._code(ann, ctx, "permanent-redirect-code", 301, 308)
         if permanent is None or p_code is None:
             return out
-        if permanent and not _numeric_port(permanent):
-            ctx.warn("permanent-redirect", f"{permanent!r} has a port that is not a number; ignored")
-        elif permanent:
+        if permanent:  # sent as written, even `http://h:x` (ingress-nginx runs no url.Parse on it)
             out.append(UrlRedirect(permanent, p_code))
             ctx.converted("permanent-redirect", f"{p_code} to {permanent}")
         elif ann.has("permanent-redirect"):

@@ -24,14 +24,18 @@ class SslRedirectFamily(Family):
                 "dropped, for named, wildcard, alias and catch-all hosts alike), the port only when "
                 "`--public-https-port` is not 443 (a small Lua step computes the Location as nginx's "
                 "`lua_ingress.lua`; the HTTP route's action becomes a redirect; access rules do not run first, as "
-                "in nginx where the redirect happens in the rewrite phase). A host whose Secret is missing (or "
-                "invalid with no last good certificate) has no certificate, so no redirect"
+                "in nginx where the redirect happens in the rewrite phase). A host whose `tls:` Secret is missing, "
+                "invalid with no last good certificate, or not named is served with the default certificate "
+                "(`--default-ssl-certificate`, else a generated self-signed \"Kubernetes Ingress Controller Fake "
+                "Certificate\") and redirected to it the same way, as ingress-nginx does; a host with no `tls:` "
+                "entry is not redirected (HTTPS still answers it, with the default certificate)"
             ),
             default="`true`",
             difference=(
-                "ingress-nginx would serve such a host its default (self-signed) certificate and redirect to it; "
-                "Meridian has no default certificate, so the host stays plain HTTP rather than redirect to an "
-                "HTTPS that cannot serve it"
+                "only where there is no default certificate at all (Kubernetes mode without the chart, the flag "
+                "and the right to create its own Secret): such hosts stay plain HTTP, as their Ingress's warnings "
+                "say. When two Ingresses name a host, a usable certificate of the newer one wins over the older "
+                "one's default certificate (ingress-nginx keeps the older Ingress's default)"
             ),
             validator=BOOLEAN,
         ),

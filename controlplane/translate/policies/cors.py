@@ -11,8 +11,9 @@ becomes, in this order:
 
 nginx sends the template's `Content-Length: 0` on the 204 (headers-more adds it to the header list,
 which nginx's header filter prints even for a 204; Content-Type it drops). Envoy removes the header
-from a 204 local reply, so a small Lua step sets it on the preflight's response again (HTTP/1; an
-HTTP/2 response cannot carry it through Envoy's codec).
+from a 204 local reply, so a small Lua step sets it on the preflight's response again. Over HTTP/2 the
+header reaches the client too, as nginx's (nghttp2-based clients such as curl hide a 204's
+`content-length: 0`, whoever sends it).
 """
 
 from __future__ import annotations

@@ -62,10 +62,10 @@ def script_name(policy: HeaderPattern) -> str:
 
 
 def script(policy: HeaderPattern) -> str:
-    kind = classify(policy.pattern, re2_valid=False)
+    kind = classify(policy.pattern)
     step = _STEP % {"header": json.dumps(policy.header), "verdict": PATTERN_VERDICT_HEADER}
     try:
-        matcher = matcher_source(kind.tree, kind.flags) if kind.kind == "pcre" else None
+        matcher = matcher_source(kind.tree) if kind.kind == "pcre" else None
     except NotCompiled:
         matcher = None
     if matcher is None:
