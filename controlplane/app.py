@@ -218,7 +218,7 @@ class MeridianApp:
             self.state_dir, opts.admin_token_file, opts.kubeconfig, opts.in_cluster, opts.namespace
         )
         await start_history(self.history, settings, self.registry,
-                            fleet=lambda: self.xds.syncz() if self.xds is not None else [],
+                            fleet=lambda: self.xds.fleet_states() if self.xds is not None else [],
                             is_leader=self._is_leader)  # fmt: skip
 
     def _is_leader(self) -> bool:

@@ -42,7 +42,7 @@ Protocol choices (see ../shared/docs/design.md, "xDS protocol rules"):
   never wipes an Envoy's config with an empty snapshot.
 - Nothing is served before the client is authenticated and its gateway group
   (`node.cluster` of its first request) authorized (see `auth`); with TLS the
-  public port is the TLS front and gRPC listens on loopback behind it.
+  public port is the TLS front and gRPC listens behind it on a private Unix socket.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -102,8 +103,57 @@ def _delta_request(data: bytes) -> tuple[Any, bytes]:
     return discovery_pb2.DeltaDiscoveryRequest.FromString(data), b""
 
 
+_GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    # Envoy pings every 30 s (bootstrap keepalive); do not answer with GOAWAY.
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+    # Notice Envoys that vanished without closing the connection.
+    ("grpc.keepalive_time_ms", 60000),
+    # A proxy applying a large snapshot can be slow to answer; don't cut it for that.
+    ("grpc.keepalive_timeout_ms", 60000),
+]
+
 # Types whose resources name clusters (held while newer clusters wait to be sent).
 _NAME_CLUSTERS = frozenset({LISTENER, SCOPED_ROUTE, ROUTE})
+
+
+@dataclass(frozen=True, slots=True)
+class _TypeCounters:
+    kind: str
+    pushes: Any
+    resources_sent: Any
+    acks: Any
+    nacks: Any
+
+
+class _Counters(dict[str, _TypeCounters]):
+    """Each type's metric children, looked up once: `labels()` costs ~3 µs, three times per stream
+    per change."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def __missing__(self, type_url: str) -> _TypeCounters:
+        kind, m = short_name(type_url), self._metrics
+        counters = self[type_url] = _TypeCounters(
+            kind, m.pushes.labels(kind), m.resources_sent.labels(kind), m.acks.labels(kind), m.nacks.labels(kind)
+        )
+        return counters
+
+
+def _may_be_due(s: StreamState, cache: SnapshotCache) -> bool:
+    """Whether `_push` could find anything to send. An ACK usually leaves nothing due (every type
+    already looked at in this cache version): then the stream's task is not woken, which at 1,000
+    streams spares a task switch and a pass over the types per stream per change."""
+    get, group = cache.get, s.group
+    for type_url, st in s.types.items():
+        if st.requested and not st.pending and (st.force or st.examined != get(type_url, group).version):
+            return True
+    return False
 
 
 class XdsServer:
@@ -132,26 +182,14 @@ class XdsServer:
         self._ids = itertools.count(1)
         self._convergence = Convergence(metrics.convergence)
         self._server: grpc.aio.Server | None = None
-        self.grpc_port = 0  # behind the TLS front: the loopback port only the front should dial
+        self.grpc_address = ""  # where gRPC itself listens (behind the TLS front: a Unix socket only it dials)
         self._watcher: asyncio.Task[None] | None = None
+        self._counters = _Counters(metrics)
 
     # -- lifecycle ---------------------------------------------------------
     async def start(self, address: str) -> int:
         """Bind and start serving; returns the bound port (address may use port 0)."""
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_send_message_length", -1),
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                # Envoy pings every 30 s (bootstrap keepalive); do not answer with GOAWAY.
-                ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
-                ("grpc.http2.max_ping_strikes", 0),
-                ("grpc.keepalive_permit_without_calls", 1),
-                # Notice Envoys that vanished without closing the connection.
-                ("grpc.keepalive_time_ms", 60000),
-                # A proxy applying a large snapshot can be slow to answer; don't cut it for that.
-                ("grpc.keepalive_timeout_ms", 60000),
-            ]
-        )
+        server = grpc.aio.server(options=_GRPC_OPTIONS)
         handlers = {
             "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
                 self._sotw,
@@ -165,15 +203,16 @@ class XdsServer:
             ),
         }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-        # Behind the TLS front gRPC itself only listens on loopback.
-        port = server.add_insecure_port("127.0.0.1:0" if self._front is not None else address)
+        # Behind the TLS front gRPC itself listens only on a Unix socket in a private directory.
+        grpc_address = self._front.backend.grpc_address if self._front is not None else address
+        port = server.add_insecure_port(grpc_address)
         if not port:
-            raise OSError(f"cannot bind xDS server to {address}")
+            raise OSError(f"cannot bind xDS server to {grpc_address}")
         await server.start()
         self._server = server
-        self.grpc_port = port
+        self.grpc_address = grpc_address
         if self._front is not None:
-            port = await self._front.start(address, port)
+            port = await self._front.start(address)
         self._watcher = asyncio.create_task(
             watch_versions(self._cache, self._convergence, self._lineage, self._streams), name="xds-convergence"
         )
@@ -188,7 +227,7 @@ class XdsServer:
                 await self._watcher
             self._watcher = None
         if self._front is not None:
-            await self._front.stop()
+            await self._front.stop()  # closes the relayed connections, removes gRPC's socket directory
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
@@ -213,6 +252,11 @@ class XdsServer:
         streams = [s for s in self._streams.values() if s.node_id and not s.closed]
         return len(streams), sum(1 for s in streams if s.acked_at_least(required))
 
+    def fleet_states(self) -> list[dict[str, Any]]:
+        """/debug/syncz's group, current versions and NACK times without what costs: the history
+        reads it every second, at 1,000 streams too."""
+        return [s.fleet_state() for s in self._streams.values()]
+
     def syncz(self) -> list[dict[str, Any]]:
         """Per stream and type: sent/ACKed versions, nonce, last NACK (for /debug/syncz)."""
         return [s.syncz() for s in sorted(self._streams.values(), key=lambda s: s.id)]
@@ -236,6 +280,7 @@ class XdsServer:
         s = StreamState(id=next(self._ids), protocol=protocol, peer=client, wake=self._cache.waiter(),
                         identity=peer.describe(), keyless=not peer.authenticated)  # fmt: skip
         self._on_request(s, first, first_raw)
+        del first, first_raw  # not kept for the stream's life (see `_read`)
         self._streams[s.id] = s
         self._metrics.connected_proxies.labels(protocol).inc()
         reader = asyncio.create_task(self._read(s, requests), name=f"xds-read-{s.id}")
@@ -263,8 +308,12 @@ class XdsServer:
     async def _read(self, s: StreamState, requests: AsyncIterator[Any]) -> None:
         try:
             async for req, raw in requests:
-                self._on_request(s, req, raw)
-                s.wake.set()
+                outcome = self._on_request(s, req, raw)
+                # Not held while waiting for the next one: a SotW ACK repeats every subscribed name
+                # (1,000 EDS names: ~30 KiB, and its parsed form more), ~140 KiB per idle stream.
+                del req, raw
+                if outcome != ACK or _may_be_due(s, self._cache):
+                    s.wake.set()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the stream is going away; the handler logs the close
@@ -273,7 +322,7 @@ class XdsServer:
             s.closed = True
             s.wake.set()
 
-    def _on_request(self, s: StreamState, req: Any, raw: bytes = b"") -> None:
+    def _on_request(self, s: StreamState, req: Any, raw: bytes = b"") -> str | None:
         if req.HasField("node") and s.set_node(req.node):
             log.info(
                 "xDS stream connected: node=%s group=%s protocol=%s peer=%s identity=%s",
@@ -285,18 +334,19 @@ class XdsServer:
             )
         if not req.type_url:
             log.warning("xDS request without type_url from node=%s ignored", s.node_id)
-            return
+            return None
         outcome = on_sotw_request(s, req, raw) if s.protocol == SOTW else on_delta_request(s, req)
-        kind = short_name(req.type_url)
+        counters = self._counters[req.type_url]
+        kind = counters.kind
         if outcome in (ACK, NACK) and req.type_url == CLUSTER:
             on_clusters_answered(s)
         elif outcome == ACK and req.type_url == ENDPOINT:
             on_endpoints_acked(s)
         if outcome == ACK:
-            self._metrics.acks.labels(kind).inc()
+            counters.acks.inc()
             self._convergence.update(s, self._lineage)
         elif outcome == NACK:
-            self._metrics.nacks.labels(kind).inc()
+            counters.nacks.inc()
             st = s.types[req.type_url]
             log.warning(
                 "xDS NACK: node=%s group=%s type=%s version=%s error=%s",
@@ -313,6 +363,7 @@ class XdsServer:
                       kind, req.response_nonce, getattr(req, "version_info", ""),
                       len(getattr(req, "resource_names", ())), len(getattr(req, "resource_names_subscribe", ())),
                       len(getattr(req, "resource_names_unsubscribe", ())), outcome)  # fmt: skip
+        return outcome
 
     # -- sending -----------------------------------------------------------
     async def _push(self, s: StreamState, context: grpc.aio.ServicerContext) -> None:
@@ -346,8 +397,9 @@ class XdsServer:
             body = respond(s, st, snap)
             if body is None:
                 continue
-            self._metrics.pushes.labels(short_name(type_url)).inc()
-            self._metrics.resources_sent.labels(short_name(type_url)).inc(st.sent_resources - before)
+            counters = self._counters[type_url]
+            counters.pushes.inc()
+            counters.resources_sent.inc(st.sent_resources - before)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("xDS %s response node=%s %s nonce=%s version=%s", s.protocol, s.node_id,
                           short_name(type_url), st.nonce, st.sent_version)  # fmt: skip

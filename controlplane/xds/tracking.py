@@ -195,6 +195,16 @@ class StreamState:
             "types": {short_name(t): st.syncz() for t, st in self.types.items() if st.requested},
         }
 
+    def fleet_state(self) -> dict[str, Any]:
+        """Of `syncz`, only the group and per type the current version and the last NACK's time."""
+        types = {}
+        for type_url, st in self.types.items():
+            if st.requested:
+                nack = st.last_nack
+                types[short_name(type_url)] = {"current_version": st.current,
+                                               "last_nack": None if nack is None else {"at": nack.at}}  # fmt: skip
+        return {"node_cluster": self.node_cluster, "types": types}
+
 
 def names_digest(req: Any, raw: bytes) -> bytes:
     """A digest of the bytes between a request's version_info and its response_nonce, or b"".

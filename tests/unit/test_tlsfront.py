@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import ssl
 from pathlib import Path
 
@@ -27,22 +28,22 @@ async def test_large_transfers_are_relayed_byte_exact_both_ways_and_the_client_i
         monkeypatch.setattr(side, "pause_writing", pause_writing)
     local = LocalCA(tmp_path)
     server_files, client_files = local.server(["127.0.0.1"]), local.client("gw")
-    peers: list[int] = []
+    peers: list[str] = []
     backend_done = asyncio.Event()
 
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peers.append(writer.get_extra_info("peername")[1])
+        peers.append(writer.get_extra_info("peername"))
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()
         writer.close()
         backend_done.set()
 
-    backend = await asyncio.start_server(echo, "127.0.0.1", 0)
     failures: list[str] = []
     front = TlsFront(TlsFiles(server_files.cert, server_files.key, server_files.ca),
                      lambda reason, _message: failures.append(reason))  # fmt: skip
-    port = await front.start("127.0.0.1:0", backend.sockets[0].getsockname()[1])
+    backend = await asyncio.start_unix_server(echo, front.backend.path)
+    port = await front.start("127.0.0.1:0")
     ctx = ssl.create_default_context(cafile=str(server_files.ca))
     ctx.load_cert_chain(client_files.cert, client_files.key)
     try:
@@ -53,13 +54,62 @@ async def test_large_transfers_are_relayed_byte_exact_both_ways_and_the_client_i
         echoed = await asyncio.wait_for(reader.readexactly(len(payload)), 60)
         assert echoed == payload
         assert {"_TlsSide", "_PlainSide"} <= set(paused)  # both directions were held back, and resumed
-        relayed = front.relayed(f"ipv4:127.0.0.1:{peers[0]}")
+        peer = peers[0]  # an abstract name (Linux) comes as bytes, starting with NUL
+        grpc_peer = f"unix-abstract:{peer[1:].decode()}" if isinstance(peer, bytes) else f"unix:{peer}"
+        relayed = front.relayed(grpc_peer)
         assert relayed is not None and relayed.identities  # the client certificate's names
-        assert front.relayed("ipv4:127.0.0.1:1") is None
+        assert front.relayed("unix:") is None and front.relayed(f"ipv4:127.0.0.1:{port}") is None
+        assert os.listdir(front.backend.directory) == ["grpc.sock"]  # the relay's own name left no file
         writer.close()
         await asyncio.wait_for(backend_done.wait(), 10)  # the relay closes the other side too
-        assert front.relayed(f"ipv4:127.0.0.1:{peers[0]}") is None  # and forgets the port
+        assert front.relayed(grpc_peer) is None  # and forgets the name
         assert not failures
+    finally:
+        await front.stop()
+        backend.close()
+    assert not front.backend.directory.exists()  # stop removes the socket and its directory
+    await front.stop()  # a second stop (the app's shutdown can run twice) finds nothing to remove
+
+
+async def test_no_session_tickets_and_tls12_reconnects_resume_from_the_cache(tmp_path: Path) -> None:
+    """Tickets cost a third of a handshake's CPU and a gateway connects once: none are issued. A TLS
+    1.2 client (Envoy's default) that reconnects still resumes its session (no full handshake)."""
+    local = LocalCA(tmp_path)
+    server_files, client_files = local.server(["127.0.0.1"]), local.client("gw")
+    front = TlsFront(TlsFiles(server_files.cert, server_files.key, server_files.ca), lambda *_: None)
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+        writer.close()
+
+    backend = await asyncio.start_unix_server(echo, front.backend.path)
+    port = await front.start("127.0.0.1:0")
+
+    contexts = {}
+    for maximum in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        ctx = contexts[maximum] = ssl.create_default_context(cafile=str(server_files.ca))
+        ctx.load_cert_chain(client_files.cert, client_files.key)
+        ctx.maximum_version = maximum
+
+    def connect(maximum: ssl.TLSVersion, session: ssl.SSLSession | None = None) -> tuple[ssl.SSLSession, bool]:
+        ctx = contexts[maximum]
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1", session=session) as tls,
+        ):
+            tls.sendall(b"ping")
+            assert tls.recv(4) == b"ping"  # a TLS 1.3 ticket would have arrived before this
+            assert tls.session is not None
+            return tls.session, tls.session_reused
+
+    try:
+        session, _ = await asyncio.to_thread(connect, ssl.TLSVersion.TLSv1_3)
+        assert not session.has_ticket
+        first, reused = await asyncio.to_thread(connect, ssl.TLSVersion.TLSv1_2)
+        assert not first.has_ticket and not reused
+        _, reused = await asyncio.to_thread(connect, ssl.TLSVersion.TLSv1_2, first)
+        assert reused
     finally:
         await front.stop()
         backend.close()

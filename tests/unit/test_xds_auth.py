@@ -161,8 +161,9 @@ async def test_rotated_server_certificate_is_served_without_restart(tmp_path: Pa
         await server.stop()
 
 
-async def test_the_loopback_grpc_port_behind_the_tls_front_refuses_direct_clients(tmp_path: Path) -> None:
-    """Dialling gRPC itself, around the TLS front, leaves no record of a verified client: refused."""
+async def test_the_grpc_socket_behind_the_tls_front_is_private_and_refuses_direct_clients(tmp_path: Path) -> None:
+    """gRPC listens on a Unix socket in a directory only this user may enter, removed on shutdown;
+    dialling it around the TLS front leaves no record of a verified client: refused."""
     files = LocalCA(tmp_path).server(["127.0.0.1"])
     metrics = Metrics()
     cache = SnapshotCache()
@@ -170,8 +171,12 @@ async def test_the_loopback_grpc_port_behind_the_tls_front_refuses_direct_client
     server = XdsServer(cache, metrics, auth=XdsAuth(metrics, insecure=False),
                        tls=TlsFiles(files.cert, files.key, files.ca))  # fmt: skip
     await server.start("127.0.0.1:0")
+    assert server.grpc_address.startswith("unix:")
+    socket_path = Path(server.grpc_address.removeprefix("unix:"))
+    assert stat.S_ISSOCK(socket_path.stat().st_mode)
+    assert stat.S_IMODE(socket_path.parent.stat().st_mode) == 0o700
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        async with grpc.aio.insecure_channel(server.grpc_address) as channel:
             call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
             with pytest.raises(grpc.aio.AioRpcError) as info:  # refused at once: the write may see it too
                 await call.write(discovery_pb2.DiscoveryRequest(node=base_pb2.Node(id="x", cluster="g"),
@@ -182,6 +187,7 @@ async def test_the_loopback_grpc_port_behind_the_tls_front_refuses_direct_client
         assert sample == 1
     finally:
         await server.stop()
+    assert not socket_path.parent.exists()
 
 
 def test_plaintext_needs_an_explicit_insecure() -> None:

@@ -1095,3 +1095,63 @@ async def test_delta_streams_share_encoded_responses(env: Env) -> None:
     await b.ack(rb)
     await acked(env, "da", "EDS", ra.system_version_info)
     assert env.stream("da")["types"]["EDS"]["resources"] == len(env.cache.get(ENDPOINT).resources)
+
+
+async def test_delta_ack_sends_what_waited_and_a_plain_ack_does_not_wake_the_sender(env: Env) -> None:
+    """The ACK that frees a type lets the version that waited behind it go out; an ACK that leaves
+    nothing due does not wake the stream's sending task (at 1,000 streams: one wake-up per stream
+    per change saved)."""
+    client = Delta(env, "d1")
+    await delta_subscribe_all(client)
+    await acked(env, "d1", "RDS", env.cache.get(ROUTE).digest)
+    pushes: list[int] = []
+    push = env.server._push
+
+    async def counted(s: Any, context: Any) -> None:
+        pushes.append(s.id)
+        await push(s, context)
+
+    env.server._push = counted  # type: ignore[method-assign]
+    v1 = applied(env.cache, {ENDPOINT: {"backend": cla("backend", 9201)}}, ENDPOINT)
+    r = await client.recv()
+    assert (r.type_url, r.system_version_info) == (ENDPOINT, v1)
+    v2 = applied(env.cache, {ENDPOINT: {"backend": cla("backend", 9202)}}, ENDPOINT)  # waits: v1 in flight
+    await until(lambda: len(pushes) == 2, what="woken by the second change")
+    await client.ack(r)
+    r = await client.recv()  # the ACK woke the sender: v2 was due
+    assert (r.type_url, r.system_version_info) == (ENDPOINT, v2)
+    assert len(pushes) == 3
+    await client.ack(r)
+    await acked(env, "d1", "EDS", v2)  # nothing is due after this ACK: no wake-up
+    (state,) = env.server._streams.values()
+    await until(lambda: not state.wake.is_set(), what="the sender took any wake-up")
+    v3 = applied(env.cache, {ROUTE: {"local": route("local", "hello v3")}}, ROUTE)
+    r = await client.recv()
+    assert (r.type_url, r.system_version_info) == (ROUTE, v3)
+    assert len(pushes) == 4  # the change woke it; the ACK before it did not
+
+
+async def test_fleet_states_are_syncz_without_the_costly_fields(env: Env) -> None:
+    """The history reads `fleet_states` every second: the same group, current versions and NACKs
+    as /debug/syncz."""
+    client = Sotw(env, "envoy-1")
+    for type_url, names in SUBS.items():
+        await client.send(type_url, names)
+    got = {}
+    while len(got) < 4:
+        r = await client.recv()
+        got[r.type_url] = r
+    for type_url, r in got.items():
+        if type_url == ENDPOINT:
+            await client.send(ENDPOINT, SUBS[ENDPOINT], "", r.nonce, error="rejected")  # a NACK
+        else:
+            await client.ack(r, SUBS[type_url])
+    await acked(env, "envoy-1", "RDS", got[ROUTE].version_info)
+    await until(lambda: env.stream("envoy-1")["types"]["EDS"]["last_nack"], what="NACK recorded")
+    (full,) = env.server.syncz()
+    (light,) = env.server.fleet_states()
+    assert light["node_cluster"] == full["node_cluster"] == "gw"
+    assert light["types"] == {short: {"current_version": t["current_version"],
+                                      "last_nack": t["last_nack"] and {"at": t["last_nack"]["at"]}}
+                              for short, t in full["types"].items()}  # fmt: skip
+    assert light["types"]["EDS"]["last_nack"] and light["types"]["RDS"]["current_version"] > 0
