@@ -324,14 +324,8 @@ class XdsServer:
 
     def _on_request(self, s: StreamState, req: Any, raw: bytes = b"") -> str | None:
         if req.HasField("node") and s.set_node(req.node):
-            log.info(
-                "xDS stream connected: node=%s group=%s protocol=%s peer=%s identity=%s",
-                s.node_id,
-                s.node_cluster,
-                s.protocol,
-                s.peer,
-                s.identity,
-            )
+            log.info("xDS stream connected: node=%s group=%s protocol=%s peer=%s identity=%s",
+                     s.node_id, s.node_cluster, s.protocol, s.peer, s.identity)  # fmt: skip
         if not req.type_url:
             log.warning("xDS request without type_url from node=%s ignored", s.node_id)
             return None
