@@ -39,6 +39,7 @@ from controlplane.ir.policies import (
     DeniedLocation,
     HttpsLocation,
     Policy,
+    RedirectOrigin,
     RegexPaths,
     RewriteTarget,
     SslRedirect,
@@ -161,8 +162,9 @@ def merge_host(
         catch_all = _catch_all(host, ir)
         policies = ir.annotations.route
         if catch_all:
-            policies = tuple(p for p in policies if not isinstance(p, (UrlRedirect, RewriteTarget)))
+            policies = tuple(p for p in policies if not isinstance(p, (UrlRedirect, RedirectOrigin, RewriteTarget)))
         policies = _cookie_path_default(policies, rule.path)
+        policies = _redirect_origin_port(policies, https_port)
         denied = ir.annotations.get(DeniedLocation) is not None
         base = Route(
             name=name,
@@ -264,6 +266,15 @@ def _cookie_path_default(policies: tuple[Policy, ...], path: str) -> tuple[Polic
     if cookie is None or cookie.path:
         return policies
     return tuple(replace(p, path=path) if p is cookie else p for p in policies)
+
+
+def _redirect_origin_port(policies: tuple[Policy, ...], https_port: int) -> tuple[Policy, ...]:
+    """With use-port-in-redirects nginx names its own port unless it is the scheme's default: never
+    over HTTP (it listens on 80), the public HTTPS port over HTTPS unless 443."""
+    origin = find_policy(policies, RedirectOrigin)
+    if origin is None or not origin.port_in_redirects or https_port == 443:
+        return policies
+    return tuple(replace(p, https_port=https_port) if p is origin else p for p in policies)
 
 
 def _secure_cookie(route: Route) -> Route:

@@ -53,7 +53,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry(SslRedirectFamily(), ("https-location",)),  # hook: redirect_to_https
     Entry(CanaryFamily(), ("header-pattern",)),  # hooks: alternative, alternative_routes
     Entry(SslPassthroughFamily()),  # hook: passes_tls_through
-    Entry(RedirectFamily(), ("redirects",)),  # hook: extra_routes (app-root)
+    Entry(RedirectFamily(), ("redirects", "redirect-origin")),  # hook: extra_routes (app-root)
     Entry(CorsFamily(), ("cors", "response-headers")),
     Entry(TimeoutsFamily(), ("timeouts",)),
     Entry(LoadBalancingFamily(), ("load-balancing",)),
@@ -175,7 +175,6 @@ UNSUPPORTED = frozenset(
         "http2-push-preload",
         "proxy-redirect-from",
         "proxy-redirect-to",
-        "relative-redirects",
         "auth-proxy-set-headers",
         "auth-snippet",
         "fastcgi-index",

@@ -161,6 +161,20 @@ class UrlRedirect:
 
 
 @dataclass(frozen=True, slots=True)
+class RedirectOrigin:
+    """The UrlRedirect's URL is a path (`/new-location`): its Location gets the request's origin in
+    front, as nginx's `absolute_redirect on` (its default; relative-redirects turns it off):
+    `http(s)://` by the connection's TLS + the Host lowercased without port or trailing dot, and over
+    HTTPS `:https_port`: the public HTTPS port when `port_in_redirects` (use-port-in-redirects) and it
+    is not 443 (set when the host's routes are merged). nginx names its own port only then: it listens
+    on 80 and the public HTTPS port."""
+
+    scope: ClassVar[Scope] = "route"
+    port_in_redirects: bool = False
+    https_port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AppRoot:
     """A request for exactly `/` gets a 302 to `path` (an extra route on every host of the Ingress)."""
 
@@ -704,6 +718,7 @@ class ClusterMirrors:
 RoutePolicy = (
     RewriteTarget
     | UrlRedirect
+    | RedirectOrigin
     | HostRewrite
     | ForwardedPrefix
     | ConnectionHeader

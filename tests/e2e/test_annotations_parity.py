@@ -39,7 +39,8 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         g.start()
         g.backend("web")
         g.backend("other")
-        cert = issue_cert(CA, ["tls.example.com", "mixed.example.com", "keep.example.com", "cors-tls.example.com"])
+        cert = issue_cert(CA, ["tls.example.com", "mixed.example.com", "keep.example.com", "cors-tls.example.com",
+                              "r-path.example.com"])
         g.write("secret.yaml", [tls_secret("parity-tls", "default", cert.cert, cert.key)])
         tls = [
             {
@@ -79,6 +80,12 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
                                                             "temporal-redirect-code": "308"}),
             simple("r-300", "r-300.example.com", {"permanent-redirect": "https://new.example.com",
                                                   "permanent-redirect-code": "300"}),
+            # A path URL: nginx's absolute_redirect (its default) puts the request's origin in front.
+            simple("r-path", "r-path.example.com", {"permanent-redirect": "/new-location?a=1", "ssl-redirect": "false"},
+                   tls=[{"hosts": ["r-path.example.com"], "secretName": "parity-tls"}]),
+            simple("r-path-port", "r-path-port.example.com", {"permanent-redirect": "/n",
+                                                              "use-port-in-redirects": "true"}),
+            simple("r-path-rel", "r-path-rel.example.com", {"permanent-redirect": "/n", "relative-redirects": "true"}),
         ])  # fmt: skip
         g.write("cors.yaml", [
             simple("cors-any", "cors-any.example.com", {"enable-cors": "true"}),
@@ -205,6 +212,18 @@ def test_url_redirect_values_ingress_nginx_refuses_reject_the_ingress(gw: Gatewa
 def test_url_redirect_code_without_location_sends_the_url_as_body(gw: Gateway) -> None:
     r = wait_until(lambda: (x := gw.get("r-300.example.com", "/")).status == 300 and x, timeout=15)
     assert "Location" not in r.headers and r.text == "https://new.example.com"
+
+
+def test_url_redirect_path_gets_the_origin_as_nginx_absolute_redirect(gw: Gateway) -> None:
+    # The Host as nginx's $host: lowercased, its port dropped; the scheme by the connection.
+    for host in ("r-path.example.com", "R-Path.Example.COM:8080"):
+        assert location(gw, host, "/x?z=9", 301) == "http://r-path.example.com/new-location?a=1", host
+    r = wait_until(lambda: (x := gw.get_https("r-path.example.com", "/x")).status == 301 and x, timeout=15)
+    assert r.headers["Location"] == "https://r-path.example.com/new-location?a=1"
+    # use-port-in-redirects: nginx names its own port unless 80 (HTTP) or 443 (the public HTTPS port here).
+    assert location(gw, "r-path-port.example.com:8080", "/", 301) == "http://r-path-port.example.com/n"
+    # relative-redirects: nginx's absolute_redirect off, the path as written.
+    assert location(gw, "r-path-rel.example.com:8080", "/", 301) == "/n"
 
 
 # -- 3. CORS as nginx.tmpl's CORS template ---------------------------------------------------------

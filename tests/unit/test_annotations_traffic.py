@@ -10,6 +10,8 @@ from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 
 from controlplane.ingress.annotations.base import ParseContext
 from controlplane.ingress.annotations.redirects import app_root_routes
+from controlplane.ingress.convert import IngressIR, PathRule
+from controlplane.ingress.hosts import merge_host
 from controlplane.ingress.registry import parse_annotations, uses_service_address
 from controlplane.ir import Forward, IngressRef, PathMatch, Route, ServiceCluster, VirtualHost, WeightedCluster
 from controlplane.ir.policies import (
@@ -28,10 +30,17 @@ from controlplane.ir.policies import (
     IdleTimeout,
     LoadBalancer,
     Mirror,
+    RedirectOrigin,
     Retries,
     ServiceUpstream,
     UpstreamProtocol,
     UrlRedirect,
+)
+from controlplane.translate.policies.redirects import (
+    ORIGIN_FILTER,
+    RedirectOriginFeature,
+    origin_script,
+    origin_script_name,
 )
 from controlplane.translate.resources import service_cluster
 from controlplane.translate.routes import route_message, vhost_message
@@ -111,6 +120,48 @@ def test_redirect_route_and_app_root() -> None:
     (extra,) = app_root_routes(root, "h", REF)
     assert extra.match == PathMatch("exact", "/") and extra.action.code == 302 and extra.action.path == "/app"
     assert parse({"app-root": "app"}).get(AppRoot) is None
+
+
+def test_path_redirect_gets_the_origin_unless_relative_redirects() -> None:
+    # nginx's absolute_redirect is on by default: a path URL gets `http(s)://host[:port]` in front.
+    p = parse({"permanent-redirect": "/new-location?a=1", "relative-redirects": "false"})
+    assert p.get(RedirectOrigin) == RedirectOrigin(port_in_redirects=False)
+    assert levels(p, "relative-redirects") == ["converted"]
+    pb = route_pb(p)
+    (loc,) = pb.response_headers_to_add
+    assert loc.header.value == "%DYNAMIC_METADATA(meridian.redirect_origin:origin)%/new-location?a=1"
+    assert ORIGIN_FILTER in pb.typed_per_filter_config
+    route = Route("r", PathMatch("prefix", "/"), Forward((WeightedCluster("c", 100),)), REF, policies=p.route)
+    feature = RedirectOriginFeature()
+    assert feature.filter_keys(route) == frozenset({"origin-noport"})
+    (lua,) = feature.http_filters(frozenset({"origin-noport", "origin-8443"}))
+    assert lua.name == ORIGIN_FILTER
+    plain = origin_script(RedirectOrigin())
+    assert '"http://" .. host' in plain and '"https://" .. host .. ""' in plain
+    # use-port-in-redirects (the ssl-redirect family's key, reported there): over HTTPS, the public HTTPS
+    # port unless 443 (nginx names its own port unless it is the scheme's default; it listens on 80).
+    p = parse({"permanent-redirect": "/n", "use-port-in-redirects": "true"})
+    assert p.get(RedirectOrigin) == RedirectOrigin(port_in_redirects=True)
+    rule = PathRule("h", "/", "Prefix", Forward((WeightedCluster("c", 100),)), "rules[0].paths[0]")
+    ir = IngressIR(REF, "2024-01-01T00:00:00Z", True, (rule,), None, (), p, (), False)
+    for public, port in ((8443, 8443), (443, None)):
+        (route,) = merge_host("h", [ir], tls_hosts=frozenset({"h"}), https_port=public).https.routes
+        policy = route.policy(RedirectOrigin)
+        assert policy is not None and policy.https_port == port
+        assert ('"https://" .. host .. ":8443"' in origin_script(policy)) == (port is not None)
+        assert origin_script_name(policy) == f"origin-{port or 'noport'}"
+    # relative-redirects: the path as written; absolute URLs never change; temporal-redirect is http(s) only.
+    for ann in ({"permanent-redirect": "/n", "relative-redirects": "true"}, {"permanent-redirect": "http://a/n"},
+                {"temporal-redirect": "https://t.example.com/n", "permanent-redirect": "/n"}):
+        p = parse(ann)
+        assert p.get(RedirectOrigin) is None, ann
+        pb = route_pb(p)
+        assert "%" not in pb.response_headers_to_add[0].header.value and not pb.typed_per_filter_config, ann
+    # A code without Location (nginx sends the URL as the body) needs no origin.
+    pb = route_pb(parse({"permanent-redirect": "/n", "permanent-redirect-code": "300"}))
+    assert pb.direct_response.body.inline_string == "/n" and not pb.typed_per_filter_config
+    p = parse({"permanent-redirect": "/n", "relative-redirects": "yes"})
+    assert levels(p, "relative-redirects") == ["warning"] and p.get(RedirectOrigin) is not None
 
 
 # -- CORS ---------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """permanent-redirect, temporal-redirect and app-root: answers the gateway gives without a backend.
 
 As ingress-nginx: temporal wins over permanent; permanent-redirect-code outside 300-308 and
-temporal-redirect-code outside 300-307 fall back to 301 / 302; the URL is sent exactly as written.
+temporal-redirect-code outside 300-307 fall back to 301 / 302; the URL is sent exactly as written,
+except that a path (`/new-location`) gets the request's origin in front as nginx's default
+`absolute_redirect on` does, unless relative-redirects turns that off (RedirectOrigin).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from controlplane.ingress.annotations.base import (
+    BOOLEAN,
     Annotations,
     Family,
     Key,
@@ -20,7 +23,7 @@ from controlplane.ingress.annotations.base import (
     integer,
 )
 from controlplane.ir import IngressRef, PathMatch, Redirect, Route
-from controlplane.ir.policies import AppRoot, UrlRedirect
+from controlplane.ir.policies import AppRoot, RedirectOrigin, UrlRedirect
 
 
 def app_root_routes(policy: AppRoot, host: str, source: IngressRef) -> list[Route]:
@@ -67,7 +70,11 @@ class RedirectFamily(Family):
                 "characters ingress-nginx's validator refuses (other than letters, digits and `-._~/:,?&=`) "
                 "**rejects** the Ingress, as ingress-nginx then does not serve it. A port that is not a number "
                 "(`http://h:x`) is sent as written too: ingress-nginx checks permanent-redirect with that "
-                "validator only, never Go's url.Parse"
+                "validator only, never Go's url.Parse. A path (`/new-location`) is made absolute as nginx's "
+                "default `absolute_redirect on`: a small per-route Lua step puts `http(s)://` (by the "
+                "connection's TLS) + the Host lowercased without its port or trailing dot in front "
+                "(`http://host/new-location`); with `use-port-in-redirects` and `--public-https-port` other "
+                "than 443, HTTPS Locations name that port (nginx names its own port unless 80/443)"
             ),
         ),
         Key(
@@ -92,6 +99,15 @@ class RedirectFamily(Family):
             "300-307, else 302 (not an integer: the Ingress is rejected, as ingress-nginx does not serve it)",
             default="`302`",
             validator=_code_validator(300, 307),
+        ),
+        Key(
+            ("relative-redirects",),
+            (
+                "nginx `absolute_redirect off`: a path URL of permanent-redirect is sent as written "
+                "(`Location: /new-location`); absolute URLs are never changed"
+            ),
+            default="`false`",
+            validator=BOOLEAN,
         ),
         Key(
             ("app-root",),
@@ -124,6 +140,7 @@ class RedirectFamily(Family):
         """In the order of ingress-nginx's redirect parser: temporal-redirect (and its code) first; only
         without it permanent-redirect-code (read even without a URL) and permanent-redirect."""
         out: list[Any] = self._app_root(ann, ctx)
+        relative = self._relative(ann, ctx)
         temporal = self._url(ann, ctx, "temporal-redirect")
         if temporal is None:
             return out
@@ -155,10 +172,25 @@ class RedirectFamily(Family):
             return out
         if permanent:  # sent as written, even `http://h:x` (ingress-nginx runs no url.Parse on it)
             out.append(UrlRedirect(permanent, p_code))
-            ctx.converted("permanent-redirect", f"{p_code} to {permanent}")
+            origin = permanent.startswith("/") and not relative
+            ctx.converted("permanent-redirect", f"{p_code} to {'http(s)://<host>' if origin else ''}{permanent}")
+            if origin:
+                # nginx's absolute_redirect: the origin goes in front. use-port-in-redirects belongs
+                # to (and is reported by) the ssl-redirect family; read here without a finding.
+                port_in = (ann.get("use-port-in-redirects") or "").lower() == "true"
+                out.append(RedirectOrigin(port_in_redirects=port_in))
         elif ann.has("permanent-redirect"):
             ctx.warn("permanent-redirect", "empty; ignored")
         return out
+
+    def _relative(self, ann: Annotations, ctx: ParseContext) -> bool:
+        """relative-redirects (nginx `absolute_redirect off`); only a path URL is affected (temporal-redirect
+        must be http(s)://, so it always is absolute)."""
+        relative = ctx.boolean(ann, "relative-redirects", False)
+        if ann.has("relative-redirects") and not any(f.key == "relative-redirects" for f in ctx.findings):
+            ctx.converted("relative-redirects", "a path permanent-redirect URL is sent "
+                          + ("as written" if relative else "with the request's origin in front"))
+        return relative
 
     def _app_root(self, ann: Annotations, ctx: ParseContext) -> list[Any]:
         out: list[Any] = []

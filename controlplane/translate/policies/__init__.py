@@ -29,7 +29,7 @@ from controlplane.translate.policies.ipaccess import IpAccessFeature
 from controlplane.translate.policies.loadbalancing import LoadBalancingFeature
 from controlplane.translate.policies.mirror import MirrorFeature
 from controlplane.translate.policies.ratelimit import RateLimitFeature
-from controlplane.translate.policies.redirects import RedirectFeature
+from controlplane.translate.policies.redirects import RedirectFeature, RedirectOriginFeature
 from controlplane.translate.policies.rewrite import RewriteFeature
 from controlplane.translate.policies.timeouts import TimeoutsFeature
 from controlplane.translate.policies.tlsparams import TlsParamsFeature
@@ -60,6 +60,7 @@ FEATURES: list[Feature] = sorted(
         ResponseHeadersFeature(),
         FallbackFeature(),
         HttpsLocationFeature(),
+        RedirectOriginFeature(),
         HeaderPatternFeature(),
     ],
     key=lambda f: f.filter_order,
