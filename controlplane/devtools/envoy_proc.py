@@ -29,11 +29,23 @@ from typing import Any
 _CHOSEN_PORTS = range(20000, 32000)
 
 
+def _ports_of_this_worker() -> range:
+    """Parallel test workers (pytest-xdist sets PYTEST_XDIST_WORKER=gwN in each, inherited by the
+    processes they start) choose from disjoint slices: two workers can no longer both find a port
+    free in the seconds before either's Envoy binds it."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")
+    if worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 1:
+        return _CHOSEN_PORTS[int(worker[2:]) % int(count) :: int(count)]
+    return _CHOSEN_PORTS
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port that was free a moment ago, outside the ephemeral range. Prefer port 0 where possible."""
     rng = random.Random()
+    ports = _ports_of_this_worker()
     for _ in range(100):
-        port = rng.choice(_CHOSEN_PORTS)
+        port = rng.choice(ports)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind((host, port))
