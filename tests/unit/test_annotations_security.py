@@ -219,6 +219,13 @@ def test_client_cert() -> None:
     )
     assert parse({N + "auth-tls-secret": "certs/missing"}, secrets).rejected
     assert parse({N + "auth-tls-secret": "default/bad"}, secrets).rejected
+    base = {N + "auth-tls-secret": "certs/ca"}
+    p = parse({**base, N + "auth-tls-error-page": "http://e.test/err", N + "auth-tls-match-cn": "CN=(a|b)"}, secrets)
+    assert (p.get(ClientCert).error_page, p.get(ClientCert).match_cn) == ("http://e.test/err", "CN=(a|b)")
+    # As ingress-nginx: a value not starting with CN= is ignored; a pattern PCRE refuses rejects the Ingress.
+    p = parse({**base, N + "auth-tls-match-cn": "O=x"}, secrets)
+    assert p.get(ClientCert).match_cn == "" and levels(p, "auth-tls-match-cn") == ["warning"]
+    assert parse({**base, N + "auth-tls-match-cn": "CN=(a"}, secrets).rejected
 
 
 # -- TLS parameters -----------------------------------------------------------------------------------------
@@ -361,6 +368,14 @@ def test_decoded_routes_never_show_basic_auth_users() -> None:
     assert per_route["config"]["users"] == {"inline_string": "[redacted]"}
 
 
+def _chain_step(host: TlsHost) -> str:
+    """The Lua code of the one HTTP filter the features put first on `host`'s chain."""
+    [step] = [f for feature in FEATURES for f in feature.tls_http_filters(host)]
+    lua = lua_pb2.Lua()
+    step.typed_config.Unpack(lua)
+    return lua.default_source_code.inline_string
+
+
 def test_translate_tls_policies() -> None:
     ca = make_ca()
     host = TlsHost(("a.example.com",), "default/site", (ClientCert(ca.cert, "on", 2), TlsParams("TLSv1_3", "TLSv1_3")))
@@ -368,9 +383,17 @@ def test_translate_tls_policies() -> None:
     chain = listener_components_pb2.FilterChain()
     for f in FEATURES:
         f.patch_tls(host, chain, ctx)
-    assert ctx.require_client_certificate.value
+    # nginx completes the handshake and answers per request: the chain's own Lua step does.
+    assert not ctx.require_client_certificate.value
     vc = ctx.common_tls_context.validation_context
     assert vc.trusted_ca.inline_bytes == ca.cert and vc.max_verify_depth.value == 2
+    assert vc.trust_chain_verification == common_pb2.CertificateValidationContext.ACCEPT_UNTRUSTED
+    code = _chain_step(host)
+    assert "local REQUIRED = true" in code and "local VERIFIED = true" in code and "local MATCH_CN = false" in code
+    cn = TlsHost(("c",), "s", (ClientCert(ca.cert, "optional", 1, "http://e/x", "CN=(a|b)"),))
+    code = _chain_step(cn)
+    assert "local REQUIRED = false" in code and "local MATCH_CN = true" in code and "function pattern_search" in code
+    assert not [f for feature in FEATURES for f in feature.tls_http_filters(TlsHost(("d",), "s", (TlsParams(),)))]
     params = ctx.common_tls_context.tls_params
     assert params.tls_minimum_protocol_version == common_pb2.TlsParameters.TLSv1_3
     ctx2 = tls_pb2.DownstreamTlsContext()
