@@ -597,6 +597,18 @@ class ClientCert:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientCertCheck:
+    """The per-request half of a host's ClientCert, on every route of that host: every HTTPS filter
+    chain shares the route table, so the check must travel with the routes, not with the host's chain
+    (a client could otherwise reach them through another chain)."""
+
+    scope: ClassVar[Scope] = "route"
+    mode: str = "on"
+    error_page: str = ""
+    match_cn: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class PassClientCert:
     """Forward the client certificate (URL-encoded PEM) upstream in header ssl-client-cert."""
 
@@ -724,6 +736,7 @@ RoutePolicy = (
     | BodySize
     | BasicAuth
     | PassClientCert
+    | ClientCertCheck
     | ExtAuth
     | RequestHeaderEdits
     | ResponseHeaderEdits

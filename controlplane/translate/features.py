@@ -70,8 +70,3 @@ class Feature:
         self, host: TlsHost, chain: listener_components_pb2.FilterChain, ctx: tls_pb2.DownstreamTlsContext
     ) -> None:
         """Called for every HTTPS filter chain."""
-
-    def tls_http_filters(self, host: TlsHost) -> list[hcm_pb2.HttpFilter]:
-        """HTTP filters that run first, for requests of `host`'s filter chain only (that chain then gets
-        a connection manager of its own): checks of what its TLS handshake recorded."""
-        return []

@@ -127,14 +127,6 @@ def _tls_chain(lst: listener_pb2.Listener, host: TlsHost, features: Sequence[Fea
         feature.patch_tls(host, chain, ctx)
     chain.transport_socket.name = "envoy.transport_sockets.tls"
     chain.transport_socket.typed_config.Pack(ctx)
-    first = [f for feature in features for f in feature.tls_http_filters(host)]
-    if first:
-        hcm = hcm_pb2.HttpConnectionManager()
-        hcm_filter.typed_config.Unpack(hcm)
-        rest = list(hcm.http_filters)
-        del hcm.http_filters[:]
-        hcm.http_filters.extend(first + rest)
-        hcm_filter = _hcm_filter(hcm)
     chain.filters.append(hcm_filter)
 
 

@@ -26,6 +26,7 @@ from controlplane.ir.policies import (
     BasicAuth,
     BodySize,
     ClientCert,
+    ClientCertCheck,
     DeniedLocation,
     ExtAuth,
     IpAccess,
@@ -368,12 +369,16 @@ def test_decoded_routes_never_show_basic_auth_users() -> None:
     assert per_route["config"]["users"] == {"inline_string": "[redacted]"}
 
 
-def _chain_step(host: TlsHost) -> str:
-    """The Lua code of the one HTTP filter the features put first on `host`'s chain."""
-    [step] = [f for feature in FEATURES for f in feature.tls_http_filters(host)]
-    lua = lua_pb2.Lua()
-    step.typed_config.Unpack(lua)
-    return lua.default_source_code.inline_string
+def _route_step(check: ClientCertCheck) -> str:
+    """The Lua code a route carrying `check` runs (by name, from the filter every connection manager has)."""
+    pb, r = _route(check)
+    feature = _feature("client-cert")
+    per_route = _unpack(pb.typed_per_filter_config["envoy.filters.http.lua/client-cert"], lua_pb2.LuaPerRoute)
+    [step] = feature.http_filters(feature.filter_keys(r))
+    assert not step.disabled  # off by default would force one route table partition; no code runs instead
+    lua = _unpack(step.typed_config, lua_pb2.Lua)
+    assert not lua.HasField("default_source_code")  # routes of other hosts run nothing
+    return lua.source_codes[per_route.name].inline_string
 
 
 def test_translate_tls_policies() -> None:
@@ -383,17 +388,19 @@ def test_translate_tls_policies() -> None:
     chain = listener_components_pb2.FilterChain()
     for f in FEATURES:
         f.patch_tls(host, chain, ctx)
-    # nginx completes the handshake and answers per request: the chain's own Lua step does.
+    # nginx completes the handshake and answers per request: the host's routes' Lua step does.
     assert not ctx.require_client_certificate.value
     vc = ctx.common_tls_context.validation_context
     assert vc.trusted_ca.inline_bytes == ca.cert and vc.max_verify_depth.value == 2
     assert vc.trust_chain_verification == common_pb2.CertificateValidationContext.ACCEPT_UNTRUSTED
-    code = _chain_step(host)
+    # No connection manager of its own: the check travels with the host's routes (any chain reaches them).
+    assert not chain.filters
+    code = _route_step(ClientCertCheck("on"))
     assert "local REQUIRED = true" in code and "local VERIFIED = true" in code and "local MATCH_CN = false" in code
-    cn = TlsHost(("c",), "s", (ClientCert(ca.cert, "optional", 1, "http://e/x", "CN=(a|b)"),))
-    code = _chain_step(cn)
+    assert '[":status"] = "421"' in code and "requestedServerName()" in code
+    code = _route_step(ClientCertCheck("optional", "http://e/x", "CN=(a|b)"))
     assert "local REQUIRED = false" in code and "local MATCH_CN = true" in code and "function pattern_search" in code
-    assert not [f for feature in FEATURES for f in feature.tls_http_filters(TlsHost(("d",), "s", (TlsParams(),)))]
+    assert "envoy.filters.http.lua/client-cert" not in _route(TlsParams())[0].typed_per_filter_config
     params = ctx.common_tls_context.tls_params
     assert params.tls_minimum_protocol_version == common_pb2.TlsParameters.TLSv1_3
     ctx2 = tls_pb2.DownstreamTlsContext()

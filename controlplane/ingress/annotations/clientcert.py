@@ -25,7 +25,10 @@ class ClientCertFamily(Family):
             "`on`, `optional`, `optional_no_ca`, `off`",
             default="`on`",
             difference="as nginx, the TLS handshake completes without a certificate; a request without one "
-            "(`on`) or with one that fails verification (`on`, `optional`) gets **400**",
+            "(`on`) or with one that fails verification (`on`, `optional`) gets **400**; a request whose TLS "
+            "SNI names another host than its Host (any mode; e.g. through the default certificate) gets "
+            "**421** as nginx (the checks run on every route of the host, whichever filter chain the "
+            "connection came through)",
         ),
         Key(("auth-tls-verify-depth",), "verification depth", default="`1`", validator=integer(1, 100)),
         Key(
