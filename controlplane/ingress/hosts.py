@@ -34,6 +34,8 @@ from controlplane.ir import (
 from controlplane.ir.names import vhost_name
 from controlplane.ir.policies import (
     Canary,
+    ClientCert,
+    ClientCertCheck,
     CookieAffinity,
     Cors,
     DeniedLocation,
@@ -177,6 +179,9 @@ def merge_host(
         routes.extend(_with_alternative(base, canary_by_key.get(key)))
         redirects[ir.ref] = not catch_all and registry.redirect_to_https(ir.annotations, host in tls_hosts)
 
+    check = _client_cert_check(host, ordered) if host in tls_hosts else None
+    if check is not None:
+        routes = [replace(r, policies=(*r.policies, check)) for r in routes]
     secure = tuple(_secure_cookie(r) for r in routes)
     www = _www_source(host, ordered, aliases)
     https_vhost = VirtualHost(vhost_name(host), domains, www_routes(host, www, "https", https_port) + secure, authority)
@@ -195,6 +200,18 @@ def merge_host(
     else:
         http_vhost = https_vhost
     return HostResult(http=http_vhost, https=https_vhost, findings=tuple(findings))
+
+
+def _client_cert_check(host: str, ordered: list[IngressIR]) -> ClientCertCheck | None:
+    """The per-request check of `host`'s client certificates, from the Ingress whose TLS settings its
+    chain gets (the oldest listing the host in a tls entry, else the oldest with TLS naming it), as
+    nginx's server-level ssl_verify_client holds for every location of the server."""
+    named = [ir for ir in ordered if any(host in b.hosts for b in ir.tls)]
+    source = next(iter(named or [ir for ir in ordered if ir.tls and host in ir.hosts]), None)
+    policy = None if source is None else source.annotations.get(ClientCert)
+    if policy is None:
+        return None
+    return ClientCertCheck(policy.mode, policy.error_page, policy.match_cn)
 
 
 def https_redirect_routes(route: Route, host: str, https_port: int, ssl: SslRedirect) -> list[Route]:

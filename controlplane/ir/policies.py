@@ -598,12 +598,28 @@ class BasicAuth:
 
 @dataclass(frozen=True, slots=True)
 class ClientCert:
-    """Validate client certificates against `ca` (mode as nginx ssl_verify_client)."""
+    """Validate client certificates against `ca` (mode as nginx ssl_verify_client), checked per request
+    as nginx does: `error_page` (a URL) replaces the 400 of a missing or failed certificate with a 302
+    there; `match_cn` (a PCRE pattern on the subject DN) answers 403 when it does not match."""
 
     scope: ClassVar[Scope] = "tls"
     ca: bytes = field(repr=False)
     mode: str = "on"
     depth: int = 1
+    error_page: str = ""
+    match_cn: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCertCheck:
+    """The per-request half of a host's ClientCert, on every route of that host: every HTTPS filter
+    chain shares the route table, so the check must travel with the routes, not with the host's chain
+    (a client could otherwise reach them through another chain)."""
+
+    scope: ClassVar[Scope] = "route"
+    mode: str = "on"
+    error_page: str = ""
+    match_cn: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -735,6 +751,7 @@ RoutePolicy = (
     | BodySize
     | BasicAuth
     | PassClientCert
+    | ClientCertCheck
     | ExtAuth
     | RequestHeaderEdits
     | ResponseHeaderEdits

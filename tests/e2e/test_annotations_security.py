@@ -331,15 +331,40 @@ def test_client_certificates(env: Env) -> None:
     headers = _lower(r.json()["headers"])
     assert "BEGIN%20CERTIFICATE" in headers.get("ssl-client-cert", "")
     assert "CN=alice" in headers.get("ssl-client-subject-dn", "")
-    for cert in (None, env.other_client):
-        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
-            resp = gw.get_https("mtls.example.com", "/", client_cert=cert)
-            raise AssertionError(f"served without a valid client certificate: {resp.status}")
+    # As nginx: the handshake completes, the request gets 400 (and never reaches the backend).
+    r = gw.get_https("mtls.example.com", "/")
+    assert r.status == 400 and b"No required SSL certificate was sent" in r.body
+    r = gw.get_https("mtls.example.com", "/", client_cert=env.other_client)
+    assert r.status == 400 and b"The SSL certificate error" in r.body
     # optional: no certificate is fine, a certificate of another CA is not.
     assert gw.get_https("mtlsopt.example.com", "/").status == 200
     assert gw.get_https("mtlsopt.example.com", "/", client_cert=env.client).status == 200
-    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
-        gw.get_https("mtlsopt.example.com", "/", client_cert=env.other_client)
+    assert gw.get_https("mtlsopt.example.com", "/", client_cert=env.other_client).status == 400
+    _no_nack(gw)
+
+
+def test_client_certificate_host_not_reachable_through_another_chain(env: Env) -> None:
+    """Every HTTPS chain shares the route table: a client that negotiates another name (the default
+    certificate's catch-all, another TLS host) and sends the client-cert host in Host gets nginx's 421
+    (ngx_http_set_virtual_server: SNI differs from Host, and that server verifies client certificates);
+    without SNI the certificate checks run (none was asked for: 400). Never the backend."""
+    gw = env.gw
+    for sni in ("unknown.example.com", "tls13.example.com", "MTLSOPT.example.com"):
+        for host in ("mtls.example.com", "mtlsopt.example.com"):
+            if sni.lower() == host:
+                continue
+            for cert in (None, env.client):
+                r = gw.get_https(host, "/", sni=sni, client_cert=cert)
+                assert r.status == 421 and b"421 Misdirected Request" in r.body, (sni, host, cert, r.status)
+    r = gw.get_https("mtls.example.com", "/", sni="")
+    assert r.status == 400 and b"No required SSL certificate was sent" in r.body
+    # optional: without SNI no certificate was asked for, and none is needed (nginx serves it too).
+    assert gw.get_https("mtlsopt.example.com", "/", sni="").status == 200
+    # Host and SNI agree up to case and a port: served.
+    r = gw.get_https("MTLS.example.com:443", "/", sni="mtls.example.com", client_cert=env.client)
+    assert r.status == 200 and r.json()["service"] == "echo"
+    # Other hosts are not affected by the check.
+    assert gw.get_https("tls13.example.com", "/", sni="unknown.example.com").status == 200
     _no_nack(gw)
 
 

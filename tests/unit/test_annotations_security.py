@@ -26,6 +26,7 @@ from controlplane.ir.policies import (
     BasicAuth,
     BodySize,
     ClientCert,
+    ClientCertCheck,
     DeniedLocation,
     ExtAuth,
     IpAccess,
@@ -219,6 +220,13 @@ def test_client_cert() -> None:
     )
     assert parse({N + "auth-tls-secret": "certs/missing"}, secrets).rejected
     assert parse({N + "auth-tls-secret": "default/bad"}, secrets).rejected
+    base = {N + "auth-tls-secret": "certs/ca"}
+    p = parse({**base, N + "auth-tls-error-page": "http://e.test/err", N + "auth-tls-match-cn": "CN=(a|b)"}, secrets)
+    assert (p.get(ClientCert).error_page, p.get(ClientCert).match_cn) == ("http://e.test/err", "CN=(a|b)")
+    # As ingress-nginx: a value not starting with CN= is ignored; a pattern PCRE refuses rejects the Ingress.
+    p = parse({**base, N + "auth-tls-match-cn": "O=x"}, secrets)
+    assert p.get(ClientCert).match_cn == "" and levels(p, "auth-tls-match-cn") == ["warning"]
+    assert parse({**base, N + "auth-tls-match-cn": "CN=(a"}, secrets).rejected
 
 
 # -- TLS parameters -----------------------------------------------------------------------------------------
@@ -361,6 +369,18 @@ def test_decoded_routes_never_show_basic_auth_users() -> None:
     assert per_route["config"]["users"] == {"inline_string": "[redacted]"}
 
 
+def _route_step(check: ClientCertCheck) -> str:
+    """The Lua code a route carrying `check` runs (by name, from the filter every connection manager has)."""
+    pb, r = _route(check)
+    feature = _feature("client-cert")
+    per_route = _unpack(pb.typed_per_filter_config["envoy.filters.http.lua/client-cert"], lua_pb2.LuaPerRoute)
+    [step] = feature.http_filters(feature.filter_keys(r))
+    assert not step.disabled  # off by default would force one route table partition; no code runs instead
+    lua = _unpack(step.typed_config, lua_pb2.Lua)
+    assert not lua.HasField("default_source_code")  # routes of other hosts run nothing
+    return lua.source_codes[per_route.name].inline_string
+
+
 def test_translate_tls_policies() -> None:
     ca = make_ca()
     host = TlsHost(("a.example.com",), "default/site", (ClientCert(ca.cert, "on", 2), TlsParams("TLSv1_3", "TLSv1_3")))
@@ -368,9 +388,19 @@ def test_translate_tls_policies() -> None:
     chain = listener_components_pb2.FilterChain()
     for f in FEATURES:
         f.patch_tls(host, chain, ctx)
-    assert ctx.require_client_certificate.value
+    # nginx completes the handshake and answers per request: the host's routes' Lua step does.
+    assert not ctx.require_client_certificate.value
     vc = ctx.common_tls_context.validation_context
     assert vc.trusted_ca.inline_bytes == ca.cert and vc.max_verify_depth.value == 2
+    assert vc.trust_chain_verification == common_pb2.CertificateValidationContext.ACCEPT_UNTRUSTED
+    # No connection manager of its own: the check travels with the host's routes (any chain reaches them).
+    assert not chain.filters
+    code = _route_step(ClientCertCheck("on"))
+    assert "local REQUIRED = true" in code and "local VERIFIED = true" in code and "local MATCH_CN = false" in code
+    assert '[":status"] = "421"' in code and "requestedServerName()" in code
+    code = _route_step(ClientCertCheck("optional", "http://e/x", "CN=(a|b)"))
+    assert "local REQUIRED = false" in code and "local MATCH_CN = true" in code and "function pattern_search" in code
+    assert "envoy.filters.http.lua/client-cert" not in _route(TlsParams())[0].typed_per_filter_config
     params = ctx.common_tls_context.tls_params
     assert params.tls_minimum_protocol_version == common_pb2.TlsParameters.TLSv1_3
     ctx2 = tls_pb2.DownstreamTlsContext()

@@ -17,13 +17,14 @@ from controlplane.ingress.hosts import host_domains, merge_host
 from controlplane.ingress.locations import path_match
 from controlplane.ir import DirectResponse, Forward, HeaderMatch, IngressRef, Redirect
 from controlplane.ir.pcre import classify
-from controlplane.ir.policies import CookieAffinity, HeaderPattern
+from controlplane.ir.policies import ClientCertCheck, CookieAffinity, HeaderPattern
 from controlplane.metrics import Metrics
 from controlplane.services import ServiceIndex
 from controlplane.sources.files import FileSource, ManifestError, parse_manifests
 from controlplane.store import ClusterRegistry, ClusterStore
 from controlplane.xds import resources as rt
 from controlplane.xds.cache import SnapshotCache
+from tests.support.certs import ca_secret, make_ca
 from tests.support.gateway import ingress, rule, service_manifests
 
 N = "nginx.ingress.kubernetes.io/"
@@ -105,6 +106,25 @@ def test_merge_oldest_wins_and_loser_reported() -> None:
         assert clusters_of(routes[1]) == ["default/s:80"]
         assert [(ref.name, f.level) for ref, f in res.findings] == [("new", "conflict")]
         assert res.http is res.https  # no TLS, no redirect: one shared vhost
+
+
+def test_client_cert_check_goes_on_every_route_of_the_host() -> None:
+    """nginx's ssl_verify_client is the server's: every location of the host, from any Ingress, carries
+    the per-request check (every HTTPS chain shares the route table, so it cannot stay on the chain)."""
+    secrets = {"ca": ca_secret("ca", "default", make_ca().cert)}
+    ann = {"nginx.ingress.kubernetes.io/auth-tls-secret": "default/ca",
+           "nginx.ingress.kubernetes.io/auth-tls-verify-client": "optional"}
+    tls = [{"hosts": ["h.com"], "secretName": "site"}]
+    mtls = build(ingress("mtls", [rule("h.com", ("/", "Prefix", "s", 80))], annotations=ann, tls=tls,
+                         created="2024-01-01T00:00:00Z"), secrets=secrets)
+    more = build(ingress("more", [rule("h.com", ("/more", "Prefix", "t", 80))], created="2024-02-01T00:00:00Z"))
+    res = merge_host("h.com", [mtls, more], tls_hosts=frozenset({"h.com"}))
+    assert [r.policy(ClientCertCheck) for r in res.https.routes] == [ClientCertCheck("optional")] * 2
+    # Another host (or the host without TLS) carries none.
+    other = build(ingress("o", [rule("o.com", ("/", "Prefix", "s", 80))], tls=[{"hosts": ["o.com"]}]))
+    assert merge_host("o.com", [other], tls_hosts=frozenset({"o.com"})).https.routes[0].policy(ClientCertCheck) is None
+    assert all(r.policy(ClientCertCheck) is None
+               for r in merge_host("h.com", [mtls, more], tls_hosts=frozenset()).https.routes)  # fmt: skip
 
 
 def test_merge_same_timestamp_breaks_tie_by_namespace_name() -> None:
