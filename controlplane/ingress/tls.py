@@ -57,10 +57,12 @@ def plan_tls(
     `default`: the default certificate's SDS name, if any; `chain_of`: a usable certificate's PEM chain
     (for the hosts a TLS Ingress does not list: the certificate whose names cover them).
 
-    A binding whose Secret is broken now still names the last good certificate of that Secret. A host
-    whose binding has no usable certificate (Secret missing, invalid, or no secretName) gets the default
-    certificate, as in ingress-nginx, unless another Ingress gives it a certificate of its own (there
-    the oldest Ingress's default would win; a real certificate winning is deliberate).
+    A binding whose Secret is broken now still names the last good certificate of that Secret. The
+    oldest Ingress with a TLS section that names a host decides its certificate, as ingress-nginx's
+    createServers: the Secret its entry lists for the host, else the first of its certificates whose
+    names cover the host (extractTLSSecretName), else (Secret missing, invalid, no secretName, no
+    entry covers the host) the default certificate, which a newer Ingress's real one does not replace.
+    Without a default certificate such a host is left to the next Ingress.
     """
     ordered = list(ordered)
     plan = TlsPlan(default=default)
@@ -76,32 +78,29 @@ def plan_tls(
                 if rule.host and rule.backend is not None:
                     # TCP needs the plain Service cluster, not an HTTP variant of it.
                     plan.passthrough.setdefault(rule.host, str(rule.backend.base))
+        if not ir.tls:
+            continue
         for binding in ir.tls:
             name = binding.secret or secret_name(*binding.secret_ref)
-            if name in usable:
-                for host in binding.hosts:
+            for host in binding.hosts:
+                if name in usable:
                     bind(host, name, ir)
-    # ingress-nginx's extractTLSSecretName: a rule host no tls entry of its Ingress lists gets the
-    # first of that Ingress's certificates whose names cover it (a `tls:` entry without hosts, a wildcard).
-    if chain_of is not None:
-        for ir in ordered:
-            listed = {h for b in ir.tls for h in b.hosts}
+                elif default is not None:
+                    bind(host, default, ir)
+        # A rule host no tls entry of this Ingress lists: the first of its certificates whose names
+        # cover it (a `tls:` entry without hosts, a wildcard), else the default.
+        listed = {h for b in ir.tls for h in b.hosts}
+        unlisted = sorted({r.host for r in ir.rules if r.host} - listed)
+        names = []
+        if chain_of is not None and unlisted:
             names = [(n, certificate_names(chain_of(n))) for b in ir.tls
                      if (n := b.secret or secret_name(*b.secret_ref)) in usable]  # fmt: skip
-            for host in sorted({r.host for r in ir.rules if r.host} - listed) if names else ():
-                match = next((n for n, covered in names if covers(covered, host)), None)
-                if match is not None:
-                    bind(host, match, ir)
-    if default is not None:
-        for ir in ordered:
-            for binding in ir.tls:
-                if (binding.secret or secret_name(*binding.secret_ref)) not in usable:
-                    for host in binding.hosts:
-                        bind(host, default, ir)
-            if ir.tls:  # any other host of an Ingress with a TLS section: the default, as in ingress-nginx
-                for rule in ir.rules:
-                    if rule.host:
-                        bind(rule.host, default, ir)
+        for host in unlisted:
+            match = next((n for n, covered in names if covers(covered, host)), None)
+            if match is not None:
+                bind(host, match, ir)
+            elif default is not None:
+                bind(host, default, ir)
     for host in plan.passthrough:
         plan.certs.pop(host, None)
         plan.policies.pop(host, None)

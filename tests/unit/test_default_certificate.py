@@ -133,24 +133,34 @@ def test_engine_serves_the_default_and_follows_its_secret_like_compile() -> None
         assert (GENERATED_NAME, ("a.example.com", "b.example.com")) in _https_chains(e)
         _agrees(e, config)
 
-        # A real certificate for a, from the newer Ingress, wins over the older one's default.
+        # The oldest Ingress decides, as ingress-nginx's createServers: its missing Secret means the
+        # default certificate, even once the newer Ingress's Secret exists.
         store.upsert(SECRET, tls_secret("a-tls", "default", MINE.cert, MINE.key))
         ctl.flush()
+        assert (GENERATED_NAME, ("a.example.com", "b.example.com")) in _https_chains(e)
+        _agrees(e, config)
+        # Without the older Ingress, the newer one's certificate is served.
+        store.delete(INGRESS, "default", "old")
+        ctl.flush()
         assert ("c1/default/a-tls", ("a.example.com",)) in _https_chains(e)
+        _agrees(e, config)
+        store.upsert(INGRESS, _tls_ing("old", "a.example.com", "missing", "2020-01-01T00:00:00Z"))
+        ctl.flush()
+        assert (GENERATED_NAME, ("a.example.com", "b.example.com")) in _https_chains(e)
         _agrees(e, config)
 
         # The flag's Secret appears: it becomes the default (and the generated one is no longer served).
         store.upsert(SECRET, tls_secret("mine", "certs", MINE.cert, MINE.key))
         ctl.flush()
-        assert set(e.cache.get(rt.SECRET).resources) == {"c1/default/a-tls", FLAG_SDS}
-        assert (FLAG_SDS, ("b.example.com",)) in _https_chains(e) and (FLAG_SDS, ()) in _https_chains(e)
+        assert set(e.cache.get(rt.SECRET).resources) == {FLAG_SDS}  # a-tls is bound to no host
+        assert (FLAG_SDS, ("a.example.com", "b.example.com")) in _https_chains(e) and (FLAG_SDS, ()) in _https_chains(e)
         rep = next(r for r in ctl.ingress_reports() if r["name"] == "unnamed")
         assert any(f"served with the default certificate ({FLAG_SDS})" in w for w in rep["warnings"]), rep
         _agrees(e, config)
 
         store.delete(SECRET, "certs", "mine")  # gone: back to the generated one
         ctl.flush()
-        assert set(e.cache.get(rt.SECRET).resources) == {"c1/default/a-tls", GENERATED_NAME}
+        assert set(e.cache.get(rt.SECRET).resources) == {GENERATED_NAME}
         _agrees(e, config)
 
 

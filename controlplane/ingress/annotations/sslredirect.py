@@ -34,8 +34,8 @@ class SslRedirectFamily(Family):
             difference=(
                 "only where there is no default certificate at all (Kubernetes mode without the chart, the flag "
                 "and the right to create its own Secret): such hosts stay plain HTTP, as their Ingress's warnings "
-                "say. When two Ingresses name a host, a usable certificate of the newer one wins over the older "
-                "one's default certificate (ingress-nginx keeps the older Ingress's default)"
+                "say. A certificate a `tls:` entry lists for a host but whose names do not cover it is still "
+                "served (ingress-nginx serves its default certificate then)"
             ),
             validator=BOOLEAN,
         ),
