@@ -274,7 +274,13 @@ def assert_delta_sent_nothing_it_had(survivor: KubeGateway, node_id: str) -> Non
 def assert_takeover(fleet: Fleet, killed_at: float, old: str, new: str) -> None:
     """The survivor took the lease once it had expired, and no later than a lease plus two renew periods."""
     wait_until(lambda: lease_holder(fleet.fake) == new, timeout=LEASE_S * 3, message=f"{new} never took over")
-    lease_writes = [w for w in fleet.fake.writes() if w.kind == "Lease" and w.code < 300]
+
+    def logged() -> list[Any] | None:
+        """The fake API server logs a write after storing it: the holder can be read before its write is."""
+        writes = [w for w in fleet.fake.writes() if w.kind == "Lease" and w.code < 300]
+        return writes if any(w.holder == new and w.at > killed_at for w in writes) else None
+
+    lease_writes = wait_until(logged, timeout=5, message=f"{new}'s lease write never logged")
     before = [(round(w.at - killed_at, 2), w.holder) for w in lease_writes if w.at <= killed_at][-8:]
     # A healthy leader keeps its lease however busy it is (renewals run on their own thread): a handover
     # before the kill is a failure of the product, said as such.
