@@ -20,6 +20,7 @@ from controlplane.gatewayapi.httproute import RouteEntry, merge_key
 from controlplane.ingress.hosts import HostResult
 from controlplane.ir import Finding, IngressRef, Route, VirtualHost
 from controlplane.ir.names import vhost_name
+from controlplane.ir.policies import ClientCertCheck
 
 
 def _claim(route: Route) -> tuple[str, str] | None:
@@ -87,7 +88,16 @@ def merge_gateway_routes(
         result = HostResult(http=empty, https=empty)
     findings = list(result.findings)
     http = _merge_table(host, result.http.routes, entries.http, created, findings)
-    https = _merge_table(host, result.https.routes, entries.https, created, findings)
+    https = _with_client_cert_check(_merge_table(host, result.https.routes, entries.https, created, findings))
     return HostResult(http=replace(result.http, routes=http), https=replace(result.https, routes=https),
                       findings=tuple(findings))  # fmt: skip
 
+
+def _with_client_cert_check(routes: tuple[Route, ...]) -> tuple[Route, ...]:
+    """A host whose Ingress asks for client certificates accepts any certificate in the handshake and
+    checks it per route (see translate/policies/clientcert.py): its other frontends' routes on the
+    shared HTTPS listener get the same check, or they would be reachable without one."""
+    check = next((p for r in routes for p in r.policies if isinstance(p, ClientCertCheck)), None)
+    if check is None:
+        return routes
+    return tuple(r if check in r.policies else replace(r, policies=(*r.policies, check)) for r in routes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,30 @@ def test_client_cert_check_goes_on_every_route_of_the_host() -> None:
     assert merge_host("o.com", [other], tls_hosts=frozenset({"o.com"})).https.routes[0].policy(ClientCertCheck) is None
     assert all(r.policy(ClientCertCheck) is None
                for r in merge_host("h.com", [mtls, more], tls_hosts=frozenset()).https.routes)  # fmt: skip
+
+
+def test_client_cert_check_also_guards_gateway_api_routes_of_the_host() -> None:
+    """An HTTPRoute (or KIngress) on a host whose Ingress asks for client certificates shares the
+    HTTPS chain that accepts any certificate: its routes get the same per-request check."""
+    from controlplane.gatewayapi.build import HostEntries
+    from controlplane.gatewayapi.httproute import RouteEntry
+    from controlplane.gatewayapi.merge import merge_gateway_routes
+
+    secrets = {"ca": ca_secret("ca", "default", make_ca().cert)}
+    ann = {"nginx.ingress.kubernetes.io/auth-tls-secret": "default/ca",
+           "nginx.ingress.kubernetes.io/auth-tls-verify-client": "on"}
+    mtls = build(ingress("mtls", [rule("h.com", ("/", "Prefix", "s", 80))], annotations=ann,
+                         tls=[{"hosts": ["h.com"], "secretName": "site"}]), secrets=secrets)  # fmt: skip
+    other = build(ingress("r", [rule("h.com", ("/gw", "Prefix", "t", 80))]))
+    gw_route = replace(merge_host("h.com", [other], tls_hosts=frozenset()).https.routes[0], name="gw#0")
+    entries = HostEntries(http=(RouteEntry(gw_route, "2025-01-01T00:00:00Z", 0, 0),),
+                          https=(RouteEntry(gw_route, "2025-01-01T00:00:00Z", 0, 0),))  # fmt: skip
+    res = merge_gateway_routes("h.com", merge_host("h.com", [mtls], tls_hosts=frozenset({"h.com"})), entries, {})
+    assert res is not None and len(res.https.routes) == 2
+    assert [r.policy(ClientCertCheck) for r in res.https.routes] == [ClientCertCheck("on")] * 2
+    # Without a client-certificate host nothing is added.
+    plain = merge_gateway_routes("h.com", merge_host("h.com", [other], tls_hosts=frozenset()), entries, {})
+    assert plain is not None and all(r.policy(ClientCertCheck) is None for r in plain.https.routes)
 
 
 def test_merge_same_timestamp_breaks_tie_by_namespace_name() -> None:
