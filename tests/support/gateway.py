@@ -32,6 +32,8 @@ from tests.support.ports import free_port
 from tests.support.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
+# Envoy still warming a listener or cluster it has ACKed (see Gateway.wait_converged).
+WARMING = r"^(cluster_manager\.warming_clusters|listener_manager\.total_listeners_warming)$"
 
 
 def dump_manifests(objs: Iterable[Mapping[str, Any]] | str) -> str:
@@ -459,6 +461,12 @@ class Gateway:
                         return False
                     if t.get("acked_version") != t.get("sent_version"):
                         return False
+            # Envoy ACKs a listener update before the new listener (or filter chain) has warmed, i.e.
+            # before its certificates and routes arrived; until then the old one answers.
+            if self.envoy is not None and self.envoy.running():
+                warming = self.envoy.stats(WARMING)
+                if any(warming.values()):
+                    return False
             return True
 
         wait_until(check, timeout=timeout, message="proxies never converged")
