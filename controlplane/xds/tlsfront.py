@@ -36,6 +36,7 @@ import socket
 import ssl
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +128,7 @@ class BackendSocket:
     @functools.cached_property
     def directory(self) -> Path:
         """Made when first needed (a server that never starts leaves nothing behind)."""
+        remove_stale_directories(Path(tempfile.gettempdir()))
         return Path(tempfile.mkdtemp(prefix="meridian-xds-"))  # mode 0700, this user only
 
     @property
@@ -153,6 +155,30 @@ class BackendSocket:
         """The directory and the socket in it (again after a first time: nothing to do)."""
         if "directory" in self.__dict__:
             shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def remove_stale_directories(parent: Path, min_age_s: float = 60.0) -> None:
+    """Directories a killed process left behind: its socket refuses connections (no server listens),
+    or it has none and is older than `min_age_s` (a process starting now has not bound it yet). Only
+    this user's; a live server's socket accepts, so it is never touched."""
+    for d in parent.glob("meridian-xds-*"):
+        try:
+            st = d.lstat()
+            if not d.is_dir() or d.is_symlink() or st.st_uid != os.getuid():
+                continue
+            sock_path = d / "grpc.sock"
+            if sock_path.exists():
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                    try:
+                        probe.connect(str(sock_path))
+                        continue  # a server listens
+                    except ConnectionRefusedError:
+                        pass
+            elif time.time() - st.st_mtime < min_age_s:
+                continue
+            shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            continue
 
 
 class TlsFront:

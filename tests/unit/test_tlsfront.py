@@ -113,3 +113,41 @@ async def test_no_session_tickets_and_tls12_reconnects_resume_from_the_cache(tmp
     finally:
         await front.stop()
         backend.close()
+
+
+def test_stale_socket_directories_of_killed_processes_are_removed(tmp_path: Path) -> None:
+    """A killed process leaves its private directory behind; the next start removes it, never a live one's."""
+    import time
+
+    from controlplane.xds.tlsfront import remove_stale_directories
+
+    def made(name: str, *, listening: bool | None, age_s: float = 0.0) -> tuple[Path, socket.socket | None]:
+        d = tmp_path / f"meridian-xds-{name}"
+        d.mkdir(mode=0o700)
+        s: socket.socket | None = None
+        if listening is not None:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.bind(str(d / "grpc.sock"))
+            if listening:
+                s.listen()
+            else:
+                s.close()  # the file stays; nothing accepts on it any more
+                s = None
+        if age_s:
+            old = time.time() - age_s
+            os.utime(d, (old, old))
+        return d, s
+
+    dead, _ = made("dead", listening=False)
+    live, live_sock = made("live", listening=True)
+    starting, _ = made("starting", listening=None)  # created, its server not bound yet
+    abandoned, _ = made("abandoned", listening=None, age_s=600)
+    other = tmp_path / "unrelated"
+    other.mkdir()
+    try:
+        remove_stale_directories(tmp_path)
+        assert not dead.exists() and not abandoned.exists()
+        assert live.exists() and starting.exists() and other.exists()
+    finally:
+        if live_sock is not None:
+            live_sock.close()
