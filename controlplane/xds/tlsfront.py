@@ -26,6 +26,7 @@ plane). Each direction pauses reading the other side while its own writes are ba
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import functools
 import itertools
 import logging
@@ -40,6 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from controlplane.addresses import split_host_port
 from controlplane.xds.identity import certificate_identities
@@ -124,12 +126,17 @@ class BackendSocket:
         self._names = itertools.count(1)
         self._abstract = sys.platform == "linux"
         self._prefix = f"meridian-xds-{secrets.token_hex(8)}-"
+        self._lock: IO[bytes] | None = None
 
     @functools.cached_property
     def directory(self) -> Path:
         """Made when first needed (a server that never starts leaves nothing behind)."""
         remove_stale_directories(Path(tempfile.gettempdir()))
-        return Path(tempfile.mkdtemp(prefix="meridian-xds-"))  # mode 0700, this user only
+        directory = Path(tempfile.mkdtemp(prefix="meridian-xds-"))  # mode 0700, this user only
+        # Held while this process lives: how a later start tells this directory from a stale one.
+        self._lock = open(directory / "lock", "wb")  # noqa: SIM115 - kept open on purpose
+        fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return directory
 
     @property
     def path(self) -> Path:
@@ -155,25 +162,28 @@ class BackendSocket:
         """The directory and the socket in it (again after a first time: nothing to do)."""
         if "directory" in self.__dict__:
             shutil.rmtree(self.directory, ignore_errors=True)
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
 
 def remove_stale_directories(parent: Path, min_age_s: float = 60.0) -> None:
-    """Directories a killed process left behind: its socket refuses connections (no server listens),
-    or it has none and is older than `min_age_s` (a process starting now has not bound it yet). Only
-    this user's; a live server's socket accepts, so it is never touched."""
+    """Directories killed processes left behind. A live process holds an exclusive lock on its
+    directory's `lock` file for as long as it runs (the kernel drops it when the process dies), so a
+    directory whose lock can be taken is stale; one without a lock file only once it is older than
+    `min_age_s` (a process starting now has not made it yet). This user's directories only."""
     for d in parent.glob("meridian-xds-*"):
         try:
             st = d.lstat()
             if not d.is_dir() or d.is_symlink() or st.st_uid != os.getuid():
                 continue
-            sock_path = d / "grpc.sock"
-            if sock_path.exists():
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            lock = d / "lock"
+            if lock.exists():
+                with open(lock, "rb") as f:
                     try:
-                        probe.connect(str(sock_path))
-                        continue  # a server listens
-                    except ConnectionRefusedError:
-                        pass
+                        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # its process is alive
             elif time.time() - st.st_mtime < min_age_s:
                 continue
             shutil.rmtree(d, ignore_errors=True)

@@ -59,7 +59,7 @@ async def test_large_transfers_are_relayed_byte_exact_both_ways_and_the_client_i
         relayed = front.relayed(grpc_peer)
         assert relayed is not None and relayed.identities  # the client certificate's names
         assert front.relayed("unix:") is None and front.relayed(f"ipv4:127.0.0.1:{port}") is None
-        assert os.listdir(front.backend.directory) == ["grpc.sock"]  # the relay's own name left no file
+        assert sorted(os.listdir(front.backend.directory)) == ["grpc.sock", "lock"]  # the relay's own name left no file
         writer.close()
         await asyncio.wait_for(backend_done.wait(), 10)  # the relay closes the other side too
         assert front.relayed(grpc_peer) is None  # and forgets the name
@@ -117,37 +117,36 @@ async def test_no_session_tickets_and_tls12_reconnects_resume_from_the_cache(tmp
 
 def test_stale_socket_directories_of_killed_processes_are_removed(tmp_path: Path) -> None:
     """A killed process leaves its private directory behind; the next start removes it, never a live one's."""
+    import subprocess
+    import sys
     import time
 
-    from controlplane.xds.tlsfront import remove_stale_directories
+    from controlplane.xds.tlsfront import BackendSocket, remove_stale_directories
 
-    def made(name: str, *, listening: bool | None, age_s: float = 0.0) -> tuple[Path, socket.socket | None]:
-        d = tmp_path / f"meridian-xds-{name}"
-        d.mkdir(mode=0o700)
-        s: socket.socket | None = None
-        if listening is not None:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.bind(str(d / "grpc.sock"))
-            if listening:
-                s.listen()
-            else:
-                s.close()  # the file stays; nothing accepts on it any more
-                s = None
-        if age_s:
-            old = time.time() - age_s
-            os.utime(d, (old, old))
-        return d, s
-
-    dead, _ = made("dead", listening=False)
-    live, live_sock = made("live", listening=True)
-    starting, _ = made("starting", listening=None)  # created, its server not bound yet
-    abandoned, _ = made("abandoned", listening=None, age_s=600)
-    other = tmp_path / "unrelated"
-    other.mkdir()
+    live = BackendSocket()
+    live_dir = live.directory  # this process holds its lock
+    # A process that made its directory (and lock) and was killed: the kernel released the lock.
+    code = ("import os, sys; from controlplane.xds.tlsfront import BackendSocket; "
+            "print(BackendSocket().directory, flush=True); os._exit(0)")  # fmt: skip
+    dead_dir = Path(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                   check=True).stdout.strip())  # fmt: skip
     try:
+        assert dead_dir.is_dir() and (dead_dir / "lock").exists()
+        starting = tmp_path / "meridian-xds-starting"  # no lock yet: a process starting right now
+        starting.mkdir()
+        abandoned = tmp_path / "meridian-xds-abandoned"  # no lock, made long ago
+        abandoned.mkdir()
+        old = time.time() - 600
+        os.utime(abandoned, (old, old))
+        dead_copy = tmp_path / dead_dir.name
+        dead_dir.rename(dead_copy)
+        live_copy = tmp_path / "meridian-xds-live"
+        live_copy.symlink_to(live_dir)  # a symlink is never followed
         remove_stale_directories(tmp_path)
-        assert not dead.exists() and not abandoned.exists()
-        assert live.exists() and starting.exists() and other.exists()
+        assert not dead_copy.exists() and not abandoned.exists()
+        assert starting.exists() and live_copy.is_symlink()
+        remove_stale_directories(live_dir.parent)  # the live directory itself, in the real temp dir
+        assert live_dir.is_dir()
     finally:
-        if live_sock is not None:
-            live_sock.close()
+        live.remove()
+        assert not live_dir.exists()
