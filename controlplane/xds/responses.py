@@ -16,7 +16,7 @@ from controlplane.protowire import varint
 from controlplane.xds.cache import Resource, SnapshotCache, TypeSnapshot
 from controlplane.xds.resources import CLUSTER, ENDPOINT, ROUTE
 from controlplane.xds.tracking import StreamState, TypeState
-from controlplane.xds.views import Subset
+from controlplane.xds.views import Names, Subset, sorted_names
 from controlplane.xds.warming import EdsNames, note_new_clusters
 
 # Types whose SotW responses may carry only the changed resources (Envoy keeps the others).
@@ -142,18 +142,55 @@ class Responses:
         self._shared = SharedBodies()
         self._lineage = lineage
         self._eds_names = EdsNames()
+        self._all: OrderedDict[tuple[int, int], tuple[Mapping[str, Resource], Names | None, tuple[Resource, ...]]]
+        self._all = OrderedDict()
 
     def _sotw_body(self, st: TypeState, version: str, resources: Sequence[Resource]) -> tuple[str, bytes]:
         key = (st.type_url, version, *map(id, resources))
         return self._shared.get(key, resources, st.nonce, lambda nonce: encode_discovery_response(
             version, (r.any_bytes for r in resources), st.type_url, nonce, self._control_plane))  # fmt: skip
 
+    def _sotw_subset_body(self, st: TypeState, version: str, subset: Subset) -> tuple[str, bytes]:
+        """A response of all of `subset`, keyed by its (shared) mapping and name set instead of by its
+        resources: N streams subscribed alike find it without listing 1,000 resources each."""
+        key = (st.type_url, version, "subset", id(subset.resources), id(subset.names))
+        keepalive = (subset.resources, subset.names)
+        return self._shared.get(key, keepalive, st.nonce, lambda nonce: encode_discovery_response(
+            version, (r.any_bytes for r in subset.values()), st.type_url, nonce, self._control_plane))  # fmt: skip
+
     def _delta_body(
-        self, st: TypeState, version: str, changed: Sequence[Resource], removed: Sequence[str]
+        self,
+        st: TypeState,
+        version: str,
+        changed: Sequence[Resource],
+        removed: Sequence[str],
+        everything: tuple[object, ...] = (),
     ) -> tuple[str, bytes]:
-        key = (st.type_url, version, len(changed), *map(id, changed), *removed)
-        return self._shared.get(key, changed, st.nonce, lambda nonce: encode_delta_response(
+        """`everything`: the (mapping, names) `changed` is all of, which then keys the body instead
+        of `changed`'s 1,000 resources (see `_everything`)."""
+        if everything:
+            key: tuple[object, ...] = (st.type_url, version, "all", *map(id, everything))
+        else:
+            key = (st.type_url, version, len(changed), *map(id, changed), *removed)
+        return self._shared.get(key, (changed, everything), st.nonce, lambda nonce: encode_delta_response(
             version, changed, st.type_url, nonce, removed, self._control_plane))  # fmt: skip
+
+    def _everything(self, resources: Mapping[str, Resource], only: Names | None) -> tuple[Resource, ...]:
+        """What a new Delta client subscribed to `only` (None: wildcard) gets of `resources`, listed once
+        for every stream asking the same of the same snapshot (a fleet connecting)."""
+        key = (id(resources), id(only))
+        hit = self._all.get(key)
+        if hit is not None and hit[0] is resources and hit[1] is only:
+            self._all.move_to_end(key)
+            return hit[2]
+        if only is None:
+            changed = tuple(resources.values())
+        else:
+            changed = tuple(r for n in sorted_names(only) if (r := resources.get(n)) is not None)
+        self._all[key] = (resources, only, changed)
+        if len(self._all) > 32:
+            self._all.popitem(last=False)
+        return changed
 
     def sotw(self, s: StreamState, st: TypeState, snap: TypeSnapshot) -> bytes | None:
         if not st.wildcard and not st.names and not st.legacy_wildcard:
@@ -186,7 +223,10 @@ class Responses:
             if st.nacked and snap.version <= st.nacked_cache_version:
                 return None
         version = f"{snap.digest}+hold" if held else snap.digest
-        nonce, body = self._sotw_body(st, version, tuple(content.values()))
+        if isinstance(content, Subset):
+            nonce, body = self._sotw_subset_body(st, version, content)
+        else:
+            nonce, body = self._sotw_body(st, version, tuple(content.values()))
         if st.type_url == CLUSTER:
             before = st.sent
             note_new_clusters(s, (r for n, r in content.items() if n not in before), self._eds_names)
@@ -229,23 +269,20 @@ class Responses:
         lineage = self._lineage(st.type_url, s.group)
         look_at = self._delta_candidates(s, st, snap, lineage)
         only = None if st.wildcard else st.names
+        everything: tuple[object, ...] = ()
         known = st.known
         if look_at is None and known.base is resources and known.only is only and not known.extra:
             changed, removed = [], []  # it holds exactly this snapshot already
         elif look_at is None and known.empty():  # a new client: everything it asks for
-            if st.wildcard:
-                changed = list(resources.values())
-            else:
-                changed = [r for n in sorted(st.names) if (r := resources.get(n)) is not None]
-            removed = []
+            everything = (resources, only)
+            changed, removed = list(self._everything(resources, only)), []
         elif look_at is None:  # everything
             if st.wildcard:
                 changed = [r for n, r in resources.items() if st.known.get(n) != r.version]
                 removed = [n for n in st.known if n not in resources]
             else:
-                changed = [
-                    r for n in sorted(st.names) if (r := resources.get(n)) is not None and st.known.get(n) != r.version
-                ]
+                names = sorted_names(st.names)
+                changed = [r for n in names if (r := resources.get(n)) is not None and st.known.get(n) != r.version]
                 removed = [n for n in st.known if n not in resources or n not in st.names]
         else:  # only names changed in the cache or subscribed since `known` was last reconciled
             wanted = [n for n in sorted(look_at) if st.wildcard or n in st.names]
@@ -270,7 +307,7 @@ class Responses:
                 st.current = max(st.current, snap.version)
             return None
         version = snap.digest
-        nonce, body = self._delta_body(st, version, changed, removed)
+        nonce, body = self._delta_body(st, version, changed, removed, everything)
         st.record_sent(version, snap.version, nonce, len(changed))
         return body
 

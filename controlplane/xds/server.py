@@ -78,6 +78,7 @@ from controlplane.xds.tracking import (
     STALE,
     Convergence,
     StreamState,
+    delta_ack,
     on_delta_request,
     on_sotw_request,
     short_name,
@@ -100,7 +101,8 @@ def _sotw_request(data: bytes) -> tuple[Any, bytes]:
 
 
 def _delta_request(data: bytes) -> tuple[Any, bytes]:
-    return discovery_pb2.DeltaDiscoveryRequest.FromString(data), b""
+    """A plain ACK (type_url and nonce only: one per stream per change) is read from its bytes."""
+    return delta_ack(data) or discovery_pb2.DeltaDiscoveryRequest.FromString(data), b""
 
 
 _GRPC_OPTIONS = [
@@ -118,6 +120,7 @@ _GRPC_OPTIONS = [
 
 # Types whose resources name clusters (held while newer clusters wait to be sent).
 _NAME_CLUSTERS = frozenset({LISTENER, SCOPED_ROUTE, ROUTE})
+_PUSH_TYPES = frozenset(PUSH_ORDER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +146,26 @@ class _Counters(dict[str, _TypeCounters]):
             kind, m.pushes.labels(kind), m.resources_sent.labels(kind), m.acks.labels(kind), m.nacks.labels(kind)
         )
         return counters
+
+
+class _SharedKeyless:
+    """The keyless view of each type's current snapshot, made once for every unauthenticated stream.
+
+    A fresh view per push cost each plaintext stream a pass over 1,000 clusters when connecting,
+    and a mapping of its own to remember them by (what it holds is otherwise the snapshot's own,
+    shared by reference)."""
+
+    def __init__(self, view: KeylessView) -> None:
+        self._view = view
+        self._last: dict[str, tuple[TypeSnapshot, TypeSnapshot]] = {}
+
+    def snapshot(self, type_url: str, snap: TypeSnapshot) -> TypeSnapshot:
+        last = self._last.get(type_url)
+        if last is not None and last[0] is snap:
+            return last[1]
+        view = self._view.snapshot(type_url, snap)
+        self._last[type_url] = (snap, view)
+        return view
 
 
 def _may_be_due(s: StreamState, cache: SnapshotCache) -> bool:
@@ -175,7 +198,7 @@ class XdsServer:
         self._auth = auth
         self._front = TlsFront(tls, auth.refused) if tls is not None else None
         auth.front = self._front
-        self._keyless = KeylessView()
+        self._keyless = _SharedKeyless(KeylessView())
         self._lineage = lineage_of(cache)
         self._responses = Responses(cache, identifier, self._lineage)
         self._streams: dict[int, StreamState] = {}
@@ -338,7 +361,7 @@ class XdsServer:
             on_endpoints_acked(s)
         if outcome == ACK:
             counters.acks.inc()
-            self._convergence.update(s, self._lineage)
+            self._convergence.update(s, self._lineage, req.type_url)
         elif outcome == NACK:
             counters.nacks.inc()
             st = s.types[req.type_url]
@@ -362,14 +385,19 @@ class XdsServer:
     # -- sending -----------------------------------------------------------
     async def _push(self, s: StreamState, context: grpc.aio.ServicerContext) -> None:
         """Send every type that is due, in push order."""
-        order = PUSH_ORDER + tuple(t for t in s.types if t not in PUSH_ORDER)
+        types = s.types
+        order = PUSH_ORDER
+        if not types.keys() <= _PUSH_TYPES:
+            order += tuple(t for t in types if t not in _PUSH_TYPES)
         clusters_due = False
         warming: bool | None = None  # looked at once, after clusters and endpoints went out
         # One view of the cache for the whole push: a batch built while a response is awaited must not
         # reach a later type before an earlier one (routes naming clusters this push found up to date).
-        view = {type_url: self._cache.get(type_url, s.group) for type_url in order}
+        # Every type of `order`: the reader may add one while a response is written.
+        get, group = self._cache.get, s.group
+        view = {type_url: get(type_url, group) for type_url in order}
         for type_url in order:
-            st = s.types.get(type_url)
+            st = types.get(type_url)
             if st is None or not st.requested:
                 continue
             if type_url in _NAME_CLUSTERS:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -275,12 +276,64 @@ def on_sotw_request(stream: StreamState, req: Any, raw: bytes = b"") -> str:
     return outcome
 
 
+class DeltaAck:
+    """A DeltaDiscoveryRequest holding only type_url and response_nonce: a plain ACK, the one
+    message every Delta stream sends per response (see `delta_ack`). Reads as the parsed message
+    would for what the protocol code looks at."""
+
+    __slots__ = ("response_nonce", "type_url")
+    resource_names_subscribe: tuple[str, ...] = ()
+    resource_names_unsubscribe: tuple[str, ...] = ()
+    initial_resource_versions: Mapping[str, str] = {}
+
+    def __init__(self, type_url: str, response_nonce: str) -> None:
+        self.type_url = type_url
+        self.response_nonce = response_nonce
+
+    def HasField(self, name: str) -> bool:  # the protobuf method it stands in for
+        return False
+
+
+_TYPE_URL_TAG, _NONCE_TAG = 0x12, 0x32  # DeltaDiscoveryRequest fields 2 and 6, length-delimited
+_TYPE_URLS: dict[bytes, str] = {}
+
+
+def delta_ack(raw: bytes) -> DeltaAck | None:
+    """The request as a `DeltaAck` when its bytes are exactly `type_url` then `response_nonce`, or None.
+
+    Every change brings one such ACK per stream and type; recognising it from its bytes spares
+    parsing it and, in `on_delta_request`, the subscription bookkeeping a real request needs.
+    """
+    size = len(raw)
+    if size < 4 or raw[0] != _TYPE_URL_TAG or raw[1] >= 0x80:
+        return None
+    end = 2 + raw[1]
+    if end + 2 > size or raw[end] != _NONCE_TAG or raw[end + 1] >= 0x80 or end + 2 + raw[end + 1] != size:
+        return None
+    key = raw[2:end]
+    type_url = _TYPE_URLS.get(key)
+    try:
+        if type_url is None:
+            type_url = key.decode()
+            if len(_TYPE_URLS) < 64:
+                _TYPE_URLS[key] = sys.intern(type_url)
+        return DeltaAck(type_url, raw[end + 2 :].decode())
+    except UnicodeDecodeError:
+        return None  # the parser will say what is wrong with it
+
+
 def on_delta_request(stream: StreamState, req: Any) -> str:
     """Apply a DeltaDiscoveryRequest; returns STALE, ACK, NACK or REQUEST.
 
     Unlike SotW, subscribe/unsubscribe lists are incremental, so they are applied
     even when the ACK part of the request is stale (ignoring them would lose them).
     """
+    if type(req) is DeltaAck:  # a plain ACK of a type already requested: no subscription to apply
+        known = stream.types.get(req.type_url)
+        if known is not None and known.requested:
+            if req.response_nonce != known.nonce:
+                return STALE
+            return known.answer(req, known.sent_version) if known.pending else REQUEST
     st = stream.state(req.type_url)
     outcome = REQUEST
     if req.response_nonce:
@@ -366,9 +419,18 @@ class Convergence:
     def pending(self) -> dict[tuple[str, str], list[int]]:
         return {k: sorted(v) for k, v in self._pending.items() if v}
 
-    def update(self, stream: StreamState, lineage: Callable[[str, str], str]) -> None:
-        """Re-check the versions this stream was holding back (after an ACK or a push cycle)."""
+    def update(self, stream: StreamState, lineage: Callable[[str, str], str], answered: str = "") -> None:
+        """Re-check the versions this stream was holding back (after an ACK of type `answered`, or a
+        push cycle: every type)."""
         if not self._pending:
+            return
+        if answered:
+            acked = stream.types.get(answered)
+            if acked is not None:
+                key = (answered, lineage(answered, stream.group))
+                versions = self._pending.get(key)
+                if versions:
+                    self._settle(key, versions, stream.id, acked.current)
             return
         for type_url, st in stream.types.items():
             key = (type_url, lineage(type_url, stream.group))

@@ -1155,3 +1155,21 @@ async def test_fleet_states_are_syncz_without_the_costly_fields(env: Env) -> Non
                                       "last_nack": t["last_nack"] and {"at": t["last_nack"]["at"]}}
                               for short, t in full["types"].items()}  # fmt: skip
     assert light["types"]["EDS"]["last_nack"] and light["types"]["RDS"]["current_version"] > 0
+
+
+async def test_delta_streams_connecting_alike_share_what_they_hold_and_others_get_their_own(env: Env) -> None:
+    """A fleet connecting: the same names of the same snapshot are listed once, and what each
+    (unauthenticated) stream holds is the one shared keyless view, not a mapping per stream; a
+    stream subscribed to other names still gets exactly those."""
+    env.cache.apply({CLUSTER: {"second": cluster("second")}, ENDPOINT: {"second": cla("second", 9002)}})
+    a, b = Delta(env, "a"), Delta(env, "b")
+    got_a, got_b = await delta_subscribe_all(a), await delta_subscribe_all(b)
+    for type_url in SUBS:
+        assert got_a[type_url].resources == got_b[type_url].resources, type_url
+    other = Delta(env, "other")
+    await other.send(ENDPOINT, ["second"])
+    r = await other.recv()
+    assert delta_names(r) == {"second": env.cache.get(ENDPOINT).resources["second"].version}
+    await until(lambda: len(env.server._streams) == 3, what="three streams")
+    held = {s.node_id: s.types[CLUSTER].known.base for s in env.server._streams.values() if CLUSTER in s.types}
+    assert set(held) == {"a", "b"} and held["a"] is held["b"] and len(held["a"]) == 2
