@@ -46,9 +46,18 @@ AUTO_KEYS_PER_PARTITION = 25
 RETIRED_LINGER_S = 660.0
 
 
+_SERVICE_SUFFIXES = (b".svc.cluster.local", b".svc")  # the longer first, as the Lua filter tests them
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def host_hash(host: str) -> int:
-    """The hash the Lua filter computes: CRC-32 of the host, ASCII lower-cased, port dropped.
+    """The hash the Lua filter computes: CRC-32 of the host, ASCII lower-cased, port dropped, and
+    a trailing `.svc.cluster.local` or `.svc` dropped too.
+
+    The last rule keeps a Service's east-west names (`name.ns`, `name.ns.svc`,
+    `name.ns.svc.cluster.local`), one virtual host, in one table: hashed whole they fell into up
+    to three, and the virtual host (domains, route, retry policy) was sent in each: 1.1 of the
+    2.1 MiB a gateway got at 1,000 Services, for ~0.4 MiB of content.
 
     CRC-32 because both sides have it cheaply (zlib here, a table and LuaJIT's bit ops there) and
     it spreads hosts that differ in a few characters evenly over power-of-two partition counts.
@@ -57,6 +66,10 @@ def host_hash(host: str) -> int:
     colon = raw.find(b":")
     if colon >= 0:
         raw = raw[:colon]
+    for suffix in _SERVICE_SUFFIXES:
+        if len(raw) > len(suffix) and raw.endswith(suffix):
+            raw = raw[: -len(suffix)]
+            break
     return zlib.crc32(raw)
 
 
@@ -86,6 +99,9 @@ function envoy_on_request(h)
   local host = lower(headers:get(":authority") or "")
   local colon = find(host, ":", 1, true)
   if colon then host = sub(host, 1, colon - 1) end
+  local n = #host
+  if n > 18 and sub(host, n - 17) == ".svc.cluster.local" then host = sub(host, 1, n - 18)
+  elseif n > 4 and sub(host, n - 3) == ".svc" then host = sub(host, 1, n - 4) end
   local c = -1
   for i = 1, #host do c = bxor(rshift(c, 8), crc_table[band(bxor(c, byte(host, i)), 255)]) end
   c = bxor(c, -1)

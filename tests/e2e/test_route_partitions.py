@@ -106,8 +106,11 @@ def test_partitioned_tables_route_like_one_table(make_gateway: Callable[..., Gat
     assert r.status == 200 and r.json()["service"] == "web"
     assert SCOPE_HEADER not in {k.lower() for k in r.json()["headers"]}
 
-    # East-west names of a Service, with and without the port, are partitioned the same way.
-    for name in ("web.default", "web.default:80", "web.default.svc", "web.default.svc.cluster.local:80"):
+    # East-west names of a Service, with and without the port, are partitioned the same way: all of
+    # them into one table (the Lua filter drops `.svc` and `.svc.cluster.local` before hashing).
+    east_west = ("web.default", "web.default:80", "web.default.svc", "web.default.svc.cluster.local:80")
+    assert len({bucket_of(name, PARTITIONS) for name in east_west}) == 1
+    for name in east_west:
         assert served_by(gw, name, port=gw.east_west_port) == "web", name
     assert served_by(gw, "nope.default", port=gw.east_west_port) == "HTTP 404"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 from envoy.config.route.v3 import route_pb2, scoped_route_pb2
@@ -34,6 +35,22 @@ def test_host_hash_ignores_case_and_port() -> None:
     assert pt.host_hash("Shop.Example.COM:8443") == pt.host_hash("shop.example.com")
     assert pt.host_hash("a.example.com") != pt.host_hash("b.example.com")
     assert 0 <= pt.bucket_of("shop.example.com", 16) < 16
+
+
+def test_a_services_east_west_names_are_one_hash_so_its_virtual_host_is_in_one_table() -> None:
+    names = ("web.shop", "web.shop.svc", "web.shop.svc.cluster.local", "Web.Shop.SVC.cluster.local:8080")
+    assert {pt.host_hash(n) for n in names} == {zlib.crc32(b"web.shop")}
+    # Only a whole trailing label is dropped, and never the whole host.
+    assert pt.host_hash("web.shopsvc") == zlib.crc32(b"web.shopsvc")
+    assert pt.host_hash(".svc") == zlib.crc32(b".svc")
+    assert pt.host_hash(".svc.cluster.local") == zlib.crc32(b".svc.cluster.local")
+    table = pt.RouteTable("east_west", ignore_port=False, partitions=64)
+    for i in range(50):
+        service = (f"svc-{i}.ns", f"svc-{i}.ns.svc", f"svc-{i}.ns.svc.cluster.local")
+        table.put(service, frame(service[0]), (*service, *(f"{n}:80" for n in service)))
+    out = rendered(table)
+    tables = [route_pb2.RouteConfiguration.FromString(body) for (t, _), body in out.items() if t == "RDS"]
+    assert sum(len(table.virtual_hosts) for table in tables) == 50  # each Service's once
 
 
 def test_one_table_is_the_plain_route_configuration() -> None:
