@@ -108,6 +108,9 @@ def _delta_request(data: bytes) -> tuple[Any, bytes]:
 _GRPC_OPTIONS = [
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    # No BDP probing: it grows the window for what a client sends (ACKs and requests, small), and
+    # costs a PING and its ACK (a send and a read) per stream on ~half of the ACKs it reads.
+    ("grpc.http2.bdp_probe", 0),
     # Envoy pings every 30 s (bootstrap keepalive); do not answer with GOAWAY.
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
     ("grpc.http2.max_ping_strikes", 0),
