@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from controlplane.xds.cache import Resource
-from controlplane.xds.views import EMPTY_NAMES, Known, Subset, shared_names
+from controlplane.xds.views import EMPTY_NAMES, Known, Subset, shared_names, sorted_names
 
 
 def res(name: str, version: str) -> Resource:
@@ -40,3 +40,13 @@ def test_known_is_a_shared_base_plus_this_streams_differences() -> None:
     known.discard("c")
     assert sorted(known) == ["b"]
     assert known.base is snapshot  # by reference: nothing per resource was copied
+
+
+def test_sorted_names_are_sorted_once_per_shared_set_and_never_mixed_up() -> None:
+    names = shared_names(["b", "c", "a"])
+    first = sorted_names(names)
+    assert first == ("a", "b", "c")
+    assert sorted_names(shared_names(["c", "a", "b"])) is first  # the same shared set: sorted once
+    other = frozenset({"z", "y"})
+    assert sorted_names(other) == ("y", "z")  # a set that is not shared is still sorted right
+    assert sorted_names(frozenset({"x"})) == ("x",)
