@@ -54,6 +54,8 @@ class Sample:
     variant: str
     round: int
     cold_s: float = 0.0
+    cold_cpu_s: float = 0.0
+    peak_cold_mib: float = 0.0  # VmHWM once settled: the cold start's decoding
     rss_mib: float = 0.0
     allocated_mib: float = 0.0
     rss_after_mib: float = 0.0
@@ -84,7 +86,7 @@ def bootstrap_for(cp: ControlPlane, variant: str, delta: bool, node_id: str) -> 
             boot["stats_config"] = {"stats_matcher": {"reject_all": True}}
         elif extra == "shrinkheap":  # overload manager: release free heap whenever the heap is in use
             boot["overload_manager"] = SHRINK_HEAP
-        elif extra.startswith("partitions"):  # a control plane with --route-partitions K (see main)
+        elif extra.startswith(("partitions", "chunk")):  # a control plane of its own (see main)
             continue
         else:
             raise ValueError(f"unknown variant option {extra!r}")
@@ -120,11 +122,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def partitions_of(variant: str) -> int | None:
+def option_of(variant: str, option: str) -> int | None:
+    """K of `+<option>K` in a variant, if given."""
     for extra in variant.split("+")[1:]:
-        if extra.startswith("partitions"):
-            return int(extra[len("partitions") :])
+        if extra.startswith(option):
+            return int(extra[len(option) :])
     return None
+
+
+def own_control_plane(root: Path, variant: str) -> ControlPlane | None:
+    """A control plane of the variant's own (same directory) for `+partitions<K>` / `+chunk<K>`."""
+    k, chunk = option_of(variant, "partitions"), option_of(variant, "chunk")
+    if k is None and chunk is None:
+        return None
+    extra = ["--route-partitions", str(k)] if k else []
+    cp = ControlPlane(root / "c1", root / f"meridian-{variant}.log", extra)
+    before = os.environ.get("MERIDIAN_XDS_DELTA_CHUNK")
+    os.environ["MERIDIAN_XDS_DELTA_CHUNK"] = str(chunk or 0)  # read by controlplane.xds.chunking
+    try:
+        return cp.start()
+    finally:
+        if before is None:
+            del os.environ["MERIDIAN_XDS_DELTA_CHUNK"]
+        else:
+            os.environ["MERIDIAN_XDS_DELTA_CHUNK"] = before
 
 
 def measure(cp: ControlPlane, root: Path, variant: str, rnd: int, n: int, args: argparse.Namespace,
@@ -142,6 +163,8 @@ def measure(cp: ControlPlane, root: Path, variant: str, rnd: int, n: int, args: 
         sample.cold_s = round(time.monotonic() - t0, 2)
         wait_settled(cp)
         assert envoy.pid is not None
+        sample.cold_cpu_s = round(cpu_seconds(envoy.pid), 2)  # Envoy's CPU from start to settled
+        sample.peak_cold_mib = round(proc_status(envoy.pid)["VmHWM"] / 1024, 1)
         time.sleep(args.settle)  # what a variant gives back to the OS over time counts too
         sample.rss_mib = round(proc_status(envoy.pid)["VmRSS"] / 1024, 1)
         memory = json.loads(envoy.admin_get("/memory"))
@@ -172,14 +195,15 @@ def measure(cp: ControlPlane, root: Path, variant: str, rnd: int, n: int, args: 
 
 def markdown(samples: list[Sample]) -> str:
     lines = [
-        "| variant | round | Envoy cold s | RSS MiB | tcmalloc allocated MiB | pageheap_free MiB"
+        "| variant | round | Envoy cold s | cold CPU s | RSS MiB | tcmalloc allocated MiB | pageheap_free MiB"
         " | RSS after trials MiB | peak RSS MiB | stats | update p50 ms | p99 | Envoy CPU ms/update |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in samples:
         u = summary_ms(s.updates) if s.updates else {"p50": 0.0, "p99": 0.0}
         lines.append(
-            f"| {s.variant} | {s.round} | {s.cold_s:.1f} | {s.rss_mib:.0f} | {s.allocated_mib:.0f} | "
+            f"| {s.variant} | {s.round} | {s.cold_s:.1f} | {s.cold_cpu_s:.1f} | {s.rss_mib:.0f} | "
+            f"{s.allocated_mib:.0f} | "
             f"{s.memory.get('pageheap_free', 0):.0f} | {s.rss_after_mib:.0f} | {s.peak_mib:.0f} | {s.stats:,} | "
             f"{u['p50']:.1f} | {u['p99']:.1f} | {s.cpu_ms_per_update:.1f} |"
         )
@@ -222,12 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         next_index = args.n
         for rnd in range(1, args.rounds + 1):
             for variant in variants:
-                k = partitions_of(variant)
-                # Another partition count needs its own control plane (same directory); it runs only
-                # while its Envoy is measured, so it does not load the other variants' updates.
-                own = None
-                if k:
-                    own = ControlPlane(root / "c1", root / f"meridian-{k}.log", ["--route-partitions", str(k)]).start()
+                # Another partition count or chunk size needs its own control plane (same directory);
+                # it runs only while its Envoy is measured, so it does not load the others' updates.
+                own = own_control_plane(root, variant)
                 try:
                     if own is not None:
                         wait_for(own.ready, timeout=600, interval=0.05, what="/readyz")

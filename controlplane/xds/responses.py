@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from controlplane.protowire import varint
+from controlplane.xds import chunking
 from controlplane.xds.cache import Resource, SnapshotCache, TypeSnapshot
 from controlplane.xds.resources import CLUSTER, ENDPOINT, ROUTE
 from controlplane.xds.tracking import StreamState, TypeState
@@ -142,6 +143,7 @@ class Responses:
         self._shared = SharedBodies()
         self._lineage = lineage
         self._eds_names = EdsNames()
+        self._delta_chunk = chunking.limit_from_env()
 
     def _sotw_body(self, st: TypeState, version: str, resources: Sequence[Resource]) -> tuple[str, bytes]:
         key = (st.type_url, version, *map(id, resources))
@@ -251,6 +253,7 @@ class Responses:
             wanted = [n for n in sorted(look_at) if st.wildcard or n in st.names]
             changed = [r for n in wanted if (r := resources.get(n)) is not None and st.known.get(n) != r.version]
             removed = [n for n in wanted if n in st.known and n not in resources]
+        changed, rest = chunking.split(changed, self._delta_chunk)  # rest: owed after this chunk's ACK
         if st.type_url == CLUSTER and changed:
             note_new_clusters(s, [r for r in changed if r.name not in known], self._eds_names)
         held = bool(removed) and st.type_url == CLUSTER and not s.routes_settled(self._cache)
@@ -259,6 +262,8 @@ class Responses:
             st.examined = -1  # look again when routes settle, whatever the cache does
             for r in changed:
                 known[r.name] = r.version
+        elif rest:
+            chunking.sent_chunk(st, known, changed, removed, rest, snap.version, lineage)
         else:
             st.examined = snap.version
             st.synced, st.synced_lineage = snap.version, lineage
@@ -269,9 +274,10 @@ class Responses:
             if not st.nacked and not held:
                 st.current = max(st.current, snap.version)
             return None
-        version = snap.digest
+        version = snap.digest + chunking.PART if rest else snap.digest
         nonce, body = self._delta_body(st, version, changed, removed)
-        st.record_sent(version, snap.version, nonce, len(changed))
+        # A chunk but the last leaves the sent cache version behind: its ACK does not make the stream current.
+        st.record_sent(version, st.sent_cache_version if rest else snap.version, nonce, len(changed))
         return body
 
     def _delta_candidates(self, s: StreamState, st: TypeState, snap: TypeSnapshot, lineage: str) -> set[str] | None:
