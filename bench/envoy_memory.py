@@ -16,7 +16,9 @@ appended: `+eager` (gateway stats created with the cluster, not on first use), `
 `+lazyclusters` (`cluster_manager.enable_deferred_cluster_creation`, for `full`), `+release<MiB>`
 (tcmalloc gives freed memory back at that rate), `+shrinkheap` (the overload manager's shrink_heap,
 always on), `+partitions<K>` (a control plane of its own with `--route-partitions K`), `+nostats`
-(reject every stat: the floor).
+(reject every stat: the floor), `+chunk<K>` (a control plane of its own sending Delta responses in
+chunks of K resources, `MERIDIAN_XDS_DELTA_CHUNK`; `+chunk0`: whole responses), `+version<L>` (a
+control plane of its own whose resource versions are L hex digits instead of 16).
 
     .venv/bin/python -m bench.envoy_memory --n 10000 --variants gateway+eagerclusters,gateway --rounds 3 --trials 20
 """
@@ -86,7 +88,7 @@ def bootstrap_for(cp: ControlPlane, variant: str, delta: bool, node_id: str) -> 
             boot["stats_config"] = {"stats_matcher": {"reject_all": True}}
         elif extra == "shrinkheap":  # overload manager: release free heap whenever the heap is in use
             boot["overload_manager"] = SHRINK_HEAP
-        elif extra.startswith(("partitions", "chunk")):  # a control plane of its own (see main)
+        elif extra.startswith(("partitions", "chunk", "version")):  # a control plane of its own (see main)
             continue
         else:
             raise ValueError(f"unknown variant option {extra!r}")
@@ -130,13 +132,31 @@ def option_of(variant: str, option: str) -> int | None:
     return None
 
 
+class ShortVersions(ControlPlane):
+    """`meridian serve` whose resource versions are the first `chars` hex digits of the content hash
+    (16 in Meridian): what shorter versions would save Envoy, which keeps one per resource."""
+
+    def __init__(self, *args: Any, chars: int, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.chars = chars
+
+    def argv(self) -> list[str]:
+        python, m, module, *rest = super().argv()
+        assert (m, module) == ("-m", "controlplane")
+        code = ("import hashlib, sys; import controlplane.xds.cache as c; "
+                f"c.content_version = lambda data: hashlib.sha256(data).hexdigest()[:{self.chars}]; "
+                "from controlplane.cli import main; sys.exit(main())")  # fmt: skip
+        return [python, "-c", code, *rest]
+
+
 def own_control_plane(root: Path, variant: str) -> ControlPlane | None:
-    """A control plane of the variant's own (same directory) for `+partitions<K>` / `+chunk<K>`."""
-    k, chunk = option_of(variant, "partitions"), option_of(variant, "chunk")
-    if k is None and chunk is None:
+    """A control plane of the variant's own (same directory) for `+partitions<K>`, `+chunk<K>`, `+version<L>`."""
+    k, chunk, chars = option_of(variant, "partitions"), option_of(variant, "chunk"), option_of(variant, "version")
+    if k is None and chunk is None and chars is None:
         return None
     extra = ["--route-partitions", str(k)] if k else []
-    cp = ControlPlane(root / "c1", root / f"meridian-{variant}.log", extra)
+    log = root / f"meridian-{variant}.log"
+    cp = ShortVersions(root / "c1", log, extra, chars=chars) if chars else ControlPlane(root / "c1", log, extra)
     before = os.environ.get("MERIDIAN_XDS_DELTA_CHUNK")
     os.environ["MERIDIAN_XDS_DELTA_CHUNK"] = str(chunk or 0)  # read by controlplane.xds.chunking
     try:

@@ -5,18 +5,21 @@ message, its decoded protos and the per-resource copies are alive together, and 
 leave behind stay fragmented in tcmalloc (BENCHMARKS.md, "Envoy's memory", round 3). In chunks,
 Envoy holds one chunk's transient copies at a time.
 
-The rest of a chunked response is owed to the stream as "subscribed since" names (see
-`Responses._delta_candidates`): the next push after the chunk's ACK looks at them only. A chunk
-that is not the last does not advance the type's sent cache version, so an ACK of it does not
-make the stream current (convergence, `routes_settled`), and listeners and routes stay held while
-clusters remain to be sent (make-before-break, `XdsServer._push`). Removals go with the first
-chunk. State-of-the-World never chunks: a SotW CDS/LDS response must carry every resource.
+What a chunked response leaves for later is owed to the stream (`TypeState.owed`, in send order);
+the next push after the chunk's ACK looks at the next `limit` owed names that still differ, plus
+whatever the cache changed meanwhile, so a chunk costs O(limit), not O(resources). A chunk that
+is not the last does not advance the type's sent cache version: its ACK does not make the stream
+current (convergence, `routes_settled`), and listeners and routes stay held while clusters are
+still owed (make-before-break, `XdsServer._push`). Removals go with the chunk that found them.
+A full comparison (a new subscription set, a reconnect, a gap in the cache's history) starts
+over from what the client holds. State-of-the-World never chunks: a SotW CDS/LDS response must
+carry every resource.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from controlplane.xds.cache import Resource
 from controlplane.xds.tracking import TypeState
@@ -38,16 +41,37 @@ def limit_from_env() -> int:
     return limit
 
 
-def split(changed: Sequence[Resource], limit: int) -> tuple[Sequence[Resource], set[str]]:
-    """(the chunk to send now, names of the resources left for later chunks)."""
-    if not limit or len(changed) <= limit:
-        return changed, set()
-    return changed[:limit], {r.name for r in changed[limit:]}
+def next_names(st: TypeState, look_at: set[str] | None, resources: Mapping[str, Resource],
+               limit: int) -> set[str] | None:  # fmt: skip
+    """The names to look at for the next response: `look_at` plus the next `limit` owed names that
+    still differ from what the client holds (None: compare everything, which drops what was owed)."""
+    if look_at is None or not st.owed:
+        st.owed = ()
+        return look_at
+    owed, known, taken, i = st.owed, st.known, 0, 0
+    extra: set[str] = set()
+    while i < len(owed) and taken < limit:
+        name = owed[i]
+        i += 1
+        res = resources.get(name)
+        if (res.version if res is not None else None) != known.get(name):  # changed, added or removed
+            extra.add(name)
+            taken += 1
+    st.owed = owed[i:]
+    return look_at | extra
 
 
-def sent_chunk(st: TypeState, known: Known, chunk: Sequence[Resource], removed: Sequence[str], rest: set[str],
+def split(st: TypeState, changed: Sequence[Resource], limit: int) -> tuple[Sequence[Resource], bool]:
+    """(the chunk to send now, whether more is owed after it); the resources past `limit` are owed first."""
+    if limit and len(changed) > limit:
+        st.owed = tuple(r.name for r in changed[limit:]) + st.owed
+        changed = changed[:limit]
+    return changed, bool(st.owed)
+
+
+def sent_chunk(st: TypeState, known: Known, chunk: Sequence[Resource], removed: Sequence[str],
                cache_version: int, lineage: str) -> None:  # fmt: skip
-    """Record that `chunk` (and the removals) went out and `rest` is still owed at `cache_version`."""
+    """Record that `chunk` (and the removals) went out at `cache_version`, more being owed."""
     for res in chunk:
         known[res.name] = res.version
     for name in removed:
@@ -55,4 +79,3 @@ def sent_chunk(st: TypeState, known: Known, chunk: Sequence[Resource], removed: 
     st.examined = -1  # look again once this chunk is answered
     st.synced, st.synced_lineage = cache_version, lineage
     st.subscribed_since.clear()
-    st.subscribed_since.update(rest)

@@ -230,6 +230,7 @@ class Responses:
         resources = snap.resources
         lineage = self._lineage(st.type_url, s.group)
         look_at = self._delta_candidates(s, st, snap, lineage)
+        look_at = chunking.next_names(st, look_at, resources, self._delta_chunk)
         only = None if st.wildcard else st.names
         known = st.known
         if look_at is None and known.base is resources and known.only is only and not known.extra:
@@ -253,7 +254,7 @@ class Responses:
             wanted = [n for n in sorted(look_at) if st.wildcard or n in st.names]
             changed = [r for n in wanted if (r := resources.get(n)) is not None and st.known.get(n) != r.version]
             removed = [n for n in wanted if n in st.known and n not in resources]
-        changed, rest = chunking.split(changed, self._delta_chunk)  # rest: owed after this chunk's ACK
+        changed, more = chunking.split(st, changed, self._delta_chunk)  # more: owed after this chunk's ACK
         if st.type_url == CLUSTER and changed:
             note_new_clusters(s, [r for r in changed if r.name not in known], self._eds_names)
         held = bool(removed) and st.type_url == CLUSTER and not s.routes_settled(self._cache)
@@ -262,8 +263,8 @@ class Responses:
             st.examined = -1  # look again when routes settle, whatever the cache does
             for r in changed:
                 known[r.name] = r.version
-        elif rest:
-            chunking.sent_chunk(st, known, changed, removed, rest, snap.version, lineage)
+        elif more:
+            chunking.sent_chunk(st, known, changed, removed, snap.version, lineage)
         else:
             st.examined = snap.version
             st.synced, st.synced_lineage = snap.version, lineage
@@ -274,10 +275,10 @@ class Responses:
             if not st.nacked and not held:
                 st.current = max(st.current, snap.version)
             return None
-        version = snap.digest + chunking.PART if rest else snap.digest
+        version = snap.digest + chunking.PART if more else snap.digest
         nonce, body = self._delta_body(st, version, changed, removed)
         # A chunk but the last leaves the sent cache version behind: its ACK does not make the stream current.
-        st.record_sent(version, st.sent_cache_version if rest else snap.version, nonce, len(changed))
+        st.record_sent(version, st.sent_cache_version if more else snap.version, nonce, len(changed))
         return body
 
     def _delta_candidates(self, s: StreamState, st: TypeState, snap: TypeSnapshot, lineage: str) -> set[str] | None:

@@ -22,6 +22,7 @@ from controlplane.xds.auth import XdsAuth
 from controlplane.xds.cache import Resource, SnapshotCache, make_resource
 from controlplane.xds.resources import CLUSTER, LISTENER, ROUTE
 from controlplane.xds.server import XdsServer
+from controlplane.xds.tracking import TypeState
 from tests.unit.test_xds_server import SUBS, Delta, Env, Sotw, initial_snapshot, names_of, until
 
 LIMIT = 2
@@ -63,12 +64,19 @@ async def nothing_more(client: Delta, timeout: float = 0.3) -> asyncio.Future:
     return nxt
 
 
-def test_split() -> None:
+def test_split_owes_the_rest_and_next_names_takes_the_next_that_still_differ() -> None:
     rs = [static_cluster(f"c{i}") for i in range(5)]
-    assert chunking.split(rs, 0) == (rs, set())
-    assert chunking.split(rs, 5) == (rs, set())
-    chunk, rest = chunking.split(rs, 2)
-    assert list(chunk) == rs[:2] and rest == {"c2", "c3", "c4"}
+    st = TypeState(CLUSTER)
+    assert chunking.split(st, rs, 0) == (rs, False) and chunking.split(st, rs, 5) == (rs, False)
+    chunk, more = chunking.split(st, rs, 2)
+    assert list(chunk) == rs[:2] and more and st.owed == ("c2", "c3", "c4")
+    for r in chunk:
+        st.known[r.name] = r.version
+    st.known["c3"] = rs[3].version  # the client got c3 meanwhile: no longer owed
+    resources = {r.name: r for r in rs}
+    assert chunking.next_names(st, {"x"}, resources, 2) == {"x", "c2", "c4"} and st.owed == ()
+    st.owed = ("c2",)
+    assert chunking.next_names(st, None, resources, 2) is None and st.owed == ()  # a full comparison
 
 
 def test_limit_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
