@@ -18,7 +18,8 @@ appended: `+eager` (gateway stats created with the cluster, not on first use), `
 always on), `+partitions<K>` (a control plane of its own with `--route-partitions K`), `+nostats`
 (reject every stat: the floor), `+chunk<K>` (a control plane of its own sending Delta responses in
 chunks of K resources, `MERIDIAN_XDS_DELTA_CHUNK`; `+chunk0`: whole responses), `+version<L>` (a
-control plane of its own whose resource versions are L hex digits instead of 16).
+control plane of its own whose resource versions are L hex digits instead of 16), `+old` (a control
+plane of its own running the checkout given with `--old-source`, e.g. `git archive <commit>` unpacked).
 
     .venv/bin/python -m bench.envoy_memory --n 10000 --variants gateway+eagerclusters,gateway --rounds 3 --trials 20
 """
@@ -57,6 +58,7 @@ class Sample:
     round: int
     cold_s: float = 0.0
     cold_cpu_s: float = 0.0
+    cp_cold_cpu_s: float = 0.0
     peak_cold_mib: float = 0.0  # VmHWM once settled: the cold start's decoding
     rss_mib: float = 0.0
     allocated_mib: float = 0.0
@@ -88,7 +90,7 @@ def bootstrap_for(cp: ControlPlane, variant: str, delta: bool, node_id: str) -> 
             boot["stats_config"] = {"stats_matcher": {"reject_all": True}}
         elif extra == "shrinkheap":  # overload manager: release free heap whenever the heap is in use
             boot["overload_manager"] = SHRINK_HEAP
-        elif extra.startswith(("partitions", "chunk", "version")):  # a control plane of its own (see main)
+        elif extra.startswith(("partitions", "chunk", "version", "old")):  # a control plane of its own (see main)
             continue
         else:
             raise ValueError(f"unknown variant option {extra!r}")
@@ -149,14 +151,20 @@ class ShortVersions(ControlPlane):
         return [python, "-c", code, *rest]
 
 
-def own_control_plane(root: Path, variant: str) -> ControlPlane | None:
-    """A control plane of the variant's own (same directory) for `+partitions<K>`, `+chunk<K>`, `+version<L>`."""
+def own_control_plane(root: Path, variant: str, old_source: Path | None = None) -> ControlPlane | None:
+    """A control plane of the variant's own (same directory) for `+partitions<K>`, `+chunk<K>`, `+version<L>`,
+    `+old` (the checkout given with --old-source)."""
     k, chunk, chars = option_of(variant, "partitions"), option_of(variant, "chunk"), option_of(variant, "version")
-    if k is None and chunk is None and chars is None:
+    old = "old" in variant.split("+")[1:]
+    if k is None and chunk is None and chars is None and not old:
         return None
     extra = ["--route-partitions", str(k)] if k else []
     log = root / f"meridian-{variant}.log"
-    cp = ShortVersions(root / "c1", log, extra, chars=chars) if chars else ControlPlane(root / "c1", log, extra)
+    if old:
+        assert old_source is not None, "+old needs --old-source"
+        cp = ControlPlane(root / "c1", log, extra, source=old_source)
+    else:
+        cp = ShortVersions(root / "c1", log, extra, chars=chars) if chars else ControlPlane(root / "c1", log, extra)
     before = os.environ.get("MERIDIAN_XDS_DELTA_CHUNK")
     os.environ["MERIDIAN_XDS_DELTA_CHUNK"] = str(chunk or 0)  # read by controlplane.xds.chunking
     try:
@@ -176,6 +184,7 @@ def measure(cp: ControlPlane, root: Path, variant: str, rnd: int, n: int, args: 
                          log_level="warning", ready_timeout=300, concurrency=args.concurrency)  # fmt: skip
     probe = HostProbe(cp.http_port)
     t0 = time.monotonic()
+    cp_cpu0 = cpu_seconds(cp.proc.pid) if cp.proc is not None else 0.0
     envoy.start()
     try:
         for i in [n - 1, *range(0, n, max(1, n // 7))]:
@@ -184,6 +193,8 @@ def measure(cp: ControlPlane, root: Path, variant: str, rnd: int, n: int, args: 
         wait_settled(cp)
         assert envoy.pid is not None
         sample.cold_cpu_s = round(cpu_seconds(envoy.pid), 2)  # Envoy's CPU from start to settled
+        if cp.proc is not None:  # the control plane's, serving it meanwhile
+            sample.cp_cold_cpu_s = round(cpu_seconds(cp.proc.pid) - cp_cpu0, 2)
         sample.peak_cold_mib = round(proc_status(envoy.pid)["VmHWM"] / 1024, 1)
         time.sleep(args.settle)  # what a variant gives back to the OS over time counts too
         sample.rss_mib = round(proc_status(envoy.pid)["VmRSS"] / 1024, 1)
@@ -251,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settle", type=float, default=5.0, help="seconds between settled and reading RSS")
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--keep", action="store_true")
+    p.add_argument("--old-source", type=Path, help="a checkout whose control plane `+old` variants run (A/B runs)")
     args = p.parse_args(argv)
     variants = args.variants.split(",")
     root = Path(tempfile.mkdtemp(prefix=f"envoy-memory-{args.n}-"))
@@ -268,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             for variant in variants:
                 # Another partition count or chunk size needs its own control plane (same directory);
                 # it runs only while its Envoy is measured, so it does not load the others' updates.
-                own = own_control_plane(root, variant)
+                own = own_control_plane(root, variant, args.old_source)
                 try:
                     if own is not None:
                         wait_for(own.ready, timeout=600, interval=0.05, what="/readyz")

@@ -1,4 +1,4 @@
-"""Delta: a large response goes out in chunks of at most `limit` resources, one chunk per ACK.
+"""Delta: a large response goes out in chunks, one chunk per ACK (over 1,000 resources: 100 at a time).
 
 Envoy decodes a whole DeltaDiscoveryResponse at once: 10,000 clusters in one message means the
 message, its decoded protos and the per-resource copies are alive together, and the pages they
@@ -25,20 +25,24 @@ from controlplane.xds.cache import Resource
 from controlplane.xds.tracking import TypeState
 from controlplane.xds.views import Known
 
-# Resources per Delta response; 0 sends every response whole. MERIDIAN_XDS_DELTA_CHUNK overrides
-# it (benchmarks compare sizes with it).
-DEFAULT_LIMIT = 0
+# A Delta response due more than CHUNK_ABOVE resources goes out LIMIT at a time: at 10,000 Services
+# Envoy then holds ~100 MiB less (BENCHMARKS.md); up to 1,000 (a fleet of small gateways) nothing
+# changes. MERIDIAN_XDS_DELTA_CHUNK=K chunks every response of more than K resources by K (0: never;
+# benchmarks compare sizes with it).
+LIMIT = 100
+CHUNK_ABOVE = 1000
 PART = "+part"  # system_version_info suffix of a chunk that is not the last
 
 
-def limit_from_env() -> int:
+def limit_from_env() -> tuple[int, int]:
+    """(resources per chunk, chunk only responses of more than this many resources); 0: never chunk."""
     value = os.environ.get("MERIDIAN_XDS_DELTA_CHUNK", "")
     if not value:
-        return DEFAULT_LIMIT
+        return LIMIT, CHUNK_ABOVE
     limit = int(value)
     if limit < 0:
         raise ValueError(f"MERIDIAN_XDS_DELTA_CHUNK must be >= 0, not {value!r}")
-    return limit
+    return limit, limit
 
 
 def next_names(st: TypeState, look_at: set[str] | None, resources: Mapping[str, Resource],
@@ -61,9 +65,10 @@ def next_names(st: TypeState, look_at: set[str] | None, resources: Mapping[str, 
     return look_at | extra
 
 
-def split(st: TypeState, changed: Sequence[Resource], limit: int) -> tuple[Sequence[Resource], bool]:
-    """(the chunk to send now, whether more is owed after it); the resources past `limit` are owed first."""
-    if limit and len(changed) > limit:
+def split(st: TypeState, changed: Sequence[Resource], limit: int, above: int) -> tuple[Sequence[Resource], bool]:
+    """(the chunk to send now, whether more is owed after it). More than `above` resources (or any
+    while others are owed) go `limit` at a time, those past the chunk owed first."""
+    if limit and len(changed) > limit and (len(changed) > above or st.owed):
         st.owed = tuple(r.name for r in changed[limit:]) + st.owed
         changed = changed[:limit]
     return changed, bool(st.owed)

@@ -143,7 +143,7 @@ class Responses:
         self._shared = SharedBodies()
         self._lineage = lineage
         self._eds_names = EdsNames()
-        self._delta_chunk = chunking.limit_from_env()
+        self._delta_chunk, self._chunk_above = chunking.limit_from_env()
 
     def _sotw_body(self, st: TypeState, version: str, resources: Sequence[Resource]) -> tuple[str, bytes]:
         key = (st.type_url, version, *map(id, resources))
@@ -254,7 +254,7 @@ class Responses:
             wanted = [n for n in sorted(look_at) if st.wildcard or n in st.names]
             changed = [r for n in wanted if (r := resources.get(n)) is not None and st.known.get(n) != r.version]
             removed = [n for n in wanted if n in st.known and n not in resources]
-        changed, more = chunking.split(st, changed, self._delta_chunk)  # more: owed after this chunk's ACK
+        changed, more = chunking.split(st, changed, self._delta_chunk, self._chunk_above)  # more: owed after it
         if st.type_url == CLUSTER and changed:
             note_new_clusters(s, [r for r in changed if r.name not in known], self._eds_names)
         held = bool(removed) and st.type_url == CLUSTER and not s.routes_settled(self._cache)

@@ -67,8 +67,9 @@ async def nothing_more(client: Delta, timeout: float = 0.3) -> asyncio.Future:
 def test_split_owes_the_rest_and_next_names_takes_the_next_that_still_differ() -> None:
     rs = [static_cluster(f"c{i}") for i in range(5)]
     st = TypeState(CLUSTER)
-    assert chunking.split(st, rs, 0) == (rs, False) and chunking.split(st, rs, 5) == (rs, False)
-    chunk, more = chunking.split(st, rs, 2)
+    assert chunking.split(st, rs, 0, 0) == (rs, False) and chunking.split(st, rs, 5, 5) == (rs, False)
+    assert chunking.split(st, rs, 2, 5) == (rs, False)  # not more than `above`: whole
+    chunk, more = chunking.split(st, rs, 2, 4)
     assert list(chunk) == rs[:2] and more and st.owed == ("c2", "c3", "c4")
     for r in chunk:
         st.known[r.name] = r.version
@@ -81,7 +82,9 @@ def test_split_owes_the_rest_and_next_names_takes_the_next_that_still_differ() -
 
 def test_limit_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MERIDIAN_XDS_DELTA_CHUNK", raising=False)
-    assert chunking.limit_from_env() == chunking.DEFAULT_LIMIT
+    assert chunking.limit_from_env() == (100, 1000)  # by default only responses of over 1,000 resources
+    monkeypatch.setenv("MERIDIAN_XDS_DELTA_CHUNK", "0")
+    assert chunking.limit_from_env() == (0, 0)
     monkeypatch.setenv("MERIDIAN_XDS_DELTA_CHUNK", "-1")
     with pytest.raises(ValueError, match="MERIDIAN_XDS_DELTA_CHUNK"):
         chunking.limit_from_env()
@@ -184,3 +187,28 @@ async def test_a_small_change_is_one_response(env: Env) -> None:
     r = await client.recv()
     assert r.type_url == CLUSTER and {x.name for x in r.resources} == set(more)
     assert r.system_version_info == env.cache.get(CLUSTER).digest
+
+
+async def test_by_default_only_responses_of_over_1000_resources_are_chunked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MERIDIAN_XDS_DELTA_CHUNK", raising=False)
+    cache = SnapshotCache()
+    cache.apply({CLUSTER: {f"c{i:04}": static_cluster(f"c{i:04}") for i in range(1000)}})
+    cache.ready = True
+    metrics = Metrics()
+    server = XdsServer(cache, metrics, auth=XdsAuth(metrics, insecure=True))
+    port = await server.start("127.0.0.1:0")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        env = Env(cache, metrics, server, channel, port)
+        small = Delta(env, "thousand")
+        await small.send(CLUSTER)
+        r = await small.recv()
+        assert len(r.resources) == 1000 and r.system_version_info == cache.get(CLUSTER).digest
+        cache.apply({CLUSTER: {f"d{i}": static_cluster(f"d{i}") for i in range(250)}})
+        big = Delta(env, "1250")
+        await big.send(CLUSTER)
+        sizes = [len(x) for x, _ in await recv_clusters(big, set(cache.get(CLUSTER).resources))]
+        assert sizes == [100] * 12 + [50]
+    finally:
+        await channel.close()
+        await server.stop()
