@@ -94,15 +94,16 @@ def test_envoy_memory_bench_compares_stats_variants(tmp_path: Path) -> None:
 
 
 def test_envoy_memory_bench_experiments_are_configs_envoy_accepts(tmp_path: Path) -> None:
-    """The memory experiments (`+option`) start an Envoy that serves; one with its own partition count."""
+    """The memory experiments (`+option`) start an Envoy that serves; with their own partition count,
+    chunk size and version length."""
     from bench import envoy_memory
 
     out = tmp_path / "mem.json"
-    variants = "gateway+eagerclusters+shrinkheap+release16,gateway+nostats+partitions2"
+    variants = "gateway+eagerclusters+shrinkheap+release16,gateway+nostats+partitions2,gateway+chunk2+version8"
     assert envoy_memory.main(["--n", "5", "--variants", variants, "--rounds", "1", "--trials", "1",
                               "--settle", "0", "--json", str(out)]) == 0  # fmt: skip
     samples = json.loads(out.read_text())["samples"]
-    assert [len(s["updates"]) for s in samples] == [1, 1]
+    assert [len(s["updates"]) for s in samples] == [1, 1, 1]
     assert samples[1]["stats"] == 0 and samples[0]["stats"] > 0
     assert any("Bytes in use by application" in line for line in samples[0]["tcmalloc"])
 
