@@ -178,3 +178,13 @@ def test_bench_suite_lists_runnable_steps(capsys: pytest.CaptureFixture[str]) ->
         assert hasattr(importlib.import_module(step.module), "main"), step.module
     with pytest.raises(SystemExit):
         suite(["--dry-run", "--only", "no-such-step"])
+
+
+def test_envoy_odcds_bench_serves_from_on_demand_clusters(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/envoy_odcds.py at N=20: with on-demand CDS Envoy starts with no cluster and serves each used host."""
+    from bench import envoy_odcds
+
+    assert envoy_odcds.main(["--n", "20", "--used", "5", "--settle", "0"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"variant"')]
+    assert [r["variant"] for r in rows] == ["wildcard", "odcds"]
+    assert all(r["first_request"]["p50"] > 0 and r["after_used"]["allocated_mib"] > 0 for r in rows)
