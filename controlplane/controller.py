@@ -285,8 +285,7 @@ class Controller:
     ) -> None:
         """Listeners change only when their inputs do (filters in use, TLS chains), never per route."""
         hosts_k, ew_k = self.routes.https.partitions, self.routes.east_west.partitions
-        filter_bytes = tuple(flt.SerializeToString(deterministic=True) for flt in filters)
-        inputs = (filter_bytes, tuple(tls_hosts), tuple(passthrough), hosts_k, ew_k)
+        inputs = (self.hosts.http_filter_bytes(), tuple(tls_hosts), tuple(passthrough), hosts_k, ew_k)
         if inputs == self._listener_inputs:
             return
         self._listener_inputs = inputs
