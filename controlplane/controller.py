@@ -166,17 +166,28 @@ class Controller:
         self._built_listeners.append(listener)
 
     def _built(self, took: float) -> None:
-        for listener in self._built_listeners:
-            listener()
         self.last_build_seconds = took
-        self.metrics.build_duration.observe(took)
-        self.metrics.snapshot_version.set(self.cache.version)
+        loop = self.batcher.loop
+        if self.ready.is_set() and loop is not None and loop.is_running():
+            # Serving already: the streams woken by this build send it first, then the bookkeeping.
+            loop.call_soon(self._after_build, took, self.cache.version)
+            return
+        self._after_build(took, self.cache.version)
         # Serve once the primary cluster is in; remote clusters join as their events arrive
         # (readiness also waits for their first sync attempt, checked when /readyz is asked).
         if not self.ready.is_set() and self.registry.primary_synced():
             self.cache.ready = True
             self.ready.set()
             self._first_build.done()
+
+    def _after_build(self, took: float, version: int) -> None:
+        """Metrics and the built listeners (status writers): nothing Envoy waits for."""
+        for listener in self._built_listeners:
+            listener()
+        self.metrics.build_duration.observe(took)
+        self.metrics.snapshot_version.set(version)
+        for state in ("accepted", "rejected", "ignored"):
+            self.metrics.ingresses.labels(state).set(self.ingresses.state_counts[state])
 
     def _build(self, batch: list[StoreEvent], seen_at: float) -> None:
         full = self._recovery.pending
@@ -264,8 +275,6 @@ class Controller:
         if full:  # built from nothing, `changes` holds every resource: whatever else is cached goes
             remove_unlisted(changes, self.cache)
         self.cache.apply(changes, seen_at=seen_at, trigger=trigger)
-        for state in ("accepted", "rejected", "ignored"):
-            self.metrics.ingresses.labels(state).set(ing.state_counts[state])
 
     def _other_certificates(self, certs: dict[str, str]) -> None:
         """Host -> certificate bindings of the other frontends (Gateway API listeners, KIngress tls)."""
