@@ -13,6 +13,7 @@ import pytest
 
 from controlplane.controller import Controller, GatewayConfig
 from controlplane.history.backends import FileBackend
+from controlplane.history.content import bucket
 from controlplane.history.persist import Persister
 from controlplane.history.recorder import History
 from controlplane.history.secrets import SecretFinder
@@ -159,6 +160,10 @@ def test_history_size_keeps_the_last_n_and_frees_what_only_they_used() -> None:
         route_blobs = {c for c in h.svc.history.timeline.blobs}
         oldest_route = states[min(states)][rt.ROUTE]["http"]
         assert oldest_route not in route_blobs  # the first host's route table is gone with its version
+        # The per-bucket index a save reads holds exactly the kept blobs, each under its bucket.
+        tl = h.svc.history.timeline
+        assert {c: d for m in tl.by_bucket.values() for c, d in m.items()} == tl.blobs
+        assert all(bucket(c) == b for b, m in tl.by_bucket.items() for c in m)
     finally:
         h.close()
 
