@@ -168,26 +168,17 @@ class Controller:
     def _built(self, took: float) -> None:
         self.last_build_seconds = took
         loop = self.batcher.loop
+        args = (self._built_listeners, self.metrics, self.ingresses.state_counts, took, self.cache.version)
         if self.ready.is_set() and loop is not None and loop.is_running():
-            # Serving already: the streams woken by this build send it first, then the bookkeeping.
-            loop.call_soon(self._after_build, took, self.cache.version)
+            loop.call_soon(_after_build, *args)  # serving already: the streams it woke send first
             return
-        self._after_build(took, self.cache.version)
+        _after_build(*args)
         # Serve once the primary cluster is in; remote clusters join as their events arrive
         # (readiness also waits for their first sync attempt, checked when /readyz is asked).
         if not self.ready.is_set() and self.registry.primary_synced():
             self.cache.ready = True
             self.ready.set()
             self._first_build.done()
-
-    def _after_build(self, took: float, version: int) -> None:
-        """Metrics and the built listeners (status writers): nothing Envoy waits for."""
-        for listener in self._built_listeners:
-            listener()
-        self.metrics.build_duration.observe(took)
-        self.metrics.snapshot_version.set(version)
-        for state in ("accepted", "rejected", "ignored"):
-            self.metrics.ingresses.labels(state).set(self.ingresses.state_counts[state])
 
     def _build(self, batch: list[StoreEvent], seen_at: float) -> None:
         full = self._recovery.pending
@@ -306,6 +297,18 @@ class Controller:
             lds[name] = make_resource(name, rt.LISTENER, msg)
         if lst.HTTPS_LISTENER not in messages:
             lds[lst.HTTPS_LISTENER] = None
+
+
+def _after_build(
+    listeners: list[Callable[[], None]], metrics: Metrics, counts: Mapping[str, int], took: float, version: int
+) -> None:
+    """A build's metrics and built listeners (status writers): nothing Envoy waits for."""
+    for listener in listeners:
+        listener()
+    metrics.build_duration.observe(took)
+    metrics.snapshot_version.set(version)
+    for state in ("accepted", "rejected", "ignored"):
+        metrics.ingresses.labels(state).set(counts[state])
 
 
 def _emitter(changes: Changes) -> Callable[[str, str, Any], None]:

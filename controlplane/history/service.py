@@ -2,7 +2,7 @@
 
 The controller writes to `sources` (a SourcesCache); the xDS server reads `served`. Unpinned,
 every change is mirrored to `served` as it is, at once; its record is written a moment later
-(RECORD_DELAY), off the path from a change to Envoy's ACK, from the sources as they were then.
+(waiting.py), off the path from a change to Envoy's ACK, from the sources as they were then.
 Pinned to version V, `served` holds V's resources (replaced, so the xDS server's own diffing
 sends Envoy only what differs) while the sources keep syncing and every new version is recorded
 as pending. Only the writer (the leader in Kubernetes mode, the process in file mode) records
@@ -16,51 +16,24 @@ import contextlib
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import Gauge
 
 from controlplane.history.persist import Persister
 from controlplane.history.pin import Pin, PinControl, RollbackRefused
-from controlplane.history.recorder import History, Sources
+from controlplane.history.recorder import History
 from controlplane.history.sources_cache import Effective, SourcesCache
+from controlplane.history.waiting import RecordQueue, SourcesAt, Waiting
 from controlplane.metrics import Metrics
 from controlplane.store import StoreEvent
 from controlplane.xds import resources as rt
-from controlplane.xds.cache import SnapshotCache, TypeSnapshot
+from controlplane.xds.cache import SnapshotCache
 
 log = logging.getLogger("controlplane.history")
 MIN_SAVE_INTERVAL = 0.25  # seconds between saves: a burst of versions is written once, not once each
 HOLD_LIMIT = 30.0  # seconds a starting replica waits for a pinned version's content before serving the sources
-# Seconds between a change being served and its record being written (and the store woken to save it): the
-# record, and the save after it, would otherwise run while the xDS streams send the change and the TLS
-# relay carries it and Envoy's ACK, on the same event loop. Anything that reads the history first
-# writes the records still waiting, in order.
-RECORD_DELAY = 0.05
-
-
-@dataclass(frozen=True)
-class _SourcesAt:
-    """The sources cache's types as they were when a change was applied (snapshots are never mutated)."""
-
-    types: Mapping[str, TypeSnapshot]
-
-    def get(self, type_url: str) -> TypeSnapshot:
-        return self.types[type_url]
-
-
-@dataclass(frozen=True)
-class _Waiting:
-    """A change served but not yet recorded."""
-
-    effective: Effective
-    trigger: Sequence[object]
-    sources: _SourcesAt
-    served: bool  # unpinned when it was applied
-    served_version: int | None  # the served cache's version it became
 
 
 class HistoryService:
@@ -68,8 +41,7 @@ class HistoryService:
         self.served = served
         self.sources = SourcesCache(self._on_change, self._on_ready)
         self._history = History(size)
-        self._waiting: deque[_Waiting] = deque()  # served changes whose records are still to be written
-        self._record_timer: asyncio.TimerHandle | None = None
+        self._waiting = RecordQueue(self._write_record, self._wake)  # served, not recorded yet
         self.max_age = max_age
         self.persister: Persister | None = None
         self.is_writer: Callable[[], bool] = lambda: True
@@ -95,13 +67,8 @@ class HistoryService:
     @property
     def history(self) -> History:
         """The recorded history, with every change served so far in it."""
-        if self._waiting:
-            self._record_waiting()
+        self._waiting.drain()
         return self._history
-
-    @history.setter
-    def history(self, value: History) -> None:
-        self._history = value
 
     # -- the pin (see pin.py) -------------------------------------------------------------------
     @property
@@ -208,7 +175,7 @@ class HistoryService:
         blobs = dict(self._blobs)
         ok = await asyncio.to_thread(self.persister.load, fresh, blobs)
         if ok:
-            self.history, self._blobs = fresh, blobs
+            self._history, self._blobs = fresh, blobs
             self._resync_note = "first publish after a restart or leader change"
         return ok
 
@@ -253,7 +220,7 @@ class HistoryService:
             await self._reload()  # take over from where the last writer stopped
             self._writing = True
             if self.sources.ready:
-                self._record(self.sources_changes(), ())
+                self._record({t: dict(self.sources.get(t).resources) for t in rt.PUSH_ORDER}, ())
         elif not writer:
             self._writing = False
             head = await asyncio.to_thread(self.persister.read_head)
@@ -279,48 +246,22 @@ class HistoryService:
         elif rt.ENDPOINT in effective:
             self.pins.follow_endpoints(effective[rt.ENDPOINT], seen_at)
         if self.is_writer() and (self._writing or self.persister is None):
-            sources = _SourcesAt({t: self.sources.get(t) for t in rt.PUSH_ORDER})
-            self._waiting.append(_Waiting(effective, trigger, sources, self.pin is None, served_version))
-            self._schedule_records()
+            self._waiting.add(Waiting(effective, trigger, SourcesAt.of(self.sources), self.pin is None, served_version))
 
-    def _schedule_records(self) -> None:
-        """Write the waiting records RECORD_DELAY from now (at once without an event loop)."""
-        if self._record_timer is not None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._record_waiting()
-            return
-        self._record_timer = loop.call_later(RECORD_DELAY, self._record_waiting)
+    def _record(self, effective: Effective, trigger: Sequence[object]) -> Any:  # now, after what is waiting
+        self._waiting.drain()
+        return self._write_record(Waiting(effective, trigger, self.sources, self.pin is None, None))
 
-    def _record_waiting(self) -> None:
-        """Record every waiting change, oldest first, then wake the background loop to save them."""
-        if self._record_timer is not None:
-            self._record_timer.cancel()
-            self._record_timer = None
-        while self._waiting:
-            w = self._waiting.popleft()
-            rec = self._write_record(w.effective, w.trigger, w.sources, w.served)
-            if rec is not None and w.served_version is not None:
-                self._history.served_versions[rec.version] = w.served_version
-        self._wake()
-
-    def _record(self, effective: Effective, trigger: Sequence[object]) -> Any:
-        """Record a change now, from the sources as they are now (after every change still waiting)."""
-        if self._waiting:
-            self._record_waiting()
-        return self._write_record(effective, trigger, self.sources, self.pin is None)
-
-    def _write_record(self, effective: Effective, trigger: Sequence[object], sources: Sources, served: bool) -> Any:
-        events = [e for e in trigger if isinstance(e, StoreEvent)]
+    def _write_record(self, w: Waiting) -> Any:
+        events = [e for e in w.trigger if isinstance(e, StoreEvent)]
         if self._resync_note:
             note, self._resync_note = self._resync_note, ""
-            return self._history.resync(sources, served=served, note=note, events=events)
-        return self._history.record(effective, sources, events, served=served)
-
-    def sources_changes(self) -> Effective:
-        return {t: dict(self.sources.get(t).resources) for t in rt.PUSH_ORDER}
+            rec = self._history.resync(w.sources, served=w.served, note=note, events=events)
+        else:
+            rec = self._history.record(w.effective, w.sources, events, served=w.served)
+        if rec is not None and w.served_version is not None:
+            self._history.served_versions[rec.version] = w.served_version
+        return rec
 
     def _on_ready(self, ready: bool) -> None:
         if ready and self.pin is not None and not self._serve_pin():
