@@ -16,7 +16,10 @@ appended: `+eager` (gateway stats created with the cluster, not on first use), `
 `+lazyclusters` (`cluster_manager.enable_deferred_cluster_creation`, for `full`), `+release<MiB>`
 (tcmalloc gives freed memory back at that rate), `+shrinkheap` (the overload manager's shrink_heap,
 always on), `+partitions<K>` (a control plane of its own with `--route-partitions K`), `+nostats`
-(reject every stat: the floor).
+(reject every stat: the floor), `+chunk<K>` (a control plane of its own sending Delta responses in
+chunks of K resources, `MERIDIAN_XDS_DELTA_CHUNK`; `+chunk0`: whole responses), `+version<L>` (a
+control plane of its own whose resource versions are L hex digits instead of 16), `+old` (a control
+plane of its own running the checkout given with `--old-source`, e.g. `git archive <commit>` unpacked).
 
     .venv/bin/python -m bench.envoy_memory --n 10000 --variants gateway+eagerclusters,gateway --rounds 3 --trials 20
 """
@@ -54,6 +57,9 @@ class Sample:
     variant: str
     round: int
     cold_s: float = 0.0
+    cold_cpu_s: float = 0.0
+    cp_cold_cpu_s: float = 0.0
+    peak_cold_mib: float = 0.0  # VmHWM once settled: the cold start's decoding
     rss_mib: float = 0.0
     allocated_mib: float = 0.0
     rss_after_mib: float = 0.0
@@ -84,7 +90,7 @@ def bootstrap_for(cp: ControlPlane, variant: str, delta: bool, node_id: str) -> 
             boot["stats_config"] = {"stats_matcher": {"reject_all": True}}
         elif extra == "shrinkheap":  # overload manager: release free heap whenever the heap is in use
             boot["overload_manager"] = SHRINK_HEAP
-        elif extra.startswith("partitions"):  # a control plane with --route-partitions K (see main)
+        elif extra.startswith(("partitions", "chunk", "version", "old")):  # a control plane of its own (see main)
             continue
         else:
             raise ValueError(f"unknown variant option {extra!r}")
@@ -120,11 +126,54 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def partitions_of(variant: str) -> int | None:
+def option_of(variant: str, option: str) -> int | None:
+    """K of `+<option>K` in a variant, if given."""
     for extra in variant.split("+")[1:]:
-        if extra.startswith("partitions"):
-            return int(extra[len("partitions") :])
+        if extra.startswith(option):
+            return int(extra[len(option) :])
     return None
+
+
+class ShortVersions(ControlPlane):
+    """`meridian serve` whose resource versions are the first `chars` hex digits of the content hash
+    (16 in Meridian): what shorter versions would save Envoy, which keeps one per resource."""
+
+    def __init__(self, *args: Any, chars: int, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.chars = chars
+
+    def argv(self) -> list[str]:
+        python, m, module, *rest = super().argv()
+        assert (m, module) == ("-m", "controlplane")
+        code = ("import hashlib, sys; import controlplane.xds.cache as c; "
+                f"c.content_version = lambda data: hashlib.sha256(data).hexdigest()[:{self.chars}]; "
+                "from controlplane.cli import main; sys.exit(main())")  # fmt: skip
+        return [python, "-c", code, *rest]
+
+
+def own_control_plane(root: Path, variant: str, old_source: Path | None = None) -> ControlPlane | None:
+    """A control plane of the variant's own (same directory) for `+partitions<K>`, `+chunk<K>`, `+version<L>`,
+    `+old` (the checkout given with --old-source)."""
+    k, chunk, chars = option_of(variant, "partitions"), option_of(variant, "chunk"), option_of(variant, "version")
+    old = "old" in variant.split("+")[1:]
+    if k is None and chunk is None and chars is None and not old:
+        return None
+    extra = ["--route-partitions", str(k)] if k else []
+    log = root / f"meridian-{variant}.log"
+    if old:
+        assert old_source is not None, "+old needs --old-source"
+        cp = ControlPlane(root / "c1", log, extra, source=old_source)
+    else:
+        cp = ShortVersions(root / "c1", log, extra, chars=chars) if chars else ControlPlane(root / "c1", log, extra)
+    before = os.environ.get("MERIDIAN_XDS_DELTA_CHUNK")
+    os.environ["MERIDIAN_XDS_DELTA_CHUNK"] = str(chunk or 0)  # read by controlplane.xds.chunking
+    try:
+        return cp.start()
+    finally:
+        if before is None:
+            del os.environ["MERIDIAN_XDS_DELTA_CHUNK"]
+        else:
+            os.environ["MERIDIAN_XDS_DELTA_CHUNK"] = before
 
 
 def measure(cp: ControlPlane, root: Path, variant: str, rnd: int, n: int, args: argparse.Namespace,
@@ -135,6 +184,7 @@ def measure(cp: ControlPlane, root: Path, variant: str, rnd: int, n: int, args: 
                          log_level="warning", ready_timeout=300, concurrency=args.concurrency)  # fmt: skip
     probe = HostProbe(cp.http_port)
     t0 = time.monotonic()
+    cp_cpu0 = cpu_seconds(cp.proc.pid) if cp.proc is not None else 0.0
     envoy.start()
     try:
         for i in [n - 1, *range(0, n, max(1, n // 7))]:
@@ -142,6 +192,10 @@ def measure(cp: ControlPlane, root: Path, variant: str, rnd: int, n: int, args: 
         sample.cold_s = round(time.monotonic() - t0, 2)
         wait_settled(cp)
         assert envoy.pid is not None
+        sample.cold_cpu_s = round(cpu_seconds(envoy.pid), 2)  # Envoy's CPU from start to settled
+        if cp.proc is not None:  # the control plane's, serving it meanwhile
+            sample.cp_cold_cpu_s = round(cpu_seconds(cp.proc.pid) - cp_cpu0, 2)
+        sample.peak_cold_mib = round(proc_status(envoy.pid)["VmHWM"] / 1024, 1)
         time.sleep(args.settle)  # what a variant gives back to the OS over time counts too
         sample.rss_mib = round(proc_status(envoy.pid)["VmRSS"] / 1024, 1)
         memory = json.loads(envoy.admin_get("/memory"))
@@ -172,14 +226,15 @@ def measure(cp: ControlPlane, root: Path, variant: str, rnd: int, n: int, args: 
 
 def markdown(samples: list[Sample]) -> str:
     lines = [
-        "| variant | round | Envoy cold s | RSS MiB | tcmalloc allocated MiB | pageheap_free MiB"
+        "| variant | round | Envoy cold s | cold CPU s | RSS MiB | tcmalloc allocated MiB | pageheap_free MiB"
         " | RSS after trials MiB | peak RSS MiB | stats | update p50 ms | p99 | Envoy CPU ms/update |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in samples:
         u = summary_ms(s.updates) if s.updates else {"p50": 0.0, "p99": 0.0}
         lines.append(
-            f"| {s.variant} | {s.round} | {s.cold_s:.1f} | {s.rss_mib:.0f} | {s.allocated_mib:.0f} | "
+            f"| {s.variant} | {s.round} | {s.cold_s:.1f} | {s.cold_cpu_s:.1f} | {s.rss_mib:.0f} | "
+            f"{s.allocated_mib:.0f} | "
             f"{s.memory.get('pageheap_free', 0):.0f} | {s.rss_after_mib:.0f} | {s.peak_mib:.0f} | {s.stats:,} | "
             f"{u['p50']:.1f} | {u['p99']:.1f} | {s.cpu_ms_per_update:.1f} |"
         )
@@ -207,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settle", type=float, default=5.0, help="seconds between settled and reading RSS")
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--keep", action="store_true")
+    p.add_argument("--old-source", type=Path, help="a checkout whose control plane `+old` variants run (A/B runs)")
     args = p.parse_args(argv)
     variants = args.variants.split(",")
     root = Path(tempfile.mkdtemp(prefix=f"envoy-memory-{args.n}-"))
@@ -222,12 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         next_index = args.n
         for rnd in range(1, args.rounds + 1):
             for variant in variants:
-                k = partitions_of(variant)
-                # Another partition count needs its own control plane (same directory); it runs only
-                # while its Envoy is measured, so it does not load the other variants' updates.
-                own = None
-                if k:
-                    own = ControlPlane(root / "c1", root / f"meridian-{k}.log", ["--route-partitions", str(k)]).start()
+                # Another partition count or chunk size needs its own control plane (same directory);
+                # it runs only while its Envoy is measured, so it does not load the others' updates.
+                own = own_control_plane(root, variant, args.old_source)
                 try:
                     if own is not None:
                         wait_for(own.ready, timeout=600, interval=0.05, what="/readyz")

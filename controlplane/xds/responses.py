@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from controlplane.protowire import varint
+from controlplane.xds import chunking
 from controlplane.xds.cache import Resource, SnapshotCache, TypeSnapshot
 from controlplane.xds.resources import CLUSTER, ENDPOINT, ROUTE
 from controlplane.xds.tracking import StreamState, TypeState
@@ -144,6 +145,7 @@ class Responses:
         self._eds_names = EdsNames()
         self._all: OrderedDict[tuple[int, int], tuple[Mapping[str, Resource], Names | None, tuple[Resource, ...]]]
         self._all = OrderedDict()
+        self._delta_chunk, self._chunk_above = chunking.limit_from_env()
 
     def _sotw_body(self, st: TypeState, version: str, resources: Sequence[Resource]) -> tuple[str, bytes]:
         key = (st.type_url, version, *map(id, resources))
@@ -268,6 +270,7 @@ class Responses:
         resources = snap.resources
         lineage = self._lineage(st.type_url, s.group)
         look_at = self._delta_candidates(s, st, snap, lineage)
+        look_at = chunking.next_names(st, look_at, resources, self._delta_chunk)
         only = None if st.wildcard else st.names
         everything: tuple[object, ...] = ()
         known = st.known
@@ -288,6 +291,7 @@ class Responses:
             wanted = [n for n in sorted(look_at) if st.wildcard or n in st.names]
             changed = [r for n in wanted if (r := resources.get(n)) is not None and st.known.get(n) != r.version]
             removed = [n for n in wanted if n in st.known and n not in resources]
+        changed, more = chunking.split(st, changed, self._delta_chunk, self._chunk_above)  # more: owed after it
         if st.type_url == CLUSTER and changed:
             note_new_clusters(s, [r for r in changed if r.name not in known], self._eds_names)
         held = bool(removed) and st.type_url == CLUSTER and not s.routes_settled(self._cache)
@@ -296,6 +300,8 @@ class Responses:
             st.examined = -1  # look again when routes settle, whatever the cache does
             for r in changed:
                 known[r.name] = r.version
+        elif more:
+            chunking.sent_chunk(st, known, changed, removed, snap.version, lineage)
         else:
             st.examined = snap.version
             st.synced, st.synced_lineage = snap.version, lineage
@@ -306,9 +312,11 @@ class Responses:
             if not st.nacked and not held:
                 st.current = max(st.current, snap.version)
             return None
-        version = snap.digest
-        nonce, body = self._delta_body(st, version, changed, removed, everything)
-        st.record_sent(version, snap.version, nonce, len(changed))
+        version = snap.digest + chunking.PART if more else snap.digest
+        # A chunk is not all of `everything`: keyed by its own resources.
+        nonce, body = self._delta_body(st, version, changed, removed, () if more else everything)
+        # A chunk but the last leaves the sent cache version behind: its ACK does not make the stream current.
+        st.record_sent(version, st.sent_cache_version if more else snap.version, nonce, len(changed))
         return body
 
     def _delta_candidates(self, s: StreamState, st: TypeState, snap: TypeSnapshot, lineage: str) -> set[str] | None:

@@ -27,6 +27,8 @@ Protocol choices (see ../shared/docs/design.md, "xDS protocol rules"):
 - A NACK leaves the type alone until a newer cache version with different
   content exists; the rejected content is never re-sent (a subscription change
   from the client is still answered).
+- A large Delta response goes out in chunks, one per ACK (`chunking`); listeners and routes
+  wait until the last CDS chunk is out.
 - Cluster removal: while listeners/routes of the stream are not yet ACKed at
   the current version, removed clusters stay in the CDS response (SotW; version
   "<v>+hold") or are left out of removed_resources (Delta). Once LDS/RDS are
@@ -169,6 +171,11 @@ class _SharedKeyless:
         view = self._view.snapshot(type_url, snap)
         self._last[type_url] = (snap, view)
         return view
+
+
+def _push_order(types: Mapping[str, Any]) -> tuple[str, ...]:
+    """PUSH_ORDER, then the stream's other types (none Meridian serves, but asked for)."""
+    return PUSH_ORDER + tuple(t for t in types if t not in _PUSH_TYPES)
 
 
 def _may_be_due(s: StreamState, cache: SnapshotCache) -> bool:
@@ -389,15 +396,12 @@ class XdsServer:
     async def _push(self, s: StreamState, context: grpc.aio.ServicerContext) -> None:
         """Send every type that is due, in push order."""
         types = s.types
-        order = PUSH_ORDER
-        if not types.keys() <= _PUSH_TYPES:
-            order += tuple(t for t in types if t not in _PUSH_TYPES)
+        order = PUSH_ORDER if types.keys() <= _PUSH_TYPES else _push_order(types)
         clusters_due = False
         warming: bool | None = None  # looked at once, after clusters and endpoints went out
         # One view of the cache for the whole push: a batch built while a response is awaited must not
         # reach a later type before an earlier one (routes naming clusters this push found up to date).
-        # Every type of `order`: the reader may add one while a response is written.
-        get, group = self._cache.get, s.group
+        get, group = self._cache.get, s.group  # every type of `order`: the reader may add one meanwhile
         view = {type_url: get(type_url, group) for type_url in order}
         for type_url in order:
             st = types.get(type_url)
@@ -422,6 +426,8 @@ class XdsServer:
             body = respond(s, st, snap)
             if body is None:
                 continue
+            if type_url == CLUSTER and st.sent_cache_version < snap.version:
+                clusters_due = True  # a Delta chunk (`chunking`): more clusters follow it
             counters = self._counters[type_url]
             counters.pushes.inc()
             counters.resources_sent.inc(st.sent_resources - before)

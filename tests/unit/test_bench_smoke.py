@@ -94,15 +94,16 @@ def test_envoy_memory_bench_compares_stats_variants(tmp_path: Path) -> None:
 
 
 def test_envoy_memory_bench_experiments_are_configs_envoy_accepts(tmp_path: Path) -> None:
-    """The memory experiments (`+option`) start an Envoy that serves; one with its own partition count."""
+    """The memory experiments (`+option`) start an Envoy that serves; with their own partition count,
+    chunk size and version length."""
     from bench import envoy_memory
 
     out = tmp_path / "mem.json"
-    variants = "gateway+eagerclusters+shrinkheap+release16,gateway+nostats+partitions2"
+    variants = "gateway+eagerclusters+shrinkheap+release16,gateway+nostats+partitions2,gateway+chunk2+version8"
     assert envoy_memory.main(["--n", "5", "--variants", variants, "--rounds", "1", "--trials", "1",
                               "--settle", "0", "--json", str(out)]) == 0  # fmt: skip
     samples = json.loads(out.read_text())["samples"]
-    assert [len(s["updates"]) for s in samples] == [1, 1]
+    assert [len(s["updates"]) for s in samples] == [1, 1, 1]
     assert samples[1]["stats"] == 0 and samples[0]["stats"] > 0
     assert any("Bytes in use by application" in line for line in samples[0]["tcmalloc"])
 
@@ -122,9 +123,12 @@ def test_route_breakdown_bench_takes_each_update_apart(tmp_path: Path) -> None:
     from bench import route_breakdown
 
     out = tmp_path / "bd.json"
-    assert route_breakdown.main(["--n", "5", "--modes", "delta", "--trials", "2", "--json", str(out)]) == 0
+    argv = ["--n", "5", "--modes", "delta", "--trials", "2", "--probe-intervals", "0,1", "--json", str(out)]
+    assert route_breakdown.main(argv) == 0
     rows = json.loads(out.read_text())["rows"]
-    assert [(r["mode"], r["change"]) for r in rows] == [("delta", "route"), ("delta", "service")]
+    probes = ["this, probe every 0 ms", "this, probe every 1 ms"]  # alternating trials, one row each
+    assert [(r["source"], r["change"]) for r in rows] == [(p, c) for c in ("route", "service") for p in probes]
+    assert all(len(r["samples"]) == 2 for r in rows)
     for r in rows:
         for s in r["samples"]:
             assert all(s[p] >= 0 for p in route_breakdown.PARTS), s
@@ -177,3 +181,13 @@ def test_bench_suite_lists_runnable_steps(capsys: pytest.CaptureFixture[str]) ->
         assert hasattr(importlib.import_module(step.module), "main"), step.module
     with pytest.raises(SystemExit):
         suite(["--dry-run", "--only", "no-such-step"])
+
+
+def test_envoy_odcds_bench_serves_from_on_demand_clusters(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/envoy_odcds.py at N=20: with on-demand CDS Envoy starts with no cluster and serves each used host."""
+    from bench import envoy_odcds
+
+    assert envoy_odcds.main(["--n", "20", "--used", "5", "--settle", "0"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"variant"')]
+    assert [r["variant"] for r in rows] == ["wildcard", "odcds"]
+    assert all(r["first_request"]["p50"] > 0 and r["after_used"]["allocated_mib"] > 0 for r in rows)
