@@ -27,8 +27,8 @@ Protocol choices (see ../shared/docs/design.md, "xDS protocol rules"):
 - A NACK leaves the type alone until a newer cache version with different
   content exists; the rejected content is never re-sent (a subscription change
   from the client is still answered).
-- A large Delta response goes out in chunks, one per ACK (`chunking`); listeners and routes
-  wait until the last CDS chunk is out.
+- A stream's first large Delta response of a type goes out in chunks, one per ACK
+  (`chunking`); listeners and routes wait until the last CDS chunk is out.
 - Cluster removal: while listeners/routes of the stream are not yet ACKed at
   the current version, removed clusters stay in the CDS response (SotW; version
   "<v>+hold") or are left out of removed_resources (Delta). Once LDS/RDS are

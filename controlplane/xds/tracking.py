@@ -84,6 +84,7 @@ class TypeState:
     synced_lineage: str = ""
     subscribed_since: set[str] = field(default_factory=set)
     owed: tuple[str, ...] = ()  # Delta: names left for the next chunks of a chunked response (`chunking`)
+    in_sync: bool = False  # Delta: a complete response (or none needed) reached it once: no more chunking
     # SotW: digest of the last request's resource_names as sent (see `names_digest`).
     names_digest: bytes = b""
 
