@@ -11,8 +11,6 @@ clock runs:
   built -> sent     the xDS server wrote the RouteConfiguration to this Envoy's stream;
   sent -> ACK       Envoy applied it and said so;
   sent -> 200       Envoy applied it and the first request for the new host was answered.
-For a new Service, built -> sent is taken apart again: built -> CDS written, CDS -> EDS written
-(Envoy applied the cluster and asked for its endpoints), EDS -> RDS written.
 `--compare-with DIR` runs a second control plane checkout (e.g. `git archive` of another commit)
 interleaved with this one, for before/after in one run. `--also LABEL="ARGS"` adds this checkout
 again with more `meridian serve` arguments, e.g. `--also plaintext=--xds-insecure` (no TLS relay:
