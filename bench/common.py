@@ -282,9 +282,12 @@ def start_envoy(
 class HostProbe:
     """A keep-alive HTTP/1.1 client to the Envoy listener: `status(host)` costs one round trip."""
 
-    def __init__(self, port: int, timeout: float = 5.0) -> None:
+    def __init__(self, port: int, timeout: float = 5.0, interval: float = 0.0) -> None:
         self.port = port
         self.timeout = timeout
+        # Seconds between polls in wait_status. 0: back to back, which keeps a core busy (this
+        # process and Envoy's worker answering 404s) while the change is being applied.
+        self.interval = interval
         self._conn: http.client.HTTPConnection | None = None
 
     def _connect(self) -> http.client.HTTPConnection:
@@ -317,6 +320,8 @@ class HostProbe:
                 return time.monotonic()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{host}{path} did not answer {want} within {timeout}s")
+            if self.interval:
+                time.sleep(self.interval)
 
     def close(self) -> None:
         if self._conn is not None:

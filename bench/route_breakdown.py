@@ -11,6 +11,8 @@ clock runs:
   built -> sent     the xDS server wrote the RouteConfiguration to this Envoy's stream;
   sent -> ACK       Envoy applied it and said so;
   sent -> 200       Envoy applied it and the first request for the new host was answered.
+`--probe-intervals 0,1` alternates, trial by trial, a probe polling back to back (which keeps a core
+busy while the change is applied) with one pausing 1 ms between requests.
 `--compare-with DIR` runs a second control plane checkout (e.g. `git archive` of another commit)
 interleaved with this one, for before/after in one run. `--also LABEL="ARGS"` adds this checkout
 again with more `meridian serve` arguments, e.g. `--also plaintext=--xds-insecure` (no TLS relay:
@@ -112,15 +114,21 @@ def run(
         probe.wait_status(host_of(args.n - 1), 200, timeout=600)
         wait_settled(cp)
         index = args.n
+        intervals = [float(x) for x in args.probe_intervals.split(",")]
         for kind in args.changes.split(","):
-            samples = []
-            for _ in range(args.trials):
+            per_interval: dict[float, list[dict[str, float]]] = {x: [] for x in intervals}
+            for t in range(args.trials * len(intervals)):
                 time.sleep(args.gap)  # isolated changes: the file watcher holds a burst's later writes (20 ms quiet)
-                samples.append(trial(cp, probe, directory, kind, index, backend_port))
+                interval = intervals[t % len(intervals)]  # alternating, so load hits each alike
+                probe.interval = interval / 1000
+                per_interval[interval].append(trial(cp, probe, directory, kind, index, backend_port))
                 index += 1
-            rows.append({"source": label, "mode": mode, "change": kind, "samples": samples})
-            print(json.dumps({k: v for k, v in rows[-1].items() if k != "samples"}
-                             | {"total_ms": summary_ms([s["total"] for s in samples])}), flush=True)  # fmt: skip
+            for interval, samples in per_interval.items():
+                source = label if len(intervals) == 1 else f"{label}, probe every {interval:g} ms"
+                rows.append({"source": source, "mode": mode, "change": kind, "samples": samples})
+                print(json.dumps({k: v for k, v in rows[-1].items() if k != "samples"}
+                                 | {"total_ms": summary_ms([s["total"] for s in samples])}), flush=True)  # fmt: skip
+            probe.interval = 0.0
         if cp.metric("meridian_xds_nacks_total"):
             raise RuntimeError(f"Envoy NACKed; see {root}")
     finally:
@@ -165,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare-with", metavar="DIR", type=Path, help="another checkout, run interleaved as 'before'")
     p.add_argument("--also", metavar='LABEL="ARGS"', action="append", default=[],
                    help="this checkout again with more serve arguments, run interleaved")  # fmt: skip
+    p.add_argument("--probe-intervals", default="0", metavar="MS,...",
+                   help="ms between the probe's requests while it waits for the 200 (0: back to back); "
+                        "several alternate trial by trial, e.g. 0,1: what the busy probe costs")  # fmt: skip
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--keep", action="store_true")
     args = p.parse_args(argv)

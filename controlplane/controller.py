@@ -166,11 +166,13 @@ class Controller:
         self._built_listeners.append(listener)
 
     def _built(self, took: float) -> None:
-        for listener in self._built_listeners:
-            listener()
         self.last_build_seconds = took
-        self.metrics.build_duration.observe(took)
-        self.metrics.snapshot_version.set(self.cache.version)
+        loop = self.batcher.loop
+        args = (self._built_listeners, self.metrics, self.ingresses.state_counts, took, self.cache.version)
+        if self.ready.is_set() and loop is not None and loop.is_running():
+            loop.call_soon(_after_build, *args)  # serving already: the streams it woke send first
+            return
+        _after_build(*args)
         # Serve once the primary cluster is in; remote clusters join as their events arrive
         # (readiness also waits for their first sync attempt, checked when /readyz is asked).
         if not self.ready.is_set() and self.registry.primary_synced():
@@ -264,8 +266,6 @@ class Controller:
         if full:  # built from nothing, `changes` holds every resource: whatever else is cached goes
             remove_unlisted(changes, self.cache)
         self.cache.apply(changes, seen_at=seen_at, trigger=trigger)
-        for state in ("accepted", "rejected", "ignored"):
-            self.metrics.ingresses.labels(state).set(ing.state_counts[state])
 
     def _other_certificates(self, certs: dict[str, str]) -> None:
         """Host -> certificate bindings of the other frontends (Gateway API listeners, KIngress tls)."""
@@ -285,8 +285,7 @@ class Controller:
     ) -> None:
         """Listeners change only when their inputs do (filters in use, TLS chains), never per route."""
         hosts_k, ew_k = self.routes.https.partitions, self.routes.east_west.partitions
-        filter_bytes = tuple(flt.SerializeToString(deterministic=True) for flt in filters)
-        inputs = (filter_bytes, tuple(tls_hosts), tuple(passthrough), hosts_k, ew_k)
+        inputs = (self.hosts.http_filter_bytes(), tuple(tls_hosts), tuple(passthrough), hosts_k, ew_k)
         if inputs == self._listener_inputs:
             return
         self._listener_inputs = inputs
@@ -298,6 +297,18 @@ class Controller:
             lds[name] = make_resource(name, rt.LISTENER, msg)
         if lst.HTTPS_LISTENER not in messages:
             lds[lst.HTTPS_LISTENER] = None
+
+
+def _after_build(
+    listeners: list[Callable[[], None]], metrics: Metrics, counts: Mapping[str, int], took: float, version: int
+) -> None:
+    """A build's metrics and built listeners (status writers): nothing Envoy waits for."""
+    for listener in listeners:
+        listener()
+    metrics.build_duration.observe(took)
+    metrics.snapshot_version.set(version)
+    for state in ("accepted", "rejected", "ignored"):
+        metrics.ingresses.labels(state).set(counts[state])
 
 
 def _emitter(changes: Changes) -> Callable[[str, str, Any], None]:

@@ -38,6 +38,7 @@ class Batcher:
         self._events: deque[StoreEvent] = deque()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None  # the loop's thread, when attach() was called on it
         self._scheduled = False
         self._first_event_at: float | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -45,6 +46,11 @@ class Batcher:
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        self._loop_thread = threading.get_ident() if running is loop else None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -72,7 +78,10 @@ class Batcher:
             if self._scheduled or self._loop is None:
                 return
             self._scheduled = True
-        self._loop.call_soon_threadsafe(self.flush)
+        if threading.get_ident() == self._loop_thread:
+            self._loop.call_soon(self.flush)  # a watcher on the loop (inotify): no self-pipe write and wake-up
+        else:
+            self._loop.call_soon_threadsafe(self.flush)
 
     def flush_at(self, when: float) -> None:
         """Flush at time.monotonic() `when` (the loop's clock), unless one is due earlier already."""

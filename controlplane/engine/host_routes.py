@@ -44,6 +44,9 @@ class HostRoutes:
         self.extra_clusters: dict[str, dict[str, Any]] = {}  # host -> cluster name -> Cluster message
         # The Gateway API routes of a host (engine/gatewayapi.py), merged with its Ingress routes.
         self.gateway: Callable[[str], HostEntries | None] = lambda host: None
+        # The filters last built and the (feature, key) pairs they were built for: most changes
+        # leave them as they are, and then neither the messages nor their bytes are made again.
+        self._filters: tuple[frozenset[tuple[str, str]], list[Any], tuple[bytes, ...]] | None = None
 
     def rebuild(
         self, hosts: Iterable[str], served: Callable[[str], list[IngressIR]], tls: frozenset[str], aliases: AliasPlan
@@ -147,10 +150,22 @@ class HostRoutes:
                 self.routes.east_west.remove(local_key(host))
 
     def http_filters(self) -> list[Any]:
-        """The north-south HTTP filters that some route needs right now."""
+        """The north-south HTTP filters that some route needs right now (the same list object as
+        long as the needs are the same: callers must not change it)."""
+        return self._current_filters()[1]
+
+    def http_filter_bytes(self) -> tuple[bytes, ...]:
+        """`http_filters()` serialized (deterministic), to tell whether the listeners must change."""
+        return self._current_filters()[2]
+
+    def _current_filters(self) -> tuple[frozenset[tuple[str, str]], list[Any], tuple[bytes, ...]]:
+        used = frozenset(pair for pair, count in self._feature_key_hosts.items() if count > 0)
+        if self._filters is not None and self._filters[0] == used:
+            return self._filters
         needs: dict[str, frozenset[str]] = {}
-        for (name, key), count in self._feature_key_hosts.items():
-            if count > 0:
-                needs[name] = needs.get(name, frozenset()) | {key}
+        for name, key in used:
+            needs[name] = needs.get(name, frozenset()) | {key}
         features = [f for f in FEATURES if f.name in needs]
-        return [flt for f in features for flt in f.http_filters(needs[f.name])]
+        filters = [flt for f in features for flt in f.http_filters(needs[f.name])]
+        self._filters = (used, filters, tuple(flt.SerializeToString(deterministic=True) for flt in filters))
+        return self._filters

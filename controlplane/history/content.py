@@ -30,6 +30,9 @@ class Timeline:
         self.head: Manifest = {}
         self.head_version = 0
         self.blobs: dict[str, bytes] = {}
+        # The same blobs by persistence bucket: a save rewrites a changed bucket without looking at
+        # every blob (~30,000 at 10,000 Services: a scan cost the event loop ~5 ms per save).
+        self.by_bucket: dict[str, dict[str, bytes]] = {}
         self._refs: Counter[str] = Counter()
         self.dirty_buckets: set[str] = set()
 
@@ -74,14 +77,18 @@ class Timeline:
         self._refs[cid] += 1
         if data is not None and cid not in self.blobs:
             self.blobs[cid] = data
-            self.dirty_buckets.add(bucket(cid))
+            b = bucket(cid)
+            self.by_bucket.setdefault(b, {})[cid] = data
+            self.dirty_buckets.add(b)
 
     def _decref(self, cid: str) -> None:
         self._refs[cid] -= 1
         if self._refs[cid] <= 0:
             del self._refs[cid]
             if self.blobs.pop(cid, None) is not None:
-                self.dirty_buckets.add(bucket(cid))
+                b = bucket(cid)
+                self.by_bucket[b].pop(cid, None)
+                self.dirty_buckets.add(b)
 
     # -- reading -----------------------------------------------------------------------------
     def versions(self) -> list[int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from controlplane.history.content import Delta, Manifest, Timeline
 from controlplane.history.records import (
@@ -20,9 +20,17 @@ from controlplane.history.records import (
 from controlplane.history.secrets import Fingerprints
 from controlplane.store import StoreEvent
 from controlplane.xds import resources as rt
-from controlplane.xds.cache import Resource, SnapshotCache
+from controlplane.xds.cache import Resource, TypeSnapshot
 
 Changes = Mapping[str, Mapping[str, Resource | None]]
+
+
+class Sources(Protocol):
+    """What a record reads from the sources: a SnapshotCache, or its types as they were at a change."""
+
+    def get(self, type_url: str) -> TypeSnapshot: ...
+
+
 FLEET_WINDOW = 20  # the newest records whose fleet counts are still refreshed
 MAX_PIN_EVENTS = 200
 
@@ -46,7 +54,7 @@ class History:
     def record(
         self,
         changes: Changes,
-        sources: SnapshotCache,
+        sources: Sources,
         events: Iterable[StoreEvent] = (),
         *,
         served: bool = True,
@@ -90,7 +98,7 @@ class History:
         return rec
 
     def resync(
-        self, sources: SnapshotCache, *, served: bool, note: str, events: Iterable[StoreEvent] = ()
+        self, sources: Sources, *, served: bool, note: str, events: Iterable[StoreEvent] = ()
     ) -> HistoryRecord | None:
         """Record the difference between the last recorded version and what `sources` holds now."""
         changes: dict[str, dict[str, Resource | None]] = {}

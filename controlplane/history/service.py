@@ -1,11 +1,12 @@
 """The history service: records every published version, persists it, and serves a pin.
 
 The controller writes to `sources` (a SourcesCache); the xDS server reads `served`. Unpinned,
-every change is mirrored to `served` as it is. Pinned to version V, `served` holds V's
-resources (replaced, so the xDS server's own diffing sends Envoy only what differs) while the
-sources keep syncing and every new version is recorded as pending. Only the writer (the leader
-in Kubernetes mode, the process in file mode) records and persists; other replicas load what
-the writer stored and follow the pin document.
+every change is mirrored to `served` as it is, at once; its record is written a moment later
+(waiting.py), off the path from a change to Envoy's ACK, from the sources as they were then.
+Pinned to version V, `served` holds V's resources (replaced, so the xDS server's own diffing
+sends Envoy only what differs) while the sources keep syncing and every new version is recorded
+as pending. Only the writer (the leader in Kubernetes mode, the process in file mode) records
+and persists; other replicas load what the writer stored and follow the pin document.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from controlplane.history.persist import Persister
 from controlplane.history.pin import Pin, PinControl, RollbackRefused
 from controlplane.history.recorder import History
 from controlplane.history.sources_cache import Effective, SourcesCache
+from controlplane.history.waiting import RecordQueue, SourcesAt, Waiting
 from controlplane.metrics import Metrics
 from controlplane.store import StoreEvent
 from controlplane.xds import resources as rt
@@ -38,7 +40,8 @@ class HistoryService:
     def __init__(self, served: SnapshotCache, metrics: Metrics, *, size: int = 200, max_age: float = 86400.0) -> None:
         self.served = served
         self.sources = SourcesCache(self._on_change, self._on_ready)
-        self.history = History(size)
+        self._history = History(size)
+        self._waiting = RecordQueue(self._write_record, self._wake)  # served, not recorded yet
         self.max_age = max_age
         self.persister: Persister | None = None
         self.is_writer: Callable[[], bool] = lambda: True
@@ -60,6 +63,12 @@ class HistoryService:
         self._write: asyncio.Future[None] | None = None  # the write in a worker thread, if one is running
         self._watch_stop: threading.Event | None = None
         self._watcher: Any = None
+
+    @property
+    def history(self) -> History:
+        """The recorded history, with every change served so far in it."""
+        self._waiting.drain()
+        return self._history
 
     # -- the pin (see pin.py) -------------------------------------------------------------------
     @property
@@ -166,7 +175,7 @@ class HistoryService:
         blobs = dict(self._blobs)
         ok = await asyncio.to_thread(self.persister.load, fresh, blobs)
         if ok:
-            self.history, self._blobs = fresh, blobs
+            self._history, self._blobs = fresh, blobs
             self._resync_note = "first publish after a restart or leader change"
         return ok
 
@@ -211,7 +220,7 @@ class HistoryService:
             await self._reload()  # take over from where the last writer stopped
             self._writing = True
             if self.sources.ready:
-                self._record(self.sources_changes(), ())
+                self._record({t: dict(self.sources.get(t).resources) for t in rt.PUSH_ORDER}, ())
         elif not writer:
             self._writing = False
             head = await asyncio.to_thread(self.persister.read_head)
@@ -237,21 +246,22 @@ class HistoryService:
         elif rt.ENDPOINT in effective:
             self.pins.follow_endpoints(effective[rt.ENDPOINT], seen_at)
         if self.is_writer() and (self._writing or self.persister is None):
-            rec = self._record(effective, trigger)
-            if rec is not None and served_version is not None:
-                self.history.served_versions[rec.version] = served_version
-            self._wake()
+            self._waiting.add(Waiting(effective, trigger, SourcesAt.of(self.sources), self.pin is None, served_version))
 
-    def _record(self, effective: Effective, trigger: Sequence[object]) -> Any:
-        events = [e for e in trigger if isinstance(e, StoreEvent)]
-        served = self.pin is None
+    def _record(self, effective: Effective, trigger: Sequence[object]) -> Any:  # now, after what is waiting
+        self._waiting.drain()
+        return self._write_record(Waiting(effective, trigger, self.sources, self.pin is None, None))
+
+    def _write_record(self, w: Waiting) -> Any:
+        events = [e for e in w.trigger if isinstance(e, StoreEvent)]
         if self._resync_note:
             note, self._resync_note = self._resync_note, ""
-            return self.history.resync(self.sources, served=served, note=note, events=events)
-        return self.history.record(effective, self.sources, events, served=served)
-
-    def sources_changes(self) -> Effective:
-        return {t: dict(self.sources.get(t).resources) for t in rt.PUSH_ORDER}
+            rec = self._history.resync(w.sources, served=w.served, note=note, events=events)
+        else:
+            rec = self._history.record(w.effective, w.sources, events, served=w.served)
+        if rec is not None and w.served_version is not None:
+            self._history.served_versions[rec.version] = w.served_version
+        return rec
 
     def _on_ready(self, ready: bool) -> None:
         if ready and self.pin is not None and not self._serve_pin():

@@ -122,9 +122,12 @@ def test_route_breakdown_bench_takes_each_update_apart(tmp_path: Path) -> None:
     from bench import route_breakdown
 
     out = tmp_path / "bd.json"
-    assert route_breakdown.main(["--n", "5", "--modes", "delta", "--trials", "2", "--json", str(out)]) == 0
+    argv = ["--n", "5", "--modes", "delta", "--trials", "2", "--probe-intervals", "0,1", "--json", str(out)]
+    assert route_breakdown.main(argv) == 0
     rows = json.loads(out.read_text())["rows"]
-    assert [(r["mode"], r["change"]) for r in rows] == [("delta", "route"), ("delta", "service")]
+    probes = ["this, probe every 0 ms", "this, probe every 1 ms"]  # alternating trials, one row each
+    assert [(r["source"], r["change"]) for r in rows] == [(p, c) for c in ("route", "service") for p in probes]
+    assert all(len(r["samples"]) == 2 for r in rows)
     for r in rows:
         for s in r["samples"]:
             assert all(s[p] >= 0 for p in route_breakdown.PARTS), s

@@ -13,6 +13,7 @@ import pytest
 
 from controlplane.controller import Controller, GatewayConfig
 from controlplane.history.backends import FileBackend
+from controlplane.history.content import bucket
 from controlplane.history.persist import Persister
 from controlplane.history.recorder import History
 from controlplane.history.secrets import SecretFinder
@@ -25,6 +26,7 @@ from controlplane.xds.cache import SnapshotCache
 from tests.support.certs import issue_cert, make_ca, tls_secret
 from tests.support.gateway import ingress, rule, service_manifests
 from tests.support.snapshots import InjectedFailure
+from tests.support.wait import wait_until_async
 
 
 class Harness:
@@ -104,6 +106,45 @@ def test_every_publish_is_recorded_with_its_trigger_and_resource_changes(harness
     assert harness.svc.history.served_versions[v_bad] == harness.served.version
 
 
+def test_records_are_written_after_the_change_is_served_in_order_and_before_any_read(harness: Harness) -> None:
+    """On the event loop a change is served at once and recorded a moment later (off the path to
+    Envoy's ACK), from the sources as they were when it was applied; reading the history first
+    writes what is waiting, so no reader ever sees it behind what is served."""
+    first = harness.apply(*backend())
+
+    async def two_changes() -> tuple[int, int, int]:
+        harness.store.upsert("Ingress", web())
+        harness.controller.flush()
+        clusters_then = len(harness.svc.sources.get(rt.CLUSTER).resources)
+        harness.store.upsert("Service", service_manifests("api", [SimpleNamespace(port=18081)])[0])
+        harness.controller.flush()
+        served = harness.served.version
+        waiting = len(harness.svc._waiting)  # served, not recorded yet
+        assert harness.served_versions() == harness.source_versions()
+        assert harness.svc._history.latest == first
+        assert harness.svc.history.latest == first + 2  # a read writes them first
+        return clusters_then, waiting, served
+
+    clusters_then, waiting, served = harness.run(two_changes())
+    assert waiting == 2
+    ingress_rec, service_rec = harness.svc.history.get(first + 1), harness.svc.history.get(first + 2)
+    assert ingress_rec is not None and service_rec is not None
+    assert [t.kind for t in ingress_rec.triggers] == ["Ingress"]
+    assert [t.kind for t in service_rec.triggers] == ["Service"]
+    assert ingress_rec.counts["CDS"] == clusters_then < service_rec.counts["CDS"]
+    assert harness.svc.history.served_versions[first + 2] == served
+
+    async def one_change_then_wait() -> None:
+        harness.store.upsert("Ingress", web(host="later.example.com"))
+        harness.controller.flush()
+        assert harness.svc._waiting
+        # The timer writes it without any reader (probing `_history`, not the draining property).
+        await wait_until_async(lambda: harness.svc._history.latest == first + 3, timeout=5, message="recorded")
+        assert not harness.svc._waiting
+
+    harness.run(one_change_then_wait())
+
+
 def test_history_size_keeps_the_last_n_and_frees_what_only_they_used() -> None:
     h = Harness(size=3)
     try:
@@ -119,6 +160,10 @@ def test_history_size_keeps_the_last_n_and_frees_what_only_they_used() -> None:
         route_blobs = {c for c in h.svc.history.timeline.blobs}
         oldest_route = states[min(states)][rt.ROUTE]["http"]
         assert oldest_route not in route_blobs  # the first host's route table is gone with its version
+        # The per-bucket index a save reads holds exactly the kept blobs, each under its bucket.
+        tl = h.svc.history.timeline
+        assert {c: d for m in tl.by_bucket.values() for c, d in m.items()} == tl.blobs
+        assert all(bucket(c) == b for b, m in tl.by_bucket.items() for c in m)
     finally:
         h.close()
 

@@ -1,0 +1,82 @@
+"""Changes already served whose history records are written a moment later, oldest first.
+
+The record (and the save it wakes) would otherwise run while the xDS streams send the change and
+the TLS relay carries it and Envoy's ACK, on the same event loop. Each waiting change keeps the
+sources cache's type snapshots as they were when it was applied (never mutated, so nothing is
+copied), so its record is the one it would have had at once. Whoever reads the history first
+writes what is waiting (`HistoryService.history`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from controlplane.history.recorder import Sources
+from controlplane.history.sources_cache import Effective
+from controlplane.xds import resources as rt
+from controlplane.xds.cache import TypeSnapshot
+
+RECORD_DELAY = 0.05  # seconds from a change being served to its record being written
+
+
+@dataclass(frozen=True)
+class SourcesAt:
+    """The sources cache's types as they were when a change was applied."""
+
+    types: Mapping[str, TypeSnapshot]
+
+    @staticmethod
+    def of(sources: Sources) -> SourcesAt:
+        return SourcesAt({t: sources.get(t) for t in rt.PUSH_ORDER})
+
+    def get(self, type_url: str) -> TypeSnapshot:
+        return self.types[type_url]
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A change served but not yet recorded."""
+
+    effective: Effective
+    trigger: Sequence[object]
+    sources: Sources  # SourcesAt, or the sources cache itself for a record made at once
+    served: bool  # unpinned when it was applied
+    served_version: int | None  # the served cache's version it became
+
+
+class RecordQueue:
+    """`write(w)` each waiting change in order, RECORD_DELAY after the first (at once without a
+    running event loop), then `after()`."""
+
+    def __init__(self, write: Callable[[Waiting], None], after: Callable[[], None]) -> None:
+        self._write = write
+        self._after = after
+        self._waiting: deque[Waiting] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def add(self, waiting: Waiting) -> None:
+        self._waiting.append(waiting)
+        if self._timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.drain()
+            return
+        self._timer = loop.call_later(RECORD_DELAY, self.drain)
+
+    def drain(self) -> None:
+        if not self._waiting:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._waiting:
+            self._write(self._waiting.popleft())
+        self._after()
