@@ -147,9 +147,10 @@ class StreamState:
     keyless: bool = False  # unauthenticated (--xds-insecure): private keys are taken out
     closed: bool = False
     types: dict[str, TypeState] = field(default_factory=dict)
-    # EDS names of clusters new to this stream whose endpoints Envoy has not ACKed yet, with the
-    # time.monotonic() after which routes stop waiting for them (see `warming`).
-    warming: dict[str, float] = field(default_factory=dict)
+    # EDS names of clusters new to this stream whose endpoints are not delivered yet, with the
+    # time.monotonic() after which routes stop waiting for them and whether delivered means ACKed
+    # (rather than written: see `warming`).
+    warming: dict[str, tuple[float, bool]] = field(default_factory=dict)
 
     def state(self, type_url: str) -> TypeState:
         st = self.types.get(type_url)
