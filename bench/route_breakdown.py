@@ -52,6 +52,9 @@ from controlplane.devtools.echo import EchoFleet
 from controlplane.devtools.envoy_proc import EnvoyProcess
 
 PARTS = ("to_seen", "seen_to_built", "built_to_sent", "sent_to_ack", "sent_to_200")
+# A new Service's built -> sent, taken apart: the new cluster written; its endpoints written (after
+# Envoy applied the cluster and subscribed to them); the route written.
+SERVICE_PARTS = ("built_to_cds", "cds_to_eds", "eds_to_rds")
 
 
 def change_objects(kind: str, i: int, backend_port: int) -> list[dict[str, Any]]:
@@ -80,6 +83,9 @@ def trial(cp: ControlPlane, probe: HostProbe, directory: Path, kind: str, i: int
         sent, acked = st["sent_monotonic"], st["acked_monotonic"]
         out |= {"to_seen": seen - t0, "seen_to_built": built - seen, "built_to_sent": sent - built,
                 "sent_to_ack": acked - sent, "sent_to_200": t200 - sent}  # fmt: skip
+        if kind == "service":
+            cds, eds = stream["types"]["CDS"]["sent_monotonic"], stream["types"]["EDS"]["sent_monotonic"]
+            out |= {"built_to_cds": cds - built, "cds_to_eds": eds - cds, "eds_to_rds": sent - eds}
     return out
 
 
@@ -139,8 +145,8 @@ def run(
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| control plane | xDS | change | trials | total p50 / p99 ms | write->seen | seen->built | built->sent |"
-        " sent->ACK | sent->200 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        " sent->ACK | sent->200 | built->CDS | CDS->EDS | EDS->RDS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[str, str, str], list[dict[str, float]]] = {}
     for r in rows:
@@ -148,7 +154,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     for (source, mode, change), samples in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0])):
         total = summary_ms([s["total"] for s in samples])
         cells = []
-        for part in PARTS:
+        for part in PARTS + SERVICE_PARTS:
             values = [s[part] for s in samples if part in s]
             cells.append(f"{summary_ms(values)['p50']:.1f}" if values else "-")
         lines.append(f"| {source} | {mode} | {change} | {len(samples)} | {total['p50']:.1f} / {total['p99']:.1f} | "

@@ -1,9 +1,16 @@
-"""Delta: a large response goes out in chunks, one chunk per ACK (over 1,000 resources: 100 at a time).
+"""Delta: a stream's first large response of a type goes out in chunks, one chunk per ACK (over 1,000
+resources: 100 at a time).
 
 Envoy decodes a whole DeltaDiscoveryResponse at once: 10,000 clusters in one message means the
 message, its decoded protos and the per-resource copies are alive together, and the pages they
 leave behind stay fragmented in tcmalloc (BENCHMARKS.md, "Envoy's memory", round 3). In chunks,
 Envoy holds one chunk's transient copies at a time.
+
+Only a type's first response on a stream is chunked (a new Envoy, or a reconnecting one's
+differences): that is where the big messages are. A large change on a stream that is already in
+sync (endpoints of thousands of Services moving when a cluster fails over) goes out whole, as
+fast as before: chunks would add one round trip per 100 resources to exactly the update that must
+not wait.
 
 What a chunked response leaves for later is owed to the stream (`TypeState.owed`, in send order);
 the next push after the chunk's ACK looks at the next `limit` owed names that still differ, plus
@@ -27,8 +34,8 @@ from controlplane.xds.views import Known
 
 # A Delta response due more than CHUNK_ABOVE resources goes out LIMIT at a time: at 10,000 Services
 # Envoy then holds ~100 MiB less (BENCHMARKS.md); up to 1,000 (a fleet of small gateways) nothing
-# changes. MERIDIAN_XDS_DELTA_CHUNK=K chunks every response of more than K resources by K (0: never;
-# benchmarks compare sizes with it).
+# changes. MERIDIAN_XDS_DELTA_CHUNK=K chunks every first response of more than K resources by K (0:
+# never; benchmarks compare sizes with it).
 LIMIT = 100
 CHUNK_ABOVE = 1000
 PART = "+part"  # system_version_info suffix of a chunk that is not the last
@@ -66,9 +73,11 @@ def next_names(st: TypeState, look_at: set[str] | None, resources: Mapping[str, 
 
 
 def split(st: TypeState, changed: Sequence[Resource], limit: int, above: int) -> tuple[Sequence[Resource], bool]:
-    """(the chunk to send now, whether more is owed after it). More than `above` resources (or any
-    while others are owed) go `limit` at a time, those past the chunk owed first."""
-    if limit and len(changed) > limit and (len(changed) > above or st.owed):
+    """(the chunk to send now, whether more is owed after it). A type's first response on the
+    stream of more than `above` resources (or any while others are owed) goes `limit` at a time,
+    those past the chunk owed first."""
+    first = not st.in_sync  # the stream has not yet held all of this type it asked for
+    if limit and len(changed) > limit and ((first and len(changed) > above) or st.owed):
         st.owed = tuple(r.name for r in changed[limit:]) + st.owed
         changed = changed[:limit]
     return changed, bool(st.owed)

@@ -304,6 +304,7 @@ class Responses:
             chunking.sent_chunk(st, known, changed, removed, snap.version, lineage)
         else:
             st.examined = snap.version
+            st.in_sync = True
             st.synced, st.synced_lineage = snap.version, lineage
             st.subscribed_since.clear()
             # Once this goes out the client holds exactly the snapshot: kept by reference.

@@ -14,21 +14,23 @@ Protocol choices (see ../shared/docs/design.md, "xDS protocol rules"):
 - Types go out in PUSH_ORDER (CDS, EDS, LDS, SRDS, RDS, SDS). While a CDS
   response is in flight and a newer CDS version waits behind it, listeners and
   routes are held back, so Envoy never sees a route before the cluster it names.
-- Envoy ACKs CDS once it has *added* the clusters, while new EDS clusters still
-  warm (until their first ClusterLoadAssignment): a route naming a warming
-  cluster answers 503 `no_cluster` (envoyproxy/envoy#5174, #17483). So listeners
-  and routes also wait while an EDS cluster new to the stream has not had its
-  endpoints delivered and ACKed; bounded by Envoy's initial_fetch_timeout, and
-  not at all for non-EDS clusters or names Envoy did not subscribe to (`warming`).
-  Endpoints and secrets are never held: they are what warming waits for (holding
-  EDS deadlocked a stream until Envoy's 15 s initial-fetch timeout). A new
+- A new EDS cluster warms until its first ClusterLoadAssignment, and a route
+  naming a warming cluster answers 503 `no_cluster` (envoyproxy/envoy#5174). So
+  listeners and routes also wait while an EDS cluster new to the stream has not
+  had its endpoints written to the stream after it (Envoy applies one stream's
+  responses in order and warms the cluster as it applies them; ACKed where that
+  does not hold); bounded by Envoy's initial_fetch_timeout, and not at all for
+  non-EDS clusters or names Envoy did not subscribe to (`warming`). Endpoints
+  and secrets are never held: they are what warming waits for (holding EDS
+  deadlocked a stream until Envoy's 15 s initial-fetch timeout; Envoy ACKs CDS
+  only once the new clusters are warm). A new
   listener's SDS secrets need no such rule: Envoy warms the listener itself until
   they arrive and keeps serving from the old one meanwhile.
 - A NACK leaves the type alone until a newer cache version with different
   content exists; the rejected content is never re-sent (a subscription change
   from the client is still answered).
-- A large Delta response goes out in chunks, one per ACK (`chunking`); listeners and routes
-  wait until the last CDS chunk is out.
+- A stream's first large Delta response of a type goes out in chunks, one per ACK
+  (`chunking`); listeners and routes wait until the last CDS chunk is out.
 - Cluster removal: while listeners/routes of the stream are not yet ACKed at
   the current version, removed clusters stay in the CDS response (SotW; version
   "<v>+hold") or are left out of removed_resources (Delta). Once LDS/RDS are

@@ -85,6 +85,7 @@ class TypeState:
     synced_lineage: str = ""
     subscribed_since: set[str] = field(default_factory=set)
     owed: tuple[str, ...] = ()  # Delta: names left for the next chunks of a chunked response (`chunking`)
+    in_sync: bool = False  # Delta: a complete response (or none needed) reached it once: no more chunking
     # SotW: digest of the last request's resource_names as sent (see `names_digest`).
     names_digest: bytes = b""
 
@@ -147,9 +148,10 @@ class StreamState:
     keyless: bool = False  # unauthenticated (--xds-insecure): private keys are taken out
     closed: bool = False
     types: dict[str, TypeState] = field(default_factory=dict)
-    # EDS names of clusters new to this stream whose endpoints Envoy has not ACKed yet, with the
-    # time.monotonic() after which routes stop waiting for them (see `warming`).
-    warming: dict[str, float] = field(default_factory=dict)
+    # EDS names of clusters new to this stream whose endpoints are not delivered yet, with the
+    # time.monotonic() after which routes stop waiting for them and whether delivered means ACKed
+    # (rather than written: see `warming`).
+    warming: dict[str, tuple[float, bool]] = field(default_factory=dict)
 
     def state(self, type_url: str) -> TypeState:
         st = self.types.get(type_url)

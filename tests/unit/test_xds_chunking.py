@@ -212,3 +212,16 @@ async def test_by_default_only_responses_of_over_1000_resources_are_chunked(monk
     finally:
         await channel.close()
         await server.stop()
+
+
+async def test_a_large_change_on_a_stream_in_sync_is_one_response(env: Env) -> None:
+    """Chunks are for a stream's first sync; a mass change later (a failover moving thousands of
+    assignments) must not wait one round trip per chunk."""
+    client = Delta(env, "in-sync")
+    await client.send(CLUSTER)
+    await recv_clusters(client, set(env.cache.get(CLUSTER).resources))
+    more = {f"m{i}": static_cluster(f"m{i}") for i in range(3 * LIMIT)}
+    env.cache.apply({CLUSTER: more})
+    r = await client.recv()
+    assert r.type_url == CLUSTER and {x.name for x in r.resources} == set(more)
+    assert r.system_version_info == env.cache.get(CLUSTER).digest
