@@ -166,7 +166,10 @@ def own_control_plane(root: Path, variant: str, old_source: Path | None = None) 
     else:
         cp = ShortVersions(root / "c1", log, extra, chars=chars) if chars else ControlPlane(root / "c1", log, extra)
     before = os.environ.get("MERIDIAN_XDS_DELTA_CHUNK")
-    os.environ["MERIDIAN_XDS_DELTA_CHUNK"] = str(chunk or 0)  # read by controlplane.xds.chunking
+    if chunk is not None:  # read by controlplane.xds.chunking; otherwise the control plane's default
+        os.environ["MERIDIAN_XDS_DELTA_CHUNK"] = str(chunk)
+    else:
+        os.environ.pop("MERIDIAN_XDS_DELTA_CHUNK", None)
     try:
         return cp.start()
     finally:
