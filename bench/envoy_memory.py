@@ -174,7 +174,7 @@ def own_control_plane(root: Path, variant: str, old_source: Path | None = None) 
         return cp.start()
     finally:
         if before is None:
-            del os.environ["MERIDIAN_XDS_DELTA_CHUNK"]
+            os.environ.pop("MERIDIAN_XDS_DELTA_CHUNK", None)
         else:
             os.environ["MERIDIAN_XDS_DELTA_CHUNK"] = before
 
