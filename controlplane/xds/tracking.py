@@ -20,7 +20,7 @@ from prometheus_client import Histogram
 from controlplane.protowire import varint
 from controlplane.xds.cache import DEFAULT_GROUP, Resource, SnapshotCache
 from controlplane.xds.resources import FULL_STATE_TYPES, LISTENER, ROUTE, SHORT_NAMES
-from controlplane.xds.views import EMPTY_NAMES, Known, Names, shared_names
+from controlplane.xds.views import EMPTY_NAMES, Known, Names, extend_names, shared_names, without_names
 
 SOTW = "sotw"
 DELTA = "delta"
@@ -363,19 +363,20 @@ def on_delta_request(stream: StreamState, req: Any) -> str:
     if req.resource_names_unsubscribe:
         st.synced = 0
     if not subscribe <= st.names:
-        st.names = shared_names(st.names | subscribe)
+        st.names = extend_names(st.names, subscribe)
     if req.resource_names_unsubscribe:
-        names = set(st.names)
+        names = st.names
+        gone: set[str] = set()
         for name in req.resource_names_unsubscribe:
             if name == WILDCARD:
                 st.wildcard = False
-                for known in [n for n in st.known if n not in names]:
+                for known in [n for n in st.known if n not in names or n in gone]:
                     st.known.discard(known)
                 continue
-            names.discard(name)
+            gone.add(name)
             if not st.wildcard:
                 st.known.discard(name)
-        st.names = shared_names(names)
+        st.names = without_names(names, gone)
     return outcome
 
 

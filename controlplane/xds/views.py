@@ -40,6 +40,29 @@ def shared_names(names: Iterable[str]) -> Names:
     return fresh
 
 
+def extend_names(base: Names, added: Iterable[str]) -> Names:
+    """`shared_names(base | added)` for a subscription that grows: only the added names are
+    interned (base's already are), so a new cluster's EDS subscription at 10,000 names costs a
+    set copy (~0.1 ms), not re-interning all of them (~1 ms, on a new Service's path to Envoy)."""
+    return _share(Names(base.union([sys.intern(n) for n in added if n not in base])))
+
+
+def without_names(base: Names, removed: Iterable[str]) -> Names:
+    """`shared_names(base - removed)`, its names being interned already."""
+    return _share(Names(base.difference(removed)))
+
+
+def _share(fresh: Names) -> Names:
+    if not fresh:
+        return EMPTY_NAMES
+    key = hash(fresh)
+    kept = _NAMES.get(key)
+    if kept is not None and kept == fresh:
+        return kept
+    _NAMES[key] = fresh
+    return fresh
+
+
 _SORTED: OrderedDict[int, tuple[frozenset[str], tuple[str, ...]]] = OrderedDict()
 
 

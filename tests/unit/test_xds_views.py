@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from controlplane.xds.cache import Resource
 from controlplane.xds.views import EMPTY_NAMES, Known, Subset, shared_names, sorted_names
 
@@ -50,3 +52,16 @@ def test_sorted_names_are_sorted_once_per_shared_set_and_never_mixed_up() -> Non
     other = frozenset({"z", "y"})
     assert sorted_names(other) == ("y", "z")  # a set that is not shared is still sorted right
     assert sorted_names(frozenset({"x"})) == ("x",)
+
+
+def test_extend_and_without_names_share_the_set_shared_names_would_give() -> None:
+    from controlplane.xds.views import extend_names, without_names
+
+    base = shared_names(["a", "b", "c"])
+    grown = extend_names(base, ["d", "a"])
+    assert grown == {"a", "b", "c", "d"} and grown is shared_names(["d", "c", "b", "a"])
+    added = "".join(["d"])  # a name not interned by the caller
+    assert next(n for n in extend_names(base, [added]) if n == "d") is sys.intern("d")
+    shrunk = without_names(grown, ["d", "x"])
+    assert shrunk is base
+    assert without_names(base, ["a", "b", "c"]) is EMPTY_NAMES
