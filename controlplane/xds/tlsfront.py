@@ -257,6 +257,7 @@ class _TlsSide(asyncio.Protocol):
         self._early: list[bytes] = []  # plaintext decrypted before the upstream connection is up
         self._name = ""  # the relay's socket name, under which the client is recorded
         self._closed = False
+        self._established = False  # the handshake completed; its session is in the server's cache
 
     # -- the client's connection ---------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -303,6 +304,7 @@ class _TlsSide(asyncio.Protocol):
                 return False
             self._timer.cancel()
             self._timer = None
+            self._established = True
             self._flush()
             der = self._ssl.getpeercert(binary_form=True)
             identities = certificate_identities(der) if der else frozenset()
@@ -411,8 +413,22 @@ class _TlsSide(asyncio.Protocol):
             self._front._peers.pop(self._name, None)
         if self._upstream is not None:
             self._upstream.close()
+        self._shut_down()
         if self._transport is not None:
             self._transport.close()  # after what is already buffered for the client
+
+    def _shut_down(self) -> None:
+        """Send close_notify if not yet sent. OpenSSL drops the session of a connection freed without
+        one from its cache, so a gateway whose connection was cut (no close_notify from it) would
+        pay a full handshake on reconnect; TLS 1.1+ allows resuming such a session. A fatal
+        alert has already removed it, and then this only fails quietly."""
+        if self._ssl is None or not self._established:
+            return
+        try:
+            self._ssl.unwrap()  # writes close_notify and marks it sent; the client's answer is not awaited
+        except (ssl.SSLError, OSError, ValueError):
+            pass
+        self._flush()
 
     def _handshake_timed_out(self) -> None:
         self._timer = None

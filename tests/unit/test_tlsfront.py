@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import socket
 import ssl
@@ -78,10 +79,13 @@ async def test_no_session_tickets_and_tls12_reconnects_resume_from_the_cache(tmp
     server_files, client_files = local.server(["127.0.0.1"]), local.client("gw")
     front = TlsFront(TlsFiles(server_files.cert, server_files.key, server_files.ca), lambda *_: None)
 
+    relays_closed = asyncio.Semaphore(0)
+
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while data := await reader.read(65536):
             writer.write(data)
         writer.close()
+        relays_closed.release()  # the front closed this relay: its TLS connection is gone too
 
     backend = await asyncio.start_unix_server(echo, front.backend.path)
     port = await front.start("127.0.0.1:0")
@@ -108,6 +112,11 @@ async def test_no_session_tickets_and_tls12_reconnects_resume_from_the_cache(tmp
         assert not session.has_ticket
         first, reused = await asyncio.to_thread(connect, ssl.TLSVersion.TLSv1_2)
         assert not first.has_ticket and not reused
+        # The client closed without close_notify, as a cut connection does. Once the front has
+        # closed its side and the connection is freed, its session must still be in the cache.
+        for _ in range(2):
+            await asyncio.wait_for(relays_closed.acquire(), 10)
+        gc.collect()
         _, reused = await asyncio.to_thread(connect, ssl.TLSVersion.TLSv1_2, first)
         assert reused
     finally:
