@@ -19,6 +19,12 @@ XDS_CLUSTER = "meridian_xds"
 TLS_SOCKET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 
 ENVOY_STATS = ("gateway", "full")
+# `--clusters on-demand`: Envoy starts with only the clusters that must exist before any request
+# (see controlplane/xds/pinned.py) and fetches a Service's cluster over the same Delta ADS stream
+# the first time a request routes to it (the listeners' on_demand filter). Told to Meridian in the
+# node metadata under CLUSTERS_METADATA_KEY.
+CLUSTER_MODES = ("all", "on-demand")
+CLUSTERS_METADATA_KEY = "meridian.clusters"
 # `--envoy-stats gateway` (the default): only the stats a gateway's dashboards and alerts use are
 # created; every other stat is a no-op. At 10,000 Services Envoy would otherwise hold about 115
 # stats per cluster, 1.1 million in all (BENCHMARKS.md, "Envoy's memory"). As Istio does for its
@@ -115,6 +121,7 @@ def render_bootstrap(
     tls: XdsClientTls | None = None,
     token: str | None = None,
     envoy_stats: str = "gateway",
+    clusters: str = "all",
 ) -> dict[str, Any]:
     """Bootstrap dict (dump it as YAML or JSON). Delta ADS by default; `delta=False` selects
     State-of-the-World (every change to a type re-sends the whole type: slow at thousands of Services).
@@ -128,10 +135,17 @@ def render_bootstrap(
     `authorization: Bearer` metadata; Envoy reads it once, so it must outlive the Envoy process.
     The server name checked defaults to the first address's host (set `tls.server_name` when
     the replicas are reached by different names). `envoy_stats` is `gateway` (the stats
-    dashboards use, see GATEWAY_STATS_PREFIXES) or `full` (every stat Envoy has).
+    dashboards use, see GATEWAY_STATS_PREFIXES) or `full` (every stat Envoy has). `clusters` is
+    `all` (every cluster up front) or `on-demand` (only those needed before any request; the rest
+    fetched on a Service's first request: Delta only, since Envoy asks for them by name).
     """
     if envoy_stats not in ENVOY_STATS:
         raise ValueError(f"envoy_stats must be one of {', '.join(ENVOY_STATS)}, not {envoy_stats!r}")
+    if clusters not in CLUSTER_MODES:
+        raise ValueError(f"clusters must be one of {', '.join(CLUSTER_MODES)}, not {clusters!r}")
+    if clusters == "on-demand" and not delta:
+        raise ValueError("on-demand clusters need Delta xDS (Envoy asks for each cluster by name): "
+                         "drop --sotw or use --clusters all")  # fmt: skip
     addresses = [xds_address] if isinstance(xds_address, str) else list(xds_address)
     if not addresses:
         raise ValueError("at least one xDS address is needed")
@@ -176,6 +190,8 @@ def render_bootstrap(
             ]
         },
     }
+    if clusters == "on-demand":
+        boot["node"]["metadata"] = {CLUSTERS_METADATA_KEY: "on-demand"}
     if envoy_stats == "gateway":
         boot["stats_config"] = gateway_stats_config()
         boot["deferred_stat_options"] = dict(GATEWAY_DEFERRED_STATS)

@@ -112,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="gateway (default): only the stats dashboards use, so 10,000 Services cost Envoy far less memory; "
         "full: every stat Envoy has",
     )
+    b.add_argument(
+        "--clusters",
+        choices=["all", "on-demand"],
+        default="all",
+        help="all (default): every Service's cluster up front; on-demand: only those needed before any "
+        "request, a Service's cluster fetched on its first request (less Envoy memory at thousands of "
+        "Services, a few ms more on each Service's first request; needs Delta)",
+    )
     b.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     b.add_argument("--xds-ca", metavar="FILE", help="CA that signed Meridian's server certificate (default: state dir)")
     b.add_argument("--xds-cert", metavar="FILE", help="client certificate (default: issued from the state dir's CA)")
@@ -306,6 +314,9 @@ def _client_tls(args: argparse.Namespace) -> XdsClientTls | None:
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     from controlplane.bootstrap import render_bootstrap
 
+    if args.clusters == "on-demand" and args.sotw:
+        raise SystemExit("meridian bootstrap: --clusters on-demand needs Delta xDS (Envoy asks for each "
+                         "cluster by name over it): drop --sotw, or use --clusters all")  # fmt: skip
     token = None
     if args.xds_token_file:
         with open(args.xds_token_file, encoding="utf-8") as fh:
@@ -319,6 +330,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         tls=_client_tls(args),
         token=token,
         envoy_stats=args.envoy_stats,
+        clusters=args.clusters,
     )
     sys.stdout.write(
         json.dumps(doc, indent=2) + "\n" if args.output == "json" else yaml.safe_dump(doc, sort_keys=False)

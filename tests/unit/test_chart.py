@@ -547,6 +547,8 @@ def test_remote_cluster_secret(custom: Objects, default: Objects) -> None:
         ({"controlPlane": {"tmpSizeLimit": "lots"}}, "does not match pattern"),
         ({"gateway": {"xdsApi": "grpc"}}, "value must be one of"),
         ({"gateway": {"envoyStats": "none"}}, "value must be one of"),
+        ({"gateway": {"clusters": "some"}}, "value must be one of"),
+        ({"gateway": {"clusters": "on-demand", "xdsApi": "sotw"}}, "on-demand needs Delta"),
         ({"defaultSslCertificate": "no-namespace"}, "does not match pattern"),
     ],
 )
@@ -737,6 +739,20 @@ def test_bootstrap_matches_render_bootstrap(
     (ready,) = listeners
     port = ready["address"]["socket_address"]["port_value"]
     assert _port_number(_container(objs, gateway), "http-ready") == port
+
+
+def test_bootstrap_on_demand_clusters_matches_render_bootstrap() -> None:
+    """`gateway.clusters: on-demand` is `meridian bootstrap --clusters on-demand` (the node metadata)."""
+    objs = _objects(_render({"gateway": {"clusters": "on-demand"}}, "meridian", "meridian-system"))
+    rendered = _bootstrap(objs, "meridian-gateway")
+    rendered["static_resources"].pop("listeners")
+    certs = "/etc/meridian/xds"
+    tls = XdsClientTls(ca=f"{certs}/ca.crt", cert=f"{certs}/tls.crt", key=f"{certs}/tls.key")
+    xds = "meridian-xds.meridian-system.svc.cluster.local:18000"
+    want = render_bootstrap(node_id="unused", tls=tls, xds_address=xds, clusters="on-demand")
+    del want["node"]["id"]
+    assert rendered == want
+    assert rendered["node"]["metadata"] == {"meridian.clusters": "on-demand"}
 
 
 @pytest.mark.parametrize(

@@ -37,8 +37,9 @@ def meridian(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]
         ("yaml", ["--sotw"], False),
         ("yaml", ["--delta"], True),
         ("yaml", ["--envoy-stats", "full"], True),
+        ("yaml", ["--clusters", "on-demand"], True),
     ],
-    ids=["yaml", "json", "sotw", "delta-alias", "full-stats"],
+    ids=["yaml", "json", "sotw", "delta-alias", "full-stats", "on-demand"],
 )
 def test_bootstrap_is_accepted_by_envoy(tmp_path: Path, output: str, flags: list[str], delta: bool) -> None:
     """Delta ADS unless --sotw; --delta is still accepted (it was the opt-in before Delta was the default).
@@ -54,6 +55,8 @@ def test_bootstrap_is_accepted_by_envoy(tmp_path: Path, output: str, flags: list
     assert ads["api_type"] == ("DELTA_GRPC" if delta else "GRPC")
     full = "full" in flags
     assert ("stats_config" in doc, "deferred_stat_options" in doc) == (not full, not full)
+    on_demand = "on-demand" in flags
+    assert doc["node"].get("metadata") == ({"meridian.clusters": "on-demand"} if on_demand else None)
     path = tmp_path / f"bootstrap.{output}"
     path.write_text(text)
     proc = subprocess.run(
@@ -64,6 +67,14 @@ def test_bootstrap_is_accepted_by_envoy(tmp_path: Path, output: str, flags: list
     )
     assert proc.returncode == 0, f"envoy rejected the bootstrap: {proc.stdout}{proc.stderr}"
     assert "OK" in proc.stdout
+
+
+def test_bootstrap_refuses_on_demand_clusters_with_sotw() -> None:
+    """Envoy asks for an on-demand cluster by name, which only Delta carries: a clear error, no bootstrap."""
+    proc = meridian("bootstrap", "--node-id", "gw", "--sotw", "--clusters", "on-demand", check=False)
+    assert proc.returncode != 0
+    assert not proc.stdout
+    assert "--clusters on-demand needs Delta" in proc.stderr
 
 
 @pytest.mark.parametrize(
