@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.filters.http.on_demand.v3 import on_demand_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
@@ -25,6 +26,28 @@ EAST_WEST_LISTENER = "east_west"
 HTTP_ROUTES = "http"
 HTTPS_ROUTES = "https"
 EAST_WEST_ROUTES = "east_west"
+# How long a request waits for its cluster to arrive on demand (`meridian bootstrap --clusters
+# on-demand`) before it gets a 503: a fetch is one CDS and one EDS response (~6 ms); Meridian answers
+# a name it has no cluster for at once, so this bounds only an unreachable control plane.
+ON_DEMAND_TIMEOUT = 5
+
+
+def on_demand_filter() -> hcm_pb2.HttpFilter:
+    """Envoy's on_demand filter fetching a route's missing cluster over the ADS stream (Delta CDS by name).
+
+    Every gateway's connection managers carry it, not only those of on-demand gateways: listeners
+    are then one set for every gateway of a group (no per-node listener variants to build, cache
+    and keep equal), and on a gateway holding every cluster it finds the route's cluster present
+    and passes the request on (BENCHMARKS.md, "On-demand clusters": no measurable cost per request).
+    It sits after every filter that may change the route (the scope header's Lua filter, policy
+    filters: an unauthorized request fetches nothing) and right before the router.
+    """
+    od = on_demand_pb2.OnDemand()
+    od.odcds.source.CopyFrom(ads_source())
+    od.odcds.timeout.seconds = ON_DEMAND_TIMEOUT
+    return hcm_pb2.HttpFilter(name="envoy.filters.http.on_demand", typed_config=pack_any(od))
+
+
 # The TLS host of a certificate served for any SNI no other chain names (a Gateway API HTTPS
 # listener without a hostname): a filter chain without server_names.
 CATCH_ALL = "*"
@@ -49,6 +72,7 @@ def connection_manager(
     # nginx keeps streams open for proxy-read-timeout per route; no global request timeout.
     hcm.stream_idle_timeout.seconds = 300
     hcm.http_filters.extend(filters)
+    hcm.http_filters.append(on_demand_filter())
     hcm.http_filters.add(name="envoy.filters.http.router", typed_config=pack_any(router_pb2.Router()))
     use_partitions(hcm, route_config, partitions)  # the scope filter goes first
     return hcm

@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from controlplane.protowire import varint
 from controlplane.xds import chunking
 from controlplane.xds.cache import Resource, SnapshotCache, TypeSnapshot
+from controlplane.xds.pinned import PinnedClusters
 from controlplane.xds.resources import CLUSTER, ENDPOINT, ROUTE
 from controlplane.xds.tracking import StreamState, TypeState
-from controlplane.xds.views import Names, Subset, sorted_names
+from controlplane.xds.views import Names, Subset, extend_names, sorted_names
 from controlplane.xds.warming import EdsNames, note_new_clusters
 
 # Types whose SotW responses may carry only the changed resources (Envoy keeps the others).
@@ -146,6 +147,23 @@ class Responses:
         self._all: OrderedDict[tuple[int, int], tuple[Mapping[str, Resource], Names | None, tuple[Resource, ...]]]
         self._all = OrderedDict()
         self._delta_chunk, self._chunk_above = chunking.limit_from_env()
+        self.pinned = PinnedClusters(cache, lineage)
+        self._on_demand: OrderedDict[tuple[int, int], tuple[Names, Names, Names]] = OrderedDict()
+
+    def _on_demand_names(self, s: StreamState, st: TypeState) -> Names:
+        """What an on-demand gateway's CDS subscription (wildcard plus the names its on_demand filter
+        asked for) gets: the group's pinned clusters and those names. Shared by the streams alike."""
+        pinned, asked = self.pinned.of(s.group), st.names
+        key = (id(pinned), id(asked))
+        hit = self._on_demand.get(key)
+        if hit is not None and hit[0] is pinned and hit[1] is asked:
+            self._on_demand.move_to_end(key)
+            return hit[2]
+        names = extend_names(pinned, asked)
+        self._on_demand[key] = (pinned, asked, names)
+        if len(self._on_demand) > 64:
+            self._on_demand.popitem(last=False)
+        return names
 
     def _sotw_body(self, st: TypeState, version: str, resources: Sequence[Resource]) -> tuple[str, bytes]:
         key = (st.type_url, version, *map(id, resources))
@@ -269,31 +287,42 @@ class Responses:
     def delta(self, s: StreamState, st: TypeState, snap: TypeSnapshot) -> bytes | None:
         resources = snap.resources
         lineage = self._lineage(st.type_url, s.group)
-        look_at = self._delta_candidates(s, st, snap, lineage)
-        look_at = chunking.next_names(st, look_at, resources, self._delta_chunk)
-        only = None if st.wildcard else st.names
-        everything: tuple[object, ...] = ()
         known = st.known
+        wildcard, subscribed = st.wildcard, st.names
+        on_demand = s.on_demand and st.type_url == CLUSTER
+        if on_demand:  # its wildcard gets the pinned clusters only (`pinned.py`)
+            wildcard, subscribed = False, self._on_demand_names(s, st)
+        look_at = self._delta_candidates(s, st, snap, lineage)
+        if on_demand and known.only is not subscribed:
+            look_at = None  # pinned or asked-for names moved: compare all of them (a few, not every cluster)
+        look_at = chunking.next_names(st, look_at, resources, self._delta_chunk)
+        only = None if wildcard else subscribed
+        everything: tuple[object, ...] = ()
         if look_at is None and known.base is resources and known.only is only and not known.extra:
             changed, removed = [], []  # it holds exactly this snapshot already
         elif look_at is None and known.empty():  # a new client: everything it asks for
             everything = (resources, only)
             changed, removed = list(self._everything(resources, only)), []
         elif look_at is None:  # everything
-            if st.wildcard:
+            if wildcard:
                 changed = [r for n, r in resources.items() if st.known.get(n) != r.version]
                 removed = [n for n in st.known if n not in resources]
             else:
-                names = sorted_names(st.names)
+                names = sorted_names(subscribed)
                 changed = [r for n in names if (r := resources.get(n)) is not None and st.known.get(n) != r.version]
-                removed = [n for n in st.known if n not in resources or n not in st.names]
+                removed = [n for n in st.known if n not in resources or n not in subscribed]
         else:  # only names changed in the cache or subscribed since `known` was last reconciled
-            wanted = [n for n in sorted(look_at) if st.wildcard or n in st.names]
+            wanted = [n for n in sorted(look_at) if wildcard or n in subscribed]
             changed = [r for n in wanted if (r := resources.get(n)) is not None and st.known.get(n) != r.version]
             removed = [n for n in wanted if n in st.known and n not in resources]
         changed, more = chunking.split(st, changed, self._delta_chunk, self._chunk_above)  # more: owed after it
         if st.type_url == CLUSTER and changed:
             note_new_clusters(s, [r for r in changed if r.name not in known], self._eds_names)
+        missing: list[str] = []
+        if on_demand and st.subscribed_since:
+            # A name asked for that has no cluster is said at once (as removed: Envoy's OdCdsApiImpl takes
+            # that as "missing"), so the request fails now instead of waiting for the on_demand timeout.
+            missing = sorted(n for n in st.subscribed_since if n not in resources and n not in known)
         held = bool(removed) and st.type_url == CLUSTER and not s.routes_settled(self._cache)
         if held:
             removed = []  # until listeners and routes no longer use them
@@ -309,6 +338,9 @@ class Responses:
             st.subscribed_since.clear()
             # Once this goes out the client holds exactly the snapshot: kept by reference.
             known.rebase(resources, only)
+        removed = removed + missing if missing else removed
+        if on_demand:
+            st.examined = -1  # its pinned set follows listeners and routes too: look again on every push
         if not changed and not removed and not st.force:
             if not st.nacked and not held:
                 st.current = max(st.current, snap.version)

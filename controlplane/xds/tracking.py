@@ -19,6 +19,7 @@ from prometheus_client import Histogram
 
 from controlplane.protowire import varint
 from controlplane.xds.cache import DEFAULT_GROUP, Resource, SnapshotCache
+from controlplane.xds.pinned import wants_on_demand
 from controlplane.xds.resources import FULL_STATE_TYPES, LISTENER, ROUTE, SHORT_NAMES
 from controlplane.xds.views import EMPTY_NAMES, Known, Names, extend_names, shared_names, without_names
 
@@ -146,6 +147,7 @@ class StreamState:
     group: str = DEFAULT_GROUP
     identity: str = ""  # how the client authenticated and as whom (never a credential)
     keyless: bool = False  # unauthenticated (--xds-insecure): private keys are taken out
+    on_demand: bool = False  # its bootstrap asked for on-demand clusters (`xds/pinned.py`)
     closed: bool = False
     types: dict[str, TypeState] = field(default_factory=dict)
     # EDS names of clusters new to this stream whose endpoints are not delivered yet, with the
@@ -166,6 +168,7 @@ class StreamState:
         self.node_id = node.id
         self.node_cluster = node.cluster
         self.group = node.cluster or DEFAULT_GROUP
+        self.on_demand = self.protocol == DELTA and wants_on_demand(node)
         return True
 
     def routes_settled(self, cache: SnapshotCache) -> bool:

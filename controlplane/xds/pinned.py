@@ -1,0 +1,174 @@
+"""On-demand gateways (`meridian bootstrap --clusters on-demand`): which clusters they hold up front.
+
+Such a gateway keeps its wildcard CDS subscription, and Meridian answers it with only the clusters
+that must exist before any request: the ones Envoy reaches other than through a route's own
+cluster (which the listeners' on_demand filter fetches by name on a Service's first request):
+
+- every cluster that is not a plain EDS cluster: external auth services, mirror targets (their own
+  STATIC/STRICT_DNS clusters), the default-backend fallback's aggregate clusters, static and
+  ExternalName Services (they have no endpoints to fetch, and cost no EDS round trip);
+- the clusters an aggregate cluster fails over between (Envoy resolves them inside the cluster, no
+  filter would fetch them);
+- clusters a listener names (ssl-passthrough's tcp_proxy);
+- clusters a route mirrors to (Gateway API RequestMirror: a missing shadow cluster is skipped silently).
+
+Read from the served snapshot itself, the same resources on every replica and after a restart, so
+the answer is one truth; and kept incrementally: each resource's references are parsed once per
+version, and a change updates reference counts only for the names the cache says changed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from google.protobuf import any_pb2
+
+from controlplane.xds.cache import Resource, SnapshotCache
+from controlplane.xds.resources import CLUSTER, LISTENER, ROUTE
+from controlplane.xds.views import EMPTY_NAMES, Names, shared_names
+
+ON_DEMAND_KEY = "meridian.clusters"  # node metadata (controlplane/bootstrap.py CLUSTERS_METADATA_KEY)
+ON_DEMAND = "on-demand"
+_AGGREGATE = "envoy.clusters.aggregate"
+_TCP_PROXY = "type.googleapis.com/" + tcp_proxy_pb2.TcpProxy.DESCRIPTOR.full_name
+_NONE: frozenset[str] = frozenset()
+
+
+def wants_on_demand(node: object) -> bool:
+    """Whether a node's bootstrap asked for on-demand clusters (its metadata `meridian.clusters`)."""
+    fields = getattr(getattr(node, "metadata", None), "fields", None)
+    if not fields or ON_DEMAND_KEY not in fields:
+        return False
+    return bool(fields[ON_DEMAND_KEY].string_value == ON_DEMAND)
+
+
+def _payload(res: Resource) -> bytes:
+    return any_pb2.Any.FromString(res.any_bytes).value
+
+
+def cluster_refs(res: Resource) -> frozenset[str]:
+    """A cluster's pinned names: none for a plain EDS cluster, else itself (and an aggregate's members)."""
+    msg = cluster_pb2.Cluster.FromString(_payload(res))
+    if msg.type == cluster_pb2.Cluster.EDS and not msg.HasField("cluster_type"):
+        return _NONE
+    refs = {msg.name}
+    if msg.HasField("cluster_type") and msg.cluster_type.name == _AGGREGATE:
+        refs.update(aggregate_pb2.ClusterConfig.FromString(msg.cluster_type.typed_config.value).clusters)
+    return frozenset(refs)
+
+
+def listener_refs(res: Resource) -> frozenset[str]:
+    """Clusters a listener's TCP proxies (ssl-passthrough) name."""
+    msg = listener_pb2.Listener.FromString(_payload(res))
+    refs: set[str] = set()
+    for chain in msg.filter_chains:
+        for flt in chain.filters:
+            if flt.typed_config.type_url == _TCP_PROXY:
+                proxy = tcp_proxy_pb2.TcpProxy.FromString(flt.typed_config.value)
+                if proxy.cluster:
+                    refs.add(proxy.cluster)
+                refs.update(c.name for c in proxy.weighted_clusters.clusters)
+    return frozenset(refs)
+
+
+def route_refs(res: Resource) -> frozenset[str]:
+    """Clusters a route table's routes (or virtual hosts) mirror requests to."""
+    msg = route_pb2.RouteConfiguration.FromString(_payload(res))
+    refs: set[str] = set()
+    for vh in msg.virtual_hosts:
+        refs.update(m.cluster for m in vh.request_mirror_policies)
+        for r in vh.routes:
+            if r.HasField("route"):
+                refs.update(m.cluster for m in r.route.request_mirror_policies)
+    refs.discard("")
+    return frozenset(refs)
+
+
+REFERENCES: dict[str, Callable[[Resource], frozenset[str]]] = {
+    CLUSTER: cluster_refs,
+    LISTENER: listener_refs,
+    ROUTE: route_refs,
+}
+
+
+@dataclass
+class _TypeRefs:
+    """One type of one group's snapshot lineage: each resource's pinned names, and their counts."""
+
+    version: int = -1
+    resources: object = None  # the snapshot mapping last read (by identity)
+    refs: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)  # name -> (version, names)
+    counts: Counter[str] = field(default_factory=Counter)
+    generation: int = 0  # bumped whenever `counts` gains or loses a name
+
+    def set(self, name: str, res: Resource | None, parse: Callable[[Resource], frozenset[str]]) -> None:
+        old = self.refs.get(name)
+        if res is not None and old is not None and old[0] == res.version:
+            return
+        new = parse(res) if res is not None else _NONE
+        gone = old[1] if old is not None else _NONE
+        if res is None:
+            self.refs.pop(name, None)
+        else:
+            self.refs[name] = (res.version, new)
+        if new == gone:
+            return
+        self.counts.update(new)
+        self.counts.subtract(gone)
+        for n in gone - new:
+            if self.counts[n] <= 0:
+                del self.counts[n]
+        self.generation += 1
+
+
+class PinnedClusters:
+    """Per snapshot lineage: the names an on-demand gateway's wildcard CDS subscription gets.
+
+    `of(group)` returns the same `Names` object while the answer is unchanged, so a stream can
+    tell by identity whether its pinned set moved."""
+
+    def __init__(self, cache: SnapshotCache, lineage: Callable[[str, str], str]) -> None:
+        self._cache = cache
+        self._lineage = lineage
+        self._types: dict[tuple[str, str], _TypeRefs] = {}
+        self._answers: dict[tuple[str, ...], tuple[tuple[int, ...], Names]] = {}
+
+    def of(self, group: str) -> Names:
+        lineages = tuple(self._lineage(t, group) for t in REFERENCES)
+        states = []
+        for type_url, lineage in zip(REFERENCES, lineages, strict=True):
+            state = self._types.setdefault((type_url, lineage), _TypeRefs())
+            self._update(type_url, lineage, state)
+            states.append(state)
+        key = lineages
+        marks = tuple(s.generation for s in states)
+        kept = self._answers.get(key)
+        if kept is not None and kept[0] == marks:
+            return kept[1]
+        names: set[str] = set()
+        for s in states:
+            names.update(s.counts)
+        answer = shared_names(names) if names else EMPTY_NAMES
+        self._answers[key] = (marks, answer)
+        return answer
+
+    def _update(self, type_url: str, lineage: str, state: _TypeRefs) -> None:
+        snap = self._cache.get(type_url, lineage)
+        if snap.resources is state.resources:
+            return
+        parse = REFERENCES[type_url]
+        names: Iterable[str] | None = None
+        if state.version >= 0:
+            names = self._cache.changed_since(type_url, lineage, state.version)
+        if names is None:  # first look, or the history does not reach back: compare every name
+            names = set(snap.resources) | set(state.refs)
+        for name in names:
+            state.set(name, snap.resources.get(name), parse)
+        state.version, state.resources = snap.version, snap.resources

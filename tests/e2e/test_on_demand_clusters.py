@@ -1,0 +1,95 @@
+"""`meridian bootstrap --clusters on-demand`: a real Envoy holds a Service's cluster only once a request needs it.
+
+One control plane, two Envoys in turn (they share the gateway's listener ports): first an eager one
+(the default bootstrap: every cluster up front, and the same listeners, on_demand filter included),
+then an on-demand one. The on-demand Envoy starts with only the pinned clusters (the external auth
+service's), fetches a Service's cluster on its first request, takes endpoint changes for it, loses it
+when the Service goes, and an auth-url host (a pinned cluster the auth filter calls) works.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from controlplane.devtools.envoy_proc import EnvoyProcess
+from tests.support.auth_server import AuthServer
+from tests.support.gateway import Gateway, ingress, rule
+from tests.support.wait import wait_until
+
+P = "nginx.ingress.kubernetes.io/"
+SERVICES = ("web", "api", "other")
+
+
+def clusters(envoy: EnvoyProcess) -> set[str]:
+    """Names of the clusters Envoy holds (admin /clusters), Meridian's own xDS cluster left out."""
+    names = {line.split("::", 1)[0] for line in envoy.admin_get("/clusters").splitlines() if "::" in line}
+    return names - {"meridian_xds"}
+
+
+def served_pod(gw: Gateway, host: str, **kw: object) -> str:
+    r = gw.get(host, "/", **kw)
+    assert r.status == 200, (host, r.status, r.body[:200])
+    return str(r.json()["pod"])
+
+
+def test_on_demand_gateway_fetches_clusters_on_first_request(make_gateway: Callable[..., Gateway]) -> None:
+    auth = AuthServer().start()
+    gw = make_gateway(delta=True).start()  # the eager gateway: `meridian bootstrap` as printed by default
+    try:
+        for svc in SERVICES:
+            gw.backend(svc)
+        rules = [rule(f"{svc}.example.com", ("/", "Prefix", svc, 80)) for svc in SERVICES]
+        gw.write("ing.yaml", [
+            ingress("plain", rules),
+            ingress("ext", [rule("ext.example.com", ("/", "Prefix", "api", 80))],
+                    annotations={P + "auth-url": f"http://127.0.0.1:{auth.port}/auth"}),
+        ])  # fmt: skip
+        gw.wait_served_by("web.example.com", "/", "web")
+        assert gw.envoy is not None
+        eager = gw.envoy
+        held = clusters(eager)
+        services = {f"default/{svc}:80" for svc in SERVICES}
+        assert services <= held, held  # every Service's cluster before any request to it
+        pinned = held - services
+        assert pinned, "the auth service has a cluster of its own"
+        for svc in SERVICES:
+            assert gw.get(f"{svc}.example.com").json()["service"] == svc
+        assert gw.get("ext.example.com", headers={"Authorization": "Bearer good"}).status == 200
+        assert gw.get("ext.example.com").status == 401
+        assert "cluster_manager.cds" in eager.admin_get("/stats?filter=cluster_manager.cds.update_success")
+        odcds = eager.stats(filter="on_demand")
+        assert not any(v for k, v in odcds.items() if "odcds" in k and k.endswith("_total")), odcds
+        eager.stop()
+
+        # The on-demand gateway on the same control plane and listeners.
+        od = EnvoyProcess(gw.bootstrap("gw-od", clusters="on-demand"), workdir=gw.root / "envoy-od", drain_time_s=1)
+        gw.envoy = od
+        od.start().wait_ready(30)
+        wait_until(lambda: gw.get("web.example.com").status == 200, timeout=30, message="on-demand gateway not up")
+        assert clusters(od) >= {"default/web:80"}
+        assert not {"default/api:80", "default/other:80"} & clusters(od), clusters(od)
+        assert pinned <= clusters(od)
+        assert gw.get("api.example.com").json()["service"] == "api"  # its first request, fetched then
+        assert "default/api:80" in clusters(od)
+        assert "default/other:80" not in clusters(od)
+
+        # An endpoint change reaches a fetched cluster.
+        new = gw.fleet.add(service="web", pod="web-moved", namespace="default", cluster="c1")
+        gw.publish("web", [new])
+        wait_until(lambda: served_pod(gw, "web.example.com") == "web-moved", timeout=15,
+                   message="endpoint change never reached the on-demand cluster")  # fmt: skip
+
+        # The pinned auth cluster works before any Service's cluster is fetched for its host... and after.
+        assert gw.get("ext.example.com").status == 401
+        assert gw.get("ext.example.com", headers={"Authorization": "Bearer good"}).status == 200
+
+        # A Service deleted: its cluster leaves the on-demand Envoy that fetched it.
+        gw.remove("svc-default-web.yaml")
+        wait_until(lambda: "default/web:80" not in clusters(od), timeout=15,
+                   message="a deleted Service's cluster stayed on the on-demand gateway")  # fmt: skip
+        t = time.monotonic()
+        status = gw.get("web.example.com").status
+        assert status == 503 and time.monotonic() - t < 2, status
+    finally:
+        auth.close()
