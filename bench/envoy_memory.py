@@ -19,9 +19,16 @@ always on), `+partitions<K>` (a control plane of its own with `--route-partition
 (reject every stat: the floor), `+chunk<K>` (a control plane of its own sending Delta responses in
 chunks of K resources, `MERIDIAN_XDS_DELTA_CHUNK`; `+chunk0`: whole responses), `+version<L>` (a
 control plane of its own whose resource versions are L hex digits instead of 16), `+old` (a control
-plane of its own running the checkout given with `--old-source`, e.g. `git archive <commit>` unpacked).
+plane of its own running the checkout given with `--old-source`, e.g. `git archive <commit>` unpacked),
+`+ondemand` (`meridian bootstrap --clusters on-demand`: only the pinned clusters up front, a Service's
+cluster fetched on its first request).
+
+With `--used U`, after (b) every variant gets one request to each of U hosts (their first: with
+`+ondemand` each fetches its cluster, CDS then EDS, in it) and a second one, both timed, and RSS and
+allocated bytes are read again once settled: what traffic to U of the N Services costs.
 
     .venv/bin/python -m bench.envoy_memory --n 10000 --variants gateway+eagerclusters,gateway --rounds 3 --trials 20
+    .venv/bin/python -m bench.envoy_memory --n 10000 --variants gateway,gateway+ondemand --used 1000
 """
 
 from __future__ import annotations
@@ -66,6 +73,12 @@ class Sample:
     peak_mib: float = 0.0  # VmHWM: the most Envoy held at any time (the cold start's decoding included)
     stats: int = 0
     cpu_ms_per_update: float = 0.0
+    clusters: int = 0  # clusters Envoy holds once settled (admin /clusters), before any --used request
+    used_rss_mib: float = 0.0  # after one request to each of --used hosts
+    used_allocated_mib: float = 0.0
+    used_clusters: int = 0
+    first_requests: list[float] = field(default_factory=list)  # each --used host's first request
+    second_requests: list[float] = field(default_factory=list)
     memory: dict[str, float] = field(default_factory=dict)  # admin /memory, MiB
     tcmalloc: list[str] = field(default_factory=list)  # admin /memory/tcmalloc, its MiB summary lines
     updates: list[float] = field(default_factory=list)
@@ -76,7 +89,7 @@ def bootstrap_for(cp: ControlPlane, variant: str, delta: bool, node_id: str) -> 
     group = "meridian-gateway"
     boot = render_bootstrap(xds_address=f"127.0.0.1:{cp.xds_port}", node_id=node_id, node_cluster=group,
                             delta=delta, tls=local_client_tls(cp.state_dir, group), envoy_stats=stats)  # fmt: skip
-    for extra in extras:
+    for extra in sorted(extras, key=lambda e: e != "ondemand"):  # the bootstrap itself first
         if extra == "eager":  # gateway stats, but created with the cluster rather than on first use
             boot.pop("deferred_stat_options", None)
         elif extra == "eagerclusters":  # every worker builds every cluster up front
@@ -90,6 +103,10 @@ def bootstrap_for(cp: ControlPlane, variant: str, delta: bool, node_id: str) -> 
             boot["stats_config"] = {"stats_matcher": {"reject_all": True}}
         elif extra == "shrinkheap":  # overload manager: release free heap whenever the heap is in use
             boot["overload_manager"] = SHRINK_HEAP
+        elif extra == "ondemand":  # `--clusters on-demand`
+            boot = render_bootstrap(xds_address=f"127.0.0.1:{cp.xds_port}", node_id=node_id, node_cluster=group,
+                                    delta=delta, tls=local_client_tls(cp.state_dir, group), envoy_stats=stats,
+                                    clusters="on-demand")  # fmt: skip
         elif extra.startswith(("partitions", "chunk", "version", "old")):  # a control plane of its own (see main)
             continue
         else:
@@ -205,10 +222,13 @@ def measure(cp: ControlPlane, root: Path, variant: str, rnd: int, n: int, args: 
         sample.allocated_mib = round(int(memory["allocated"]) / 2**20, 1)
         sample.memory = {k: round(int(v) / 2**20, 1) for k, v in memory.items() if str(v).isdigit()}
         # tcmalloc's own account (what the free pages are and why they stay): the summary lines.
+        sample.clusters = cluster_count(envoy)
         tcmalloc = envoy.admin_get("/memory/tcmalloc", timeout=30).splitlines()
         summary = ("HugePageFiller: Overall", "pages free in", "Since startup", "hugepages cached")
         sample.tcmalloc = [line for line in tcmalloc if line.startswith("MALLOC:") and "MiB" in line]
         sample.tcmalloc += list(dict.fromkeys(line for line in tcmalloc if any(k in line for k in summary)))[:8]
+        if args.used:
+            used_requests(envoy, probe, sample, n, args)
         directory = root / "c1"
         cpu0 = cpu_seconds(envoy.pid)
         for t in range(args.trials):
@@ -227,6 +247,30 @@ def measure(cp: ControlPlane, root: Path, variant: str, rnd: int, n: int, args: 
     return sample
 
 
+def cluster_count(envoy: EnvoyProcess) -> int:
+    """Clusters Envoy holds (Meridian's xDS cluster left out), from admin /clusters."""
+    text = envoy.admin_get("/clusters", timeout=120)
+    return len({line.split("::", 1)[0] for line in text.splitlines() if "::" in line} - {"meridian_xds"})
+
+
+def used_requests(envoy: EnvoyProcess, probe: HostProbe, sample: Sample, n: int, args: argparse.Namespace) -> None:
+    """One request to each of --used hosts spread over the N (their first, timed), then a second each;
+    memory once settled."""
+    step = max(1, n // args.used)
+    hosts = [host_of(i) for i in range(0, n, step)][: args.used]
+    for into in (sample.first_requests, sample.second_requests):
+        for host in hosts:
+            t = time.monotonic()
+            status = probe.status(host)
+            into.append(time.monotonic() - t)
+            assert status == 200, f"{host}: {status}"
+    time.sleep(args.settle)
+    assert envoy.pid is not None
+    sample.used_rss_mib = round(proc_status(envoy.pid)["VmRSS"] / 1024, 1)
+    sample.used_allocated_mib = round(int(json.loads(envoy.admin_get("/memory"))["allocated"]) / 2**20, 1)
+    sample.used_clusters = cluster_count(envoy)
+
+
 def markdown(samples: list[Sample]) -> str:
     lines = [
         "| variant | round | Envoy cold s | cold CPU s | RSS MiB | tcmalloc allocated MiB | pageheap_free MiB"
@@ -241,6 +285,18 @@ def markdown(samples: list[Sample]) -> str:
             f"{s.memory.get('pageheap_free', 0):.0f} | {s.rss_after_mib:.0f} | {s.peak_mib:.0f} | {s.stats:,} | "
             f"{u['p50']:.1f} | {u['p99']:.1f} | {s.cpu_ms_per_update:.1f} |"
         )
+    if any(s.first_requests for s in samples):
+        lines += ["", "| variant | round | clusters at start | RSS MiB | allocated MiB | used hosts | clusters after"
+                  " | RSS after MiB | allocated after MiB | first request p50 / p99 ms | second p50 / p99 ms |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for s in samples:
+            f, sec = summary_ms(s.first_requests), summary_ms(s.second_requests)
+            lines.append(
+                f"| {s.variant} | {s.round} | {s.clusters:,} | {s.rss_mib:.0f} | {s.allocated_mib:.0f} | "
+                f"{len(s.first_requests):,} | {s.used_clusters:,} | {s.used_rss_mib:.0f} | "
+                f"{s.used_allocated_mib:.0f} | "
+                f"{f['p50']:.1f} / {f['p99']:.1f} | {sec['p50']:.1f} / {sec['p99']:.1f} |"
+            )
     variants = list(dict.fromkeys(s.variant for s in samples))
     lines += ["", "| variant | RSS MiB (rounds) | update p50 ms | p99 | trials | Envoy CPU ms/update (rounds) |"]
     lines += ["|---|---|---|---|---|---|"]
@@ -263,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=["delta", "sotw"], default="delta")
     p.add_argument("--concurrency", type=int, default=2, help="Envoy worker threads (production: one per core)")
     p.add_argument("--settle", type=float, default=5.0, help="seconds between settled and reading RSS")
+    p.add_argument("--used", type=int, default=0, help="hosts requested once each after start (see the docstring)")
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--keep", action="store_true")
     p.add_argument("--old-source", type=Path, help="a checkout whose control plane `+old` variants run (A/B runs)")
@@ -295,7 +352,11 @@ def main(argv: list[str] | None = None) -> int:
                         if nacks:
                             raise RuntimeError(f"Envoy NACKed {nacks} responses; see {root}")
                 next_index += args.trials
-                print(json.dumps(samples[-1].__dict__ | {"updates": summary_ms(samples[-1].updates)}), flush=True)
+                last = samples[-1]
+                print(json.dumps(last.__dict__ | {"updates": summary_ms(last.updates),
+                                                  "first_requests": summary_ms(last.first_requests or [0.0]),
+                                                  "second_requests": summary_ms(last.second_requests or [0.0])}),
+                      flush=True)  # fmt: skip
         nacks = cp.metric("meridian_xds_nacks_total")
         if nacks:
             raise RuntimeError(f"Envoy NACKed {nacks} responses; see {root}")
