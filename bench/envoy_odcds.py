@@ -1,15 +1,23 @@
-"""What on-demand CDS would give: Envoy holding only the clusters its traffic asked for.
+"""Envoy's on-demand CDS in isolation: Envoy holding only the clusters its traffic asked for.
 
-A prototype, not a Meridian feature. Meridian's own xDS server (in process, plaintext, Delta ADS)
-serves N EDS clusters and their assignments. One Envoy, two workers, has a static route table of
-N hosts (host i -> cluster i) and either
-  `wildcard`: a wildcard CDS subscription (what Meridian's bootstrap does: every cluster up front), or
-  `odcds`: no CDS subscription; Envoy's `on_demand` HTTP filter fetches a route's cluster over ADS
-  (named Delta CDS, then its EDS) when a request first needs it.
+The prototype behind `meridian bootstrap --clusters on-demand` (bench/envoy_memory.py `+ondemand`
+measures the feature itself), kept to measure Envoy's side alone. Meridian's own xDS server (in
+process, plaintext, ADS) serves N EDS clusters and their assignments. One Envoy, two workers, has a
+static route table of N hosts (host i -> cluster i) plus one host whose route names a cluster that
+does not exist, and is one of
+  `wildcard`: a wildcard CDS subscription, no on_demand filter (Meridian's listeners before it);
+  `wildcard+filter`: the same with Envoy's `on_demand` filter before the router (what an eager gateway
+  runs now: every cluster is there, so the filter only looks the route's cluster up);
+  `odcds`: no CDS subscription; the `on_demand` filter fetches a route's cluster over ADS (named Delta
+  CDS, then its EDS) when a request first needs it.
+`+sotw` on a wildcard variant: State-of-the-World ADS instead of Delta.
 Reported: RSS and tcmalloc's allocated bytes once settled, then after requests to `--used` hosts
-(their first request each, timed: the on-demand fetch is in it), and a second request to each.
+(their first request each, timed: the on-demand fetch is in it), a second request to each, Envoy's
+CPU per request, the time a request to the missing cluster takes to fail, and what Meridian then
+holds as the stream's CDS subscription (wildcard still, the missing name added).
 
     .venv/bin/python -m bench.envoy_odcds --n 10000 --used 1000
+    .venv/bin/python -m bench.envoy_odcds --n 2000 --used 2000 --variants wildcard,wildcard+filter --rounds 3
 """
 
 from __future__ import annotations
@@ -60,23 +68,29 @@ def snapshot(n: int, port: int) -> dict[str, dict[str, Any]]:
     return {CLUSTER: clusters, ENDPOINT: assignments}
 
 
+MISSING_HOST = "missing.bench.example.com"
+
+
 def bootstrap(variant: str, n: int, xds_port: int, http_port: int) -> dict[str, Any]:
     ads = {"resource_api_version": "V3", "ads": {}}
     filters: list[dict[str, Any]] = []
-    if variant == "odcds":
+    if variant.startswith(("odcds", "wildcard+filter")):
         filters.append({"name": "envoy.filters.http.on_demand", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.on_demand.v3.OnDemand",
-            "odcds": {"source": ads, "timeout": "10s"}}})  # fmt: skip
+            "odcds": {"source": ads, "timeout": "5s"}}})  # fmt: skip
     filters.append({"name": "envoy.filters.http.router", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})  # fmt: skip
     vhosts = [{"name": f"h{i}", "domains": [f"h{i}.bench.example.com"],
                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": name(i)}}]} for i in range(n)]  # fmt: skip
+    vhosts.append({"name": "missing", "domains": [MISSING_HOST],
+                   "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "bench/none:80"}}]})  # fmt: skip
     hcm = {"@type": HCM, "stat_prefix": "http", "http_filters": filters,
            "route_config": {"name": "local", "validate_clusters": False, "virtual_hosts": vhosts}}  # fmt: skip
-    dynamic: dict[str, Any] = {"ads_config": {"api_type": "DELTA_GRPC", "transport_api_version": "V3",
+    api_type = "GRPC" if variant.endswith("+sotw") else "DELTA_GRPC"
+    dynamic: dict[str, Any] = {"ads_config": {"api_type": api_type, "transport_api_version": "V3",
                                               "set_node_on_first_message_only": True,
                                               "grpc_services": [{"envoy_grpc": {"cluster_name": "xds"}}]}}  # fmt: skip
-    if variant == "wildcard":
+    if variant.startswith("wildcard"):
         dynamic["cds_config"] = ads
     xds = {"name": "xds", "type": "STATIC", "connect_timeout": "1s",
            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -117,7 +131,14 @@ def memory(envoy: EnvoyProcess) -> dict[str, float]:
     return {"rss_mib": round(proc_status(envoy.pid)["VmRSS"] / 1024, 1), "allocated_mib": round(allocated, 1)}
 
 
-def measure(variant: str, n: int, used: int, xds_port: int, settle: float) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(variant: str, n: int, used: int, server: Server, settle: float) -> dict[str, Any]:
+    xds_port = server.port
     http_port = free_port()
     envoy = EnvoyProcess(bootstrap(variant, n, xds_port, http_port), log_level="error", concurrency=2,
                          ready_timeout=300)  # fmt: skip
@@ -126,7 +147,7 @@ def measure(variant: str, n: int, used: int, xds_port: int, settle: float) -> di
     try:
         t0 = time.monotonic()
         envoy.start()
-        if variant == "wildcard":  # every cluster up front: wait for all of them (stats are off)
+        if variant.startswith("wildcard"):  # every cluster up front: wait for all of them (stats are off)
             deadline = time.monotonic() + 300
             while envoy.admin_get("/clusters", timeout=60).count("::added_via_api::true") < n:
                 assert time.monotonic() < deadline, "clusters never all arrived"
@@ -135,15 +156,25 @@ def measure(variant: str, n: int, used: int, xds_port: int, settle: float) -> di
         time.sleep(settle)
         out["start"] = memory(envoy)
         first, second = [], []
+        assert envoy.pid is not None
+        cpu0 = cpu_seconds(envoy.pid)
         for i in range(used):
             for into in (first, second):
                 t = time.monotonic()
                 status = probe.status(f"h{i}.bench.example.com")
                 into.append(time.monotonic() - t)
                 assert status == 200, f"h{i}: {status}"
+        out["envoy_cpu_us_per_request"] = round((cpu_seconds(envoy.pid) - cpu0) * 1e6 / (2 * used), 1)
         time.sleep(settle)
         out["after_used"] = memory(envoy)
         out["first_request"], out["second_request"] = summary_ms(first), summary_ms(second)
+        t = time.monotonic()
+        out["missing_status"] = probe.status(MISSING_HOST)
+        out["missing_ms"] = round((time.monotonic() - t) * 1000, 1)
+        streams = [s for s in server.server.syncz() if s["node_id"] == f"odcds-{variant}"]
+        if streams:
+            cds = streams[0]["types"].get("CDS", {})
+            out["cds_subscription"] = {"wildcard": cds.get("wildcard"), "names": cds.get("subscribed")}
     finally:
         probe.close()
         envoy.stop()
@@ -156,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--used", type=int, default=1000, help="hosts requested (their clusters fetched)")
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--settle", type=float, default=3.0)
+    p.add_argument("--variants", default="wildcard,odcds", help="of wildcard, wildcard+filter, odcds (+sotw)")
     args = p.parse_args(argv)
     fleet = EchoFleet()
     backend = fleet.add("shared", "shared-0")
@@ -166,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         for _ in range(args.rounds):
-            for variant in ("wildcard", "odcds"):
-                results.append(measure(variant, args.n, args.used, server.port, args.settle))
+            for variant in args.variants.split(","):
+                results.append(measure(variant, args.n, args.used, server, args.settle))
                 print(json.dumps(results[-1]), flush=True)
     finally:
         server.close()

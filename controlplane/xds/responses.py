@@ -319,9 +319,10 @@ class Responses:
         if st.type_url == CLUSTER and changed:
             note_new_clusters(s, [r for r in changed if r.name not in known], self._eds_names)
         missing: list[str] = []
-        if on_demand and st.subscribed_since:
-            # A name asked for that has no cluster is said at once (as removed: Envoy's OdCdsApiImpl takes
-            # that as "missing"), so the request fails now instead of waiting for the on_demand timeout.
+        if st.type_url == CLUSTER and st.subscribed_since:
+            # A cluster name asked for (Envoy's on_demand filter, on any gateway) that Meridian has no cluster
+            # for is said at once (as removed: Envoy's OdCdsApiImpl takes that as "missing"), so the request
+            # fails now instead of waiting for the filter's timeout.
             missing = sorted(n for n in st.subscribed_since if n not in resources and n not in known)
         held = bool(removed) and st.type_url == CLUSTER and not s.routes_settled(self._cache)
         if held:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from controlplane.devtools.envoy_proc import EnvoyProcess
+from controlplane.translate.listeners import ON_DEMAND_TIMEOUT
 from tests.support.auth_server import AuthServer
 from tests.support.gateway import Gateway, ingress, rule
 from tests.support.wait import wait_until
@@ -93,3 +94,32 @@ def test_on_demand_gateway_fetches_clusters_on_first_request(make_gateway: Calla
         assert status == 503 and time.monotonic() - t < 2, status
     finally:
         auth.close()
+
+
+def test_on_demand_gateway_fails_fast_and_keeps_fetched_clusters_without_its_control_plane(
+    make_gateway: Callable[..., Gateway],
+) -> None:
+    """A host whose Service does not exist answers 503 at once; with the control plane gone, a fetched
+    Service keeps working and an unfetched one gets a 503 after the on_demand timeout, not a hang."""
+    gw = make_gateway(delta=True, envoy=False).start()
+    gw.backend("web")
+    gw.backend("api")
+    rules = [rule(f"{svc}.example.com", ("/", "Prefix", svc, 80)) for svc in ("web", "api", "ghost")]
+    gw.write("ing.yaml", [ingress("apps", rules)])
+    od = EnvoyProcess(gw.bootstrap("gw-od", clusters="on-demand"), workdir=gw.root / "envoy-od", drain_time_s=1)
+    gw.envoy = od
+    od.start().wait_ready(30)
+    wait_until(lambda: gw.get("web.example.com").status == 200, timeout=30, message="on-demand gateway not up")
+    t = time.monotonic()
+    assert gw.get("ghost.example.com").status == 503  # no such Service: no cluster to wait for
+    assert time.monotonic() - t < 1
+
+    gw.kill_control_plane()
+    wait_until(lambda: od.stat("control_plane.connected_state") == 0, timeout=15, message="xDS stream still up")
+    assert gw.get("web.example.com").json()["service"] == "web"  # fetched before: kept
+    t = time.monotonic()
+    status = gw.get("api.example.com", timeout=30).status
+    waited = time.monotonic() - t
+    assert status == 503, status
+    assert ON_DEMAND_TIMEOUT - 0.5 <= waited < ON_DEMAND_TIMEOUT + 5, waited  # the filter's timeout, then 503
+    assert "default/api:80" not in clusters(od)
