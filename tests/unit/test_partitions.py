@@ -149,9 +149,7 @@ def test_connection_manager_uses_scoped_routes_with_the_scope_filter_first() -> 
     assert one.rds.route_config_name == "http" and not one.HasField("scoped_routes")
     many = connection_manager("http", "http", [hcm_pb2.HttpFilter(name="x")], partitions=4)
     assert not many.HasField("rds")
-    # The route's cluster is fetched on demand once the scope (and any filter that may reroute) chose it.
-    assert [f.name for f in many.http_filters] == [
-        pt.SCOPE_FILTER, "x", "envoy.filters.http.on_demand", "envoy.filters.http.router"]  # fmt: skip
+    assert [f.name for f in many.http_filters] == [pt.SCOPE_FILTER, "x", "envoy.filters.http.router"]
     scoped = many.scoped_routes
     assert scoped.scope_key_builder.fragments[0].header_value_extractor.name == pt.SCOPE_HEADER
     assert scoped.HasField("scoped_rds") and scoped.rds_config_source.HasField("ads")
