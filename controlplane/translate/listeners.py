@@ -26,6 +26,9 @@ EAST_WEST_LISTENER = "east_west"
 HTTP_ROUTES = "http"
 HTTPS_ROUTES = "https"
 EAST_WEST_ROUTES = "east_west"
+ROUTER = "envoy.filters.http.router"
+ON_DEMAND_FILTER = "envoy.filters.http.on_demand"
+_HCM_TYPE = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
 # How long a request waits for its cluster to arrive on demand (`meridian bootstrap --clusters
 # on-demand`) before it gets a 503: a fetch is one CDS and one EDS response (~6 ms); Meridian answers
 # a name it has no cluster for at once, so this bounds only an unreachable control plane.
@@ -33,19 +36,37 @@ ON_DEMAND_TIMEOUT = 5
 
 
 def on_demand_filter() -> hcm_pb2.HttpFilter:
-    """Envoy's on_demand filter fetching a route's missing cluster over the ADS stream (Delta CDS by name).
-
-    Every gateway's connection managers carry it, not only those of on-demand gateways: listeners
-    are then one set for every gateway of a group (no per-node listener variants to build, cache
-    and keep equal), and on a gateway holding every cluster it finds the route's cluster present
-    and passes the request on (BENCHMARKS.md, "On-demand clusters": no measurable cost per request).
-    It sits after every filter that may change the route (the scope header's Lua filter, policy
-    filters: an unauthorized request fetches nothing) and right before the router.
-    """
+    """Envoy's on_demand filter fetching a route's missing cluster over the ADS stream (Delta CDS by name)."""
     od = on_demand_pb2.OnDemand()
     od.odcds.source.CopyFrom(ads_source())
     od.odcds.timeout.seconds = ON_DEMAND_TIMEOUT
-    return hcm_pb2.HttpFilter(name="envoy.filters.http.on_demand", typed_config=pack_any(od))
+    return hcm_pb2.HttpFilter(name=ON_DEMAND_FILTER, typed_config=pack_any(od))
+
+
+def with_on_demand(listener: listener_pb2.Listener) -> bool:
+    """Give every HTTP connection manager of `listener` the on_demand filter, right before the router
+    (after the scope header's Lua filter and every policy filter: the route is final there, and an
+    unauthorized request fetches nothing). True if it changed anything.
+
+    Only on-demand gateways get it (Meridian serves them this variant of the listeners): on a
+    gateway that holds every cluster it would cost ~20 us of Envoy CPU per request for a lookup that
+    always succeeds, and on a State-of-the-World gateway a request for a cluster Envoy does not hold
+    (one still warming) would make Envoy 1.40 replace its wildcard CDS subscription by that one name,
+    losing every other cluster (BENCHMARKS.md, "On-demand clusters")."""
+    changed = False
+    for chain in listener.filter_chains:
+        for flt in chain.filters:
+            if flt.typed_config.type_url != _HCM_TYPE:
+                continue
+            hcm = hcm_pb2.HttpConnectionManager.FromString(flt.typed_config.value)
+            names = [f.name for f in hcm.http_filters]
+            if ON_DEMAND_FILTER in names:
+                continue
+            at = names.index(ROUTER) if ROUTER in names else len(names)
+            hcm.http_filters.insert(at, on_demand_filter())
+            flt.typed_config.CopyFrom(pack_any(hcm))
+            changed = True
+    return changed
 
 
 # The TLS host of a certificate served for any SNI no other chain names (a Gateway API HTTPS
@@ -72,8 +93,7 @@ def connection_manager(
     # nginx keeps streams open for proxy-read-timeout per route; no global request timeout.
     hcm.stream_idle_timeout.seconds = 300
     hcm.http_filters.extend(filters)
-    hcm.http_filters.append(on_demand_filter())
-    hcm.http_filters.add(name="envoy.filters.http.router", typed_config=pack_any(router_pb2.Router()))
+    hcm.http_filters.add(name=ROUTER, typed_config=pack_any(router_pb2.Router()))
     use_partitions(hcm, route_config, partitions)  # the scope filter goes first
     return hcm
 

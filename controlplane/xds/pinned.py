@@ -12,6 +12,9 @@ cluster (which the listeners' on_demand filter fetches by name on a Service's fi
 - clusters a listener names (ssl-passthrough's tcp_proxy);
 - clusters a route mirrors to (Gateway API RequestMirror: a missing shadow cluster is skipped silently).
 
+Their listeners are a variant of the group's, with Envoy's on_demand filter in every connection
+manager (`OnDemandListeners`; why eager gateways do not get it: `translate.listeners.with_on_demand`).
+
 Read from the served snapshot itself, the same resources on every replica and after a restart, so
 the answer is one truth; and kept incrementally: each resource's references are parsed once per
 version, and a change updates reference counts only for the names the cache says changed.
@@ -19,9 +22,9 @@ version, and a change updates reference counts only for the names the cache says
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
@@ -30,7 +33,8 @@ from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import any_pb2
 
-from controlplane.xds.cache import Resource, SnapshotCache
+from controlplane.translate.listeners import with_on_demand
+from controlplane.xds.cache import Resource, SnapshotCache, TypeSnapshot, make_resource
 from controlplane.xds.resources import CLUSTER, LISTENER, ROUTE
 from controlplane.xds.views import EMPTY_NAMES, Names, shared_names
 
@@ -172,3 +176,36 @@ class PinnedClusters:
         for name in names:
             state.set(name, snap.resources.get(name), parse)
         state.version, state.resources = snap.version, snap.resources
+
+
+class OnDemandListeners:
+    """The group's listeners as an on-demand gateway gets them: with the on_demand filter.
+
+    Each listener version is rewritten once for every on-demand stream, and a snapshot's mapping is
+    mapped once (kept by identity, so Delta's "holds exactly this snapshot" checks still hold)."""
+
+    def __init__(self) -> None:
+        self._by_version: dict[tuple[str, str], Resource] = {}
+        self._mappings: OrderedDict[int, tuple[Mapping[str, Resource], dict[str, Resource]]] = OrderedDict()
+
+    def resource(self, res: Resource) -> Resource:
+        key = (res.name, res.version)
+        hit = self._by_version.get(key)
+        if hit is None:
+            msg = listener_pb2.Listener.FromString(_payload(res))
+            hit = make_resource(res.name, LISTENER, msg) if with_on_demand(msg) else res
+            if len(self._by_version) > 1024:
+                self._by_version.clear()
+            self._by_version[key] = hit
+        return hit
+
+    def snapshot(self, snap: TypeSnapshot) -> TypeSnapshot:
+        key = id(snap.resources)
+        hit = self._mappings.get(key)
+        if hit is None or hit[0] is not snap.resources:
+            hit = (snap.resources, {n: self.resource(r) for n, r in snap.resources.items()})
+            self._mappings[key] = hit
+            if len(self._mappings) > 16:
+                self._mappings.popitem(last=False)
+        self._mappings.move_to_end(key)
+        return replace(snap, resources=hit[1])

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from controlplane.protowire import varint
 from controlplane.xds import chunking
 from controlplane.xds.cache import Resource, SnapshotCache, TypeSnapshot
-from controlplane.xds.pinned import PinnedClusters
-from controlplane.xds.resources import CLUSTER, ENDPOINT, ROUTE
+from controlplane.xds.pinned import OnDemandListeners, PinnedClusters
+from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from controlplane.xds.tracking import StreamState, TypeState
 from controlplane.xds.views import Names, Subset, extend_names, sorted_names
 from controlplane.xds.warming import EdsNames, note_new_clusters
@@ -148,6 +148,7 @@ class Responses:
         self._all = OrderedDict()
         self._delta_chunk, self._chunk_above = chunking.limit_from_env()
         self.pinned = PinnedClusters(cache, lineage)
+        self._on_demand_listeners = OnDemandListeners()
         self._on_demand: OrderedDict[tuple[int, int], tuple[Names, Names, Names]] = OrderedDict()
 
     def _on_demand_names(self, s: StreamState, st: TypeState) -> Names:
@@ -285,6 +286,8 @@ class Responses:
         return body
 
     def delta(self, s: StreamState, st: TypeState, snap: TypeSnapshot) -> bytes | None:
+        if s.on_demand and st.type_url == LISTENER:
+            snap = self._on_demand_listeners.snapshot(snap)  # with the on_demand filter (`pinned.py`)
         resources = snap.resources
         lineage = self._lineage(st.type_url, s.group)
         known = st.known

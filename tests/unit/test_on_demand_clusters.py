@@ -14,16 +14,18 @@ from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2, descriptor, symbol_database
 from google.protobuf.message import Message
 
 from controlplane.metrics import Metrics
+from controlplane.translate.listeners import ON_DEMAND_FILTER, ROUTER
 from controlplane.xds import pinned as pinned_mod
 from controlplane.xds.auth import XdsAuth
 from controlplane.xds.cache import Resource, SnapshotCache, make_resource
-from controlplane.xds.pinned import PinnedClusters, wants_on_demand
+from controlplane.xds.pinned import OnDemandListeners, PinnedClusters, wants_on_demand
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from controlplane.xds.server import XdsServer, lineage_of
 from tests.test_golden import CASES, CASES_DIR, compiled
@@ -276,3 +278,36 @@ async def test_pinned_set_follows_routes_for_a_connected_on_demand_node(env: Env
     cds = await _next(od, CLUSTER)
     assert set(delta_names(cds)) == {"api"}
 
+
+
+def _hcm_filters(listener_any: bytes) -> list[list[str]]:
+    msg = listener_pb2.Listener.FromString(any_pb2.Any.FromString(listener_any).value)
+    out = []
+    for chain in msg.filter_chains:
+        for flt in chain.filters:
+            if flt.name == "envoy.filters.network.http_connection_manager":
+                hcm = hcm_pb2.HttpConnectionManager.FromString(flt.typed_config.value)
+                out.append([f.name for f in hcm.http_filters])
+    return out
+
+
+@pytest.mark.parametrize("case", ["route-partitions", "family-ext-auth", "tls"])
+def test_on_demand_listeners_fetch_the_route_cluster_last_before_the_router(case: str) -> None:
+    listeners = compiled(CASES_DIR / case).resources[LISTENER]
+    variant = OnDemandListeners()
+    for res in listeners.values():
+        before, after = _hcm_filters(res.any_bytes), _hcm_filters(variant.resource(res).any_bytes)
+        assert before and len(before) == len(after)
+        for names, od in zip(before, after, strict=True):
+            assert ON_DEMAND_FILTER not in names
+            assert od == [*names[:-1], ON_DEMAND_FILTER, ROUTER]  # after the scope and policy filters
+        assert variant.resource(res) is variant.resource(res)  # rewritten once per version
+
+
+async def test_only_on_demand_nodes_get_listeners_with_the_on_demand_filter(env: Env) -> None:
+    od, eager = OnDemand(env, "od3"), Delta(env, "eager3")
+    for client in (od, eager):
+        await client.send(LISTENER, ["*"])
+    got_od, got_eager = await _next(od, LISTENER), await _next(eager, LISTENER)
+    assert [ON_DEMAND_FILTER in f for f in _hcm_filters(got_od.resources[0].resource.SerializeToString())] == [True]
+    assert [ON_DEMAND_FILTER in f for f in _hcm_filters(got_eager.resources[0].resource.SerializeToString())] == [False]
