@@ -14,7 +14,8 @@ does not exist, and is one of
 Reported: RSS and tcmalloc's allocated bytes once settled, then after requests to `--used` hosts
 (their first request each, timed: the on-demand fetch is in it), a second request to each, Envoy's
 CPU per request, the time a request to the missing cluster takes to fail, and what Meridian then
-holds as the stream's CDS subscription (wildcard still, the missing name added).
+holds as the stream's CDS subscription (wildcard still, the missing name added) and how many
+clusters Envoy holds after it.
 
     .venv/bin/python -m bench.envoy_odcds --n 10000 --used 1000
     .venv/bin/python -m bench.envoy_odcds --n 2000 --used 2000 --variants wildcard,wildcard+filter --rounds 3
@@ -171,6 +172,8 @@ def measure(variant: str, n: int, used: int, server: Server, settle: float) -> d
         t = time.monotonic()
         out["missing_status"] = probe.status(MISSING_HOST)
         out["missing_ms"] = round((time.monotonic() - t) * 1000, 1)
+        time.sleep(settle)  # what Meridian answered the new subscription with has been applied
+        out["clusters_after_missing"] = envoy.admin_get("/clusters", timeout=60).count("::added_via_api::true")
         streams = [s for s in server.server.syncz() if s["node_id"] == f"odcds-{variant}"]
         if streams:
             cds = streams[0]["types"].get("CDS", {})
