@@ -311,3 +311,25 @@ async def test_only_on_demand_nodes_get_listeners_with_the_on_demand_filter(env:
     got_od, got_eager = await _next(od, LISTENER), await _next(eager, LISTENER)
     assert [ON_DEMAND_FILTER in f for f in _hcm_filters(got_od.resources[0].resource.SerializeToString())] == [True]
     assert [ON_DEMAND_FILTER in f for f in _hcm_filters(got_eager.resources[0].resource.SerializeToString())] == [False]
+
+
+async def test_a_new_service_does_not_hold_an_on_demand_node_routes(env: Env) -> None:
+    """Make-before-break holds routes for clusters sent to the stream; an on-demand node is not sent a new
+    Service's cluster (its on_demand filter fetches it), so its new route goes out at once, alone."""
+    od = OnDemand(env, "od4")
+    await od.send(CLUSTER, ["*"])
+    await _next(od, CLUSTER)
+    await od.send(ENDPOINT, [])
+    await od.send(ROUTE, ["local"])
+    await _next(od, ROUTE)
+    env.cache.apply({CLUSTER: {"fresh": cluster("fresh")}, ENDPOINT: {"fresh": cla("fresh", 9009)},
+                     ROUTE: {"local": route("local", "now with fresh")}})  # fmt: skip
+    r = await od.recv()
+    assert r.type_url == ROUTE, r.type_url  # neither the cluster nor its endpoints came first
+    await od.ack(r)
+    assert not env.stream("od4")["types"]["RDS"]["pending"]
+    # The fetch when a request needs it: the cluster, then (asked for by Envoy) its endpoints.
+    await od.send(CLUSTER, ["fresh"])
+    assert set(delta_names(await _next(od, CLUSTER))) == {"fresh"}
+    await od.send(ENDPOINT, ["fresh"])
+    assert set(delta_names(await _next(od, ENDPOINT))) == {"fresh"}
