@@ -29,7 +29,7 @@ from controlplane.xds.pinned import OnDemandListeners, PinnedClusters, wants_on_
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from controlplane.xds.server import XdsServer, lineage_of
 from tests.test_golden import CASES, CASES_DIR, compiled
-from tests.unit.test_xds_server import Delta, Env, cla, cluster, delta_names, listener, route
+from tests.unit.test_xds_server import Delta, Env, cla, cluster, delta_names, listener, route, until
 
 # --------------------------------------------------------------------------------------------------
 # Resources
@@ -327,7 +327,7 @@ async def test_a_new_service_does_not_hold_an_on_demand_node_routes(env: Env) ->
     r = await od.recv()
     assert r.type_url == ROUTE, r.type_url  # neither the cluster nor its endpoints came first
     await od.ack(r)
-    assert not env.stream("od4")["types"]["RDS"]["pending"]
+    await until(lambda: not env.stream("od4")["types"]["RDS"]["pending"], what="route ACK not taken")
     # The fetch when a request needs it: the cluster, then (asked for by Envoy) its endpoints.
     await od.send(CLUSTER, ["fresh"])
     assert set(delta_names(await _next(od, CLUSTER))) == {"fresh"}
