@@ -15,7 +15,14 @@ cluster (which the listeners' on_demand filter fetches by name on a Service's fi
 Their listeners are a variant of the group's, with Envoy's on_demand filter in every connection
 manager (`OnDemandListeners`; why eager gateways do not get it: `translate.listeners.with_on_demand`).
 
-Read from the served snapshot itself, the same resources on every replica and after a restart, so
+Make-before-break (`warming.py`) needs nothing of its own here: it waits only for clusters sent to
+the stream, and an on-demand gateway is sent a new Service's cluster only when a request asks for it
+(the route does not wait; the request's fetch brings the cluster, then its endpoints). A name asked
+for that has no cluster is answered at once as removed, so the request fails (503) instead of waiting
+for the filter's timeout; a Service deleted is removed from the gateways that fetched its cluster.
+
+Read from the served snapshot itself (not from the engine's IR: the served snapshot is what a
+rollback pin holds and what every replica serves), the same resources on every replica and after a restart, so
 the answer is one truth; and kept incrementally: each resource's references are parsed once per
 version, and a change updates reference counts only for the names the cache says changed.
 """
