@@ -42,19 +42,25 @@ def test_on_demand_gateway_fetches_clusters_on_first_request(make_gateway: Calla
     auth = AuthServer().start()
     gw = make_gateway(delta=True).start()  # the eager gateway: `meridian bootstrap` as printed by default
     try:
-        for svc in SERVICES:
+        for svc in (*SERVICES, "site", "errpages"):
             gw.backend(svc)
+        mirror = gw.fleet.add(service="mirror", pod="mirror-0")
         rules = [rule(f"{svc}.example.com", ("/", "Prefix", svc, 80)) for svc in SERVICES]
         gw.write("ing.yaml", [
             ingress("plain", rules),
             ingress("ext", [rule("ext.example.com", ("/", "Prefix", "api", 80))],
                     annotations={P + "auth-url": f"http://127.0.0.1:{auth.port}/auth"}),
+            # An error page from another Service (an internal redirect), and a mirror to a host:port.
+            ingress("errors", [rule("errors.example.com", ("/", "Prefix", "site", 80))],
+                    annotations={P + "default-backend": "errpages", P + "custom-http-errors": "404"}),
+            ingress("mirror", [rule("mirror.example.com", ("/", "Prefix", "other", 80))],
+                    annotations={P + "mirror-target": f"http://127.0.0.1:{mirror.port}$request_uri"}),
         ])  # fmt: skip
         gw.wait_served_by("web.example.com", "/", "web")
         assert gw.envoy is not None
         eager = gw.envoy
         held = clusters(eager)
-        services = {f"default/{svc}:80" for svc in SERVICES}
+        services = {f"default/{svc}:80" for svc in (*SERVICES, "site", "errpages")}
         assert services <= held, held  # every Service's cluster before any request to it
         pinned = held - services
         assert pinned, "the auth service has a cluster of its own"
@@ -77,6 +83,11 @@ def test_on_demand_gateway_fetches_clusters_on_first_request(make_gateway: Calla
         assert gw.get("api.example.com").json()["service"] == "api"  # its first request, fetched then
         assert "default/api:80" in clusters(od)
         assert "default/other:80" not in clusters(od)
+        # Pinned: the auth service, the mirror target, and default-backend's fallback (an aggregate of the
+        # route's Service and the error Service's variant, which Envoy resolves inside the cluster).
+        kinds = sorted(n.split(":")[0] if "|or|" not in n else "aggregate" for n in pinned)
+        assert kinds == ["aggregate", "default/errpages", "extauth", "mirror"], pinned
+        assert {"default/site:80"} <= clusters(od)  # an aggregate's member
 
         # An endpoint change reaches a fetched cluster.
         new = gw.fleet.add(service="web", pod="web-moved", namespace="default", cluster="c1")
@@ -87,6 +98,14 @@ def test_on_demand_gateway_fetches_clusters_on_first_request(make_gateway: Calla
         # The pinned auth cluster works before any Service's cluster is fetched for its host... and after.
         assert gw.get("ext.example.com").status == 401
         assert gw.get("ext.example.com", headers={"Authorization": "Bearer good"}).status == 200
+
+        # An error page from another Service (an internal redirect to its route).
+        r = gw.get("errors.example.com", "/missing", headers={"X-Echo-Status": "404"})
+        assert r.status == 404 and r.json()["service"] == "errpages", (r.status, r.body[:200])
+        # A mirror target: pinned (a missing shadow cluster would drop the copy silently).
+        path = "/copy-me"
+        assert gw.get("mirror.example.com", path).json()["service"] == "other"
+        wait_until(lambda: [q for q in mirror.requests if q.path == path], timeout=10, message="no mirror copy")
 
         # A Service deleted: its cluster leaves the on-demand Envoy that fetched it.
         gw.remove("svc-default-web.yaml")
