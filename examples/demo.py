@@ -108,6 +108,9 @@ def gateway_protocol() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--check", action="store_true", help="exit after checking the curl lines")
+    parser.add_argument("--clusters", choices=["all", "on-demand"], default="all",
+                        help="the gateway's clusters: all up front, or each fetched on its first request "
+                        "(`meridian bootstrap --clusters`)")  # fmt: skip
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="meridian-demo-"))
     state = work / "state"  # the demo's own local CA: xDS is TLS with client certificates, as by default
@@ -132,7 +135,7 @@ def main() -> int:
         )  # fmt: skip
         envoy = EnvoyProcess(
             render_bootstrap(xds_address=f"127.0.0.1:{XDS}", node_id="demo-gateway", admin_port=ENVOY_ADMIN,
-                             delta=True, tls=local_client_tls(state, "meridian-gateway")),
+                             delta=True, tls=local_client_tls(state, "meridian-gateway"), clusters=args.clusters),
             keep_admin=True,
             workdir=work / "envoy",
         )

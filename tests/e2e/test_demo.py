@@ -13,9 +13,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the demo's curl lines need curl")
-def test_demo_self_check_passes():
+@pytest.mark.parametrize("clusters", ["all", "on-demand"])
+def test_demo_self_check_passes(clusters: str) -> None:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "demo.py"), "--check"],
+        [sys.executable, str(ROOT / "examples" / "demo.py"), "--check", "--clusters", clusters],
         cwd=ROOT,
         capture_output=True,
         text=True,
