@@ -54,18 +54,22 @@ def with_on_demand(listener: listener_pb2.Listener) -> bool:
     (one still warming) would make Envoy 1.40 replace its wildcard CDS subscription by that one name,
     losing every other cluster (BENCHMARKS.md, "On-demand clusters")."""
     changed = False
+    rewritten: dict[bytes, bytes] = {}  # the HTTPS listener's chains (one per certificate) share one HCM
     for chain in listener.filter_chains:
         for flt in chain.filters:
             if flt.typed_config.type_url != _HCM_TYPE:
                 continue
-            hcm = hcm_pb2.HttpConnectionManager.FromString(flt.typed_config.value)
-            names = [f.name for f in hcm.http_filters]
-            if ON_DEMAND_FILTER in names:
-                continue
-            at = names.index(ROUTER) if ROUTER in names else len(names)
-            hcm.http_filters.insert(at, on_demand_filter())
-            flt.typed_config.CopyFrom(pack_any(hcm))
-            changed = True
+            value = flt.typed_config.value
+            new = rewritten.get(value)
+            if new is None:
+                hcm = hcm_pb2.HttpConnectionManager.FromString(value)
+                names = [f.name for f in hcm.http_filters]
+                if ON_DEMAND_FILTER not in names:
+                    hcm.http_filters.insert(names.index(ROUTER) if ROUTER in names else len(names), on_demand_filter())
+                new = rewritten[value] = hcm.SerializeToString(deterministic=True)
+            if new != value:
+                flt.typed_config.value = new
+                changed = True
     return changed
 
 
