@@ -94,9 +94,11 @@ def test_pinned_set_follows_changes_and_parses_only_what_changed(monkeypatch: py
                  ROUTE: {"http": mirroring_route("http", "svc-0", None)}})  # fmt: skip
     parsed: list[str] = []
     for type_url, parse in list(pinned_mod.REFERENCES.items()):
+
         def counting(res: Resource, parse=parse) -> frozenset[str]:  # type: ignore[no-untyped-def]
             parsed.append(res.name)
             return parse(res)
+
         monkeypatch.setitem(pinned_mod.REFERENCES, type_url, counting)
     pinned = pinned_of(cache)
     first = pinned.of("*")
@@ -277,7 +279,6 @@ async def test_pinned_set_follows_routes_for_a_connected_on_demand_node(env: Env
     env.cache.apply({ROUTE: {"local": mirroring_route("local", "web", "api")}})
     cds = await _next(od, CLUSTER)
     assert set(delta_names(cds)) == {"api"}
-
 
 
 def _hcm_filters(listener_any: bytes) -> list[list[str]]:
