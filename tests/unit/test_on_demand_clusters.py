@@ -29,7 +29,7 @@ from controlplane.xds.pinned import OnDemandListeners, PinnedClusters, wants_on_
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from controlplane.xds.server import XdsServer, lineage_of
 from tests.test_golden import CASES, CASES_DIR, compiled
-from tests.unit.test_xds_server import Delta, Env, cla, cluster, delta_names, listener, route, until
+from tests.unit.test_xds_server import Delta, Env, Sotw, cla, cluster, delta_names, listener, names_of, route, until
 
 # --------------------------------------------------------------------------------------------------
 # Resources
@@ -334,3 +334,20 @@ async def test_a_new_service_does_not_hold_an_on_demand_node_routes(env: Env) ->
     assert set(delta_names(await _next(od, CLUSTER))) == {"fresh"}
     await od.send(ENDPOINT, ["fresh"])
     assert set(delta_names(await _next(od, ENDPOINT))) == {"fresh"}
+
+
+async def test_sotw_node_asking_for_on_demand_still_gets_every_cluster(env: Env) -> None:
+    """On-demand needs Delta (the bootstrap refuses SotW); a hand-made SotW bootstrap asking for it is
+    served every cluster and the plain listeners, as any SotW gateway."""
+    client = Sotw(env, "sotw-od")
+    req = discovery_pb2.DiscoveryRequest(type_url=CLUSTER)
+    req.node.id, req.node.cluster = "sotw-od", "gw"
+    req.node.metadata.update({"meridian.clusters": "on-demand"})
+    client.first = False
+    await client.call.write(req)
+    r = await client.recv()
+    assert r.type_url == CLUSTER and sorted(names_of(r)) == ["api", "extauth", "web"]
+    await client.send(LISTENER)
+    r = await client.recv()
+    assert r.type_url == LISTENER
+    assert [ON_DEMAND_FILTER in f for f in _hcm_filters(r.resources[0].SerializeToString())] == [False]
