@@ -177,10 +177,16 @@ class Known:
             self.extra[name] = None
 
     def __iter__(self) -> Iterator[str]:
-        only, extra = self.only, self.extra
-        for name in self.base:
-            if (only is None or name in only) and name not in extra:
-                yield name
+        only, extra, base = self.only, self.extra, self.base
+        if only is not None and len(only) < len(base):
+            # A subscription far smaller than the snapshot (an on-demand gateway's clusters): walk it.
+            for name in sorted_names(only):
+                if name in base and name not in extra:
+                    yield name
+        else:
+            for name in base:
+                if (only is None or name in only) and name not in extra:
+                    yield name
         for name, version in extra.items():
             if version is not None:
                 yield name
