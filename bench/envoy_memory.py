@@ -77,6 +77,7 @@ class Sample:
     used_rss_mib: float = 0.0  # after one request to each of --used hosts
     used_allocated_mib: float = 0.0
     used_clusters: int = 0
+    cp_used_cpu_ms: float = 0.0  # control plane CPU per --used host (both its requests, settling included)
     first_requests: list[float] = field(default_factory=list)  # each --used host's first request
     second_requests: list[float] = field(default_factory=list)
     memory: dict[str, float] = field(default_factory=dict)  # admin /memory, MiB
@@ -228,7 +229,10 @@ def measure(cp: ControlPlane, root: Path, variant: str, rnd: int, n: int, args: 
         sample.tcmalloc = [line for line in tcmalloc if line.startswith("MALLOC:") and "MiB" in line]
         sample.tcmalloc += list(dict.fromkeys(line for line in tcmalloc if any(k in line for k in summary)))[:8]
         if args.used:
+            cp_cpu1 = cpu_seconds(cp.proc.pid) if cp.proc is not None else 0.0
             used_requests(envoy, probe, sample, n, args)
+            if cp.proc is not None:  # the control plane's CPU over the --used requests (fetches, for +ondemand)
+                sample.cp_used_cpu_ms = round((cpu_seconds(cp.proc.pid) - cp_cpu1) * 1000 / args.used, 2)
         directory = root / "c1"
         cpu0 = cpu_seconds(envoy.pid)
         for t in range(args.trials):
@@ -287,15 +291,16 @@ def markdown(samples: list[Sample]) -> str:
         )
     if any(s.first_requests for s in samples):
         lines += ["", "| variant | round | clusters at start | RSS MiB | allocated MiB | used hosts | clusters after"
-                  " | RSS after MiB | allocated after MiB | first request p50 / p99 ms | second p50 / p99 ms |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+                  " | RSS after MiB | allocated after MiB | first request p50 / p99 ms | second p50 / p99 ms"
+                  " | control plane CPU ms per used host |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for s in samples:
             f, sec = summary_ms(s.first_requests), summary_ms(s.second_requests)
             lines.append(
                 f"| {s.variant} | {s.round} | {s.clusters:,} | {s.rss_mib:.0f} | {s.allocated_mib:.0f} | "
                 f"{len(s.first_requests):,} | {s.used_clusters:,} | {s.used_rss_mib:.0f} | "
                 f"{s.used_allocated_mib:.0f} | "
-                f"{f['p50']:.1f} / {f['p99']:.1f} | {sec['p50']:.1f} / {sec['p99']:.1f} |"
+                f"{f['p50']:.1f} / {f['p99']:.1f} | {sec['p50']:.1f} / {sec['p99']:.1f} | {s.cp_used_cpu_ms:.2f} |"
             )
     variants = list(dict.fromkeys(s.variant for s in samples))
     lines += ["", "| variant | RSS MiB (rounds) | update p50 ms | p99 | trials | Envoy CPU ms/update (rounds) |"]
