@@ -122,7 +122,8 @@ def test_on_demand_gateway_fails_fast_and_keeps_fetched_clusters_without_its_con
     make_gateway: Callable[..., Gateway],
 ) -> None:
     """A host whose Service does not exist answers 503 at once; with the control plane gone, a fetched
-    Service keeps working and an unfetched one gets a 503 after the on_demand timeout, not a hang."""
+    Service keeps working and an unfetched one gets a 503 after the on_demand timeout, not a hang; a
+    control plane started afresh resynchronises the gateway and serves its next fetch."""
     gw = make_gateway(delta=True, envoy=False).start()
     gw.backend("web")
     gw.backend("api")
@@ -145,3 +146,10 @@ def test_on_demand_gateway_fails_fast_and_keeps_fetched_clusters_without_its_con
     assert status == 503, status
     assert ON_DEMAND_TIMEOUT - 0.5 <= waited < ON_DEMAND_TIMEOUT + 5, waited  # the filter's timeout, then 503
     assert "default/api:80" not in clusters(od)
+
+    # A control plane started afresh: the gateway resynchronises what it fetched and fetches the rest.
+    gw.start_control_plane()
+    wait_until(lambda: od.stat("control_plane.connected_state") == 1, timeout=30, message="xDS stream not back")
+    wait_until(lambda: gw.get("api.example.com").status == 200, timeout=15, message="no fetch after the restart")
+    assert gw.get("web.example.com").json()["service"] == "web"
+    assert {"default/web:80", "default/api:80"} <= clusters(od)
