@@ -21,10 +21,12 @@ the stream, and an on-demand gateway is sent a new Service's cluster only when a
 for that has no cluster is answered at once as removed, so the request fails (503) instead of waiting
 for the filter's timeout; a Service deleted is removed from the gateways that fetched its cluster.
 
-Read from the served snapshot itself (not from the engine's IR: the served snapshot is what a
-rollback pin holds and what every replica serves), the same resources on every replica and after a restart, so
-the answer is one truth; and kept incrementally: each resource's references are parsed once per
-version, and a change updates reference counts only for the names the cache says changed.
+Read from the served snapshot itself, not from the engine's IR: the served snapshot is what a
+rollback pin holds and what every replica serves, the same after a restart, so the answer is one
+truth. Kept incrementally: each resource's references are parsed once per version, and a change
+updates reference counts only for the names the cache says changed. `tests/unit/
+test_on_demand_clusters.py` checks it against every golden case with an independent walk of all
+resources (any cluster named other than as a route's own cluster must be pinned).
 """
 
 from __future__ import annotations
