@@ -103,6 +103,8 @@ class HistoryService:
         """Load what is stored (history and pin) before any source is read, so a replica starting
         while pinned never serves anything but the pinned version."""
         self.persister = persister
+        if persister is not None:
+            persister.step_aside = self._waiting.step_aside  # a save yields to the changes being served
         if is_writer is not None:
             self.is_writer = is_writer
         if persister is not None:
