@@ -178,6 +178,9 @@ class MeridianApp:
         finally:
             gc.freeze()
             gc.enable()
+            # Only now: while the initial lists are parsed in worker threads, the shorter interval
+            # costs ~5% more CPU to ready (GIL hand-offs; bench/multicluster.py) and no change is served.
+            sys.setswitchinterval(GIL_SWITCH_INTERVAL)
 
     def request_flush(self) -> None:
         self.controller.request_flush()
@@ -187,7 +190,6 @@ class MeridianApp:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         self.controller.attach(loop)
         await self._start_history()  # before any source: a replica starting while pinned serves the pin
         self._startup_gc = asyncio.create_task(self._collect_after_startup(), name="startup-gc")
