@@ -293,7 +293,8 @@ class Responses:
             removed = [n for n in wanted if n in st.known and n not in resources]
         changed, more = chunking.split(st, changed, self._delta_chunk, self._chunk_above)  # more: owed after it
         if st.type_url == CLUSTER and changed:
-            note_new_clusters(s, [r for r in changed if r.name not in known], self._eds_names)
+            fresh = changed if known.empty() else [r for r in changed if r.name not in known]
+            note_new_clusters(s, fresh, self._eds_names)
         held = bool(removed) and st.type_url == CLUSTER and not s.routes_settled(self._cache)
         if held:
             removed = []  # until listeners and routes no longer use them

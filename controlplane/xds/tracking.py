@@ -359,7 +359,8 @@ def on_delta_request(stream: StreamState, req: Any) -> str:
     subscribe.discard(WILDCARD)
     if subscribe or req.resource_names_unsubscribe:
         st.examined = -1
-        st.subscribed_since |= subscribe - st.names
+        if st.synced:  # otherwise the next push compares everything anyway (`_delta_candidates`)
+            st.subscribed_since |= subscribe - st.names
     if req.resource_names_unsubscribe:
         st.synced = 0
     if not subscribe <= st.names:
