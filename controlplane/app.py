@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,13 @@ if TYPE_CHECKING:
     from controlplane.kube_mode import KubeMode
 
 log = logging.getLogger("controlplane.app")
+
+# The event loop shares the GIL with worker threads (history saves, Kubernetes list parsing). Each
+# time the loop comes back from a socket call while such a thread runs Python, it waits for the
+# thread's switch interval (5 ms by default): a save overlapping a change then stretches the
+# change's handful of sends and reads by 5 ms each (a 1 ms push took 30-130 ms at 10,000 Services,
+# bench/route_breakdown.py). Switching sooner bounds each such wait to this.
+GIL_SWITCH_INTERVAL = 0.0005
 
 
 @dataclass
@@ -170,6 +178,9 @@ class MeridianApp:
         finally:
             gc.freeze()
             gc.enable()
+            # Only now: while the initial lists are parsed in worker threads, the shorter interval
+            # costs ~5% more CPU to ready (GIL hand-offs; bench/multicluster.py) and no change is served.
+            sys.setswitchinterval(GIL_SWITCH_INTERVAL)
 
     def request_flush(self) -> None:
         self.controller.request_flush()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +86,8 @@ class Persister:
     _head: dict[str, Any] = field(default_factory=dict)  # the last head written or read
     _saved_generation: int = -1
     skipped: set[str] = field(default_factory=set)  # content too big to persist (rollback to it refused)
+    # Called by `write` (in its worker thread) between steps: may wait while the control plane serves a change.
+    step_aside: Callable[[], None] = lambda: None
 
     # -- writing (the leader, or the only process in file mode) ------------------------------------
     def snapshot(self, history: History, *, force: bool = False) -> SavePlan | None:
@@ -104,6 +106,7 @@ class Persister:
         buckets: dict[str, list[Any]] = dict(self._head.get("buckets") or {})
         live: set[str] = set()
         for b, entries in sorted(plan.buckets.items()):
+            self.step_aside()
             entries.sort()
             live.update(c for c, _ in entries)
             try:
@@ -123,6 +126,7 @@ class Persister:
             self._written[b] = {c for c, _ in plan.buckets[b]}
         # Level 1: the index (~1 MB of JSON at 10,000 Services) compresses in a few ms instead of
         # ~30 ms at level 6, for a slightly larger document; a save runs up to 4 times a second.
+        self.step_aside()
         index = zlib.compress(orjson.dumps(plan.document), 1)
         chunks = [index[i : i + self.limit] for i in range(0, len(index), self.limit)] or [b""]
         for k, chunk in enumerate(chunks):

@@ -100,12 +100,12 @@ class HistoryService:
 
     # -- startup and the background loop ---------------------------------------------------------
     async def start(self, persister: Persister | None, is_writer: Callable[[], bool] | None = None) -> None:
-        """Load what is stored (history and pin) before any source is read, so a replica starting
-        while pinned never serves anything but the pinned version."""
+        """Load what is stored (history, pin) before any source is read: a replica started pinned serves the pin."""
         self.persister = persister
         if is_writer is not None:
             self.is_writer = is_writer
         if persister is not None:
+            persister.step_aside = self._waiting.step_aside  # a save yields to the changes being served
             for _ in range(50):  # a set written while we read it is inconsistent: read again
                 try:
                     if await self._reload() or await asyncio.to_thread(persister.read_head) is None:

@@ -134,6 +134,11 @@ def test_route_breakdown_bench_takes_each_update_apart(tmp_path: Path) -> None:
             assert all(s[p] >= 0 for p in route_breakdown.PARTS), s
             parts = s["to_seen"] + s["seen_to_built"] + s["built_to_sent"] + s["sent_to_200"]
             assert parts == pytest.approx(s["total"])
+            at = s["at"]  # the trial's timeline, in order
+            path = ["write", "seen", "built", *(["cds_sent", "eds_sent"] if r["change"] == "service" else []),
+                    "rds_sent", "ok"]  # fmt: skip
+            assert [at[k] for k in path] == sorted(at[k] for k in path), at
+            assert s["cpu"]["meridian_main_cpu"] > 0 and s["cpu"]["envoy_main_cpu"] >= 0, s["cpu"]
 
 
 def test_fanout_bench_clients_follow_every_change(tmp_path: Path) -> None:

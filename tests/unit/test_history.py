@@ -399,3 +399,54 @@ def test_the_rebuild_after_a_failed_batch_records_the_changes_behind_it_not_ever
     web_change = next(t for t in rec.triggers if t.name == "web")
     assert "spec.rules[0].http.paths[0].backend.service.name: web -> wbe" in web_change.diff
     assert harness.served_versions() == harness.source_versions()
+
+
+class FakeClock:
+    """time.monotonic / time.sleep for `controlplane.history.waiting`: sleeping advances the clock."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_a_save_steps_aside_while_a_change_is_being_served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from controlplane.history import waiting
+
+    clock = FakeClock()
+    monkeypatch.setattr(waiting, "time", clock)
+    h = Harness(tmp_path)
+    try:
+        assert h.persister is not None
+        clock.now += 1.0
+        h.persister.step_aside()
+        assert clock.slept == []  # nothing served lately: the save goes on at once
+        h.apply(*backend())  # a change served now: its record (and the save) wait, and so does a save's next step
+        clock.now += waiting.SERVE_QUIET / 3
+        h.persister.step_aside()
+        assert clock.slept == [pytest.approx(waiting.SERVE_QUIET * 2 / 3)]
+        h.persister.step_aside()  # quiet since: no more waiting
+        assert len(clock.slept) == 1
+    finally:
+        h.close()
+
+
+def test_a_save_offers_to_step_aside_before_each_bucket_and_before_the_index(tmp_path: Path) -> None:
+    h = Harness()
+    try:
+        h.apply(*backend(), web())
+        steps: list[int] = []
+        persister = Persister(FileBackend(tmp_path), step_aside=lambda: steps.append(1))
+        plan = persister.snapshot(h.svc.history)
+        assert plan is not None and len(plan.buckets) > 1
+        persister.write(plan)
+        assert len(steps) == len(plan.buckets) + 1
+        assert Persister(FileBackend(tmp_path)).load(History(), {})  # what it wrote is whole
+    finally:
+        h.close()
