@@ -320,7 +320,8 @@ class Responses:
             removed = [n for n in wanted if n in st.known and n not in resources]
         changed, more = chunking.split(st, changed, self._delta_chunk, self._chunk_above)  # more: owed after it
         if st.type_url == CLUSTER and changed:
-            note_new_clusters(s, [r for r in changed if r.name not in known], self._eds_names)
+            fresh = changed if known.empty() else [r for r in changed if r.name not in known]
+            note_new_clusters(s, fresh, self._eds_names)
         missing: list[str] = []
         if st.type_url == CLUSTER and st.subscribed_since:
             # A cluster name asked for (Envoy's on_demand filter, on any gateway) that Meridian has no cluster

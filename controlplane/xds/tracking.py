@@ -20,7 +20,7 @@ from prometheus_client import Histogram
 from controlplane.protowire import varint
 from controlplane.xds.cache import DEFAULT_GROUP, Resource, SnapshotCache
 from controlplane.xds.pinned import wants_on_demand
-from controlplane.xds.resources import FULL_STATE_TYPES, LISTENER, ROUTE, SHORT_NAMES
+from controlplane.xds.resources import CLUSTER, FULL_STATE_TYPES, LISTENER, ROUTE, SHORT_NAMES
 from controlplane.xds.views import EMPTY_NAMES, Known, Names, extend_names, shared_names, without_names
 
 SOTW = "sotw"
@@ -362,7 +362,10 @@ def on_delta_request(stream: StreamState, req: Any) -> str:
     subscribe.discard(WILDCARD)
     if subscribe or req.resource_names_unsubscribe:
         st.examined = -1
-        st.subscribed_since |= subscribe - st.names
+        # Unsynced, the next push compares everything anyway (`_delta_candidates`). Cluster names are
+        # kept regardless: a name asked for that has no cluster is answered from them (`responses.py`).
+        if st.synced or st.type_url == CLUSTER:
+            st.subscribed_since |= subscribe - st.names
     if req.resource_names_unsubscribe:
         st.synced = 0
     if not subscribe <= st.names:

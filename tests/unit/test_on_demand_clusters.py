@@ -262,6 +262,16 @@ async def test_on_demand_node_gets_pinned_then_what_it_asks_for(env: Env) -> Non
     assert list(gone.removed_resources) == ["web"]
 
 
+async def test_a_reconnecting_on_demand_node_is_told_at_once_of_a_fetched_name_now_missing(env: Env) -> None:
+    """Envoy re-subscribes, with its first request, to every name it fetched before the stream broke;
+    one whose Service went meanwhile (and that Envoy never held) is answered as removed right away."""
+    od = OnDemand(env, "od-again")
+    await od.send(CLUSTER, ["*", "web", "gone"])
+    first = await _next(od, CLUSTER)
+    assert set(delta_names(first)) == {"extauth", "web"}
+    assert list(first.removed_resources) == ["gone"]
+
+
 async def test_eager_node_on_the_same_cache_gets_every_cluster(env: Env) -> None:
     eager = Delta(env, "eager")
     await eager.send(CLUSTER, ["*"])

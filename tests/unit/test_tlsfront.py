@@ -27,6 +27,15 @@ async def test_large_transfers_are_relayed_byte_exact_both_ways_and_the_client_i
             pause(self)  # type: ignore[operator]
 
         monkeypatch.setattr(side, "pause_writing", pause_writing)
+    to_client: list[int] = []  # sizes of what the front writes to the client's TCP connection
+    write = tlsfront._write
+
+    def spy(transport: asyncio.Transport, chunks: list[bytes]) -> None:
+        if transport.get_extra_info("socket").family == socket.AF_INET:
+            to_client.extend(len(c) for c in chunks)
+        write(transport, chunks)
+
+    monkeypatch.setattr(tlsfront, "_write", spy)
     local = LocalCA(tmp_path)
     server_files, client_files = local.server(["127.0.0.1"]), local.client("gw")
     peers: list[str] = []
@@ -54,6 +63,9 @@ async def test_large_transfers_are_relayed_byte_exact_both_ways_and_the_client_i
         await asyncio.sleep(0.5)  # nothing read meanwhile: the relay must hold back, not lose bytes
         echoed = await asyncio.wait_for(reader.readexactly(len(payload)), 60)
         assert echoed == payload
+        # Encrypted a small record at a time (the outgoing memory BIO keeps its largest size): 4 KiB
+        # of plaintext plus the record's header, content type and tag.
+        assert to_client and max(to_client) <= tlsfront._OUT_RECORD + 64
         assert {"_TlsSide", "_PlainSide"} <= set(paused)  # both directions were held back, and resumed
         peer = peers[0]  # an abstract name (Linux) comes as bytes, starting with NUL
         grpc_peer = f"unix-abstract:{peer[1:].decode()}" if isinstance(peer, bytes) else f"unix:{peer}"

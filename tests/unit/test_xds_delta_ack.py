@@ -76,3 +76,16 @@ def test_an_ack_for_a_type_never_requested_takes_the_full_path() -> None:
     assert ack is not None
     assert on_delta_request(s, ack) == STALE  # no response was sent with that nonce
     assert s.types[CLUSTER].requested and s.types[CLUSTER].wildcard  # CDS without names: wildcard
+
+
+def test_names_subscribed_before_the_first_full_comparison_are_not_tracked_separately() -> None:
+    """The first response compares every subscribed name; only later subscriptions are noted."""
+    s = StreamState(id=1, protocol="delta", peer="p", wake=asyncio.Event(), identity="", keyless=False)
+    first = discovery_pb2.DeltaDiscoveryRequest(type_url=ENDPOINT, resource_names_subscribe=["a", "b"])
+    assert on_delta_request(s, first) == REQUEST
+    st = s.types[ENDPOINT]
+    assert st.names == {"a", "b"} and not st.subscribed_since and not st.synced
+    st.synced = 5  # a full comparison happened (what `Responses.delta` records)
+    more = discovery_pb2.DeltaDiscoveryRequest(type_url=ENDPOINT, resource_names_subscribe=["b", "c"])
+    on_delta_request(s, more)
+    assert st.names == {"a", "b", "c"} and st.subscribed_since == {"c"}

@@ -65,3 +65,14 @@ def test_extend_and_without_names_share_the_set_shared_names_would_give() -> Non
     shrunk = without_names(grown, ["d", "x"])
     assert shrunk is base
     assert without_names(base, ["a", "b", "c"]) is EMPTY_NAMES
+
+
+def test_a_first_subscription_is_the_fleets_shared_set_its_names_interned() -> None:
+    from controlplane.xds.views import extend_names
+
+    fleet = shared_names([f"svc-{i}" for i in range(50)])
+    fresh = ["".join(["svc-", str(i)]) for i in range(50)]  # equal strings, other objects (as parsed)
+    assert extend_names(EMPTY_NAMES, fresh) is fleet
+    new = extend_names(EMPTY_NAMES, ["".join(["other-", str(i)]) for i in range(3)])
+    assert new == {"other-0", "other-1", "other-2"} and all(n is sys.intern(n) for n in new)
+    assert extend_names(EMPTY_NAMES, []) is EMPTY_NAMES
