@@ -128,6 +128,10 @@ def test_meridian_answers_as_pcre1(pattern: str, values: list[bytes]) -> None:
         ("(a|b|-)(?=(*COMMIT)x){0}", b"a", "match"), ("(a|b|-)(?=(*COMMIT)x)+?", b"a", "nomatch"),
         ("^(?=(a))?+(?(1)b|a)", b"a", "nomatch"), ("^(?=(a))?(?(1)b|a)", b"a", "match"),
         ("^(?=(a)){2}+(?(1)b|a)", b"a", "nomatch"), ("(?=(a)){0}(?1)", b"a", "match"),
+        # A quantifier after a group around \\Q..\\E repeats the whole run (after a bare run, its last character).
+        ("(a|b|-)(?=(?:\\Qa.\\E)*)", b"a", "match"), ("^(?:\\Qa.\\E){2}$", b"a..", "nomatch"),
+        ("^(?:\\Qa.\\E){2}$", b"a.a.", "match"), ("^\\Qa.\\E{2}$", b"a..", "match"),
+        ("^(?i:\\Qa.\\E)+$", b"A.a.", "match"),
     ],
 )  # fmt: skip
 def test_pcre_only_syntax_as_pcre1_reads_it(pattern: str, value: bytes, want: str) -> None:
