@@ -714,9 +714,11 @@ class Reader(_Groups, _Classes, _Escapes):
             self.pos += 1
         if self.peek() in ("*", "+", "?") or (self.peek() == "{" and self._counted_repeat_follows()):
             raise PcreError("nothing to repeat")
-        if isinstance(atom, Look):  # PCRE: an assertion repeated at most once
-            return atom if bounds[0] > 0 else Repeat(0, 1, "greedy", atom)
         low, high = bounds
+        if isinstance(atom, Look):  # PCRE1 runs an assertion at most once: a minimum over 0 drops the
+            if low > 0:  # quantifier (and its mode); {0} skips the assertion; else {0,1}, lazy or
+                return atom  # possessive as written (a lazy one tries without the assertion first)
+            return Repeat(0, 0 if high == 0 else 1, mode, atom)
         return Repeat(low, high, mode, atom)
 
     def atom(self, opts: _Options) -> Any:

@@ -217,5 +217,8 @@ _NOT_REPEATABLE = Seq(())  # \K: matches empty, and a quantifier after it is "no
 
 
 def _wrap(node: Any) -> Any:
-    """A group around an anchor or a verb: the group may be repeated where its content may not."""
+    """A group around an anchor or a verb: the group may be repeated where its content may not; around
+    a \\Q..\\E run: a quantifier after the group repeats the whole run, not its last character."""
+    if isinstance(node, _LiteralRun):
+        return Seq(node.chars)
     return Seq((node,)) if isinstance(node, (Anchor, Verb)) or node is _NOT_REPEATABLE else node

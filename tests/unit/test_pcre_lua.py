@@ -51,7 +51,8 @@ def patterns(draw: Any) -> str:
             atom = f"(?(1){seq(depth + 1)}|{seq(depth + 1)})"
         else:
             atom = f"(?:{seq(depth + 1)})"
-        return atom + draw(st.sampled_from(["", "", "", "*", "+", "?", "*?", "+?", "*+", "++", "{2}", "{1}?"]))
+        quantifiers = ["", "", "", "*", "+", "?", "*?", "+?", "*+", "++", "{2}", "{1}?", "??", "?+", "{0}"]
+        return atom + draw(st.sampled_from(quantifiers))
 
     def seq(depth: int) -> str:
         return "".join(piece(depth) for _ in range(draw(st.integers(1, 3))))
@@ -80,7 +81,10 @@ def meridian(pattern: str, value: bytes) -> str:
     return "error" if hit is None else "match" if hit else "nomatch"
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Deterministic, like every property test here: CI does not find new counterexamples at random.
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True, database=None
+)
 @given(patterns(), VALUES)
 def test_meridian_answers_as_pcre1(pattern: str, values: list[bytes]) -> None:
     assert VALIDATOR.match(pattern)
@@ -117,6 +121,17 @@ def test_meridian_answers_as_pcre1(pattern: str, values: list[bytes]) -> None:
         ("(*LIMIT_MATCH=1000)^(a|a)+$", b"a" * 12 + b"!", "error"), ("(*LIMIT_MATCH=)a", b"a", "error"),
         ("(*LIMIT_MATCH=100000)^(a|a)+$", b"a" * 12 + b"!", "nomatch"), ("(*LF)(*BSR_UNICODE)^\\R$", b"\x85", "match"),
         ("(*NO_START_OPT)(*COMMIT)abc", b"xyzabc", "nomatch"), ("(*NO_AUTO_POSSESS)a+b", b"aab", "match"),
+        # A quantified assertion runs at most once, in the quantifier's mode ({0} skips it, a minimum over 0
+        # drops the quantifier); a verb backtracked into inside a positive assertion ends the whole search.
+        ("(a|b|-)(?=(?=(*COMMIT)aa))*?", b"a", "match"), ("(a|b|-)(?=(?=(*COMMIT)aa))?", b"a", "nomatch"),
+        ("(a|b|-)(?=(*COMMIT)x)??", b"a", "match"), ("(a|b|-)(?=(*COMMIT)x){0,3}?", b"a", "match"),
+        ("(a|b|-)(?=(*COMMIT)x){0}", b"a", "match"), ("(a|b|-)(?=(*COMMIT)x)+?", b"a", "nomatch"),
+        ("^(?=(a))?+(?(1)b|a)", b"a", "nomatch"), ("^(?=(a))?(?(1)b|a)", b"a", "match"),
+        ("^(?=(a)){2}+(?(1)b|a)", b"a", "nomatch"), ("(?=(a)){0}(?1)", b"a", "match"),
+        # A quantifier after a group around \\Q..\\E repeats the whole run (after a bare run, its last character).
+        ("(a|b|-)(?=(?:\\Qa.\\E)*)", b"a", "match"), ("^(?:\\Qa.\\E){2}$", b"a..", "nomatch"),
+        ("^(?:\\Qa.\\E){2}$", b"a.a.", "match"), ("^\\Qa.\\E{2}$", b"a..", "match"),
+        ("^(?i:\\Qa.\\E)+$", b"A.a.", "match"),
     ],
 )  # fmt: skip
 def test_pcre_only_syntax_as_pcre1_reads_it(pattern: str, value: bytes, want: str) -> None:
@@ -204,3 +219,20 @@ def test_every_class_escape_property_and_posix_class_holds_the_bytes_pcre1_match
         codes = parse(probe).tree.codes
         want = {b for b in range(256) if pcre1.search(f"^{probe}$", bytes([b])) == "match"}
         assert codes == want, (probe, sorted(codes ^ want))
+
+
+@pytest.mark.xfail(strict=True, reason="known deviation: PCRE1's required-byte shortcut is not emulated exactly")
+@pytest.mark.parametrize(
+    ("pattern", "value"),
+    [
+        # PCRE1 keeps one required byte, the last one set; a positive lookahead sets it when nothing later does.
+        # The matcher checks every required byte outside assertions: it skips searches PCRE runs past the limit
+        # (nomatch where PCRE errors) and runs searches PCRE skips (an error where PCRE answers nomatch).
+        # Both need a search that costs the limit; found by the property test with (*LIMIT_MATCH=300).
+        ("(a|a)+x!", b"a" * 24 + b"!"),
+        ("(?=(a|a)+b)", b"a" * 24),
+        ("(*LIMIT_MATCH=300)(a|b|-)(?=(a|a*)*b)", b"aaaaa"),
+    ],
+)
+def test_required_byte_shortcut_as_pcre1_known_deviation(pattern: str, value: bytes) -> None:
+    assert meridian(pattern, value) == pcre1.search(pattern, value)
