@@ -83,7 +83,11 @@ class CanaryFamily(Family):
                 "step count is PCRE's within 1% where searches reach the limit (alternatives or repeats inside a "
                 "repeat), so only a search within 1% of the limit may get the other answer; a value crafted so "
                 "that many start positions each cost nearly the limit is an error here (over twice the limit in "
-                "all) where nginx, seconds later, answers"
+                "all) where nginx, seconds later, answers. On searches that reach the limit the required-byte "
+                "shortcut can also differ: PCRE keeps one required byte (from a lookahead too), the matcher "
+                "checks every one outside assertions, so such a search can be an error on one side and no match "
+                "on the other (`(?=(a|a)+b)` on many `a`s: an error here, no match in PCRE), which decides "
+                "between staying on the main Service and following the cookie and the weight"
             ),
         ),
         Key(("canary-by-cookie",), "cookie `always` → canary, `never` → primary"),
