@@ -153,3 +153,32 @@ def test_on_demand_gateway_fails_fast_and_keeps_fetched_clusters_without_its_con
     wait_until(lambda: gw.get("api.example.com").status == 200, timeout=15, message="no fetch after the restart")
     assert gw.get("web.example.com").json()["service"] == "web"
     assert {"default/web:80", "default/api:80"} <= clusters(od)
+
+
+def test_on_demand_gateway_fetches_each_weighted_canary_cluster(make_gateway: Callable[..., Gateway]) -> None:
+    """A canary by weight is one route to two clusters (weighted_clusters): the on_demand filter sees the
+    cluster Envoy picked for each request, so each side is fetched when first picked, and no request
+    fails on the way."""
+    gw = make_gateway(delta=True, envoy=False).start()
+    gw.backend("web")
+    gw.backend("api")
+    gw.write("ing.yaml", [
+        ingress("main", [rule("canary.example.com", ("/", "Prefix", "web", 80))]),
+        ingress("canary", [rule("canary.example.com", ("/", "Prefix", "api", 80))],
+                annotations={P + "canary": "true", P + "canary-weight": "50"}),
+    ])  # fmt: skip
+    od = EnvoyProcess(gw.bootstrap("gw-od", clusters="on-demand"), workdir=gw.root / "envoy-od", drain_time_s=1)
+    gw.envoy = od
+    od.start().wait_ready(30)
+    wait_until(lambda: has_on_demand_filter(od), timeout=30, message="on-demand listeners not served")
+    assert not {"default/web:80", "default/api:80"} & clusters(od)
+    answers: list[tuple[int, str]] = []
+
+    def both_sides_answered() -> bool:
+        r = gw.get("canary.example.com")
+        answers.append((r.status, str(r.json()["service"]) if r.status == 200 else r.text[:200]))
+        return {"web", "api"} <= {svc for status, svc in answers if status == 200}
+
+    wait_until(both_sides_answered, timeout=30, message="a canary side was never served")
+    assert all(status == 200 for status, _ in answers), answers  # never a 503 while a side is fetched
+    assert {"default/web:80", "default/api:80"} <= clusters(od)
