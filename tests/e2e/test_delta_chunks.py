@@ -10,6 +10,7 @@ a Service added afterwards too; the push counters show the responses really were
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from controlplane.devtools.envoy_proc import EnvoyProcess
@@ -24,6 +25,22 @@ def host(i: int) -> str:
     return f"h{i}.example.com"
 
 
+def state(gw: Gateway, envoy: EnvoyProcess, host_name: str) -> str:
+    """What each side holds, for a failure message: which step of the chunked start did not happen."""
+    parts = []
+    for what, read in (
+        ("envoy stats", lambda: envoy.admin_get("/stats?filter=^(control_plane\\.|cluster_manager\\.|listener_manager"
+                                                "\\.total_listeners|http\\.[a-z_]+\\.rds\\.)")),
+        ("last answer", lambda: (lambda r: f"{r.status} {r.text[:200]}")(gw.get(host_name, "/"))),
+        ("meridian syncz", lambda: json.dumps(gw.admin("/debug/syncz"))[:4000]),
+    ):  # fmt: skip
+        try:
+            parts.append(f"{what}: {read()}")
+        except Exception as exc:  # the diagnosis must not hide the failure
+            parts.append(f"{what}: unreadable ({exc!r})")
+    return "\n".join(parts)
+
+
 def test_chunked_delta_start_converges_and_serves(make_gateway: Callable[..., Gateway]) -> None:
     gw = make_gateway(envoy=False, delta=True)
     gw.env["MERIDIAN_XDS_DELTA_CHUNK"] = str(CHUNK)
@@ -36,7 +53,10 @@ def test_chunked_delta_start_converges_and_serves(make_gateway: Callable[..., Ga
     try:
         envoy.start().wait_ready(30)
         for i in range(SERVICES):  # every Service, whichever chunk its cluster, endpoints or routes came in
-            r = gw.wait_status(host(i), "/", 200, timeout=30)
+            try:
+                r = gw.wait_status(host(i), "/", 200, timeout=30)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{state(gw, envoy, host(i))}") from None
             assert r.json()["pod"] == pods[i]
         for kind in ("CDS", "EDS"):
             pushes = gw.metric("meridian_xds_pushes_total", {"type": kind}) or 0
