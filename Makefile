@@ -32,9 +32,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
+# The image tests build a container (~40 s of a full core and ~1.4 GB written): they run on their
+# own after the rest, so they never share the two cores with end-to-end tests' bounded waits.
 test: $(STAMP) system-packages
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -q -n 2 --dist loadfile -p no:cacheprovider
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile -p no:cacheprovider --ignore=tests/image
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/image
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
