@@ -82,6 +82,47 @@ class TypeSnapshot:
 EMPTY = TypeSnapshot(version=0, resources={})
 
 
+class Waker:
+    """`asyncio.Event` for one waiting task at a time (a stream's sender), made cheaper: every change
+    sets one per connected stream, and each wait of an Event looks its loop up again (a getpid call
+    in Python 3.11) and queues its future in a deque. Same methods: set, clear, is_set, wait."""
+
+    __slots__ = ("_flag", "_future", "_loop")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._future: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        if not self._flag:
+            self._flag = True
+            future = self._future
+            if future is not None and not future.done():
+                future.set_result(None)
+
+    def clear(self) -> None:
+        self._flag = False
+
+    async def wait(self) -> bool:
+        if self._flag:
+            return True
+        if self._future is not None:
+            raise RuntimeError("Waker is waited for by one task at a time")
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        future = self._future = loop.create_future()
+        try:
+            await future
+        finally:
+            self._future = None
+        return True
+
+
 @dataclass
 class _Group:
     types: dict[str, TypeSnapshot] = field(default_factory=dict)
@@ -95,7 +136,7 @@ class SnapshotCache:
     def __init__(self) -> None:
         self._groups: dict[str, _Group] = {DEFAULT_GROUP: _Group()}
         self._version = 0
-        self._waiters: set[asyncio.Event] = set()
+        self._waiters: set[Waker] = set()
         self.ready = False  # set once the first full snapshot is in
 
     # -- writing ---------------------------------------------------------
@@ -174,6 +215,14 @@ class SnapshotCache:
             grp = self._groups[DEFAULT_GROUP]
         return grp.types.get(type_url, EMPTY)
 
+    def lineage(self, type_url: str, group: str) -> str:
+        """The group whose snapshot of `type_url` a stream in `group` reads: its own, or the default
+        group's it falls back to (`get`). Asked per stream and type on every push and ACK."""
+        if group == DEFAULT_GROUP:
+            return DEFAULT_GROUP
+        grp = self._groups.get(group)
+        return group if grp is not None and type_url in grp.types else DEFAULT_GROUP
+
     def changed_since(self, type_url: str, group: str, version: int) -> set[str] | None:
         """Names of `type_url` upserted or removed after `version`, or None if history does not reach back."""
         grp = self._groups.get(group)
@@ -199,13 +248,13 @@ class SnapshotCache:
         return tuple(self._groups)
 
     # -- waiting ---------------------------------------------------------
-    def waiter(self) -> asyncio.Event:
-        """An event set on every change; the caller clears it after reading."""
-        ev = asyncio.Event()
+    def waiter(self) -> Waker:
+        """A flag set on every change; the caller clears it after reading."""
+        ev = Waker()
         self._waiters.add(ev)
         return ev
 
-    def drop_waiter(self, ev: asyncio.Event) -> None:
+    def drop_waiter(self, ev: Waker) -> None:
         self._waiters.discard(ev)
 
     def _wake(self) -> None:

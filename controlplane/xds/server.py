@@ -64,7 +64,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane.metrics import Metrics
 from controlplane.xds.auth import XdsAuth
-from controlplane.xds.cache import DEFAULT_GROUP, SnapshotCache, TypeSnapshot
+from controlplane.xds.cache import SnapshotCache, TypeSnapshot
 from controlplane.xds.keyless import KeylessView
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SCOPED_ROUTE
 from controlplane.xds.responses import (  # noqa: F401 (encoders re-exported for tests and tools)
@@ -444,13 +444,7 @@ class XdsServer:
 def lineage_of(cache: SnapshotCache) -> Callable[[str, str], str]:
     """For a stream in `group`: the group whose snapshot of `type_url` it actually reads."""
 
-    def lineage(type_url: str, group: str) -> str:
-        if group == DEFAULT_GROUP:
-            return DEFAULT_GROUP
-        own = cache.get(type_url, group)
-        return DEFAULT_GROUP if own is cache.get(type_url, DEFAULT_GROUP) else group
-
-    return lineage
+    return cache.lineage
 
 
 async def watch_versions(

@@ -18,7 +18,7 @@ from typing import Any
 from prometheus_client import Histogram
 
 from controlplane.protowire import varint
-from controlplane.xds.cache import DEFAULT_GROUP, Resource, SnapshotCache
+from controlplane.xds.cache import DEFAULT_GROUP, Resource, SnapshotCache, Waker
 from controlplane.xds.pinned import wants_on_demand
 from controlplane.xds.resources import CLUSTER, FULL_STATE_TYPES, LISTENER, ROUTE, SHORT_NAMES
 from controlplane.xds.views import EMPTY_NAMES, Known, Names, extend_names, shared_names, without_names
@@ -140,7 +140,7 @@ class StreamState:
     id: int
     protocol: str
     peer: str
-    wake: asyncio.Event  # set by the cache on change and by the reader on each request
+    wake: Waker | asyncio.Event  # set by the cache on change and by the reader on each request
     connected_at: float = field(default_factory=time.time)
     node_id: str = ""
     node_cluster: str = ""
