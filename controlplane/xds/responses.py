@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from controlplane.protowire import varint
 from controlplane.xds import chunking
 from controlplane.xds.cache import Resource, SnapshotCache, TypeSnapshot
+from controlplane.xds.lockstep import Before, Decisions, lockstep_key
 from controlplane.xds.pinned import OnDemandListeners, PinnedClusters
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from controlplane.xds.tracking import StreamState, TypeState
@@ -150,6 +151,7 @@ class Responses:
         self.pinned = PinnedClusters(cache, lineage)
         self._on_demand_listeners = OnDemandListeners()
         self._on_demand: OrderedDict[tuple[int, int], tuple[Names, Names, Names]] = OrderedDict()
+        self._lockstep = Decisions()
 
     def _on_demand_names(self, s: StreamState, st: TypeState) -> Names:
         """What an on-demand gateway's CDS subscription (wildcard plus the names its on_demand filter
@@ -286,10 +288,22 @@ class Responses:
         return body
 
     def delta(self, s: StreamState, st: TypeState, snap: TypeSnapshot) -> bytes | None:
+        """The next Delta response for `s`, recorded as sent (None: nothing due). Streams in lockstep
+        share one decision per change (`lockstep`)."""
+        lineage = self._lineage(st.type_url, s.group)
+        key = lockstep_key(s, st, snap, lineage)
+        if key is None:
+            return self._delta(s, st, snap, lineage)
+        hit = self._lockstep.find(key, st, snap)
+        if hit is not None:
+            return hit.apply(st, snap, lineage)
+        before = Before(st)  # what the decision is keyed by, before the full path moves it
+        return self._lockstep.remember(key, before, st, snap, self._delta(s, st, snap, lineage))
+
+    def _delta(self, s: StreamState, st: TypeState, snap: TypeSnapshot, lineage: str) -> bytes | None:
         if s.on_demand and st.type_url == LISTENER:
             snap = self._on_demand_listeners.snapshot(snap)  # with the on_demand filter (`pinned.py`)
         resources = snap.resources
-        lineage = self._lineage(st.type_url, s.group)
         known = st.known
         wildcard, subscribed = st.wildcard, st.names
         on_demand = s.on_demand and st.type_url == CLUSTER
