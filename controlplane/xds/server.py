@@ -305,20 +305,19 @@ class XdsServer:
 
     async def _serve(self, protocol: str, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
         peer, client = await self._auth.authenticate(context)
-        requests = aiter(requests)
-        try:
-            first, first_raw = await anext(requests)
-        except StopAsyncIteration:
+        message = await context.read()  # not gRPC's `requests` iterator: two coroutine hops fewer per ACK
+        if message is grpc.aio.EOF:
             return
+        first, first_raw = message
         node_id, group = (first.node.id, first.node.cluster) if first.HasField("node") else ("", "")
         await self._auth.authorize(context, peer, node_id, group, client)
         s = StreamState(id=next(self._ids), protocol=protocol, peer=client, wake=self._cache.waiter(),
                         identity=peer.describe(), keyless=not peer.authenticated)  # fmt: skip
         self._on_request(s, first, first_raw)
-        del first, first_raw  # not kept for the stream's life (see `_read`)
+        del first, first_raw, message, requests  # not kept for the stream's life (see `_read`)
         self._streams[s.id] = s
         self._metrics.connected_proxies.labels(protocol).inc()
-        reader = asyncio.create_task(self._read(s, requests), name=f"xds-read-{s.id}")
+        reader = asyncio.create_task(self._read(s, context), name=f"xds-read-{s.id}")
         try:
             while True:
                 s.wake.clear()
@@ -340,13 +339,13 @@ class XdsServer:
             log.info("xDS stream closed: node=%s group=%s protocol=%s", s.node_id, s.node_cluster, protocol)
             self._convergence.forget(s)
 
-    async def _read(self, s: StreamState, requests: AsyncIterator[Any]) -> None:
+    async def _read(self, s: StreamState, context: grpc.aio.ServicerContext) -> None:
         try:
-            async for req, raw in requests:
-                outcome = self._on_request(s, req, raw)
+            while (message := await context.read()) is not grpc.aio.EOF:
+                outcome = self._on_request(s, *message)
                 # Not held while waiting for the next one: a SotW ACK repeats every subscribed name
                 # (1,000 EDS names: ~30 KiB, and its parsed form more), ~140 KiB per idle stream.
-                del req, raw
+                del message
                 if outcome != ACK or _may_be_due(s, self._cache):
                     s.wake.set()
         except asyncio.CancelledError:
