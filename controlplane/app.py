@@ -40,15 +40,6 @@ log = logging.getLogger("controlplane.app")
 # bench/route_breakdown.py). Switching sooner bounds each such wait to this.
 GIL_SWITCH_INTERVAL = 0.0005
 
-# The cyclic GC's youngest generation is collected once this many more container objects exist
-# than were freed (Python's default: 700). Pushing one change to 1,000 xDS streams keeps ~18,000
-# short-lived, acyclic objects alive at its peak (each stream's write and read futures, their
-# coroutines, its push's lists): at 700 that ran ~26 young, ~2.5 middle and every ~5 changes a full
-# collection of the fleet's heap per change, ~20% of the process's CPU per change, and found no
-# garbage (bench/fanout.py; BENCHMARKS.md "Fleet fan-out", round 5). Cycles are still collected,
-# later.
-GC_YOUNG_THRESHOLD = 50_000
-
 
 @dataclass
 class ServeOptions:
@@ -186,7 +177,6 @@ class MeridianApp:
                 await asyncio.sleep(0.05)
         finally:
             gc.freeze()
-            gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
             gc.enable()
             # Only now: while the initial lists are parsed in worker threads, the shorter interval
             # costs ~5% more CPU to ready (GIL hand-offs; bench/multicluster.py) and no change is served.

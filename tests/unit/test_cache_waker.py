@@ -59,3 +59,23 @@ def test_lineage_is_the_group_only_where_it_has_its_own_snapshot() -> None:
             own = cache.get(type_url, group)
             expected = DEFAULT_GROUP if own is cache.get(type_url, DEFAULT_GROUP) else group
             assert cache.lineage(type_url, group) == expected
+
+
+def test_the_young_gc_threshold_follows_the_fleet_and_never_drops_under_the_floor() -> None:
+    from controlplane.xds.server import GC_YOUNG_PER_STREAM, fit_young_gc, young_gc_threshold
+
+    assert young_gc_threshold(0, 700) == 700
+    assert young_gc_threshold(99, 700) == 700  # a few gateways: what the process had
+    assert young_gc_threshold(1000, 700) == 1000 * GC_YOUNG_PER_STREAM
+    assert young_gc_threshold(1099, 700) == 1000 * GC_YOUNG_PER_STREAM  # moves in steps of 100 streams
+    assert young_gc_threshold(300, 50_000) == 50_000
+    import gc
+
+    saved = gc.get_threshold()
+    try:
+        fit_young_gc(1000, saved[0])
+        assert gc.get_threshold() == (1000 * GC_YOUNG_PER_STREAM, *saved[1:])
+        fit_young_gc(0, saved[0])
+        assert gc.get_threshold() == saved
+    finally:
+        gc.set_threshold(*saved)
