@@ -8,13 +8,14 @@ fleet connecting, or taking one change) get the same bytes, nonce included (`Sha
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from controlplane.protowire import varint
 from controlplane.xds import chunking
-from controlplane.xds.cache import Resource, SnapshotCache, TypeSnapshot
+from controlplane.xds.cache import Resource, SnapshotCache, TypeSnapshot, make_resource
 from controlplane.xds.lockstep import Before, Decisions, lockstep_key
 from controlplane.xds.pinned import OnDemandListeners, PinnedClusters
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
@@ -192,7 +193,7 @@ class Responses:
         """`everything`: the (mapping, names) `changed` is all of, which then keys the body instead
         of `changed`'s 1,000 resources (see `_everything`)."""
         if everything:
-            key: tuple[object, ...] = (st.type_url, version, "all", *map(id, everything))
+            key: tuple[object, ...] = (st.type_url, version, "all", *map(id, everything), *removed)
         else:
             key = (st.type_url, version, len(changed), *map(id, changed), *removed)
         return self._shared.get(key, (changed, everything), st.nonce, lambda nonce: encode_delta_response(
@@ -227,7 +228,12 @@ class Responses:
             if partial is not False:
                 st.examined = snap.version
                 return partial
-        want = Subset(snap.resources, None if st.wildcard else st.names)
+        want: Mapping[str, Resource] = Subset(snap.resources, None if st.wildcard else st.names)
+        if st.type_url == ENDPOINT and not st.wildcard:
+            asked = list(st.subscribed_since) if st.sent_version else st.names  # names new to the client
+            st.subscribed_since.clear()
+            if asked and len(want) < len(st.names):
+                want = _with_empty_assignments(want, asked, snap.resources)
         held: dict[str, Resource] = {}
         if st.type_url == CLUSTER and st.wildcard:
             gone = [n for n in st.sent if n not in want]
@@ -309,17 +315,20 @@ class Responses:
         on_demand = s.on_demand and st.type_url == CLUSTER
         if on_demand:  # its wildcard gets the pinned clusters only (`pinned.py`)
             wildcard, subscribed = False, self._on_demand_names(s, st)
-        look_at = self._delta_candidates(s, st, snap, lineage)
+        look_at = _delta_candidates(self._cache, s, st, snap, lineage)
         if on_demand and known.only is not subscribed:
             look_at = None  # pinned or asked-for names moved: compare all of them (a few, not every cluster)
         look_at = chunking.next_names(st, look_at, resources, self._delta_chunk)
         only = None if wildcard else subscribed
         everything: tuple[object, ...] = ()
+        missing: list[str] = []  # names asked for that do not exist: said as removed (below)
         if look_at is None and known.base is resources and known.only is only and not known.extra:
             changed, removed = [], []  # it holds exactly this snapshot already
         elif look_at is None and known.empty():  # a new client: everything it asks for
             everything = (resources, only)
             changed, removed = list(self._everything(resources, only)), []
+            if st.type_url == ENDPOINT and only is not None and len(changed) < len(only):
+                missing = sorted(n for n in only if n not in resources)
         elif look_at is None:  # everything
             if wildcard:
                 changed = [r for n, r in resources.items() if st.known.get(n) != r.version]
@@ -328,6 +337,8 @@ class Responses:
                 names = sorted_names(subscribed)
                 changed = [r for n in names if (r := resources.get(n)) is not None and st.known.get(n) != r.version]
                 removed = [n for n in st.known if n not in resources or n not in subscribed]
+                if st.type_url == ENDPOINT:
+                    missing = [n for n in names if n not in resources and n not in st.known]
         else:  # only names changed in the cache or subscribed since `known` was last reconciled
             wanted = [n for n in sorted(look_at) if wildcard or n in subscribed]
             changed = [r for n in wanted if (r := resources.get(n)) is not None and st.known.get(n) != r.version]
@@ -336,11 +347,14 @@ class Responses:
         if st.type_url == CLUSTER and changed:
             fresh = changed if known.empty() else [r for r in changed if r.name not in known]
             note_new_clusters(s, fresh, self._eds_names)
-        missing: list[str] = []
-        if st.type_url == CLUSTER and st.subscribed_since:
-            # A cluster name asked for (Envoy's on_demand filter, on any gateway) that Meridian has no cluster
-            # for is said at once (as removed: Envoy's OdCdsApiImpl takes that as "missing"), so the request
-            # fails now instead of waiting for the filter's timeout.
+        if st.type_url in (CLUSTER, ENDPOINT) and st.subscribed_since and not missing:
+            # A name asked for that the snapshot lacks is said at once, as removed (the Delta protocol's
+            # "does not exist"). A cluster (Envoy's on_demand filter, on any gateway): OdCdsApiImpl takes it
+            # as missing, so the request fails now instead of at the filter's timeout. An assignment (its
+            # cluster deleted right after it went out): Envoy's EDS takes it as an empty update and ends
+            # the cluster's warming, instead of warming it and holding its CDS ACK (and with it every
+            # listener, route and cluster change for this gateway) for the 15 s initial_fetch_timeout.
+            # (Not routes: Envoy's RDS ignores a removal.) Unsynced, the full comparison above found them.
             missing = sorted(n for n in st.subscribed_since if n not in resources and n not in known)
         held = bool(removed) and st.type_url == CLUSTER and not s.routes_settled(self._cache)
         if held:
@@ -371,19 +385,45 @@ class Responses:
         st.record_sent(version, st.sent_cache_version if more else snap.version, nonce, len(changed))
         return body
 
-    def _delta_candidates(self, s: StreamState, st: TypeState, snap: TypeSnapshot, lineage: str) -> set[str] | None:
-        """Names that can differ between `known` and `snap`, or None when all must be compared.
 
-        Since `known` was last reconciled with version `synced` of the same group's snapshot,
-        only names the cache changed after it, and names subscribed since, can differ: a change
-        to one of 10,000 clusters then costs one comparison, not 10,000.
-        """
-        if st.force or not st.synced or st.synced_lineage != lineage:
-            return None
-        names = self._cache.changed_since(st.type_url, s.group, st.synced) if snap.version > st.synced else set()
-        if names is None:  # the cache's history does not reach back that far
-            return None
-        return names | st.subscribed_since if st.subscribed_since else names
+def _delta_candidates(
+    cache: SnapshotCache, s: StreamState, st: TypeState, snap: TypeSnapshot, lineage: str
+) -> set[str] | None:
+    """Names that can differ between `known` and `snap`, or None when all must be compared.
+
+    Since `known` was last reconciled with version `synced` of the same group's snapshot,
+    only names the cache changed after it, and names subscribed since, can differ: a change
+    to one of 10,000 clusters then costs one comparison, not 10,000.
+    """
+    if st.force or not st.synced or st.synced_lineage != lineage:
+        return None
+    names = cache.changed_since(st.type_url, s.group, st.synced) if snap.version > st.synced else set()
+    if names is None:  # the cache's history does not reach back that far
+        return None
+    return names | st.subscribed_since if st.subscribed_since else names
+
+
+def _with_empty_assignments(
+    want: Mapping[str, Resource], asked: Iterable[str], resources: Mapping[str, Resource]
+) -> Mapping[str, Resource]:
+    """SotW EDS: `want` plus an assignment without endpoints for each name newly asked for that the
+    snapshot lacks (a cluster deleted right after its CDS response went out). SotW has no "does not
+    exist" for EDS: unanswered, Envoy warms that cluster for its 15 s initial_fetch_timeout and
+    withholds the CDS ACK, and every later change to the gateway waits (make-before-break). A name
+    the client already had keeps what it has, as before (its cluster's removal may be held until
+    routes no longer use it)."""
+    missing = sorted(n for n in asked if n not in resources)
+    if not missing:
+        return want
+    return {**want, **{n: empty_assignment(n) for n in missing}}
+
+
+@functools.lru_cache(maxsize=1024)
+def empty_assignment(name: str) -> Resource:
+    """A ClusterLoadAssignment of `name` without endpoints (what Envoy uses after the timeout anyway)."""
+    from envoy.config.endpoint.v3 import endpoint_pb2
+
+    return make_resource(name, ENDPOINT, endpoint_pb2.ClusterLoadAssignment(cluster_name=name))
 
 
 def _same(a: Mapping[str, Resource], b: Mapping[str, Resource]) -> bool:
