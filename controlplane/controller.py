@@ -73,7 +73,7 @@ class Controller:
         self.batcher = Batcher(self._build, self._may_build, self._built)
         self._first_build = FirstBuildGate(registry, self.request_flush)
         self._recovery = FailedBatchRecovery()
-        self.view = IngressView(self)
+        self.view = IngressView(self, self.batcher)
         self._built_listeners: list[Callable[[], None]] = []
 
     def _reset_derived_state(self) -> None:
@@ -180,7 +180,7 @@ class Controller:
             self.ready.set()
             self._first_build.done()
 
-    def _build(self, batch: list[StoreEvent], seen_at: float) -> None:
+    def _build(self, batch: list[StoreEvent], seen_at: float) -> bool:
         full = self._recovery.pending
         events = trigger = batch  # trigger: the object changes behind this version (the history records them)
         try:
@@ -190,9 +190,11 @@ class Controller:
                 events = self._recovery.events(batch, self.registry)
             self._process(events, seen_at, full=full, trigger=trigger)
             self._recovery.succeeded()
+            return True
         except Exception:  # never let one bad batch kill the control plane
             log.exception("snapshot build failed; keeping the previous snapshot, the next build is a full one")
             self._recovery.failed(batch, self.batcher.loop, self.request_flush)
+            return False
 
     # -- the batch -------------------------------------------------------------
     def _process(

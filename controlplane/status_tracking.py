@@ -9,12 +9,13 @@ with what the last pass saw. Reverse indexes over what was seen find everyone a 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from controlplane.engine.view import IngressView
 from controlplane.ir import IngressRef
-from controlplane.store import INGRESS, INGRESS_CLASS, SECRET, SERVICE, ClusterRegistry, StoreEvent
+from controlplane.store import INGRESS, INGRESS_CLASS, SECRET, SERVICE, ClusterRegistry, ObjectRef, StoreEvent
 
 Address = tuple[tuple[str, str], ...]  # one status.loadBalancer.ingress entry, as sorted items
 RELEVANT = frozenset((INGRESS, INGRESS_CLASS, SERVICE, SECRET))
@@ -34,8 +35,10 @@ class ChangeTracker:
         self.registry = registry
         self.recheck_soon = recheck_soon  # ask for another pass shortly (the engine lags behind a change)
         self.seen: dict[IngressRef, tuple[Any, ...]] = {}
-        # What changed since the last pass (filled from store events, in the writers' threads).
+        # What changed since the last pass (filled from store events, in the watchers' threads):
+        # events wait in `_heard` with the engine's queued count until the engine has built them.
         self._lock = threading.Lock()
+        self._heard: deque[tuple[int, ObjectRef]] = deque()
         self._full = True  # compare every Ingress (start, new term, IngressClass or address change)
         self._touched: set[IngressRef] = set()
         self._services: set[tuple[str, str]] = set()
@@ -47,9 +50,21 @@ class ChangeTracker:
         self._by_secret: dict[tuple[str, str, str], set[IngressRef]] = {}
 
     def note(self, event: StoreEvent) -> None:
-        """Record one relevant store event (any thread)."""
-        ref = event.ref
-        with self._lock:
+        """Record one relevant store event (any thread), heard after the engine queued it."""
+        with self._lock:  # read inside the lock: `_heard` stays in the order of the engine's count
+            self._heard.append((self.view.events_queued(), event.ref))
+
+    def _take_built(self) -> bool:
+        """Move the events the engine has built into the sets a pass looks at (under the lock);
+        True if some are still waiting for the engine.
+
+        A pass that looked at an Ingress before the engine rebuilt it would see nothing new and
+        forget the change (a Secret made unusable would never become an Event).
+        """
+        built = self.view.events_built()
+        heard = self._heard
+        while heard and heard[0][0] <= built:
+            ref = heard.popleft()[1]
             if ref.kind == INGRESS:
                 self._touched.add(IngressRef(ref.cluster, ref.namespace, ref.name))
             elif ref.kind == SERVICE:
@@ -58,6 +73,7 @@ class ChangeTracker:
                 self._secrets.add((ref.cluster, ref.namespace, ref.name))
             else:
                 self._full = True
+        return bool(heard)
 
     def touch(self, ref: IngressRef) -> None:
         """Look at `ref` again in the next pass, whatever it was seen as."""
@@ -104,21 +120,12 @@ class ChangeTracker:
     def _candidates(self) -> set[IngressRef] | None:
         """Ingresses a change since the last pass can affect; None means all of them."""
         with self._lock:
+            waiting = self._take_built()
             full, self._full = self._full, False
             touched, self._touched = self._touched, set()
             services, self._services = self._services, set()
             secrets, self._secrets = self._secrets, set()
-        # The engine builds IRs on the same loop, normally before this wakes up; if it has not
-        # caught up with a stored Ingress yet, look at that one again shortly.
-        lagging = set()
-        for ref in touched:
-            store = self.registry.get(ref.cluster)
-            stored = store.get(INGRESS, ref.namespace, ref.name) if store is not None else None
-            if self.view.built_from(ref) is not stored:
-                lagging.add(ref)
-        if lagging:
-            with self._lock:
-                self._touched |= lagging
+        if waiting:  # the rest once the engine has built them
             self.recheck_soon()
         if full:
             return None

@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 from controlplane.store import StoreEvent
 
-Build = Callable[[list[StoreEvent], float], None]  # (events, when the first of them was seen)
+# (events, when the first of them was seen) -> False if the batch failed (it is built again later)
+Build = Callable[[list[StoreEvent], float], bool | None]
 Done = Callable[[float], None]  # (seconds the batch took)
 
 
@@ -43,6 +44,10 @@ class Batcher:
         self._first_event_at: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._gated = False  # the last flush found may_build() false: events wait for request_flush()
+        # Events counted in as queued, and how many of the first of them are built: readers that
+        # hear of the same events (status writers) tell by these whether a build has caught up.
+        self._queued_count = 0
+        self._built_count = 0
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -60,11 +65,22 @@ class Batcher:
         """Queue one change (any thread) and make sure a flush is scheduled."""
         with self._lock:
             self._events.append(event)
+            self._queued_count += 1
             if self._first_event_at is None:
                 self._first_event_at = time.monotonic()
             if self._gated:
                 return
         self.request_flush()
+
+    @property
+    def queued_count(self) -> int:
+        """Events queued since the start (any thread; a plain read)."""
+        return self._queued_count
+
+    @property
+    def built_count(self) -> int:
+        """How many of the events queued since the start a finished batch has built."""
+        return self._built_count
 
     def idle(self) -> bool:
         """No event is waiting to be built."""
@@ -108,6 +124,7 @@ class Batcher:
             self._gated = False
             events = list(self._events)
             self._events.clear()
+            taken = self._queued_count
             seen_at = self._first_event_at or time.monotonic()
             self._first_event_at = None
         started = time.perf_counter()
@@ -116,8 +133,10 @@ class Batcher:
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            self._build(events, seen_at)
+            built = self._build(events, seen_at) is not False
         finally:
             if gc_was_enabled:
                 gc.enable()
+        if built:
+            self._built_count = taken
         self._done(time.perf_counter() - started)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Container, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from controlplane.engine.batcher import Batcher
 from controlplane.gatewayapi.build import GatewayApiResult
 from controlplane.ingress.convert import IngressIR
 from controlplane.ingress.hosts import HostResult
@@ -57,8 +58,9 @@ class ViewSource(Protocol):
 class IngressView:
     """Live and read-only: it always shows the state after the engine's last batch."""
 
-    def __init__(self, source: ViewSource) -> None:
+    def __init__(self, source: ViewSource, intake: Batcher) -> None:
         self._source = source
+        self._intake = intake
 
     @property
     def irs(self) -> Mapping[IngressRef, IngressIR]:
@@ -87,6 +89,19 @@ class IngressView:
     def built_once(self) -> bool:
         """The engine has built the primary cluster's first full list (what is served is real)."""
         return self._source.built_once()
+
+    def events_queued(self) -> int:
+        """How many store events the engine has queued so far (any thread)."""
+        return self._intake.queued_count
+
+    def events_built(self) -> int:
+        """How many of the store events queued so far are in what is served.
+
+        A reader that hears of the same store events after the engine (the registry calls the
+        engine's listener first) knows its events are built once this reaches the
+        `events_queued()` it read when it heard of them.
+        """
+        return self._intake.built_count
 
     def built_from(self, ref: IngressRef) -> Mapping[str, Any] | None:
         """The Ingress object the current IR of `ref` was built from (None: not built, or deleted)."""

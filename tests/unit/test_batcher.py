@@ -125,3 +125,20 @@ async def test_events_do_not_wake_the_loop_while_the_gate_is_closed() -> None:
     assert [e.new["i"] for e in rec.batches[0]] == list(range(1000)) and asked == 2  # type: ignore[index]
     batcher.on_event(event(1000))  # the gate is open again: an event schedules its own flush
     await wait_until_async(lambda: len(rec.batches) == 2, timeout=5, message="the next batch")
+
+
+def test_built_count_follows_the_batches_that_succeeded() -> None:
+    outcome = [True]
+    batcher = Batcher(lambda events, seen_at: outcome[0])
+    batcher.on_event(event(1))
+    batcher.on_event(event(2))
+    assert (batcher.queued_count, batcher.built_count) == (2, 0)
+    batcher.flush()
+    assert batcher.built_count == 2
+    batcher.on_event(event(3))
+    outcome[0] = False  # a failed batch: its events are not in what is served yet
+    batcher.flush()
+    assert (batcher.queued_count, batcher.built_count) == (3, 2)
+    outcome[0] = True  # the recovery's rebuild (from the objects) makes them served
+    batcher.flush()
+    assert batcher.built_count == 3
