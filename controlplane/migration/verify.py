@@ -135,7 +135,7 @@ def unanswered_note(count: int) -> str:
     """What to say of requests no backend answered on either side ("" when there are none)."""
     if not count:
         return ""
-    return f"; {count} unanswered on both sides (upstream reset: the backend never answered)"
+    return f"; {count} unanswered: an upstream reset on both sides, the backend never answered"
 
 
 def format_results(results: Sequence[SetResult], *, every_difference: bool = False) -> str:
