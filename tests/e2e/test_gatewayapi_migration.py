@@ -198,6 +198,32 @@ def test_corpus_table_in_docs_is_current(corpus_results: list[SetResult]) -> Non
     assert DOC.read_text() == text, "docs/gateway-api-migration.md is stale: UPDATE_DOCS=1 pytest " + __file__
 
 
+def test_rate_limited_hosts_get_fewer_requests_than_their_burst() -> None:
+    """A rate limit (not carried to Gateway API) answers 503 once its bucket is empty, and when it is
+    empty depends on how fast the replay runs. So every host with a rate-limited Ingress must get no
+    more requests in the whole-corpus run (the most any run sends it) than the smallest burst: then
+    no request is refused whatever the timing, and the table does not change with the machine's load."""
+    from controlplane.compile import SourceObjects, compile
+    from controlplane.ir.policies import RateLimit
+    from controlplane.migration.probes import _host_name, derive
+    from controlplane.migration.standins import complete
+    from controlplane.migration.verify import _objects
+
+    objects = _objects([CORPUS])
+    irs = compile(SourceObjects({"local": objects}, "local"), EVERY_CLASS).irs
+    done = complete(objects, irs)
+    irs = compile(SourceObjects({"local": done.objects}, "local"), EVERY_CLASS).irs
+    per_host = Counter()
+    for probe in derive(irs):
+        per_host[probe.host] += probe.repeat
+    limited = {(ir.ref, _host_name(r.host), min(x.burst for x in limit.rules))
+               for ir in irs.values() if ir.served and (limit := ir.annotations.get(RateLimit)) is not None
+               for r in ir.rules}  # fmt: skip
+    assert len({ref for ref, _h, _b in limited}) >= 3, "the corpus's rate-limited Ingresses (002, 008, 019)"
+    for ref, host, burst in sorted(limited):
+        assert per_host[host] <= burst, f"{ref}: {per_host[host]} requests to {host}, burst {burst}"
+
+
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "controlplane", "translate", *args], capture_output=True, text=True,
                           cwd=REPO, env={**os.environ, **(env or {})}, timeout=120)  # fmt: skip
