@@ -190,7 +190,7 @@ class Responses:
         """`everything`: the (mapping, names) `changed` is all of, which then keys the body instead
         of `changed`'s 1,000 resources (see `_everything`)."""
         if everything:
-            key: tuple[object, ...] = (st.type_url, version, "all", *map(id, everything))
+            key: tuple[object, ...] = (st.type_url, version, "all", *map(id, everything), *removed)
         else:
             key = (st.type_url, version, len(changed), *map(id, changed), *removed)
         return self._shared.get(key, (changed, everything), st.nonce, lambda nonce: encode_delta_response(
@@ -301,11 +301,14 @@ class Responses:
         look_at = chunking.next_names(st, look_at, resources, self._delta_chunk)
         only = None if wildcard else subscribed
         everything: tuple[object, ...] = ()
+        missing: list[str] = []  # names asked for that do not exist: said as removed (below)
         if look_at is None and known.base is resources and known.only is only and not known.extra:
             changed, removed = [], []  # it holds exactly this snapshot already
         elif look_at is None and known.empty():  # a new client: everything it asks for
             everything = (resources, only)
             changed, removed = list(self._everything(resources, only)), []
+            if st.type_url == ENDPOINT and only is not None and len(changed) < len(only):
+                missing = sorted(n for n in only if n not in resources)
         elif look_at is None:  # everything
             if wildcard:
                 changed = [r for n, r in resources.items() if st.known.get(n) != r.version]
@@ -314,6 +317,8 @@ class Responses:
                 names = sorted_names(subscribed)
                 changed = [r for n in names if (r := resources.get(n)) is not None and st.known.get(n) != r.version]
                 removed = [n for n in st.known if n not in resources or n not in subscribed]
+                if st.type_url == ENDPOINT:
+                    missing = [n for n in names if n not in resources and n not in st.known]
         else:  # only names changed in the cache or subscribed since `known` was last reconciled
             wanted = [n for n in sorted(look_at) if wildcard or n in subscribed]
             changed = [r for n in wanted if (r := resources.get(n)) is not None and st.known.get(n) != r.version]
@@ -322,11 +327,14 @@ class Responses:
         if st.type_url == CLUSTER and changed:
             fresh = changed if known.empty() else [r for r in changed if r.name not in known]
             note_new_clusters(s, fresh, self._eds_names)
-        missing: list[str] = []
-        if st.type_url == CLUSTER and st.subscribed_since:
-            # A cluster name asked for (Envoy's on_demand filter, on any gateway) that Meridian has no cluster
-            # for is said at once (as removed: Envoy's OdCdsApiImpl takes that as "missing"), so the request
-            # fails now instead of waiting for the filter's timeout.
+        if st.type_url in (CLUSTER, ENDPOINT) and st.subscribed_since and not missing:
+            # A name asked for that the snapshot lacks is said at once, as removed (the Delta protocol's
+            # "does not exist"). A cluster (Envoy's on_demand filter, on any gateway): OdCdsApiImpl takes it
+            # as missing, so the request fails now instead of at the filter's timeout. An assignment (its
+            # cluster deleted right after it went out): Envoy's EDS takes it as an empty update and ends
+            # the cluster's warming, instead of warming it and holding its CDS ACK (and with it every
+            # listener, route and cluster change for this gateway) for the 15 s initial_fetch_timeout.
+            # (Not routes: Envoy's RDS ignores a removal.) Unsynced, the full comparison above found them.
             missing = sorted(n for n in st.subscribed_since if n not in resources and n not in known)
         held = bool(removed) and st.type_url == CLUSTER and not s.routes_settled(self._cache)
         if held:
