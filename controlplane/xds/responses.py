@@ -8,13 +8,14 @@ fleet connecting, or taking one change) get the same bytes, nonce included (`Sha
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from controlplane.protowire import varint
 from controlplane.xds import chunking
-from controlplane.xds.cache import Resource, SnapshotCache, TypeSnapshot
+from controlplane.xds.cache import Resource, SnapshotCache, TypeSnapshot, make_resource
 from controlplane.xds.pinned import OnDemandListeners, PinnedClusters
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from controlplane.xds.tracking import StreamState, TypeState
@@ -225,7 +226,12 @@ class Responses:
             if partial is not False:
                 st.examined = snap.version
                 return partial
-        want = Subset(snap.resources, None if st.wildcard else st.names)
+        want: Mapping[str, Resource] = Subset(snap.resources, None if st.wildcard else st.names)
+        if st.type_url == ENDPOINT and not st.wildcard:
+            asked = list(st.subscribed_since) if st.sent_version else st.names  # names new to the client
+            st.subscribed_since.clear()
+            if asked and len(want) < len(st.names):
+                want = _with_empty_assignments(want, asked, snap.resources)
         held: dict[str, Resource] = {}
         if st.type_url == CLUSTER and st.wildcard:
             gone = [n for n in st.sent if n not in want]
@@ -378,6 +384,29 @@ class Responses:
         if names is None:  # the cache's history does not reach back that far
             return None
         return names | st.subscribed_since if st.subscribed_since else names
+
+
+def _with_empty_assignments(
+    want: Mapping[str, Resource], asked: Iterable[str], resources: Mapping[str, Resource]
+) -> Mapping[str, Resource]:
+    """SotW EDS: `want` plus an assignment without endpoints for each name newly asked for that the
+    snapshot lacks (a cluster deleted right after its CDS response went out). SotW has no "does not
+    exist" for EDS: unanswered, Envoy warms that cluster for its 15 s initial_fetch_timeout and
+    withholds the CDS ACK, and every later change to the gateway waits (make-before-break). A name
+    the client already had keeps what it has, as before (its cluster's removal may be held until
+    routes no longer use it)."""
+    missing = sorted(n for n in asked if n not in resources)
+    if not missing:
+        return want
+    return {**want, **{n: empty_assignment(n) for n in missing}}
+
+
+@functools.lru_cache(maxsize=1024)
+def empty_assignment(name: str) -> Resource:
+    """A ClusterLoadAssignment of `name` without endpoints (what Envoy uses after the timeout anyway)."""
+    from envoy.config.endpoint.v3 import endpoint_pb2
+
+    return make_resource(name, ENDPOINT, endpoint_pb2.ClusterLoadAssignment(cluster_name=name))
 
 
 def _same(a: Mapping[str, Resource], b: Mapping[str, Resource]) -> bool:

@@ -20,7 +20,7 @@ from prometheus_client import Histogram
 from controlplane.protowire import varint
 from controlplane.xds.cache import DEFAULT_GROUP, Resource, SnapshotCache
 from controlplane.xds.pinned import wants_on_demand
-from controlplane.xds.resources import CLUSTER, FULL_STATE_TYPES, LISTENER, ROUTE, SHORT_NAMES
+from controlplane.xds.resources import CLUSTER, ENDPOINT, FULL_STATE_TYPES, LISTENER, ROUTE, SHORT_NAMES
 from controlplane.xds.views import EMPTY_NAMES, Known, Names, extend_names, shared_names, without_names
 
 SOTW = "sotw"
@@ -276,6 +276,8 @@ def on_sotw_request(stream: StreamState, req: Any, raw: bytes = b"") -> str:
     if wildcard != st.wildcard or names != st.names:
         st.force = True  # respond for the new subscription set
         st.examined = -1
+        if req.type_url == ENDPOINT and st.sent_version:  # what is new to the client (`responses.sotw`)
+            st.subscribed_since |= names - st.names
     st.wildcard = wildcard
     if names != st.names:
         st.names = shared_names(names)  # N streams subscribed alike share one set

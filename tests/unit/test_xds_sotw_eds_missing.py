@@ -1,16 +1,11 @@
-"""A State-of-the-World EDS subscription to an assignment the snapshot lacks (KNOWN BUG, xfail).
+"""A State-of-the-World EDS subscription to an assignment the snapshot lacks gets an empty one.
 
-main fixed this for Delta (tests/unit/test_xds_eds_missing.py: the subscription is answered at once as
-removed). SotW has the same stall: the randomized SotW client acting as Envoy (EDS subscriptions follow
-CDS, CDS ACK after warming) showed it for every cluster deleted right after its CDS response went out.
-The server answers the new subscription with the assignments it has; Envoy's SotW EDS only notifies a
-cluster whose assignment is in a response (EDS is not a full-state type), so the cluster warms for its
-initial_fetch_timeout (15 s) and Envoy withholds the CDS ACK; meanwhile the server holds that gateway's
-listeners, routes and next clusters (make-before-break).
-
-Fix (responses.py, owned by another branch): SotW has no "does not exist" for EDS; answer a subscribed
-name the snapshot has no assignment for with an empty ClusterLoadAssignment of that name (no endpoints,
-what Envoy uses after the timeout anyway), until the name is unsubscribed or a real assignment exists.
+The SotW side of tests/unit/test_xds_eds_missing.py. Envoy's SotW EDS only notifies a cluster whose
+assignment is in a response (EDS is not a full-state type), so a cluster whose assignment the snapshot
+lacks (deleted right after its CDS response went out) warmed for its initial_fetch_timeout (15 s) while
+Envoy withheld the CDS ACK, and the server held that gateway's listeners, routes and next clusters
+(make-before-break). SotW has no "does not exist" for EDS: the name is answered with an assignment
+without endpoints, what Envoy would use after the timeout anyway.
 """
 
 from __future__ import annotations
@@ -21,34 +16,35 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane.bootstrap import local_client_tls, render_bootstrap
 from controlplane.metrics import Metrics
 from controlplane.xds.auth import XdsAuth
 from controlplane.xds.cache import SnapshotCache
 from controlplane.xds.localca import LocalCA
-from controlplane.xds.resources import CLUSTER
+from controlplane.xds.resources import CLUSTER, ENDPOINT
 from controlplane.xds.server import XdsServer
 from controlplane.xds.tlsfront import TlsFiles
 from tests.unit.test_xds_server import (  # noqa: F401 (env: the fixture)
     Env,
+    Sotw,
     _envoy_binary,
     _free_port,
     applied,
+    cla,
     cluster,
     env,
     initial_snapshot,
     until,
 )
 
-REASON = "SotW EDS: a subscribed assignment the snapshot lacks is never answered; Envoy warms the cluster 15 s"
-
 
 @pytest.mark.e2e
-@pytest.mark.xfail(strict=True, reason=REASON, raises=AssertionError)
 async def test_a_real_sotw_envoy_finishes_warming_a_cluster_whose_assignment_does_not_exist() -> None:
     """State-of-the-World, with Envoy 1.40: a cluster whose assignment the snapshot lacks (a cluster
-    deleted right after its CDS response went out) should be warm, and its CDS ACKed, well under the
+    deleted right after its CDS response went out) is warm, and its CDS ACKed, well under the
     15 s initial_fetch_timeout."""
     listen_port = _free_port()
     cache = SnapshotCache()
@@ -92,3 +88,46 @@ async def test_a_real_sotw_envoy_finishes_warming_a_cluster_whose_assignment_doe
             proc.wait()
         log_file.close()
         await server.stop()
+
+
+async def test_sotw_eds_answers_a_missing_name_with_an_empty_assignment_once_and_the_real_one_later(
+    env: Env,  # noqa: F811
+) -> None:
+    client = Sotw(env, "sotw-missing")
+    await client.send(CLUSTER, [])
+    cds = await client.recv()
+    await client.send(ENDPOINT, ["backend", "later"])
+    eds = await client.recv()
+    got = {name: len(c.endpoints) for name, c in assignments(eds).items()}
+    assert got == {"backend": 1, "later": 0}  # "later" has none yet: said as empty, not left unanswered
+    await client.ack(cds)
+    await client.ack(eds, ["backend", "later"])
+    version = applied(env.cache, {CLUSTER: {"later": cluster("later")}, ENDPOINT: {"later": cla("later", 9101)}},
+                      ENDPOINT)  # fmt: skip
+    eds = await client.recv()
+    if eds.type_url == CLUSTER:  # the new cluster first, then its endpoints
+        await client.ack(eds)
+        eds = await client.recv()
+    assert eds.version_info == version and {n: len(c.endpoints) for n, c in assignments(eds).items()} == {"later": 1}
+
+
+async def test_sotw_eds_keeps_a_held_cluster_endpoints_while_its_assignment_is_gone(env: Env) -> None:  # noqa: F811
+    """A name the client was sent keeps what it has when its assignment leaves the snapshot (its cluster
+    may still be in use until routes move): only names never sent are answered as empty."""
+    client = Sotw(env, "sotw-held")
+    await client.send(ENDPOINT, ["backend"])
+    eds = await client.recv()
+    await client.ack(eds, ["backend"])
+    env.cache.apply({ENDPOINT: {"backend": None}})
+    await client.send(ENDPOINT, ["backend", "other"])  # a new subscription set: a full response
+    eds = await client.recv()
+    assert {n: len(c.endpoints) for n, c in assignments(eds).items()} == {"other": 0}
+
+
+def assignments(resp: discovery_pb2.DiscoveryResponse) -> dict[str, endpoint_pb2.ClusterLoadAssignment]:
+    out = {}
+    for any_msg in resp.resources:
+        msg = endpoint_pb2.ClusterLoadAssignment()
+        assert any_msg.Unpack(msg)
+        out[msg.cluster_name] = msg
+    return out
