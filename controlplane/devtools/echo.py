@@ -75,6 +75,10 @@ class EchoServer:
     status_override: int | None = None
     ssl_context: ssl.SSLContext | None = None
     pod_ip: str = ""
+    # Seconds an idle keep-alive connection stays open (aiohttp's default). A backend closing one just as
+    # Envoy reuses it makes that request fail (503 "connection termination"); Envoy's own upstream idle
+    # timeout is an hour, so a stand-in that must never cause that sets it longer (migration/stage.py).
+    keepalive_timeout: float = 75.0
     _seen: list[SeenRequest] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _fail_counts: dict[str, int] = field(default_factory=dict, repr=False)
@@ -109,7 +113,8 @@ class EchoServer:
     # --- lifecycle (call on the loop that serves it) ---
     async def start(self) -> EchoServer:
         """Bind and serve; `port` becomes the bound port when it was 0."""
-        server = web.Server(self._handle, access_log=None, handler_cancellation=True)
+        server = web.Server(self._handle, access_log=None, handler_cancellation=True,
+                            keepalive_timeout=self.keepalive_timeout)  # fmt: skip
         runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, ssl_context=self.ssl_context, reuse_address=True)

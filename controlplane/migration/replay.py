@@ -5,6 +5,14 @@ backend answered and the path and Host it received, the Location, the response h
 may set (Date, Server, timings and the echo's own identity headers left out), the body of an
 answer no backend gave, and for HTTPS the names of the certificate served. A batch (a weighted
 canary) is described by how many of its requests each backend answered.
+
+Envoy's own answer when the connection to the backend broke before a response ("upstream connect
+error or disconnect/reset before headers") is described as an *upstream reset*, without its status
+and reason: which of them Envoy gives depends on timing, not on the configuration. A gRPC backend
+(HTTP/2) reached on the HTTP/1-only echo stand-in answers 502 ("protocol error") when Envoy reads the
+echo's HTTP/1 refusal first and 503 ("connection termination") when it sees the close first, and a
+"retried" in the text depends on how many retries run at once (Envoy's retry circuit breaker).
+Compared by their status and reason, the same request was answered alike or not by luck.
 """
 
 from __future__ import annotations
@@ -31,12 +39,16 @@ VOLATILE_HEADERS = frozenset({
     "x-echo-pod", "transfer-encoding", "connection", "keep-alive",
 })  # fmt: skip
 CONCURRENCY = 16
+RESET = "upstream reset"
+# Envoy's local reply when the backend connection failed or broke before response headers (502/503).
+UPSTREAM_RESET = re.compile(r"upstream connect error or disconnect/reset before headers\. "
+                            r"(?:retried and the latest )?reset reason: ")  # fmt: skip
 Z_LIMIT = 4.5  # shares differ beyond 4.5 standard errors: a false alarm is rarer than 1 in 100,000
 
 
 @dataclass(frozen=True)
 class Answer:
-    status: int | None  # None: no HTTP answer (see `error`)
+    status: int | None  # None: no HTTP answer (see `error`), or an upstream reset (`reset`)
     error: str = ""
     backend: str | None = None  # "namespace/service:port" of the echo backend that answered
     upstream_path: str | None = None
@@ -45,15 +57,21 @@ class Answer:
     headers: tuple[tuple[str, str], ...] = ()
     body: str = ""  # of an answer no backend gave
     certificate: tuple[str, ...] = ()
+    # Envoy answered 502/503 because the backend connection broke (status None, body ""): see the module doc.
+    reset: bool = False
 
     def brief(self) -> str:
         """The answer in a few words: the backend and the path it got, or the status and Location."""
         if self.backend is not None:
             return f"from {self.backend} ({self.upstream_path})"
-        return f"{self.status or self.error}" + (f" to {self.location}" if self.location else "")
+        status = RESET if self.reset else f"{self.status or self.error}"
+        return status + (f" to {self.location}" if self.location else "")
 
     def first_difference(self, other: Answer) -> str | None:
         """The first field that differs, as 'field: mine vs theirs' (None when equal)."""
+        if self.reset != other.reset:
+            mine, theirs = (RESET if a.reset else _show(a.status) for a in (self, other))
+            return f"status: {mine} vs {theirs}"
         for f in fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
             if f.name == "location":
@@ -65,6 +83,11 @@ class Answer:
             if mine != theirs:
                 return f"{f.name.replace('_', ' ')}: {_show(mine)} vs {_show(theirs)}"
         return None
+
+
+def unanswered(mine: Answer | Batch, theirs: Answer | Batch) -> bool:
+    """Neither side's backend answered: every answer on both sides is an upstream reset."""
+    return all(a.reset for side in (mine, theirs) for a in (side.answers() if isinstance(side, Batch) else (side,)))
 
 
 def _show(value: object) -> str:
@@ -87,6 +110,9 @@ class Batch:
 
     counts: tuple[tuple[Answer, int], ...]
     total: int
+
+    def answers(self) -> tuple[Answer, ...]:
+        return tuple(a for a, _n in self.counts)
 
     def first_difference(self, other: Batch) -> str | None:
         mine, theirs = dict(self.counts), dict(other.counts)
@@ -188,8 +214,17 @@ def _describe(resp: aiohttp.ClientResponse, body: bytes, certificate: tuple[str,
             return Answer(resp.status, backend=echo["pod"], upstream_path=echo["path"],
                           upstream_host=echo["host"], location=location, headers=tuple(sorted(headers.items())),
                           certificate=certificate)  # fmt: skip
-    return Answer(resp.status, location=location, headers=tuple(sorted(headers.items())),
-                  body=body[:512].decode("utf-8", "replace"), certificate=certificate)  # fmt: skip
+    text = body[:512].decode("utf-8", "replace")
+    if is_upstream_reset(resp.status, text):
+        return Answer(None, location=location, headers=tuple(sorted(headers.items())), certificate=certificate,
+                      reset=True)  # fmt: skip
+    return Answer(resp.status, location=location, headers=tuple(sorted(headers.items())), body=text,
+                  certificate=certificate)  # fmt: skip
+
+
+def is_upstream_reset(status: int, body: str) -> bool:
+    """Envoy's own 502/503 for a backend connection that failed or broke before response headers."""
+    return status in (502, 503) and UPSTREAM_RESET.match(body) is not None
 
 
 def compare(mine: Iterable[Answer | Batch], theirs: Iterable[Answer | Batch]) -> list[str | None]:

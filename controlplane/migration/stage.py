@@ -36,6 +36,11 @@ T = TypeVar("T")
 GROUP = "meridian-gateway"
 WARMING = r"^(cluster_manager\.warming_clusters|listener_manager\.total_listeners_warming)$"
 URL_OF = {short: url for url, short in rt.SHORT_NAMES.items()}
+# The echo backends keep idle connections open longer than Envoy (its upstream idle timeout is an hour):
+# one closing a connection as Envoy reuses it would fail that request (503, "connection termination")
+# by timing. The stage is reused from one set of manifests to the next, so a corpus run under load lasts
+# past aiohttp's default of 75 s.
+KEEPALIVE = 2 * 3600.0
 
 
 class EnvoyMissing(RuntimeError):
@@ -157,7 +162,8 @@ class Stage:
         out = {}
         for b in backends:
             if b not in self.echo:
-                self.echo[b] = self.fleet.add(service=b.service, pod=b.label, namespace=b.namespace).port
+                self.echo[b] = self.fleet.add(service=b.service, pod=b.label, namespace=b.namespace,
+                                              keepalive_timeout=KEEPALIVE).port  # fmt: skip
             out[b] = self.echo[b]
         return out
 

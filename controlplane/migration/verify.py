@@ -5,6 +5,8 @@ For each set of manifests: complete them (standins), export them, serve the orig
 export side by side (stage), replay every probe against both Envoys and compare the answers. The
 verdict of an Ingress is `equal` (every request answered alike), `differs` (with the first
 difference) or `not converted` (Meridian does not serve it, so there is nothing to export).
+Requests no backend answered on either side (an upstream reset on both: see `replay`) count as
+answered alike and are also counted apart, so a reader knows the backend never spoke.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from controlplane.config import GatewayConfig
 from controlplane.ingress.classes import ingress_class_of
 from controlplane.ir import Finding, IngressRef
 from controlplane.migration.probes import derive
-from controlplane.migration.replay import Client, compare
+from controlplane.migration.replay import Client, compare, unanswered
 from controlplane.migration.stage import Stage
 from controlplane.migration.standins import complete, endpoint_slices
 from controlplane.offline import export_gateway_api_objects, load_paths
@@ -32,6 +34,7 @@ class Verdict:
     ref: IngressRef
     requests: int = 0
     equal: int = 0
+    unanswered: int = 0  # of `equal`: no backend answered on either side (an upstream reset on both)
     differences: list[tuple[str, str]] = field(default_factory=list)  # (request, "field: Ingress's vs Gateway API's")
     not_converted: str | None = None  # why, when Meridian does not serve the Ingress
     findings: list[Finding] = field(default_factory=list)  # the export's report for this Ingress
@@ -102,11 +105,12 @@ def _verify_one(stage: Stage, mset: ManifestSet, config: GatewayConfig, namespac
     for ref, v in verdicts.items():
         if v.not_converted is None and not any(p.source == ref for p in probes):
             v.not_converted = "no rule to derive a request from"
-    for probe, difference in zip(probes, compare(mine, theirs), strict=True):
+    for probe, a, b, difference in zip(probes, mine, theirs, compare(mine, theirs), strict=True):
         v = verdicts[probe.source]
         v.requests += 1
         if difference is None:
             v.equal += 1
+            v.unanswered += unanswered(a, b)
         else:
             v.differences.append((str(probe), difference))
     return SetResult(mset.name, verdicts, done.notes, out.objects)
@@ -123,7 +127,15 @@ def summary_line(results: Sequence[SetResult]) -> str:
     states = {s: sum(1 for v in verdicts if v.state == s) for s in ("equal", "differs", "not converted")}
     requests, equal = sum(v.requests for v in verdicts), sum(v.equal for v in verdicts)
     return (f"total: {len(verdicts)} Ingresses: {states['equal']} equal, {states['differs']} differ, "
-            f"{states['not converted']} not converted; {equal}/{requests} requests answered alike")  # fmt: skip
+            f"{states['not converted']} not converted; {equal}/{requests} requests answered alike"
+            + unanswered_note(sum(v.unanswered for v in verdicts)))  # fmt: skip
+
+
+def unanswered_note(count: int) -> str:
+    """What to say of requests no backend answered on either side ("" when there are none)."""
+    if not count:
+        return ""
+    return f"; {count} unanswered: an upstream reset on both sides, the backend never answered"
 
 
 def format_results(results: Sequence[SetResult], *, every_difference: bool = False) -> str:
@@ -134,10 +146,11 @@ def format_results(results: Sequence[SetResult], *, every_difference: bool = Fal
             if v.state == "not converted":
                 lines.append(f"{ref}  not converted: {v.not_converted}")
             elif v.state == "equal":
-                lines.append(f"{ref}  equal ({v.requests} requests)")
+                lines.append(f"{ref}  equal ({v.requests} requests{unanswered_note(v.unanswered)})")
             else:
                 first = ": ".join(v.differences[0])
-                lines.append(f"{ref}  DIFFERS ({v.requests - v.equal} of {v.requests} requests): {first}")
+                lines.append(f"{ref}  DIFFERS ({v.requests - v.equal} of {v.requests} requests"
+                             f"{unanswered_note(v.unanswered)}): {first}")
                 lines.extend(f"  ! {r}: {d}" for r, d in (v.differences[1:] if every_difference else []))
     lines.append(summary_line(results))
     return "\n".join(lines) + "\n"

@@ -59,9 +59,10 @@ def _conversion(v: Verdict) -> tuple[str, str]:
 def _verify_cell(v: Verdict) -> str:
     if v.state == "not converted":
         return "not converted"
+    unanswered = f", {v.unanswered} unanswered" if v.unanswered else ""
     if v.state == "equal":
-        return f"equal ({v.requests}/{v.requests})"
-    return f"differs ({v.requests - v.equal} of {v.requests})"
+        return f"equal ({v.requests}/{v.requests}{unanswered})"
+    return f"differs ({v.requests - v.equal} of {v.requests}{unanswered})"
 
 
 def _kinds(v: Verdict) -> list[str]:
@@ -90,7 +91,8 @@ def _together(results: list[SetResult]) -> list[str]:
         "Ingresses of different files share hosts (the catch-all among them) and conflicts are resolved",
         f"across files. {states['equal']} Ingresses verify equal, {states['differs']} differ, "
         f"{states['not converted']} are not converted;",
-        f"{sum(v.equal for v in whole)} of {sum(v.requests for v in whole)} requests are answered alike. "
+        f"{sum(v.equal for v in whole)} of {sum(v.requests for v in whole)} requests are answered alike "
+        f"({sum(v.unanswered for v in whole)} of them unanswered on both sides). "
         + ("Ingresses whose verdict is not the one their file gets alone:" if changed else
            "Every Ingress gets the verdict its file gets alone."),
         "",
@@ -121,6 +123,14 @@ def render(results: list[SetResult]) -> str:
         "backend answered with which path and Host, the Location, the response headers a gateway sets, the",
         "body of answers no backend gave, and the certificate served. A batch counts as one request.",
         "",
+        "When the connection to the backend broke before it answered, Envoy answers 502 or 503 with the reason",
+        "in its body (\"upstream connect error or disconnect/reset before headers\"); which status and reason",
+        "depends on timing, not on the configuration: a gRPC backend reached on the HTTP/1 echo stand-in gets",
+        "502 (\"protocol error\") when Envoy reads the echo's refusal first and 503 (\"connection termination\")",
+        "when it sees the close first. Such an answer is compared as *upstream reset*, without status and reason.",
+        "A request that got one on both sides is answered alike and also counted as *unanswered*: the backend",
+        "never spoke, so it shows only that both sides reach it the same way.",
+        "",
         "*Conversion*: *full* when the export's report (`--report`) has nothing above `converted` for the",
         "Ingress, else *with warnings*, listing what was not carried or only approximated. *Verify*: *equal*",
         "when every request was answered alike, else what differs and the first difference (Ingress side",
@@ -143,6 +153,7 @@ def render(results: list[SetResult]) -> str:
         f"| verify **equal** | {states['equal']} |",
         f"| verify **differ** | {states['differs']} |",
         f"| requests answered alike | {equal} of {requests} |",
+        f"| of them unanswered on both sides (upstream reset) | {sum(v.unanswered for _f, v in verdicts)} |",
         "",
         "| what differs (an Ingress may count in several rows) | Ingresses |",
         "|---|---|",
@@ -185,6 +196,32 @@ def test_corpus_table_in_docs_is_current(corpus_results: list[SetResult]) -> Non
     if os.environ.get("UPDATE_DOCS"):
         DOC.write_text(text)
     assert DOC.read_text() == text, "docs/gateway-api-migration.md is stale: UPDATE_DOCS=1 pytest " + __file__
+
+
+def test_rate_limited_hosts_get_fewer_requests_than_their_burst() -> None:
+    """A rate limit (not carried to Gateway API) answers 503 once its bucket is empty, and when it is
+    empty depends on how fast the replay runs. So every host with a rate-limited Ingress must get no
+    more requests in the whole-corpus run (the most any run sends it) than the smallest burst: then
+    no request is refused whatever the timing, and the table does not change with the machine's load."""
+    from controlplane.compile import SourceObjects, compile
+    from controlplane.ir.policies import RateLimit
+    from controlplane.migration.probes import _host_name, derive
+    from controlplane.migration.standins import complete
+    from controlplane.migration.verify import _objects
+
+    objects = _objects([CORPUS])
+    irs = compile(SourceObjects({"local": objects}, "local"), EVERY_CLASS).irs
+    done = complete(objects, irs)
+    irs = compile(SourceObjects({"local": done.objects}, "local"), EVERY_CLASS).irs
+    per_host = Counter()
+    for probe in derive(irs):
+        per_host[probe.host] += probe.repeat
+    limited = {(ir.ref, _host_name(r.host), min(x.burst for x in limit.rules))
+               for ir in irs.values() if ir.served and (limit := ir.annotations.get(RateLimit)) is not None
+               for r in ir.rules}  # fmt: skip
+    assert len({ref for ref, _h, _b in limited}) >= 3, "the corpus's rate-limited Ingresses (002, 008, 019)"
+    for ref, host, burst in sorted(limited):
+        assert per_host[host] <= burst, f"{ref}: {per_host[host]} requests to {host}, burst {burst}"
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

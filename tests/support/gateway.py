@@ -157,6 +157,20 @@ class _InProcess:
             self._thread.join(10)
 
 
+class NotYet:
+    """A falsy check result that says why: `wait_until` prints the last one when it times out, so a
+    convergence wait that fails once in CI names the stream and type (or Envoy stat) it waited for."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return self.why
+
+
 class Gateway:
     def __init__(
         self,
@@ -447,26 +461,25 @@ class Gateway:
     def wait_converged(self, timeout: float = 15) -> None:
         """Every connected stream has ACKed the current version of every type it subscribes to."""
 
-        def check() -> bool:
+        def check() -> bool | NotYet:
             snap = self.admin("/debug/snapshot")
             streams = self.admin("/debug/syncz")
             if not streams:
-                return False
+                return NotYet("no xDS stream")
             for s in streams:
                 if not {"CDS", "LDS"} <= s["types"].keys():
-                    return False  # a (re)connected Envoy has not asked for everything yet
+                    return NotYet(f"stream {s['stream']} asked only for {sorted(s['types'])}")
                 for short, t in s["types"].items():
                     want = str(snap["types"][short]["version"])
-                    if t.get("pending") or t.get("acked_version") not in (want, t.get("sent_version")):
-                        return False
-                    if t.get("acked_version") != t.get("sent_version"):
-                        return False
+                    if (t.get("pending") or t.get("acked_version") not in (want, t.get("sent_version"))
+                            or t.get("acked_version") != t.get("sent_version")):  # fmt: skip
+                        return NotYet(f"stream {s['stream']} ({s['node_id']}) {short}: {t} (cache version {want})")
             # Envoy ACKs a listener update before the new listener (or filter chain) has warmed, i.e.
             # before its certificates and routes arrived; until then the old one answers.
             if self.envoy is not None and self.envoy.running():
                 warming = self.envoy.stats(WARMING)
                 if any(warming.values()):
-                    return False
+                    return NotYet(f"Envoy warming: {warming}")
             return True
 
         wait_until(check, timeout=timeout, message="proxies never converged")
