@@ -40,17 +40,28 @@ def _ports_of_this_worker() -> range:
     return _CHOSEN_PORTS
 
 
+# Ports this process has handed out: never handed out again, since the caller may not have bound
+# it yet (a gateway chooses its xDS, admin, HTTP, HTTPS and east-west ports one after the other;
+# the same port twice made two listeners share it, and a request for the east-west listener was
+# answered by the HTTP one).
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago, outside the ephemeral range. Prefer port 0 where possible."""
+    """A port that was free a moment ago, outside the ephemeral range, and not handed out before by
+    this process. Prefer port 0 where possible."""
     rng = random.Random()
     ports = _ports_of_this_worker()
     for _ in range(100):
         port = rng.choice(ports)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind((host, port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))

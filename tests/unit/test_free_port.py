@@ -21,3 +21,13 @@ def test_without_workers_any_port_of_the_range(monkeypatch: pytest.MonkeyPatch) 
     ports = {free_port() for _ in range(60)}
     assert all(20000 <= p < 32000 for p in ports)
     assert len({(p - 20000) % 2 for p in ports}) == 2  # both halves: no slice without workers
+
+
+def test_a_port_is_never_handed_out_twice_by_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway chooses five ports one after the other before anything binds them: one port twice
+    made two of its listeners share it (seen once in CI: the east-west listener's requests answered
+    by the HTTP listener's default backend)."""
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "40")  # a slice of 300 ports: repeats would be likely
+    ports = [free_port() for _ in range(150)]
+    assert len(set(ports)) == len(ports), sorted(p for p in ports if ports.count(p) > 1)
