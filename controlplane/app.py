@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -217,8 +218,8 @@ class MeridianApp:
                                  self.controller.config.default_certificate)  # fmt: skip
             await self.kube.start()
         self.xds = self._xds_server()
-        self.xds_port = await self.xds.start(self.opts.xds_address)
-        self.admin_port = await self.admin.start(self.opts.admin_address)
+        self.xds_port = await _listen("--xds-address", self.opts.xds_address, self.xds.start)
+        self.admin_port = await _listen("--admin-address", self.opts.admin_address, self.admin.start)
         # An empty configuration is still a configuration: publish listeners right away.
         self.controller.flush()
         log.info("xDS on port %s, admin on port %s", self.xds_port, self.admin_port)
@@ -283,6 +284,17 @@ class MeridianApp:
             await self.xds.stop()
         await self.history.stop()
         await self.admin.stop()
+
+
+class StartupError(Exception):
+    """Meridian cannot start as configured (a port in use, an address that does not resolve)."""
+
+
+async def _listen(flag: str, address: str, start: Callable[[str], Awaitable[int]]) -> int:
+    try:
+        return await start(address)
+    except OSError as exc:  # EADDRINUSE, EADDRNOTAVAIL, a name that does not resolve
+        raise StartupError(f"cannot listen on {flag} {address}: {exc.strerror or exc}") from exc
 
 
 async def serve(opts: ServeOptions, stop: asyncio.Event | None = None) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from controlplane import cli_checks as check
 from controlplane.history import cli as history_cli
 
 if TYPE_CHECKING:
@@ -47,14 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kubeconfig", help="primary Kubernetes cluster (default: in-cluster config when no --cluster)")
     s.add_argument("--cluster-id", default="primary", help="id of the primary Kubernetes cluster")
     s.add_argument("--namespace", default="meridian-system", help="Meridian's namespace (remote cluster Secrets)")
-    s.add_argument("--xds-address", default="127.0.0.1:18000")
-    s.add_argument("--admin-address", default="127.0.0.1:19000")
-    s.add_argument("--listen-address", default="0.0.0.0", help="address of the gateway listeners")
-    s.add_argument("--http-port", type=int, default=8080)
-    s.add_argument("--https-port", type=int, default=8443)
-    s.add_argument("--public-https-port", type=int, default=443,
+    s.add_argument("--xds-address", type=_server_address, default="127.0.0.1:18000", metavar="HOST:PORT")
+    s.add_argument("--admin-address", type=_server_address, default="127.0.0.1:19000", metavar="HOST:PORT")
+    s.add_argument("--listen-address", type=check.listen_address, default="0.0.0.0",
+                   help="IP address of the gateway listeners")  # fmt: skip
+    s.add_argument("--http-port", type=check.port, default=8080)
+    s.add_argument("--https-port", type=check.port, default=8443)
+    s.add_argument("--public-https-port", type=check.port, default=443,
                    help="HTTPS port clients use, named in ssl-redirect Locations (omitted when 443)")  # fmt: skip
-    s.add_argument("--east-west-port", type=int, default=15080)
+    s.add_argument("--east-west-port", type=check.port, default=15080)
     s.add_argument("--default-ssl-certificate", type=_secret_ref, default=None, metavar="NAMESPACE/NAME",
                    help="TLS Secret (primary cluster) served to hosts without a usable certificate of their own and "
                    "to unknown SNI, as ingress-nginx's flag (default: a generated self-signed certificate, kept in "
@@ -86,18 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="split each listener's route table into N host-hash partitions so one change costs Envoy "
         "about 1/N of the table (default auto: one table below 1,000 hosts, then ~25 hosts each)",
     )
-    s.add_argument("--lease-duration", type=float, default=15.0, help="leader election lease duration (seconds)")
-    s.add_argument("--lease-renew-interval", type=float, default=5.0, help="leader lease renew interval (seconds)")
+    s.add_argument("--lease-duration", type=check.positive_float, default=15.0,
+                   help="leader election lease duration (seconds)")  # fmt: skip
+    s.add_argument("--lease-renew-interval", type=check.positive_float, default=5.0,
+                   help="leader lease renew interval (seconds)")  # fmt: skip
     _xds_security_args(s)
     history_cli.add_serve_flags(s)
 
     b = sub.add_parser("bootstrap", help="print an Envoy bootstrap (ADS over gRPC)")
-    b.add_argument("--xds-address", action="append", default=None, metavar="HOST:PORT",
+    b.add_argument("--xds-address", action="append", type=_xds_endpoint, default=None, metavar="HOST:PORT",
                    help="control plane xDS address (repeatable: one endpoint per control plane replica; "
                    "default 127.0.0.1:18000)")  # fmt: skip
-    b.add_argument("--node-id", required=True)
-    b.add_argument("--node-cluster", default="meridian-gateway")
-    b.add_argument("--admin-port", type=int, default=9901)
+    b.add_argument("--node-id", type=check.non_empty, required=True)
+    b.add_argument("--node-cluster", type=check.non_empty, default="meridian-gateway")
+    b.add_argument("--admin-port", type=check.admin_port, default=9901)
     api = b.add_mutually_exclusive_group()
     api.add_argument(
         "--sotw",
@@ -193,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     if args.command == "serve":
-        problem = _check_xds_flags(args)
+        problem = _check_xds_flags(args) or check.serve_problem(args)
         if problem:
             build_parser().error(problem)
     return {
@@ -203,6 +207,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "create-remote-secret": cmd_create_remote_secret,
         **HISTORY_COMMANDS,
     }[args.command](args)
+
+
+def _server_address(text: str) -> str:
+    return check.host_port(text, allow_port_zero=True)  # 0: the server picks a free port and logs it
+
+
+def _xds_endpoint(text: str) -> str:
+    return check.host_port(text, allow_port_zero=False)
 
 
 def _partitions(text: str) -> int | None:
@@ -279,12 +291,15 @@ def serve_options(args: argparse.Namespace) -> ServeOptions:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from controlplane.app import serve
+    from controlplane.app import StartupError, serve
 
     try:
         asyncio.run(serve(serve_options(args)))
     except KeyboardInterrupt:
         pass
+    except StartupError as exc:
+        sys.stderr.write(f"meridian serve: {exc}\n")
+        return 1
     return 0
 
 
@@ -319,8 +334,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
                          "cluster by name over it): drop --sotw, or use --clusters all")  # fmt: skip
     token = None
     if args.xds_token_file:
-        with open(args.xds_token_file, encoding="utf-8") as fh:
-            token = fh.read().strip()
+        token = check.readable_file("--xds-token-file", args.xds_token_file).strip()
     doc = render_bootstrap(
         xds_address=args.xds_address or ["127.0.0.1:18000"],
         node_id=args.node_id,
@@ -404,8 +418,7 @@ def _verify_gateway_api(config: Any, args: argparse.Namespace) -> int:
 def cmd_create_remote_secret(args: argparse.Namespace) -> int:
     from controlplane.remote_secret import create_remote_secret
 
-    with open(args.kubeconfig, encoding="utf-8") as fh:
-        text = fh.read()
+    text = check.readable_file("--kubeconfig", args.kubeconfig)
     base = os.path.dirname(os.path.abspath(args.kubeconfig))
     sys.stdout.write(create_remote_secret(text, args.cluster_id, args.namespace, args.context, base_dir=base))
     return 0

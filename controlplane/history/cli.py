@@ -17,7 +17,8 @@ DEFAULT_SERVER = "http://127.0.0.1:19000"
 def add_serve_flags(s: argparse.ArgumentParser) -> None:
     """History's `serve` flags. `--state-dir` (where the history, pin and admin token live in file mode)
     is the one the local CA uses, defined with the xDS flags in `controlplane.cli`."""
-    s.add_argument("--history-size", type=int, default=200, metavar="N", help="published versions kept (default 200)")
+    s.add_argument("--history-size", type=_positive_int, default=200, metavar="N",
+                   help="published versions kept (default 200)")  # fmt: skip
     s.add_argument(
         "--admin-token-file",
         help="token that mutating admin endpoints (rollback, resume) require "
@@ -25,11 +26,23 @@ def add_serve_flags(s: argparse.ArgumentParser) -> None:
     )
     s.add_argument(
         "--rollback-max-age",
-        type=float,
+        type=_positive_float,
         default=24.0,
         metavar="HOURS",
         help="rolling back to a version older than this needs --yes (default 24)",
     )
+
+
+def _positive_int(text: str) -> int:
+    from controlplane.cli_checks import positive_int
+
+    return positive_int(text)
+
+
+def _positive_float(text: str) -> float:
+    from controlplane.cli_checks import positive_float
+
+    return positive_float(text)
 
 
 def add_commands(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
@@ -83,6 +96,10 @@ def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) ->
             raise AdminError(exc.code, json.loads(text)) from None
         except ValueError:
             raise AdminError(exc.code, {"error": text}) from None
+    except (urllib.error.URLError, OSError) as exc:  # refused, unknown host, timeout
+        reason = getattr(exc, "reason", exc)
+        raise SystemExit(f"meridian: cannot reach Meridian's admin API at {args.server} ({reason}); "
+                         "is `meridian serve` running? (--server URL or $MERIDIAN_SERVER)") from None
 
 
 def _token(args: argparse.Namespace) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -263,3 +264,74 @@ def test_create_remote_secret_namespace_and_invalid_id(tmp_path: Path) -> None:
     assert "west" in out["stringData"]
     bad = meridian("create-remote-secret", "--kubeconfig", str(path), "--cluster-id", "not/valid!", check=False)
     assert bad.returncode != 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--cluster", "e={examples}/east", "--cluster", "e={examples}/west"], "cluster id 'e' is given twice"),
+        (["--cluster", "e={tmp}/missing"], "does not exist"),
+        (["--cluster", "e={examples}/east/shop.yaml"], "is not a directory"),
+        ([], "nothing to watch: give --cluster"),
+        (["--cluster", "e={examples}/east", "--http-port", "70000"], "port must be 1..65535"),
+        (["--cluster", "e={examples}/east", "--east-west-port", "-1"], "port must be 1..65535"),
+        (["--cluster", "e={examples}/east", "--xds-address", "127.0.0.1:99999"], "expected HOST:PORT"),
+        (["--cluster", "e={examples}/east", "--listen-address", "gateway.local"], "expected an IP address"),
+        (["--cluster", "e={examples}/east", "--history-size", "0"], "must be at least 1"),
+        (["--cluster", "e={examples}/east", "--lease-duration", "0"], "must be more than 0"),
+        (["--cluster", "e={examples}/east", "--lease-renew-interval", "30"], "must be shorter than --lease-duration"),
+        (["--cluster", "e={examples}/east", "--kubeconfig", "{tmp}/missing"], "--kubeconfig {tmp}/missing: no such"),
+        (["--cluster", "e={examples}/east", "--admin-token-file", "{tmp}/no/token"], "--admin-token-file"),
+    ],
+    ids=["same-id", "missing-dir", "file-not-dir", "no-source", "port-high", "port-negative", "address-port",
+         "listen-name", "history-size", "lease", "renew", "kubeconfig", "token-file"],
+)
+def test_serve_refuses_bad_flags_with_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
+    """Each bad value is refused before anything starts: exit 2, the flag named, no traceback."""
+    filled = [a.format(examples=REPO / "examples" / "clusters", tmp=tmp_path) for a in args]
+    own = ["--state-dir", str(tmp_path / "state"), "--xds-address", "127.0.0.1:0", "--admin-address", "127.0.0.1:0"]
+    proc = meridian("serve", *own, *filled, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert message.format(tmp=tmp_path) in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_serve_names_the_flag_whose_port_is_taken(tmp_path: Path) -> None:
+    """A port already in use ends the process with one line naming the flag, not a traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = meridian("serve", "--cluster", f"e={REPO / 'examples' / 'clusters' / 'east'}",
+                        "--state-dir", str(tmp_path / "state"), "--xds-address", "127.0.0.1:0",
+                        "--admin-address", f"127.0.0.1:{port}", check=False)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert f"meridian serve: cannot listen on --admin-address 127.0.0.1:{port}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["bootstrap", "--node-id", "gw", "--admin-port", "70000"], "port must be 0..65535"),
+        (["bootstrap", "--node-id", "gw", "--xds-address", "127.0.0.1:0"], "expected HOST:PORT with a port 1..65535"),
+        (["bootstrap", "--node-id", ""], "--node-id: must not be empty"),
+        (["bootstrap", "--node-id", "gw", "--xds-insecure", "--xds-token-file", "{tmp}/none"], "--xds-token-file"),
+        (["create-remote-secret", "--kubeconfig", "{tmp}/none", "--cluster-id", "w"], "--kubeconfig {tmp}/none"),
+        (["history", "--server", "http://127.0.0.1:{port}"], "cannot reach Meridian's admin API"),
+        (["rollback", "3", "--server", "http://127.0.0.1:{port}", "--admin-token-file", "{token}"],
+         "cannot reach Meridian's admin API"),
+    ],
+    ids=["admin-port", "xds-port", "node-id", "token-file", "kubeconfig", "history-down", "rollback-down"],
+)
+def test_client_commands_refuse_bad_input_clearly(tmp_path: Path, args: list[str], message: str) -> None:
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    token = tmp_path / "token"
+    token.write_text("t\n")
+    filled = [a.format(tmp=tmp_path, port=port, token=token) for a in args]
+    proc = meridian(*filled, check=False)
+    assert proc.returncode in (1, 2), proc.stderr
+    assert message.format(tmp=tmp_path) in proc.stderr
+    assert "Traceback" not in proc.stderr
