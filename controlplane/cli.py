@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--xds-insecure", action="store_true", help="plaintext, for a server run with --xds-insecure")
 
     t = sub.add_parser("translate", help="print the Envoy resources for manifests, offline")
-    t.add_argument("-f", "--filename", action="append", required=True, metavar="PATH")
+    t.add_argument("-f", "--filename", action="extend", nargs="+", type=_existing_path, required=True,
+                   metavar="PATH", help="a manifest file or a directory of them (repeatable: -f A -f B or -f A B)")
     t.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     t.add_argument("--report", action="store_true", help="print what was converted, warned, rejected")
     t.add_argument("--default-ssl-certificate", type=_secret_ref, default=None, metavar="NAMESPACE/NAME",
@@ -207,6 +208,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "create-remote-secret": cmd_create_remote_secret,
         **HISTORY_COMMANDS,
     }[args.command](args)
+
+
+def _existing_path(text: str) -> str:
+    if not os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"{text}: no such file or directory")
+    return text
 
 
 def _server_address(text: str) -> str:

@@ -216,9 +216,23 @@ def test_translate_report_lists_every_annotation(manifests: Path) -> None:
 
 
 def test_translate_missing_path_fails(tmp_path: Path) -> None:
+    """A mistyped path is an error (exit 2, the path named), not an empty configuration."""
     proc = meridian("translate", "-f", str(tmp_path / "nope"), check=False)
-    doc_or_error = proc.returncode != 0 or "virtual_hosts" not in proc.stdout
-    assert doc_or_error
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert f"{tmp_path / 'nope'}: no such file or directory" in proc.stderr
+
+
+def test_translate_takes_several_paths_after_one_flag(manifests: Path) -> None:
+    """`-f PATH...` (the design's form) and repeated `-f` read the same manifests."""
+    docs = list(yaml.safe_load_all((manifests / "app.yaml").read_text()))
+    files = []
+    for i, doc in enumerate(docs):  # the Service, its EndpointSlice and the Ingress: one file each
+        files.append(str(manifests.parent / f"part-{i}.yaml"))
+        Path(files[-1]).write_text(yaml.safe_dump(doc))
+    whole = meridian("translate", "-f", str(manifests)).stdout
+    assert meridian("translate", "-f", *files).stdout == whole
+    assert meridian("translate", *[a for f in files for a in ("-f", f)]).stdout == whole
+    assert "shop/web:80" in whole
 
 
 def test_create_remote_secret_works_against_a_fake_api_server(tmp_path: Path) -> None:
