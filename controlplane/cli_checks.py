@@ -77,9 +77,8 @@ def serve_problem(args: argparse.Namespace) -> str | None:
         if cluster_id in seen:
             return f"--cluster {cluster_id}=...: cluster id {cluster_id!r} is given twice"
         seen.add(cluster_id)
-        if not os.path.isdir(directory):
-            what = "is not a directory" if os.path.exists(directory) else "does not exist"
-            return f"--cluster {cluster_id}={directory}: {directory} {what} (a directory of YAML manifests)"
+        if os.path.exists(directory) and not os.path.isdir(directory):  # missing: read once it exists
+            return f"--cluster {cluster_id}={directory}: {directory} is not a directory (a directory of YAML manifests)"
     for flag, path in (("--kubeconfig", args.kubeconfig), ("--admin-token-file", args.admin_token_file)):
         if path and not os.path.isfile(path):
             return f"{flag} {path}: no such file"

@@ -16,6 +16,7 @@ from controlplane.sources.kube import api_client_from_kubeconfig
 from controlplane.sources.remote import CLUSTER_LABEL
 from tests.fakekube import FakeKube
 from tests.support.gateway import ingress, rule
+from tests.support.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 ENVOY = REPO / ".venv" / "bin" / "envoy"
@@ -284,7 +285,6 @@ def test_create_remote_secret_namespace_and_invalid_id(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--cluster", "e={examples}/east", "--cluster", "e={examples}/west"], "cluster id 'e' is given twice"),
-        (["--cluster", "e={tmp}/missing"], "does not exist"),
         (["--cluster", "e={examples}/east/shop.yaml"], "is not a directory"),
         ([], "nothing to watch: give --cluster"),
         (["--cluster", "e={examples}/east", "--http-port", "70000"], "port must be 1..65535"),
@@ -297,7 +297,7 @@ def test_create_remote_secret_namespace_and_invalid_id(tmp_path: Path) -> None:
         (["--cluster", "e={examples}/east", "--kubeconfig", "{tmp}/missing"], "--kubeconfig {tmp}/missing: no such"),
         (["--cluster", "e={examples}/east", "--admin-token-file", "{tmp}/no/token"], "--admin-token-file"),
     ],
-    ids=["same-id", "missing-dir", "file-not-dir", "no-source", "port-high", "port-negative", "address-port",
+    ids=["same-id", "file-not-dir", "no-source", "port-high", "port-negative", "address-port",
          "listen-name", "history-size", "lease", "renew", "kubeconfig", "token-file"],
 )
 def test_serve_refuses_bad_flags_with_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
@@ -349,3 +349,21 @@ def test_client_commands_refuse_bad_input_clearly(tmp_path: Path, args: list[str
     assert proc.returncode in (1, 2), proc.stderr
     assert message.format(tmp=tmp_path) in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_serve_says_when_a_cluster_directory_does_not_exist_yet(tmp_path: Path) -> None:
+    """A missing directory is not refused (it is read once it exists) but said at start, not silently."""
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "controlplane", "serve", "--cluster", f"later={tmp_path / 'later'}",
+             "--state-dir", str(tmp_path / "state"), "--xds-address", "127.0.0.1:0",
+             "--admin-address", "127.0.0.1:0"],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_until(lambda: "admin on port" in log.read_text(), timeout=30, message="serve never started")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert f"cluster later: {tmp_path / 'later'} is not a directory (yet)" in log.read_text()
