@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from controlplane.knative.kinds import is_kingress
+from controlplane.sources.shapes import shape_problem
 from controlplane.sources.watch import Watcher, WatchfilesWatcher, open_watcher
 from controlplane.store import GATEWAY_API_KINDS, KINDS, KINGRESS, ClusterStore, KubeObject
 
@@ -67,6 +68,10 @@ def parse_manifests(text: str) -> tuple[list[tuple[str, KubeObject]], list[str]]
             continue
         if kind in GATEWAY_API_KINDS and kind != "Namespace" and doc.get("apiVersion") not in GATEWAY_APIS:
             problems.append(f"document {i} ({kind} {meta.get('name')}): unknown apiVersion {doc.get('apiVersion')!r}")
+            continue
+        shape = shape_problem(kind, doc)
+        if shape:
+            problems.append(f"document {i} ({kind} {meta.get('name')}): {shape}")
             continue
         if kind not in CLUSTER_SCOPED:
             meta.setdefault("namespace", "default")

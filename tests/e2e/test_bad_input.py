@@ -108,3 +108,19 @@ def test_missing_service_port_is_reported(gw: Gateway) -> None:
     assert any("service default/ports has no port 81" in w for w in rep["warnings"]), rep
     gw.wait_status("ports.example.com", "/", 503)
     assert_healthy(gw)
+
+
+def test_service_with_wrongly_typed_fields_does_not_block_other_changes(gw: Gateway) -> None:
+    """A file is validated by no API server: a Service whose `spec.ports` is a string is refused where it
+    is read (reported like bad YAML). Before, it reached the build, which failed on every change, so no
+    other object's change was served any more."""
+    bad = "apiVersion: v1\nkind: Service\nmetadata: {name: typo, namespace: default}\nspec: {ports: '80'}\n"
+    path = gw.write("typo.yaml", bad)
+    errors = wait_until(lambda: file_errors(gw).get(str(path)), timeout=15, message="bad Service not reported")
+    assert "Service typo): spec.ports: expected a list, got a string" in errors
+    gw.backend("after")  # a change after the bad file: it must be served
+    gw.write("after.yaml", [ingress("after", [rule("after.example.com", ("/", "Prefix", "after", 80))])])
+    gw.wait_served_by("after.example.com", "/", "after")
+    assert_healthy(gw)
+    gw.remove("typo.yaml")
+    wait_until(lambda: str(path) not in file_errors(gw), timeout=15, message="error not cleared on removal")
