@@ -39,6 +39,9 @@ _FIELDS: dict[str, tuple[tuple[str, type | tuple[type, ...]], ...]] = {
 }
 
 
+_PORTS = {"Service": ("spec.ports[].port",), "EndpointSlice": ("ports[].port",)}
+
+
 def _values(value: Any, steps: list[str]) -> list[tuple[str, Any]]:
     """Every (where, value) the path reaches; absent (None) fields are not reported."""
     if not steps:
@@ -68,6 +71,11 @@ def shape_problem(kind: str, doc: Mapping[str, Any]) -> str | None:
     spec = doc.get("spec")
     if spec is not None and not isinstance(spec, Mapping):
         return f"spec: expected a mapping, got {_type_name(type(spec))}"
+    for path in _PORTS.get(kind, ()):
+        for where, value in _values(doc, [step for step in path.replace("[]", "[].").split(".") if step]):
+            number = value if isinstance(value, int) else int(value) if str(value).strip().isdigit() else None
+            if number is not None and not isinstance(value, bool) and not 1 <= number <= 65535:
+                return f"{where.lstrip('.')}: port {value} is not in 1..65535"
     for path, expected in _FIELDS.get(kind, ()):
         steps = [step for step in path.replace("[]", "[].").split(".") if step]
         for where, value in _values(doc, steps):
