@@ -26,13 +26,14 @@ def admin_port(text: str) -> int:
 
 
 def host_port(text: str, *, allow_port_zero: bool) -> str:
-    """HOST:PORT, [V6]:PORT or HOST (the default port); 0 picks a free port where the server binds it."""
+    """HOST:PORT, [V6]:PORT or HOST (the default port). For a server (allow_port_zero): port 0 picks a
+    free port, and ":PORT" listens on every address, as before these checks."""
     try:
         host, number = split_host_port(text, 1)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}") from None
     lowest = 0 if allow_port_zero else 1
-    if not host or not lowest <= number <= 65535:
+    if (not host and not allow_port_zero) or not lowest <= number <= 65535:  # a server's ":P": every address
         raise argparse.ArgumentTypeError(f"expected HOST:PORT with a port {lowest}..65535, got {text!r}")
     return text
 

@@ -367,3 +367,12 @@ def test_serve_says_when_a_cluster_directory_does_not_exist_yet(tmp_path: Path) 
         proc.terminate()
         proc.wait(timeout=30)
     assert f"cluster later: {tmp_path / 'later'} is not a directory (yet)" in log.read_text()
+
+
+def test_server_addresses_accepted_as_before() -> None:
+    """The checks refuse only what never worked: ':PORT' (every interface), a bare host, [v6]:0 still parse."""
+    from controlplane.cli import build_parser
+
+    for address in (":19000", "localhost", "[::1]:0", "0.0.0.0:19000"):
+        args = build_parser().parse_args(["serve", "--cluster", "e=.", "--admin-address", address])
+        assert args.admin_address == address
