@@ -26,7 +26,7 @@ def add_serve_flags(s: argparse.ArgumentParser) -> None:
     )
     s.add_argument(
         "--rollback-max-age",
-        type=_positive_float,
+        type=_non_negative_float,
         default=24.0,
         metavar="HOURS",
         help="rolling back to a version older than this needs --yes (default 24)",
@@ -39,10 +39,10 @@ def _positive_int(text: str) -> int:
     return positive_int(text)
 
 
-def _positive_float(text: str) -> float:
-    from controlplane.cli_checks import positive_float
+def _non_negative_float(text: str) -> float:
+    from controlplane.cli_checks import non_negative_float
 
-    return positive_float(text)
+    return non_negative_float(text)
 
 
 def add_commands(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
@@ -235,9 +235,16 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from controlplane.history.render import summary_lines
+
     try:
         diff = _call(args, "GET", "/debug/history/diff?from=served&to=live")
-        print(f"resuming: {diff['from']} -> {diff['to']}: " + "; ".join(diff["summary_lines"]))
+        # Endpoints follow the sources while pinned (a pin holds configuration, not pod addresses): the
+        # pinned version's recorded endpoints differ from live, but resuming does not change them.
+        summary = {t: {k: n for k, n in kinds.items() if (t, k) != ("EDS", "changed")}
+                   for t, kinds in diff["summary"].items()}  # fmt: skip
+        print(f"resuming: {diff['from']} -> {diff['to']}: " + "; ".join(summary_lines(
+            {t: kinds for t, kinds in summary.items() if kinds})))
         doc = _call(args, "POST", "/history/resume")
     except AdminError as exc:
         return _fail(exc)

@@ -294,11 +294,12 @@ def test_create_remote_secret_namespace_and_invalid_id(tmp_path: Path) -> None:
         (["--cluster", "e={examples}/east", "--history-size", "0"], "must be at least 1"),
         (["--cluster", "e={examples}/east", "--lease-duration", "0"], "must be more than 0"),
         (["--cluster", "e={examples}/east", "--lease-renew-interval", "30"], "must be shorter than --lease-duration"),
+        (["--cluster", "e={examples}/east", "--rollback-max-age", "-1"], "must be 0 or more"),
         (["--cluster", "e={examples}/east", "--kubeconfig", "{tmp}/missing"], "--kubeconfig {tmp}/missing: no such"),
         (["--cluster", "e={examples}/east", "--admin-token-file", "{tmp}/no/token"], "--admin-token-file"),
     ],
     ids=["same-id", "file-not-dir", "no-source", "port-high", "port-negative", "address-port",
-         "listen-name", "history-size", "lease", "renew", "kubeconfig", "token-file"],
+         "listen-name", "history-size", "lease", "renew", "max-age", "kubeconfig", "token-file"],
 )
 def test_serve_refuses_bad_flags_with_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
     """Each bad value is refused before anything starts: exit 2, the flag named, no traceback."""

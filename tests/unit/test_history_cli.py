@@ -57,3 +57,30 @@ def test_a_wrong_token_is_refused(gw: Gateway, capsys: pytest.CaptureFixture[str
     bad.write_text("nope\n")
     code = main(["resume", "--server", f"http://127.0.0.1:{gw.admin_port}", "--admin-token-file", str(bad)])
     assert code == 1 and "valid admin token" in capsys.readouterr().err
+
+
+def test_resume_summary_leaves_out_endpoints_which_a_pin_never_holds(
+    gw: Gateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Endpoints follow the sources while pinned, so resuming changes none: the summary must not say so."""
+    from types import SimpleNamespace
+
+    from tests.support.gateway import service_manifests
+
+    def write(port: int, host: str) -> None:
+        gw.write("web.yaml", [*service_manifests("web", [SimpleNamespace(port=port)]),  # type: ignore[list-item]
+                              ingress("web", [rule(host, ("/", "Prefix", "web", 80))])])  # fmt: skip
+
+    write(18001, "web.example.com")
+    wait_until(lambda: gw.ingress_report("web"), timeout=10)
+    v = gw.admin("/debug/history")["latest"]
+    write(18001, "www.example.com")
+    wait_until(lambda: gw.admin("/debug/history")["latest"] > v, timeout=10)
+    code, _, err = run(gw, capsys, "rollback", str(v), "--yes")
+    assert code == 0, err
+    latest = gw.admin("/debug/history")["latest"]
+    write(18002, "www.example.com")  # a pod moved: EDS follows the sources at once, pin or not
+    wait_until(lambda: gw.admin("/debug/history")["latest"] > latest, timeout=10)
+    code, out, _ = run(gw, capsys, "resume")
+    assert code == 0 and out.startswith(f"resuming: v{v} -> live: RDS") and "dropped" in out, out
+    assert "EDS" not in out.splitlines()[0], out
