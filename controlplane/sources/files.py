@@ -105,8 +105,8 @@ class FileSource:
 
     def load_all(self) -> None:
         if not self.directory.is_dir():
-            log.warning("cluster %s: %s is not a directory (yet): nothing is read from it until it is; "
-                        "/readyz waits for it", self.store.cluster_id, self.directory)  # fmt: skip
+            log.warning("cluster %s: %s is not a directory (yet): nothing is read from it until it is",
+                        self.store.cluster_id, self.directory)  # fmt: skip
             self.store.status.state = "error"
             self.store.status.errors[str(self.directory)] = "not a directory"
             self.store.status_changed()
