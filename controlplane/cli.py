@@ -52,11 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--admin-address", type=_server_address, default="127.0.0.1:19000", metavar="HOST:PORT")
     s.add_argument("--listen-address", type=check.listen_address, default="0.0.0.0",
                    help="IP address of the gateway listeners")  # fmt: skip
-    s.add_argument("--http-port", type=check.port, default=8080)
-    s.add_argument("--https-port", type=check.port, default=8443)
+    s.add_argument("--http-port", type=check.listener_port, default=8080)
+    s.add_argument("--https-port", type=check.listener_port, default=8443)
     s.add_argument("--public-https-port", type=check.port, default=443,
                    help="HTTPS port clients use, named in ssl-redirect Locations (omitted when 443)")  # fmt: skip
-    s.add_argument("--east-west-port", type=check.port, default=15080)
+    s.add_argument("--east-west-port", type=check.listener_port, default=15080)
     s.add_argument("--default-ssl-certificate", type=_secret_ref, default=None, metavar="NAMESPACE/NAME",
                    help="TLS Secret (primary cluster) served to hosts without a usable certificate of their own and "
                    "to unknown SNI, as ingress-nginx's flag (default: a generated self-signed certificate, kept in "
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "default 127.0.0.1:18000)")  # fmt: skip
     b.add_argument("--node-id", type=check.non_empty, required=True)
     b.add_argument("--node-cluster", type=check.non_empty, default="meridian-gateway")
-    b.add_argument("--admin-port", type=check.admin_port, default=9901)
+    b.add_argument("--admin-port", type=check.listener_port, default=9901)
     api = b.add_mutually_exclusive_group()
     api.add_argument(
         "--sotw",

@@ -20,8 +20,8 @@ def port(text: str, lowest: int = 1) -> int:
     return value
 
 
-def admin_port(text: str) -> int:
-    """Envoy's admin port; 0 lets Envoy pick one (see its --admin-address-path)."""
+def listener_port(text: str) -> int:
+    """A port Envoy listens on (a gateway listener, Envoy's admin): 0 lets Envoy pick a free one."""
     return port(text, lowest=0)
 
 
