@@ -36,6 +36,17 @@ _FIELDS: dict[str, tuple[tuple[str, type | tuple[type, ...]], ...]] = {
     ),
     "Secret": (("data", dict), ("stringData", dict), ("type", str)),
     "IngressClass": (("spec.controller", str),),
+    # Lists given as a string would be read letter by letter ("no certificate for a, c, e, ...").
+    "Ingress": (
+        ("spec.rules", list),
+        ("spec.rules[].host", str),
+        ("spec.rules[].http", dict),
+        ("spec.rules[].http.paths", list),
+        ("spec.tls", list),
+        ("spec.tls[].hosts", list),
+        ("spec.tls[].hosts[]", str),
+        ("spec.tls[].secretName", str),
+    ),
 }
 
 

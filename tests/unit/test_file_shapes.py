@@ -22,6 +22,11 @@ def _slice(**fields: object) -> dict[str, object]:
             **fields}  # fmt: skip
 
 
+def _ingress(spec: object) -> dict[str, object]:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "i", "namespace": "d"},
+            "spec": spec}  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("doc", "problem"),
     [
@@ -40,6 +45,11 @@ def _slice(**fields: object) -> dict[str, object]:
         ({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
           "metadata": {"name": "i", "namespace": "d", "annotations": ["a"]}, "spec": {}},
          "metadata.annotations: expected a mapping, got a list"),
+        (_ingress({"rules": "notalist"}), "spec.rules: expected a list, got a string"),
+        (_ingress({"rules": [{"host": "a.example", "http": "x"}]}),
+         "spec.rules[0].http: expected a mapping, got a string"),
+        (_ingress({"tls": [{"hosts": "c.example", "secretName": "c"}]}),
+         "spec.tls[0].hosts: expected a list, got a string"),
     ],
 )
 def test_wrong_field_types_are_refused_with_the_field_named(doc: dict[str, object], problem: str) -> None:
