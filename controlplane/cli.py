@@ -324,6 +324,9 @@ def _client_tls(args: argparse.Namespace) -> XdsClientTls | None:
         raise SystemExit("meridian bootstrap: with --xds-ca, give --xds-cert/--xds-key or --xds-token-file "
                          "(without them Envoy has nothing to authenticate with)")  # fmt: skip
     local = LocalCA(args.state_dir or default_state_dir())
+    if not ca and not local.ca_cert_path.exists():  # made here; serve then uses it, if it shares the directory
+        sys.stderr.write(f"meridian bootstrap: no xDS CA in {local.dir} yet: made one there; `meridian serve` "
+                         "must use the same --state-dir, or Envoy's TLS handshake fails\n")  # fmt: skip
     if not cert and not args.xds_token_file:
         issued = local.client(args.node_cluster)  # a certificate for this gateway group
         cert, key = str(issued.cert), str(issued.key)

@@ -377,3 +377,12 @@ def test_server_addresses_accepted_as_before() -> None:
     for address in (":19000", "localhost", "[::1]:0", "0.0.0.0:19000"):
         args = build_parser().parse_args(["serve", "--cluster", "e=.", "--admin-address", address])
         assert args.admin_address == address
+
+
+def test_bootstrap_says_when_it_makes_the_ca_itself(tmp_path: Path) -> None:
+    """A mistyped --state-dir (or bootstrap before serve) makes a CA there: said on stderr, once."""
+    first = meridian("bootstrap", "--node-id", "gw", "--state-dir", str(tmp_path / "typo"))
+    assert f"no xDS CA in {tmp_path / 'typo'} yet: made one there" in first.stderr
+    assert yaml.safe_load(first.stdout)["node"]["id"] == "gw"
+    again = meridian("bootstrap", "--node-id", "gw", "--state-dir", str(tmp_path / "typo"))
+    assert "no xDS CA" not in again.stderr
