@@ -229,9 +229,20 @@ class MeridianApp:
         settings = HistorySettings(
             self.state_dir, opts.admin_token_file, opts.kubeconfig, opts.in_cluster, opts.namespace
         )
-        await start_history(self.history, settings, self.registry,
-                            fleet=lambda: self.xds.fleet_states() if self.xds is not None else [],
-                            is_leader=self._is_leader)  # fmt: skip
+        try:
+            await start_history(self.history, settings, self.registry,
+                                fleet=lambda: self.xds.fleet_states() if self.xds is not None else [],
+                                is_leader=self._is_leader)  # fmt: skip
+        except Exception as exc:
+            if not (opts.kubeconfig or opts.in_cluster):
+                raise
+            # The first request Meridian makes to the primary cluster (its history and pin ConfigMaps).
+            from controlplane.sources.kube import describe_error
+
+            log.debug("reading the history from the Kubernetes API server failed", exc_info=True)
+            where = opts.kubeconfig or "the in-cluster configuration"
+            raise StartupError(f"cannot read the history and rollback pin from the Kubernetes API server of "
+                               f"{where} (namespace {opts.namespace}): {describe_error(exc)}") from exc
 
     def _is_leader(self) -> bool:
         """The status writer's leader (Kubernetes mode) also writes the history."""

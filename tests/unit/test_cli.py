@@ -386,3 +386,25 @@ def test_bootstrap_says_when_it_makes_the_ca_itself(tmp_path: Path) -> None:
     assert yaml.safe_load(first.stdout)["node"]["id"] == "gw"
     again = meridian("bootstrap", "--node-id", "gw", "--state-dir", str(tmp_path / "typo"))
     assert "no xDS CA" not in again.stderr
+
+
+def test_serve_says_which_api_server_it_cannot_reach(tmp_path: Path) -> None:
+    """Kubernetes mode with the API server down at start: one last line naming the kubeconfig and the
+    failure (exit 1), not only a traceback."""
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+        "users": [{"name": "u", "user": {"token": "t0ken-never-logged"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+    }))  # fmt: skip
+    proc = meridian("serve", "--kubeconfig", str(kubeconfig), "--state-dir", str(tmp_path / "state"),
+                    "--xds-address", "127.0.0.1:0", "--admin-address", "127.0.0.1:0", check=False)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"meridian serve: cannot read the history and rollback pin from the Kubernetes API "
+                           f"server of {kubeconfig}"), last  # fmt: skip
+    assert "Connection refused" in last and "t0ken-never-logged" not in proc.stderr
