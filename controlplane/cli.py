@@ -201,13 +201,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         problem = _check_xds_flags(args) or check.serve_problem(args)
         if problem:
             build_parser().error(problem)
-    return {
+    command = {
         "serve": cmd_serve,
         "bootstrap": cmd_bootstrap,
         "translate": cmd_translate,
         "create-remote-secret": cmd_create_remote_secret,
         **HISTORY_COMMANDS,
-    }[args.command](args)
+    }[args.command]
+    try:
+        code = command(args)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe would be an "Exception ignored"
+        return code
+    except BrokenPipeError:  # `meridian history show 42 | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when exiting
+        return 0
 
 
 def _existing_path(text: str) -> str:

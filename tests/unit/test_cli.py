@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -408,3 +409,20 @@ def test_serve_says_which_api_server_it_cannot_reach(tmp_path: Path) -> None:
     assert last.startswith(f"meridian serve: cannot read the history and rollback pin from the Kubernetes API "
                            f"server of {kubeconfig}"), last  # fmt: skip
     assert "Connection refused" in last and "t0ken-never-logged" not in proc.stderr
+
+
+def test_output_cut_short_by_the_reader_is_not_a_traceback(
+    manifests: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`meridian translate -f DIR | head`: a reader that closed the pipe ends the command quietly (exit 0)."""
+    from controlplane.cli import main
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone: every write fails with EPIPE
+    closed = os.fdopen(write_end, "w")
+    monkeypatch.setattr(sys, "stdout", closed)
+    try:
+        assert main(["translate", "-f", str(manifests)]) == 0
+        closed.flush()  # stdout now points at /dev/null: nothing left to fail at exit
+    finally:
+        closed.close()
