@@ -148,7 +148,8 @@ class HistoryApi:
         except ValueError as exc:
             return _json({"error": str(exc)}, 400)
         if a is None or b is None:
-            return _json({"error": "version not in the history"}, 404)
+            missing = " and ".join(label for label, side in ((a_label, a), (b_label, b)) if side is None)
+            return _json({"error": f"{missing} not in the history"}, 404)
         if q.get("sources"):
             lo, hi = sorted((self._version(q.get("from", "")), self._version(q.get("to", "live"))))
             recs = [r for v, r in self.svc.history.records.items() if lo < v <= hi]

@@ -46,6 +46,8 @@ def test_rollback_of_an_old_version_needs_yes_and_every_output_shows_the_pin(
         assert code == 0 and out.startswith(f"PINNED: configuration pinned to version {v}"), (args, out)
     code, _, err = run(gw, capsys, "rollback", "9999", "--yes")
     assert code == 1 and "not in the history" in err
+    code, _, err = run(gw, capsys, "diff", str(v), "9999")
+    assert code == 1 and "error: v9999 not in the history" in err, err  # which one
     code, out, _ = run(gw, capsys, "resume")
     assert code == 0 and out.startswith(f"resuming: v{v} -> live: RDS") and "dropped" in out, out
     code, out, _ = run(gw, capsys, "history")
