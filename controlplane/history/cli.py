@@ -243,8 +243,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
         # pinned version's recorded endpoints differ from live, but resuming does not change them.
         summary = {t: {k: n for k, n in kinds.items() if (t, k) != ("EDS", "changed")}
                    for t, kinds in diff["summary"].items()}  # fmt: skip
-        print(f"resuming: {diff['from']} -> {diff['to']}: " + "; ".join(summary_lines(
-            {t: kinds for t, kinds in summary.items() if kinds})))
+        if diff.get("pin"):  # not pinned: there is nothing to summarise
+            print(f"resuming: {diff['from']} -> {diff['to']}: " + "; ".join(summary_lines(
+                {t: kinds for t, kinds in summary.items() if kinds})))
         doc = _call(args, "POST", "/history/resume")
     except AdminError as exc:
         return _fail(exc)

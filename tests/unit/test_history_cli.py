@@ -52,6 +52,8 @@ def test_rollback_of_an_old_version_needs_yes_and_every_output_shows_the_pin(
     assert code == 0 and out.startswith(f"resuming: v{v} -> live: RDS") and "dropped" in out, out
     code, out, _ = run(gw, capsys, "history")
     assert "PINNED" not in out
+    code, out, _ = run(gw, capsys, "resume")  # nothing pinned: no "resuming" summary, just that
+    assert code == 0 and out == "not pinned; nothing to resume\n", out
 
 
 def test_a_wrong_token_is_refused(gw: Gateway, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
