@@ -46,16 +46,17 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+# N channels each log every GOAWAY when a server stops; keep the report readable (as bench.fanout).
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+from envoy.service.discovery.v3 import discovery_pb2
+
 from bench import fanout
 from bench.common import ControlPlane, machine_facts, percentile, proc_status, wait_for, write_initial
 from bench.fanout import TYPES, Client, channel_for, cpu_seconds, endpoint_change, quiet_cpu
 from bench.xds_floor_server import SECURITIES, Replay
 from controlplane.xds.resources import ENDPOINT, ROUTE
 from controlplane.xds.server import SERVICE
-
-# os.environ GRPC_VERBOSITY is set by bench.fanout before grpc is imported
-import grpc  # noqa: E402
-from envoy.service.discovery.v3 import discovery_pb2  # noqa: E402
 
 DEFAULT_ROWS = "meridian:plaintext,floor:plaintext,meridian:tls,floor:front,floor:native"
 
@@ -295,8 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Meridian against a bare ADS server replaying its bytes")
     p.add_argument("--services", type=int, default=1000)
     p.add_argument("--clients", default="1000")
-    p.add_argument("--rows", default=DEFAULT_ROWS,
-                   help="server:security in run order; meridian:plaintext|tls, floor:" + "|".join(SECURITIES))
+    p.add_argument(
+        "--rows",
+        default=DEFAULT_ROWS,
+        help="server:security in run order; meridian:plaintext|tls, floor:" + "|".join(SECURITIES),
+    )
     p.add_argument("--trials", type=int, default=12)
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--backend-port", type=int, default=9)

@@ -153,7 +153,7 @@ class FloorServer:
             s.closed = True
             s.wake.set()
 
-    async def start(self, address: str, native_tls: grpc.ServerCredentials | None = None) -> tuple[grpc.aio.Server, int]:
+    async def start(self, address: str, native: grpc.ServerCredentials | None = None) -> tuple[grpc.aio.Server, int]:
         server = grpc.aio.server(options=_GRPC_OPTIONS)
         handler = grpc.stream_stream_rpc_method_handler(
             self._delta, request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
@@ -166,7 +166,7 @@ class FloorServer:
                 raise OSError("cannot bind gRPC's Unix socket")
             await server.start()
             return server, await self.front.start(address)
-        port = server.add_secure_port(address, native_tls) if native_tls else server.add_insecure_port(address)
+        port = server.add_secure_port(address, native) if native else server.add_insecure_port(address)
         if not port:
             raise OSError(f"cannot bind {address}")
         await server.start()
