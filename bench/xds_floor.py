@@ -22,8 +22,9 @@ all N ACKed p50 / p99 (for Meridian: a rewritten EndpointSlice file; for the flo
 makes it push), the server's CPU ms per change (from /proc, ACKs included, a mean) and the
 clients'. The difference between a `meridian` row and its `floor` row is what Meridian's own
 bookkeeping (and, per change, its file watch and snapshot build) costs on top of the transport.
-`--profile DIR` also records py-spy (`--native`, 100 Hz) of the server while connecting and while
-changing, as collapsed stacks per row (the timings of a profiled run are not the floor's).
+`--profile DIR` also records py-spy (`$PY_SPY`, else `py-spy` on PATH; `--native`, 100 Hz) of the
+server while connecting and while changing, as collapsed stacks per row (a profiled run's
+timings are not the figures to quote).
 
     .venv/bin/python -m bench.xds_floor --services 1000 --clients 1000 --trials 12 \
         --rows meridian:plaintext,floor:plaintext,meridian:tls,floor:front,floor:native
@@ -42,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +142,8 @@ def profiled(pid: int, out: Path | None, rate: int = 100) -> Iterator[None]:
     if out is None:
         yield
         return
-    spy = subprocess.Popen(["py-spy", "record", "--native", "-r", str(rate), "--pid", str(pid), "--format", "raw",
+    spy = subprocess.Popen([os.environ.get("PY_SPY", "py-spy"), "record", "--native", "-r", str(rate),
+                            "--pid", str(pid), "--format", "raw",
                             "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     time.sleep(1.0)  # attached before the work starts
     try:
@@ -155,19 +157,21 @@ def profiled(pid: int, out: Path | None, rate: int = 100) -> Iterator[None]:
             spy.wait()
 
 
-async def measure_floor(fp: FloorProcess, n: int, args: argparse.Namespace, names: dict[str, list[str]],
-                        profile: Path | None) -> dict[str, Any]:  # fmt: skip
-    """`bench.fanout.measure`'s figures for the floor server (which has no admin API: a push is a
-    SIGUSR1, and "settled" is the server's CPU going quiet)."""
-    insecure = fp.security == "plaintext"
-    rss_before = proc_status(fp.pid)["VmRSS"]
+async def measure(server: ControlPlane, n: int, insecure: bool, args: argparse.Namespace,
+                  names: dict[str, list[str]], profile: Path | None, push: Callable[[int], None],
+                  settle: Callable[[], Awaitable[None]] | None = None) -> dict[str, Any]:  # fmt: skip
+    """`bench.fanout.measure`'s figures, taken the same way for both servers: `push(k)` makes the
+    k-th change (Meridian: an EndpointSlice file rewritten; the floor: a SIGUSR1), the server's CPU
+    is read once it has been quiet for 50 ms (ACKs included), and `settle` (Meridian's admin API:
+    every stream has ACKed) is awaited only after that reading, so its polls are not counted."""
+    rss_before = proc_status(server.pid)["VmRSS"]
     out: dict[str, Any] = {"clients": n, "xds": "delta", "tls": not insecure}
     clients = [Client(i, True, names) for i in range(n)]
-    channels = [channel_for(fp, insecure) for _ in range(n)]
+    channels = [channel_for(server, insecure) for _ in range(n)]
     tasks: list[asyncio.Task[None]] = []
     try:
-        with profiled(fp.pid, profile and profile.with_name(profile.name + "-connect.txt")):
-            cpu_before = cpu_seconds(fp.pid)
+        with profiled(server.pid, profile and profile.with_name(profile.name + "-connect.txt")):
+            cpu_before = cpu_seconds(server.pid)
             clients_before = time.process_time()
             t0 = time.monotonic()
             tasks = [asyncio.create_task(c.run(ch)) for c, ch in zip(clients, channels, strict=True)]
@@ -178,18 +182,20 @@ async def measure_floor(fp: FloorProcess, n: int, args: argparse.Namespace, name
             out["connect_s"] = round(time.monotonic() - t0, 2)
             out["client_cpu_ms_per_connect"] = round((time.process_time() - clients_before) * 1000 / n, 2)
             out["initial_kib_per_stream"] = round(sum(c.initial_bytes for c in clients) / n / 1024, 1)
-            cpu_connected = await quiet_cpu(fp.pid, limit=30.0)
-        out["rss_per_stream_kib"] = round((proc_status(fp.pid)["VmRSS"] - rss_before) / n, 1)
+            cpu_connected = await quiet_cpu(server.pid, limit=30.0)
+        if settle is not None:
+            await settle()
+        out["rss_per_stream_kib"] = round((proc_status(server.pid)["VmRSS"] - rss_before) / n, 1)
         out["cp_cpu_ms_per_connect"] = round((cpu_connected - cpu_before) * 1000 / n, 2)
         latencies, cpu_ms, client_ms = [], [], []
-        with profiled(fp.pid, profile and profile.with_name(profile.name + "-change.txt")):
-            for _ in range(args.trials):
-                await quiet_cpu(fp.pid)
+        with profiled(server.pid, profile and profile.with_name(profile.name + "-change.txt")):
+            for k in range(1, args.trials + 1):
+                await quiet_cpu(server.pid)
                 before = [c.eds_responses for c in clients]
-                cpu0 = cpu_seconds(fp.pid)
+                cpu0 = cpu_seconds(server.pid)
                 client0 = time.process_time()
                 start = time.monotonic()
-                os.kill(fp.pid, signal.SIGUSR1)
+                push(k)
                 deadline = start + args.timeout
                 while any(c.eds_responses == b for c, b in zip(clients, before, strict=True)):
                     if time.monotonic() > deadline:
@@ -197,11 +203,13 @@ async def measure_floor(fp: FloorProcess, n: int, args: argparse.Namespace, name
                     await asyncio.sleep(0.002)
                 latencies.append(max(c.eds_at for c in clients) - start)
                 client_ms.append((time.process_time() - client0) * 1000)
-                cpu_ms.append((await quiet_cpu(fp.pid) - cpu0) * 1000)
+                cpu_ms.append((await quiet_cpu(server.pid) - cpu0) * 1000)
+                if settle is not None:
+                    await settle()
         out["all_acked_ms"] = {"p50": round(percentile(latencies, 50) * 1000, 1),
                                "p99": round(percentile(latencies, 99) * 1000, 1)}  # fmt: skip
         out["cp_cpu_ms_per_change"] = round(sum(cpu_ms) / len(cpu_ms), 1)
-        out["rss_steady_per_stream_kib"] = round((proc_status(fp.pid)["VmRSS"] - rss_before) / n, 1)
+        out["rss_steady_per_stream_kib"] = round((proc_status(server.pid)["VmRSS"] - rss_before) / n, 1)
         out["client_cpu_ms_per_change"] = round(sum(client_ms) / len(client_ms), 1)
     finally:
         for t in tasks:
@@ -211,12 +219,36 @@ async def measure_floor(fp: FloorProcess, n: int, args: argparse.Namespace, name
     return out
 
 
+async def measure_floor(fp: FloorProcess, n: int, args: argparse.Namespace, names: dict[str, list[str]],
+                        profile: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    return await measure(fp, n, fp.security == "plaintext", args, names, profile,
+                         lambda _: os.kill(fp.pid, signal.SIGUSR1))  # fmt: skip
+
+
 async def measure_meridian(cp: ControlPlane, n: int, insecure: bool, args: argparse.Namespace,
-                           names: dict[str, list[str]], profile: Path | None) -> dict[str, Any]:  # fmt: skip
-    """`bench.fanout.measure` itself (Delta); profiled as a whole when asked (connect and changes
-    are then one file: its connect phase is the first samples)."""
-    with profiled(cp.pid, profile and profile.with_name(profile.name + "-all.txt")):
-        return await fanout.measure(cp, n, True, insecure, args, names, [0])
+                           names: dict[str, list[str]], profile: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """Meridian's CPU per change with no stream connected first (reading the file, building the
+    snapshot: what the floor has no counterpart for), then `measure`."""
+    cpu_ms = []
+    for k in range(1, args.trials + 1):
+        built = cp.admin_json("/debug/snapshot")["types"]["EDS"]["built_monotonic"]
+        await quiet_cpu(cp.pid)
+        cpu0 = cpu_seconds(cp.pid)
+        endpoint_change(cp.directory, args.backend_port, k)
+        await asyncio.sleep(0.02)  # the watcher's wake-up: quiet until it reads the file otherwise
+        cpu_ms.append((await quiet_cpu(cp.pid) - cpu0) * 1000)
+        if cp.admin_json("/debug/snapshot")["types"]["EDS"]["built_monotonic"] == built:
+            raise RuntimeError("the change was not built while measuring its CPU")
+
+    def settle() -> Awaitable[None]:
+        return asyncio.to_thread(wait_for, lambda: fanout.settled(cp, n), 120, 0.05, "every stream ACKed")
+
+    def push(k: int) -> None:
+        endpoint_change(cp.directory, args.backend_port, args.trials + k)
+
+    row = await measure(cp, n, insecure, args, names, profile, push, settle)
+    row["cp_cpu_ms_per_change_no_streams"] = round(sum(cpu_ms) / len(cpu_ms), 1)
+    return row
 
 
 def snapshot_names(cp: ControlPlane) -> dict[str, list[str]]:
@@ -279,15 +311,16 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| server | security | clients | connect all s | server / clients' CPU ms per stream connecting |"
         " RSS per stream KiB (connected / steady) | change -> all ACKed p50 / p99 ms |"
-        " server CPU ms per change | clients' CPU ms per change | load |",
+        " server CPU ms per change (with no stream) | clients' CPU ms per change | load |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         a = r["all_acked_ms"]
+        alone = f" ({r['cp_cpu_ms_per_change_no_streams']:.1f})" if "cp_cpu_ms_per_change_no_streams" in r else ""
         lines.append(f"| {r['server']} | {r['security']} | {r['clients']:,} | {r['connect_s']:.2f} | "
                      f"{r['cp_cpu_ms_per_connect']:.1f} / {r['client_cpu_ms_per_connect']:.1f} | "
                      f"{r['rss_per_stream_kib']:.0f} / {r['rss_steady_per_stream_kib']:.0f} | "
-                     f"{a['p50']:.1f} / {a['p99']:.1f} | {r['cp_cpu_ms_per_change']:.1f} | "
+                     f"{a['p50']:.1f} / {a['p99']:.1f} | {r['cp_cpu_ms_per_change']:.1f}{alone} | "
                      f"{r['client_cpu_ms_per_change']:.1f} | {r['load_avg']:.2f} |")  # fmt: skip
     return "\n".join(lines)
 
