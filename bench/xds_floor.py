@@ -281,9 +281,9 @@ async def run_all(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[
                     "change_bytes": [len(b) for b in replay.changes]}  # fmt: skip
         print(json.dumps({"captured": captured}), flush=True)
         for n in (int(x) for x in args.clients.split(",")):
-            for spec in args.rows.split(","):
+            for k, spec in enumerate(args.rows.split(",")):  # a row may repeat (alternating pairs)
                 server, security = spec.split(":")
-                label = f"{spec}-{n}"
+                label = f"{spec}-{n}" + (f"-{k}" if args.rows.split(",").count(spec) > 1 else "")
                 root = work / label
                 profile = args.profile / label if args.profile else None
                 if server == "meridian":

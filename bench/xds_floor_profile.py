@@ -45,7 +45,10 @@ def parts() -> list[tuple[str, tuple[str, ...]]]:
         ("Meridian: auth, stream set-up, loop, convergence", ("XdsServer._serve", "Convergence", "watch_versions")),
         ("gRPC's poller thread", ("Thread.run",)),
         # The rest by its deepest Python frame (every stack of the loop's thread starts in either's main).
-        ("Meridian: the rest (the change's read and build, ...)", (_DEEPEST + "controlplane/",)),
+        (
+            "other controlplane code (Meridian: the change's read and build; floor: the Waker it borrows)",
+            (_DEEPEST + "controlplane/",),
+        ),
         ("floor: its stream loop", (_DEEPEST + "xds_floor_server.py",)),
         ("asyncio's loop (select, callbacks, task steps)", ("",)),
     ]

@@ -68,3 +68,44 @@ def test_floor_stream_sends_in_order_one_in_flight_per_type() -> None:
     assert s.due() is None  # the change waits for e1's ACK
     s.on_request(discovery_pb2.DeltaDiscoveryRequest(type_url=ENDPOINT, response_nonce="n"))
     assert s.due() == b"e2" and s.changes_owed == 0
+
+
+def test_floor_bench_runs_meridian_and_the_floor_interleaved(tmp_path: Path) -> None:
+    """bench/xds_floor.py at 3 clients and 5 Services: the bytes are captured from a real Meridian
+    and replayed; both servers' rows carry every figure."""
+    import json
+
+    from bench import xds_floor
+
+    out = tmp_path / "floor.json"
+    assert xds_floor.main(["--services", "5", "--clients", "3", "--trials", "2", "--timeout", "30",
+                           "--rows", "meridian:plaintext,floor:plaintext", "--json", str(out)]) == 0  # fmt: skip
+    result = json.loads(out.read_text())
+    captured = result["captured"]
+    assert [t for t, _ in captured["initial_responses"]] == [t.rsplit(".", 1)[-1] for t in TYPES]
+    assert len(captured["change_bytes"]) == 2 and all(b > 0 for b in captured["change_bytes"])
+    rows = result["rows"]
+    assert [(r["server"], r["security"]) for r in rows] == [("meridian", "plaintext"), ("floor", "plaintext")]
+    # Both servers sent every client the same initial bytes: the floor replays Meridian's.
+    assert rows[0]["initial_kib_per_stream"] == rows[1]["initial_kib_per_stream"] > 0
+    assert all(0 < r["all_acked_ms"]["p50"] <= r["all_acked_ms"]["p99"] for r in rows)
+    assert rows[0]["cp_cpu_ms_per_change_no_streams"] >= 0
+
+
+def test_profile_parts_follow_the_await_lines(tmp_path: Path) -> None:
+    from bench.xds_floor_profile import _await_lines, split
+
+    write = _await_lines(Path(__file__).resolve().parents[2] / "bench/xds_floor_server.py", "await context.write(")
+    assert len(write) == 1
+    loop = "main (bench/xds_floor_server.py:1);BaseEventLoop._run_once (asyncio/base_events.py:1)"
+    stacks = tmp_path / "stacks.txt"
+    stacks.write_text(
+        f"{loop};FloorServer._delta (bench/{write[0]});0x7f00 (cygrpc.so) 5\n"
+        f"{loop};EpollSelector.select (selectors.py:468) 3\n"
+        "Thread.run (threading.py:982);0x7f01 (cygrpc.so) 2\n"
+        "Thread.run (threading.py:982);_worker (x.py:1);PyThread_acquire_lock_timed 4\n"
+    )
+    counts = split(stacks)
+    assert counts["gRPC write (Cython, core, kernel send)"] == 5
+    assert counts["asyncio's loop (select, callbacks, task steps)"] == 3
+    assert counts["gRPC's poller thread"] == 2 and counts["idle"] == 4
