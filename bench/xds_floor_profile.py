@@ -37,7 +37,7 @@ def parts() -> list[tuple[str, tuple[str, ...]]]:
         ("Meridian: history", ("controlplane/history/",)),
         ("garbage collector", ("gc_collect",)),
         ("TLS front (Python ssl, OpenSSL, its relay)", ("tlsfront.py",)),
-        ("Meridian: request parsing", ("_delta_request", "_sotw_request")),
+        ("Meridian: request parsing", (";_delta_request (", ";_sotw_request (")),
         ("gRPC write (Cython, core, kernel send)", writes),
         ("gRPC read (Cython, core, parse)", reads),
         ("Meridian: ACK and request handling", ("XdsServer._on_request", "_may_be_due")),
