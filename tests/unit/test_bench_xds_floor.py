@@ -104,8 +104,11 @@ def test_profile_parts_follow_the_await_lines(tmp_path: Path) -> None:
         f"{loop};EpollSelector.select (selectors.py:468) 3\n"
         "Thread.run (threading.py:982);0x7f01 (cygrpc.so) 2\n"
         "Thread.run (threading.py:982);_worker (x.py:1);PyThread_acquire_lock_timed 4\n"
+        f"{loop};XdsServer._read (controlplane/xds/server.py:1);_delta_request (controlplane/xds/server.py:2) 7\n"
+        f"{loop};XdsServer._on_request (controlplane/xds/server.py:3);on_delta_request (x/tracking.py:1) 6\n"
     )
     counts = split(stacks)
     assert counts["gRPC write (Cython, core, kernel send)"] == 5
     assert counts["asyncio's loop (select, callbacks, task steps)"] == 3
     assert counts["gRPC's poller thread"] == 2 and counts["idle"] == 4
+    assert counts["Meridian: request parsing"] == 7 and counts["Meridian: ACK and request handling"] == 6
