@@ -4,6 +4,7 @@ leader would write (README, Gateway API), and they agree with what a real Envoy 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from tests.support.gateway import Gateway
 from tests.support.wait import wait_until
 
 GW_API = "gateway.networking.k8s.io/v1"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def route(name: str, hostname: str, backend: dict[str, Any]) -> dict[str, Any]:
@@ -91,3 +93,20 @@ def test_debug_gateways_follows_a_reference_grant(gw: Gateway) -> None:
     gw.wait_status("cross.example.com", "/", 500)
     wait_until(lambda: condition(statuses(gw)[("HTTPRoute", "cross")], "ResolvedRefs") == ("False", "RefNotPermitted"),
                timeout=15, message="cross's ResolvedRefs did not follow the ReferenceGrant's removal")  # fmt: skip
+
+
+def readme_gateway_api_example() -> str:
+    """The YAML block of README's "Gateway API" section, as a user copies it."""
+    section = (REPO / "README.md").read_text(encoding="utf-8").split("\n## Gateway API", 1)[1].split("\n## ", 1)[0]
+    return section.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_example_as_written_serves_in_file_mode(tmp_path: Path) -> None:
+    with Gateway(tmp_path, serve_args=()) as g:
+        g.backend("api", namespace="shop")
+        g.backend("api-v2", namespace="shop")
+        g.write("example.yaml", readme_gateway_api_example())
+        seen = {g.wait_status("shop.example.com", "/api/x", 200, headers={"x-version": "2"}).json()["service"]}
+        seen |= {g.get("shop.example.com", "/api/x", headers={"x-version": "2"}).json()["service"] for _ in range(20)}
+        assert seen <= {"api", "api-v2"} and "api-v2" in seen  # weights 90 / 10
+        assert g.get("shop.example.com", "/api/x").status == 404  # the rule matches x-version: 2 only
