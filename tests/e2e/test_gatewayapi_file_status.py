@@ -95,6 +95,20 @@ def test_debug_gateways_follows_a_reference_grant(gw: Gateway) -> None:
                timeout=15, message="cross's ResolvedRefs did not follow the ReferenceGrant's removal")  # fmt: skip
 
 
+def test_an_invalid_backend_of_a_weighted_rule_is_left_out_of_the_split(gw: Gateway) -> None:
+    """README, Gateway API "Backends": its share goes to the valid backend (the spec would answer 500)."""
+    split = route("split", "split.example.com", {"name": "api", "weight": 1})
+    split["spec"]["rules"][0]["backendRefs"].append({"name": "missing", "port": 80, "weight": 1})
+    gw.write("split.yaml", [split])
+    try:
+        gw.wait_served_by("split.example.com", "/", "api")
+        assert {gw.get("split.example.com", "/").status for _ in range(20)} == {200}
+        missing = ("False", "BackendNotFound")
+        wait_until(lambda: condition(statuses(gw)[("HTTPRoute", "split")], "ResolvedRefs") == missing, timeout=15,
+                   message="split's ResolvedRefs does not name the missing backend")  # fmt: skip
+    finally:
+        gw.remove("split.yaml")
+
 def readme_gateway_api_example() -> str:
     """The YAML block of README's "Gateway API" section, as a user copies it."""
     section = (REPO / "README.md").read_text(encoding="utf-8").split("\n## Gateway API", 1)[1].split("\n## ", 1)[0]
