@@ -109,6 +109,31 @@ def test_an_invalid_backend_of_a_weighted_rule_is_left_out_of_the_split(gw: Gate
     finally:
         gw.remove("split.yaml")
 
+def test_a_selector_listener_reads_namespace_labels_from_the_manifests(gw: Gateway) -> None:
+    """README, Gateway API table: `Selector` in file mode matches the labels of Namespace objects in the files."""
+    listener = {"name": "http", "protocol": "HTTP", "port": 80, "hostname": "sel.example.org",
+                "allowedRoutes": {"namespaces": {"from": "Selector", "selector": {"matchLabels": {"gw": "yes"}}}}}
+    objs = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a", "labels": {"gw": "yes"}}},
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-b", "labels": {"gw": "no"}}},
+            {"apiVersion": GW_API, "kind": "Gateway", "metadata": {"name": "sel", "namespace": "infra"},
+             "spec": {"gatewayClassName": "meridian", "listeners": [listener]}}]  # fmt: skip
+    for team in ("team-a", "team-b"):
+        r = route(team, "sel.example.org", {"name": "api", "namespace": "shop"})
+        r["metadata"]["namespace"] = team
+        r["spec"]["parentRefs"] = [{"name": "sel", "namespace": "infra"}]
+        r["spec"]["rules"][0]["matches"] = [{"path": {"type": "PathPrefix", "value": f"/{team}"}}]
+        grant = {**GRANT, "metadata": {"name": f"allow-{team}", "namespace": "shop"},
+                 "spec": {**GRANT["spec"], "from": [{**GRANT["spec"]["from"][0], "namespace": team}]}}  # fmt: skip
+        objs += [r, grant]
+    gw.write("selector.yaml", objs)
+    try:
+        gw.wait_served_by("sel.example.org", "/team-a", "api")
+        assert gw.get("sel.example.org", "/team-b").status == 404
+        got = statuses(gw)
+        assert condition(got[("HTTPRoute", "team-b")], "Accepted") == ("False", "NotAllowedByListeners")
+    finally:
+        gw.remove("selector.yaml")
+
 def readme_gateway_api_example() -> str:
     """The YAML block of README's "Gateway API" section, as a user copies it."""
     section = (REPO / "README.md").read_text(encoding="utf-8").split("\n## Gateway API", 1)[1].split("\n## ", 1)[0]
