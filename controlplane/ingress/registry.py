@@ -63,7 +63,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry(IpAccessFamily(), ("ip-access",)),
     Entry(RateLimitFamily(), ("rate-limit",)),
     Entry(BodySizeFamily(), ("body-size",)),
-    Entry(ExtAuthFamily(), ("ext-auth", "auth-responses")),
+    Entry(ExtAuthFamily(), ("ext-auth", "auth-responses", "signin-uri")),
     Entry(BasicAuthFamily(), ("basic-auth", "auth-responses")),
     Entry(ClientCertFamily(), ("client-cert",)),
     Entry(TlsParamsFamily(), ("tls-params",)),
