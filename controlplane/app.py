@@ -120,6 +120,7 @@ class MeridianApp:
             registry=self.registry,
             syncz=lambda: self.xds.syncz() if self.xds else [],
             cluster_problems=self.cluster_problems,
+            extra={"/debug/gateways": self.gateway_statuses},
             history=self.history,
         )
         self.file_sources: list[FileSource] = []
@@ -188,6 +189,18 @@ class MeridianApp:
 
     def cluster_problems(self) -> list[dict[str, Any]]:
         return self.kube.problems() if self.kube is not None else []
+
+    def gateway_statuses(self) -> list[dict[str, Any]]:
+        """`/debug/gateways`: the Gateway API statuses the leader writes (file mode writes none)."""
+        # Imported here: both load the Kubernetes client, which file mode otherwise never needs.
+        from controlplane.gatewayapi.status import status_report
+        from controlplane.status import StatusSettings, publish_addresses
+
+        view, opts = self.controller.view, self.opts
+        addresses = publish_addresses(StatusSettings(publish_address=opts.publish_address,
+                                                     publish_service=opts.publish_service), self.registry)  # fmt: skip
+        fleet = self.xds.fleet_settled() if self.xds else (0, True)
+        return status_report(self.registry, view.gateway_api(), view.host_findings(), addresses, fleet)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

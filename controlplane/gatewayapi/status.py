@@ -216,33 +216,10 @@ class GatewayApiStatusWriter:
 
     def plan(self) -> list[tuple[str, str, str, str, dict[str, Any]]]:
         """(cluster, kind, namespace, name, status) of every object whose status should change."""
-        result, findings, addresses, fleet = self.result(), self.findings(), self.addresses(), self.fleet()
+        result, fleet = self.result(), self.fleet()
         if fleet[0] and not fleet[1] and result.gateways and self._loop is not None:
             self._loop.call_later(0.5, self._kick.set)  # look again once the gateways have ACKed
-        out = []
-        for store in self.registry.stores():
-            cid = store.cluster_id
-            for obj in store.list(GATEWAY_CLASS):
-                name = str(meta(obj).get("name") or "")
-                ours, generation = result.classes.get((cid, name), (False, 0))
-                if ours:
-                    old = obj.get("status") or {}
-                    accepted: Condition = ("Accepted", "True", "Accepted", "handled by " + CONTROLLER_NAME)
-                    want = {"conditions": conditions([accepted], generation, old.get("conditions"))}
-                    out.append((cid, GATEWAY_CLASS, "", name, want, old))
-            for ref, info in result.gateways.items():
-                if ref.cluster == cid:
-                    obj = store.get(GATEWAY, ref.namespace, ref.name) or {}
-                    old = obj.get("status") or {}
-                    want = gateway_status(info, result, addresses, old, fleet)
-                    out.append((cid, GATEWAY, ref.namespace, ref.name, want, old))
-            for ref in result.routes:
-                if ref.cluster == cid:
-                    obj = store.get(ref.kind, ref.namespace, ref.name) or {}
-                    old = obj.get("status") or {}
-                    want = route_status(ref, result, findings, old)
-                    if want is not None:
-                        out.append((cid, ref.kind, ref.namespace, ref.name, want, old))
+        out = wanted_statuses(self.registry, result, self.findings(), self.addresses(), fleet)
         return [(c, k, ns, n, want) for c, k, ns, n, want, old in out if _strip_times(want) != _strip_times(old)]
 
     async def run_pass(self) -> int:
@@ -261,6 +238,43 @@ class GatewayApiStatusWriter:
                 assert self._loop is not None
                 self._loop.call_later(self.retry_delay, self._kick.set)
         return len(writes)
+
+
+def wanted_statuses(registry: ClusterRegistry, result: GatewayApiResult, findings: list[tuple[IngressRef, Finding]],
+                    addresses: list[dict[str, str]], fleet: tuple[int, bool],
+                    ) -> list[tuple[str, str, str, str, dict[str, Any], Mapping[str, Any]]]:  # fmt: skip
+    """(cluster, kind, namespace, name, wanted status, stored status) of every object of ours."""
+    out: list[tuple[str, str, str, str, dict[str, Any], Mapping[str, Any]]] = []
+    for store in registry.stores():
+        cid = store.cluster_id
+        for obj in store.list(GATEWAY_CLASS):
+            name = str(meta(obj).get("name") or "")
+            ours, generation = result.classes.get((cid, name), (False, 0))
+            if ours:
+                old = obj.get("status") or {}
+                accepted: Condition = ("Accepted", "True", "Accepted", "handled by " + CONTROLLER_NAME)
+                want = {"conditions": conditions([accepted], generation, old.get("conditions"))}
+                out.append((cid, GATEWAY_CLASS, "", name, want, old))
+        for ref, info in result.gateways.items():
+            if ref.cluster == cid:
+                old = (store.get(GATEWAY, ref.namespace, ref.name) or {}).get("status") or {}
+                out.append((cid, GATEWAY, ref.namespace, ref.name, gateway_status(info, result, addresses, old, fleet),
+                            old))  # fmt: skip
+        for ref in result.routes:
+            if ref.cluster == cid:
+                old = (store.get(ref.kind, ref.namespace, ref.name) or {}).get("status") or {}
+                want = route_status(ref, result, findings, old)
+                if want is not None:
+                    out.append((cid, ref.kind, ref.namespace, ref.name, want, old))
+    return out
+
+
+def status_report(registry: ClusterRegistry, result: GatewayApiResult, findings: list[tuple[IngressRef, Finding]],
+                  addresses: list[dict[str, str]], fleet: tuple[int, bool]) -> list[dict[str, Any]]:  # fmt: skip
+    """`/debug/gateways`: every status above as the leader would write it now; file mode writes none,
+    so this is where a GatewayClass, Gateway or route of a manifest directory shows why it is (not) served."""
+    return [{"cluster": c, "kind": k, "namespace": ns, "name": n, "status": want}
+            for c, k, ns, n, want, _old in wanted_statuses(registry, result, findings, addresses, fleet)]  # fmt: skip
 
 
 def _patch_status(api: k8s.ApiClient, kind: str, namespace: str, name: str, status: dict[str, Any]) -> None:

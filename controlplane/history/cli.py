@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -186,7 +187,8 @@ def _show(args: argparse.Namespace, doc: dict[str, Any]) -> int:
     if line:
         print(line)
     state = "served" if rec.get("served", True) else "pending, not served"
-    print(f"version {rec['version']} ({state}) at {rec['at']:.3f}" + (f" — {rec['note']}" if rec.get("note") else ""))
+    at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(rec["at"]))  # as the PINNED line, not epoch seconds
+    print(f"version {rec['version']} ({state}) at {at}" + (f" — {rec['note']}" if rec.get("note") else ""))
     print(f"trigger: {rec['trigger_count']} object(s) changed")
     for t in rec["triggers"]:
         ns = f"{t['namespace']}/" if t["namespace"] else ""

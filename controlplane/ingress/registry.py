@@ -63,7 +63,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry(IpAccessFamily(), ("ip-access",)),
     Entry(RateLimitFamily(), ("rate-limit",)),
     Entry(BodySizeFamily(), ("body-size",)),
-    Entry(ExtAuthFamily(), ("ext-auth", "auth-responses")),
+    Entry(ExtAuthFamily(), ("ext-auth", "auth-responses", "signin-uri")),
     Entry(BasicAuthFamily(), ("basic-auth", "auth-responses")),
     Entry(ClientCertFamily(), ("client-cert",)),
     Entry(TlsParamsFamily(), ("tls-params",)),
@@ -130,6 +130,8 @@ NOT_APPLICABLE = frozenset(
         "enable-access-log",
         "enable-rewrite-log",
         "service-weight",
+        "enable-global-auth",  # turns off the controller's global-auth-url, which Meridian has not
+        "proxy-ssl-location-only",  # where nginx puts proxy_ssl_*: Meridian's are per cluster anyway
     }
 )
 
@@ -180,6 +182,9 @@ UNSUPPORTED = frozenset(
         "fastcgi-index",
         "fastcgi-params-configmap",
         "denylist-source-range-extra",
+        "custom-headers",  # response headers from a ConfigMap: Meridian does not read ConfigMaps
+        "disable-proxy-intercept-errors",
+        "affinity-canary-behavior",
     }
 )
 

@@ -645,6 +645,9 @@ class TlsParams:
 # -- extauth -----------------------------------------------------------------------------------
 
 SELF_HOST = "meridian.self"  # auth-url host `$host`: the gateway itself, same Host as the request
+# In a `signin` template: the request URI escaped as a query component (nginx $escaped_request_uri),
+# which a Lua step of the translator puts in dynamic metadata on the routes whose template names it.
+ESCAPED_REQUEST_URI = "%DYNAMIC_METADATA(meridian.signin:escaped_request_uri)%"
 
 
 @dataclass(frozen=True, slots=True)

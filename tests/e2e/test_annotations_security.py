@@ -302,10 +302,13 @@ def test_external_auth(env: Env) -> None:
     headers = _lower(ok.json()["headers"])
     assert headers.get("x-auth-request-user") == "alice"
     assert "x-not-copied" not in headers
-    # auth-signin: 401 becomes a 302 to the sign-in URL with rd = the original URL.
+    # auth-signin: 401 becomes a 302 to the sign-in URL with rd = the original URL, its URI escaped as
+    # nginx's $escaped_request_uri (ingress-nginx's e2e: rd=http://host + url.QueryEscape("/?a=b&c=d")).
     r = gw.get("signin.example.com", "/deep/link")
     assert r.status == 302
-    assert r.headers["Location"] == "https://login.example.com/start?rd=http://signin.example.com/deep/link"
+    assert r.headers["Location"] == "https://login.example.com/start?rd=http://signin.example.com%2Fdeep%2Flink"
+    r = gw.get("signin.example.com", "/?a=b&c=d")
+    assert r.headers["Location"] == "https://login.example.com/start?rd=http://signin.example.com%2F%3Fa%3Db%26c%3Dd"
     assert gw.get("signin.example.com", "/", headers={"Authorization": "Bearer good"}).status == 200
     # auth-url http://$host/...: the check goes back through the gateway with the request's Host.
     auth.auth_requests.clear()

@@ -133,10 +133,11 @@ def test_ext_auth() -> None:
     assert (ea.scheme, ea.host, ea.port, ea.path) == ("http", "auth.example.svc", 4180, "/oauth2/auth")
     assert ea.cluster == "extauth:http:auth.example.svc:4180"
     assert ea.response_headers == ("x-auth-request-user", "x-auth-request-email", "authorization")
-    assert ea.signin == "https://login.example.com/oauth2/start?rd=%REQ(:path)%"
+    escaped = "%DYNAMIC_METADATA(meridian.signin:escaped_request_uri)%"  # nginx's $escaped_request_uri
+    assert ea.signin == f"https://login.example.com/oauth2/start?rd={escaped}"
     ea = parse({N + "auth-url": "https://auth.example.com", N + "auth-signin": "https://x.example.com/s"}).get(ExtAuth)
     assert ea.port == 443 and ea.path == "/"
-    assert ea.signin == "https://x.example.com/s?rd=%REQ(x-forwarded-proto)%://%REQ(:authority)%%REQ(:path)%"
+    assert ea.signin == f"https://x.example.com/s?rd=%REQ(x-forwarded-proto)%://%REQ(:authority)%{escaped}"
 
 
 def test_ext_auth_on_request_host() -> None:
@@ -311,7 +312,7 @@ def test_translate_body_size_default_everywhere() -> None:
 
 
 def test_translate_ext_auth_one_filter_per_service() -> None:
-    a = ExtAuth("http", "127.0.0.1", 9000, "/auth", response_headers=("x-user",), signin="https://l/?rd=%REQ(:path)%")
+    a = ExtAuth("http", "127.0.0.1", 9000, "/auth", response_headers=("x-user",), signin="https://l/?rd=%DYNAMIC_METADATA(meridian.signin:escaped_request_uri)%")
     b = ExtAuth("https", "auth.example.com", 443, "/check")
     feature = _feature("ext-auth")
     pa, ra = _route(a)

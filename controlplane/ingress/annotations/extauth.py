@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from controlplane.ingress.annotations.base import Annotations, Family, Key, ParseContext
-from controlplane.ir.policies import SELF_HOST, ExtAuth
+from controlplane.ir.policies import ESCAPED_REQUEST_URI, SELF_HOST, ExtAuth
 
 _HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -20,7 +20,7 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 # nginx variables -> Envoy access-log formatter operators (used in the sign-in redirect).
 _SIGNIN_VARS = {
-    "$escaped_request_uri": "%REQ(:path)%",
+    "$escaped_request_uri": ESCAPED_REQUEST_URI,
     "$request_uri": "%REQ(:path)%",
     "$http_host": "%REQ(:authority)%",
     "$host": "%REQ(:authority)%",
@@ -51,7 +51,7 @@ def signin_template(url: str, param: str = "rd") -> tuple[str | None, list[str]]
     if not re.search(rf"[?&]{re.escape(param)}=", url):
         # ingress-nginx appends rd=$scheme://$http_host$escaped_request_uri unless rd is present.
         sep = "&" if "?" in out else "?"
-        out += f"{sep}{param}=%REQ(x-forwarded-proto)%://%REQ(:authority)%%REQ(:path)%"
+        out += f"{sep}{param}=%REQ(x-forwarded-proto)%://%REQ(:authority)%{ESCAPED_REQUEST_URI}"
     return out, unknown
 
 
@@ -65,7 +65,9 @@ class ExtAuthFamily(Family):
         ),
         Key(
             ("auth-signin",),
-            "a 401 from the auth service becomes a 302 to this URL with `rd`",
+            "a 401 from the auth service becomes a 302 to this URL with `rd` (unless it has one) = scheme, Host and "
+            "the request URI escaped as a query component, as nginx's `$escaped_request_uri` (`/p?a=b` -> "
+            "`%2Fp%3Fa%3Db`; a small Lua step on the route escapes it)",
             difference="unsupported variables left empty (warning)",
         ),
         Key(("auth-response-headers",), "listed auth-response headers copied upstream"),

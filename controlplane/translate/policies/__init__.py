@@ -31,6 +31,7 @@ from controlplane.translate.policies.mirror import MirrorFeature
 from controlplane.translate.policies.ratelimit import RateLimitFeature
 from controlplane.translate.policies.redirects import RedirectFeature, RedirectOriginFeature
 from controlplane.translate.policies.rewrite import RewriteFeature
+from controlplane.translate.policies.signinuri import SigninUriFeature
 from controlplane.translate.policies.timeouts import TimeoutsFeature
 from controlplane.translate.policies.tlsparams import TlsParamsFeature
 
@@ -42,6 +43,7 @@ FEATURES: list[Feature] = sorted(
         ErrorsFeature(),
         RateLimitFeature(),
         AuthResponsesFeature(),
+        SigninUriFeature(),
         BasicAuthFeature(),
         ExtAuthFeature(),
         RewriteFeature(),
