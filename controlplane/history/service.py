@@ -16,7 +16,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from prometheus_client import Gauge
@@ -34,6 +34,32 @@ from controlplane.xds.cache import SnapshotCache
 log = logging.getLogger("controlplane.history")
 MIN_SAVE_INTERVAL = 0.25  # seconds between saves: a burst of versions is written once, not once each
 HOLD_LIMIT = 30.0  # seconds a starting replica waits for a pinned version's content before serving the sources
+
+
+class Unreadable:
+    """Since when the stored history has failed to load. A read that failed because the API server
+    blinked must not cost the stored history, so a writer writes nothing over what it could not read;
+    one that keeps failing while writes would succeed is a damaged store, and the history must not
+    stay off for good: after `limit` seconds a new one is started over it."""
+
+    def __init__(self, limit: float = 300.0) -> None:
+        self.limit = limit
+        self.since: float | None = None  # time.monotonic() of the first failure in a row
+
+    async def load(self, reload: Callable[[], Awaitable[bool]]) -> bool:
+        """Run `reload`; False while what is stored cannot be read and may not be written over yet."""
+        try:
+            await reload()
+        except Exception as exc:
+            now = time.monotonic()
+            if self.since is None:
+                self.since = now
+                log.warning("stored history could not be read (%s); not writing until it is", exc)
+            if now - self.since < self.limit:
+                return False
+            log.error("stored history unreadable for %.0f s (%s); starting a new one over it", now - self.since, exc)
+        self.since = None
+        return True
 
 
 class HistoryService:
@@ -63,6 +89,7 @@ class HistoryService:
         self._write: asyncio.Future[None] | None = None  # the write in a worker thread, if one is running
         self._watch_stop: threading.Event | None = None
         self._watcher: Any = None
+        self.unreadable = Unreadable()
 
     @property
     def history(self) -> History:
@@ -82,12 +109,6 @@ class HistoryService:
     @property
     def gauge(self) -> Gauge:
         return self.pins.gauge
-
-    def _set_pin(self, pin: Pin | None, *, note: bool) -> None:
-        self.pins.set(pin, note=note)
-
-    def _serve_pin(self) -> bool:
-        return self.pins.serve()
 
     def check_rollback(self, version: int) -> tuple[list[str], list[str]]:
         return self.pins.check(version)
@@ -110,12 +131,13 @@ class HistoryService:
                 try:
                     if await self._reload() or await asyncio.to_thread(persister.read_head) is None:
                         break
-                except Exception:  # unreadable history: start a new one rather than not start
-                    log.exception("stored history could not be read; starting a new one")
+                except Exception:  # not fatal: serve, and keep trying before writing anything over it
+                    log.exception("stored history could not be read; nothing is written over it until it is")
+                    self.unreadable.since = time.monotonic()
                     break
                 await asyncio.sleep(0.05)
-            self._writing = self.is_writer()
-            self._set_pin(await self._read_pin(), note=False)
+            self._writing = self.is_writer() and self.unreadable.since is None
+            self.pins.set(await self._read_pin(), note=False)
         self._task = asyncio.create_task(self._run(), name="history")
 
     async def _read_pin(self) -> Pin | None:
@@ -217,10 +239,10 @@ class HistoryService:
             self._writing = writer
             return
         if writer and not self._writing:
-            await self._reload()  # take over from where the last writer stopped
-            self._writing = True
-            if self.sources.ready:
-                self._record({t: dict(self.sources.get(t).resources) for t in rt.PUSH_ORDER}, ())
+            if await self.unreadable.load(self._reload):  # take over from where the last writer stopped
+                self._writing = True
+                if self.sources.ready:
+                    self._record({t: dict(self.sources.get(t).resources) for t in rt.PUSH_ORDER}, ())
         elif not writer:
             self._writing = False
             head = await asyncio.to_thread(self.persister.read_head)
@@ -230,7 +252,7 @@ class HistoryService:
         if pin != self.pin:
             if pin is not None and not writer and self.history.manifest(pin.version) is None:
                 await self._reload()  # pinned by another replica to a version we have not loaded
-            self._set_pin(pin, note=writer)
+            self.pins.set(pin, note=writer)
         await self._release_held()
         if time.monotonic() - self._saved_at >= MIN_SAVE_INTERVAL:
             self._saved_at = time.monotonic()
@@ -242,7 +264,7 @@ class HistoryService:
         if self.pin is None:
             served_version = self.served.apply(effective, seen_at=seen_at)
         elif rt.SECRET in effective:
-            self._serve_pin()  # a Secret the pinned version needs may have (re)appeared
+            self.pins.serve()  # a Secret the pinned version needs may have (re)appeared
         elif rt.ENDPOINT in effective:
             self.pins.follow_endpoints(effective[rt.ENDPOINT], seen_at)
         if self.is_writer() and (self._writing or self.persister is None):
@@ -264,7 +286,7 @@ class HistoryService:
         return rec
 
     def _on_ready(self, ready: bool) -> None:
-        if ready and self.pin is not None and not self._serve_pin():
+        if ready and self.pin is not None and not self.pins.serve():
             # Pinned to a version this replica has not loaded yet: serve nothing rather than the
             # sources; the background loop reloads the history and then serves the pin.
             self._held_since = time.monotonic()
@@ -274,7 +296,7 @@ class HistoryService:
     async def _release_held(self) -> None:
         if self._held_since is None:
             return
-        if self.pin is None or self._serve_pin():
+        if self.pin is None or self.pins.serve():
             self._held_since = None
             self.served.ready = True
             return

@@ -450,3 +450,41 @@ def test_a_save_offers_to_step_aside_before_each_bucket_and_before_the_index(tmp
         assert Persister(FileBackend(tmp_path)).load(History(), {})  # what it wrote is whole
     finally:
         h.close()
+
+
+def test_a_history_unreadable_at_start_is_not_written_over_until_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An API server that blinks while a replica starts must not cost the stored history: the writer
+    keeps what it cannot read untouched, and takes it over once it can."""
+    h = Harness(tmp_path)
+    stored = h.apply(*backend(), web())
+    h.close()
+    head_before = (tmp_path / "head").read_bytes()
+
+    real_read = FileBackend.read
+    broken = {"on": True}
+
+    def read(self: FileBackend, name: str) -> bytes | None:
+        if broken["on"] and name != "pin":  # the pin was read (a replica that cannot read it does not start)
+            raise OSError("connection refused")
+        return real_read(self, name)
+
+    monkeypatch.setattr(FileBackend, "read", read)
+    again = Harness(tmp_path)
+    try:
+        assert "stored history could not be read" in caplog.text
+        again.apply(*backend(), web("other"))
+        again.run(again.svc._tick())
+        again.run(again.svc.flush())
+        assert (tmp_path / "head").read_bytes() == head_before  # nothing written over it
+        broken["on"] = False
+        again.run(again.svc._tick())  # readable again: taken over, then saved with the new change
+        again.run(again.svc.flush())
+        assert list(again.svc.history.records)[:stored] == list(range(1, stored + 1))
+        assert again.svc.history.latest > stored
+        reloaded = History()
+        assert Persister(FileBackend(tmp_path)).load(reloaded, {})
+        assert list(reloaded.records)[:stored] == list(range(1, stored + 1)) and reloaded.latest > stored
+    finally:
+        again.close()
