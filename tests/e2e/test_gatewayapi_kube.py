@@ -211,8 +211,11 @@ def test_listeners_on_ports_of_their_own_serve_http_and_https_and_report_conflic
 
     def settled() -> bool:
         ports, late = listener_status(gw, "ports"), listener_status(gw, "late")
+        # Statuses are written pass by pass: wait for every one asserted below, not only the first.
         return ("plain" in ports and ports["plain"].get("Programmed", ("",))[0] == "True"
-                and "clash" in late and late["clash"].get("Conflicted", ("",))[0] == "True")  # fmt: skip
+                and ports["plain"].get("attachedRoutes") == 1 and ports.get("named", {}).get("attachedRoutes") == 1
+                and "clash" in late and late["clash"].get("Conflicted", ("",))[0] == "True"
+                and late["clash"].get("Programmed", ("",))[0] == "False")  # fmt: skip
 
     wait_until(settled, timeout=15, message=f"{listener_status(gw, 'ports')} {listener_status(gw, 'late')}")
     ports, late = listener_status(gw, "ports"), listener_status(gw, "late")
