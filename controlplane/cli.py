@@ -370,9 +370,11 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
+    from controlplane.compile import compile as compile_objects
+    from controlplane.compile import objects_of
     from controlplane.config import GatewayConfig
     from controlplane.ingress.classes import ClassPolicy
-    from controlplane.offline import snapshot_dict, translate_paths
+    from controlplane.offline import load_paths, snapshot_dict
     from controlplane.report import format_report
 
     # Offline, every Ingress is translated unless classes are named.
@@ -384,16 +386,25 @@ def cmd_translate(args: argparse.Namespace) -> int:
     if args.to == "gateway-api":
         return _to_gateway_api(GatewayConfig(classes=classes), args)
     config = GatewayConfig(classes=classes, default_certificate=args.default_ssl_certificate)
-    compiled = translate_paths(args.filename, config)
+    store = load_paths(args.filename)
+    compiled = compile_objects(objects_of([store]), config)
     if args.report:
         sys.stdout.write(format_report(compiled.reports))
-        return 0
-    doc = snapshot_dict(compiled.resources)
-    if args.output == "json":
-        sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     else:
-        sys.stdout.write(yaml.safe_dump(doc, sort_keys=False))
-    return 0
+        doc = snapshot_dict(compiled.resources)
+        if args.output == "json":
+            sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        else:
+            sys.stdout.write(yaml.safe_dump(doc, sort_keys=False))
+    return _file_problems(store.status.errors)
+
+
+def _file_problems(errors: dict[str, str]) -> int:
+    """A manifest (or document) that could not be read is left out of the output: say which, and exit
+    1, so a script or CI job does not take a partial translation for the whole one."""
+    for path, message in sorted(errors.items()):
+        sys.stderr.write(f"meridian translate: {path}: {message} (left out)\n")
+    return 1 if errors else 0
 
 
 def _to_gateway_api(config: Any, args: argparse.Namespace) -> int:

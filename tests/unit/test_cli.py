@@ -199,6 +199,20 @@ def test_translate_file_argument_and_class_filter(manifests: Path) -> None:
     assert "shop.example.com" in domains
 
 
+def test_translate_says_which_manifest_it_left_out_and_exits_1(manifests: Path) -> None:
+    """A file that does not parse (or a document with fields of the wrong type) is left out of the output:
+    the rest is still printed, the file is named on stderr, and the exit status is 1, so a script does not
+    take a partial translation for the whole one."""
+    (manifests / "broken.yaml").write_text("apiVersion: v1\nkind: Service\nmetadata: {name: a\n")
+    for extra in (["-o", "json"], ["--report"]):
+        proc = meridian("translate", "-f", str(manifests), *extra, check=False)
+        assert proc.returncode == 1, proc.stderr
+        assert f"meridian translate: {manifests / 'broken.yaml'}: invalid YAML" in proc.stderr
+        assert "shop.example.com" in proc.stdout  # the readable manifests are still translated
+    (manifests / "broken.yaml").unlink()
+    assert meridian("translate", "-f", str(manifests), "--report", check=False).returncode == 0
+
+
 def test_translate_report_lists_every_annotation(manifests: Path) -> None:
     out = meridian("translate", "-f", str(manifests), "--report").stdout
     lines = out.splitlines()
